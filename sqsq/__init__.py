@@ -1,0 +1,82 @@
+"""sqsq: background tasks for Python on Amazon SQS, DynamoDB and Lambda.
+
+The public API. ``import sqsq`` stays light for Lambda cold starts: boto3 loads
+on the first AWS call, and aiobotocore (the worker, ``adelay``), click (the CLI)
+and moto (``sqsq.testing``) load only where they are used.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .app import App, load_app
+from .envelope import Envelope
+from .errors import (
+    ArgumentError,
+    AWSError,
+    ConfigurationError,
+    DeadLetter,
+    EnqueueError,
+    InvalidArguments,
+    MessageTooLarge,
+    NotSerializable,
+    ResultError,
+    ResultNotSerializable,
+    ResultTimeout,
+    SqsqError,
+    TaskFailed,
+    TaskRevoked,
+    UndecodableMessage,
+    UnknownTask,
+)
+from .result import AsyncResult, ResultRecord, State
+from .task import Task
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # application and tasks
+    "App",
+    "Task",
+    "load_app",
+    # results
+    "AsyncResult",
+    "ResultRecord",
+    "State",
+    # wire format
+    "Envelope",
+    # running
+    "Worker",
+    # errors
+    "SqsqError",
+    "ConfigurationError",
+    "EnqueueError",
+    "ArgumentError",
+    "NotSerializable",
+    "MessageTooLarge",
+    "DeadLetter",
+    "UndecodableMessage",
+    "UnknownTask",
+    "InvalidArguments",
+    "ResultError",
+    "ResultTimeout",
+    "TaskFailed",
+    "TaskRevoked",
+    "ResultNotSerializable",
+    "AWSError",
+    "__version__",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Worker":
+        from .worker import Worker
+
+        return Worker
+    raise AttributeError(f"module 'sqsq' has no attribute {name!r}")

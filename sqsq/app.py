@@ -1,0 +1,248 @@
+"""App: the task registry, its settings and the AWS clients they share."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from .clients import Clients
+from .dynamodb import ResultStore
+from .errors import ConfigurationError
+from .result import AsyncResult
+from .settings import Settings, check_queue_name
+from .sqs import QueueDirectory
+from .task import Task
+
+if TYPE_CHECKING:
+    import boto3
+    from botocore.config import Config
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_APP_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+_TASK_OPTIONS = frozenset({"name", "queue", "store_result", "result_ttl"})
+
+
+class App:
+    """A sqsq application: tasks, settings and AWS clients.
+
+    Args:
+        name: short name (letters, digits, ``-``, ``_``; ≤ 40) used in default
+            resource names: queues ``<name>-<queue>``, table ``<name>-sqsq``.
+        boto3_session: a ``boto3.Session`` to build clients from (credentials, region).
+        botocore_config: a ``botocore.config.Config`` merged over sqsq's defaults.
+        **settings: any :class:`~sqsq.settings.Settings` field, e.g. ``region_name``,
+            ``endpoint_url``, ``queue_prefix``, ``table_name``, ``default_queue``,
+            ``max_receive_count``, ``result_ttl_s``. Unset fields come from
+            ``SQSQ_*`` environment variables, then defaults.
+
+    Raises:
+        ConfigurationError: a bad name or setting.
+
+    Example::
+
+        app = sqsq.App("orders")
+
+        @app.task
+        def charge(order_id: str, cents: int) -> dict: ...
+
+        charge.delay("o-1", 500).get(timeout=30)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        boto3_session: boto3.Session | None = None,
+        botocore_config: Config | None = None,
+        **settings: Any,
+    ) -> None:
+        if not _APP_NAME.match(name):
+            raise ConfigurationError(
+                f"invalid app name {name!r}: 1-40 letters, digits, '-' or '_'"
+            )
+        self.name = name
+        from pydantic import ValidationError
+
+        try:
+            self.settings = Settings(**{k: v for k, v in settings.items() if v is not None})
+        except ValidationError as exc:
+            raise ConfigurationError(f"invalid App settings: {exc}") from None
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.clients = Clients(
+            self.settings, boto3_session=boto3_session, botocore_config=botocore_config
+        )
+        self.directory = QueueDirectory(self.clients)
+        self.results = ResultStore(self.clients, self.table_name)
+
+    def __repr__(self) -> str:
+        return f"<App {self.name} tasks={len(self.tasks)}>"
+
+    # --- names ---------------------------------------------------------------------
+
+    @property
+    def queue_prefix(self) -> str:
+        prefix = self.settings.queue_prefix
+        return f"{self.name}-" if prefix is None else prefix
+
+    @property
+    def table_name(self) -> str:
+        return self.settings.table_name or f"{self.name}-sqsq"
+
+    def queue_name(self, queue: str) -> str:
+        """The physical SQS queue name of a logical queue (``<prefix><queue>``)."""
+        return check_queue_name(self.queue_prefix + queue)
+
+    def logical_queue(self, physical: str) -> str:
+        """The logical queue of a physical SQS queue name (prefix removed)."""
+        return physical.removeprefix(self.queue_prefix)
+
+    def queues(self) -> list[str]:
+        """Logical queues in use: the default queue and every task's, sorted."""
+        return sorted({self.settings.default_queue, *(t.queue for t in self.tasks.values())})
+
+    # --- tasks ----------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        store_result: bool = True,
+        result_ttl: float | timedelta | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(...)``.
+
+        Args:
+            name: registered name (default ``"module.function"``).
+            queue: logical queue (default: the app's ``default_queue``).
+            store_result: store the outcome in DynamoDB (default True; one write per task).
+            result_ttl: seconds (or timedelta) the result stays readable
+                (default: the app's ``result_ttl_s``, 1 day).
+
+        Raises:
+            ConfigurationError: an unknown option, or a name already registered.
+        """
+        unknown = set(options) - _TASK_OPTIONS
+        if unknown:
+            raise ConfigurationError(
+                f"unknown task option(s) {sorted(unknown)}; known: {sorted(_TASK_OPTIONS)}"
+            )
+
+        def register(function: Callable[P, R]) -> Task[P, R]:
+            if not callable(function):
+                raise ConfigurationError(f"@app.task needs a function, got {function!r}")
+            try:
+                task: Task[P, R] = Task(self, function, **options)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
+            if task.name in self.tasks:
+                raise ConfigurationError(f"a task named {task.name!r} is already registered")
+            self.tasks[task.name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def send_task(
+        self,
+        name: str,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        countdown: float | timedelta | None = None,
+        task_id: str | None = None,
+    ) -> AsyncResult:
+        """Enqueue a task by name, without its function (no signature check).
+
+        Args:
+            name: the task's registered name.
+            queue: logical queue; default: the registered task's queue if this app
+                knows it, else the default queue.
+
+        Raises:
+            NotSerializable, MessageTooLarge, EnqueueError, ConfigurationError.
+        """
+        from . import producer
+
+        known = self.tasks.get(name)
+        logical = queue or (known.queue if known else self.settings.default_queue)
+        message = producer.build(
+            name,
+            list(args or ()),
+            kwargs,
+            queue=logical,
+            queue_name=self.queue_name(logical),
+            countdown=countdown,
+            task_id=task_id,
+        )
+        producer.send_sync(self.clients, self.directory, [message])
+        return self.AsyncResult(message.task_id)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 (Celery's name)
+        """A handle on the result of task ``task_id`` (no AWS call until read)."""
+        return AsyncResult(task_id, self.results)
+
+    # --- Lambda -------------------------------------------------------------------
+
+    def lambda_handler(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """AWS Lambda handler for an SQS event source mapping with
+        ``FunctionResponseTypes: [ReportBatchItemFailures]``.
+
+        Use as ``handler = app.lambda_handler``. See :mod:`sqsq.aws_lambda`.
+
+        Returns:
+            ``{"batchItemFailures": [{"itemIdentifier": <messageId>}, …]}``.
+        """
+        from .aws_lambda import handle
+
+        return handle(self, event, context)
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the boto3 clients."""
+        self.clients.close()
+
+    async def aclose(self) -> None:
+        """Close the aiobotocore clients of the running event loop."""
+        await self.clients.aclose()
+
+
+def load_app(path: str) -> App:
+    """Import ``module:attribute`` (or ``module`` with an ``app`` attribute).
+
+    Raises:
+        ConfigurationError: the module or attribute is missing, or is not an App.
+    """
+    import importlib
+    import sys
+
+    module_name, _, attribute = path.partition(":")
+    attribute = attribute or "app"
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigurationError(
+                f"cannot import {module_name!r} (from {path!r}): {exc}; APP is 'module:attribute'"
+            ) from None
+        raise
+    app = getattr(module, attribute, None)
+    if not isinstance(app, App):
+        raise ConfigurationError(
+            f"{path!r}: {module_name}.{attribute} is {type(app).__name__ if app is not None else 'missing'}, "
+            "not a sqsq.App"
+        )
+    return app

@@ -1,0 +1,234 @@
+"""The commands of ``sqsq``: worker, dev, resources, send, result, schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from . import EXIT_FAILURE, cli
+
+
+
+def _load(path: str) -> Any:
+    from ..app import load_app
+
+    return load_app(path)
+
+
+def _logging(level: str, fmt: str) -> None:
+    from ..logs import configure
+
+    configure(level, fmt)  # type: ignore[arg-type]
+
+
+_log_options = [
+    click.option("--log-level", default="INFO", show_default=True,
+                 type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
+    click.option("--log-format", default="text", show_default=True,
+                 type=click.Choice(["text", "json"]), help="json: one object per line"),
+]
+
+
+def log_options(fn: Any) -> Any:
+    for option in reversed(_log_options):
+        fn = option(fn)
+    return fn
+
+
+def _queues(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    return [q.strip() for q in value.split(",") if q.strip()]
+
+
+# --- worker ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("app")
+@click.option("-Q", "--queues", help="Comma-separated logical queues (default: all the app uses).")
+@click.option("-c", "--concurrency", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Tasks run at once; also the most messages held.")
+@click.option("--burst", is_flag=True, help="Exit 0 when every queue is empty and nothing runs.")
+@click.option("--wait-time", type=click.IntRange(0, 20), default=None,
+              help="Long-polling wait in seconds (default: the app's wait_time_s, 20).")
+@log_options
+def worker(app: str, queues: str | None, concurrency: int, burst: bool,
+           wait_time: int | None, log_level: str, log_format: str) -> None:
+    """Run APP's tasks from SQS with long polling.
+
+    APP is 'module:attribute' of a sqsq.App, e.g. examples.quickstart.app:app.
+    """
+    _logging(log_level, log_format)
+    from ..worker import Worker
+
+    the_app = _load(app)
+    code = Worker(the_app, queues=_queues(queues), concurrency=concurrency, burst=burst,
+                  wait_time_s=wait_time).run()
+    sys.exit(code)
+
+
+# --- dev --------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("app")
+@click.option("--port", default=0, type=click.IntRange(0, 65535), help="Endpoint port (0: free).")
+@click.option("-c", "--concurrency", default=10, show_default=True, type=click.IntRange(min=1))
+@log_options
+def dev(app: str, port: int, concurrency: int, log_level: str, log_format: str) -> None:
+    """Embedded local AWS endpoint + resources + a worker, no AWS account needed.
+
+    Prints the endpoint so that a second shell can `sqsq send` to it.
+    """
+    _logging(log_level, log_format)
+    from ..local import LocalEndpoint
+    from ..resources import apply
+    from ..worker import Worker
+
+    endpoint = LocalEndpoint(port=port).start()
+    os.environ.update(endpoint.environ())
+    the_app = _load(app)
+    if the_app.settings.endpoint_url != endpoint.url:
+        raise click.ClickException(
+            f"{app} sets endpoint_url={the_app.settings.endpoint_url!r} explicitly; "
+            "sqsq dev needs it to come from SQSQ_ENDPOINT_URL"
+        )
+    apply(the_app)
+    click.echo(f"sqsq dev: local AWS endpoint at {endpoint.url}", err=True)
+    click.echo("  in another shell:", err=True)
+    for name, value in endpoint.environ().items():
+        click.echo(f"    export {name}={value}", err=True)
+    first = next(iter(the_app.tasks), "TASK")
+    click.echo(f"    sqsq send {app} {first} --args '[]' --wait 10", err=True)
+    code = Worker(the_app, concurrency=concurrency).run()
+    endpoint.stop()
+    sys.exit(code)
+
+
+# --- resources --------------------------------------------------------------------------
+
+
+@cli.group()
+def resources() -> None:
+    """Create the app's queues, dead-letter queues and table."""
+
+
+@resources.command("create")
+@click.argument("app")
+@click.option("--dry-run", is_flag=True, help="List what would change; change nothing.")
+def resources_create(app: str, dry_run: bool) -> None:
+    """Create or update, idempotently, the queues, DLQs and table APP needs."""
+    from ..resources import apply, plan
+
+    the_app = _load(app)
+    changes = plan(the_app)
+    pending = [c for c in changes if c.action != "ok"]
+    for change in changes:
+        verb = change.action if not dry_run or change.action == "ok" else f"would {change.action}"
+        detail = f"  ({change.detail})" if change.detail else ""
+        click.echo(f"{verb:>14}  {change.kind:<18} {change.name}{detail}")
+    if not pending:
+        click.echo("nothing to change: every resource is up to date")
+    elif dry_run:
+        click.echo(f"dry run: {len(pending)} change(s) not made")
+    else:
+        apply(the_app, changes)
+        click.echo(f"done: {len(pending)} change(s) made")
+
+
+# --- send / result --------------------------------------------------------------------
+
+
+def _json_arg(value: str | None, kind: type, name: str) -> Any:
+    if value is None:
+        return kind()
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=name) from None
+    if not isinstance(parsed, kind):
+        raise click.BadParameter(f"must be a JSON {kind.__name__}", param_hint=name)
+    return parsed
+
+
+@cli.command()
+@click.argument("app")
+@click.argument("task")
+@click.option("--args", "args_json", help='Positional arguments as a JSON array, e.g. \'["o-1", 5]\'.')
+@click.option("--kwargs", "kwargs_json", help="Keyword arguments as a JSON object.")
+@click.option("-Q", "--queue", help="Logical queue (default: the task's).")
+@click.option("--countdown", type=click.FloatRange(0, 900), help="Delay in seconds (<= 900).")
+@click.option("--wait", type=click.FloatRange(min=0), help="Wait this many seconds for the result.")
+def send(app: str, task: str, args_json: str | None, kwargs_json: str | None,
+         queue: str | None, countdown: float | None, wait: float | None) -> None:
+    """Enqueue TASK by its registered name and print the task id."""
+    the_app = _load(app)
+    args = _json_arg(args_json, list, "--args")
+    kwargs = _json_arg(kwargs_json, dict, "--kwargs")
+    result = the_app.send_task(task, args, kwargs, queue=queue, countdown=countdown)
+    click.echo(result.id)
+    if wait is not None:
+        from ..errors import ResultTimeout
+
+        try:
+            value = result.get(timeout=wait, propagate=False)
+        except ResultTimeout:
+            click.echo(f"PENDING after {wait:g} s", err=True)
+            sys.exit(EXIT_FAILURE)
+        _print_record(result.record)
+        if not result.successful():
+            sys.exit(EXIT_FAILURE)
+        del value
+
+
+def _print_record(record: Any, as_json: bool = False) -> None:
+    if record is None:
+        click.echo("state: PENDING (no result stored, or it expired)")
+        return
+    fields = {
+        "task_id": record.task_id,
+        "state": record.state.value,
+        "task": record.task,
+        "queue": record.queue,
+        "result": record.value if record.state.value == "SUCCESS" else None,
+        "exc_type": record.exc_type,
+        "exc_message": record.exc_message,
+        "dead_letter_reason": record.dead_letter_reason,
+        "attempts": record.attempts,
+        "worker": record.worker,
+        "enqueued_at": record.enqueued_at.isoformat() if record.enqueued_at else None,
+        "started_at": record.started_at.isoformat() if record.started_at else None,
+        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+    }
+    if as_json:
+        click.echo(json.dumps({**fields, "traceback": record.traceback}, indent=2))
+        return
+    for name, value in fields.items():
+        if value is not None:
+            shown = json.dumps(value) if name == "result" else value
+            click.echo(f"{name + ':':<20}{shown}")
+    if record.traceback:
+        click.echo("traceback:\n" + record.traceback.rstrip())
+
+
+@cli.command()
+@click.argument("app")
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+def result(app: str, task_id: str, as_json: bool) -> None:
+    """Show the stored result of TASK_ID (state, value or error, timings)."""
+    the_app = _load(app)
+    _print_record(the_app.results.get_result(task_id), as_json)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the envelope's JSON Schema (what any producer must send)."""
+    from ..envelope import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))

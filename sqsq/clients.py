@@ -1,0 +1,184 @@
+"""One factory for boto3 and aiobotocore clients, shared by everything in an App.
+
+Clients are created once and reused (a client holds a connection pool; creating
+one costs milliseconds and memory). Every client gets botocore's ``standard`` (or
+``adaptive``) retry mode, which retries throttling, 5xx and connection errors with
+exponential backoff and jitter, and a :class:`RequestCounter` hook that counts each
+HTTP request by API action — what the benchmarks and the worker summary report.
+
+Bring your own: ``App(boto3_session=..., botocore_config=...)`` are used as given
+(the config is merged over sqsq's defaults).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections import Counter
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import boto3
+    from botocore.config import Config
+
+    from .settings import Settings
+
+
+class RequestCounter:
+    """Counts HTTP requests per ``service.Action`` (retries included).
+
+    Registered on botocore's ``before-send`` event, which fires once per attempt.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, event_name: str = "", **_: Any) -> None:
+        # event_name is "before-send.<service>.<Operation>"
+        _, _, key = event_name.partition(".")
+        with self._lock:
+            self.counts[key] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of the counts, e.g. ``{"sqs.ReceiveMessage": 12}``."""
+        with self._lock:
+            return dict(sorted(self.counts.items()))
+
+    def total(self, service: str) -> int:
+        """All requests to one service (``"sqs"``, ``"dynamodb"``)."""
+        with self._lock:
+            return sum(n for k, n in self.counts.items() if k.startswith(service + "."))
+
+
+class Clients:
+    """Creates and caches the AWS clients of one App.
+
+    Args:
+        settings: the App's settings (region, endpoint, retry mode).
+        boto3_session: a caller's ``boto3.Session`` for sync clients.
+        botocore_config: a caller's ``botocore.config.Config``, merged over sqsq's.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        boto3_session: boto3.Session | None = None,
+        botocore_config: Config | None = None,
+    ) -> None:
+        self.settings = settings
+        self.counter = RequestCounter()
+        self._session = boto3_session
+        self._user_config = botocore_config
+        self._lock = threading.Lock()
+        self._sync: dict[str, Any] = {}
+        self._async: dict[tuple[int, str], Any] = {}
+        self._stacks: dict[int, tuple[asyncio.AbstractEventLoop, AsyncExitStack]] = {}
+
+    # --- shared configuration ---------------------------------------------------
+
+    def config(self) -> Config:
+        """botocore Config: retry mode/attempts from settings, pool sized for workers."""
+        from botocore.config import Config
+
+        base = Config(
+            retries={"mode": self.settings.retry_mode, "max_attempts": self.settings.max_attempts},
+            max_pool_connections=64,
+            connect_timeout=5,
+            read_timeout=max(60, int(self.settings.wait_time_s) + 30),
+            tcp_keepalive=True,
+        )
+        return base.merge(self._user_config) if self._user_config else base
+
+    def region(self) -> str:
+        """The region: setting > boto3 chain > ``us-east-1`` for a local endpoint."""
+        if self.settings.region_name:
+            return self.settings.region_name
+        region = self._session.region_name if self._session else None
+        region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region is None:
+            import botocore.session
+
+            region = botocore.session.get_session().get_config_variable("region")
+        if region:
+            return str(region)
+        if self.settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL"):
+            return "us-east-1"
+        raise ConfigurationError(
+            "no AWS region configured: pass App(region_name=...), or set SQSQ_REGION_NAME "
+            "or AWS_DEFAULT_REGION"
+        )
+
+    def _kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"region_name": self.region(), "config": self.config()}
+        if self.settings.endpoint_url:
+            kwargs["endpoint_url"] = self.settings.endpoint_url
+        return kwargs
+
+    # --- boto3 ------------------------------------------------------------------
+
+    def sync(self, service: str) -> Any:
+        """The cached boto3 client for ``service`` (``"sqs"``, ``"dynamodb"``, …)."""
+        client = self._sync.get(service)
+        if client is not None:
+            return client
+        with self._lock:
+            client = self._sync.get(service)
+            if client is None:
+                import boto3
+
+                session = self._session or boto3.Session()
+                client = session.client(service, **self._kwargs())  # type: ignore[call-overload]
+                client.meta.events.register("before-send", self.counter)
+                self._sync[service] = client
+        return client
+
+    # --- aiobotocore ------------------------------------------------------------
+
+    async def aclient(self, service: str) -> Any:
+        """The aiobotocore client for ``service``, cached per running event loop.
+
+        Close them with :meth:`aclose` before the loop ends.
+        """
+        loop = asyncio.get_running_loop()
+        key = (id(loop), service)
+        client = self._async.get(key)
+        if client is not None:
+            return client
+        entry = self._stacks.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            entry = (loop, AsyncExitStack())
+            self._stacks[id(loop)] = entry
+        from aiobotocore.session import get_session
+
+        session = get_session()
+        if self._session is not None:
+            creds = self._session.get_credentials()
+            if creds is not None:
+                frozen = creds.get_frozen_credentials()
+                session.set_credentials(frozen.access_key, frozen.secret_key, frozen.token)
+        client = await entry[1].enter_async_context(session.create_client(service, **self._kwargs()))
+        client.meta.events.register("before-send", self.counter)
+        self._async[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the aiobotocore clients of the running loop."""
+        loop = asyncio.get_running_loop()
+        entry = self._stacks.pop(id(loop), None)
+        for key in [k for k in self._async if k[0] == id(loop)]:
+            del self._async[key]
+        if entry is not None:
+            await entry[1].aclose()
+
+    def close(self) -> None:
+        """Close the boto3 clients (their connection pools)."""
+        with self._lock:
+            for client in self._sync.values():
+                client.close()
+            self._sync.clear()

@@ -1,0 +1,162 @@
+"""Every error sqsq raises, grouped by who must act.
+
+::
+
+    SqsqError
+    ├── ConfigurationError        the developer: a bad App/task option, an unknown app path
+    ├── EnqueueError              the producer: nothing was sent (or only part, see .sent)
+    │   ├── ArgumentError         the arguments do not bind to the task's signature
+    │   ├── NotSerializable       an argument the envelope's JSON rules cannot encode
+    │   └── MessageTooLarge       the envelope is over SQS's 1 MiB message limit
+    ├── DeadLetter                a delivered message that cannot be run; it goes to the DLQ
+    │   ├── UndecodableMessage    body is not JSON, or not an envelope
+    │   ├── UnknownTask           no task of that name is registered in this app
+    │   └── InvalidArguments      the arguments do not fit the function's signature/types
+    ├── ResultError               the reader of a result
+    │   ├── ResultTimeout         not ready within ``get(timeout=...)`` (also a TimeoutError)
+    │   ├── TaskFailed            the task raised; carries remote type, message, traceback
+    │   │   └── TaskRevoked       the task was revoked before it ran
+    │   └── ResultNotSerializable the return value cannot be stored as JSON / is too large
+    └── AWSError                  an AWS call failed after botocore's own retries
+
+Messages that cannot be run are not errors of the worker: the execution core turns
+a :class:`DeadLetter` into an outcome that moves the message to the dead-letter queue
+with its reason (``DeadLetter.reason`` is the stable, machine-readable code).
+"""
+
+from __future__ import annotations
+
+
+class SqsqError(Exception):
+    """Base of every error sqsq raises."""
+
+
+class ConfigurationError(SqsqError):
+    """An App or task option is invalid, or an app path cannot be imported."""
+
+
+# --- producer ------------------------------------------------------------------
+
+
+class EnqueueError(SqsqError):
+    """A task could not be enqueued.
+
+    Attributes:
+        sent: results of the tasks that *were* enqueued before the failure
+            (``delay_many`` may fail part-way); empty for single sends.
+        failed: ``(task_id, reason)`` pairs for the entries SQS refused.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sent: list[object] | None = None,
+        failed: list[tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.sent = sent or []
+        self.failed = failed or []
+
+
+class ArgumentError(EnqueueError, TypeError):
+    """The arguments given to ``delay``/``apply_async`` do not bind to the task
+    function's signature (checked at enqueue time, as Celery's ``typing=True``)."""
+
+
+class NotSerializable(EnqueueError, TypeError):
+    """A value cannot be encoded under the envelope's JSON rules.
+
+    Encoded: None, bool, int, finite float, str, list/tuple, dict with str keys,
+    datetime/date/time (ISO 8601), UUID, Decimal (as str), bytes (base64),
+    Enum (its value) and pydantic models (``model_dump(mode="json")``).
+    Everything else (sets, files, arbitrary objects, NaN) raises this error,
+    naming the path of the offending value, e.g. ``args[1]["items"]``.
+    """
+
+
+class MessageTooLarge(EnqueueError, ValueError):
+    """The encoded envelope exceeds ``limits.SQS_MAX_MESSAGE_BYTES`` (1 MiB)."""
+
+
+# --- dead letters ---------------------------------------------------------------
+
+
+class DeadLetter(SqsqError):
+    """A delivered message cannot be run; it goes to the dead-letter queue.
+
+    ``reason`` is a stable code stored with the message (attribute
+    ``sqsq-dead-letter``) and in its result item.
+    """
+
+    reason = "dead_letter"
+
+
+class UndecodableMessage(DeadLetter):
+    """The message body is not JSON, or not a valid sqsq envelope."""
+
+    reason = "undecodable_message"
+
+
+class UnknownTask(DeadLetter):
+    """The envelope names a task this app does not register."""
+
+    reason = "unknown_task"
+
+
+class InvalidArguments(DeadLetter):
+    """The envelope's args/kwargs do not bind to, or validate against, the function."""
+
+    reason = "invalid_arguments"
+
+
+# --- results --------------------------------------------------------------------
+
+
+class ResultError(SqsqError):
+    """Base for errors raised while reading a task's result."""
+
+
+class ResultTimeout(ResultError, TimeoutError):
+    """The result was not ready within the given timeout (seconds)."""
+
+
+class TaskFailed(ResultError):
+    """The task ended in FAILURE.
+
+    Attributes:
+        task_id: the failed task's id.
+        remote_type: the exception's qualified type name in the worker, e.g.
+            ``"builtins.ValueError"``, or a dead-letter reason's error type.
+        remote_message: ``str(exception)`` in the worker.
+        remote_traceback: the formatted traceback from the worker, or None.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        remote_type: str,
+        remote_message: str,
+        remote_traceback: str | None = None,
+    ) -> None:
+        super().__init__(f"task {task_id} failed: {remote_type}: {remote_message}")
+        self.task_id = task_id
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+
+
+class TaskRevoked(TaskFailed):
+    """The task was revoked (state REVOKED) and did not run."""
+
+
+class ResultNotSerializable(ResultError):
+    """A task's return value cannot be stored: not JSON-encodable, or too large
+    for a DynamoDB item (``limits.DYNAMODB_MAX_ITEM_BYTES``, 400 KB)."""
+
+
+# --- AWS ------------------------------------------------------------------------
+
+
+class AWSError(SqsqError):
+    """An AWS call failed after botocore's retries; ``__cause__`` is the botocore error."""

@@ -1,0 +1,56 @@
+"""AWS quotas that sqsq respects, as documented constants.
+
+Each constant names the AWS page it comes from. Validation errors quote these
+names, so a user who hits one knows which AWS limit applies.
+"""
+
+from __future__ import annotations
+
+#: Largest SQS message body plus message attributes, in bytes (1 MiB).
+#: "Amazon SQS message quotas" — Message size.
+SQS_MAX_MESSAGE_BYTES = 1_048_576
+
+#: Largest total payload of one SendMessageBatch call, in bytes (1 MiB).
+#: "Amazon SQS message quotas" — Message size (batched messages).
+SQS_MAX_BATCH_BYTES = 1_048_576
+
+#: Entries per SendMessageBatch / DeleteMessageBatch / ChangeMessageVisibilityBatch,
+#: and messages per ReceiveMessage (MaxNumberOfMessages).
+#: "Amazon SQS message quotas" — Batched message ID / Message throughput.
+SQS_MAX_BATCH_ENTRIES = 10
+
+#: Largest DelaySeconds for a message, in seconds (15 minutes).
+#: "Amazon SQS message quotas" — Delay queue.
+SQS_MAX_DELAY_S = 900
+
+#: Longest long-polling wait (WaitTimeSeconds), in seconds.
+#: "Amazon SQS short and long polling".
+SQS_MAX_WAIT_TIME_S = 20
+
+#: Longest visibility timeout, counted from the first receipt, in seconds (12 hours).
+#: "Amazon SQS visibility timeout".
+SQS_MAX_VISIBILITY_TIMEOUT_S = 43_200
+
+#: Message attributes per message.
+#: "Amazon SQS message quotas" — Message attributes.
+SQS_MAX_MESSAGE_ATTRIBUTES = 10
+
+#: Longest message retention period, in seconds (14 days).
+#: "Amazon SQS queue quotas" / "Using dead-letter queues in Amazon SQS".
+SQS_MAX_RETENTION_S = 1_209_600
+
+#: Queue name length; FIFO queue names end in ``.fifo`` (included).
+#: "Amazon SQS queue quotas" — Queue name.
+SQS_MAX_QUEUE_NAME_CHARS = 80
+
+#: Largest DynamoDB item, attribute names and values together, in bytes (400 KB).
+#: "Service, account, and table quotas in Amazon DynamoDB" — Item size.
+DYNAMODB_MAX_ITEM_BYTES = 409_600
+
+#: Put/delete requests per BatchWriteItem call.
+#: "BatchWriteItem" API reference.
+DYNAMODB_MAX_BATCH_WRITE_ITEMS = 25
+
+#: Keys per BatchGetItem call.
+#: "BatchGetItem" API reference.
+DYNAMODB_MAX_BATCH_GET_ITEMS = 100

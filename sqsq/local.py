@@ -1,0 +1,107 @@
+"""The embedded local AWS endpoint: a moto server on a free loopback port.
+
+Used by ``sqsq dev``, the quick-start demo, the test fixtures and the
+benchmarks, so none of them needs an AWS account. Requires the ``local`` extra
+(``pip install 'sqsq[local]'``). Run alone with ``python -m sqsq.local``.
+
+Know its limits (see the design notes): moto is single-process Python, its
+ReceiveMessage rescans the queue (cost grows with depth), it does not fire
+EventBridge Scheduler schedules, expire DynamoDB TTL items or implement
+StartMessageMoveTask.
+"""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import Any
+
+from .errors import ConfigurationError
+
+#: Credentials and region for the local endpoint (moto accepts any).
+LOCAL_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+class LocalEndpoint:
+    """A moto server in a background thread.
+
+    Args:
+        host: loopback address to bind.
+        port: TCP port; 0 picks a free one.
+
+    Example::
+
+        with LocalEndpoint() as endpoint:
+            app = sqsq.App("demo", endpoint_url=endpoint.url)
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigurationError(
+                "the embedded endpoint needs moto's server: pip install 'sqsq[local]'"
+            ) from exc
+        self._server: Any = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+        self.url = ""
+
+    def start(self) -> LocalEndpoint:
+        """Start serving; sets :attr:`url` (``http://127.0.0.1:<port>``)."""
+        import logging
+
+        for name, value in LOCAL_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
+        # moto's server logs every request through werkzeug at INFO
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def environ(self) -> dict[str, str]:
+        """Environment variables that point a process (worker, CLI) here."""
+        return {**LOCAL_ENVIRONMENT, "SQSQ_ENDPOINT_URL": self.url}
+
+    def reset(self) -> None:
+        """Forget every resource (moto's ``/moto-api/reset``)."""
+        import urllib.request
+
+        urllib.request.urlopen(
+            urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"), timeout=10
+        ).close()
+
+    def __enter__(self) -> LocalEndpoint:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def main() -> None:  # pragma: no cover - manual use
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="Run the embedded local AWS endpoint.")
+    parser.add_argument("--port", type=int, default=0)
+    options = parser.parse_args()
+    endpoint = LocalEndpoint(port=options.port).start()
+    print(endpoint.url, flush=True)
+    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    endpoint.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,229 @@
+"""Producer side: arguments → envelope → SendMessage / SendMessageBatch.
+
+Everything that can be checked before an AWS call is checked here, so a bad
+call fails in the producer with a clear error and nothing is sent: the arguments
+bind to the task's signature, every value is encodable under the envelope's JSON
+rules, the message fits SQS's 1 MiB limit, the delay fits 900 s.
+
+The pure part (:func:`build`) is shared by the boto3 and aiobotocore senders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from . import limits
+from .envelope import Envelope, encode, new_task_id, to_json
+from .errors import EnqueueError
+from .sqs import send_batches
+
+if TYPE_CHECKING:
+    from .signature import Signature
+
+logger = logging.getLogger(__name__)
+
+#: Attempts at SendMessageBatch entries that failed with SenderFault=false.
+BATCH_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """An envelope encoded and addressed, ready for SendMessage(Batch)."""
+
+    envelope: Envelope
+    body: str
+    queue_name: str  # physical SQS queue name
+    delay_s: int
+
+    @property
+    def task_id(self) -> str:
+        return self.envelope.task_id
+
+    def entry(self, entry_id: str) -> dict[str, Any]:
+        """This message as a SendMessage(Batch) entry."""
+        entry: dict[str, Any] = {"Id": entry_id, "MessageBody": self.body}
+        if self.delay_s:
+            entry["DelaySeconds"] = self.delay_s
+        return entry
+
+
+def delay_seconds(countdown: float | timedelta | None, eta: datetime | None) -> int:
+    """DelaySeconds for ``countdown`` (seconds) or ``eta`` (aware datetime).
+
+    Raises:
+        EnqueueError: over ``limits.SQS_MAX_DELAY_S`` (900 s, "Amazon SQS message
+            quotas" — Delay queue), negative, or both given.
+    """
+    if countdown is not None and eta is not None:
+        raise EnqueueError("pass countdown or eta, not both")
+    if isinstance(countdown, timedelta):
+        countdown = countdown.total_seconds()
+    if eta is not None:
+        if eta.tzinfo is None:
+            raise EnqueueError("eta must be a timezone-aware datetime (e.g. tzinfo=UTC)")
+        countdown = max(0.0, (eta - datetime.now(UTC)).total_seconds())
+    if countdown is None:
+        return 0
+    if countdown < 0 or not math.isfinite(countdown):
+        raise EnqueueError(f"countdown must be a finite number of seconds >= 0, got {countdown}")
+    if countdown > limits.SQS_MAX_DELAY_S:
+        raise EnqueueError(
+            f"countdown of {countdown:g} s is over SQS_MAX_DELAY_S={limits.SQS_MAX_DELAY_S} "
+            "(Amazon SQS message quotas, DelaySeconds)"
+        )
+    return math.ceil(countdown)
+
+
+def build(
+    task_name: str,
+    args: Sequence[Any] | None,
+    kwargs: dict[str, Any] | None,
+    *,
+    queue: str,
+    queue_name: str,
+    countdown: float | timedelta | None = None,
+    eta: datetime | None = None,
+    task_id: str | None = None,
+    signature: Signature | None = None,
+    headers: dict[str, str] | None = None,
+) -> OutgoingMessage:
+    """Check and encode one task call.
+
+    Args:
+        task_name: registered task name.
+        args / kwargs: the call's arguments.
+        queue: logical queue; queue_name: its physical SQS name.
+        countdown: delay in seconds (≤ 900); eta: aware datetime instead.
+        task_id: a chosen id (default: a new UUID4).
+        signature: the task function's signature, to check the arguments bind.
+
+    Raises:
+        ArgumentError, NotSerializable, MessageTooLarge, EnqueueError.
+    """
+    args = list(args or ())
+    kwargs = dict(kwargs or {})
+    if signature is not None:
+        signature.check(args, kwargs)
+    delay = delay_seconds(countdown, eta)
+    now = datetime.now(UTC)
+    envelope = Envelope(
+        id=task_id or new_task_id(),
+        task=task_name,
+        args=to_json(args, "args"),
+        kwargs=to_json(kwargs, "kwargs"),
+        queue=queue,
+        eta=now + timedelta(seconds=delay) if delay else None,
+        headers=headers or {},
+        sent_at=now,
+    )
+    return OutgoingMessage(envelope, encode(envelope), queue_name, delay)
+
+
+# --- sending -----------------------------------------------------------------------------
+
+
+def _backoff_s(attempt: int) -> float:
+    # full jitter, 100 ms base, 5 s cap ("Exponential Backoff And Jitter", AWS Architecture blog)
+    return float(random.uniform(0, min(5.0, 0.1 * 2**attempt)))
+
+
+def _split_failed(
+    response: dict[str, Any], batch: dict[str, OutgoingMessage]
+) -> tuple[dict[str, OutgoingMessage], list[tuple[str, str]]]:
+    """Retryable entries, and permanent failures as ``(task_id, reason)``."""
+    retry: dict[str, OutgoingMessage] = {}
+    permanent: list[tuple[str, str]] = []
+    for failure in response.get("Failed", []):
+        message = batch[failure["Id"]]
+        reason = f"{failure.get('Code')}: {failure.get('Message', '')}"
+        if failure.get("SenderFault"):
+            permanent.append((message.task_id, reason))
+        else:
+            retry[failure["Id"]] = message
+    return retry, permanent
+
+
+def _batches(messages: Sequence[OutgoingMessage]) -> list[dict[str, OutgoingMessage]]:
+    by_queue: dict[str, list[dict[str, Any]]] = {}
+    index = {str(i): m for i, m in enumerate(messages)}
+    for entry_id, message in index.items():
+        by_queue.setdefault(message.queue_name, []).append(message.entry(entry_id))
+    return [
+        {entry["Id"]: index[entry["Id"]] for entry in batch}
+        for entries in by_queue.values()
+        for batch in send_batches(entries)
+    ]
+
+
+def _raise_if_failed(messages: Sequence[OutgoingMessage], failed: list[tuple[str, str]]) -> None:
+    if failed:
+        bad = {task_id for task_id, _ in failed}
+        raise EnqueueError(
+            f"{len(failed)} of {len(messages)} messages were not enqueued: {failed[0][1]}",
+            sent=[m.task_id for m in messages if m.task_id not in bad],
+            failed=failed,
+        )
+
+
+def send_sync(clients: Any, directory: Any, messages: Sequence[OutgoingMessage]) -> None:
+    """Send with boto3: SendMessage for one message, SendMessageBatch for more.
+
+    Raises:
+        EnqueueError: some entries were refused (``.sent`` / ``.failed`` say which).
+    """
+    client = clients.sync("sqs")
+    if len(messages) == 1:
+        message = messages[0]
+        kwargs = message.entry("0")
+        kwargs.pop("Id")
+        client.send_message(QueueUrl=directory.url(message.queue_name), **kwargs)
+        return
+    failed: list[tuple[str, str]] = []
+    for batch in _batches(messages):
+        url = directory.url(next(iter(batch.values())).queue_name)
+        for attempt in range(BATCH_ATTEMPTS):
+            if attempt:
+                time.sleep(_backoff_s(attempt))
+            response = client.send_message_batch(
+                QueueUrl=url, Entries=[m.entry(i) for i, m in batch.items()]
+            )
+            batch, permanent = _split_failed(response, batch)
+            failed.extend(permanent)
+            if not batch:
+                break
+        failed.extend((m.task_id, "still failing after retries") for m in batch.values())
+    _raise_if_failed(messages, failed)
+
+
+async def send_async(clients: Any, directory: Any, messages: Sequence[OutgoingMessage]) -> None:
+    """Asyncio twin of :func:`send_sync` (aiobotocore)."""
+    client = await clients.aclient("sqs")
+    if len(messages) == 1:
+        message = messages[0]
+        kwargs = message.entry("0")
+        kwargs.pop("Id")
+        await client.send_message(QueueUrl=await directory.aurl(message.queue_name), **kwargs)
+        return
+    failed: list[tuple[str, str]] = []
+    for batch in _batches(messages):
+        url = await directory.aurl(next(iter(batch.values())).queue_name)
+        for attempt in range(BATCH_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(_backoff_s(attempt))
+            response = await client.send_message_batch(
+                QueueUrl=url, Entries=[m.entry(i) for i, m in batch.items()]
+            )
+            batch, permanent = _split_failed(response, batch)
+            failed.extend(permanent)
+            if not batch:
+                break
+        failed.extend((m.task_id, "still failing after retries") for m in batch.values())
+    _raise_if_failed(messages, failed)

@@ -1,0 +1,247 @@
+"""Task states, the stored result record, and :class:`AsyncResult`.
+
+A result is read from the DynamoDB table (see ``dynamodb.py``). Until the worker
+stores an outcome, or after the result's TTL (``result_ttl``) has passed, the
+state is PENDING: DynamoDB's TTL deletion is best-effort and lags, so a reader
+treats an item past its ``expires_at`` as absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import ResultTimeout, TaskFailed, TaskRevoked
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+
+class State(str, enum.Enum):
+    """Task states, named as in Celery."""
+
+    #: Nothing is known: not run yet, unknown id, or the result expired.
+    PENDING = "PENDING"
+    #: A worker received the message (reserved for opt-in tracking).
+    RECEIVED = "RECEIVED"
+    #: A worker started the task (opt-in, ``track_started=True``).
+    STARTED = "STARTED"
+    #: The task failed and will be retried; the last error is recorded.
+    RETRY = "RETRY"
+    #: The task returned; ``result`` holds its JSON return value.
+    SUCCESS = "SUCCESS"
+    #: The task raised, or its message could not be run (dead-lettered).
+    FAILURE = "FAILURE"
+    #: The task was revoked before it ran.
+    REVOKED = "REVOKED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: States after which nothing changes.
+READY_STATES = frozenset({State.SUCCESS, State.FAILURE, State.REVOKED})
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """What happened to one task, as stored in its result item.
+
+    Times are UTC datetimes; ``expires_at`` is epoch seconds (the TTL attribute).
+    """
+
+    task_id: str
+    state: State
+    task: str | None = None
+    queue: str | None = None
+    #: The JSON return value (SUCCESS only).
+    value: Any = None
+    #: Qualified exception type, e.g. ``"builtins.ValueError"`` (FAILURE/RETRY).
+    exc_type: str | None = None
+    exc_message: str | None = None
+    traceback: str | None = None
+    #: Dead-letter reason code when the message went to the DLQ, e.g. ``"unknown_task"``.
+    dead_letter_reason: str | None = None
+    #: How many times SQS delivered the message (ApproximateReceiveCount).
+    attempts: int = 0
+    worker: str | None = None
+    message_id: str | None = None
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    expires_at: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.state in READY_STATES
+
+    def error(self) -> TaskFailed:
+        """The :class:`TaskFailed` (or :class:`TaskRevoked`) this record stands for."""
+        if self.state is State.REVOKED:
+            return TaskRevoked(self.task_id, "sqsq.errors.TaskRevoked", "the task was revoked")
+        return TaskFailed(
+            self.task_id,
+            self.exc_type or "UnknownError",
+            self.exc_message or "",
+            self.traceback,
+        )
+
+
+class ResultBackend(Protocol):
+    """What :class:`AsyncResult` needs: look a record up by task id."""
+
+    def get_result(self, task_id: str) -> ResultRecord | None: ...
+
+    def aget_result(self, task_id: str) -> Awaitable[ResultRecord | None]: ...
+
+
+class AsyncResult:
+    """A handle on one task's result.
+
+    Args:
+        task_id: the task's id.
+        backend: where results are read (the App's result store).
+        record: a known record (``apply()`` results carry theirs; no AWS call is made).
+
+    Every property that needs the stored state makes one consistent GetItem
+    unless the result is already final (then it is cached).
+    """
+
+    def __init__(
+        self, task_id: str, backend: ResultBackend | None = None, record: ResultRecord | None = None
+    ) -> None:
+        self.id = task_id
+        self._backend = backend
+        self._record = record
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # --- reading --------------------------------------------------------------
+
+    def _fetch(self) -> ResultRecord | None:
+        if self._record is not None and self._record.ready:
+            return self._record
+        if self._backend is None:
+            return self._record
+        record = self._backend.get_result(self.id)
+        if record is not None:
+            self._record = record
+        return record
+
+    async def _afetch(self) -> ResultRecord | None:
+        if self._record is not None and self._record.ready:
+            return self._record
+        if self._backend is None:
+            return self._record
+        record = await self._backend.aget_result(self.id)
+        if record is not None:
+            self._record = record
+        return record
+
+    @property
+    def record(self) -> ResultRecord | None:
+        """The stored record, or None while PENDING."""
+        return self._fetch()
+
+    @property
+    def state(self) -> State:
+        """The current :class:`State` (PENDING when nothing is stored)."""
+        record = self._fetch()
+        return record.state if record else State.PENDING
+
+    @property
+    def status(self) -> State:
+        """Alias of :attr:`state` (Celery)."""
+        return self.state
+
+    def ready(self) -> bool:
+        """True once the task is SUCCESS, FAILURE or REVOKED."""
+        return self.state in READY_STATES
+
+    def successful(self) -> bool:
+        return self.state is State.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state is State.FAILURE
+
+    @property
+    def result(self) -> Any:
+        """The return value when SUCCESS; a :class:`TaskFailed` when FAILURE/RETRY;
+        None otherwise. Never raises the task's error (use :meth:`get`)."""
+        record = self._fetch()
+        if record is None:
+            return None
+        if record.state is State.SUCCESS:
+            return record.value
+        if record.state in (State.FAILURE, State.RETRY):
+            return record.error()
+        return None
+
+    @property
+    def traceback(self) -> str | None:
+        """The worker's formatted traceback of the failure, if any."""
+        record = self._fetch()
+        return record.traceback if record else None
+
+    # --- waiting --------------------------------------------------------------
+
+    def _outcome(self, record: ResultRecord | None, propagate: bool) -> Any:
+        assert record is not None
+        if record.state is State.SUCCESS:
+            return record.value
+        error = record.error()
+        if propagate:
+            raise error
+        return error
+
+    def get(self, timeout: float | None = None, interval: float = 0.5, propagate: bool = True) -> Any:
+        """Wait for the task to finish and return its value.
+
+        Args:
+            timeout: seconds to wait; None waits forever.
+            interval: seconds between polls (one GetItem each).
+            propagate: raise the task's error (default) or return it.
+
+        Returns:
+            The task's JSON return value.
+
+        Raises:
+            TaskFailed: the task ended in FAILURE (remote type, message and
+                traceback attached); :class:`TaskRevoked` when it was REVOKED.
+            ResultTimeout: not ready within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self._fetch()
+            if record is not None and record.ready:
+                return self._outcome(record, propagate)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(f"task {self.id} not ready after {timeout} s")
+            wait = interval if deadline is None else min(interval, deadline - time.monotonic())
+            time.sleep(max(wait, 0))
+
+    async def aget(
+        self, timeout: float | None = None, interval: float = 0.5, propagate: bool = True
+    ) -> Any:
+        """Asyncio twin of :meth:`get` (aiobotocore GetItem)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = await self._afetch()
+            if record is not None and record.ready:
+                return self._outcome(record, propagate)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(f"task {self.id} not ready after {timeout} s")
+            wait = interval if deadline is None else min(interval, deadline - time.monotonic())
+            await asyncio.sleep(max(wait, 0))

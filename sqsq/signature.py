@@ -1,0 +1,107 @@
+"""Binding and validating a task's arguments against its function signature.
+
+The producer checks that arguments *bind* (right number, known keywords) before
+sending. The worker binds again — a message body is untrusted — and validates
+each annotated parameter with pydantic, turning the envelope's JSON back into the
+annotated types (ISO strings into ``datetime``, base64 into ``bytes``, objects
+into pydantic models, …). Unannotated parameters receive the JSON value as is.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from .envelope import dumps, to_json
+from .errors import ArgumentError, InvalidArguments
+
+
+class Signature:
+    """The validated calling convention of one task function.
+
+    Args:
+        fn: the task function.
+        skip_first: drop the first parameter (``bind=True`` tasks receive the
+            task context there).
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, skip_first: bool = False) -> None:
+        self.fn = fn
+        sig = inspect.signature(fn)
+        params = list(sig.parameters.values())
+        if skip_first:
+            params = params[1:]
+        self.signature = sig.replace(parameters=params)
+        self._model: type[BaseModel] | None = None
+
+    def check(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> None:
+        """Producer-side check that the arguments bind.
+
+        Raises:
+            ArgumentError: wrong number of arguments or unknown keywords.
+        """
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ArgumentError(f"{_qualname(self.fn)}: {exc}") from None
+
+    def validate(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """Worker-side bind and validation of decoded JSON arguments.
+
+        Returns:
+            ``(args, kwargs)`` converted to the annotated types.
+
+        Raises:
+            InvalidArguments: the arguments do not bind, or a value fails validation.
+        """
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(f"{_qualname(self.fn)}: {exc}") from None
+        model = self._validation_model()
+        try:
+            validated = model.model_validate_json(dumps(to_json(bound.arguments, "arguments")))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                for err in exc.errors(include_url=False)[:5]
+            )
+            raise InvalidArguments(f"{_qualname(self.fn)}: {problems}") from None
+        for name in bound.arguments:
+            bound.arguments[name] = getattr(validated, f"p{self._index[name]}")
+        return list(bound.args), dict(bound.kwargs)
+
+    def _validation_model(self) -> type[BaseModel]:
+        if self._model is None:
+            try:
+                hints = typing.get_type_hints(self.fn)
+            except Exception:  # unresolvable forward references: validate nothing
+                hints = {}
+            fields: dict[str, Any] = {}
+            self._index: dict[str, int] = {}
+            for i, param in enumerate(self.signature.parameters.values()):
+                ann: Any = hints.get(param.name, Any)
+                if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                    ann = tuple[ann, ...]  # type: ignore[valid-type]
+                elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                    ann = dict[str, ann]  # type: ignore[valid-type]
+                self._index[param.name] = i
+                # Positional field names with aliases avoid clashes with BaseModel attributes.
+                fields[f"p{i}"] = (ann, Field(default=None, alias=param.name))
+            self._model = create_model(  # type: ignore[call-overload]
+                f"{_qualname(self.fn)}.arguments",
+                __config__=ConfigDict(
+                    val_json_bytes="base64", arbitrary_types_allowed=True, extra="forbid"
+                ),
+                **fields,
+            )
+        assert self._model is not None
+        return self._model
+
+
+def _qualname(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
