@@ -77,7 +77,7 @@ class Clients:
         self._user_config = botocore_config
         self._lock = threading.Lock()
         self._sync: dict[str, Any] = {}
-        self._async: dict[tuple[int, str], Any] = {}
+        self._async: dict[tuple[int, str], tuple[asyncio.AbstractEventLoop, Any]] = {}
         self._stacks: dict[int, tuple[asyncio.AbstractEventLoop, AsyncExitStack]] = {}
 
     # --- shared configuration ---------------------------------------------------
@@ -147,13 +147,15 @@ class Clients:
         """
         loop = asyncio.get_running_loop()
         key = (id(loop), service)
-        client = self._async.get(key)
-        if client is not None:
-            return client
+        cached = self._async.get(key)
+        if cached is not None and cached[0] is loop:
+            return cached[1]
         entry = self._stacks.get(id(loop))
-        if entry is None or entry[0] is not loop:
+        if entry is None or entry[0] is not loop:  # a new loop (ids of dead loops get reused)
             entry = (loop, AsyncExitStack())
             self._stacks[id(loop)] = entry
+            for stale in [k for k in self._async if k[0] == id(loop)]:
+                del self._async[stale]
         from aiobotocore.session import get_session
 
         session = get_session()
@@ -164,7 +166,7 @@ class Clients:
                 session.set_credentials(frozen.access_key, frozen.secret_key, frozen.token)
         client = await entry[1].enter_async_context(session.create_client(service, **self._kwargs()))
         client.meta.events.register("before-send", self.counter)
-        self._async[key] = client
+        self._async[key] = (loop, client)
         return client
 
     async def aclose(self) -> None:
