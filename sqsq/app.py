@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from .clients import Clients
 from .dynamodb import ResultStore
 from .errors import ConfigurationError
+from .idempotency import IdempotencyStore
 from .result import AsyncResult
 from .settings import Settings, check_queue_name
 from .sqs import QueueDirectory
-from .task import Task
+from .task import TASK_OPTIONS, Task
 
 if TYPE_CHECKING:
     import boto3
@@ -23,7 +24,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _APP_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
-_TASK_OPTIONS = frozenset({"name", "queue", "store_result", "result_ttl"})
 
 
 class App:
@@ -77,6 +77,7 @@ class App:
         )
         self.directory = QueueDirectory(self.clients)
         self.results = ResultStore(self.clients, self.table_name)
+        self.idempotency = IdempotencyStore(self.clients, self.table_name)
 
     def __repr__(self) -> str:
         return f"<App {self.name} tasks={len(self.tasks)}>"
@@ -110,14 +111,7 @@ class App:
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
-    def task(
-        self,
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-        store_result: bool = True,
-        result_ttl: float | timedelta | None = None,
-    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    def task(self, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(self, fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(...)``.
@@ -128,14 +122,30 @@ class App:
             store_result: store the outcome in DynamoDB (default True; one write per task).
             result_ttl: seconds (or timedelta) the result stays readable
                 (default: the app's ``result_ttl_s``, 1 day).
+            bind: pass a :class:`~sqsq.task.BoundTask` as first argument
+                (``self.request``, ``self.retry()``).
+            max_retries: retries after the first attempt (default 3; None: no limit).
+            autoretry_for: exception types retried automatically.
+            retry_backoff: True (1 s) or a base in seconds for exponential backoff.
+            retry_backoff_max: cap of the backoff, seconds (default 600).
+            retry_jitter: full jitter over the backoff (default True).
+            default_retry_delay: delay without backoff, seconds (default 180).
+            time_limit: longest run in seconds; past it the task fails with
+                TimeLimitExceeded (async: cancelled; processes: killed; threads:
+                abandoned — a thread cannot be killed).
+            visibility_timeout: lease of its message while it runs, seconds
+                (≤ 12 h); default: the queue's visibility timeout.
+            idempotency_key: ``str.format`` template over the arguments
+                (``"{order_id}"``) or a callable returning the key.
+            idempotency_ttl: how long a key is remembered, seconds (default 1 day).
 
         Raises:
             ConfigurationError: an unknown option, or a name already registered.
         """
-        unknown = set(options) - _TASK_OPTIONS
+        unknown = set(options) - TASK_OPTIONS
         if unknown:
             raise ConfigurationError(
-                f"unknown task option(s) {sorted(unknown)}; known: {sorted(_TASK_OPTIONS)}"
+                f"unknown task option(s) {sorted(unknown)}; known: {sorted(TASK_OPTIONS)}"
             )
 
         def register(function: Callable[P, R]) -> Task[P, R]:

@@ -6,36 +6,100 @@ Lambda"). Lambda deletes every record *not* listed in ``batchItemFailures``, so
 a record is listed exactly when SQS must deliver it again:
 
 - its outcome could not be stored (DynamoDB or the DLQ copy failed);
+- a retry policy sends it back (its visibility is set to the backoff first), or
+  its idempotency key is in progress elsewhere;
 - it was not started because the invocation's remaining time
   (``context.get_remaining_time_in_millis()``) was under the app's
   ``lambda_safety_margin_s``;
-- on a FIFO queue, it comes after a listed record of the same message group
-  (order must hold).
+- on a FIFO queue, it comes after a listed record of the same message group.
 
-A record whose outcome is final — SUCCESS, a FAILURE recorded, a message moved
-to the DLQ with its reason — is not listed.
+A record whose outcome is final — SUCCESS, a FAILURE recorded and copied to the
+DLQ, a dead letter, REVOKED — is not listed, so Lambda deletes it.
+
+While the batch runs, a heartbeat thread extends the visibility of every record
+not yet finished (ChangeMessageVisibilityBatch, see ``lease.py``), so a record
+waiting behind a long one never reappears while the invocation holds it.
+``time_limit`` is enforced for ``async def`` tasks; for sync tasks the
+function's own Lambda timeout is the hard limit.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from .delivery import Delivery
-from .execution import Executor, Outcome, Prepared
+from .execution import Executor, Outcome, OutcomeKind, Prepared
+from .lease import LeaseTable
 from .settle import settle
-from .sqs import queue_name_from_arn
+from .sqs import chunks, queue_name_from_arn
 
 if TYPE_CHECKING:
     from .app import App
 
 logger = logging.getLogger(__name__)
 
+_LISTED_KINDS = (OutcomeKind.RETRY, OutcomeKind.DEFER, OutcomeKind.RELEASE)
+
 
 def _remaining_ms(context: Any) -> float | None:
     getter = getattr(context, "get_remaining_time_in_millis", None)
     return float(getter()) if callable(getter) else None
+
+
+class _Heartbeat(threading.Thread):
+    """Extends the leases of the invocation's unfinished records (a thread: the
+    handler's own thread is busy running tasks)."""
+
+    def __init__(self, app: App, leases: LeaseTable) -> None:
+        super().__init__(name="sqsq-lambda-heartbeat", daemon=True)
+        self.app = app
+        self.leases = leases
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        client = self.app.clients.sync("sqs")
+        while not self.stopped.wait(self.leases.tick_s()):
+            now = time.monotonic()
+            with self.lock:
+                due = self.leases.due(now)
+                by_url = self.leases.visibility_entries(due, now)
+            for url, entries in by_url.items():
+                for chunk in chunks(entries):
+                    try:
+                        response = client.change_message_visibility_batch(QueueUrl=url, Entries=list(chunk))
+                    except Exception as exc:
+                        logger.warning("extending %d leases failed: %s", len(chunk), exc)
+                        continue
+                    failed = {f["Id"] for f in response.get("Failed", [])}
+                    for entry in chunk:
+                        if entry["Id"] not in failed:
+                            lease = due[int(str(entry["Id"]))]
+                            lease.ends_monotonic = now + float(entry["VisibilityTimeout"])  # type: ignore[arg-type]
+
+    def finish(self, delivery: Delivery) -> None:
+        with self.lock:
+            self.leases.drop([delivery])
+
+
+def _deliveries(app: App, records: list[dict[str, Any]]) -> list[Delivery]:
+    deliveries = []
+    for record in records:
+        try:
+            owner, physical = queue_name_from_arn(record.get("eventSourceARN", ""))
+        except ValueError:
+            owner, physical = "", app.queue_name(app.settings.default_queue)
+        delivery = Delivery.from_lambda_record(record, app.logical_queue(physical))
+        try:
+            delivery.queue_url = app.directory.url(physical, owner or None)
+        except Exception as exc:  # the record can still run; leases/retries need the URL
+            logger.warning("cannot resolve the URL of %s: %s", physical, exc)
+        deliveries.append(delivery)
+    return deliveries
 
 
 def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -51,51 +115,87 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
         ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``.
     """
     records = event.get("Records") or []
-    worker_id = getattr(context, "aws_request_id", None) or f"lambda:{os.getpid()}"
-    executor = Executor(app, worker_id=f"lambda:{worker_id}")
+    request_id = getattr(context, "aws_request_id", None) or str(os.getpid())
+    executor = Executor(app, worker_id=f"lambda:{request_id}")
     margin_ms = app.settings.lambda_safety_margin_s * 1000
-    outcomes: list[Outcome] = []
-    retry: list[str] = []
-    failed_groups: set[tuple[str, str]] = set()
-    for record in records:
-        message_id = record.get("messageId", "")
+    deliveries = _deliveries(app, records)
+
+    leases = LeaseTable()
+    for delivery in deliveries:
+        if delivery.queue_url:
+            try:
+                visibility = app.directory.settings(app.queue_name(delivery.queue)).visibility_timeout_s
+            except Exception:
+                visibility = app.settings.visibility_timeout_s
+            leases.add(delivery, visibility, visibility)
+    heartbeat = _Heartbeat(app, leases)
+    heartbeat.start()
+
+    prepared = [executor.prepare(d) for d in deliveries]
+    runnable = [p for p in prepared if isinstance(p, Prepared)]
+    revoked: set[str] = set()
+    if runnable:
         try:
-            owner, physical = queue_name_from_arn(record.get("eventSourceARN", ""))
-        except ValueError:
-            owner, physical = "", app.queue_name(app.settings.default_queue)
-        delivery = Delivery.from_lambda_record(record, app.logical_queue(physical))
-        group = (physical, delivery.message_group_id) if delivery.message_group_id else None
-        remaining_ms = _remaining_ms(context)
-        if (group and group in failed_groups) or (
-            remaining_ms is not None and remaining_ms < margin_ms
-        ):
-            if remaining_ms is not None and remaining_ms < margin_ms:
-                logger.warning(
-                    "not starting message %s: %.0f ms left, margin %.0f ms",
-                    message_id,
-                    remaining_ms,
-                    margin_ms,
-                )
-            retry.append(message_id)
-            if group:
-                failed_groups.add(group)
-            continue
-        prepared = executor.prepare(delivery)
-        outcome = executor.call(prepared) if isinstance(prepared, Prepared) else prepared
-        outcomes.append(outcome)
-        del owner
+            revoked = app.results.revoked(p.envelope.task_id for p in runnable)
+        except Exception as exc:
+            logger.warning("revocation check failed (%s); running the tasks", exc)
+
+    outcomes: list[Outcome] = []
+    not_started: set[str] = set()
+    blocked_groups: set[tuple[str, str]] = set()
+    try:
+        for item in prepared:
+            delivery = item.delivery
+            group = (delivery.queue, delivery.message_group_id) if delivery.message_group_id else None
+            remaining_ms = _remaining_ms(context)
+            if group in blocked_groups or (remaining_ms is not None and remaining_ms < margin_ms):
+                if remaining_ms is not None and remaining_ms < margin_ms:
+                    logger.warning(
+                        "not starting message %s: %.0f ms left, margin %.0f ms",
+                        delivery.message_id, remaining_ms, margin_ms,
+                    )
+                not_started.add(delivery.message_id)
+                if group:
+                    blocked_groups.add(group)
+                heartbeat.finish(delivery)
+                continue
+            outcome = _run(app, executor, item, revoked)
+            outcomes.append(outcome)
+            if group and outcome.kind in _LISTED_KINDS:
+                blocked_groups.add(group)
+            heartbeat.finish(delivery)
+    finally:
+        heartbeat.stopped.set()
+        heartbeat.join(timeout=5)
+
     settlement = settle(app, outcomes, delete=False)
-    kept = {o.delivery.message_id for o in settlement.kept}
-    # FIFO: once a record of a group must come back, so must every later one.
-    ordered: list[str] = []
-    listed_groups: set[tuple[str, str]] = set()
-    for record in records:
-        message_id = record.get("messageId", "")
-        attributes = record.get("attributes", {})
-        group_id = attributes.get("MessageGroupId")
-        key = (record.get("eventSourceARN", ""), group_id) if group_id else None
-        if message_id in kept or message_id in retry or (key and key in listed_groups):
-            ordered.append(message_id)
-            if key:
-                listed_groups.add(key)
-    return {"batchItemFailures": [{"itemIdentifier": m} for m in ordered]}
+    listed = {o.delivery.message_id for o in settlement.kept}
+    listed |= {o.delivery.message_id for o in settlement.done if o.kind in _LISTED_KINDS}
+    listed |= not_started
+    return {
+        "batchItemFailures": [
+            {"itemIdentifier": d.message_id} for d in deliveries if d.message_id in listed
+        ]
+    }
+
+
+def _run(app: App, executor: Executor, item: Prepared | Outcome, revoked: set[str]) -> Outcome:
+    if isinstance(item, Outcome):
+        return item
+    if item.envelope.task_id in revoked:
+        return executor.revoked(item)
+    if item.idempotency_pk is not None:
+        visibility = app.settings.visibility_timeout_s
+        try:
+            claim = app.idempotency.claim(
+                item.idempotency_pk, item.envelope.task_id, visibility, item.task.idempotency_ttl_s
+            )
+        except Exception as exc:
+            logger.warning("idempotency claim for %s failed (%s)", item.envelope.task_id, exc)
+            return executor.defer(item, 30.0)
+        if claim.status == "COMPLETED":
+            return executor.duplicate(item, claim)
+        if claim.status == "IN_PROGRESS":
+            return executor.defer(item, claim.lease_remaining_s)
+        item.claimed = True
+    return executor.call(item)

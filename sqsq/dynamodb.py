@@ -9,6 +9,11 @@ result of a task       ``task#<id>``   ``result``  state, task, queue, value (JS
                                                    exc_type, exc_message, traceback, reason,
                                                    attempts, worker, message_id, enqueued_at,
                                                    started_at, finished_at, expires_at
+attempt *n* of a task   ``task#<id>``   ``attempt#<n>``  state, exc_type, exc_message, started_at,
+(written on RETRY and                                  finished_at, retry_delay_s, expires_at
+final FAILURE only)
+revocation             ``task#<id>``   ``revoked`` expires_at
+idempotency key        ``idem#<task>#<key>``  ``idempotency``  see ``idempotency.py``
 =====================  ==============  ==========  ========================================
 
 Item builders and parsers are pure functions over DynamoDB's low-level attribute
@@ -131,19 +136,80 @@ def record_from_item(item: Item, now: float | None = None) -> ResultRecord | Non
     )
 
 
-def write_batches(items: Iterable[tuple[str, Item]]) -> list[list[tuple[str, Item]]]:
-    """Split ``(task_id, item)`` pairs into BatchWriteItem-sized groups.
+def attempt_item(record: ResultRecord, retry_delay_s: float | None = None) -> Item:
+    """The history item of one attempt (kept for retries and final failures)."""
+    item: Item = {
+        "pk": {"S": f"task#{record.task_id}"},
+        "sk": {"S": f"attempt#{record.attempts:05d}"},
+        "state": {"S": record.state.value},
+        "attempts": {"N": str(record.attempts)},
+    }
+    for name, text in (
+        ("exc_type", record.exc_type),
+        ("exc_message", (record.exc_message or "")[:1024] or None),
+        ("started_at", _ts(record.started_at)),
+        ("finished_at", _ts(record.finished_at)),
+        ("worker", record.worker),
+    ):
+        if text:
+            item[name] = {"S": text}
+    if retry_delay_s is not None:
+        item["retry_delay_s"] = {"N": f"{retry_delay_s:.3f}"}
+    if record.expires_at is not None:
+        item["expires_at"] = {"N": str(record.expires_at)}
+    return item
 
-    A batch may not touch the same key twice, so a later item for the same task
-    replaces an earlier one.
+
+def revocation_key(task_id: str) -> Item:
+    return {"pk": {"S": f"task#{task_id}"}, "sk": {"S": "revoked"}}
+
+
+#: A write for BatchWriteItem: ``(token, {"PutRequest": …} | {"DeleteRequest": …})``.
+#: The token names who is waiting for it (an outcome); tokens repeat freely.
+Write = tuple[str, dict[str, Any]]
+
+
+def _request_key(request: dict[str, Any]) -> tuple[str, str]:
+    key = request["PutRequest"]["Item"] if "PutRequest" in request else request["DeleteRequest"]["Key"]
+    return key["pk"]["S"], key["sk"]["S"]
+
+
+def put(token: str, item: Item) -> Write:
+    return token, {"PutRequest": {"Item": item}}
+
+
+def delete(token: str, key: Item) -> Write:
+    return token, {"DeleteRequest": {"Key": {"pk": key["pk"], "sk": key["sk"]}}}
+
+
+def write_batches(writes: Iterable[Write]) -> list[list[Write]]:
+    """Split writes into BatchWriteItem-sized groups (25).
+
+    A batch may not touch the same key twice, so a later write to a key replaces
+    an earlier one (its token is kept too, so both waiters learn the outcome).
     """
-    latest: dict[str, Item] = {}
-    for task_id, item in items:
-        latest.pop(task_id, None)
-        latest[task_id] = item
-    pairs = list(latest.items())
+    latest: dict[tuple[str, str], list[Write]] = {}
+    for token, request in writes:
+        key = _request_key(request)
+        earlier = latest.pop(key, [])
+        latest[key] = [*((t, request) for t, _ in earlier), (token, request)]
+    groups = list(latest.values())
     size = limits.DYNAMODB_MAX_BATCH_WRITE_ITEMS
-    return [pairs[i : i + size] for i in range(0, len(pairs), size)]
+    return [
+        [w for group in groups[i : i + size] for w in group] for i in range(0, len(groups), size)
+    ]
+
+
+def _unique(batch: list[Write]) -> list[dict[str, Any]]:
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for _, request in batch:
+        seen[_request_key(request)] = request
+    return list(seen.values())
+
+
+def _tokens(batch: list[Write], unprocessed: list[dict[str, Any]]) -> set[str]:
+    keys = {_request_key(r) for r in unprocessed}
+    return {token for token, request in batch if _request_key(request) in keys}
 
 
 def _backoff_s(attempt: int) -> float:
@@ -151,8 +217,8 @@ def _backoff_s(attempt: int) -> float:
     return float(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
 
 
-def _unprocessed_keys(response: dict[str, Any], table: str) -> list[Item]:
-    return [r["PutRequest"]["Item"] for r in response.get("UnprocessedItems", {}).get(table, [])]
+def _unprocessed(response: dict[str, Any], table: str) -> list[dict[str, Any]]:
+    return list(response.get("UnprocessedItems", {}).get(table, []))
 
 
 class ResultStore:
@@ -188,43 +254,115 @@ class ResultStore:
 
     # --- writes ---------------------------------------------------------------
 
-    def put_results(self, items: Iterable[tuple[str, Item]]) -> set[str]:
-        """Store items with BatchWriteItem; returns the task ids NOT stored.
+    def write(self, writes: Iterable[Write]) -> set[str]:
+        """Carry out writes with BatchWriteItem; returns the tokens NOT written.
 
+        UnprocessedItems are retried with backoff (``UNPROCESSED_ATTEMPTS``).
         Exceptions from the AWS call (after botocore's retries) propagate.
         """
         client = self.clients.sync("dynamodb")
         failed: set[str] = set()
-        for batch in write_batches(items):
-            by_pk = {item["pk"]["S"]: task_id for task_id, item in batch}
-            pending = [item for _, item in batch]
+        for batch in write_batches(writes):
+            pending = _unique(batch)
             for attempt in range(UNPROCESSED_ATTEMPTS):
                 if attempt:
                     time.sleep(_backoff_s(attempt))
-                response = client.batch_write_item(
-                    RequestItems={self.table: [{"PutRequest": {"Item": i}} for i in pending]}
-                )
-                pending = _unprocessed_keys(response, self.table)
+                response = client.batch_write_item(RequestItems={self.table: pending})
+                pending = _unprocessed(response, self.table)
                 if not pending:
                     break
-            failed.update(by_pk[item["pk"]["S"]] for item in pending)
+            failed |= _tokens(batch, pending)
         return failed
 
-    async def aput_results(self, items: Iterable[tuple[str, Item]]) -> set[str]:
-        """Asyncio twin of :meth:`put_results`."""
+    async def awrite(self, writes: Iterable[Write]) -> set[str]:
+        """Asyncio twin of :meth:`write`."""
         client = await self.clients.aclient("dynamodb")
         failed: set[str] = set()
-        for batch in write_batches(items):
-            by_pk = {item["pk"]["S"]: task_id for task_id, item in batch}
-            pending = [item for _, item in batch]
+        for batch in write_batches(writes):
+            pending = _unique(batch)
             for attempt in range(UNPROCESSED_ATTEMPTS):
                 if attempt:
                     await asyncio.sleep(_backoff_s(attempt))
-                response = await client.batch_write_item(
-                    RequestItems={self.table: [{"PutRequest": {"Item": i}} for i in pending]}
-                )
-                pending = _unprocessed_keys(response, self.table)
+                response = await client.batch_write_item(RequestItems={self.table: pending})
+                pending = _unprocessed(response, self.table)
                 if not pending:
                     break
-            failed.update(by_pk[item["pk"]["S"]] for item in pending)
+            failed |= _tokens(batch, pending)
         return failed
+
+    def put_results(self, items: Iterable[tuple[str, Item]]) -> set[str]:
+        """Store result items (``(task_id, item)``); returns task ids NOT stored."""
+        return self.write(put(task_id, item) for task_id, item in items)
+
+    # --- revocations ------------------------------------------------------------
+
+    def revoke(self, task_id: str, ttl_s: float) -> None:
+        """Store a revocation of ``task_id`` that lasts ``ttl_s`` seconds."""
+        item = {**revocation_key(task_id), "expires_at": {"N": str(int(time.time() + ttl_s))}}
+        self.clients.sync("dynamodb").put_item(TableName=self.table, Item=item)
+
+    async def arevoke(self, task_id: str, ttl_s: float) -> None:
+        """Asyncio twin of :meth:`revoke`."""
+        item = {**revocation_key(task_id), "expires_at": {"N": str(int(time.time() + ttl_s))}}
+        client = await self.clients.aclient("dynamodb")
+        await client.put_item(TableName=self.table, Item=item)
+
+    def _revoked_from(self, responses: list[dict[str, Any]]) -> set[str]:
+        now = time.time()
+        revoked = set()
+        for response in responses:
+            for item in response.get("Responses", {}).get(self.table, []):
+                if int(item.get("expires_at", {"N": "0"})["N"]) > now:
+                    revoked.add(item["pk"]["S"].removeprefix("task#"))
+        return revoked
+
+    def revoked(self, task_ids: Iterable[str]) -> set[str]:
+        """Which of ``task_ids`` are revoked: one BatchGetItem per 100 ids."""
+        client = self.clients.sync("dynamodb")
+        responses = []
+        for chunk in _get_chunks(task_ids):
+            request = {self.table: {"Keys": [revocation_key(t) for t in chunk], "ConsistentRead": True}}
+            for _ in range(UNPROCESSED_ATTEMPTS):
+                response = client.batch_get_item(RequestItems=request)
+                responses.append(response)
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+        return self._revoked_from(responses)
+
+    async def arevoked(self, task_ids: Iterable[str]) -> set[str]:
+        """Asyncio twin of :meth:`revoked`."""
+        client = await self.clients.aclient("dynamodb")
+        responses = []
+        for chunk in _get_chunks(task_ids):
+            request = {self.table: {"Keys": [revocation_key(t) for t in chunk], "ConsistentRead": True}}
+            for _ in range(UNPROCESSED_ATTEMPTS):
+                response = await client.batch_get_item(RequestItems=request)
+                responses.append(response)
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+        return self._revoked_from(responses)
+
+    # --- history ----------------------------------------------------------------
+
+    def attempts(self, task_id: str) -> list[dict[str, Any]]:
+        """The stored attempt items of a task (retries and final failures), in order."""
+        client = self.clients.sync("dynamodb")
+        paginator = client.get_paginator("query")
+        rows = []
+        for page in paginator.paginate(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": {"S": f"task#{task_id}"}, ":prefix": {"S": "attempt#"}},
+            ConsistentRead=True,
+        ):
+            for item in page.get("Items", []):
+                rows.append({k: next(iter(v.values())) for k, v in item.items()})
+        return rows
+
+
+def _get_chunks(task_ids: Iterable[str]) -> list[list[str]]:
+    ids = list(dict.fromkeys(task_ids))
+    size = limits.DYNAMODB_MAX_BATCH_GET_ITEMS
+    return [ids[i : i + size] for i in range(0, len(ids), size)]

@@ -16,8 +16,18 @@
     │   ├── ResultTimeout         not ready within ``get(timeout=...)`` (also a TimeoutError)
     │   ├── TaskFailed            the task raised; carries remote type, message, traceback
     │   │   └── TaskRevoked       the task was revoked before it ran
+    │   │       └── TaskExpired   its ``expires`` time passed before it ran
     │   └── ResultNotSerializable the return value cannot be stored as JSON / is too large
+    ├── TimeLimitExceeded         a task ran past its ``time_limit`` (or SQS's 12 h lease)
     └── AWSError                  an AWS call failed after botocore's own retries
+
+    Control flow, never logged as errors:
+    Retry(SqsqError)              raised by a task (or ``self.retry()``) to be retried
+    Reject(SqsqError)             raised by a task to send its message to the DLQ now
+
+At shutdown the worker cancels ``async def`` tasks still running after the
+grace period: ``asyncio.CancelledError`` is a ``BaseException``, so a task's
+``except Exception`` cannot swallow it.
 
 Messages that cannot be run are not errors of the worker: the execution core turns
 a :class:`DeadLetter` into an outcome that moves the message to the dead-letter queue
@@ -150,6 +160,10 @@ class TaskRevoked(TaskFailed):
     """The task was revoked (state REVOKED) and did not run."""
 
 
+class TaskExpired(TaskRevoked):
+    """The task's ``expires`` time passed before a worker could run it (state REVOKED)."""
+
+
 class ResultNotSerializable(ResultError):
     """A task's return value cannot be stored: not JSON-encodable, or too large
     for a DynamoDB item (``limits.DYNAMODB_MAX_ITEM_BYTES``, 400 KB)."""
@@ -160,3 +174,31 @@ class ResultNotSerializable(ResultError):
 
 class AWSError(SqsqError):
     """An AWS call failed after botocore's retries; ``__cause__`` is the botocore error."""
+
+
+class TimeLimitExceeded(SqsqError):
+    """A task ran longer than its ``time_limit`` seconds, or would have needed its
+    message leased past ``limits.SQS_MAX_VISIBILITY_TIMEOUT_S`` (12 h, "Amazon SQS
+    visibility timeout"). Recorded as the task's FAILURE; it is not retried."""
+
+
+# --- control flow -----------------------------------------------------------------
+
+
+class Retry(SqsqError):
+    """Raise from a task (or call ``self.retry()`` in a ``bind=True`` task) to retry it.
+
+    Args:
+        exc: the error that caused the retry (recorded with state RETRY).
+        countdown: seconds before the next attempt; None uses the task's backoff.
+    """
+
+    def __init__(self, exc: BaseException | None = None, countdown: float | None = None) -> None:
+        super().__init__(f"retry in {countdown} s" if countdown is not None else "retry")
+        self.exc = exc
+        self.countdown = countdown
+
+
+class Reject(SqsqError):
+    """Raise from a task to move its message to the dead-letter queue now
+    (reason ``rejected``), without retries."""

@@ -3,31 +3,47 @@
 Shared by the long-poll worker, the Lambda handler and ``task.apply()``::
 
     Delivery ─► prepare() ─► decode envelope ─► look up task ─► bind/validate args
-                   │                                                   │
-                   └── DEAD_LETTER outcome (reason) ◄── any of these fails
-                                                                       ▼
-                                                     call() / acall() runs the function
-                                                                       ▼
-                                                 SUCCESS (JSON value) | FAILURE (error)
+                   │             ─► expired? ─► idempotency key
+                   │
+                   ├── DEAD_LETTER (reason) ◄── any of these fails
+                   └── REVOKED (expired)
+                                  runner: revoked? ─► REVOKED
+                                  runner: claim key ─► DUPLICATE→SUCCESS | DEFER | run
+                                                                          ▼
+                                         call() / acall() / a child process runs the function
+                                                                          ▼
+                                         classify(): value | error, retry?, reject?, time limit?
+                                                                          ▼
+                            finish(): SUCCESS | RETRY (after backoff) | FAILURE (to the DLQ)
 
-The core never talks to AWS. Runners act on the :class:`Outcome` through
+The core never talks to AWS. Runners carry out the :class:`Outcome` through
 ``settle.py``, which stores it and only then lets the message go.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
 import traceback as tb
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import limits
 from .dynamodb import item_size, result_item
 from .envelope import Envelope, decode, to_json
-from .errors import DeadLetter, NotSerializable, ResultNotSerializable, UnknownTask
+from .errors import (
+    DeadLetter,
+    NotSerializable,
+    Reject,
+    ResultNotSerializable,
+    Retry,
+    TimeLimitExceeded,
+    UnknownTask,
+)
+from .idempotency import Claim, key_pk
 from .result import ResultRecord, State
 from .sqs import DeadLetterNote
 
@@ -38,16 +54,33 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Seconds kept free below SQS's 12 h lease cap for storing the outcome.
+LEASE_CAP_MARGIN_S = 60.0
+
 
 class OutcomeKind(str, enum.Enum):
     """What the runner must do with the message."""
 
     #: Store the SUCCESS result, then delete the message.
     SUCCESS = "SUCCESS"
-    #: Store the FAILURE result, then delete the message.
+    #: The task failed for good: store FAILURE, copy the message to the DLQ with the reason, delete it.
     FAILURE = "FAILURE"
-    #: Store the FAILURE result with the reason, copy the message to the DLQ, delete it.
+    #: The message cannot be run: store FAILURE with the reason, copy it to the DLQ, delete it.
     DEAD_LETTER = "DEAD_LETTER"
+    #: Store RETRY with the error, make the message visible again after ``delay_s``.
+    RETRY = "RETRY"
+    #: Store REVOKED (revoked or expired), then delete the message.
+    REVOKED = "REVOKED"
+    #: Not run: another run holds the idempotency key; make it visible after ``delay_s``.
+    DEFER = "DEFER"
+    #: Not run (shutdown, no time left): make it visible again now.
+    RELEASE = "RELEASE"
+
+
+#: Outcomes whose message is deleted (after storing) — or, in Lambda, not listed.
+FINAL_KINDS = frozenset(
+    {OutcomeKind.SUCCESS, OutcomeKind.FAILURE, OutcomeKind.DEAD_LETTER, OutcomeKind.REVOKED}
+)
 
 
 @dataclass
@@ -58,30 +91,71 @@ class Outcome:
         delivery: the message it came from.
         kind: what the runner must do.
         task_id: the task's id (the MessageId when the body had none).
-        record: the result (always set, so ``apply()`` can report it).
-        store: whether the runner stores ``record`` (False for ``store_result=False``).
-        note: the dead-letter reason (DEAD_LETTER only).
+        record: the result (always set for stored kinds, so ``apply()`` can report it).
+        note: the dead-letter reason (FAILURE and DEAD_LETTER).
         duration_s: wall time of the function call, seconds.
+        store: whether the runner stores ``record`` (False for ``store_result=False``
+            successes; failures, retries and dead letters are always stored).
+        delay_s: visibility timeout to set (RETRY, DEFER, RELEASE), seconds.
+        idempotency_pk: the claimed key: COMPLETED on SUCCESS, deleted otherwise.
+        completed_value: the value to keep under the key (SUCCESS).
+        idempotency_ttl_s: how long the key is remembered.
+        history: also write an attempt item (retries and final failures).
     """
 
     delivery: Delivery
     kind: OutcomeKind
     task_id: str
-    record: ResultRecord
+    record: ResultRecord | None
     note: DeadLetterNote | None = None
     duration_s: float = 0.0
     store: bool = True
+    delay_s: float = 0.0
+    idempotency_pk: str | None = None
+    completed_value: Any = None
+    idempotency_ttl_s: float = 0.0
+    history: bool = False
 
 
 @dataclass
 class Prepared:
-    """A delivery whose envelope decoded and whose arguments validated."""
+    """A delivery whose envelope decoded and whose arguments validated.
+
+    ``idempotency_pk`` is the key's item, set when the task has a key;
+    ``claimed`` is set by the runner once its claim succeeded.
+    """
 
     delivery: Delivery
     envelope: Envelope
     task: Task[Any, Any]
     args: list[Any]
     kwargs: dict[str, Any]
+    idempotency_pk: str | None = None
+    claimed: bool = False
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """What a call produced, classified where the exception lives (a thread,
+    the loop, or a child process — exceptions never cross a process boundary).
+
+    Attributes:
+        value: the JSON return value (when ``error_type`` is None).
+        error_type / error_message / traceback: the exception, formatted.
+        retry: the policy (autoretry_for / Retry) asks for a retry.
+        countdown_s: explicit retry delay from ``Retry(countdown=...)``.
+        reject: the task raised :class:`~sqsq.errors.Reject`.
+        final: never retry (time limit, result not serializable).
+    """
+
+    value: Any = None
+    error_type: str | None = None
+    error_message: str = ""
+    traceback: str | None = None
+    retry: bool = False
+    countdown_s: float | None = None
+    reject: bool = False
+    final: bool = False
 
 
 def type_name(exc: BaseException) -> str:
@@ -90,6 +164,40 @@ def type_name(exc: BaseException) -> str:
     if kind.__module__ == "builtins":
         return kind.__qualname__
     return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def classify(task: Task[Any, Any], value: Any = None, exc: BaseException | None = None) -> CallResult:
+    """Turn a call's return value or exception into a :class:`CallResult`."""
+    if exc is None:
+        try:
+            return CallResult(value=to_json(value, "return value"))
+        except NotSerializable as error:
+            exc = ResultNotSerializable(str(error))
+    cause: BaseException = exc
+    retry = False
+    countdown = None
+    if isinstance(exc, Retry):
+        cause = exc.exc or exc
+        retry, countdown = True, exc.countdown
+    elif task.retry_policy.should_retry(exc):
+        retry = True
+    return CallResult(
+        error_type=type_name(cause),
+        error_message=str(cause)[:8192],
+        traceback="".join(tb.format_exception(cause)),
+        retry=retry,
+        countdown_s=countdown,
+        reject=isinstance(exc, Reject),
+        final=isinstance(exc, TimeLimitExceeded | ResultNotSerializable),
+    )
+
+
+#: Dead-letter reasons of task failures (``DeadLetterNote.reason``).
+REASON_TASK_FAILED = "task_failed"
+REASON_MAX_RETRIES = "max_retries_exceeded"
+REASON_TIME_LIMIT = "time_limit_exceeded"
+REASON_REJECTED = "rejected"
+REASON_RESULT = "result_not_serializable"
 
 
 class Executor:
@@ -107,7 +215,11 @@ class Executor:
     # --- before the call ---------------------------------------------------------
 
     def prepare(self, delivery: Delivery) -> Prepared | Outcome:
-        """Decode, look up and validate; a DEAD_LETTER outcome when that fails."""
+        """Decode, look up, validate, check expiry and render the idempotency key.
+
+        Returns a DEAD_LETTER outcome when the message cannot be run, a REVOKED
+        outcome when it expired, else a :class:`Prepared`.
+        """
         envelope: Envelope | None = None
         try:
             envelope = decode(delivery.body, delivery.message_id)
@@ -117,38 +229,49 @@ class Executor:
                     f"no task named {envelope.task!r} is registered in app {self.app.name!r}"
                 )
             args, kwargs = task.signature.validate(envelope.args, envelope.kwargs)
+            key = envelope.idempotency_key
+            if key is None and task.idempotency_key is not None:
+                try:
+                    key = task.key_for(args, kwargs)
+                except ValueError as exc:
+                    raise DeadLetter(f"{task.name}: {exc}") from None
         except DeadLetter as exc:
             return self.dead_letter(delivery, exc, envelope)
-        return Prepared(delivery, envelope, task, args, kwargs)
+        prepared = Prepared(delivery, envelope, task, args, kwargs)
+        if key is not None:
+            prepared.idempotency_pk = key_pk(task.name, key)
+        if envelope.expires is not None and envelope.expires <= datetime.now(UTC):
+            return self.revoked(prepared, expired=True)
+        return prepared
+
+    def _record(self, delivery: Delivery, task_id: str, **fields: Any) -> ResultRecord:
+        now = datetime.now(UTC)
+        fields.setdefault("expires_at", int(now.timestamp() + self.app.settings.result_ttl_s))
+        return ResultRecord(
+            task_id=task_id,
+            queue=delivery.queue,
+            attempts=delivery.receive_count,
+            worker=self.worker_id,
+            message_id=delivery.message_id,
+            enqueued_at=fields.pop("enqueued_at", delivery.sent_at),
+            finished_at=now,
+            **fields,
+        )
 
     def dead_letter(
         self, delivery: Delivery, exc: DeadLetter, envelope: Envelope | None = None
     ) -> Outcome:
         """The DEAD_LETTER outcome for a message that cannot be run."""
         task_id = envelope.task_id if envelope else delivery.message_id
-        note = DeadLetterNote(
-            reason=exc.reason,
-            error_type=type_name(exc),
-            message=str(exc),
-            task_id=task_id,
-            source_queue=self.app.queue_name(delivery.queue),
-            receive_count=delivery.receive_count,
-        )
-        now = datetime.now(UTC)
-        record = ResultRecord(
-            task_id=task_id,
+        note = self._note(delivery, task_id, exc.reason, type_name(exc), str(exc))
+        record = self._record(
+            delivery,
+            task_id,
             state=State.FAILURE,
             task=envelope.task if envelope else None,
-            queue=delivery.queue,
             exc_type=note.error_type,
             exc_message=note.message,
             dead_letter_reason=note.reason,
-            attempts=delivery.receive_count,
-            worker=self.worker_id,
-            message_id=delivery.message_id,
-            enqueued_at=delivery.sent_at,
-            finished_at=now,
-            expires_at=int(now.timestamp() + self.app.settings.result_ttl_s),
         )
         logger.warning(
             "message %s dead-lettered: %s: %s",
@@ -159,109 +282,253 @@ class Executor:
         )
         return Outcome(delivery, OutcomeKind.DEAD_LETTER, task_id, record, note)
 
+    def _note(self, delivery: Delivery, task_id: str, reason: str, error_type: str, message: str) -> DeadLetterNote:
+        return DeadLetterNote(
+            reason=reason,
+            error_type=error_type,
+            message=message,
+            task_id=task_id,
+            source_queue=self.app.queue_name(delivery.queue),
+            receive_count=delivery.receive_count,
+        )
+
+    def revoked(self, prepared: Prepared, *, expired: bool = False) -> Outcome:
+        """REVOKED: revoked before it ran, or past its ``expires``."""
+        envelope = prepared.envelope
+        if expired:
+            error, message = "sqsq.errors.TaskExpired", f"expired at {envelope.expires}"
+        else:
+            error, message = "sqsq.errors.TaskRevoked", "revoked before it ran"
+        record = self._record(
+            prepared.delivery,
+            envelope.task_id,
+            state=State.REVOKED,
+            task=envelope.task,
+            exc_type=error,
+            exc_message=message,
+            enqueued_at=envelope.sent_at or prepared.delivery.sent_at,
+        )
+        logger.info(
+            "task %s[%s] %s",
+            envelope.task,
+            envelope.task_id,
+            "expired" if expired else "revoked",
+            extra={"task_id": envelope.task_id, "task": envelope.task, "queue": prepared.delivery.queue},
+        )
+        return Outcome(prepared.delivery, OutcomeKind.REVOKED, envelope.task_id, record)
+
+    def duplicate(self, prepared: Prepared, claim: Claim) -> Outcome:
+        """SUCCESS without running: the key was COMPLETED by task ``claim.owner``."""
+        envelope = prepared.envelope
+        record = self._record(
+            prepared.delivery,
+            envelope.task_id,
+            state=State.SUCCESS,
+            task=envelope.task,
+            value=claim.value,
+            enqueued_at=envelope.sent_at or prepared.delivery.sent_at,
+            extra={"duplicate_of": claim.owner},
+            expires_at=int(time.time() + prepared.task.result_ttl_s),
+        )
+        logger.info(
+            "task %s[%s] not run: idempotency key completed by %s",
+            envelope.task,
+            envelope.task_id,
+            claim.owner,
+            extra={"task_id": envelope.task_id, "task": envelope.task, "queue": prepared.delivery.queue},
+        )
+        return Outcome(prepared.delivery, OutcomeKind.SUCCESS, envelope.task_id, record)
+
+    def defer(self, prepared: Prepared, delay_s: float) -> Outcome:
+        """DEFER: the key is IN_PROGRESS under a live lease; look again later."""
+        logger.info(
+            "task %s[%s] waits %.0fs: its idempotency key is in progress elsewhere",
+            prepared.envelope.task,
+            prepared.envelope.task_id,
+            delay_s,
+            extra={"task_id": prepared.envelope.task_id, "queue": prepared.delivery.queue},
+        )
+        return Outcome(
+            prepared.delivery, OutcomeKind.DEFER, prepared.envelope.task_id, None,
+            delay_s=min(delay_s, self.lease_room_s(prepared.delivery)),
+        )
+
+    @staticmethod
+    def release(delivery: Delivery, task_id: str | None = None) -> Outcome:
+        """RELEASE: give the message back at once (visibility 0)."""
+        return Outcome(delivery, OutcomeKind.RELEASE, task_id or delivery.message_id, None)
+
+    # --- limits ----------------------------------------------------------------------
+
+    @staticmethod
+    def lease_room_s(delivery: Delivery) -> float:
+        """Seconds this receive's visibility may still be extended (12 h cap)."""
+        held = time.monotonic() - delivery.received_monotonic
+        return max(0.0, limits.SQS_MAX_VISIBILITY_TIMEOUT_S - held - LEASE_CAP_MARGIN_S)
+
+    def time_limit_s(self, prepared: Prepared) -> float:
+        """The effective time limit: the task's ``time_limit``, capped so that the
+        lease never needs to pass SQS's 12 h maximum."""
+        room = self.lease_room_s(prepared.delivery)
+        limit = prepared.task.time_limit_s
+        return room if limit is None else min(limit, room)
+
+    def call_args(self, prepared: Prepared) -> list[Any]:
+        """Positional arguments of the call (a :class:`BoundTask` first if ``bind``)."""
+        if not prepared.task.bind:
+            return prepared.args
+        from .task import BoundTask, Request
+
+        envelope = prepared.envelope
+        request = Request(
+            id=envelope.task_id,
+            task=envelope.task,
+            args=prepared.args,
+            kwargs=prepared.kwargs,
+            attempt=prepared.delivery.receive_count,
+            retries=prepared.delivery.receive_count - 1,
+            queue=prepared.delivery.queue,
+            idempotency_key=envelope.idempotency_key,
+            message_id=prepared.delivery.message_id,
+        )
+        return [BoundTask(prepared.task, request), *prepared.args]
+
     # --- the call ------------------------------------------------------------------
 
     def call(self, prepared: Prepared) -> Outcome:
-        """Run a sync task function in this thread (async ones on a fresh loop)."""
+        """Run the function in this thread (``async def`` ones on a fresh loop, under
+        their time limit). Sync functions are not interrupted here: runners enforce
+        ``time_limit`` around this call."""
         started_at = datetime.now(UTC)
         start = time.perf_counter()
+        task = prepared.task
         try:
-            if prepared.task.is_async:
-                import asyncio
-
-                value = asyncio.run(prepared.task.fn(*prepared.args, **prepared.kwargs))
+            if task.is_async:
+                value = asyncio.run(self._limited(prepared))
             else:
-                value = prepared.task.fn(*prepared.args, **prepared.kwargs)
+                value = task.fn(*self.call_args(prepared), **prepared.kwargs)
         except Exception as exc:
-            return self.finish(prepared, started_at, time.perf_counter() - start, exc=exc)
-        return self.finish(prepared, started_at, time.perf_counter() - start, value=value)
+            result = classify(task, exc=exc)
+        else:
+            result = classify(task, value)
+        return self.finish(prepared, started_at, time.perf_counter() - start, result)
+
+    async def _limited(self, prepared: Prepared) -> Any:
+        limit = self.time_limit_s(prepared)
+        try:
+            return await asyncio.wait_for(
+                prepared.task.fn(*self.call_args(prepared), **prepared.kwargs), timeout=limit
+            )
+        except TimeoutError:
+            raise TimeLimitExceeded(f"{prepared.task.name} ran past its time limit of {limit:g} s") from None
 
     async def acall(self, prepared: Prepared) -> Outcome:
-        """Await an ``async def`` task function on the running loop."""
+        """Await an ``async def`` task on the running loop; cancelled at its time limit."""
         started_at = datetime.now(UTC)
         start = time.perf_counter()
         try:
-            value = await prepared.task.fn(*prepared.args, **prepared.kwargs)
+            value = await self._limited(prepared)
         except Exception as exc:
-            return self.finish(prepared, started_at, time.perf_counter() - start, exc=exc)
-        return self.finish(prepared, started_at, time.perf_counter() - start, value=value)
+            result = classify(prepared.task, exc=exc)
+        else:
+            result = classify(prepared.task, value)
+        return self.finish(prepared, started_at, time.perf_counter() - start, result)
 
     # --- after the call ------------------------------------------------------------
 
     def finish(
-        self,
-        prepared: Prepared,
-        started_at: datetime,
-        duration_s: float,
-        *,
-        value: Any = None,
-        exc: BaseException | None = None,
+        self, prepared: Prepared, started_at: datetime, duration_s: float, result: CallResult
     ) -> Outcome:
-        """Build the SUCCESS or FAILURE outcome of a call."""
+        """Apply the retry policy and build the SUCCESS / RETRY / FAILURE outcome."""
         delivery, envelope, task = prepared.delivery, prepared.envelope, prepared.task
-        now = datetime.now(UTC)
-        base = ResultRecord(
-            task_id=envelope.task_id,
+        attempt = delivery.receive_count
+        base = self._record(
+            delivery,
+            envelope.task_id,
             state=State.SUCCESS,
             task=task.name,
-            queue=delivery.queue,
-            attempts=delivery.receive_count,
-            worker=self.worker_id,
-            message_id=delivery.message_id,
-            enqueued_at=envelope.sent_at or delivery.sent_at,
             started_at=started_at,
-            finished_at=now,
-            expires_at=int(now.timestamp() + task.result_ttl_s),
+            enqueued_at=envelope.sent_at or delivery.sent_at,
+            expires_at=int(time.time() + task.result_ttl_s),
         )
-        record = base
-        if exc is None:
-            try:
-                json_value = to_json(value, "return value")
-                record = _replace(base, value=json_value)
-                if item_size(result_item(record)) > limits.DYNAMODB_MAX_ITEM_BYTES:
-                    raise ResultNotSerializable(
-                        f"return value makes a result item over DYNAMODB_MAX_ITEM_BYTES="
-                        f"{limits.DYNAMODB_MAX_ITEM_BYTES} (DynamoDB item size quota)"
+        key = prepared.idempotency_pk if prepared.claimed else None
+        if result.error_type is None:
+            record = replace(base, value=result.value)
+            if item_size(result_item(record)) <= limits.DYNAMODB_MAX_ITEM_BYTES:
+                return self._logged(
+                    Outcome(
+                        delivery, OutcomeKind.SUCCESS, envelope.task_id, record,
+                        duration_s=duration_s, store=task.store_result, idempotency_pk=key,
+                        completed_value=result.value, idempotency_ttl_s=task.idempotency_ttl_s,
                     )
-            except (NotSerializable, ResultNotSerializable) as error:
-                exc = ResultNotSerializable(str(error)) if isinstance(error, NotSerializable) else error
-        if exc is not None:
-            record = _replace(
-                base,
-                state=State.FAILURE,
-                exc_type=type_name(exc),
-                exc_message=str(exc)[:8192],
-                traceback="".join(tb.format_exception(exc)),
+                )
+            result = CallResult(
+                error_type=type_name(ResultNotSerializable()),
+                error_message=f"return value makes a result item over DYNAMODB_MAX_ITEM_BYTES="
+                f"{limits.DYNAMODB_MAX_ITEM_BYTES} (DynamoDB item size quota)",
+                final=True,
             )
-        kind = OutcomeKind.SUCCESS if record.state is State.SUCCESS else OutcomeKind.FAILURE
-        log = logger.info if kind is OutcomeKind.SUCCESS else logger.error
-        log(
-            "task %s[%s] %s in %.3fs%s",
-            task.name,
-            envelope.task_id,
+        record = replace(
+            base,
+            exc_type=result.error_type,
+            exc_message=result.error_message,
+            traceback=result.traceback,
+        )
+        policy = task.retry_policy
+        if result.retry and not result.final and not result.reject:
+            if not policy.exhausted(attempt):
+                delay = min(policy.delay_s(attempt, result.countdown_s), self.lease_room_s(delivery))
+                return self._logged(
+                    Outcome(
+                        delivery, OutcomeKind.RETRY, envelope.task_id,
+                        replace(record, state=State.RETRY), duration_s=duration_s,
+                        delay_s=delay, idempotency_pk=key, history=True,
+                    )
+                )
+            reason = REASON_MAX_RETRIES
+        elif result.reject:
+            reason = REASON_REJECTED
+        elif result.error_type == type_name(TimeLimitExceeded()):
+            reason = REASON_TIME_LIMIT
+        elif result.error_type == type_name(ResultNotSerializable()):
+            reason = REASON_RESULT
+        else:
+            reason = REASON_TASK_FAILED
+        note = self._note(
+            delivery, envelope.task_id, reason, result.error_type or "", result.error_message
+        )
+        return self._logged(
+            Outcome(
+                delivery, OutcomeKind.FAILURE, envelope.task_id,
+                replace(record, state=State.FAILURE, dead_letter_reason=reason), note,
+                duration_s=duration_s, idempotency_pk=key, history=attempt > 1,
+            )
+        )
+
+    @staticmethod
+    def _logged(outcome: Outcome) -> Outcome:
+        record = outcome.record
+        assert record is not None
+        level = logging.INFO if outcome.kind is OutcomeKind.SUCCESS else logging.WARNING
+        if outcome.kind is OutcomeKind.FAILURE:
+            level = logging.ERROR
+        retry = f", retry in {outcome.delay_s:.1f}s" if outcome.kind is OutcomeKind.RETRY else ""
+        logger.log(
+            level,
+            "task %s[%s] %s in %.3fs%s%s",
+            record.task,
+            record.task_id,
             record.state.value,
-            duration_s,
+            outcome.duration_s,
             f": {record.exc_type}: {record.exc_message}" if record.exc_type else "",
+            retry,
             extra={
-                "task_id": envelope.task_id,
-                "task": task.name,
-                "queue": delivery.queue,
+                "task_id": record.task_id,
+                "task": record.task,
+                "queue": record.queue,
                 "state": record.state.value,
-                "duration_s": round(duration_s, 6),
-                "attempt": delivery.receive_count,
+                "duration_s": round(outcome.duration_s, 6),
+                "attempt": record.attempts,
             },
         )
-        return Outcome(
-            delivery,
-            kind,
-            envelope.task_id,
-            record,
-            duration_s=duration_s,
-            store=task.store_result,
-        )
-
-
-def _replace(record: ResultRecord, **changes: Any) -> ResultRecord:
-    from dataclasses import replace
-
-    return replace(record, **changes)
+        return outcome

@@ -11,6 +11,7 @@ The pure part (:func:`build`) is shared by the boto3 and aiobotocore senders.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import random
@@ -42,6 +43,8 @@ class OutgoingMessage:
     body: str
     queue_name: str  # physical SQS queue name
     delay_s: int
+    message_group_id: str | None = None  # FIFO queues only
+    deduplication_id: str | None = None  # FIFO queues only
 
     @property
     def task_id(self) -> str:
@@ -52,6 +55,9 @@ class OutgoingMessage:
         entry: dict[str, Any] = {"Id": entry_id, "MessageBody": self.body}
         if self.delay_s:
             entry["DelaySeconds"] = self.delay_s
+        if self.message_group_id is not None:
+            entry["MessageGroupId"] = self.message_group_id
+            entry["MessageDeduplicationId"] = self.deduplication_id or self.task_id
         return entry
 
 
@@ -82,6 +88,27 @@ def delay_seconds(countdown: float | timedelta | None, eta: datetime | None) -> 
     return math.ceil(countdown)
 
 
+def expiry(expires: float | timedelta | datetime | None, now: datetime) -> datetime | None:
+    """The absolute expiry for ``expires`` (seconds from now, timedelta or aware datetime)."""
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        if expires.tzinfo is None:
+            raise EnqueueError("expires must be a timezone-aware datetime (e.g. tzinfo=UTC)")
+        return expires
+    if isinstance(expires, timedelta):
+        expires = expires.total_seconds()
+    if not math.isfinite(expires) or expires <= 0:
+        raise EnqueueError(f"expires must be > 0 seconds, got {expires}")
+    return now + timedelta(seconds=expires)
+
+
+def deduplication_id(task_name: str, idempotency_key: str) -> str:
+    """FIFO MessageDeduplicationId from an idempotency key (SHA-256 hex, 64 chars,
+    within SQS's 128-character limit)."""
+    return hashlib.sha256(f"{task_name}\0{idempotency_key}".encode()).hexdigest()
+
+
 def build(
     task_name: str,
     args: Sequence[Any] | None,
@@ -94,6 +121,9 @@ def build(
     task_id: str | None = None,
     signature: Signature | None = None,
     headers: dict[str, str] | None = None,
+    expires: float | timedelta | datetime | None = None,
+    idempotency_key: str | None = None,
+    message_group_id: str | None = None,
 ) -> OutgoingMessage:
     """Check and encode one task call.
 
@@ -104,6 +134,9 @@ def build(
         countdown: delay in seconds (≤ 900); eta: aware datetime instead.
         task_id: a chosen id (default: a new UUID4).
         signature: the task function's signature, to check the arguments bind.
+        expires: seconds, timedelta or aware datetime after which it must not run.
+        idempotency_key: run the body at most once per key.
+        message_group_id: FIFO MessageGroupId (default: the task name).
 
     Raises:
         ArgumentError, NotSerializable, MessageTooLarge, EnqueueError.
@@ -113,6 +146,14 @@ def build(
     if signature is not None:
         signature.check(args, kwargs)
     delay = delay_seconds(countdown, eta)
+    fifo = queue_name.endswith(".fifo")
+    if fifo and delay:
+        raise EnqueueError(
+            f"{queue_name} is a FIFO queue: SQS does not support a per-message delay "
+            "(countdown/eta) there"
+        )
+    if message_group_id is not None and not fifo:
+        raise EnqueueError(f"message_group_id needs a FIFO queue ('.fifo'), not {queue_name}")
     now = datetime.now(UTC)
     envelope = Envelope(
         id=task_id or new_task_id(),
@@ -121,10 +162,14 @@ def build(
         kwargs=to_json(kwargs, "kwargs"),
         queue=queue,
         eta=now + timedelta(seconds=delay) if delay else None,
+        expires=expiry(expires, now),
+        idempotency_key=idempotency_key,
         headers=headers or {},
         sent_at=now,
     )
-    return OutgoingMessage(envelope, encode(envelope), queue_name, delay)
+    group = (message_group_id or task_name) if fifo else None
+    dedup = deduplication_id(task_name, idempotency_key) if fifo and idempotency_key else None
+    return OutgoingMessage(envelope, encode(envelope), queue_name, delay, group, dedup)
 
 
 # --- sending -----------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Idempotent plan/apply of an app's queues, dead-letter queues and table.
 
 For each logical queue: a DLQ (14-day retention — longer than the source queue's,
-per "Using dead-letter queues in Amazon SQS" — SSE on, RedriveAllowPolicy
-allowing only its source queue) and the queue itself (RedrivePolicy with the
-app's maxReceiveCount, SSE on, the app's visibility timeout). Then the DynamoDB
+per "Using dead-letter queues in Amazon SQS", so a message keeps its original
+enqueue time there — SSE on, RedriveAllowPolicy allowing only its source queue)
+and the queue itself (RedrivePolicy whose maxReceiveCount covers the largest
+``max_retries`` of its tasks, SSE on, the app's visibility timeout). Then the DynamoDB
 table (on-demand, ``pk``/``sk`` keys) with TTL on ``expires_at``.
 
 :func:`plan` reads what exists and returns :class:`Change` rows; :func:`apply`
@@ -48,7 +49,22 @@ class Change:
     attributes: dict[str, str] = field(default_factory=dict, repr=False)
 
 
-def _queue_attributes(app: App, name: str, dlq_arn: str | None, source_arn: str | None) -> dict[str, str]:
+def max_receive_count(app: App, logical: str) -> int:
+    """The redrive policy's maxReceiveCount for a queue: the app's setting, raised
+    to ``max_retries + 2`` of the queue's most-retried task (every attempt, plus
+    one spare receive for a crash), capped at SQS's 1000."""
+    retries = [
+        t.retry_policy.max_retries
+        for t in app.tasks.values()
+        if t.queue == logical and t.retry_policy.max_retries is not None
+    ]
+    wanted = max([app.settings.max_receive_count, *(r + 2 for r in retries)])
+    return min(wanted, 1000)
+
+
+def _queue_attributes(
+    app: App, name: str, dlq_arn: str | None, source_arn: str | None, logical: str = ""
+) -> dict[str, str]:
     attributes = {
         "SqsManagedSseEnabled": "true",
         "MessageRetentionPeriod": str(DLQ_RETENTION_S if dlq_arn is None else QUEUE_RETENTION_S),
@@ -56,7 +72,7 @@ def _queue_attributes(app: App, name: str, dlq_arn: str | None, source_arn: str 
     if dlq_arn is not None:
         attributes["VisibilityTimeout"] = str(int(app.settings.visibility_timeout_s))
         attributes["RedrivePolicy"] = json.dumps(
-            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": app.settings.max_receive_count},
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count(app, logical)},
             separators=(",", ":"),
         )
     if source_arn is not None:
@@ -142,7 +158,9 @@ def plan(app: App) -> list[Change]:
             )
         )
         changes.append(
-            _queue_change(sqs, "queue", name, url, _queue_attributes(app, name, dlq_arn, None))
+            _queue_change(
+                sqs, "queue", name, url, _queue_attributes(app, name, dlq_arn, None, logical)
+            )
         )
     ddb = app.clients.sync("dynamodb")
     table = app.table_name

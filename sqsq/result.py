@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import ResultTimeout, TaskFailed, TaskRevoked
+from . import limits
+from .errors import ResultError, ResultTimeout, TaskExpired, TaskFailed, TaskRevoked
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -83,7 +84,8 @@ class ResultRecord:
     def error(self) -> TaskFailed:
         """The :class:`TaskFailed` (or :class:`TaskRevoked`) this record stands for."""
         if self.state is State.REVOKED:
-            return TaskRevoked(self.task_id, "sqsq.errors.TaskRevoked", "the task was revoked")
+            kind = TaskExpired if self.exc_type == "sqsq.errors.TaskExpired" else TaskRevoked
+            return kind(self.task_id, self.exc_type or "sqsq.errors.TaskRevoked", self.exc_message or "revoked")
         return TaskFailed(
             self.task_id,
             self.exc_type or "UnknownError",
@@ -98,6 +100,10 @@ class ResultBackend(Protocol):
     def get_result(self, task_id: str) -> ResultRecord | None: ...
 
     def aget_result(self, task_id: str) -> Awaitable[ResultRecord | None]: ...
+
+    def revoke(self, task_id: str, ttl_s: float) -> None: ...
+
+    def arevoke(self, task_id: str, ttl_s: float) -> Awaitable[None]: ...
 
 
 class AsyncResult:
@@ -194,6 +200,29 @@ class AsyncResult:
         """The worker's formatted traceback of the failure, if any."""
         record = self._fetch()
         return record.traceback if record else None
+
+    # --- revoking --------------------------------------------------------------
+
+    def revoke(self, ttl: float = limits.SQS_MAX_RETENTION_S) -> None:
+        """Revoke the task: a worker that receives it later does not run it, records
+        REVOKED and deletes its message. A task already running is not stopped.
+
+        Args:
+            ttl: seconds the revocation is kept (default 14 days, the longest an
+                SQS message can wait, ``limits.SQS_MAX_RETENTION_S``).
+
+        Raises:
+            ResultError: this result has no backend (an ``apply()`` result).
+        """
+        if self._backend is None:
+            raise ResultError("an eager (apply) result cannot be revoked")
+        self._backend.revoke(self.id, ttl)
+
+    async def arevoke(self, ttl: float = limits.SQS_MAX_RETENTION_S) -> None:
+        """Asyncio twin of :meth:`revoke`."""
+        if self._backend is None:
+            raise ResultError("an eager (apply) result cannot be revoked")
+        await self._backend.arevoke(self.id, ttl)
 
     # --- waiting --------------------------------------------------------------
 

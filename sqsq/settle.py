@@ -2,16 +2,18 @@
 
 This is the one place where invariant 1 of the design is written down::
 
-    outcomes ─► BatchWriteItem (results, 25 per call)
+    outcomes ─► BatchWriteItem: results, attempt history, idempotency keys (25 per call)
                    │ not stored ─► message kept (it comes back after its visibility timeout)
                    ▼
-                SendMessageBatch to the DLQ (dead letters, with the reason attached)
+                SendMessageBatch to the DLQ (FAILURE and DEAD_LETTER, reason attached)
                    │ not sent ─► message kept
                    ▼
                 DeleteMessageBatch (worker) / omitted from batchItemFailures (Lambda)
+                   — for SUCCESS, FAILURE, DEAD_LETTER, REVOKED
+                ChangeMessageVisibilityBatch — RETRY (backoff), DEFER (lease), RELEASE (0)
 
-:func:`plan` is pure; :func:`settle` (boto3, Lambda) and :func:`asettle`
-(aiobotocore, worker) execute it.
+:func:`plan_writes` and :func:`dead_letter_batches` are pure; :func:`settle`
+(boto3, Lambda) and :func:`asettle` (aiobotocore, worker) execute them.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .dynamodb import Item, result_item
-from .execution import Outcome, OutcomeKind
+from . import limits
+from .dynamodb import Write, attempt_item, delete, put, result_item
+from .execution import FINAL_KINDS, Outcome, OutcomeKind
+from .idempotency import completed_item, item_key
 from .sqs import chunks, dead_letter_entry, dead_letter_name, delete_entries, send_batches
 
 if TYPE_CHECKING:
@@ -30,28 +34,52 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_DEAD = (OutcomeKind.FAILURE, OutcomeKind.DEAD_LETTER)
+_VISIBILITY = (OutcomeKind.RETRY, OutcomeKind.DEFER, OutcomeKind.RELEASE)
+
 
 @dataclass
 class Settlement:
     """What happened to a group of outcomes.
 
     Attributes:
-        done: outcomes whose result is stored (and dead letters copied); their
-            messages may go (and, in the worker, were deleted unless listed in
-            ``delete_failed``).
-        kept: outcomes that could not be settled; their messages must come back.
-        delete_failed: done outcomes whose DeleteMessageBatch entry failed (the
-            message will be delivered again; the stored outcome stays).
+        done: outcomes carried out: stored, dead letters copied, and deleted /
+            made visible again (unless listed in ``sqs_failed``).
+        kept: outcomes that could not be stored or dead-lettered; their messages
+            come back after the visibility timeout.
+        sqs_failed: done outcomes whose delete or visibility change failed (the
+            message is delivered again; what was stored stays).
     """
 
     done: list[Outcome] = field(default_factory=list)
     kept: list[Outcome] = field(default_factory=list)
-    delete_failed: list[Outcome] = field(default_factory=list)
+    sqs_failed: list[Outcome] = field(default_factory=list)
 
 
-def result_writes(outcomes: Sequence[Outcome]) -> list[tuple[str, Item]]:
-    """The result items to write, as ``(task_id, item)`` pairs."""
-    return [(o.task_id, result_item(o.record)) for o in outcomes if o.store]
+def _token(index: int) -> str:
+    return str(index)
+
+
+def plan_writes(outcomes: Sequence[Outcome]) -> list[Write]:
+    """Every DynamoDB write the outcomes need, tokened by their index."""
+    writes: list[Write] = []
+    for index, outcome in enumerate(outcomes):
+        token = _token(index)
+        if outcome.record is not None and outcome.store:
+            writes.append(put(token, result_item(outcome.record)))
+        if outcome.history and outcome.record is not None:
+            delay = outcome.delay_s if outcome.kind is OutcomeKind.RETRY else None
+            writes.append(put(token, attempt_item(outcome.record, delay)))
+        if outcome.idempotency_pk is not None:
+            if outcome.kind is OutcomeKind.SUCCESS:
+                item = completed_item(
+                    outcome.idempotency_pk, outcome.task_id, outcome.completed_value,
+                    outcome.idempotency_ttl_s,
+                )
+                writes.append(put(token, item))
+            else:  # failed or retrying: free the key for the next attempt
+                writes.append(delete(token, item_key(outcome.idempotency_pk)))
+    return writes
 
 
 def dead_letter_batches(
@@ -59,7 +87,7 @@ def dead_letter_batches(
 ) -> list[tuple[str, dict[str, Outcome], list[dict[str, Any]]]]:
     """``(dlq_name, {entry_id: outcome}, entries)`` per SendMessageBatch call."""
     by_dlq: dict[str, list[tuple[Outcome, dict[str, Any]]]] = {}
-    for index, outcome in enumerate(o for o in outcomes if o.kind is OutcomeKind.DEAD_LETTER):
+    for index, outcome in enumerate(o for o in outcomes if o.kind in _DEAD):
         assert outcome.note is not None
         delivery = outcome.delivery
         dlq = dead_letter_name(app.queue_name(delivery.queue))
@@ -83,42 +111,55 @@ def dead_letter_batches(
     return batches
 
 
-def _after_writes(outcomes: Sequence[Outcome], not_stored: set[str]) -> Settlement:
+def visibility_entries(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    """ChangeMessageVisibilityBatch entries (ids are positions in ``outcomes``)."""
+    return [
+        {
+            "Id": str(i),
+            "ReceiptHandle": o.delivery.receipt_handle,
+            "VisibilityTimeout": int(min(max(0.0, o.delay_s), limits.SQS_MAX_VISIBILITY_TIMEOUT_S)),
+        }
+        for i, o in enumerate(outcomes)
+    ]
+
+
+def _split(outcomes: Sequence[Outcome], not_written: set[str]) -> Settlement:
     settlement = Settlement()
-    for outcome in outcomes:
-        if outcome.store and outcome.task_id in not_stored:
+    for index, outcome in enumerate(outcomes):
+        if _token(index) in not_written:
             settlement.kept.append(outcome)
         else:
             settlement.done.append(outcome)
     return settlement
 
 
-def _drop_failed_sends(settlement: Settlement, failed: list[Outcome]) -> None:
+def _keep(settlement: Settlement, failed: list[Outcome]) -> None:
     for outcome in failed:
         settlement.done.remove(outcome)
         settlement.kept.append(outcome)
 
 
-def _deletable(settlement: Settlement) -> dict[str, list[Outcome]]:
-    by_url: dict[str, list[Outcome]] = {}
-    for outcome in settlement.done:
-        by_url.setdefault(outcome.delivery.queue_url, []).append(outcome)
-    return by_url
+def _by_url(outcomes: Sequence[Outcome], kinds: Sequence[OutcomeKind] | frozenset[OutcomeKind]) -> dict[str, list[Outcome]]:
+    grouped: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        if outcome.kind in kinds:
+            grouped.setdefault(outcome.delivery.queue_url, []).append(outcome)
+    return grouped
 
 
 def settle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> Settlement:
-    """Store, dead-letter and (if ``delete``) delete, with boto3.
+    """Store, dead-letter, then delete (if ``delete``) or change visibility, with boto3.
 
     AWS errors (after botocore's retries) do not propagate: the affected
-    outcomes are returned in ``kept`` and logged.
+    outcomes are returned in ``kept`` / ``sqs_failed`` and logged.
     """
-    writes = result_writes(outcomes)
+    writes = plan_writes(outcomes)
     try:
-        not_stored = app.results.put_results(writes) if writes else set()
+        not_written = app.results.write(writes) if writes else set()
     except Exception:
-        logger.exception("storing %d results failed; their messages are kept", len(writes))
-        not_stored = {task_id for task_id, _ in writes}
-    settlement = _after_writes(outcomes, not_stored)
+        logger.exception("storing %d outcomes failed; their messages are kept", len(outcomes))
+        not_written = {token for token, _ in writes}
+    settlement = _split(outcomes, not_written)
     client = app.clients.sync("sqs")
     for dlq, by_id, entries in dead_letter_batches(app, settlement.done):
         try:
@@ -127,30 +168,36 @@ def settle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> Set
         except Exception:
             logger.exception("sending %d messages to %s failed; they are kept", len(entries), dlq)
             failed = list(by_id.values())
-        _drop_failed_sends(settlement, failed)
+        _keep(settlement, failed)
+    calls: list[tuple[str, Sequence[Outcome], str]] = []
     if delete:
-        for url, group in _deletable(settlement).items():
-            for chunk in chunks(group):
-                try:
-                    response = client.delete_message_batch(
-                        QueueUrl=url, Entries=delete_entries(o.delivery.receipt_handle for o in chunk)
-                    )
-                    settlement.delete_failed += [chunk[int(f["Id"])] for f in response.get("Failed", [])]
-                except Exception:
-                    logger.exception("deleting %d messages failed", len(chunk))
-                    settlement.delete_failed += list(chunk)
+        calls += [(url, c, "delete") for url, g in _by_url(settlement.done, FINAL_KINDS).items() for c in chunks(g)]
+    calls += [(url, c, "visibility") for url, g in _by_url(settlement.done, _VISIBILITY).items() for c in chunks(g)]
+    for url, chunk, action in calls:
+        try:
+            if action == "delete":
+                entries = delete_entries(o.delivery.receipt_handle for o in chunk)
+                response = client.delete_message_batch(QueueUrl=url, Entries=entries)
+            else:
+                response = client.change_message_visibility_batch(
+                    QueueUrl=url, Entries=visibility_entries(chunk)
+                )
+            settlement.sqs_failed += [chunk[int(f["Id"])] for f in response.get("Failed", [])]
+        except Exception:
+            logger.exception("%s of %d messages failed", action, len(chunk))
+            settlement.sqs_failed += list(chunk)
     return settlement
 
 
 async def asettle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> Settlement:
     """Asyncio twin of :func:`settle` (aiobotocore)."""
-    writes = result_writes(outcomes)
+    writes = plan_writes(outcomes)
     try:
-        not_stored = await app.results.aput_results(writes) if writes else set()
+        not_written = await app.results.awrite(writes) if writes else set()
     except Exception:
-        logger.exception("storing %d results failed; their messages are kept", len(writes))
-        not_stored = {task_id for task_id, _ in writes}
-    settlement = _after_writes(outcomes, not_stored)
+        logger.exception("storing %d outcomes failed; their messages are kept", len(outcomes))
+        not_written = {token for token, _ in writes}
+    settlement = _split(outcomes, not_written)
     client = await app.clients.aclient("sqs")
     for dlq, by_id, entries in dead_letter_batches(app, settlement.done):
         try:
@@ -160,16 +207,22 @@ async def asettle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True)
         except Exception:
             logger.exception("sending %d messages to %s failed; they are kept", len(entries), dlq)
             failed = list(by_id.values())
-        _drop_failed_sends(settlement, failed)
+        _keep(settlement, failed)
+    calls: list[tuple[str, Sequence[Outcome], str]] = []
     if delete:
-        for url, group in _deletable(settlement).items():
-            for chunk in chunks(group):
-                try:
-                    response = await client.delete_message_batch(
-                        QueueUrl=url, Entries=delete_entries(o.delivery.receipt_handle for o in chunk)
-                    )
-                    settlement.delete_failed += [chunk[int(f["Id"])] for f in response.get("Failed", [])]
-                except Exception:
-                    logger.exception("deleting %d messages failed", len(chunk))
-                    settlement.delete_failed += list(chunk)
+        calls += [(url, c, "delete") for url, g in _by_url(settlement.done, FINAL_KINDS).items() for c in chunks(g)]
+    calls += [(url, c, "visibility") for url, g in _by_url(settlement.done, _VISIBILITY).items() for c in chunks(g)]
+    for url, chunk, action in calls:
+        try:
+            if action == "delete":
+                entries = delete_entries(o.delivery.receipt_handle for o in chunk)
+                response = await client.delete_message_batch(QueueUrl=url, Entries=entries)
+            else:
+                response = await client.change_message_visibility_batch(
+                    QueueUrl=url, Entries=visibility_entries(chunk)
+                )
+            settlement.sqs_failed += [chunk[int(f["Id"])] for f in response.get("Failed", [])]
+        except Exception:
+            logger.exception("%s of %d messages failed", action, len(chunk))
+            settlement.sqs_failed += list(chunk)
     return settlement

@@ -202,6 +202,7 @@ class QueueDirectory:
     def __init__(self, clients: Any) -> None:
         self.clients = clients
         self._urls: dict[str, str] = {}
+        self._attributes: dict[str, QueueSettings] = {}
         self._lock = threading.Lock()
 
     def _missing(self, name: str) -> ConfigurationError:
@@ -255,3 +256,53 @@ class QueueDirectory:
 
     def forget(self, name: str) -> None:
         self._urls.pop(name, None)
+        self._attributes.pop(name, None)
+
+    def _settings_of(self, name: str, attributes: dict[str, str]) -> QueueSettings:
+        policy = attributes.get("RedrivePolicy")
+        max_receive = None
+        if policy:
+            try:
+                max_receive = int(json.loads(policy)["maxReceiveCount"])
+            except (ValueError, KeyError, TypeError):
+                max_receive = None
+        settings = QueueSettings(
+            visibility_timeout_s=float(attributes.get("VisibilityTimeout", 30)),
+            max_receive_count=max_receive,
+        )
+        self._attributes[name] = settings
+        return settings
+
+    def settings(self, name: str) -> QueueSettings:
+        """The queue's visibility timeout and maxReceiveCount (GetQueueAttributes, cached)."""
+        cached = self._attributes.get(name)
+        if cached is None:
+            response = self.clients.sync("sqs").get_queue_attributes(
+                QueueUrl=self.url(name), AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
+            )
+            cached = self._settings_of(name, response.get("Attributes", {}))
+        return cached
+
+    async def asettings(self, name: str) -> QueueSettings:
+        """Asyncio twin of :meth:`settings`."""
+        cached = self._attributes.get(name)
+        if cached is None:
+            client = await self.clients.aclient("sqs")
+            response = await client.get_queue_attributes(
+                QueueUrl=await self.aurl(name), AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
+            )
+            cached = self._settings_of(name, response.get("Attributes", {}))
+        return cached
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """What a runner needs to know of a queue.
+
+    Attributes:
+        visibility_timeout_s: the queue's VisibilityTimeout (the default lease), seconds.
+        max_receive_count: the redrive policy's maxReceiveCount, None without one.
+    """
+
+    visibility_timeout_s: float
+    max_receive_count: int | None

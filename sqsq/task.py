@@ -1,4 +1,4 @@
-"""Task: a registered function and the ways to run it.
+"""Task: a registered function, its options, and the ways to run it.
 
 ``@app.task`` returns a :class:`Task`. Calling it calls the function; ``delay`` /
 ``apply_async`` / ``delay_many`` enqueue it on SQS; ``apply`` runs it here, now,
@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from . import producer
+from . import limits, producer
+from .errors import EnqueueError, Retry
+from .idempotency import KeySpec, render_key
+from .retry import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_BACKOFF_MAX_S,
+    DEFAULT_RETRY_DELAY_S,
+    RetryPolicy,
+)
 from .settings import check_queue_name, seconds
 from .signature import Signature
 
@@ -24,6 +33,75 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: Default lifetime of idempotency keys, seconds (1 day).
+DEFAULT_IDEMPOTENCY_TTL_S = 86_400.0
+
+#: Every option ``@app.task(...)`` accepts; anything else fails at declaration.
+TASK_OPTIONS = frozenset(
+    {
+        "name",
+        "queue",
+        "store_result",
+        "result_ttl",
+        "bind",
+        "max_retries",
+        "autoretry_for",
+        "retry_backoff",
+        "retry_backoff_max",
+        "retry_jitter",
+        "default_retry_delay",
+        "time_limit",
+        "visibility_timeout",
+        "idempotency_key",
+        "idempotency_ttl",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a ``bind=True`` task knows about the current execution (``self.request``).
+
+    Attributes:
+        id: the task id.
+        task: the task name.
+        args / kwargs: the validated arguments.
+        attempt: this attempt's number, 1-based (SQS ApproximateReceiveCount).
+        retries: attempts before this one (``attempt - 1``), as Celery's ``request.retries``.
+        queue: the logical queue.
+        idempotency_key: the call's key, if any.
+        message_id: the SQS MessageId.
+    """
+
+    id: str
+    task: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+    retries: int = 0
+    queue: str = ""
+    idempotency_key: str | None = None
+    message_id: str = ""
+
+
+class BoundTask:
+    """The ``self`` of a ``bind=True`` task: the task plus the current request."""
+
+    def __init__(self, task: Task[Any, Any], request: Request) -> None:
+        self.task = task
+        self.request = request
+        self.name = task.name
+        self.app = task.app
+
+    @property
+    def max_retries(self) -> int | None:
+        return self.task.retry_policy.max_retries
+
+    def retry(self, exc: BaseException | None = None, countdown: float | None = None) -> Retry:
+        """Raise :class:`~sqsq.errors.Retry`: retry after ``countdown`` seconds (or the
+        task's backoff), recording ``exc``. Use as ``raise self.retry(exc=exc)`` or call it."""
+        raise Retry(exc=exc, countdown=countdown)
+
 
 class Task(Generic[P, R]):
     """A task function registered in an :class:`~sqsq.App`.
@@ -33,6 +111,13 @@ class Task(Generic[P, R]):
         queue: logical queue it is sent to.
         store_result: whether the worker stores its outcome (one DynamoDB write).
         result_ttl_s: how long the result stays readable, seconds.
+        retry_policy: Celery-style retry options (see ``sqsq.retry``).
+        time_limit_s: longest run, seconds; None for no limit (12 h lease cap still applies).
+        visibility_timeout_s: lease of its message while it runs, seconds; None
+            uses the queue's visibility timeout.
+        idempotency_key: template or callable for the idempotency key, or None.
+        idempotency_ttl_s: how long a key is remembered, seconds.
+        bind: the function receives a :class:`BoundTask` as first argument.
         is_async: the function is ``async def`` (awaited on the worker's loop).
     """
 
@@ -45,18 +130,55 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         store_result: bool = True,
         result_ttl: float | timedelta | None = None,
+        bind: bool = False,
+        max_retries: int | None = DEFAULT_MAX_RETRIES,
+        autoretry_for: tuple[type[BaseException], ...] = (),
+        retry_backoff: bool | float = False,
+        retry_backoff_max: float | timedelta = DEFAULT_RETRY_BACKOFF_MAX_S,
+        retry_jitter: bool = True,
+        default_retry_delay: float | timedelta = DEFAULT_RETRY_DELAY_S,
+        time_limit: float | timedelta | None = None,
+        visibility_timeout: float | timedelta | None = None,
+        idempotency_key: KeySpec = None,
+        idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL_S,
     ) -> None:
         self.app = app
         self.fn = fn
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
         self.queue = check_queue_name(queue) if queue else app.settings.default_queue
         self.store_result = store_result
-        ttl = seconds(result_ttl) if result_ttl is not None else app.settings.result_ttl_s
-        if ttl <= 0:
-            raise ValueError(f"result_ttl must be > 0 seconds, got {ttl}")
-        self.result_ttl_s: float = ttl
+        self.result_ttl_s = _positive("result_ttl", result_ttl, app.settings.result_ttl_s)
+        self.bind = bind
+        if max_retries is not None and max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0 or None, got {max_retries}")
+        if not isinstance(autoretry_for, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in autoretry_for
+        ):
+            raise ValueError(f"autoretry_for must be a tuple of exception types, got {autoretry_for!r}")
+        backoff = float(retry_backoff) if not isinstance(retry_backoff, bool) else float(retry_backoff)
+        self.retry_policy = RetryPolicy(
+            max_retries=max_retries,
+            autoretry_for=autoretry_for,
+            retry_backoff_s=_nonneg("retry_backoff", backoff),
+            retry_backoff_max_s=_positive("retry_backoff_max", retry_backoff_max, 0),
+            retry_jitter=retry_jitter,
+            default_retry_delay_s=_nonneg("default_retry_delay", seconds(default_retry_delay)),
+        )
+        self.time_limit_s = _positive("time_limit", time_limit, None) if time_limit else None
+        self.visibility_timeout_s = (
+            _positive("visibility_timeout", visibility_timeout, None) if visibility_timeout else None
+        )
+        if self.visibility_timeout_s and self.visibility_timeout_s > limits.SQS_MAX_VISIBILITY_TIMEOUT_S:
+            raise ValueError(
+                f"visibility_timeout {self.visibility_timeout_s:g} s is over "
+                f"SQS_MAX_VISIBILITY_TIMEOUT_S={limits.SQS_MAX_VISIBILITY_TIMEOUT_S}"
+            )
+        if idempotency_key is not None and not (isinstance(idempotency_key, str) or callable(idempotency_key)):
+            raise ValueError("idempotency_key must be a format string or a callable")
+        self.idempotency_key = idempotency_key
+        self.idempotency_ttl_s = _positive("idempotency_ttl", idempotency_ttl, 0)
         self.is_async = inspect.iscoroutinefunction(fn)
-        self.signature = Signature(fn)
+        self.signature = Signature(fn, skip_first=bind)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", self.name)
         self.__qualname__ = getattr(fn, "__qualname__", self.name)
@@ -70,28 +192,54 @@ class Task(Generic[P, R]):
         """Call the function directly, in this process (no queue)."""
         return self.fn(*args, **kwargs)
 
+    def key_for(self, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+        """The idempotency key of a call from the task's ``idempotency_key`` option.
+
+        Raises:
+            ValueError: the template cannot be rendered from these arguments.
+        """
+        if self.idempotency_key is None:
+            return None
+        bound = self.signature.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return render_key(self.idempotency_key, dict(bound.arguments), args, kwargs)
+
     # --- enqueue ---------------------------------------------------------------
 
     def _build(
         self,
         args: Iterable[Any] | None,
         kwargs: dict[str, Any] | None,
-        countdown: float | timedelta | None,
-        eta: datetime | None,
-        queue: str | None,
-        task_id: str | None,
+        *,
+        countdown: float | timedelta | None = None,
+        eta: datetime | None = None,
+        expires: float | timedelta | datetime | None = None,
+        queue: str | None = None,
+        task_id: str | None = None,
+        idempotency_key: str | None = None,
+        message_group_id: str | None = None,
     ) -> producer.OutgoingMessage:
         logical = check_queue_name(queue) if queue else self.queue
+        args_list = list(args or ())
+        kwargs = dict(kwargs or {})
+        self.signature.check(args_list, kwargs)
+        if idempotency_key is None:
+            try:
+                idempotency_key = self.key_for(args_list, kwargs)
+            except ValueError as exc:
+                raise EnqueueError(f"{self.name}: {exc}") from None
         return producer.build(
             self.name,
-            list(args or ()),
+            args_list,
             kwargs,
             queue=logical,
             queue_name=self.app.queue_name(logical),
             countdown=countdown,
             eta=eta,
+            expires=expires,
             task_id=task_id,
-            signature=self.signature,
+            idempotency_key=idempotency_key,
+            message_group_id=message_group_id,
         )
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
@@ -115,8 +263,11 @@ class Task(Generic[P, R]):
         *,
         countdown: float | timedelta | None = None,
         eta: datetime | None = None,
+        expires: float | timedelta | datetime | None = None,
         queue: str | None = None,
         task_id: str | None = None,
+        idempotency_key: str | None = None,
+        message_group_id: str | None = None,
     ) -> AsyncResult:
         """Enqueue with options.
 
@@ -124,15 +275,23 @@ class Task(Generic[P, R]):
             args: positional arguments.
             kwargs: keyword arguments.
             countdown: seconds before the task may run (SQS DelaySeconds, ≤ 900,
-                ``limits.SQS_MAX_DELAY_S``).
+                ``limits.SQS_MAX_DELAY_S``; not on FIFO queues).
             eta: an aware datetime instead of ``countdown`` (within 900 s).
+            expires: seconds, timedelta or aware datetime after which the task is
+                not run (recorded REVOKED with TaskExpired).
             queue: a logical queue other than the task's.
             task_id: choose the task id (default: a UUID4).
+            idempotency_key: run the body at most once per key (overrides the
+                task's template).
+            message_group_id: FIFO MessageGroupId (default: the task name).
 
         Raises:
-            The errors of :meth:`delay`, and EnqueueError for a bad countdown/eta.
+            The errors of :meth:`delay`, and EnqueueError for a bad countdown/eta/expires.
         """
-        message = self._build(args, kwargs, countdown, eta, queue, task_id)
+        message = self._build(
+            args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
+            task_id=task_id, idempotency_key=idempotency_key, message_group_id=message_group_id,
+        )
         producer.send_sync(self.app.clients, self.app.directory, [message])
         return self.app.AsyncResult(message.task_id)
 
@@ -152,7 +311,7 @@ class Task(Generic[P, R]):
             The errors of :meth:`delay`; EnqueueError when entries still failed,
             with ``.sent`` (task ids enqueued) and ``.failed`` (id, reason).
         """
-        messages = [self._build(args, None, None, None, None, None) for args in arg_tuples]
+        messages = [self._build(args, None) for args in arg_tuples]
         if messages:
             producer.send_sync(self.app.clients, self.app.directory, messages)
         return [self.app.AsyncResult(m.task_id) for m in messages]
@@ -168,17 +327,23 @@ class Task(Generic[P, R]):
         *,
         countdown: float | timedelta | None = None,
         eta: datetime | None = None,
+        expires: float | timedelta | datetime | None = None,
         queue: str | None = None,
         task_id: str | None = None,
+        idempotency_key: str | None = None,
+        message_group_id: str | None = None,
     ) -> AsyncResult:
         """Asyncio twin of :meth:`apply_async` (aiobotocore)."""
-        message = self._build(args, kwargs, countdown, eta, queue, task_id)
+        message = self._build(
+            args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
+            task_id=task_id, idempotency_key=idempotency_key, message_group_id=message_group_id,
+        )
         await producer.send_async(self.app.clients, self.app.directory, [message])
         return self.app.AsyncResult(message.task_id)
 
     async def adelay_many(self, arg_tuples: Iterable[Iterable[Any]]) -> list[AsyncResult]:
         """Asyncio twin of :meth:`delay_many`."""
-        messages = [self._build(args, None, None, None, None, None) for args in arg_tuples]
+        messages = [self._build(args, None) for args in arg_tuples]
         if messages:
             await producer.send_async(self.app.clients, self.app.directory, messages)
         return [self.app.AsyncResult(m.task_id) for m in messages]
@@ -190,8 +355,9 @@ class Task(Generic[P, R]):
 
         The arguments take the same path as on a worker: encoded under the
         envelope's JSON rules, decoded and validated. Nothing is sent to AWS and
-        nothing is stored; the returned AsyncResult holds the outcome (SUCCESS
-        with its value, or FAILURE with type, message and traceback).
+        nothing is stored; retries are not carried out (a RETRY outcome is
+        returned as is); the AsyncResult holds the outcome (SUCCESS with its
+        value, or FAILURE with type, message and traceback).
 
         Raises:
             ArgumentError / NotSerializable: as :meth:`delay` would.
@@ -200,7 +366,7 @@ class Task(Generic[P, R]):
         from .execution import Executor, Prepared
         from .result import AsyncResult
 
-        message = self._build(args, kwargs, None, None, None, None)
+        message = self._build(args, kwargs)
         delivery = Delivery(
             message_id=message.task_id, receipt_handle="", body=message.body, queue=self.queue
         )
@@ -208,3 +374,16 @@ class Task(Generic[P, R]):
         prepared = executor.prepare(delivery)
         outcome = executor.call(prepared) if isinstance(prepared, Prepared) else prepared
         return AsyncResult(outcome.task_id, record=outcome.record)
+
+
+def _positive(name: str, value: float | timedelta | None, default: float | None) -> float:
+    result = default if value is None else seconds(value)
+    if result is None or result <= 0:
+        raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+    return float(result)
+
+
+def _nonneg(name: str, value: float) -> float:
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
+    return float(value)

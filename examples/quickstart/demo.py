@@ -98,12 +98,12 @@ def main() -> int:
 
     dlq_url = app.directory.url(app.queue_name("default") + "-dlq")
     moved = sqs.receive_message(
-        QueueUrl=dlq_url, MessageAttributeNames=["All"], VisibilityTimeout=0
+        QueueUrl=dlq_url, MessageAttributeNames=["All"], MaxNumberOfMessages=10, VisibilityTimeout=0
     ).get("Messages", [])
     print(f"\n5. dead-letter queue {app.queue_name('default')}-dlq holds {len(moved)} message(s)")
     for message in moved:
         reason = message["MessageAttributes"]["sqsq-dead-letter-reason"]["StringValue"]
-        print(f"   {message['Body']}  reason={reason}")
+        print(f"   reason={reason:<20} {message['Body'][:90]}")
 
     print(f"\n6. emails rendered into {out_dir}: {sorted(os.listdir(out_dir))}")
 

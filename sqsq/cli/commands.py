@@ -56,9 +56,17 @@ def _queues(value: str | None) -> list[str] | None:
 @click.option("--burst", is_flag=True, help="Exit 0 when every queue is empty and nothing runs.")
 @click.option("--wait-time", type=click.IntRange(0, 20), default=None,
               help="Long-polling wait in seconds (default: the app's wait_time_s, 20).")
+@click.option("--pool", type=click.Choice(["threads", "processes"]), default="threads",
+              show_default=True, help="Where sync task functions run.")
+@click.option("--max-tasks-per-child", type=click.IntRange(min=0), default=0,
+              help="With --pool processes: replace a child after N tasks (0: never).")
+@click.option("--grace", type=click.FloatRange(min=0), default=25.0, show_default=True,
+              help="Seconds running tasks get after SIGTERM/SIGINT before their messages "
+                   "are released.")
 @log_options
 def worker(app: str, queues: str | None, concurrency: int, burst: bool,
-           wait_time: int | None, log_level: str, log_format: str) -> None:
+           wait_time: int | None, pool: str, max_tasks_per_child: int, grace: float,
+           log_level: str, log_format: str) -> None:
     """Run APP's tasks from SQS with long polling.
 
     APP is 'module:attribute' of a sqsq.App, e.g. examples.quickstart.app:app.
@@ -68,7 +76,8 @@ def worker(app: str, queues: str | None, concurrency: int, burst: bool,
 
     the_app = _load(app)
     code = Worker(the_app, queues=_queues(queues), concurrency=concurrency, burst=burst,
-                  wait_time_s=wait_time).run()
+                  wait_time_s=wait_time, pool=pool, app_path=app,  # type: ignore[arg-type]
+                  max_tasks_per_child=max_tasks_per_child, grace_s=grace).run()
     sys.exit(code)
 
 

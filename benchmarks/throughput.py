@@ -1,0 +1,302 @@
+"""Throughput and AWS requests per task: ``delay_many`` in, one ``sqsq worker --burst`` out.
+
+::
+
+    python -m sqsq.local            (own process: moto's CPU does not share our GIL)
+         ▲                ▲
+         │                └── python -m sqsq worker benchmarks.app:app --burst --log-format json
+    this process: resources.apply(app), noop.delay_many(N tasks)
+
+The producer's requests come from ``app.clients.counter`` (a botocore
+``before-send`` hook: one count per HTTP attempt, retries included); the
+worker's from the ``requests`` dict of its last log record (``"event":
+"worker.stopped"``). Peak RSS of the worker is ``getrusage(RUSAGE_CHILDREN)``
+read after it exits and before the endpoint process is reaped.
+
+moto's ReceiveMessage rescans the queue, so absolute tasks/s on the local
+endpoint says little about AWS; requests per task by API action are the
+figures to trust. Run from the repository root::
+
+    python -m benchmarks.throughput --tasks 2000 [--concurrency 50] [--json]
+
+Exit status: 0 when every task succeeded and the request targets hold, else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = "benchmarks.app:app"
+
+#: Targets, requests per task (producer + worker).
+TARGET_SQS_PER_TASK = 0.5
+TARGET_DYNAMODB_PER_TASK = 1.05
+#: Safety nets, seconds (not assertions: a hung process must not hang the benchmark).
+ENDPOINT_START_TIMEOUT_S = 60.0
+DEFAULT_WORKER_TIMEOUT_S = 1800.0
+
+
+@dataclass
+class Report:
+    """Everything one run measured."""
+
+    tasks: int
+    concurrency: int
+    enqueue_s: float
+    drain_s: float
+    worker_elapsed_s: float | None
+    worker_exit_code: int
+    worker_peak_rss_kib: int
+    worker_counters: dict[str, int]
+    producer_requests: dict[str, int]
+    worker_requests: dict[str, int]
+    combined_requests: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        combined: Counter[str] = Counter(self.producer_requests)
+        combined.update(self.worker_requests)
+        self.combined_requests = dict(sorted(combined.items()))
+
+    @property
+    def tasks_per_s(self) -> float:
+        return self.tasks / self.drain_s if self.drain_s > 0 else 0.0
+
+    def per_task(self, counts: Mapping[str, int], service: str | None = None) -> float:
+        total = sum(n for k, n in counts.items() if service is None or k.startswith(service + "."))
+        return total / self.tasks if self.tasks else 0.0
+
+    @property
+    def sqs_per_task(self) -> float:
+        return self.per_task(self.combined_requests, "sqs")
+
+    @property
+    def dynamodb_per_task(self) -> float:
+        return self.per_task(self.combined_requests, "dynamodb")
+
+    @property
+    def complete(self) -> bool:
+        return self.worker_exit_code == 0 and self.worker_counters.get("succeeded", 0) == self.tasks
+
+    @property
+    def targets_hold(self) -> bool:
+        return (
+            self.sqs_per_task <= TARGET_SQS_PER_TASK
+            and self.dynamodb_per_task <= TARGET_DYNAMODB_PER_TASK
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        n = self.tasks or 1
+        data["tasks_per_s"] = round(self.tasks_per_s, 2)
+        data["requests_per_task"] = {
+            side: {k: round(v / n, 4) for k, v in counts.items()}
+            for side, counts in (
+                ("producer", self.producer_requests),
+                ("worker", self.worker_requests),
+                ("combined", self.combined_requests),
+            )
+        }
+        data["sqs_per_task"] = round(self.sqs_per_task, 4)
+        data["dynamodb_per_task"] = round(self.dynamodb_per_task, 4)
+        data["targets"] = {
+            "sqs_per_task": TARGET_SQS_PER_TASK,
+            "dynamodb_per_task": TARGET_DYNAMODB_PER_TASK,
+            "hold": self.targets_hold,
+        }
+        data["complete"] = self.complete
+        return data
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def start_endpoint() -> tuple[subprocess.Popen[str], str]:
+    """Start ``python -m sqsq.local``; returns the process and its URL (stdout's first line)."""
+    from sqsq.local import LOCAL_ENVIRONMENT
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sqsq.local"],
+        env={**os.environ, **LOCAL_ENVIRONMENT},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().strip()
+    if not url.startswith("http"):
+        process.kill()
+        process.wait(ENDPOINT_START_TIMEOUT_S)
+        raise RuntimeError(f"python -m sqsq.local printed {url!r}, not a URL")
+    return process, url
+
+
+def stop_endpoint(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def stopped_record(stderr: str) -> dict[str, Any] | None:
+    """The worker's last ``worker.stopped`` JSON log record, if any."""
+    for line in reversed(stderr.splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("logger") == "sqsq.worker" and record.get("event") == "worker.stopped":
+            return dict(record)
+    return None
+
+
+def diff(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
+    return {k: n - before.get(k, 0) for k, n in sorted(after.items()) if n - before.get(k, 0)}
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def run(tasks: int, concurrency: int, worker_timeout_s: float) -> Report:
+    """Enqueue ``tasks`` noop tasks, drain them with one burst worker, measure."""
+    endpoint, url = start_endpoint()
+    try:
+        from sqsq.local import LOCAL_ENVIRONMENT
+
+        env = {**LOCAL_ENVIRONMENT, "SQSQ_ENDPOINT_URL": url}
+        os.environ.update(env)  # before the App is built: settings come from SQSQ_* variables
+        from benchmarks.app import app, noop
+        from sqsq.resources import apply
+
+        apply(app)
+        before = app.clients.counter.snapshot()
+        started = time.perf_counter()
+        noop.delay_many((i,) for i in range(tasks))
+        enqueue_s = time.perf_counter() - started
+        producer_requests = diff(app.clients.counter.snapshot(), before)
+
+        command = [sys.executable, "-m", "sqsq", "worker", APP, "--burst",
+                   "--concurrency", str(concurrency), "--log-format", "json"]
+        worker_env = {**os.environ, **env}
+        worker_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
+        started = time.perf_counter()
+        worker = subprocess.Popen(
+            command, cwd=ROOT, env=worker_env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            _, stderr = worker.communicate(timeout=worker_timeout_s)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            _, stderr = worker.communicate()
+        drain_s = time.perf_counter() - started
+        # Only the worker has been reaped so far: the endpoint is still running.
+        peak_rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+        record = stopped_record(stderr)
+        if record is None:
+            sys.stderr.write(stderr[-4000:])
+        app.close()
+        return Report(
+            tasks=tasks,
+            concurrency=concurrency,
+            enqueue_s=round(enqueue_s, 3),
+            drain_s=round(drain_s, 3),
+            worker_elapsed_s=record.get("elapsed_s") if record else None,
+            worker_exit_code=worker.returncode,
+            worker_peak_rss_kib=peak_rss_kib,
+            worker_counters=dict(sorted((record or {}).get("counters", {}).items())),
+            producer_requests=producer_requests,
+            worker_requests=dict(sorted((record or {}).get("requests", {}).items())),
+        )
+    finally:
+        stop_endpoint(endpoint)
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def _cell(counts: Mapping[str, int], key: str, n: int) -> str:
+    return f"{counts[key] / n:9.3f}" if key in counts else f"{'-':>9}"
+
+
+def render(report: Report) -> str:
+    n = report.tasks or 1
+    verdict = "hold" if report.targets_hold else "MISSED"
+    worker_elapsed = (
+        f"; the worker's own elapsed {report.worker_elapsed_s:.1f} s"
+        if report.worker_elapsed_s is not None
+        else ""
+    )
+    lines = [
+        f"sqsq throughput: {report.tasks} tasks, one `sqsq worker --burst` "
+        f"(concurrency {report.concurrency}), local moto endpoint",
+        f"  enqueue  {report.enqueue_s:8.2f} s  "
+        f"({report.tasks / report.enqueue_s if report.enqueue_s else 0:.0f} tasks/s, delay_many)",
+        f"  drain    {report.drain_s:8.2f} s  ({report.tasks_per_s:.1f} tasks/s, worker start "
+        f"to exit{worker_elapsed})",
+        f"  worker   exit {report.worker_exit_code}, "
+        + (", ".join(f"{k}={v}" for k, v in report.worker_counters.items()) or "no summary")
+        + f", peak RSS {report.worker_peak_rss_kib / 1024:.1f} MiB",
+        "",
+        f"  {'requests per task':<28}{'producer':>9}{'worker':>9}{'combined':>9}",
+    ]
+    for key in report.combined_requests:
+        lines.append(
+            f"  {key:<28}{_cell(report.producer_requests, key, n)}"
+            f"{_cell(report.worker_requests, key, n)}{_cell(report.combined_requests, key, n)}"
+        )
+    for label, service, target in (
+        ("SQS", "sqs", TARGET_SQS_PER_TASK),
+        ("DynamoDB", "dynamodb", TARGET_DYNAMODB_PER_TASK),
+    ):
+        lines.append(
+            f"  {label + ' total':<28}"
+            f"{report.per_task(report.producer_requests, service):9.3f}"
+            f"{report.per_task(report.worker_requests, service):9.3f}"
+            f"{report.per_task(report.combined_requests, service):9.3f}"
+            f"   target <= {target:.2f}"
+        )
+    lines.append(f"  targets {verdict}" + ("" if report.complete else "; RUN INCOMPLETE"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--tasks", type=int, default=2000, help="tasks to enqueue (default 2000)")
+    parser.add_argument("--concurrency", type=int, default=50,
+                        help="the worker's --concurrency (default 50)")
+    parser.add_argument("--worker-timeout", type=float, default=DEFAULT_WORKER_TIMEOUT_S,
+                        help="kill the worker after this many seconds (a safety net)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    options = parser.parse_args(argv)
+    if options.tasks < 1 or options.concurrency < 1:
+        parser.error("--tasks and --concurrency must be >= 1")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    report = run(options.tasks, options.concurrency, options.worker_timeout)
+    print(json.dumps(report.as_json(), indent=2) if options.json else render(report))
+    return 0 if report.complete and report.targets_hold else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

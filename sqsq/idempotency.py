@@ -1,0 +1,232 @@
+"""Idempotency keys: run a task's body at most once per key within the key's expiry.
+
+The key comes from the task's ``idempotency_key`` (a ``str.format`` template over
+the arguments, e.g. ``"{order_id}"`` or ``"{order.order_id}"``, or a callable
+taking the task's arguments) or from ``apply_async(idempotency_key=...)``. Keys
+are scoped by task name.
+
+The item, in the app's table: ``pk = "idem#<task>#<key>"``, ``sk = "idempotency"``,
+``status`` IN_PROGRESS | COMPLETED, ``task_id`` of the run that owns it,
+``lease_expires_at`` (IN_PROGRESS only), ``value`` (COMPLETED), ``expires_at`` (TTL).
+
+The lease, as in Powertools' idempotency utility — write first, read only on
+conflict (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)::
+
+    claim (conditional PutItem IN_PROGRESS)
+      │
+      ├─ no item ─────────────────────────────────── attribute_not_exists(pk)      ─► run
+      ├─ IN_PROGRESS, lease over (owner died) ──────  lease_expires_at < :now       ─► take over, run
+      ├─ any, past its expiry (TTL lags) ──────────── expires_at < :now             ─► run
+      │
+      ├─ COMPLETED (condition fails, old item read) ─────────────────────────────────► DUPLICATE:
+      │                                                   don't run; this task id gets the stored value
+      └─ IN_PROGRESS under a live lease ─────────────────────────────────────────────► DEFER:
+                                                          the message comes back after the lease
+
+    time ──►  claim ─── lease_s ───┬─ heartbeat extends ─┬─ … ─► COMPLETED (settle, batched)
+                                   │                     │       or item deleted on FAILURE/RETRY
+                                   └ UpdateItem, only while status = IN_PROGRESS and task_id = owner
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .dynamodb import Item
+from .envelope import dumps
+
+#: Keys longer than this are replaced by their SHA-256 (DynamoDB keys ≤ 2048 bytes).
+MAX_KEY_CHARS = 512
+
+#: The three ways a claim may succeed (named sub-expressions of the condition).
+_NO_ITEM = "attribute_not_exists(pk)"
+_LEASE_OVER = "lease_expires_at < :now"
+_ITEM_EXPIRED = "expires_at < :now"
+CLAIM_CONDITION = f"{_NO_ITEM} OR {_LEASE_OVER} OR {_ITEM_EXPIRED}"
+#: A heartbeat extends only a lease it still owns.
+EXTEND_CONDITION = "#status = :in_progress AND task_id = :owner"
+
+KeySpec = str | Callable[..., str] | None
+
+
+def render_key(spec: KeySpec, arguments: dict[str, Any], args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """The idempotency key for one call.
+
+    Args:
+        spec: a ``str.format`` template over the parameter names, a callable
+            taking the call's ``*args, **kwargs``, or None.
+        arguments: parameter name → value (defaults applied).
+
+    Raises:
+        ValueError: the template names a missing argument, or the key is empty.
+    """
+    if spec is None:
+        return None
+    try:
+        key = spec.format(**arguments) if isinstance(spec, str) else str(spec(*args, **kwargs))
+    except (KeyError, AttributeError, IndexError) as exc:
+        raise ValueError(f"idempotency_key {spec!r} cannot be rendered: {exc!r}") from None
+    if not key:
+        raise ValueError("idempotency key is empty")
+    return key
+
+
+def key_pk(task_name: str, key: str) -> str:
+    if len(key) > MAX_KEY_CHARS:
+        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return f"idem#{task_name}#{key}"
+
+
+def item_key(pk: str) -> Item:
+    return {"pk": {"S": pk}, "sk": {"S": "idempotency"}}
+
+
+def claim_request(
+    table: str, pk: str, task_id: str, lease_s: float, ttl_s: float, now: float | None = None
+) -> dict[str, Any]:
+    """PutItem arguments that claim ``pk`` for ``task_id`` (see the drawing)."""
+    now = time.time() if now is None else now
+    return {
+        "TableName": table,
+        "Item": {
+            **item_key(pk),
+            "status": {"S": "IN_PROGRESS"},
+            "task_id": {"S": task_id},
+            "lease_expires_at": {"N": str(int(now + lease_s) + 1)},
+            "expires_at": {"N": str(int(now + ttl_s))},
+        },
+        "ConditionExpression": CLAIM_CONDITION,
+        "ExpressionAttributeValues": {":now": {"N": str(int(now))}},
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
+
+
+def extend_request(table: str, pk: str, task_id: str, lease_s: float, now: float | None = None) -> dict[str, Any]:
+    """UpdateItem arguments that extend the lease ``task_id`` holds on ``pk``."""
+    now = time.time() if now is None else now
+    return {
+        "TableName": table,
+        "Key": item_key(pk),
+        "UpdateExpression": "SET lease_expires_at = :lease",
+        "ConditionExpression": EXTEND_CONDITION,
+        "ExpressionAttributeNames": {"#status": "status"},
+        "ExpressionAttributeValues": {
+            ":lease": {"N": str(int(now + lease_s) + 1)},
+            ":in_progress": {"S": "IN_PROGRESS"},
+            ":owner": {"S": task_id},
+        },
+    }
+
+
+def completed_item(pk: str, task_id: str, value: Any, ttl_s: float, now: float | None = None) -> Item:
+    """The COMPLETED item holding the first run's JSON ``value``."""
+    now = time.time() if now is None else now
+    return {
+        **item_key(pk),
+        "status": {"S": "COMPLETED"},
+        "task_id": {"S": task_id},
+        "value": {"S": dumps(value)},
+        "expires_at": {"N": str(int(now + ttl_s))},
+    }
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to a claim.
+
+    Attributes:
+        status: ``"CLAIMED"`` (run it), ``"COMPLETED"`` (a duplicate: use ``value``)
+            or ``"IN_PROGRESS"`` (another run holds a live lease: retry after
+            ``lease_remaining_s``).
+        owner: task id of the run that completed or holds the key.
+    """
+
+    status: str
+    owner: str | None = None
+    value: Any = None
+    lease_remaining_s: float = 0.0
+
+
+def claim_from_conflict(old: Item | None, now: float | None = None) -> Claim:
+    """Interpret the ALL_OLD item of a failed claim."""
+    import json
+
+    now = time.time() if now is None else now
+    if not old:  # vanished between the check and the read: treat as in progress briefly
+        return Claim("IN_PROGRESS", lease_remaining_s=1.0)
+    owner = old.get("task_id", {}).get("S")
+    if old.get("status", {}).get("S") == "COMPLETED":
+        return Claim("COMPLETED", owner, json.loads(old["value"]["S"]) if "value" in old else None)
+    lease = float(old.get("lease_expires_at", {}).get("N", now))
+    return Claim("IN_PROGRESS", owner, lease_remaining_s=max(1.0, lease - now))
+
+
+def _conflict_item(exc: Exception) -> Item | None | bool:
+    """The old item of a ConditionalCheckFailedException; False if not that error."""
+    response = getattr(exc, "response", None) or {}
+    if response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+        return False
+    item: Item | None = response.get("Item")
+    return item
+
+
+class IdempotencyStore:
+    """Claims, extends and completes keys in the app's table (boto3 and aiobotocore).
+
+    Args:
+        clients: the App's client factory.
+        table: the table name.
+    """
+
+    def __init__(self, clients: Any, table: str) -> None:
+        self.clients = clients
+        self.table = table
+
+    def claim(self, pk: str, task_id: str, lease_s: float, ttl_s: float) -> Claim:
+        """One conditional PutItem; a read only on conflict (ALL_OLD)."""
+        client = self.clients.sync("dynamodb")
+        try:
+            client.put_item(**claim_request(self.table, pk, task_id, lease_s, ttl_s))
+        except Exception as exc:
+            old = _conflict_item(exc)
+            if old is False:
+                raise
+            return claim_from_conflict(old)  # type: ignore[arg-type]
+        return Claim("CLAIMED", task_id)
+
+    async def aclaim(self, pk: str, task_id: str, lease_s: float, ttl_s: float) -> Claim:
+        """Asyncio twin of :meth:`claim`."""
+        client = await self.clients.aclient("dynamodb")
+        try:
+            await client.put_item(**claim_request(self.table, pk, task_id, lease_s, ttl_s))
+        except Exception as exc:
+            old = _conflict_item(exc)
+            if old is False:
+                raise
+            return claim_from_conflict(old)  # type: ignore[arg-type]
+        return Claim("CLAIMED", task_id)
+
+    def extend(self, pk: str, task_id: str, lease_s: float) -> bool:
+        """Extend a held lease; False when it is no longer ours."""
+        try:
+            self.clients.sync("dynamodb").update_item(**extend_request(self.table, pk, task_id, lease_s))
+        except Exception as exc:
+            if _conflict_item(exc) is False:
+                raise
+            return False
+        return True
+
+    async def aextend(self, pk: str, task_id: str, lease_s: float) -> bool:
+        """Asyncio twin of :meth:`extend`."""
+        client = await self.clients.aclient("dynamodb")
+        try:
+            await client.update_item(**extend_request(self.table, pk, task_id, lease_s))
+        except Exception as exc:
+            if _conflict_item(exc) is False:
+                raise
+            return False
+        return True

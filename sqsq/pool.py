@@ -1,0 +1,103 @@
+"""The process pool: run task functions in child processes (``--pool processes``).
+
+Built on Pebble's ``ProcessPool``, which kills a child whose task passes its
+timeout (``time_limit``) and replaces children after ``max_tasks`` tasks
+(``--max-tasks-per-child``). Children are started with ``spawn`` (never ``fork``
+from a threaded asyncio process) and import the app themselves from its
+``module:attribute`` path.
+
+Only JSON crosses the process boundary: the child validates the envelope's
+arguments, runs the function and sends back a :class:`~sqsq.execution.CallResult`
+(value, or the exception already formatted and classified). User exceptions are
+never pickled.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidArguments
+from .execution import CallResult, classify, type_name
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from .app import App
+
+_child_app: App | None = None
+
+
+def _init(app_path: str) -> None:
+    global _child_app
+    from .app import load_app
+
+    _child_app = load_app(app_path)
+
+
+def run_in_child(task_name: str, args: list[Any], kwargs: dict[str, Any], request: dict[str, Any]) -> CallResult:
+    """Runs in the child: validate, call, classify."""
+    assert _child_app is not None, "pool initializer did not run"
+    task = _child_app.tasks[task_name]
+    try:
+        call_args, call_kwargs = task.signature.validate(args, kwargs)
+    except InvalidArguments as exc:
+        return CallResult(error_type=type_name(exc), error_message=str(exc), final=True)
+    if task.bind:
+        from .task import BoundTask, Request
+
+        call_args = [BoundTask(task, Request(**request)), *call_args]
+    try:
+        if task.is_async:
+            import asyncio
+
+            value = asyncio.run(task.fn(*call_args, **call_kwargs))
+        else:
+            value = task.fn(*call_args, **call_kwargs)
+    except Exception as exc:
+        return classify(task, exc=exc)
+    return classify(task, value)
+
+
+class ProcessPool:
+    """A pool of ``workers`` child processes for one app.
+
+    Args:
+        app_path: ``module:attribute`` of the App, imported by each child.
+        workers: number of children.
+        max_tasks_per_child: replace a child after this many tasks (0: never).
+    """
+
+    def __init__(self, app_path: str, workers: int, max_tasks_per_child: int = 0) -> None:
+        from pebble import ProcessPool as PebblePool
+
+        self._pool = PebblePool(
+            max_workers=workers,
+            max_tasks=max_tasks_per_child,
+            initializer=_init,
+            initargs=(app_path,),
+            context=multiprocessing.get_context("spawn"),
+        )
+
+    def submit(
+        self,
+        task_name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        request: dict[str, Any],
+        timeout_s: float | None,
+    ) -> Future[CallResult]:
+        """Schedule one call; the future raises ``TimeoutError`` when the child was
+        killed at ``timeout_s``, ``pebble.ProcessExpired`` when it died."""
+        future: Future[CallResult] = self._pool.schedule(
+            run_in_child, args=(task_name, args, kwargs, request), timeout=timeout_s
+        )
+        return future
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the pool: wait for children to finish their work, or kill them."""
+        if kill:
+            self._pool.stop()
+        else:
+            self._pool.close()
+        self._pool.join(timeout=5)

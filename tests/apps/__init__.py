@@ -1,0 +1,1 @@
+"""Test-only sqsq apps, importable by worker subprocesses as ``tests.apps.<module>:app``."""
