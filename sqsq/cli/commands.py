@@ -241,3 +241,122 @@ def schema() -> None:
     from ..envelope import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+# --- dlq -------------------------------------------------------------------------------
+
+
+def _sqs_client() -> Any:
+    from ..clients import Clients
+    from ..settings import Settings
+
+    return Clients(Settings()).sync("sqs")
+
+
+def _url(client: Any, name: str) -> str:
+    try:
+        return str(client.get_queue_url(QueueName=name)["QueueUrl"])
+    except client.exceptions.QueueDoesNotExist:
+        raise click.ClickException(f"queue {name!r} does not exist") from None
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@cli.group()
+def dlq() -> None:
+    """Inspect and redrive dead-letter queues.
+
+    QUEUE is the physical name of a queue (e.g. quickstart-default) or of its
+    DLQ (quickstart-default-dlq). The endpoint and region come from SQSQ_* and
+    AWS_* variables.
+    """
+
+
+@dlq.command("ls")
+@click.argument("queue")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N messages.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
+def dlq_ls(queue: str, limit: int | None, as_json: bool) -> None:
+    """List dead-lettered messages: task, id, reason, attempts, age (none is consumed)."""
+    from ..dlq import describe, peek, queue_pair
+
+    client = _sqs_client()
+    _, dlq_name = queue_pair(queue)
+    rows = [describe(m) for m in peek(client, _url(client, dlq_name), limit)]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row.__dict__))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{dlq_name}: {len(rows)} message(s)")
+    for column in ("task", "task id", "reason", "error", "attempts", "age"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.task or "?", row.task_id or row.message_id, row.reason, row.error_type or "",
+            "?" if row.attempts is None else str(row.attempts), _age(row.age_s),
+        )
+    Console(width=160).print(table)
+
+
+@dlq.command("redrive")
+@click.argument("queue")
+@click.option("--task", "task_name", help="Only messages of this task name.")
+@click.option("--error", help="Only messages with this error type or reason (e.g. ValueError).")
+@click.option("--rate", type=click.IntRange(1, 500),
+              help="Messages per second for StartMessageMoveTask (no filters).")
+def dlq_redrive(queue: str, task_name: str | None, error: str | None, rate: int | None) -> None:
+    """Move dead-lettered messages back to their source queue."""
+    from ..dlq import queue_pair, redrive, start_move_task
+
+    client = _sqs_client()
+    source, dlq_name = queue_pair(queue)
+    dlq_url, source_url = _url(client, dlq_name), _url(client, source)
+    if task_name is None and error is None:
+        arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
+        handle = start_move_task(client, arn["Attributes"]["QueueArn"], rate)
+        if handle is not None:
+            click.echo(f"started message move task {handle} ({dlq_name} -> its source queue)")
+            return
+        click.echo("StartMessageMoveTask is not available here; moving messages one batch at a time")
+    attributes = client.get_queue_attributes(
+        QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    total = int(attributes.get("ApproximateNumberOfMessages", 0))
+    from rich.progress import Progress
+
+    with Progress(transient=False) as progress:
+        bar = progress.add_task(f"{dlq_name} -> {source}", total=total or None)
+        moved, skipped = redrive(
+            client, dlq_url, source_url, task=task_name, error=error,
+            progress=lambda n: progress.advance(bar, n),
+        )
+    click.echo(f"moved {moved} message(s) to {source}; {skipped} left in {dlq_name}")
+
+
+@dlq.command("purge")
+@click.argument("queue")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def dlq_purge(queue: str, yes: bool) -> None:
+    """Delete every message in the DLQ (PurgeQueue; asks first)."""
+    from ..dlq import queue_pair
+
+    client = _sqs_client()
+    _, dlq_name = queue_pair(queue)
+    url = _url(client, dlq_name)
+    count = client.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"].get("ApproximateNumberOfMessages", "?")
+    if not yes:
+        click.confirm(f"Delete all {count} message(s) in {dlq_name}? This cannot be undone", abort=True)
+    client.purge_queue(QueueUrl=url)
+    click.echo(f"purged {dlq_name}")
