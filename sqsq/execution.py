@@ -395,10 +395,14 @@ class Executor:
 
     # --- the call ------------------------------------------------------------------
 
-    def call(self, prepared: Prepared) -> Outcome:
+    def invoke(self, prepared: Prepared) -> tuple[datetime, float, CallResult]:
         """Run the function in this thread (``async def`` ones on a fresh loop, under
-        their time limit). Sync functions are not interrupted here: runners enforce
-        ``time_limit`` around this call."""
+        their time limit) and classify what it did. Sync functions are not
+        interrupted here: runners enforce ``time_limit`` around this call.
+
+        Returns:
+            ``(started_at, duration_s, result)`` for :meth:`finish`.
+        """
         started_at = datetime.now(UTC)
         start = time.perf_counter()
         task = prepared.task
@@ -411,7 +415,11 @@ class Executor:
             result = classify(task, exc=exc)
         else:
             result = classify(task, value)
-        return self.finish(prepared, started_at, time.perf_counter() - start, result)
+        return started_at, time.perf_counter() - start, result
+
+    def call(self, prepared: Prepared) -> Outcome:
+        """:meth:`invoke`, then :meth:`finish`."""
+        return self.finish(prepared, *self.invoke(prepared))
 
     async def _limited(self, prepared: Prepared) -> Any:
         limit = self.time_limit_s(prepared)

@@ -459,9 +459,9 @@ class Worker:
         if self._processes is not None:
             return await self._call_in_child(prepared, limit, started_at, start)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._threads, self.executor.call, prepared)
+        future = loop.run_in_executor(self._threads, self.executor.invoke, prepared)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout=limit)
+            invocation = await asyncio.wait_for(asyncio.shield(future), timeout=limit)
         except TimeoutError:
             self._abandoned_threads += 1
             logger.warning(
@@ -471,6 +471,7 @@ class Worker:
             )
             error = TimeLimitExceeded(f"{task.name} ran past its time limit of {limit:g} s")
             return self.executor.finish(prepared, started_at, time.perf_counter() - start, classify(task, exc=error))
+        return self.executor.finish(prepared, *invocation)
 
     async def _call_in_child(
         self, prepared: Prepared, limit: float, started_at: datetime, start: float
