@@ -94,8 +94,15 @@ class App:
         return self.settings.table_name or f"{self.name}-sqsq"
 
     def queue_name(self, queue: str) -> str:
-        """The physical SQS queue name of a logical queue (``<prefix><queue>``)."""
-        return check_queue_name(self.queue_prefix + queue)
+        """The physical SQS queue name of a logical queue (``<prefix><queue>``).
+
+        Raises:
+            ConfigurationError: not a valid SQS queue name.
+        """
+        try:
+            return check_queue_name(self.queue_prefix + queue)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
 
     def logical_queue(self, physical: str) -> str:
         """The logical queue of a physical SQS queue name (prefix removed)."""
@@ -186,6 +193,10 @@ class App:
 
         known = self.tasks.get(name)
         logical = queue or (known.queue if known else self.settings.default_queue)
+        try:
+            check_queue_name(logical)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         message = producer.build(
             name,
             list(args or ()),
@@ -239,6 +250,12 @@ def load_app(path: str) -> App:
 
     module_name, _, attribute = path.partition(":")
     attribute = attribute or "app"
+    if not module_name or not all(part.isidentifier() for part in module_name.split(".")):
+        raise ConfigurationError(
+            f"invalid APP {path!r}: expected 'module:attribute', e.g. examples.quickstart.app:app"
+        )
+    if not attribute.isidentifier():
+        raise ConfigurationError(f"invalid attribute {attribute!r} in APP {path!r}")
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
     try:

@@ -30,6 +30,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from . import limits
 from .errors import MessageTooLarge, NotSerializable, UndecodableMessage
@@ -111,11 +112,13 @@ def to_json(value: Any, path: str = "value") -> Any:
         NotSerializable: for sets, files, NaN/infinity, non-str dict keys and any
             type not listed in the module docstring; the message names the path.
     """
+    if isinstance(value, enum.Enum):
+        return to_json(value.value, path)
     if value is None or isinstance(value, bool | str):
         return value
-    if isinstance(value, int) and not isinstance(value, enum.Enum):
+    if isinstance(value, int):
         return value
-    if isinstance(value, float) and not isinstance(value, enum.Enum):
+    if isinstance(value, float):
         if not math.isfinite(value):
             raise NotSerializable(f"{path}: {value!r} is not valid JSON (NaN and infinity are not)")
         return value
@@ -138,10 +141,12 @@ def to_json(value: Any, path: str = "value") -> Any:
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, enum.Enum):
-        return to_json(value.value, path)
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        try:  # NaN/inf kept as floats, so the check below names them
+            dumped = to_jsonable_python(value, inf_nan_mode="constants", bytes_mode="base64")
+        except PydanticSerializationError as exc:
+            raise NotSerializable(f"{path}: {type(value).__qualname__} cannot be serialized: {exc}") from None
+        return to_json(dumped, path)
     kind = type(value)
     raise NotSerializable(
         f"{path}: {kind.__module__}.{kind.__qualname__} is not JSON-serializable under sqsq's "
@@ -189,8 +194,8 @@ def decode(body: str, message_id: str | None = None) -> Envelope:
         UndecodableMessage: the body is not JSON, not an object, or not a valid envelope.
     """
     try:
-        raw = json.loads(body)
-    except (ValueError, TypeError) as exc:
+        raw = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, TypeError, RecursionError) as exc:
         raise UndecodableMessage(f"message body is not JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise UndecodableMessage(
@@ -203,10 +208,20 @@ def decode(body: str, message_id: str | None = None) -> Envelope:
             f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
             for err in exc.errors(include_url=False)[:5]
         )
-        raise UndecodableMessage(f"message body is not a sqsq envelope: {problems}") from None
+        error = UndecodableMessage(f"message body is not a sqsq envelope: {problems}")
+        # Keep what identifies the task, so its result is found under its own id.
+        if isinstance(raw.get("id"), str) and 0 < len(raw["id"]) <= 128:
+            error.task_id = raw["id"]
+        if isinstance(raw.get("task"), str) and 0 < len(raw["task"]) <= 256:
+            error.task = raw["task"]
+        raise error from None
     if envelope.id is None and message_id is not None:
         envelope = envelope.model_copy(update={"id": message_id})
     return envelope
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def json_schema() -> dict[str, Any]:

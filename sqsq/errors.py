@@ -103,9 +103,17 @@ class DeadLetter(SqsqError):
 
 
 class UndecodableMessage(DeadLetter):
-    """The message body is not JSON, or not a valid sqsq envelope."""
+    """The message body is not JSON, or not a valid sqsq envelope.
+
+    Attributes:
+        task_id: the body's ``id`` when it has a usable one (its result is stored
+            under it), else None (the SQS MessageId is used).
+        task: the body's ``task`` when it has one.
+    """
 
     reason = "undecodable_message"
+    task_id: str | None = None
+    task: str | None = None
 
 
 class UnknownTask(DeadLetter):

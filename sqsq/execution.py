@@ -262,13 +262,14 @@ class Executor:
         self, delivery: Delivery, exc: DeadLetter, envelope: Envelope | None = None
     ) -> Outcome:
         """The DEAD_LETTER outcome for a message that cannot be run."""
-        task_id = envelope.task_id if envelope else delivery.message_id
+        task_id = envelope.task_id if envelope else getattr(exc, "task_id", None) or delivery.message_id
+        task = envelope.task if envelope else getattr(exc, "task", None)
         note = self._note(delivery, task_id, exc.reason, type_name(exc), str(exc))
         record = self._record(
             delivery,
             task_id,
             state=State.FAILURE,
-            task=envelope.task if envelope else None,
+            task=task,
             exc_type=note.error_type,
             exc_message=note.message,
             dead_letter_reason=note.reason,

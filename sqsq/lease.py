@@ -90,8 +90,8 @@ class LeaseTable:
 
     def tick_s(self) -> float:
         """How long to sleep before the next check."""
-        if not self._leases:
-            return MAX_TICK_S / 2
+        if not self._leases:  # a message may arrive with a short lease at any moment
+            return MIN_TICK_S
         shortest = min(lease.lease_s for lease in self._leases.values())
         return max(MIN_TICK_S, min(MAX_TICK_S, shortest / 6))
 

@@ -218,13 +218,30 @@ def _raise_if_failed(messages: Sequence[OutgoingMessage], failed: list[tuple[str
         )
 
 
+def _missing_queue(directory: Any, messages: Sequence[OutgoingMessage], exc: Exception) -> None:
+    """A cached queue URL whose queue was deleted: forget it, raise the clear error."""
+    if directory._is_missing(exc):
+        names = {m.queue_name for m in messages}
+        for name in names:
+            directory.forget(name)
+        raise directory._missing(", ".join(sorted(names))) from None
+
+
 def send_sync(clients: Any, directory: Any, messages: Sequence[OutgoingMessage]) -> None:
     """Send with boto3: SendMessage for one message, SendMessageBatch for more.
 
     Raises:
         EnqueueError: some entries were refused (``.sent`` / ``.failed`` say which).
+        ConfigurationError: a queue does not exist.
     """
-    client = clients.sync("sqs")
+    try:
+        _send_sync(clients.sync("sqs"), directory, messages)
+    except Exception as exc:
+        _missing_queue(directory, messages, exc)
+        raise
+
+
+def _send_sync(client: Any, directory: Any, messages: Sequence[OutgoingMessage]) -> None:
     if len(messages) == 1:
         message = messages[0]
         kwargs = message.entry("0")
@@ -250,7 +267,14 @@ def send_sync(clients: Any, directory: Any, messages: Sequence[OutgoingMessage])
 
 async def send_async(clients: Any, directory: Any, messages: Sequence[OutgoingMessage]) -> None:
     """Asyncio twin of :func:`send_sync` (aiobotocore)."""
-    client = await clients.aclient("sqs")
+    try:
+        await _send_async(await clients.aclient("sqs"), directory, messages)
+    except Exception as exc:
+        _missing_queue(directory, messages, exc)
+        raise
+
+
+async def _send_async(client: Any, directory: Any, messages: Sequence[OutgoingMessage]) -> None:
     if len(messages) == 1:
         message = messages[0]
         kwargs = message.entry("0")

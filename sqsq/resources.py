@@ -31,6 +31,12 @@ DLQ_RETENTION_S = limits.SQS_MAX_RETENTION_S
 TTL_ATTRIBUTE = "expires_at"
 
 
+#: Attributes an endpoint may leave out of GetQueueAttributes(All) (moto never
+#: reports RedriveAllowPolicy): their absence is not counted as drift. AWS reports
+#: it once set, so a DLQ created by sqsq is compared there.
+UNREPORTED_OK = frozenset({"RedriveAllowPolicy"})
+
+
 @dataclass
 class Change:
     """One row of a plan.
@@ -133,7 +139,11 @@ def _queue_change(client: Any, kind: str, name: str, url: str | None, want: dict
         return Change(kind, name, "create", "", want)
     have = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     diffs = {
-        k: v for k, v in want.items() if k not in ("FifoQueue",) and not _same(k, v, have.get(k))
+        k: v
+        for k, v in want.items()
+        if k not in ("FifoQueue",)
+        and not (k in UNREPORTED_OK and k not in have)
+        and not _same(k, v, have.get(k))
     }
     if not diffs:
         return Change(kind, name, "ok")

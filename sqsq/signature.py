@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .envelope import dumps, to_json
-from .errors import ArgumentError, InvalidArguments
+from .errors import ArgumentError, InvalidArguments, NotSerializable
 
 
 class Signature:
@@ -65,6 +65,8 @@ class Signature:
         model = self._validation_model()
         try:
             validated = model.model_validate_json(dumps(to_json(bound.arguments, "arguments")))
+        except NotSerializable as exc:
+            raise InvalidArguments(f"{_qualname(self.fn)}: {exc}") from None
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"

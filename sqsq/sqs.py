@@ -155,18 +155,20 @@ def dead_letter_entry(
     """A SendMessageBatch entry that copies a message to its DLQ with the reason.
 
     The original message attributes are kept; the two ``sqsq-dead-letter*``
-    attributes are added as far as SQS's 10-attribute limit
-    (``limits.SQS_MAX_MESSAGE_ATTRIBUTES``) allows — the reason is always in the
-    task's result item too.
+    attributes are added as far as SQS's 10-attribute and 1 MiB limits
+    (``limits.SQS_MAX_MESSAGE_ATTRIBUTES``, ``limits.SQS_MAX_MESSAGE_BYTES``) allow —
+    the reason is always in the task's result item too.
     """
     ours = {
         DEAD_LETTER_REASON_ATTRIBUTE: {"DataType": "String", "StringValue": note.reason},
         DEAD_LETTER_DETAILS_ATTRIBUTE: {"DataType": "String", "StringValue": note.details()},
     }
     merged = {k: v for k, v in attributes.items() if k not in ours}
+    room = limits.SQS_MAX_MESSAGE_BYTES - len((body or " ").encode()) - attributes_size(merged)
     for name, value in ours.items():
-        if len(merged) < limits.SQS_MAX_MESSAGE_ATTRIBUTES:
+        if len(merged) < limits.SQS_MAX_MESSAGE_ATTRIBUTES and attributes_size({name: value}) <= room:
             merged[name] = value
+            room -= attributes_size({name: value})
     entry: dict[str, Any] = {"Id": entry_id, "MessageBody": body or " "}
     if merged:
         entry["MessageAttributes"] = merged
@@ -205,7 +207,8 @@ class QueueDirectory:
         self._attributes: dict[str, QueueSettings] = {}
         self._lock = threading.Lock()
 
-    def _missing(self, name: str) -> ConfigurationError:
+    @staticmethod
+    def _missing(name: str) -> ConfigurationError:
         return ConfigurationError(
             f"SQS queue {name!r} does not exist; create the app's queues with "
             "`sqsq resources create APP`"

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import limits, producer
-from .errors import EnqueueError, Retry
+from .errors import ConfigurationError, EnqueueError, Retry
 from .idempotency import KeySpec, render_key
 from .retry import (
     DEFAULT_MAX_RETRIES,
@@ -219,7 +219,10 @@ class Task(Generic[P, R]):
         idempotency_key: str | None = None,
         message_group_id: str | None = None,
     ) -> producer.OutgoingMessage:
-        logical = check_queue_name(queue) if queue else self.queue
+        try:
+            logical = check_queue_name(queue) if queue else self.queue
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         args_list = list(args or ())
         kwargs = dict(kwargs or {})
         self.signature.check(args_list, kwargs)

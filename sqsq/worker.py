@@ -19,9 +19,11 @@
 Never more messages in hand than slots (``concurrency``). ``burst`` exits once a
 receive on every queue came back empty and nothing is in hand.
 
-Shutdown: the first SIGTERM/SIGINT stops receiving at once; messages received
-but not started are released (visibility 0); running tasks get ``grace_s``
-seconds, after which their messages are released too; exit code 0. A second
+Shutdown: the first SIGTERM/SIGINT stops receiving at once — no new poll
+starts, and a long poll already open is let return (it cannot be withdrawn from
+SQS) — and messages received but not started are released (visibility 0);
+running tasks get ``grace_s`` seconds, after which their messages are released
+too; exit code 0. A second
 signal exits at once (:data:`EXIT_COLD_SHUTDOWN`). AWS errors are logged and
 retried with capped exponential backoff, so an endpoint that is down for a while
 does not crash the worker.
@@ -212,7 +214,11 @@ class Worker:
                 for q, url in urls.items()
             ]
             await self._stopping.wait()
-            for receiver in receivers:
+            # A long poll cannot be withdrawn: SQS would hand messages to a closed
+            # connection and hide them for a whole visibility timeout. Let open
+            # polls return (≤ wait_time_s) and release what they bring.
+            _, polling = await asyncio.wait(receivers, timeout=self.wait_time_s + 5)
+            for receiver in polling:
                 receiver.cancel()
             await asyncio.gather(*receivers, return_exceptions=True)
             await self._drain_running()
@@ -331,9 +337,9 @@ class Worker:
 
     async def _free_slots(self) -> int:
         """Wait for free slots; prefer a full receive batch while work is running."""
-        assert self._slot_freed is not None
+        assert self._slot_freed is not None and self._stopping is not None
         want = min(limits.SQS_MAX_BATCH_ENTRIES, self.concurrency)
-        while True:
+        while not self._stopping.is_set():
             free = self.concurrency - self._held
             if free >= want or (free > 0 and self._held == 0):
                 return free
@@ -344,12 +350,16 @@ class Worker:
                 free = self.concurrency - self._held
                 if free > 0:
                     return free
+        return 0
 
     async def _receive_loop(self, queue: str, url: str) -> None:
         client = await self.app.clients.aclient("sqs")
+        assert self._stopping is not None
         errors = 0
-        while True:
+        while not self._stopping.is_set():
             free = await self._free_slots()
+            if not free:
+                return
             try:
                 response = await client.receive_message(
                     QueueUrl=url,
@@ -378,7 +388,11 @@ class Worker:
                 deliveries = [Delivery.from_sqs(m, queue, url) for m in messages]
                 for delivery in deliveries:
                     self.leases.add(delivery, self._visibility[queue], self._visibility[queue])
-                await self._dispatch(deliveries)
+                if self._stopping.is_set():  # arrived after the signal: give back at once
+                    for delivery in deliveries:
+                        self._push(Executor.release(delivery))
+                else:
+                    await self._dispatch(deliveries)
             if self.burst and self._drained():
                 assert self._stopping is not None
                 self._stopping.set()

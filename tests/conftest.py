@@ -63,7 +63,14 @@ class WorkerFactory:
         )
 
     def start(self, app: str = QUICKSTART, *args: str, **env: str) -> subprocess.Popen[str]:
-        """Start ``sqsq worker APP ARGS``; stopped (SIGKILL) at teardown if still running."""
+        """Start ``sqsq worker APP ARGS``; stopped (SIGKILL) at teardown if still running.
+
+        A 2 s long poll unless ``--wait-time`` is given: at SIGTERM the worker lets
+        its open poll return (it cannot be withdrawn from SQS), so this keeps
+        shutdowns short.
+        """
+        if "--wait-time" not in args:
+            args = (*args, "--wait-time", "2")
         process = subprocess.Popen(
             self.command(app, *args),
             cwd=self.tmp_path,

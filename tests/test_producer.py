@@ -11,9 +11,9 @@ from typing import Any
 
 import boto3
 import pytest
-from examples.quickstart.app import Order, charge, price_quote, render_email
 
 import sqsq
+from examples.quickstart.app import Order, charge, price_quote, render_email
 from sqsq import limits
 from sqsq.envelope import decode
 from sqsq.errors import (
@@ -136,9 +136,7 @@ def test_countdown_delays_delivery(quickstart: sqsq.App, sqs: Any) -> None:
 
 def test_countdown_as_timedelta_and_eta(quickstart: sqsq.App, sqs: Any) -> None:
     charge.apply_async([Order(order_id="a", cents=1)], countdown=timedelta(seconds=2))
-    charge.apply_async(
-        [Order(order_id="b", cents=1)], eta=datetime.now(UTC) + timedelta(seconds=2)
-    )
+    charge.apply_async([Order(order_id="b", cents=1)], eta=datetime.now(UTC) + timedelta(seconds=2))
     url = _url(sqs, "quickstart-default")
     attributes = sqs.get_queue_attributes(
         QueueUrl=url,
@@ -313,6 +311,15 @@ def test_queue_that_does_not_exist_raises_configuration_error(local_aws: Any) ->
     app.close()
 
 
+def test_queue_deleted_after_first_use_raises_configuration_error(
+    quickstart: sqsq.App, sqs: Any
+) -> None:
+    charge.delay(Order(order_id="o", cents=1))  # the queue URL is now known
+    sqs.delete_queue(QueueUrl=_url(sqs, "quickstart-default"))
+    with pytest.raises(ConfigurationError, match="sqsq resources create"):
+        charge.delay(Order(order_id="o", cents=2))
+
+
 def test_unknown_logical_queue_raises_configuration_error(quickstart: sqsq.App) -> None:
     with pytest.raises(ConfigurationError, match="'quickstart-nowhere' does not exist"):
         charge.apply_async([Order(order_id="o", cents=1)], queue="nowhere")
@@ -401,9 +408,7 @@ def test_async_round_trip_through_a_worker(quickstart: sqsq.App, worker: Any) ->
     assert "cannot charge 0 cents" in error.remote_message
 
 
-def test_message_body_is_plain_json_any_producer_could_send(
-    quickstart: sqsq.App, sqs: Any
-) -> None:
+def test_message_body_is_plain_json_any_producer_could_send(quickstart: sqsq.App, sqs: Any) -> None:
     charge.delay(Order(order_id="o-json", cents=9))
     [message] = _receive_all(sqs, "quickstart-default", 1)
     body = json.loads(message["Body"])

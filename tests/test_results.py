@@ -348,7 +348,7 @@ def test_apply_of_an_unserializable_return_value_is_a_failure(eager_app: sqsq.Ap
 
 # --- result TTL from a real worker ------------------------------------------------------------
 
-TTL_APP = '''
+TTL_APP = """
 import sqsq
 
 app = sqsq.App("ttlapp")
@@ -362,7 +362,7 @@ def short(x: int) -> int:
 @app.task(name="ttl.default")
 def default(x: int) -> int:
     return x * 2
-'''
+"""
 
 
 def test_result_ttl_sets_expires_at_on_stored_results(

@@ -12,10 +12,10 @@ from typing import Any
 
 import boto3
 import pytest
-from examples.quickstart.app import Order, charge, refund, render_email
 
 import sqsq
 import sqsq.resources
+from examples.quickstart.app import Order, charge, refund, render_email
 from sqsq import State
 from tests.apps import misc
 
@@ -176,9 +176,7 @@ def test_sync_tasks_in_thread_pool_async_tasks_on_the_loop(misc_app: sqsq.App, w
         assert result.get(timeout=5) == "MainThread"
 
 
-def test_failure_is_recorded_and_worker_goes_on_until_sigterm(
-    quickstart: Any, worker: Any
-) -> None:
+def test_failure_is_recorded_and_worker_goes_on_until_sigterm(quickstart: Any, worker: Any) -> None:
     process = worker.start(QUICKSTART)
     failed = refund.delay("o-9")
     wait_until(lambda: failed.ready(), "the failing task's result", process)
@@ -206,7 +204,9 @@ def test_failure_is_recorded_and_worker_goes_on_until_sigterm(
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "warm shutdown" in stderr
-    summary = [line for line in stderr.splitlines() if "sqsq.worker" in line and " stopped " in line]
+    summary = [
+        line for line in stderr.splitlines() if "sqsq.worker" in line and " stopped " in line
+    ]
     assert len(summary) == 1, stderr
     assert "failed=1" in summary[0] and "succeeded=1" in summary[0]
     assert "Traceback" not in stderr
@@ -223,7 +223,10 @@ def test_unstorable_return_values_fail_with_result_not_serializable(
 
     assert done.returncode == 0, done.stderr
     assert fine.get(timeout=5) == 5
-    for result, words in ((not_json, "not JSON-serializable"), (too_big, "DYNAMODB_MAX_ITEM_BYTES")):
+    for result, words in (
+        (not_json, "not JSON-serializable"),
+        (too_big, "DYNAMODB_MAX_ITEM_BYTES"),
+    ):
         record = result.record
         assert record is not None and record.state is State.FAILURE
         assert record.exc_type == "sqsq.errors.ResultNotSerializable"
@@ -272,6 +275,28 @@ def test_sigkill_mid_run_loses_no_message(misc_app: sqsq.App, worker: Any, tmp_p
     assert total - len(stored) <= visible + in_flight, (len(stored), visible, in_flight)
 
 
+def test_outcomes_that_cannot_be_stored_keep_their_messages(
+    misc_app: sqsq.App, worker: Any, tmp_path: Path
+) -> None:
+    """The worker's results table does not exist: every task runs, no outcome can be
+    stored, so no message may be deleted (nor copied to the DLQ)."""
+    paths = [tmp_path / f"ran{i}" for i in range(3)]
+    results = misc.marker.delay_many([(str(p),) for p in paths])
+    results.append(misc.boom.delay("failing, unstored"))
+    process = worker.start(MISC, "--log-format", "json", SQSQ_TABLE_NAME="missing")
+    wait_until(lambda: all(p.exists() for p in paths), "the tasks to run", process)
+    read_stderr_until(process, '"logger": "sqsq.settle"')  # the failed BatchWriteItem
+
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 0, stderr
+    assert [r.state for r in results] == [State.PENDING] * len(results)
+    visible, in_flight = queue_counts(misc_app)
+    assert visible + in_flight == len(results)
+    assert queue_counts(misc_app, "default-dlq") == (0, 0)
+
+
 # --- queues, concurrency, burst ------------------------------------------------------------
 
 
@@ -293,11 +318,11 @@ def test_queues_option_consumes_only_that_queue_with_concurrency_one(
 
 
 def test_burst_exits_zero_on_empty_queues(quickstart: Any, worker: Any) -> None:
-    done = worker.run(QUICKSTART)
+    done = worker.run(QUICKSTART, "--log-format", "json")
 
     assert done.returncode == 0, done.stderr
-    stopped = [line for line in done.stderr.splitlines() if " stopped " in line]
-    assert len(stopped) == 1 and "received=0" in stopped[0], done.stderr
+    summary = summary_record(json_records(done.stderr))
+    assert summary["counters"].get("received", 0) == 0, summary
     assert "Traceback" not in done.stderr
 
 

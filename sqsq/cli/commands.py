@@ -246,11 +246,11 @@ def schema() -> None:
 # --- dlq -------------------------------------------------------------------------------
 
 
-def _sqs_client() -> Any:
+def _sqs_client(**settings: Any) -> Any:
     from ..clients import Clients
     from ..settings import Settings
 
-    return Clients(Settings()).sync("sqs")
+    return Clients(Settings(**settings)).sync("sqs")
 
 
 def _url(client: Any, name: str) -> str:
@@ -323,7 +323,8 @@ def dlq_redrive(queue: str, task_name: str | None, error: str | None, rate: int 
     dlq_url, source_url = _url(client, dlq_name), _url(client, source)
     if task_name is None and error is None:
         arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
-        handle = start_move_task(client, arn["Attributes"]["QueueArn"], rate)
+        # one attempt: where the endpoint lacks the action, fall back at once
+        handle = start_move_task(_sqs_client(max_attempts=1), arn["Attributes"]["QueueArn"], rate)
         if handle is not None:
             click.echo(f"started message move task {handle} ({dlq_name} -> its source queue)")
             return

@@ -1,0 +1,252 @@
+"""The ``sqsq`` command line: user errors are one ``Error: …`` line with a non-zero exit
+(never a traceback); ``send --wait`` and ``result`` print what happened."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+import sqsq
+import sqsq.cli.commands  # registers the commands
+from sqsq.cli import EXIT_USAGE, cli
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = "examples.quickstart.app:app"
+
+
+def _invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def _assert_user_error(result: Result, *fragments: str) -> None:
+    """A clean ``Error: …``: non-zero exit through SystemExit, no escaped exception."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    assert "Error:" in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def _sqsq(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m sqsq ARGS`` as a user runs it."""
+    environment = {**os.environ, **env}
+    environment["PYTHONPATH"] = str(ROOT) + os.pathsep + environment.get("PYTHONPATH", "")
+    return subprocess.run(
+        [sys.executable, "-m", "sqsq", *args],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# --- help ------------------------------------------------------------------------------
+
+
+def test_help_lists_the_commands() -> None:
+    done = _sqsq("--help")
+    assert done.returncode == 0, done.stderr
+    for command in ("worker", "dev", "resources", "send", "result", "schema"):
+        assert command in done.stdout
+    assert done.stderr == ""
+
+
+def test_worker_help_describes_app_and_options() -> None:
+    done = _sqsq("worker", "--help")
+    assert done.returncode == 0, done.stderr
+    assert "module:attribute" in done.stdout
+    for option in ("--queues", "--concurrency", "--burst", "--wait-time"):
+        assert option in done.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["send", "--help"], ["result", "--help"], ["resources", "create", "--help"], ["-h"]],
+)
+def test_subcommand_help(command: list[str]) -> None:
+    result = _invoke(*command)
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_version() -> None:
+    result = _invoke("--version")
+    assert result.exit_code == 0
+    assert sqsq.__version__ in result.output
+
+
+# --- app path errors ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["worker", "result", "send", "resources"])
+def test_unknown_module_is_a_user_error(command: str) -> None:
+    args = {
+        "worker": ["worker", "no_such_module_xyz:app"],
+        "result": ["result", "no_such_module_xyz:app", "some-id"],
+        "send": ["send", "no_such_module_xyz:app", "t", "--args", "[]"],
+        "resources": ["resources", "create", "no_such_module_xyz:app"],
+    }[command]
+    result = _invoke(*args)
+    _assert_user_error(result, "no_such_module_xyz", "module:attribute")
+    assert result.exit_code == EXIT_USAGE
+
+
+def test_unknown_module_in_a_real_process_prints_one_error_line() -> None:
+    done = _sqsq("worker", "no_such_module_xyz:app")
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.startswith("Error: ")
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0
+
+
+def test_missing_attribute_is_a_user_error() -> None:
+    result = _invoke("worker", "examples.quickstart.app:missing")
+    _assert_user_error(result, "missing", "not a sqsq.App")
+    assert result.exit_code == EXIT_USAGE
+
+
+def test_attribute_that_is_not_an_app_is_a_user_error() -> None:
+    result = _invoke("worker", "examples.quickstart.app:charge")
+    _assert_user_error(result, "Task", "not a sqsq.App")
+    result = _invoke("result", "examples.quickstart.app:Order", "x")
+    _assert_user_error(result, "not a sqsq.App")
+
+
+def test_module_without_an_app_attribute() -> None:
+    result = _invoke("worker", "examples.quickstart")  # no ':' means ':app'
+    _assert_user_error(result, "not a sqsq.App")
+
+
+def test_empty_module_name_is_a_user_error() -> None:
+    _assert_user_error(_invoke("worker", ":app"))
+
+
+# --- send / result --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "fragment"),
+    [
+        ("--args", "not json", "not JSON"),
+        ("--args", "[1, 2", "not JSON"),
+        ("--args", '{"a": 1}', "JSON list"),
+        ("--args", '"o-1"', "JSON list"),
+        ("--kwargs", "{oops}", "not JSON"),
+        ("--kwargs", "[1]", "JSON dict"),
+    ],
+)
+def test_send_with_bad_json_is_a_user_error(option: str, value: str, fragment: str) -> None:
+    result = _invoke("send", APP, "examples.quickstart.app.charge", option, value)
+    _assert_user_error(result, option, fragment)
+
+
+def test_send_with_a_countdown_over_900_is_a_user_error() -> None:
+    result = _invoke("send", APP, "examples.quickstart.app.charge", "--countdown", "901")
+    _assert_user_error(result, "--countdown")
+
+
+def test_send_to_a_queue_that_does_not_exist(local_aws: Any) -> None:
+    done = _sqsq("send", APP, "examples.quickstart.app.charge", "--args", "[]")
+    assert done.returncode == EXIT_USAGE
+    assert done.stderr.startswith("Error: ")
+    assert "does not exist" in done.stderr
+    assert "sqsq resources create" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_send_with_an_unencodable_message_is_an_error(quickstart: sqsq.App) -> None:
+    result = _invoke("send", APP, "x.y", "--args", '["' + "x" * 1_100_000 + '"]')
+    _assert_user_error(result, "SQS_MAX_MESSAGE_BYTES")
+
+
+def test_send_to_an_invalid_queue_name_is_a_user_error(quickstart: sqsq.App) -> None:
+    _assert_user_error(_invoke("send", APP, "x.y", "--args", "[]", "-Q", "bad queue!"))
+
+
+def test_send_prints_the_task_id(quickstart: sqsq.App) -> None:
+    result = _invoke(
+        "send", APP, "examples.quickstart.app.render_email", "--args", '["a@b.c", "hi"]'
+    )
+    assert result.exit_code == 0, result.output
+    task_id = result.stdout.strip()
+    assert len(task_id) == 36  # a UUID4, nothing else on stdout
+    assert quickstart.AsyncResult(task_id).state is sqsq.State.PENDING
+
+
+def test_result_of_an_unknown_id_prints_pending(quickstart: sqsq.App) -> None:
+    result = _invoke("result", APP, "no-such-task-id")
+    assert result.exit_code == 0, result.output
+    assert "PENDING" in result.stdout
+
+
+def test_result_of_a_stored_failure_prints_the_error(quickstart: sqsq.App) -> None:
+    from sqsq.dynamodb import result_item
+    from sqsq.result import ResultRecord, State
+
+    record = ResultRecord(
+        task_id="cli-bad",
+        state=State.FAILURE,
+        task="examples.quickstart.app.refund",
+        exc_type="RuntimeError",
+        exc_message="refunds are handled elsewhere",
+        traceback="Traceback (most recent call last):\nRuntimeError: refunds\n",
+        attempts=1,
+    )
+    quickstart.results.put_results([("cli-bad", result_item(record))])
+    result = _invoke("result", APP, "cli-bad")
+    assert result.exit_code == 0, result.output
+    for fragment in ("FAILURE", "RuntimeError", "refunds are handled elsewhere", "traceback:"):
+        assert fragment in result.stdout
+
+
+def test_send_wait_prints_the_result_of_a_running_worker(quickstart: sqsq.App, worker: Any) -> None:
+    process = worker.start(APP, "--wait-time", "1")
+    try:
+        ok = _invoke(
+            "send",
+            APP,
+            "examples.quickstart.app.charge",
+            "--args",
+            '[{"order_id": "o-cli", "cents": 700}]',
+            "--wait",
+            "10",
+        )
+        assert ok.exit_code == 0, ok.output
+        lines = ok.stdout.splitlines()
+        task_id = lines[0].strip()
+        assert quickstart.AsyncResult(task_id).state is sqsq.State.SUCCESS
+        assert any(line.split() == ["state:", "SUCCESS"] for line in lines)
+        [value] = [line for line in lines if line.startswith("result:")]
+        assert '"charged": 700' in value and '"order_id": "o-cli"' in value
+
+        bad = _invoke(
+            "send", APP, "examples.quickstart.app.refund", "--args", '["o-cli"]', "--wait", "10"
+        )
+        assert bad.exit_code == 1, bad.output
+        assert isinstance(bad.exception, SystemExit)
+        assert "FAILURE" in bad.stdout
+        assert "RuntimeError" in bad.stdout
+        assert "refunds for o-cli are handled by the payments team" in bad.stdout
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+
+
+def test_send_wait_without_a_worker_reports_pending(quickstart: sqsq.App) -> None:
+    result = _invoke(
+        "send", APP, "examples.quickstart.app.refund", "--args", '["o"]', "--wait", "0.3"
+    )
+    assert result.exit_code == 1
+    assert "PENDING after 0.3 s" in result.stderr
+    assert "Traceback" not in result.output

@@ -1,0 +1,154 @@
+"""The public surface of ``sqsq``: what ``__all__`` exports, and that ``import sqsq``
+stays light (no aiobotocore, moto, click, or boto3 until they are used)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sqsq
+
+ROOT = Path(__file__).resolve().parents[1]
+
+EXPECTED_ALL = [
+    # application and tasks
+    "App",
+    "Task",
+    "load_app",
+    # results
+    "AsyncResult",
+    "ResultRecord",
+    "State",
+    # wire format
+    "Envelope",
+    # running
+    "Worker",
+    # errors
+    "SqsqError",
+    "ConfigurationError",
+    "EnqueueError",
+    "ArgumentError",
+    "NotSerializable",
+    "MessageTooLarge",
+    "DeadLetter",
+    "UndecodableMessage",
+    "UnknownTask",
+    "InvalidArguments",
+    "ResultError",
+    "ResultTimeout",
+    "TaskFailed",
+    "TaskRevoked",
+    "ResultNotSerializable",
+    "AWSError",
+    "__version__",
+]
+
+ERRORS = EXPECTED_ALL[EXPECTED_ALL.index("SqsqError") : EXPECTED_ALL.index("__version__")]
+
+
+def _modules_after(code: str) -> dict[str, bool]:
+    """Run ``code`` in a fresh interpreter; which heavy modules did it import?"""
+    probe = (
+        f"{code}\n"
+        "import json, sys\n"
+        "names = ['aiobotocore', 'aiohttp', 'moto', 'click', 'boto3', 'botocore', 'sqsq.worker']\n"
+        "print(json.dumps({n: n in sys.modules for n in names}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded: dict[str, bool] = json.loads(done.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_all_is_pinned() -> None:
+    assert sqsq.__all__ == EXPECTED_ALL
+
+
+def test_every_exported_name_resolves() -> None:
+    for name in sqsq.__all__:
+        assert getattr(sqsq, name) is not None, name
+    assert sqsq.__version__ == "0.1.0"
+
+
+def test_unknown_attribute_raises_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        _ = sqsq.no_such_thing  # type: ignore[attr-defined]
+
+
+def test_error_hierarchy() -> None:
+    for name in ERRORS:
+        assert issubclass(getattr(sqsq, name), sqsq.SqsqError), name
+    for name in ("ArgumentError", "NotSerializable", "MessageTooLarge"):
+        assert issubclass(getattr(sqsq, name), sqsq.EnqueueError)
+    for name in ("UndecodableMessage", "UnknownTask", "InvalidArguments"):
+        assert issubclass(getattr(sqsq, name), sqsq.DeadLetter)
+    for name in ("ResultTimeout", "TaskFailed", "TaskRevoked", "ResultNotSerializable"):
+        assert issubclass(getattr(sqsq, name), sqsq.ResultError)
+    assert issubclass(sqsq.TaskRevoked, sqsq.TaskFailed)
+    assert issubclass(sqsq.ResultTimeout, TimeoutError)
+    assert issubclass(sqsq.ArgumentError, TypeError)
+    assert sqsq.UndecodableMessage.reason == "undecodable_message"
+    assert sqsq.UnknownTask.reason == "unknown_task"
+    assert sqsq.InvalidArguments.reason == "invalid_arguments"
+
+
+def test_states_are_celerys() -> None:
+    assert [s.value for s in sqsq.State] == [
+        "PENDING",
+        "RECEIVED",
+        "STARTED",
+        "RETRY",
+        "SUCCESS",
+        "FAILURE",
+        "REVOKED",
+    ]
+    assert str(sqsq.State.SUCCESS) == "SUCCESS"
+
+
+def test_import_sqsq_does_not_load_aiobotocore_moto_or_click() -> None:
+    loaded = _modules_after("import sqsq")
+    assert not loaded["aiobotocore"]
+    assert not loaded["aiohttp"]
+    assert not loaded["moto"]
+    assert not loaded["click"]
+    assert not loaded["sqsq.worker"]  # Worker is imported on first access
+
+
+def test_import_sqsq_does_not_load_boto3_before_the_first_aws_call() -> None:
+    loaded = _modules_after(
+        "import sqsq\n"
+        "app = sqsq.App('light', region_name='us-east-1')\n"
+        "@app.task\n"
+        "def f(a: int) -> int:\n"
+        "    return a\n"
+        "assert f.apply(1).get() == 1\n"
+    )
+    assert not loaded["boto3"]
+    assert not loaded["botocore"]
+    assert not loaded["aiobotocore"]
+    assert not loaded["click"]
+
+
+def test_worker_is_loaded_on_first_access() -> None:
+    loaded = _modules_after("import sqsq\nsqsq.Worker")
+    assert loaded["sqsq.worker"]
+    assert not loaded["moto"]
+    assert not loaded["click"]
+
+
+def test_star_import_gives_exactly_all() -> None:
+    namespace: dict[str, object] = {}
+    exec("from sqsq import *", namespace)
+    namespace.pop("__builtins__", None)
+    assert sorted(namespace) == sorted(EXPECTED_ALL)
+    assert namespace["Worker"] is sqsq.Worker
