@@ -101,6 +101,8 @@ class Outcome:
         completed_value: the value to keep under the key (SUCCESS).
         idempotency_ttl_s: how long the key is remembered.
         history: also write an attempt item (retries and final failures).
+        stored / copied: set by ``settle`` once the writes / the DLQ copy succeeded,
+            so that retrying a failed delete does not repeat them.
     """
 
     delivery: Delivery
@@ -115,6 +117,8 @@ class Outcome:
     completed_value: Any = None
     idempotency_ttl_s: float = 0.0
     history: bool = False
+    stored: bool = False
+    copied: bool = False
 
 
 @dataclass

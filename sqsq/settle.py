@@ -47,13 +47,20 @@ class Settlement:
             made visible again (unless listed in ``sqs_failed``).
         kept: outcomes that could not be stored or dead-lettered; their messages
             come back after the visibility timeout.
-        sqs_failed: done outcomes whose delete or visibility change failed (the
-            message is delivered again; what was stored stays).
+        sqs_failed: done outcomes whose delete or visibility change failed; what
+            was stored stays, and settling them again repeats only the SQS call.
     """
 
     done: list[Outcome] = field(default_factory=list)
     kept: list[Outcome] = field(default_factory=list)
     sqs_failed: list[Outcome] = field(default_factory=list)
+
+
+def _warn(message: str, args: object, exc: BaseException) -> None:
+    """AWS errors here are expected (throttling, outages): one line, traceback at DEBUG."""
+    values = args if isinstance(args, tuple) else (args,)
+    logger.warning(message + " (%s: %s)", *values, type(exc).__name__, exc)
+    logger.debug("details", exc_info=exc)
 
 
 def _token(index: int) -> str:
@@ -64,6 +71,8 @@ def plan_writes(outcomes: Sequence[Outcome]) -> list[Write]:
     """Every DynamoDB write the outcomes need, tokened by their index."""
     writes: list[Write] = []
     for index, outcome in enumerate(outcomes):
+        if outcome.stored:
+            continue
         token = _token(index)
         if outcome.record is not None and outcome.store:
             writes.append(put(token, result_item(outcome.record)))
@@ -87,7 +96,7 @@ def dead_letter_batches(
 ) -> list[tuple[str, dict[str, Outcome], list[dict[str, Any]]]]:
     """``(dlq_name, {entry_id: outcome}, entries)`` per SendMessageBatch call."""
     by_dlq: dict[str, list[tuple[Outcome, dict[str, Any]]]] = {}
-    for index, outcome in enumerate(o for o in outcomes if o.kind in _DEAD):
+    for index, outcome in enumerate(o for o in outcomes if o.kind in _DEAD and not o.copied):
         assert outcome.note is not None
         delivery = outcome.delivery
         dlq = dead_letter_name(app.queue_name(delivery.queue))
@@ -129,14 +138,17 @@ def _split(outcomes: Sequence[Outcome], not_written: set[str]) -> Settlement:
         if _token(index) in not_written:
             settlement.kept.append(outcome)
         else:
+            outcome.stored = True
             settlement.done.append(outcome)
     return settlement
 
 
-def _keep(settlement: Settlement, failed: list[Outcome]) -> None:
+def _keep(settlement: Settlement, by_id: dict[str, Outcome], failed: list[Outcome]) -> None:
     for outcome in failed:
         settlement.done.remove(outcome)
         settlement.kept.append(outcome)
+    for outcome in by_id.values():
+        outcome.copied = outcome not in failed
 
 
 def _by_url(outcomes: Sequence[Outcome], kinds: Sequence[OutcomeKind] | frozenset[OutcomeKind]) -> dict[str, list[Outcome]]:
@@ -156,8 +168,8 @@ def settle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> Set
     writes = plan_writes(outcomes)
     try:
         not_written = app.results.write(writes) if writes else set()
-    except Exception:
-        logger.exception("storing %d outcomes failed; their messages are kept", len(outcomes))
+    except Exception as exc:
+        _warn("storing %d outcomes failed; their messages are kept", len(outcomes), exc)
         not_written = {token for token, _ in writes}
     settlement = _split(outcomes, not_written)
     client = app.clients.sync("sqs")
@@ -165,10 +177,10 @@ def settle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> Set
         try:
             response = client.send_message_batch(QueueUrl=app.directory.url(dlq), Entries=entries)
             failed = [by_id[f["Id"]] for f in response.get("Failed", [])]
-        except Exception:
-            logger.exception("sending %d messages to %s failed; they are kept", len(entries), dlq)
+        except Exception as exc:
+            _warn("sending %d messages to %s failed; they are kept", (len(entries), dlq), exc)
             failed = list(by_id.values())
-        _keep(settlement, failed)
+        _keep(settlement, by_id, failed)
     calls: list[tuple[str, Sequence[Outcome], str]] = []
     if delete:
         calls += [(url, c, "delete") for url, g in _by_url(settlement.done, FINAL_KINDS).items() for c in chunks(g)]
@@ -183,8 +195,8 @@ def settle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> Set
                     QueueUrl=url, Entries=visibility_entries(chunk)
                 )
             settlement.sqs_failed += [chunk[int(f["Id"])] for f in response.get("Failed", [])]
-        except Exception:
-            logger.exception("%s of %d messages failed", action, len(chunk))
+        except Exception as exc:
+            _warn("%s of %d messages failed", (action, len(chunk)), exc)
             settlement.sqs_failed += list(chunk)
     return settlement
 
@@ -194,8 +206,8 @@ async def asettle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True)
     writes = plan_writes(outcomes)
     try:
         not_written = await app.results.awrite(writes) if writes else set()
-    except Exception:
-        logger.exception("storing %d outcomes failed; their messages are kept", len(outcomes))
+    except Exception as exc:
+        _warn("storing %d outcomes failed; their messages are kept", len(outcomes), exc)
         not_written = {token for token, _ in writes}
     settlement = _split(outcomes, not_written)
     client = await app.clients.aclient("sqs")
@@ -204,10 +216,10 @@ async def asettle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True)
             url = await app.directory.aurl(dlq)
             response = await client.send_message_batch(QueueUrl=url, Entries=entries)
             failed = [by_id[f["Id"]] for f in response.get("Failed", [])]
-        except Exception:
-            logger.exception("sending %d messages to %s failed; they are kept", len(entries), dlq)
+        except Exception as exc:
+            _warn("sending %d messages to %s failed; they are kept", (len(entries), dlq), exc)
             failed = list(by_id.values())
-        _keep(settlement, failed)
+        _keep(settlement, by_id, failed)
     calls: list[tuple[str, Sequence[Outcome], str]] = []
     if delete:
         calls += [(url, c, "delete") for url, g in _by_url(settlement.done, FINAL_KINDS).items() for c in chunks(g)]
@@ -222,7 +234,7 @@ async def asettle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True)
                     QueueUrl=url, Entries=visibility_entries(chunk)
                 )
             settlement.sqs_failed += [chunk[int(f["Id"])] for f in response.get("Failed", [])]
-        except Exception:
-            logger.exception("%s of %d messages failed", action, len(chunk))
+        except Exception as exc:
+            _warn("%s of %d messages failed", (action, len(chunk)), exc)
             settlement.sqs_failed += list(chunk)
     return settlement

@@ -562,18 +562,19 @@ class Worker:
             del self._outcomes[:SETTLE_BATCH]
             attempts = {id(o): n for o, n in batch}
             settlement = await asettle(self.app, [o for o, _ in batch])
-            finished = list(settlement.done)
-            for outcome in settlement.done:
+            finished = [o for o in settlement.done if o not in settlement.sqs_failed]
+            for outcome in finished:
                 self.counters[_COUNTER[outcome.kind]] += 1
             self.counters["sqs_errors"] += len(settlement.sqs_failed)
-            for outcome in settlement.kept:
+            for outcome in settlement.kept + settlement.sqs_failed:
                 tries = attempts[id(outcome)] + 1
                 if tries < SETTLE_ATTEMPTS and not self._closing:
                     self._retry_settle(outcome, tries)
                 else:
                     logger.error(
-                        "giving up storing the outcome of %s; its message returns after its "
-                        "visibility timeout", outcome.task_id,
+                        "giving up settling the outcome of %s (%s); its message returns after "
+                        "its visibility timeout", outcome.task_id,
+                        "stored" if outcome.stored else "not stored",
                     )
                     self.counters["kept"] += 1
                     finished.append(outcome)
