@@ -192,16 +192,30 @@ def run(tasks: int, concurrency: int, worker_timeout_s: float) -> Report:
         enqueue_s = time.perf_counter() - started
         producer_requests = diff(app.clients.counter.snapshot(), before)
 
-        command = [sys.executable, "-m", "sqsq", "worker", APP, "--burst",
-                   "--concurrency", str(concurrency), "--log-format", "json"]
+        command = [
+            sys.executable,
+            "-m",
+            "sqsq",
+            "worker",
+            APP,
+            "--burst",
+            "--concurrency",
+            str(concurrency),
+            "--log-format",
+            "json",
+        ]
         worker_env = {**os.environ, **env}
         worker_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
         )
         started = time.perf_counter()
         worker = subprocess.Popen(
-            command, cwd=ROOT, env=worker_env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True,
+            command,
+            cwd=ROOT,
+            env=worker_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             _, stderr = worker.communicate(timeout=worker_timeout_s)
@@ -236,7 +250,7 @@ def run(tasks: int, concurrency: int, worker_timeout_s: float) -> Report:
 
 
 def _cell(counts: Mapping[str, int], key: str, n: int) -> str:
-    return f"{counts[key] / n:9.3f}" if key in counts else f"{'-':>9}"
+    return f"{counts[key] / n:10.3f}" if key in counts else f"{'-':>10}"
 
 
 def render(report: Report) -> str:
@@ -258,7 +272,7 @@ def render(report: Report) -> str:
         + (", ".join(f"{k}={v}" for k, v in report.worker_counters.items()) or "no summary")
         + f", peak RSS {report.worker_peak_rss_kib / 1024:.1f} MiB",
         "",
-        f"  {'requests per task':<28}{'producer':>9}{'worker':>9}{'combined':>9}",
+        f"  {'requests per task':<28}{'producer':>10}{'worker':>10}{'combined':>10}",
     ]
     for key in report.combined_requests:
         lines.append(
@@ -271,9 +285,9 @@ def render(report: Report) -> str:
     ):
         lines.append(
             f"  {label + ' total':<28}"
-            f"{report.per_task(report.producer_requests, service):9.3f}"
-            f"{report.per_task(report.worker_requests, service):9.3f}"
-            f"{report.per_task(report.combined_requests, service):9.3f}"
+            f"{report.per_task(report.producer_requests, service):10.3f}"
+            f"{report.per_task(report.worker_requests, service):10.3f}"
+            f"{report.per_task(report.combined_requests, service):10.3f}"
             f"   target <= {target:.2f}"
         )
     lines.append(f"  targets {verdict}" + ("" if report.complete else "; RUN INCOMPLETE"))
@@ -283,10 +297,15 @@ def render(report: Report) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--tasks", type=int, default=2000, help="tasks to enqueue (default 2000)")
-    parser.add_argument("--concurrency", type=int, default=50,
-                        help="the worker's --concurrency (default 50)")
-    parser.add_argument("--worker-timeout", type=float, default=DEFAULT_WORKER_TIMEOUT_S,
-                        help="kill the worker after this many seconds (a safety net)")
+    parser.add_argument(
+        "--concurrency", type=int, default=50, help="the worker's --concurrency (default 50)"
+    )
+    parser.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=DEFAULT_WORKER_TIMEOUT_S,
+        help="kill the worker after this many seconds (a safety net)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     options = parser.parse_args(argv)
     if options.tasks < 1 or options.concurrency < 1:

@@ -80,6 +80,12 @@ class _Heartbeat(threading.Thread):
                         if entry["Id"] not in failed:
                             lease = due[int(str(entry["Id"]))]
                             lease.ends_monotonic = now + float(entry["VisibilityTimeout"])  # type: ignore[arg-type]
+            for lease in due:  # the idempotency claim lives as long as the message's lease
+                if lease.idempotency_pk and lease.owner:
+                    try:
+                        self.app.idempotency.extend(lease.idempotency_pk, lease.owner, lease.lease_s)
+                    except Exception as exc:
+                        logger.warning("extending the idempotency lease of %s failed: %s", lease.owner, exc)
 
     def finish(self, delivery: Delivery) -> None:
         with self.lock:
@@ -134,7 +140,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     prepared = [executor.prepare(d) for d in deliveries]
     runnable = [p for p in prepared if isinstance(p, Prepared)]
     revoked: set[str] = set()
-    if runnable:
+    if runnable and app.settings.check_revocations:
         try:
             revoked = app.results.revoked(p.envelope.task_id for p in runnable)
         except Exception as exc:
@@ -159,7 +165,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
                     blocked_groups.add(group)
                 heartbeat.finish(delivery)
                 continue
-            outcome = _run(app, executor, item, revoked)
+            outcome = _run(app, executor, item, revoked, heartbeat)
             outcomes.append(outcome)
             if group and outcome.kind in _LISTED_KINDS:
                 blocked_groups.add(group)
@@ -179,16 +185,19 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     }
 
 
-def _run(app: App, executor: Executor, item: Prepared | Outcome, revoked: set[str]) -> Outcome:
+def _run(
+    app: App, executor: Executor, item: Prepared | Outcome, revoked: set[str], heartbeat: _Heartbeat
+) -> Outcome:
     if isinstance(item, Outcome):
         return item
     if item.envelope.task_id in revoked:
         return executor.revoked(item)
     if item.idempotency_pk is not None:
-        visibility = app.settings.visibility_timeout_s
+        lease = heartbeat.leases.get(item.delivery)
+        lease_s = lease.lease_s if lease else app.settings.visibility_timeout_s
         try:
             claim = app.idempotency.claim(
-                item.idempotency_pk, item.envelope.task_id, visibility, item.task.idempotency_ttl_s
+                item.idempotency_pk, item.envelope.task_id, lease_s, item.task.idempotency_ttl_s
             )
         except Exception as exc:
             logger.warning("idempotency claim for %s failed (%s)", item.envelope.task_id, exc)
@@ -198,4 +207,7 @@ def _run(app: App, executor: Executor, item: Prepared | Outcome, revoked: set[st
         if claim.status == "IN_PROGRESS":
             return executor.defer(item, claim.lease_remaining_s)
         item.claimed = True
+        if lease is not None:
+            with heartbeat.lock:
+                lease.idempotency_pk, lease.owner = item.idempotency_pk, item.envelope.task_id
     return executor.call(item)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 import traceback as tb
 from dataclasses import dataclass, replace
@@ -490,7 +491,8 @@ class Executor:
         policy = task.retry_policy
         if result.retry and not result.final and not result.reject:
             if not policy.exhausted(attempt):
-                delay = min(policy.delay_s(attempt, result.countdown_s), self.lease_room_s(delivery))
+                # whole seconds (VisibilityTimeout is an integer), never rounded to 0
+                delay = math.ceil(min(policy.delay_s(attempt, result.countdown_s), self.lease_room_s(delivery)))
                 return self._logged(
                     Outcome(
                         delivery, OutcomeKind.RETRY, envelope.task_id,

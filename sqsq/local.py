@@ -97,9 +97,11 @@ def main() -> None:  # pragma: no cover - manual use
     parser = argparse.ArgumentParser(description="Run the embedded local AWS endpoint.")
     parser.add_argument("--port", type=int, default=0)
     options = parser.parse_args()
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # before the server thread starts
     endpoint = LocalEndpoint(port=options.port).start()
     print(endpoint.url, flush=True)
-    signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    signal.sigwait(stop)
     endpoint.stop()
 
 

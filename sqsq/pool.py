@@ -46,6 +46,7 @@ def run_in_child(task_name: str, args: list[Any], kwargs: dict[str, Any], reques
     if task.bind:
         from .task import BoundTask, Request
 
+        request = {**request, "args": list(call_args), "kwargs": dict(call_kwargs)}
         call_args = [BoundTask(task, Request(**request)), *call_args]
     try:
         if task.is_async:

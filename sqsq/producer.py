@@ -16,6 +16,7 @@ import logging
 import math
 import random
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -155,6 +156,10 @@ def build(
     if message_group_id is not None and not fifo:
         raise EnqueueError(f"message_group_id needs a FIFO queue ('.fifo'), not {queue_name}")
     now = datetime.now(UTC)
+    if task_id is None and fifo and idempotency_key:
+        # SQS drops a FIFO duplicate (same MessageDeduplicationId): both callers must
+        # then hold the same task id, or the second one's result never resolves.
+        task_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sqsq:{queue_name}:{task_name}:{idempotency_key}"))
     envelope = Envelope(
         id=task_id or new_task_id(),
         task=task_name,

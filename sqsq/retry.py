@@ -55,7 +55,8 @@ class RetryPolicy:
             return max(0.0, countdown_s)
         if not self.retry_backoff_s:
             return self.default_retry_delay_s
-        delay = min(self.retry_backoff_max_s, self.retry_backoff_s * 2 ** (attempt - 1))
+        exponent = min(attempt - 1, 64)  # past 2**64 every delay is capped anyway
+        delay = min(self.retry_backoff_max_s, self.retry_backoff_s * 2.0**exponent)
         if self.retry_jitter:
             delay = random.uniform(0, delay)
         return delay

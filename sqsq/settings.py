@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     wait_time_s: Seconds = Field(default=20.0, le=limits.SQS_MAX_WAIT_TIME_S)
     #: The Lambda handler starts no record when less time than this remains, seconds.
     lambda_safety_margin_s: Seconds = 5.0
+    #: Look revocations up before running (one BatchGetItem per received batch);
+    #: False saves that read when ``AsyncResult.revoke()`` is never used.
+    check_revocations: bool = True
     #: botocore retry mode for every client: "standard" or "adaptive".
     retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
     #: botocore max attempts per AWS call, including the first.

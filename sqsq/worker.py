@@ -40,16 +40,16 @@ import signal
 import socket
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import limits
 from .delivery import Delivery
 from .errors import ConfigurationError, TimeLimitExceeded
-from .execution import CallResult, Executor, Outcome, OutcomeKind, Prepared, classify
+from .execution import FINAL_KINDS, CallResult, Executor, Outcome, OutcomeKind, Prepared, classify
 from .lease import LeaseTable
-from .settle import asettle
+from .settle import Settlement, asettle
 from .sqs import RECEIVE_ATTRIBUTES, chunks
 
 if TYPE_CHECKING:
@@ -156,12 +156,11 @@ class Worker:
         self._outcome_ready: asyncio.Event | None = None
         self._signals = 0
         self._empty: dict[str, bool] = {}
-        self._running: dict[asyncio.Task[Any], Delivery] = {}
+        self._running: dict[asyncio.Task[Any], list[Delivery]] = {}  # chain → its messages
+        self._pushed: set[str] = set()  # receipt handles with an outcome waiting to settle
         self._released: set[str] = set()  # receipt handles given back at shutdown
         self._outcomes: list[tuple[Outcome, int]] = []  # (outcome, settle attempts so far)
-        self._threads: ThreadPoolExecutor | None = None
         self._processes: ProcessPool | None = None
-        self._abandoned_threads = 0
         self._closing = False
         self._retrying = 0  # outcomes waiting on a timer to be settled again
         self.started_monotonic = 0.0
@@ -170,12 +169,7 @@ class Worker:
 
     def run(self) -> int:
         """Run until stopped (or drained, with ``burst``); returns an exit code."""
-        code = asyncio.run(self.arun())
-        if self._abandoned_threads:
-            # Threads cannot be killed; do not let them hold the process open.
-            logging.shutdown()
-            os._exit(code)
-        return code
+        return asyncio.run(self.arun())
 
     async def arun(self) -> int:
         """Asyncio entry point of :meth:`run`."""
@@ -233,8 +227,6 @@ class Worker:
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
-            if self._threads is not None:
-                self._threads.shutdown(wait=False, cancel_futures=True)
             if self._processes is not None:
                 self._processes.close(kill=True)
             await self.app.aclose()
@@ -265,8 +257,6 @@ class Worker:
 
             assert self.app_path is not None
             self._processes = ProcessPool(self.app_path, self.concurrency, self.max_tasks_per_child)
-        else:
-            self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sqsq-task")
 
     def _on_signal(self, sig: signal.Signals) -> None:
         assert self._stopping is not None
@@ -308,12 +298,10 @@ class Worker:
             self.grace_s,
         )
         for task in pending:
-            delivery = self._running.pop(task)
-            self._released.add(delivery.receipt_handle)
-            self._push(Executor.release(delivery))
+            self._release_unsettled(self._running.pop(task))
             task.cancel()  # async tasks are cancelled; threads/children are abandoned
-        if self._threads is not None:
-            self._abandoned_threads += len(pending)
+        if self._processes is None:
+            self.counters["abandoned_threads"] += len(pending)
         await asyncio.gather(*pending, return_exceptions=True)
 
     def _log_summary(self) -> None:
@@ -392,7 +380,12 @@ class Worker:
                     for delivery in deliveries:
                         self._push(Executor.release(delivery))
                 else:
-                    await self._dispatch(deliveries)
+                    try:
+                        await self._dispatch(deliveries)
+                    except Exception:  # a bug: give the messages back rather than hold them
+                        logger.exception("dispatching %d messages failed; releasing them", len(deliveries))
+                        for delivery in deliveries:
+                            self._push(Executor.release(delivery))
             if self.burst and self._drained():
                 assert self._stopping is not None
                 self._stopping.set()
@@ -405,40 +398,63 @@ class Worker:
         prepared = [self.executor.prepare(d) for d in deliveries]
         runnable = [p for p in prepared if isinstance(p, Prepared)]
         revoked: set[str] = set()
-        if runnable:
+        if runnable and self.app.settings.check_revocations:
             try:
                 revoked = await self.app.results.arevoked(p.envelope.task_id for p in runnable)
             except Exception as exc:  # a revocation check must not stop the work
                 logger.warning("revocation check failed (%s); running the tasks", exc)
+        # FIFO: the messages of one group run one after another, in order.
+        chains: dict[str, list[Prepared | Outcome]] = {}
         for item in prepared:
+            delivery = item.delivery
             if isinstance(item, Prepared):
-                lease = self.leases.get(item.delivery)
+                lease = self.leases.get(delivery)
                 if lease is not None and item.task.visibility_timeout_s:
                     lease.lease_s = item.task.visibility_timeout_s
-                task = asyncio.create_task(self._process(item, item.envelope.task_id in revoked))
-                self._running[task] = item.delivery
-                task.add_done_callback(self._done)
+            key = delivery.message_group_id or delivery.receipt_handle
+            chains.setdefault(key, []).append(item)
+        for chain in chains.values():
+            task = asyncio.create_task(self._run_chain(chain, revoked))
+            self._running[task] = [item.delivery for item in chain]
+            task.add_done_callback(self._done)
+
+    async def _run_chain(self, chain: list[Prepared | Outcome], revoked: set[str]) -> None:
+        """Run items in order; once one is not final (retry, defer, release), the rest
+        of its FIFO group is released unrun, so the group's order holds."""
+        blocked = False
+        for item in chain:
+            if isinstance(item, Outcome):
+                outcome = item
+            elif blocked:
+                outcome = Executor.release(item.delivery, item.envelope.task_id)
             else:
-                self._push(item)
+                outcome = await self._process(item, item.envelope.task_id in revoked)
+            if item.delivery.receipt_handle not in self._released:
+                self._push(outcome)
+            blocked = blocked or outcome.kind not in FINAL_KINDS
 
     def _done(self, task: asyncio.Task[Any]) -> None:
-        self._running.pop(task, None)
+        deliveries = self._running.pop(task, [])
         if not task.cancelled() and task.exception() is not None:
             logger.error("internal error while running a task", exc_info=task.exception())
+            self._release_unsettled(deliveries)
+
+    def _release_unsettled(self, deliveries: list[Delivery]) -> None:
+        """Give back every message of ``deliveries`` that has no outcome yet."""
+        for delivery in deliveries:
+            if delivery.receipt_handle not in self._pushed:
+                self._released.add(delivery.receipt_handle)
+                self._push(Executor.release(delivery))
 
     # --- running ----------------------------------------------------------------------
 
-    async def _process(self, prepared: Prepared, revoked: bool) -> None:
+    async def _process(self, prepared: Prepared, revoked: bool) -> Outcome:
         assert self._stopping is not None
-        delivery = prepared.delivery
         if revoked:
-            outcome = self.executor.revoked(prepared)
-        elif self._stopping.is_set():
-            outcome = Executor.release(delivery, prepared.envelope.task_id)
-        else:
-            outcome = await self._claim(prepared) or await self._call(prepared)
-        if delivery.receipt_handle not in self._released:
-            self._push(outcome)
+            return self.executor.revoked(prepared)
+        if self._stopping.is_set():
+            return Executor.release(prepared.delivery, prepared.envelope.task_id)
+        return await self._claim(prepared) or await self._call(prepared)
 
     async def _claim(self, prepared: Prepared) -> Outcome | None:
         """Claim the idempotency key; an outcome when the body must not run now."""
@@ -472,12 +488,11 @@ class Worker:
         start = time.perf_counter()
         if self._processes is not None:
             return await self._call_in_child(prepared, limit, started_at, start)
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._threads, self.executor.invoke, prepared)
+        future = self._start_thread(prepared)
         try:
             invocation = await asyncio.wait_for(asyncio.shield(future), timeout=limit)
         except TimeoutError:
-            self._abandoned_threads += 1
+            self.counters["abandoned_threads"] += 1
             logger.warning(
                 "task %s[%s] passed its %g s time limit; its thread cannot be killed and is "
                 "abandoned (use --pool processes to kill such tasks)",
@@ -486,6 +501,40 @@ class Worker:
             error = TimeLimitExceeded(f"{task.name} ran past its time limit of {limit:g} s")
             return self.executor.finish(prepared, started_at, time.perf_counter() - start, classify(task, exc=error))
         return self.executor.finish(prepared, *invocation)
+
+    def _start_thread(self, prepared: Prepared) -> asyncio.Future[Any]:
+        """Run a sync task function in a thread of its own, started now.
+
+        One daemon thread per task (slots bound how many run): a thread abandoned
+        at its time limit holds no pool slot that a later task would queue behind,
+        and never keeps the process from exiting.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def deliver(result: Any, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        def target() -> None:
+            try:
+                result, error = self.executor.invoke(prepared), None
+            except BaseException as exc:  # invoke() classifies task errors; this is ours
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(deliver, result, error)
+            except RuntimeError:  # the loop is closed: an abandoned task ended late
+                pass
+
+        thread = threading.Thread(
+            target=target, name=f"sqsq-task-{prepared.envelope.task_id[:8]}", daemon=True
+        )
+        thread.start()
+        return future
 
     async def _call_in_child(
         self, prepared: Prepared, limit: float, started_at: datetime, start: float
@@ -496,7 +545,7 @@ class Worker:
             "id": envelope.task_id, "task": task.name, "attempt": delivery.receive_count,
             "retries": delivery.receive_count - 1, "queue": delivery.queue,
             "idempotency_key": envelope.idempotency_key, "message_id": delivery.message_id,
-        }
+        }  # args/kwargs: the child validates the envelope's own and fills them in
         future = self._processes.submit(task.name, envelope.args, envelope.kwargs, request, limit)
         try:
             result: CallResult = await asyncio.wrap_future(future)
@@ -540,6 +589,7 @@ class Worker:
     # --- settling -----------------------------------------------------------------------
 
     def _push(self, outcome: Outcome, attempts: int = 0) -> None:
+        self._pushed.add(outcome.delivery.receipt_handle)
         self._outcomes.append((outcome, attempts))
         assert self._outcome_ready is not None
         self._outcome_ready.set()
@@ -561,7 +611,11 @@ class Worker:
             batch = self._outcomes[:SETTLE_BATCH]
             del self._outcomes[:SETTLE_BATCH]
             attempts = {id(o): n for o, n in batch}
-            settlement = await asettle(self.app, [o for o, _ in batch])
+            try:
+                settlement = await asettle(self.app, [o for o, _ in batch])
+            except Exception:  # a bug, not AWS (asettle absorbs those): keep the slots honest
+                logger.exception("settling %d outcomes failed unexpectedly; retrying", len(batch))
+                settlement = Settlement(kept=[o for o, _ in batch])
             finished = [o for o in settlement.done if o not in settlement.sqs_failed]
             for outcome in finished:
                 self.counters[_COUNTER[outcome.kind]] += 1
@@ -591,6 +645,7 @@ class Worker:
 
     def _let_go(self, outcomes: list[Outcome]) -> None:
         self.leases.drop(o.delivery for o in outcomes)
+        self._pushed.difference_update(o.delivery.receipt_handle for o in outcomes)
         self._held -= len(outcomes)
         assert self._slot_freed is not None
         self._slot_freed.set()

@@ -1,0 +1,166 @@
+"""Revocation and expiry on a real worker: REVOKED is recorded, the body does not run,
+the message is deleted; ``expires`` as seconds, aware datetimes and hand-written bodies."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+import sqsq
+from sqsq import State
+from sqsq.errors import TaskExpired, TaskRevoked
+from sqsq.local import LocalEndpoint
+from tests.apps import reliability as rel
+
+COUNTED = "tests.apps.reliability.counted"
+
+
+@dataclass
+class Scenario:
+    results: dict[str, sqsq.AsyncResult]
+    runs: list[str]
+    source_counts: tuple[int, int]
+    dead_letters: dict[str, dict[str, Any]]
+    exit_code: int
+    stderr: str
+
+    def record(self, name: str) -> sqsq.ResultRecord:
+        record = self.results[name].record
+        assert record is not None, f"{name}: no result\n{self.stderr}"
+        return record
+
+
+def send_raw(body: dict[str, Any]) -> str:
+    """A hand-written body sent with plain boto3; its MessageId (the task id)."""
+    response = rel.sqs().send_message(
+        QueueUrl=rel.queue_url("reliab-default"), MessageBody=json.dumps(body)
+    )
+    return str(response["MessageId"])
+
+
+@pytest.fixture(scope="module")
+def scenario(
+    sqsq_endpoint: LocalEndpoint, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Scenario]:
+    """Everything enqueued (and revoked, or let expire) before one ``--burst`` worker."""
+    sqsq_endpoint.reset()
+    rel.setup()
+    tmp = tmp_path_factory.mktemp("revocation")
+    path = str(tmp / "runs.log")
+    in_two_hours = timezone(timedelta(hours=2))
+    results = {
+        "revoked": rel.counted.delay(path, "revoked"),
+        "kept": rel.counted.delay(path, "kept"),
+        "expires_seconds": rel.counted.apply_async((path, "expires_seconds"), expires=0.3),
+        "expires_timedelta": rel.counted.apply_async(
+            (path, "expires_timedelta"), expires=timedelta(milliseconds=300)
+        ),
+        "expires_datetime": rel.counted.apply_async(
+            (path, "expires_datetime"),
+            expires=(datetime.now(UTC) + timedelta(milliseconds=300)).astimezone(in_two_hours),
+        ),
+        "expires_past": rel.counted.apply_async(
+            (path, "expires_past"), expires=datetime(2020, 1, 1, tzinfo=UTC)
+        ),
+        "expires_later": rel.counted.apply_async(
+            (path, "expires_later"), expires=timedelta(minutes=10)
+        ),
+    }
+    results["revoked"].revoke()
+    raw_past = send_raw(
+        {"task": COUNTED, "args": [path, "raw_past"], "expires": "2000-01-01T00:00:00Z"}
+    )
+    raw_future = send_raw(
+        {"task": COUNTED, "args": [path, "raw_future"], "expires": "2999-01-01T00:00:00+00:00"}
+    )
+    results["raw_past"] = rel.app.AsyncResult(raw_past)
+    results["raw_future"] = rel.app.AsyncResult(raw_future)
+    time.sleep(0.5)  # the 300 ms expiries pass before any worker sees them
+
+    process = rel.spawn_worker(tmp, "--burst", "--queues", "default")
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    for result in results.values():
+        result.ready()  # final records are cached from here on
+    yield Scenario(
+        results,
+        rel.lines(path),
+        rel.counts("reliab-default"),
+        rel.dead_letters(),
+        process.returncode,
+        stderr,
+    )
+
+
+def test_worker_runs_only_what_is_neither_revoked_nor_expired(scenario: Scenario) -> None:
+    assert scenario.exit_code == 0, scenario.stderr
+    assert sorted(scenario.runs) == ["expires_later", "kept", "raw_future"]
+    assert scenario.results["kept"].get(timeout=0) == "kept"
+    assert scenario.results["expires_later"].get(timeout=0) == "expires_later"
+    assert scenario.results["raw_future"].get(timeout=0) == "raw_future"
+
+
+def test_every_message_is_deleted_and_none_dead_lettered(scenario: Scenario) -> None:
+    assert scenario.source_counts == (0, 0)
+    assert scenario.dead_letters == {}
+
+
+def test_revoked_before_the_worker_ran_is_revoked(scenario: Scenario) -> None:
+    record = scenario.record("revoked")
+    assert record.state is State.REVOKED
+    assert record.exc_type == "sqsq.errors.TaskRevoked"
+    assert record.dead_letter_reason is None
+    assert record.started_at is None  # never started
+    result = scenario.results["revoked"]
+    assert result.ready() and not result.successful() and not result.failed()
+    with pytest.raises(TaskRevoked) as revoked:
+        result.get(timeout=0)
+    assert type(revoked.value) is TaskRevoked
+
+
+@pytest.mark.parametrize(
+    "name", ["expires_seconds", "expires_timedelta", "expires_datetime", "expires_past"]
+)
+def test_expired_tasks_are_revoked_with_task_expired(scenario: Scenario, name: str) -> None:
+    record = scenario.record(name)
+    assert record.state is State.REVOKED
+    assert record.exc_type == "sqsq.errors.TaskExpired"
+    assert record.started_at is None
+    with pytest.raises(TaskExpired):
+        scenario.results[name].get(timeout=0)
+
+
+def test_expires_in_a_hand_written_body_is_honoured(scenario: Scenario) -> None:
+    record = scenario.record("raw_past")
+    assert record.task_id == record.message_id  # no id in the body: the MessageId
+    assert record.state is State.REVOKED
+    assert record.exc_type == "sqsq.errors.TaskExpired"
+    assert "2000-01-01" in (record.exc_message or "")
+    with pytest.raises(TaskExpired):
+        scenario.results["raw_past"].get(timeout=0)
+
+
+@pytest.mark.parametrize(
+    "expires",
+    [0, -5, float("nan"), timedelta(seconds=-1), datetime(2030, 1, 1)],  # last: naive
+)
+def test_bad_expires_is_refused_at_enqueue(expires: Any) -> None:
+    with pytest.raises(sqsq.EnqueueError):
+        rel.counted.apply_async(("/nonexistent", "x"), expires=expires)
+
+
+def test_an_eager_result_cannot_be_revoked() -> None:
+    result = rel.counted.apply("/dev/null", "eager")
+    assert result.get(timeout=0) == "eager"
+    with pytest.raises(sqsq.ResultError):
+        result.revoke()
