@@ -61,9 +61,7 @@ class App:
         **settings: Any,
     ) -> None:
         if not _APP_NAME.match(name):
-            raise ConfigurationError(
-                f"invalid app name {name!r}: 1-40 letters, digits, '-' or '_'"
-            )
+            raise ConfigurationError(f"invalid app name {name!r}: 1-40 letters, digits, '-' or '_'")
         self.name = name
         from pydantic import ValidationError
 
@@ -118,9 +116,27 @@ class App:
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
-    def task(self, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    def task(
+        self,
+        *,
+        name: str | None = ...,
+        queue: str | None = ...,
+        store_result: bool = ...,
+        result_ttl: float | timedelta | None = ...,
+        bind: bool = ...,
+        max_retries: int | None = ...,
+        autoretry_for: tuple[type[BaseException], ...] = ...,
+        retry_backoff: bool | float = ...,
+        retry_backoff_max: float | timedelta = ...,
+        retry_jitter: bool = ...,
+        default_retry_delay: float | timedelta = ...,
+        time_limit: float | timedelta | None = ...,
+        visibility_timeout: float | timedelta | None = ...,
+        idempotency_key: str | Callable[..., str] | None = ...,
+        idempotency_ttl: float | timedelta = ...,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(self, fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
+    def task(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
         """Register a function as a task: ``@app.task`` or ``@app.task(...)``.
 
         Args:
@@ -209,7 +225,7 @@ class App:
         producer.send_sync(self.clients, self.directory, [message])
         return self.AsyncResult(message.task_id)
 
-    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 (Celery's name)
+    def AsyncResult(self, task_id: str) -> AsyncResult:
         """A handle on the result of task ``task_id`` (no AWS call until read)."""
         return AsyncResult(task_id, self.results)
 

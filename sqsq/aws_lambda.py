@@ -71,7 +71,9 @@ class _Heartbeat(threading.Thread):
             for url, entries in by_url.items():
                 for chunk in chunks(entries):
                     try:
-                        response = client.change_message_visibility_batch(QueueUrl=url, Entries=list(chunk))
+                        response = client.change_message_visibility_batch(
+                            QueueUrl=url, Entries=list(chunk)
+                        )
                     except Exception as exc:
                         logger.warning("extending %d leases failed: %s", len(chunk), exc)
                         continue
@@ -79,13 +81,17 @@ class _Heartbeat(threading.Thread):
                     for entry in chunk:
                         if entry["Id"] not in failed:
                             lease = due[int(str(entry["Id"]))]
-                            lease.ends_monotonic = now + float(entry["VisibilityTimeout"])  # type: ignore[arg-type]
+                            lease.ends_monotonic = now + float(entry["VisibilityTimeout"])
             for lease in due:  # the idempotency claim lives as long as the message's lease
                 if lease.idempotency_pk and lease.owner:
                     try:
-                        self.app.idempotency.extend(lease.idempotency_pk, lease.owner, lease.lease_s)
+                        self.app.idempotency.extend(
+                            lease.idempotency_pk, lease.owner, lease.lease_s
+                        )
                     except Exception as exc:
-                        logger.warning("extending the idempotency lease of %s failed: %s", lease.owner, exc)
+                        logger.warning(
+                            "extending the idempotency lease of %s failed: %s", lease.owner, exc
+                        )
 
     def finish(self, delivery: Delivery) -> None:
         with self.lock:
@@ -130,7 +136,9 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     for delivery in deliveries:
         if delivery.queue_url:
             try:
-                visibility = app.directory.settings(app.queue_name(delivery.queue)).visibility_timeout_s
+                visibility = app.directory.settings(
+                    app.queue_name(delivery.queue)
+                ).visibility_timeout_s
             except Exception:
                 visibility = app.settings.visibility_timeout_s
             leases.add(delivery, visibility, visibility)
@@ -152,13 +160,17 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         for item in prepared:
             delivery = item.delivery
-            group = (delivery.queue, delivery.message_group_id) if delivery.message_group_id else None
+            group = (
+                (delivery.queue, delivery.message_group_id) if delivery.message_group_id else None
+            )
             remaining_ms = _remaining_ms(context)
             if group in blocked_groups or (remaining_ms is not None and remaining_ms < margin_ms):
                 if remaining_ms is not None and remaining_ms < margin_ms:
                     logger.warning(
                         "not starting message %s: %.0f ms left, margin %.0f ms",
-                        delivery.message_id, remaining_ms, margin_ms,
+                        delivery.message_id,
+                        remaining_ms,
+                        margin_ms,
                     )
                 not_started.add(delivery.message_id)
                 if group:

@@ -38,9 +38,9 @@ class RequestCounter:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
 
-    def __call__(self, event_name: str = "", **_: Any) -> None:
+    def __call__(self, event_name: str = "", **kwargs: Any) -> None:
         # event_name is "before-send.<service>.<Operation>"
-        _, _, key = event_name.partition(".")
+        key = event_name.partition(".")[2]
         with self._lock:
             self.counts[key] += 1
 
@@ -133,7 +133,7 @@ class Clients:
                 import boto3
 
                 session = self._session or boto3.Session()
-                client = session.client(service, **self._kwargs())  # type: ignore[call-overload]
+                client = session.client(service, **self._kwargs())
                 client.meta.events.register("before-send", self.counter)
                 self._sync[service] = client
         return client
@@ -164,7 +164,9 @@ class Clients:
             if creds is not None:
                 frozen = creds.get_frozen_credentials()
                 session.set_credentials(frozen.access_key, frozen.secret_key, frozen.token)
-        client = await entry[1].enter_async_context(session.create_client(service, **self._kwargs()))
+        client = await entry[1].enter_async_context(
+            session.create_client(service, **self._kwargs())
+        )
         client.meta.events.register("before-send", self.counter)
         self._async[key] = (loop, client)
         return client

@@ -97,7 +97,10 @@ def describe(message: dict[str, Any], now: float | None = None) -> DeadLetterRow
 
 def _receive(client: Any, url: str) -> list[dict[str, Any]]:
     response = client.receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=HOLD_S, WaitTimeSeconds=1,
+        QueueUrl=url,
+        MaxNumberOfMessages=10,
+        VisibilityTimeout=HOLD_S,
+        WaitTimeSeconds=1,
         **RECEIVE_ATTRIBUTES,
     )
     return list(response.get("Messages", []))
@@ -149,7 +152,11 @@ def _resend_entry(index: int, message: dict[str, Any], fifo: bool) -> dict[str, 
     entry: dict[str, Any] = {"Id": str(index), "MessageBody": message["Body"]}
     if attributes:
         entry["MessageAttributes"] = {
-            k: {key: val for key, val in v.items() if key in ("DataType", "StringValue", "BinaryValue")}
+            k: {
+                key: val
+                for key, val in v.items()
+                if key in ("DataType", "StringValue", "BinaryValue")
+            }
             for k, v in attributes.items()
         }
     if fifo:

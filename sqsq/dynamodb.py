@@ -170,7 +170,11 @@ Write = tuple[str, dict[str, Any]]
 
 
 def _request_key(request: dict[str, Any]) -> tuple[str, str]:
-    key = request["PutRequest"]["Item"] if "PutRequest" in request else request["DeleteRequest"]["Key"]
+    key = (
+        request["PutRequest"]["Item"]
+        if "PutRequest" in request
+        else request["DeleteRequest"]["Key"]
+    )
     return key["pk"]["S"], key["sk"]["S"]
 
 
@@ -321,7 +325,9 @@ class ResultStore:
         client = self.clients.sync("dynamodb")
         responses = []
         for chunk in _get_chunks(task_ids):
-            request = {self.table: {"Keys": [revocation_key(t) for t in chunk], "ConsistentRead": True}}
+            request = {
+                self.table: {"Keys": [revocation_key(t) for t in chunk], "ConsistentRead": True}
+            }
             for _ in range(UNPROCESSED_ATTEMPTS):
                 response = client.batch_get_item(RequestItems=request)
                 responses.append(response)
@@ -335,7 +341,9 @@ class ResultStore:
         client = await self.clients.aclient("dynamodb")
         responses = []
         for chunk in _get_chunks(task_ids):
-            request = {self.table: {"Keys": [revocation_key(t) for t in chunk], "ConsistentRead": True}}
+            request = {
+                self.table: {"Keys": [revocation_key(t) for t in chunk], "ConsistentRead": True}
+            }
             for _ in range(UNPROCESSED_ATTEMPTS):
                 response = await client.batch_get_item(RequestItems=request)
                 responses.append(response)
@@ -354,7 +362,10 @@ class ResultStore:
         for page in paginator.paginate(
             TableName=self.table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues={":pk": {"S": f"task#{task_id}"}, ":prefix": {"S": "attempt#"}},
+            ExpressionAttributeValues={
+                ":pk": {"S": f"task#{task_id}"},
+                ":prefix": {"S": "attempt#"},
+            },
             ConsistentRead=True,
         ):
             for item in page.get("Items", []):

@@ -36,7 +36,7 @@ from . import limits
 from .errors import MessageTooLarge, NotSerializable, UndecodableMessage
 
 #: Current envelope version; a worker refuses versions it does not know.
-VERSION = 1
+VERSION: Literal[1] = 1
 
 
 class Envelope(BaseModel):
@@ -145,7 +145,9 @@ def to_json(value: Any, path: str = "value") -> Any:
         try:  # NaN/inf kept as floats, so the check below names them
             dumped = to_jsonable_python(value, inf_nan_mode="constants", bytes_mode="base64")
         except PydanticSerializationError as exc:
-            raise NotSerializable(f"{path}: {type(value).__qualname__} cannot be serialized: {exc}") from None
+            raise NotSerializable(
+                f"{path}: {type(value).__qualname__} cannot be serialized: {exc}"
+            ) from None
         return to_json(dumped, path)
     kind = type(value)
     raise NotSerializable(

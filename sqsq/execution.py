@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 LEASE_CAP_MARGIN_S = 60.0
 
 
-class OutcomeKind(str, enum.Enum):
+class OutcomeKind(enum.StrEnum):
     """What the runner must do with the message."""
 
     #: Store the SUCCESS result, then delete the message.
@@ -171,7 +171,9 @@ def type_name(exc: BaseException) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def classify(task: Task[Any, Any], value: Any = None, exc: BaseException | None = None) -> CallResult:
+def classify(
+    task: Task[Any, Any], value: Any = None, exc: BaseException | None = None
+) -> CallResult:
     """Turn a call's return value or exception into a :class:`CallResult`."""
     if exc is None:
         try:
@@ -267,7 +269,9 @@ class Executor:
         self, delivery: Delivery, exc: DeadLetter, envelope: Envelope | None = None
     ) -> Outcome:
         """The DEAD_LETTER outcome for a message that cannot be run."""
-        task_id = envelope.task_id if envelope else getattr(exc, "task_id", None) or delivery.message_id
+        task_id = (
+            envelope.task_id if envelope else getattr(exc, "task_id", None) or delivery.message_id
+        )
         task = envelope.task if envelope else getattr(exc, "task", None)
         note = self._note(delivery, task_id, exc.reason, type_name(exc), str(exc))
         record = self._record(
@@ -288,7 +292,9 @@ class Executor:
         )
         return Outcome(delivery, OutcomeKind.DEAD_LETTER, task_id, record, note)
 
-    def _note(self, delivery: Delivery, task_id: str, reason: str, error_type: str, message: str) -> DeadLetterNote:
+    def _note(
+        self, delivery: Delivery, task_id: str, reason: str, error_type: str, message: str
+    ) -> DeadLetterNote:
         return DeadLetterNote(
             reason=reason,
             error_type=error_type,
@@ -319,7 +325,11 @@ class Executor:
             envelope.task,
             envelope.task_id,
             "expired" if expired else "revoked",
-            extra={"task_id": envelope.task_id, "task": envelope.task, "queue": prepared.delivery.queue},
+            extra={
+                "task_id": envelope.task_id,
+                "task": envelope.task,
+                "queue": prepared.delivery.queue,
+            },
         )
         return Outcome(prepared.delivery, OutcomeKind.REVOKED, envelope.task_id, record)
 
@@ -341,7 +351,11 @@ class Executor:
             envelope.task,
             envelope.task_id,
             claim.owner,
-            extra={"task_id": envelope.task_id, "task": envelope.task, "queue": prepared.delivery.queue},
+            extra={
+                "task_id": envelope.task_id,
+                "task": envelope.task,
+                "queue": prepared.delivery.queue,
+            },
         )
         return Outcome(prepared.delivery, OutcomeKind.SUCCESS, envelope.task_id, record)
 
@@ -355,7 +369,10 @@ class Executor:
             extra={"task_id": prepared.envelope.task_id, "queue": prepared.delivery.queue},
         )
         return Outcome(
-            prepared.delivery, OutcomeKind.DEFER, prepared.envelope.task_id, None,
+            prepared.delivery,
+            OutcomeKind.DEFER,
+            prepared.envelope.task_id,
+            None,
             delay_s=min(delay_s, self.lease_room_s(prepared.delivery)),
         )
 
@@ -434,7 +451,9 @@ class Executor:
                 prepared.task.fn(*self.call_args(prepared), **prepared.kwargs), timeout=limit
             )
         except TimeoutError:
-            raise TimeLimitExceeded(f"{prepared.task.name} ran past its time limit of {limit:g} s") from None
+            raise TimeLimitExceeded(
+                f"{prepared.task.name} ran past its time limit of {limit:g} s"
+            ) from None
 
     async def acall(self, prepared: Prepared) -> Outcome:
         """Await an ``async def`` task on the running loop; cancelled at its time limit."""
@@ -471,9 +490,15 @@ class Executor:
             if item_size(result_item(record)) <= limits.DYNAMODB_MAX_ITEM_BYTES:
                 return self._logged(
                     Outcome(
-                        delivery, OutcomeKind.SUCCESS, envelope.task_id, record,
-                        duration_s=duration_s, store=task.store_result, idempotency_pk=key,
-                        completed_value=result.value, idempotency_ttl_s=task.idempotency_ttl_s,
+                        delivery,
+                        OutcomeKind.SUCCESS,
+                        envelope.task_id,
+                        record,
+                        duration_s=duration_s,
+                        store=task.store_result,
+                        idempotency_pk=key,
+                        completed_value=result.value,
+                        idempotency_ttl_s=task.idempotency_ttl_s,
                     )
                 )
             result = CallResult(
@@ -492,12 +517,19 @@ class Executor:
         if result.retry and not result.final and not result.reject:
             if not policy.exhausted(attempt):
                 # whole seconds (VisibilityTimeout is an integer), never rounded to 0
-                delay = math.ceil(min(policy.delay_s(attempt, result.countdown_s), self.lease_room_s(delivery)))
+                delay = math.ceil(
+                    min(policy.delay_s(attempt, result.countdown_s), self.lease_room_s(delivery))
+                )
                 return self._logged(
                     Outcome(
-                        delivery, OutcomeKind.RETRY, envelope.task_id,
-                        replace(record, state=State.RETRY), duration_s=duration_s,
-                        delay_s=delay, idempotency_pk=key, history=True,
+                        delivery,
+                        OutcomeKind.RETRY,
+                        envelope.task_id,
+                        replace(record, state=State.RETRY),
+                        duration_s=duration_s,
+                        delay_s=delay,
+                        idempotency_pk=key,
+                        history=True,
                     )
                 )
             reason = REASON_MAX_RETRIES
@@ -514,9 +546,14 @@ class Executor:
         )
         return self._logged(
             Outcome(
-                delivery, OutcomeKind.FAILURE, envelope.task_id,
-                replace(record, state=State.FAILURE, dead_letter_reason=reason), note,
-                duration_s=duration_s, idempotency_pk=key, history=attempt > 1,
+                delivery,
+                OutcomeKind.FAILURE,
+                envelope.task_id,
+                replace(record, state=State.FAILURE, dead_letter_reason=reason),
+                note,
+                duration_s=duration_s,
+                idempotency_pk=key,
+                history=attempt > 1,
             )
         )
 

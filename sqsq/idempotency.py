@@ -53,7 +53,9 @@ EXTEND_CONDITION = "#status = :in_progress AND task_id = :owner"
 KeySpec = str | Callable[..., str] | None
 
 
-def render_key(spec: KeySpec, arguments: dict[str, Any], args: list[Any], kwargs: dict[str, Any]) -> str | None:
+def render_key(
+    spec: KeySpec, arguments: dict[str, Any], args: list[Any], kwargs: dict[str, Any]
+) -> str | None:
     """The idempotency key for one call.
 
     Args:
@@ -105,7 +107,9 @@ def claim_request(
     }
 
 
-def extend_request(table: str, pk: str, task_id: str, lease_s: float, now: float | None = None) -> dict[str, Any]:
+def extend_request(
+    table: str, pk: str, task_id: str, lease_s: float, now: float | None = None
+) -> dict[str, Any]:
     """UpdateItem arguments that extend the lease ``task_id`` holds on ``pk``."""
     now = time.time() if now is None else now
     return {
@@ -122,7 +126,9 @@ def extend_request(table: str, pk: str, task_id: str, lease_s: float, now: float
     }
 
 
-def completed_item(pk: str, task_id: str, value: Any, ttl_s: float, now: float | None = None) -> Item:
+def completed_item(
+    pk: str, task_id: str, value: Any, ttl_s: float, now: float | None = None
+) -> Item:
     """The COMPLETED item holding the first run's JSON ``value``."""
     now = time.time() if now is None else now
     return {
@@ -165,7 +171,7 @@ def claim_from_conflict(old: Item | None, now: float | None = None) -> Claim:
     return Claim("IN_PROGRESS", owner, lease_remaining_s=max(1.0, lease - now))
 
 
-def _conflict_item(exc: Exception) -> Item | None | bool:
+def _conflict_item(exc: Exception) -> Item | bool | None:
     """The old item of a ConditionalCheckFailedException; False if not that error."""
     response = getattr(exc, "response", None) or {}
     if response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
@@ -213,7 +219,9 @@ class IdempotencyStore:
     def extend(self, pk: str, task_id: str, lease_s: float) -> bool:
         """Extend a held lease; False when it is no longer ours."""
         try:
-            self.clients.sync("dynamodb").update_item(**extend_request(self.table, pk, task_id, lease_s))
+            self.clients.sync("dynamodb").update_item(
+                **extend_request(self.table, pk, task_id, lease_s)
+            )
         except Exception as exc:
             if _conflict_item(exc) is False:
                 raise

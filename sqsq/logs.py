@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Literal
 
+
 def configure(level: str = "INFO", fmt: Literal["text", "json"] = "text") -> None:
     """Send sqsq's logs to stderr in the given format and level."""
     handler = logging.StreamHandler(sys.stderr)
@@ -25,9 +26,7 @@ def configure(level: str = "INFO", fmt: Literal["text", "json"] = "text") -> Non
             )
         )
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger("sqsq")
     root.handlers[:] = [h for h in root.handlers if isinstance(h, logging.NullHandler)]
     root.addHandler(handler)

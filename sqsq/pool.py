@@ -35,7 +35,9 @@ def _init(app_path: str) -> None:
     _child_app = load_app(app_path)
 
 
-def run_in_child(task_name: str, args: list[Any], kwargs: dict[str, Any], request: dict[str, Any]) -> CallResult:
+def run_in_child(
+    task_name: str, args: list[Any], kwargs: dict[str, Any], request: dict[str, Any]
+) -> CallResult:
     """Runs in the child: validate, call, classify."""
     assert _child_app is not None, "pool initializer did not run"
     task = _child_app.tasks[task_name]
@@ -98,7 +100,7 @@ class ProcessPool:
     def close(self, kill: bool = False) -> None:
         """Stop the pool: wait for children to finish their work, or kill them."""
         if kill:
-            self._pool.stop()
+            self._pool.stop()  # type: ignore[no-untyped-call]
         else:
-            self._pool.close()
+            self._pool.close()  # type: ignore[no-untyped-call]
         self._pool.join(timeout=5)

@@ -159,7 +159,9 @@ def build(
     if task_id is None and fifo and idempotency_key:
         # SQS drops a FIFO duplicate (same MessageDeduplicationId): both callers must
         # then hold the same task id, or the second one's result never resolves.
-        task_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sqsq:{queue_name}:{task_name}:{idempotency_key}"))
+        task_id = str(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"sqsq:{queue_name}:{task_name}:{idempotency_key}")
+        )
     envelope = Envelope(
         id=task_id or new_task_id(),
         task=task_name,

@@ -134,7 +134,9 @@ def _url(client: Any, name: str) -> str | None:
         return None
 
 
-def _queue_change(client: Any, kind: str, name: str, url: str | None, want: dict[str, str]) -> Change:
+def _queue_change(
+    client: Any, kind: str, name: str, url: str | None, want: dict[str, str]
+) -> Change:
     if url is None:
         return Change(kind, name, "create", "", want)
     have = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
@@ -164,7 +166,11 @@ def plan(app: App) -> list[Change]:
         dlq_arn = arns.arn(dlq, dlq_url)
         changes.append(
             _queue_change(
-                sqs, "dead-letter queue", dlq, dlq_url, _queue_attributes(app, dlq, None, source_arn)
+                sqs,
+                "dead-letter queue",
+                dlq,
+                dlq_url,
+                _queue_attributes(app, dlq, None, source_arn),
             )
         )
         changes.append(

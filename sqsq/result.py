@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     """Task states, named as in Celery."""
 
     #: Nothing is known: not run yet, unknown id, or the result expired.
@@ -39,9 +39,6 @@ class State(str, enum.Enum):
     FAILURE = "FAILURE"
     #: The task was revoked before it ran.
     REVOKED = "REVOKED"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: States after which nothing changes.
@@ -85,7 +82,11 @@ class ResultRecord:
         """The :class:`TaskFailed` (or :class:`TaskRevoked`) this record stands for."""
         if self.state is State.REVOKED:
             kind = TaskExpired if self.exc_type == "sqsq.errors.TaskExpired" else TaskRevoked
-            return kind(self.task_id, self.exc_type or "sqsq.errors.TaskRevoked", self.exc_message or "revoked")
+            return kind(
+                self.task_id,
+                self.exc_type or "sqsq.errors.TaskRevoked",
+                self.exc_message or "revoked",
+            )
         return TaskFailed(
             self.task_id,
             self.exc_type or "UnknownError",
@@ -235,7 +236,9 @@ class AsyncResult:
             raise error
         return error
 
-    def get(self, timeout: float | None = None, interval: float = 0.5, propagate: bool = True) -> Any:
+    def get(
+        self, timeout: float | None = None, interval: float = 0.5, propagate: bool = True
+    ) -> Any:
         """Wait for the task to finish and return its value.
 
         Args:

@@ -82,7 +82,9 @@ def plan_writes(outcomes: Sequence[Outcome]) -> list[Write]:
         if outcome.idempotency_pk is not None:
             if outcome.kind is OutcomeKind.SUCCESS:
                 item = completed_item(
-                    outcome.idempotency_pk, outcome.task_id, outcome.completed_value,
+                    outcome.idempotency_pk,
+                    outcome.task_id,
+                    outcome.completed_value,
                     outcome.idempotency_ttl_s,
                 )
                 writes.append(put(token, item))
@@ -151,7 +153,9 @@ def _keep(settlement: Settlement, by_id: dict[str, Outcome], failed: list[Outcom
         outcome.copied = outcome not in failed
 
 
-def _by_url(outcomes: Sequence[Outcome], kinds: Sequence[OutcomeKind] | frozenset[OutcomeKind]) -> dict[str, list[Outcome]]:
+def _by_url(
+    outcomes: Sequence[Outcome], kinds: Sequence[OutcomeKind] | frozenset[OutcomeKind]
+) -> dict[str, list[Outcome]]:
     grouped: dict[str, list[Outcome]] = {}
     for outcome in outcomes:
         if outcome.kind in kinds:
@@ -183,8 +187,16 @@ def settle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> Set
         _keep(settlement, by_id, failed)
     calls: list[tuple[str, Sequence[Outcome], str]] = []
     if delete:
-        calls += [(url, c, "delete") for url, g in _by_url(settlement.done, FINAL_KINDS).items() for c in chunks(g)]
-    calls += [(url, c, "visibility") for url, g in _by_url(settlement.done, _VISIBILITY).items() for c in chunks(g)]
+        calls += [
+            (url, c, "delete")
+            for url, g in _by_url(settlement.done, FINAL_KINDS).items()
+            for c in chunks(g)
+        ]
+    calls += [
+        (url, c, "visibility")
+        for url, g in _by_url(settlement.done, _VISIBILITY).items()
+        for c in chunks(g)
+    ]
     for url, chunk, action in calls:
         try:
             if action == "delete":
@@ -222,8 +234,16 @@ async def asettle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True)
         _keep(settlement, by_id, failed)
     calls: list[tuple[str, Sequence[Outcome], str]] = []
     if delete:
-        calls += [(url, c, "delete") for url, g in _by_url(settlement.done, FINAL_KINDS).items() for c in chunks(g)]
-    calls += [(url, c, "visibility") for url, g in _by_url(settlement.done, _VISIBILITY).items() for c in chunks(g)]
+        calls += [
+            (url, c, "delete")
+            for url, g in _by_url(settlement.done, FINAL_KINDS).items()
+            for c in chunks(g)
+        ]
+    calls += [
+        (url, c, "visibility")
+        for url, g in _by_url(settlement.done, _VISIBILITY).items()
+        for c in chunks(g)
+    ]
     for url, chunk, action in calls:
         try:
             if action == "delete":

@@ -88,13 +88,13 @@ class Signature:
             for i, param in enumerate(self.signature.parameters.values()):
                 ann: Any = hints.get(param.name, Any)
                 if param.kind is inspect.Parameter.VAR_POSITIONAL:
-                    ann = tuple[ann, ...]  # type: ignore[valid-type]
+                    ann = tuple[ann, ...]
                 elif param.kind is inspect.Parameter.VAR_KEYWORD:
-                    ann = dict[str, ann]  # type: ignore[valid-type]
+                    ann = dict[str, ann]
                 self._index[param.name] = i
                 # Positional field names with aliases avoid clashes with BaseModel attributes.
                 fields[f"p{i}"] = (ann, Field(default=None, alias=param.name))
-            self._model = create_model(  # type: ignore[call-overload]
+            self._model = create_model(
                 f"{_qualname(self.fn)}.arguments",
                 __config__=ConfigDict(
                     val_json_bytes="base64", arbitrary_types_allowed=True, extra="forbid"

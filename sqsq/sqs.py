@@ -166,7 +166,10 @@ def dead_letter_entry(
     merged = {k: v for k, v in attributes.items() if k not in ours}
     room = limits.SQS_MAX_MESSAGE_BYTES - len((body or " ").encode()) - attributes_size(merged)
     for name, value in ours.items():
-        if len(merged) < limits.SQS_MAX_MESSAGE_ATTRIBUTES and attributes_size({name: value}) <= room:
+        if (
+            len(merged) < limits.SQS_MAX_MESSAGE_ATTRIBUTES
+            and attributes_size({name: value}) <= room
+        ):
             merged[name] = value
             room -= attributes_size({name: value})
     entry: dict[str, Any] = {"Id": entry_id, "MessageBody": body or " "}
@@ -292,7 +295,8 @@ class QueueDirectory:
         if cached is None:
             client = await self.clients.aclient("sqs")
             response = await client.get_queue_attributes(
-                QueueUrl=await self.aurl(name), AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
+                QueueUrl=await self.aurl(name),
+                AttributeNames=["VisibilityTimeout", "RedrivePolicy"],
             )
             cached = self._settings_of(name, response.get("Attributes", {}))
         return cached

@@ -154,8 +154,10 @@ class Task(Generic[P, R]):
         if not isinstance(autoretry_for, tuple) or not all(
             isinstance(t, type) and issubclass(t, BaseException) for t in autoretry_for
         ):
-            raise ValueError(f"autoretry_for must be a tuple of exception types, got {autoretry_for!r}")
-        backoff = float(retry_backoff) if not isinstance(retry_backoff, bool) else float(retry_backoff)
+            raise ValueError(
+                f"autoretry_for must be a tuple of exception types, got {autoretry_for!r}"
+            )
+        backoff = float(retry_backoff)  # True means a 1 s base, as in Celery
         self.retry_policy = RetryPolicy(
             max_retries=max_retries,
             autoretry_for=autoretry_for,
@@ -166,14 +168,21 @@ class Task(Generic[P, R]):
         )
         self.time_limit_s = _positive("time_limit", time_limit, None) if time_limit else None
         self.visibility_timeout_s = (
-            _positive("visibility_timeout", visibility_timeout, None) if visibility_timeout else None
+            _positive("visibility_timeout", visibility_timeout, None)
+            if visibility_timeout
+            else None
         )
-        if self.visibility_timeout_s and self.visibility_timeout_s > limits.SQS_MAX_VISIBILITY_TIMEOUT_S:
+        if (
+            self.visibility_timeout_s
+            and self.visibility_timeout_s > limits.SQS_MAX_VISIBILITY_TIMEOUT_S
+        ):
             raise ValueError(
                 f"visibility_timeout {self.visibility_timeout_s:g} s is over "
                 f"SQS_MAX_VISIBILITY_TIMEOUT_S={limits.SQS_MAX_VISIBILITY_TIMEOUT_S}"
             )
-        if idempotency_key is not None and not (isinstance(idempotency_key, str) or callable(idempotency_key)):
+        if idempotency_key is not None and not (
+            isinstance(idempotency_key, str) or callable(idempotency_key)
+        ):
             raise ValueError("idempotency_key must be a format string or a callable")
         self.idempotency_key = idempotency_key
         self.idempotency_ttl_s = _positive("idempotency_ttl", idempotency_ttl, 0)
@@ -292,8 +301,15 @@ class Task(Generic[P, R]):
             The errors of :meth:`delay`, and EnqueueError for a bad countdown/eta/expires.
         """
         message = self._build(
-            args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
-            task_id=task_id, idempotency_key=idempotency_key, message_group_id=message_group_id,
+            args,
+            kwargs,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            queue=queue,
+            task_id=task_id,
+            idempotency_key=idempotency_key,
+            message_group_id=message_group_id,
         )
         producer.send_sync(self.app.clients, self.app.directory, [message])
         return self.app.AsyncResult(message.task_id)
@@ -338,8 +354,15 @@ class Task(Generic[P, R]):
     ) -> AsyncResult:
         """Asyncio twin of :meth:`apply_async` (aiobotocore)."""
         message = self._build(
-            args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
-            task_id=task_id, idempotency_key=idempotency_key, message_group_id=message_group_id,
+            args,
+            kwargs,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            queue=queue,
+            task_id=task_id,
+            idempotency_key=idempotency_key,
+            message_group_id=message_group_id,
         )
         await producer.send_async(self.app.clients, self.app.directory, [message])
         return self.app.AsyncResult(message.task_id)

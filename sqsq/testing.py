@@ -71,7 +71,9 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-def sqs_record(message: dict[str, Any], queue_arn: str, region: str = "us-east-1") -> dict[str, Any]:
+def sqs_record(
+    message: dict[str, Any], queue_arn: str, region: str = "us-east-1"
+) -> dict[str, Any]:
     """One Lambda SQS record from a ReceiveMessage entry (attributes "All")."""
     attributes = {
         key: message.get("Attributes", {}).get(key, default)
@@ -110,6 +112,8 @@ def sqs_record(message: dict[str, Any], queue_arn: str, region: str = "us-east-1
     }
 
 
-def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str = "us-east-1") -> dict[str, Any]:
+def sqs_event(
+    messages: list[dict[str, Any]], queue_arn: str, region: str = "us-east-1"
+) -> dict[str, Any]:
     """An SQS event (``{"Records": [...]}``) for ``app.lambda_handler``."""
     return {"Records": [sqs_record(m, queue_arn, region) for m in messages]}

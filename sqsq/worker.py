@@ -38,9 +38,9 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 from collections import Counter
-import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -360,7 +360,11 @@ class Worker:
                 delay = _backoff_s(errors)
                 logger.warning(
                     "receive from %s failed (%s: %s); retrying in %.1fs",
-                    queue, type(exc).__name__, exc, delay, extra={"queue": queue},
+                    queue,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    extra={"queue": queue},
                 )
                 self.counters["receive_errors"] += 1
                 await asyncio.sleep(delay)
@@ -383,7 +387,9 @@ class Worker:
                     try:
                         await self._dispatch(deliveries)
                     except Exception:  # a bug: give the messages back rather than hold them
-                        logger.exception("dispatching %d messages failed; releasing them", len(deliveries))
+                        logger.exception(
+                            "dispatching %d messages failed; releasing them", len(deliveries)
+                        )
                         for delivery in deliveries:
                             self._push(Executor.release(delivery))
             if self.burst and self._drained():
@@ -468,7 +474,9 @@ class Worker:
                 prepared.idempotency_pk, envelope.task_id, lease_s, task.idempotency_ttl_s
             )
         except Exception as exc:
-            logger.warning("idempotency claim for %s failed (%s); retrying later", envelope.task_id, exc)
+            logger.warning(
+                "idempotency claim for %s failed (%s); retrying later", envelope.task_id, exc
+            )
             return self.executor.defer(prepared, min(lease_s, 30.0))
         if claim.status == "COMPLETED":
             return self.executor.duplicate(prepared, claim)
@@ -496,10 +504,14 @@ class Worker:
             logger.warning(
                 "task %s[%s] passed its %g s time limit; its thread cannot be killed and is "
                 "abandoned (use --pool processes to kill such tasks)",
-                task.name, prepared.envelope.task_id, limit,
+                task.name,
+                prepared.envelope.task_id,
+                limit,
             )
             error = TimeLimitExceeded(f"{task.name} ran past its time limit of {limit:g} s")
-            return self.executor.finish(prepared, started_at, time.perf_counter() - start, classify(task, exc=error))
+            return self.executor.finish(
+                prepared, started_at, time.perf_counter() - start, classify(task, exc=error)
+            )
         return self.executor.finish(prepared, *invocation)
 
     def _start_thread(self, prepared: Prepared) -> asyncio.Future[Any]:
@@ -525,10 +537,8 @@ class Worker:
                 result, error = self.executor.invoke(prepared), None
             except BaseException as exc:  # invoke() classifies task errors; this is ours
                 result, error = None, exc
-            try:
+            with contextlib.suppress(RuntimeError):  # loop closed: an abandoned task ended late
                 loop.call_soon_threadsafe(deliver, result, error)
-            except RuntimeError:  # the loop is closed: an abandoned task ended late
-                pass
 
         thread = threading.Thread(
             target=target, name=f"sqsq-task-{prepared.envelope.task_id[:8]}", daemon=True
@@ -542,18 +552,26 @@ class Worker:
         assert self._processes is not None
         task, envelope, delivery = prepared.task, prepared.envelope, prepared.delivery
         request = {
-            "id": envelope.task_id, "task": task.name, "attempt": delivery.receive_count,
-            "retries": delivery.receive_count - 1, "queue": delivery.queue,
-            "idempotency_key": envelope.idempotency_key, "message_id": delivery.message_id,
+            "id": envelope.task_id,
+            "task": task.name,
+            "attempt": delivery.receive_count,
+            "retries": delivery.receive_count - 1,
+            "queue": delivery.queue,
+            "idempotency_key": envelope.idempotency_key,
+            "message_id": delivery.message_id,
         }  # args/kwargs: the child validates the envelope's own and fills them in
         future = self._processes.submit(task.name, envelope.args, envelope.kwargs, request, limit)
         try:
             result: CallResult = await asyncio.wrap_future(future)
         except TimeoutError:
-            error = TimeLimitExceeded(f"{task.name} ran past its time limit of {limit:g} s; its process was killed")
+            error = TimeLimitExceeded(
+                f"{task.name} ran past its time limit of {limit:g} s; its process was killed"
+            )
             result = classify(task, exc=error)
         except Exception as exc:  # the child died (pebble.ProcessExpired) or could not start
-            result = CallResult(error_type=type(exc).__qualname__, error_message=str(exc), final=True)
+            result = CallResult(
+                error_type=type(exc).__qualname__, error_message=str(exc), final=True
+            )
         return self.executor.finish(prepared, started_at, time.perf_counter() - start, result)
 
     # --- heartbeat --------------------------------------------------------------------
@@ -569,7 +587,9 @@ class Worker:
             for url, entries in self.leases.visibility_entries(due, now).items():
                 for chunk in chunks(entries):
                     try:
-                        response = await client.change_message_visibility_batch(QueueUrl=url, Entries=list(chunk))
+                        response = await client.change_message_visibility_batch(
+                            QueueUrl=url, Entries=list(chunk)
+                        )
                     except Exception as exc:
                         logger.warning("extending %d leases failed: %s", len(chunk), exc)
                         continue
@@ -577,14 +597,19 @@ class Worker:
                     for entry in chunk:
                         lease = due[int(str(entry["Id"]))]
                         if entry["Id"] in failed:
-                            logger.warning("lease of message %s could not be extended", lease.delivery.message_id)
+                            logger.warning(
+                                "lease of message %s could not be extended",
+                                lease.delivery.message_id,
+                            )
                         else:
-                            lease.ends_monotonic = now + float(entry["VisibilityTimeout"])  # type: ignore[arg-type]
+                            lease.ends_monotonic = now + float(entry["VisibilityTimeout"])
                     self.counters["leases_extended"] += len(chunk) - len(failed)
             for lease in due:
                 if lease.idempotency_pk and lease.owner:
                     with contextlib.suppress(Exception):
-                        await self.app.idempotency.aextend(lease.idempotency_pk, lease.owner, lease.lease_s)
+                        await self.app.idempotency.aextend(
+                            lease.idempotency_pk, lease.owner, lease.lease_s
+                        )
 
     # --- settling -----------------------------------------------------------------------
 
@@ -627,7 +652,8 @@ class Worker:
                 else:
                     logger.error(
                         "giving up settling the outcome of %s (%s); its message returns after "
-                        "its visibility timeout", outcome.task_id,
+                        "its visibility timeout",
+                        outcome.task_id,
                         "stored" if outcome.stored else "not stored",
                     )
                     self.counters["kept"] += 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from examples.quickstart.app import Order, charge, refund
-
 from sqsq import State
 
 

@@ -19,16 +19,22 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
+class _UsageError(click.ClickException):
+    """``Error: …`` with exit code :data:`EXIT_USAGE` (bad APP, missing queue, …)."""
+
+    exit_code = EXIT_USAGE
+
+
 class _Group(click.Group):
     """Turns sqsq and AWS errors into ``Error: …`` lines."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ConfigurationError as exc:
+            raise _UsageError(str(exc)) from None
         except SqsqError as exc:
-            error = click.ClickException(str(exc))
-            error.exit_code = EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_FAILURE
-            raise error from None
+            raise click.ClickException(str(exc)) from None
         except Exception as exc:
             module = type(exc).__module__
             if module.startswith(("botocore", "boto3", "aiobotocore")):

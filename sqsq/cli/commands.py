@@ -12,7 +12,6 @@ import click
 from . import EXIT_FAILURE, cli
 
 
-
 def _load(path: str) -> Any:
     from ..app import load_app
 
@@ -26,10 +25,19 @@ def _logging(level: str, fmt: str) -> None:
 
 
 _log_options = [
-    click.option("--log-level", default="INFO", show_default=True,
-                 type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
-    click.option("--log-format", default="text", show_default=True,
-                 type=click.Choice(["text", "json"]), help="json: one object per line"),
+    click.option(
+        "--log-level",
+        default="INFO",
+        show_default=True,
+        type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    ),
+    click.option(
+        "--log-format",
+        default="text",
+        show_default=True,
+        type=click.Choice(["text", "json"]),
+        help="json: one object per line",
+    ),
 ]
 
 
@@ -51,22 +59,54 @@ def _queues(value: str | None) -> list[str] | None:
 @cli.command()
 @click.argument("app")
 @click.option("-Q", "--queues", help="Comma-separated logical queues (default: all the app uses).")
-@click.option("-c", "--concurrency", default=10, show_default=True, type=click.IntRange(min=1),
-              help="Tasks run at once; also the most messages held.")
+@click.option(
+    "-c",
+    "--concurrency",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Tasks run at once; also the most messages held.",
+)
 @click.option("--burst", is_flag=True, help="Exit 0 when every queue is empty and nothing runs.")
-@click.option("--wait-time", type=click.IntRange(0, 20), default=None,
-              help="Long-polling wait in seconds (default: the app's wait_time_s, 20).")
-@click.option("--pool", type=click.Choice(["threads", "processes"]), default="threads",
-              show_default=True, help="Where sync task functions run.")
-@click.option("--max-tasks-per-child", type=click.IntRange(min=0), default=0,
-              help="With --pool processes: replace a child after N tasks (0: never).")
-@click.option("--grace", type=click.FloatRange(min=0), default=25.0, show_default=True,
-              help="Seconds running tasks get after SIGTERM/SIGINT before their messages "
-                   "are released.")
+@click.option(
+    "--wait-time",
+    type=click.IntRange(0, 20),
+    default=None,
+    help="Long-polling wait in seconds (default: the app's wait_time_s, 20).",
+)
+@click.option(
+    "--pool",
+    type=click.Choice(["threads", "processes"]),
+    default="threads",
+    show_default=True,
+    help="Where sync task functions run.",
+)
+@click.option(
+    "--max-tasks-per-child",
+    type=click.IntRange(min=0),
+    default=0,
+    help="With --pool processes: replace a child after N tasks (0: never).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=25.0,
+    show_default=True,
+    help="Seconds running tasks get after SIGTERM/SIGINT before their messages are released.",
+)
 @log_options
-def worker(app: str, queues: str | None, concurrency: int, burst: bool,
-           wait_time: int | None, pool: str, max_tasks_per_child: int, grace: float,
-           log_level: str, log_format: str) -> None:
+def worker(
+    app: str,
+    queues: str | None,
+    concurrency: int,
+    burst: bool,
+    wait_time: int | None,
+    pool: str,
+    max_tasks_per_child: int,
+    grace: float,
+    log_level: str,
+    log_format: str,
+) -> None:
     """Run APP's tasks from SQS with long polling.
 
     APP is 'module:attribute' of a sqsq.App, e.g. examples.quickstart.app:app.
@@ -75,9 +115,17 @@ def worker(app: str, queues: str | None, concurrency: int, burst: bool,
     from ..worker import Worker
 
     the_app = _load(app)
-    code = Worker(the_app, queues=_queues(queues), concurrency=concurrency, burst=burst,
-                  wait_time_s=wait_time, pool=pool, app_path=app,  # type: ignore[arg-type]
-                  max_tasks_per_child=max_tasks_per_child, grace_s=grace).run()
+    code = Worker(
+        the_app,
+        queues=_queues(queues),
+        concurrency=concurrency,
+        burst=burst,
+        wait_time_s=wait_time,
+        pool="processes" if pool == "processes" else "threads",
+        app_path=app,
+        max_tasks_per_child=max_tasks_per_child,
+        grace_s=grace,
+    ).run()
     sys.exit(code)
 
 
@@ -114,7 +162,8 @@ def dev(app: str, port: int, concurrency: int, log_level: str, log_format: str) 
         click.echo(f"    export {name}={value}", err=True)
     first = next(iter(the_app.tasks), "TASK")
     click.echo(f"    sqsq send {app} {first} --args '[]' --wait 10", err=True)
-    code = Worker(the_app, concurrency=concurrency).run()
+    # Short long polls: requests cost nothing locally, and Ctrl-C returns in ≤ 2 s.
+    code = Worker(the_app, concurrency=concurrency, wait_time_s=2).run()
     endpoint.stop()
     sys.exit(code)
 
@@ -168,13 +217,22 @@ def _json_arg(value: str | None, kind: type, name: str) -> Any:
 @cli.command()
 @click.argument("app")
 @click.argument("task")
-@click.option("--args", "args_json", help='Positional arguments as a JSON array, e.g. \'["o-1", 5]\'.')
+@click.option(
+    "--args", "args_json", help="Positional arguments as a JSON array, e.g. '[\"o-1\", 5]'."
+)
 @click.option("--kwargs", "kwargs_json", help="Keyword arguments as a JSON object.")
 @click.option("-Q", "--queue", help="Logical queue (default: the task's).")
 @click.option("--countdown", type=click.FloatRange(0, 900), help="Delay in seconds (<= 900).")
 @click.option("--wait", type=click.FloatRange(min=0), help="Wait this many seconds for the result.")
-def send(app: str, task: str, args_json: str | None, kwargs_json: str | None,
-         queue: str | None, countdown: float | None, wait: float | None) -> None:
+def send(
+    app: str,
+    task: str,
+    args_json: str | None,
+    kwargs_json: str | None,
+    queue: str | None,
+    countdown: float | None,
+    wait: float | None,
+) -> None:
     """Enqueue TASK by its registered name and print the task id."""
     the_app = _load(app)
     args = _json_arg(args_json, list, "--args")
@@ -302,8 +360,12 @@ def dlq_ls(queue: str, limit: int | None, as_json: bool) -> None:
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row.task or "?", row.task_id or row.message_id, row.reason, row.error_type or "",
-            "?" if row.attempts is None else str(row.attempts), _age(row.age_s),
+            row.task or "?",
+            row.task_id or row.message_id,
+            row.reason,
+            row.error_type or "",
+            "?" if row.attempts is None else str(row.attempts),
+            _age(row.age_s),
         )
     Console(width=160).print(table)
 
@@ -312,8 +374,11 @@ def dlq_ls(queue: str, limit: int | None, as_json: bool) -> None:
 @click.argument("queue")
 @click.option("--task", "task_name", help="Only messages of this task name.")
 @click.option("--error", help="Only messages with this error type or reason (e.g. ValueError).")
-@click.option("--rate", type=click.IntRange(1, 500),
-              help="Messages per second for StartMessageMoveTask (no filters).")
+@click.option(
+    "--rate",
+    type=click.IntRange(1, 500),
+    help="Messages per second for StartMessageMoveTask (no filters).",
+)
 def dlq_redrive(queue: str, task_name: str | None, error: str | None, rate: int | None) -> None:
     """Move dead-lettered messages back to their source queue."""
     from ..dlq import queue_pair, redrive, start_move_task
@@ -328,7 +393,9 @@ def dlq_redrive(queue: str, task_name: str | None, error: str | None, rate: int 
         if handle is not None:
             click.echo(f"started message move task {handle} ({dlq_name} -> its source queue)")
             return
-        click.echo("StartMessageMoveTask is not available here; moving messages one batch at a time")
+        click.echo(
+            "StartMessageMoveTask is not available here; moving messages one batch at a time"
+        )
     attributes = client.get_queue_attributes(
         QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
     )["Attributes"]
@@ -338,7 +405,11 @@ def dlq_redrive(queue: str, task_name: str | None, error: str | None, rate: int 
     with Progress(transient=False) as progress:
         bar = progress.add_task(f"{dlq_name} -> {source}", total=total or None)
         moved, skipped = redrive(
-            client, dlq_url, source_url, task=task_name, error=error,
+            client,
+            dlq_url,
+            source_url,
+            task=task_name,
+            error=error,
             progress=lambda n: progress.advance(bar, n),
         )
     click.echo(f"moved {moved} message(s) to {source}; {skipped} left in {dlq_name}")
@@ -358,6 +429,8 @@ def dlq_purge(queue: str, yes: bool) -> None:
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
     )["Attributes"].get("ApproximateNumberOfMessages", "?")
     if not yes:
-        click.confirm(f"Delete all {count} message(s) in {dlq_name}? This cannot be undone", abort=True)
+        click.confirm(
+            f"Delete all {count} message(s) in {dlq_name}? This cannot be undone", abort=True
+        )
     client.purge_queue(QueueUrl=url)
     click.echo(f"purged {dlq_name}")

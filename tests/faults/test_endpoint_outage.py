@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
+from sqsq import State
 from tests.faults.faultapp import lines, sleepy
 from tests.faults.helpers import TcpProxy, counts, wait_for
-
-from sqsq import State
 
 APP = "tests.faults.faultapp:app"
 N = 60
@@ -35,7 +34,13 @@ def test_worker_rides_out_an_endpoint_outage(
     try:
         results = sleepy.delay_many((0.2, str(out)) for _ in range(N))
         process = worker.start(
-            APP, "-Q", "busy", "-c", "4", AWS_ENDPOINT_URL=proxy.url, SQSQ_ENDPOINT_URL=proxy.url,
+            APP,
+            "-Q",
+            "busy",
+            "-c",
+            "4",
+            AWS_ENDPOINT_URL=proxy.url,
+            SQSQ_ENDPOINT_URL=proxy.url,
             # botocore alone would bridge 10 s with its retries; with 2 attempts the
             # worker's own backoff (receive loop, settle retries) must do it.
             SQSQ_MAX_ATTEMPTS="2",

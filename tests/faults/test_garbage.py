@@ -28,7 +28,8 @@ _sqs_text = st.text(
     st.characters(
         codec="utf-8",
         exclude_categories=("Cs",),
-        exclude_characters="".join(chr(c) for c in range(0x20) if c not in (9, 10, 13)) + "\ufffe\uffff",
+        exclude_characters="".join(chr(c) for c in range(0x20) if c not in (9, 10, 13))
+        + "\ufffe\uffff",
     ),
     min_size=1,
     max_size=200,
@@ -49,15 +50,17 @@ _envelope_like = st.fixed_dictionaries(
         "eta": _json_values,
         "surprise": _json_values,
     },
-).filter(lambda d: not (d.get("task") == "tests.faults.faultapp.valid" and d.get("args") in (None, [])))
+).filter(
+    lambda d: not (d.get("task") == "tests.faults.faultapp.valid" and d.get("args") in (None, []))
+)
 _bodies = st.one_of(
     _sqs_text.filter(lambda s: s.strip() != ""),
     _json_values.map(json.dumps),
     _envelope_like.map(json.dumps),
 )
-_attribute_names = st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=20).filter(
-    lambda n: not n.lower().startswith(("aws", "amazon"))
-)
+_attribute_names = st.text(
+    string.ascii_letters + string.digits + "_-", min_size=1, max_size=20
+).filter(lambda n: not n.lower().startswith(("aws", "amazon")))
 _attributes = st.dictionaries(
     _attribute_names,
     st.one_of(
@@ -120,7 +123,9 @@ def test_garbage_ends_in_the_dlq_with_a_reason(faults: Any, worker: Any) -> None
     assert sent["count"] > 40
     moved = 0
     while batch := sqs.receive_message(
-        QueueUrl=faults.directory.url(dlq), MaxNumberOfMessages=10, MessageAttributeNames=["All"],
+        QueueUrl=faults.directory.url(dlq),
+        MaxNumberOfMessages=10,
+        MessageAttributeNames=["All"],
         VisibilityTimeout=60,
     ).get("Messages", []):
         for message in batch:
@@ -136,10 +141,16 @@ def test_garbage_ends_in_the_dlq_with_a_reason(faults: Any, worker: Any) -> None
         own_id = None
         try:
             data = json.loads(body)
-            own_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
+            own_id = (
+                data.get("id")
+                if isinstance(data, dict) and isinstance(data.get("id"), str)
+                else None
+            )
         except ValueError:
             pass
-        record = (own_id and faults.results.get_result(own_id)) or faults.results.get_result(message_id)
+        record = (own_id and faults.results.get_result(own_id)) or faults.results.get_result(
+            message_id
+        )
         assert record is not None and record.dead_letter_reason, (message_id, body)
         reasons[record.dead_letter_reason] = reasons.get(record.dead_letter_reason, 0) + 1
     assert set(reasons) <= {"undecodable_message", "unknown_task", "invalid_arguments"}, reasons

@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.faults.faultapp import lines, record_key
-from tests.faults.helpers import set_queue, wait_for
-
 from sqsq import State
 from sqsq.idempotency import item_key, key_pk
+from tests.faults.faultapp import lines, record_key
+from tests.faults.helpers import set_queue, wait_for
 
 APP = "tests.faults.faultapp:app"
 N = 500
@@ -35,11 +34,17 @@ def _completed_keys(app: Any, keys: range) -> int:
     done = 0
     pks = [key_pk(record_key.name, str(k)) for k in keys]
     for i in range(0, len(pks), 100):
-        request = {app.table_name: {"Keys": [item_key(pk) for pk in pks[i : i + 100]], "ConsistentRead": True}}
+        request = {
+            app.table_name: {
+                "Keys": [item_key(pk) for pk in pks[i : i + 100]],
+                "ConsistentRead": True,
+            }
+        }
         while request:
             response = client.batch_get_item(RequestItems=request)
             done += sum(
-                1 for item in response["Responses"].get(app.table_name, [])
+                1
+                for item in response["Responses"].get(app.table_name, [])
                 if item["status"]["S"] == "COMPLETED"
             )
             request = response.get("UnprocessedKeys") or {}
@@ -55,7 +60,8 @@ def test_every_key_exactly_once_after_sigkill(faults: Any, worker: Any, tmp_path
     first = worker.start(APP, "-Q", "keys", "-c", "10")
     wait_for(lambda: len(lines(str(out))) >= HOLD_FROM, 120, f"{HOLD_FROM} keys written")
     wait_for(
-        lambda: _completed_keys(faults, range(HOLD_FROM)) == HOLD_FROM, 60,
+        lambda: _completed_keys(faults, range(HOLD_FROM)) == HOLD_FROM,
+        60,
         "the first keys' COMPLETED records",
     )
     assert len(lines(str(out))) == HOLD_FROM  # the rest wait at the gate, before their effect

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
+from sqsq.sqs import dead_letter_name
 from tests.faults.faultapp import kill_my_worker, ping
 from tests.faults.helpers import counts, set_queue
-
-from sqsq.sqs import dead_letter_name
 
 APP = "tests.faults.faultapp:app"
 MAX_RECEIVES = 2
@@ -26,9 +25,13 @@ def test_self_killing_task_is_dead_lettered_by_the_redrive_policy(faults: Any, w
     source = faults.queue_name("crash")
     sqs = faults.clients.sync("sqs")
     dlq_url = sqs.get_queue_url(QueueName=dead_letter_name(source))["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     set_queue(
-        faults, "crash", VisibilityTimeout=str(VISIBILITY_S),
+        faults,
+        "crash",
+        VisibilityTimeout=str(VISIBILITY_S),
         RedrivePolicy=json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES}),
     )
     poison = kill_my_worker.delay()

@@ -7,6 +7,7 @@ attempt timestamps), the reason is readable with ``sqsq dlq ls``, and
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -18,10 +19,9 @@ from typing import Any
 
 import pytest
 
+from sqsq import State
 from tests.faults.faultapp import always_fails, lines
 from tests.faults.helpers import counts
-
-from sqsq import State
 
 APP = "tests.faults.faultapp:app"
 
@@ -30,12 +30,17 @@ pytestmark = pytest.mark.slow
 
 def _sqsq(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sqsq", *args], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "sqsq", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env=dict(os.environ),
     )
 
 
-def test_always_failing_task_reaches_dlq_and_comes_back(faults: Any, worker: Any, tmp_path: Path) -> None:
+def test_always_failing_task_reaches_dlq_and_comes_back(
+    faults: Any, worker: Any, tmp_path: Path
+) -> None:
     out = tmp_path / "attempts.txt"
     result = always_fails.delay(str(out))
     process = worker.start(APP, "-Q", "retry")
@@ -56,7 +61,7 @@ def test_always_failing_task_reaches_dlq_and_comes_back(faults: Any, worker: Any
     attempts = faults.results.attempts(result.id)
     assert [a["state"] for a in attempts] == ["RETRY"] * max_retries + ["FAILURE"]
     starts = [datetime.fromisoformat(a["started_at"]) for a in attempts]
-    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
     assert gaps == sorted(gaps) and gaps[0] >= 1 and gaps[-1] >= 4, gaps
     assert [float(a["retry_delay_s"]) for a in attempts[:-1]] == [1.0, 2.0, 4.0]
 

@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
+from sqsq import State
 from tests.faults.faultapp import lines, sleepy
 from tests.faults.helpers import counts, set_queue, wait_for
-
-from sqsq import State
 
 APP = "tests.faults.faultapp:app"
 

@@ -1,0 +1,64 @@
+"""``sqsq dev``: embedded endpoint + resources + worker in one process, and a second
+shell that sends to it with the printed ``export`` lines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = "examples.quickstart.app:app"
+
+
+@pytest.mark.slow
+def test_dev_prints_an_endpoint_that_a_second_shell_can_send_to(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SQSQ_", "AWS_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "sqsq", "dev", APP],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert dev.stderr is not None
+        exports: dict[str, str] = {}
+        for line in dev.stderr:
+            if line.strip().startswith("export "):
+                name, _, value = line.strip().removeprefix("export ").partition("=")
+                exports[name] = value
+            if "consuming" in line:  # the worker is up
+                break
+        assert exports["SQSQ_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+        sent = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sqsq",
+                "send",
+                APP,
+                "examples.quickstart.app.charge",
+                "--args",
+                '[{"order_id": "o-1", "cents": 250}]',
+                "--wait",
+                "30",
+            ],
+            cwd=tmp_path,
+            env={**env, **exports},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert "SUCCESS" in sent.stdout and '"charged": 250' in sent.stdout
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        _, rest = dev.communicate(timeout=60)
+    assert dev.returncode == 0, rest
+    assert "succeeded=1" in rest
