@@ -77,11 +77,7 @@ class _Heartbeat(threading.Thread):
                     except Exception as exc:
                         logger.warning("extending %d leases failed: %s", len(chunk), exc)
                         continue
-                    failed = {f["Id"] for f in response.get("Failed", [])}
-                    for entry in chunk:
-                        if entry["Id"] not in failed:
-                            lease = due[int(str(entry["Id"]))]
-                            lease.ends_monotonic = now + float(entry["VisibilityTimeout"])
+                    LeaseTable.extended(due, list(chunk), response, now)
             for lease in due:  # the idempotency claim lives as long as the message's lease
                 if lease.idempotency_pk and lease.owner:
                     try:

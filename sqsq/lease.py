@@ -17,12 +17,16 @@ The table and what is due are pure; the worker (asyncio) and the Lambda handler
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from . import limits
 from .delivery import Delivery
+
+logger = logging.getLogger(__name__)
 
 #: Extend once less than this fraction of the lease remains.
 EXTEND_AT_FRACTION = 0.5
@@ -94,6 +98,23 @@ class LeaseTable:
             return MIN_TICK_S
         shortest = min(lease.lease_s for lease in self._leases.values())
         return max(MIN_TICK_S, min(MAX_TICK_S, shortest / 6))
+
+    @staticmethod
+    def extended(
+        due: list[Lease], entries: list[dict[str, object]], response: dict[str, Any], now: float
+    ) -> int:
+        """Record a ChangeMessageVisibilityBatch answer for ``entries`` (ids index
+        ``due``); returns how many leases were extended."""
+        failed = {f["Id"] for f in response.get("Failed", [])}
+        for entry in entries:
+            lease = due[int(str(entry["Id"]))]
+            if entry["Id"] in failed:
+                logger.warning(
+                    "lease of message %s could not be extended", lease.delivery.message_id
+                )
+            else:
+                lease.ends_monotonic = now + float(str(entry["VisibilityTimeout"]))
+        return len(entries) - len(failed)
 
     @staticmethod
     def visibility_entries(leases: list[Lease], now: float) -> dict[str, list[dict[str, object]]]:

@@ -163,6 +163,46 @@ def _by_url(
     return grouped
 
 
+@dataclass(frozen=True)
+class SqsCall:
+    """One DeleteMessageBatch or ChangeMessageVisibilityBatch call of a settlement."""
+
+    method: str  # the client method: "delete_message_batch" / "change_message_visibility_batch"
+    url: str
+    chunk: Sequence[Outcome]
+
+    def kwargs(self) -> dict[str, Any]:
+        if self.method == "delete_message_batch":
+            entries = delete_entries(o.delivery.receipt_handle for o in self.chunk)
+        else:
+            entries = visibility_entries(self.chunk)
+        return {"QueueUrl": self.url, "Entries": entries}
+
+
+def sqs_calls(settlement: Settlement, *, delete: bool) -> list[SqsCall]:
+    """The calls that let messages go: deletes of final outcomes (unless ``delete``
+    is False: Lambda deletes them itself), visibility changes of the others."""
+    groups = [("change_message_visibility_batch", _by_url(settlement.done, _VISIBILITY))]
+    if delete:
+        groups.insert(0, ("delete_message_batch", _by_url(settlement.done, FINAL_KINDS)))
+    return [
+        SqsCall(method, url, chunk)
+        for method, by_url in groups
+        for url, group in by_url.items()
+        for chunk in chunks(group)
+    ]
+
+
+def _sqs_done(
+    settlement: Settlement, call: SqsCall, response: dict[str, Any] | None, exc: Exception | None
+) -> None:
+    if exc is not None:
+        _warn("%s of %d messages failed", (call.method, len(call.chunk)), exc)
+        settlement.sqs_failed += list(call.chunk)
+    elif response is not None:
+        settlement.sqs_failed += [call.chunk[int(f["Id"])] for f in response.get("Failed", [])]
+
+
 def settle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> Settlement:
     """Store, dead-letter, then delete (if ``delete``) or change visibility, with boto3.
 
@@ -185,31 +225,13 @@ def settle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> Set
             _warn("sending %d messages to %s failed; they are kept", (len(entries), dlq), exc)
             failed = list(by_id.values())
         _keep(settlement, by_id, failed)
-    calls: list[tuple[str, Sequence[Outcome], str]] = []
-    if delete:
-        calls += [
-            (url, c, "delete")
-            for url, g in _by_url(settlement.done, FINAL_KINDS).items()
-            for c in chunks(g)
-        ]
-    calls += [
-        (url, c, "visibility")
-        for url, g in _by_url(settlement.done, _VISIBILITY).items()
-        for c in chunks(g)
-    ]
-    for url, chunk, action in calls:
+    for call in sqs_calls(settlement, delete=delete):
         try:
-            if action == "delete":
-                entries = delete_entries(o.delivery.receipt_handle for o in chunk)
-                response = client.delete_message_batch(QueueUrl=url, Entries=entries)
-            else:
-                response = client.change_message_visibility_batch(
-                    QueueUrl=url, Entries=visibility_entries(chunk)
-                )
-            settlement.sqs_failed += [chunk[int(f["Id"])] for f in response.get("Failed", [])]
+            response = getattr(client, call.method)(**call.kwargs())
         except Exception as exc:
-            _warn("%s of %d messages failed", (action, len(chunk)), exc)
-            settlement.sqs_failed += list(chunk)
+            _sqs_done(settlement, call, None, exc)
+        else:
+            _sqs_done(settlement, call, response, None)
     return settlement
 
 
@@ -232,29 +254,11 @@ async def asettle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True)
             _warn("sending %d messages to %s failed; they are kept", (len(entries), dlq), exc)
             failed = list(by_id.values())
         _keep(settlement, by_id, failed)
-    calls: list[tuple[str, Sequence[Outcome], str]] = []
-    if delete:
-        calls += [
-            (url, c, "delete")
-            for url, g in _by_url(settlement.done, FINAL_KINDS).items()
-            for c in chunks(g)
-        ]
-    calls += [
-        (url, c, "visibility")
-        for url, g in _by_url(settlement.done, _VISIBILITY).items()
-        for c in chunks(g)
-    ]
-    for url, chunk, action in calls:
+    for call in sqs_calls(settlement, delete=delete):
         try:
-            if action == "delete":
-                entries = delete_entries(o.delivery.receipt_handle for o in chunk)
-                response = await client.delete_message_batch(QueueUrl=url, Entries=entries)
-            else:
-                response = await client.change_message_visibility_batch(
-                    QueueUrl=url, Entries=visibility_entries(chunk)
-                )
-            settlement.sqs_failed += [chunk[int(f["Id"])] for f in response.get("Failed", [])]
+            response = await getattr(client, call.method)(**call.kwargs())
         except Exception as exc:
-            _warn("%s of %d messages failed", (action, len(chunk)), exc)
-            settlement.sqs_failed += list(chunk)
+            _sqs_done(settlement, call, None, exc)
+        else:
+            _sqs_done(settlement, call, response, None)
     return settlement

@@ -593,17 +593,9 @@ class Worker:
                     except Exception as exc:
                         logger.warning("extending %d leases failed: %s", len(chunk), exc)
                         continue
-                    failed = {f["Id"] for f in response.get("Failed", [])}
-                    for entry in chunk:
-                        lease = due[int(str(entry["Id"]))]
-                        if entry["Id"] in failed:
-                            logger.warning(
-                                "lease of message %s could not be extended",
-                                lease.delivery.message_id,
-                            )
-                        else:
-                            lease.ends_monotonic = now + float(entry["VisibilityTimeout"])
-                    self.counters["leases_extended"] += len(chunk) - len(failed)
+                    self.counters["leases_extended"] += LeaseTable.extended(
+                        due, list(chunk), response, now
+                    )
             for lease in due:
                 if lease.idempotency_pk and lease.owner:
                     with contextlib.suppress(Exception):

@@ -53,7 +53,19 @@ def main() -> int:
     out_dir = tempfile.mkdtemp(prefix="sqsq-demo-")
     print("\n2. sqsq worker examples.quickstart.app:app  (a real process)")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "sqsq", "worker", "examples.quickstart.app:app", "-c", "8"],
+        # --wait-time 2: at SIGTERM the worker lets its open long poll return (SQS
+        # cannot withdraw one), so a short poll keeps the demo's shutdown quick.
+        [
+            sys.executable,
+            "-m",
+            "sqsq",
+            "worker",
+            "examples.quickstart.app:app",
+            "-c",
+            "8",
+            "--wait-time",
+            "2",
+        ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stderr=subprocess.PIPE,
