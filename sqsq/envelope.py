@@ -25,11 +25,11 @@ import enum
 import json
 import math
 import uuid
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from . import limits
@@ -82,6 +82,14 @@ class Envelope(BaseModel):
     """Free-form string headers (trace context, ...)."""
     sent_at: datetime | None = None
     """When the producer enqueued it (ISO 8601, UTC)."""
+
+    @field_validator("eta", "expires", "sent_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        """Times without an offset are UTC (foreign producers often send them so)."""
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
     @property
     def task_id(self) -> str:

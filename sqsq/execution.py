@@ -236,19 +236,19 @@ class Executor:
                     f"no task named {envelope.task!r} is registered in app {self.app.name!r}"
                 )
             args, kwargs = task.signature.validate(envelope.args, envelope.kwargs)
+            prepared = Prepared(delivery, envelope, task, args, kwargs)
+            if envelope.expires is not None and envelope.expires <= datetime.now(UTC):
+                return self.revoked(prepared, expired=True)
             key = envelope.idempotency_key
             if key is None and task.idempotency_key is not None:
                 try:
                     key = task.key_for(args, kwargs)
-                except ValueError as exc:
-                    raise DeadLetter(f"{task.name}: {exc}") from None
+                except Exception as exc:  # a template or key function that fails on these args
+                    raise DeadLetter(f"{task.name}: idempotency key: {exc!r}") from None
         except DeadLetter as exc:
             return self.dead_letter(delivery, exc, envelope)
-        prepared = Prepared(delivery, envelope, task, args, kwargs)
         if key is not None:
             prepared.idempotency_pk = key_pk(task.name, key)
-        if envelope.expires is not None and envelope.expires <= datetime.now(UTC):
-            return self.revoked(prepared, expired=True)
         return prepared
 
     def _record(self, delivery: Delivery, task_id: str, **fields: Any) -> ResultRecord:

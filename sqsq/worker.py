@@ -88,6 +88,20 @@ _COUNTER = {
 }
 
 
+def _is_fatal(exc: Exception) -> bool:
+    """Errors no retry can fix at startup: no credentials or region, access denied,
+    bad request (4xx other than throttling)."""
+    from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+
+    if isinstance(exc, NoCredentialsError | NoRegionError):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = exc.response.get("Error", {}).get("Code", "")
+        return 400 <= int(status) < 500 and "Throttl" not in code and status != 429
+    return False
+
+
 def _backoff_s(errors: int) -> float:
     return random.uniform(0, min(MAX_ERROR_BACKOFF_S, 0.5 * 2**errors))
 
@@ -243,6 +257,8 @@ class Worker:
             except ConfigurationError:
                 raise
             except Exception as exc:
+                if _is_fatal(exc):
+                    raise ConfigurationError(f"cannot use SQS queue {name}: {exc}") from None
                 errors += 1
                 assert self._stopping is not None
                 if self._stopping.is_set():

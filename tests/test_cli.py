@@ -250,3 +250,27 @@ def test_send_wait_without_a_worker_reports_pending(quickstart: sqsq.App) -> Non
     assert result.exit_code == 1
     assert "PENDING after 0.3 s" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_worker_without_credentials_exits_with_a_clear_error(tmp_path: Path) -> None:
+    """No retry can fix missing credentials: exit 2 at startup, one clear line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SQSQ_"))}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_DEFAULT_REGION="us-east-1",
+        SQSQ_ENDPOINT_URL="http://127.0.0.1:9",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "sqsq", "worker", "examples.quickstart.app:app"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Unable to locate credentials" in done.stderr
+    assert "Traceback" not in done.stderr
