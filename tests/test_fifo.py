@@ -46,14 +46,7 @@ def enqueue_groups(path: str) -> dict[str, list[sqsq.AsyncResult]]:
 
 
 def run_burst(tmp: Path, *args: str) -> tuple[int, str]:
-    process = rel.spawn_worker(tmp, "--burst", "--queues", "orders.fifo", *args)
-    try:
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    return process.returncode, stderr
+    return rel.run_burst(tmp, "--queues", "orders.fifo", *args)
 
 
 def in_group(runs: list[str], group: str) -> list[str]:

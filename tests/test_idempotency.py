@@ -78,17 +78,11 @@ def scenario(
         "fail_1": rel.fails_first.delay("k-1", paths["fail"]),
         "fail_2": rel.fails_first.delay("k-1", paths["fail"]),
     }
-    process = rel.spawn_worker(tmp, "--burst", "--queues", "default", "--concurrency", "1")
-    try:
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    returncode, stderr = rel.run_burst(tmp, "--queues", "default", "--concurrency", "1")
     for result in results.values():
         assert result.ready(), f"{result.id} not final\n{stderr}"  # cached from here on
     runs = {name: rel.lines(path) for name, path in paths.items()}
-    yield Scenario(results, runs, process.returncode, stderr)
+    yield Scenario(results, runs, returncode, stderr)
 
 
 def pair(scenario: Scenario, a: str, b: str) -> tuple[sqsq.ResultRecord, sqsq.ResultRecord]:

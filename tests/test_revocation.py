@@ -83,13 +83,7 @@ def scenario(
     results["raw_future"] = rel.app.AsyncResult(raw_future)
     time.sleep(0.5)  # the 300 ms expiries pass before any worker sees them
 
-    process = rel.spawn_worker(tmp, "--burst", "--queues", "default")
-    try:
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    returncode, stderr = rel.run_burst(tmp, "--queues", "default")
     for result in results.values():
         result.ready()  # final records are cached from here on
     yield Scenario(
@@ -97,7 +91,7 @@ def scenario(
         rel.lines(path),
         rel.counts("reliab-default"),
         rel.dead_letters(),
-        process.returncode,
+        returncode,
         stderr,
     )
 

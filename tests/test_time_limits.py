@@ -82,13 +82,7 @@ def threads_run(
     quick_result = rel.sync_sleeper.delay(paths["quick"], 0)  # same 1 s limit, no sleep
     info = rel.request_info.apply_async(("o-1",), {"cents": 7})
     after = rel.counted.delay(paths["after"], "after")
-    process = rel.spawn_worker(tmp, "--burst", "--queues", "default", "--concurrency", "1")
-    try:
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    returncode, stderr = rel.run_burst(tmp, "--queues", "default", "--concurrency", "1")
     for result in (async_result, sync_result, quick_result, info, after):
         result.ready()
     yield ThreadsRun(
@@ -99,7 +93,7 @@ def threads_run(
         after,
         {name: rel.lines(path) for name, path in paths.items()},
         rel.dead_letters(),
-        process.returncode,
+        returncode,
         stderr,
     )
 

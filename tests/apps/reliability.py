@@ -273,6 +273,19 @@ def spawn_worker(cwd: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def run_burst(cwd: Path, *args: str, timeout: float = 60) -> tuple[int, str]:
+    """Run ``sqsq worker … --burst ARGS`` to its end; its exit code and stderr
+    (killed, with code -9, if it outlives ``timeout`` seconds)."""
+    process = spawn_worker(cwd, "--burst", *args)
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+        return -9, stderr
+    return process.returncode, stderr
+
+
 def stop_worker(process: subprocess.Popen[str]) -> tuple[int, str]:
     """SIGTERM a long-running worker; its exit code and stderr."""
     process.send_signal(signal.SIGTERM)
