@@ -17,8 +17,8 @@ A record whose outcome is final — SUCCESS, a FAILURE recorded and copied to th
 DLQ, a dead letter, REVOKED — is not listed, so Lambda deletes it.
 
 While the batch runs, a heartbeat thread extends the visibility of every record
-not yet finished (ChangeMessageVisibilityBatch, see ``lease.py``), so a record
-waiting behind a long one never reappears while the invocation holds it.
+the invocation holds — waiting, running, or finished but not yet settled
+(ChangeMessageVisibilityBatch, see ``lease.py``) — so none reappears meanwhile.
 ``time_limit`` is enforced for ``async def`` tasks; for sync tasks the
 function's own Lambda timeout is the hard limit.
 """
@@ -177,12 +177,12 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
             outcomes.append(outcome)
             if group and outcome.kind in _LISTED_KINDS:
                 blocked_groups.add(group)
-            heartbeat.finish(delivery)
+        # Leases of finished records last until their outcomes are settled.
+        settlement = settle(app, outcomes, delete=False)
     finally:
         heartbeat.stopped.set()
         heartbeat.join(timeout=5)
 
-    settlement = settle(app, outcomes, delete=False)
     listed = {o.delivery.message_id for o in settlement.kept}
     listed |= {o.delivery.message_id for o in settlement.done if o.kind in _LISTED_KINDS}
     listed |= not_started
