@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from .clients import Clients
 from .dynamodb import ResultStore
@@ -14,11 +14,12 @@ from .idempotency import IdempotencyStore
 from .result import AsyncResult
 from .settings import Settings, check_queue_name
 from .sqs import QueueDirectory
-from .task import TASK_OPTIONS, Task
+from .task import TASK_OPTIONS, BoundTask, Task, TaskOptions
 
 if TYPE_CHECKING:
     import boto3
     from botocore.config import Config
+    from typing_extensions import Unpack
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -117,23 +118,12 @@ class App:
 
     @overload
     def task(
-        self,
-        *,
-        name: str | None = ...,
-        queue: str | None = ...,
-        store_result: bool = ...,
-        result_ttl: float | timedelta | None = ...,
-        bind: bool = ...,
-        max_retries: int | None = ...,
-        autoretry_for: tuple[type[BaseException], ...] = ...,
-        retry_backoff: bool | float = ...,
-        retry_backoff_max: float | timedelta = ...,
-        retry_jitter: bool = ...,
-        default_retry_delay: float | timedelta = ...,
-        time_limit: float | timedelta | None = ...,
-        visibility_timeout: float | timedelta | None = ...,
-        idempotency_key: str | Callable[..., str] | None = ...,
-        idempotency_ttl: float | timedelta = ...,
+        self, *, bind: Literal[True], **options: Unpack[TaskOptions]
+    ) -> Callable[[Callable[Concatenate[BoundTask, P], R]], Task[P, R]]: ...
+
+    @overload
+    def task(
+        self, *, bind: Literal[False] = ..., **options: Unpack[TaskOptions]
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]

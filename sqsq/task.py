@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar
 
 from . import limits, producer
 from .errors import ConfigurationError, EnqueueError, Retry
@@ -36,26 +36,27 @@ R = TypeVar("R")
 #: Default lifetime of idempotency keys, seconds (1 day).
 DEFAULT_IDEMPOTENCY_TTL_S = 86_400.0
 
+class TaskOptions(TypedDict, total=False):
+    """The options of ``@app.task(...)`` besides ``bind`` (see :meth:`App.task`)."""
+
+    name: str | None
+    queue: str | None
+    store_result: bool
+    result_ttl: float | timedelta | None
+    max_retries: int | None
+    autoretry_for: tuple[type[BaseException], ...]
+    retry_backoff: bool | float
+    retry_backoff_max: float | timedelta
+    retry_jitter: bool
+    default_retry_delay: float | timedelta
+    time_limit: float | timedelta | None
+    visibility_timeout: float | timedelta | None
+    idempotency_key: str | Callable[..., str] | None
+    idempotency_ttl: float | timedelta
+
+
 #: Every option ``@app.task(...)`` accepts; anything else fails at declaration.
-TASK_OPTIONS = frozenset(
-    {
-        "name",
-        "queue",
-        "store_result",
-        "result_ttl",
-        "bind",
-        "max_retries",
-        "autoretry_for",
-        "retry_backoff",
-        "retry_backoff_max",
-        "retry_jitter",
-        "default_retry_delay",
-        "time_limit",
-        "visibility_timeout",
-        "idempotency_key",
-        "idempotency_ttl",
-    }
-)
+TASK_OPTIONS = frozenset({*TaskOptions.__annotations__, "bind"})
 
 
 @dataclass(frozen=True)
