@@ -227,11 +227,11 @@ def _raise_if_failed(messages: Sequence[OutgoingMessage], failed: list[tuple[str
 
 def _missing_queue(directory: Any, messages: Sequence[OutgoingMessage], exc: Exception) -> None:
     """A cached queue URL whose queue was deleted: forget it, raise the clear error."""
-    if directory._is_missing(exc):
+    if directory.is_missing_queue(exc):
         names = {m.queue_name for m in messages}
         for name in names:
             directory.forget(name)
-        raise directory._missing(", ".join(sorted(names))) from None
+        raise directory.missing_queue(", ".join(sorted(names))) from None
 
 
 def send_sync(clients: Any, directory: Any, messages: Sequence[OutgoingMessage]) -> None:

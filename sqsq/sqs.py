@@ -211,14 +211,16 @@ class QueueDirectory:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _missing(name: str) -> ConfigurationError:
+    def missing_queue(name: str) -> ConfigurationError:
+        """The error for a queue that does not exist (names the fix)."""
         return ConfigurationError(
             f"SQS queue {name!r} does not exist; create the app's queues with "
             "`sqsq resources create APP`"
         )
 
     @staticmethod
-    def _is_missing(exc: Exception) -> bool:
+    def is_missing_queue(exc: Exception) -> bool:
+        """Whether a botocore error says the queue does not exist."""
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
         return code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
@@ -236,8 +238,8 @@ class QueueDirectory:
             try:
                 url = self.clients.sync("sqs").get_queue_url(**kwargs)["QueueUrl"]
             except Exception as exc:
-                if self._is_missing(exc):
-                    raise self._missing(name) from None
+                if self.is_missing_queue(exc):
+                    raise self.missing_queue(name) from None
                 raise
             with self._lock:
                 self._urls[name] = url
@@ -254,8 +256,8 @@ class QueueDirectory:
             try:
                 url = (await client.get_queue_url(**kwargs))["QueueUrl"]
             except Exception as exc:
-                if self._is_missing(exc):
-                    raise self._missing(name) from None
+                if self.is_missing_queue(exc):
+                    raise self.missing_queue(name) from None
                 raise
             self._urls[name] = url
         return url
