@@ -32,7 +32,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .delivery import Delivery
-from .execution import Executor, Outcome, OutcomeKind, Prepared
+from .execution import RETURNED_KINDS, Executor, Outcome, Prepared
 from .lease import LeaseTable
 from .settle import settle
 from .sqs import chunks, queue_name_from_arn
@@ -41,8 +41,6 @@ if TYPE_CHECKING:
     from .app import App
 
 logger = logging.getLogger(__name__)
-
-_LISTED_KINDS = (OutcomeKind.RETRY, OutcomeKind.DEFER, OutcomeKind.RELEASE)
 
 
 def _remaining_ms(context: Any) -> float | None:
@@ -175,7 +173,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
                 continue
             outcome = _run(app, executor, item, revoked, heartbeat)
             outcomes.append(outcome)
-            if group and outcome.kind in _LISTED_KINDS:
+            if group and outcome.kind in RETURNED_KINDS:
                 blocked_groups.add(group)
         # Leases of finished records last until their outcomes are settled.
         settlement = settle(app, outcomes, delete=False)
@@ -184,7 +182,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
         heartbeat.join(timeout=5)
 
     listed = {o.delivery.message_id for o in settlement.kept}
-    listed |= {o.delivery.message_id for o in settlement.done if o.kind in _LISTED_KINDS}
+    listed |= {o.delivery.message_id for o in settlement.done if o.kind in RETURNED_KINDS}
     listed |= not_started
     return {
         "batchItemFailures": [

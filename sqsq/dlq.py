@@ -191,8 +191,9 @@ def redrive(
             batch = _receive(client, dlq_url)
             if not batch:
                 break
-            wanted = [m for m in batch if _matches(m, task, error)]
-            skipped += [m for m in batch if not _matches(m, task, error)]
+            matched = [_matches(m, task, error) for m in batch]
+            wanted = [m for m, ok in zip(batch, matched, strict=True) if ok]
+            skipped += [m for m, ok in zip(batch, matched, strict=True) if not ok]
             if not wanted:
                 continue
             entries = [_resend_entry(i, m, fifo) for i, m in enumerate(wanted)]

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from typing import Any
 from . import limits
 from .envelope import dumps
 from .result import ResultRecord, State
+from .retry import full_jitter_s
 
 logger = logging.getLogger(__name__)
 
@@ -217,8 +217,7 @@ def _tokens(batch: list[Write], unprocessed: list[dict[str, Any]]) -> set[str]:
 
 
 def _backoff_s(attempt: int) -> float:
-    # full jitter, 50 ms base, 2 s cap ("Exponential Backoff And Jitter", AWS blog)
-    return float(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+    return full_jitter_s(attempt, base_s=0.05, cap_s=2.0)
 
 
 def _unprocessed(response: dict[str, Any], table: str) -> list[dict[str, Any]]:

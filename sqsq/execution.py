@@ -82,6 +82,9 @@ class OutcomeKind(enum.StrEnum):
 FINAL_KINDS = frozenset(
     {OutcomeKind.SUCCESS, OutcomeKind.FAILURE, OutcomeKind.DEAD_LETTER, OutcomeKind.REVOKED}
 )
+#: Outcomes whose message comes back (its visibility is set to ``delay_s``) — in
+#: Lambda, listed in batchItemFailures.
+RETURNED_KINDS = frozenset({OutcomeKind.RETRY, OutcomeKind.DEFER, OutcomeKind.RELEASE})
 
 
 @dataclass

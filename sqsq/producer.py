@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import logging
 import math
-import random
 import time
 import uuid
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import limits
 from .envelope import Envelope, encode, new_task_id, to_json
 from .errors import EnqueueError
+from .retry import full_jitter_s
 from .sqs import send_batches
 
 if TYPE_CHECKING:
@@ -183,8 +183,7 @@ def build(
 
 
 def _backoff_s(attempt: int) -> float:
-    # full jitter, 100 ms base, 5 s cap ("Exponential Backoff And Jitter", AWS Architecture blog)
-    return float(random.uniform(0, min(5.0, 0.1 * 2**attempt)))
+    return full_jitter_s(attempt, base_s=0.1, cap_s=5.0)
 
 
 def _split_failed(

@@ -24,6 +24,13 @@ DEFAULT_RETRY_DELAY_S = 180.0
 DEFAULT_RETRY_BACKOFF_MAX_S = 600.0
 
 
+def full_jitter_s(attempt: int, base_s: float, cap_s: float) -> float:
+    """A random delay in ``[0, min(cap_s, base_s * 2**attempt)]`` seconds ("full
+    jitter", AWS Architecture blog "Exponential Backoff And Jitter"). Used between
+    sqsq's own retries of AWS calls (unprocessed batch entries, failed receives)."""
+    return random.uniform(0, min(cap_s, base_s * 2.0 ** min(attempt, 64)))
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How a task is retried.

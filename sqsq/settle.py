@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import limits
 from .dynamodb import Write, attempt_item, delete, put, result_item
-from .execution import FINAL_KINDS, Outcome, OutcomeKind
+from .execution import FINAL_KINDS, RETURNED_KINDS, Outcome, OutcomeKind
 from .idempotency import completed_item, item_key
 from .sqs import chunks, dead_letter_entry, dead_letter_name, delete_entries, send_batches
 
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _DEAD = (OutcomeKind.FAILURE, OutcomeKind.DEAD_LETTER)
-_VISIBILITY = (OutcomeKind.RETRY, OutcomeKind.DEFER, OutcomeKind.RELEASE)
 
 
 @dataclass
@@ -182,7 +181,7 @@ class SqsCall:
 def sqs_calls(settlement: Settlement, *, delete: bool) -> list[SqsCall]:
     """The calls that let messages go: deletes of final outcomes (unless ``delete``
     is False: Lambda deletes them itself), visibility changes of the others."""
-    groups = [("change_message_visibility_batch", _by_url(settlement.done, _VISIBILITY))]
+    groups = [("change_message_visibility_batch", _by_url(settlement.done, RETURNED_KINDS))]
     if delete:
         groups.insert(0, ("delete_message_batch", _by_url(settlement.done, FINAL_KINDS)))
     return [

@@ -36,6 +36,7 @@ R = TypeVar("R")
 #: Default lifetime of idempotency keys, seconds (1 day).
 DEFAULT_IDEMPOTENCY_TTL_S = 86_400.0
 
+
 class TaskOptions(TypedDict, total=False):
     """The options of ``@app.task(...)`` besides ``bind`` (see :meth:`App.task`)."""
 

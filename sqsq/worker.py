@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import signal
 import socket
 import threading
@@ -49,6 +48,7 @@ from .delivery import Delivery
 from .errors import ConfigurationError, TimeLimitExceeded
 from .execution import FINAL_KINDS, CallResult, Executor, Outcome, OutcomeKind, Prepared, classify
 from .lease import LeaseTable
+from .retry import full_jitter_s
 from .settle import Settlement, asettle
 from .sqs import RECEIVE_ATTRIBUTES, chunks
 
@@ -103,7 +103,7 @@ def _is_fatal(exc: Exception) -> bool:
 
 
 def _backoff_s(errors: int) -> float:
-    return random.uniform(0, min(MAX_ERROR_BACKOFF_S, 0.5 * 2**errors))
+    return full_jitter_s(errors, base_s=0.5, cap_s=MAX_ERROR_BACKOFF_S)
 
 
 class Worker:
