@@ -24,6 +24,7 @@ import sqsq.resources
 from examples.quickstart.app import app as quickstart_app
 from sqsq import ResultRecord, State
 from sqsq.testing import LambdaContext, sqs_event
+from tests.helpers import queue_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "quickstart-default"
@@ -125,14 +126,7 @@ class Scenario:
 
 
 def _counts(sqs: Any, url: str) -> tuple[int, int]:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
+    return queue_counts(sqs, url)
 
 
 def _receive_all(sqs: Any, url: str, expected: int) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import sqsq.resources
 from examples.quickstart.app import Order, charge, price_quote, refund, render_email
 from sqsq import State
 from sqsq.testing import LambdaContext, sqs_event
+from tests.helpers import queue_counts
 
 
 def queue_url(name: str) -> str:
@@ -175,12 +176,4 @@ def test_unstored_outcomes_are_listed_and_nothing_is_dead_lettered(local_aws: An
     response = app.lambda_handler(event, LambdaContext())
 
     assert response == {"batchItemFailures": [{"itemIdentifier": i} for i in ids]}
-    sqs = boto3.client("sqs")
-    counts = sqs.get_queue_attributes(
-        QueueUrl=queue_url("nolambda-default-dlq"),
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    assert counts == {
-        "ApproximateNumberOfMessages": "0",
-        "ApproximateNumberOfMessagesNotVisible": "0",
-    }
+    assert queue_counts(boto3.client("sqs"), queue_url("nolambda-default-dlq")) == (0, 0)

@@ -18,6 +18,7 @@ import sqsq.resources
 from examples.quickstart.app import Order, charge, refund, render_email
 from sqsq import State
 from tests.apps import misc
+from tests.helpers import queue_counts as counts_at
 
 QUICKSTART = "examples.quickstart.app:app"
 MISC = "tests.apps.misc:app"
@@ -30,14 +31,7 @@ def queue_counts(app: sqsq.App, queue: str = "default") -> tuple[int, int]:
     """(ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible) of a queue."""
     sqs = boto3.client("sqs")
     url = sqs.get_queue_url(QueueName=app.queue_name(queue))["QueueUrl"]
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
+    return counts_at(sqs, url)
 
 
 def send_raw(app: sqsq.App, body: dict[str, Any], queue: str = "default") -> str:

@@ -26,6 +26,7 @@ import boto3
 import sqsq
 from sqsq.errors import Reject, Retry
 from sqsq.task import BoundTask
+from tests.helpers import queue_counts
 
 #: Visibility timeout of the queues ``resources.apply`` creates, seconds.
 VISIBILITY_S = 10
@@ -315,14 +316,7 @@ def queue_arn(name: str) -> str:
 
 def counts(name: str) -> tuple[int, int]:
     """(visible, in flight) messages of physical queue ``name``."""
-    attributes = sqs().get_queue_attributes(
-        QueueUrl=queue_url(name),
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
+    return queue_counts(sqs(), queue_url(name))
 
 
 def receive(name: str, wait_s: int = 0, limit: int = 10) -> list[dict[str, Any]]:

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tests.helpers import queue_counts
+
 
 def set_queue(app: Any, queue: str, **attributes: str) -> str:
     """Set attributes of a logical queue; returns its URL."""
@@ -21,13 +23,7 @@ def counts(app: Any, queue: str) -> tuple[int, int]:
     """(visible, in flight) messages of a physical queue name."""
     sqs = app.clients.sync("sqs")
     url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-    attrs = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
+    return queue_counts(sqs, url)
 
 
 def wait_for(
