@@ -162,7 +162,7 @@ def stopped_record(stderr: str) -> dict[str, Any] | None:
             record = json.loads(line)
         except ValueError:
             continue
-        if record.get("logger") == "sqsq.worker" and record.get("event") == "worker.stopped":
+        if str(record.get("logger", "")).startswith("sqsq.worker") and record.get("event") == "worker.stopped":
             return dict(record)
     return None
 

@@ -12,6 +12,7 @@ from .dynamodb import ResultStore
 from .errors import ConfigurationError
 from .idempotency import IdempotencyStore
 from .result import AsyncResult
+from .revocations import RevocationView
 from .settings import Settings, check_queue_name
 from .sqs import QueueDirectory
 from .task import TASK_OPTIONS, BoundTask, Task, TaskOptions
@@ -75,11 +76,21 @@ class App:
             self.settings, boto3_session=boto3_session, botocore_config=botocore_config
         )
         self.directory = QueueDirectory(self.clients)
-        self.results = ResultStore(self.clients, self.table_name)
+        self.results = ResultStore(self.clients, self.table_name, name)
         self.idempotency = IdempotencyStore(self.clients, self.table_name)
+        self._revocations: RevocationView | None = None
 
     def __repr__(self) -> str:
         return f"<App {self.name} tasks={len(self.tasks)}>"
+
+    @property
+    def revocations(self) -> RevocationView:
+        """This process's view of the app's revocations (see ``revocations.py``)."""
+        if self._revocations is None:
+            self._revocations = RevocationView(
+                self.clients, self.table_name, self.name, self.settings.revocation_interval_s
+            )
+        return self._revocations
 
     # --- names ---------------------------------------------------------------------
 

@@ -139,14 +139,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     heartbeat = _Heartbeat(app, leases)
     heartbeat.start()
 
-    prepared = [executor.prepare(d) for d in deliveries]
-    runnable = [p for p in prepared if isinstance(p, Prepared)]
-    revoked: set[str] = set()
-    if runnable and app.settings.check_revocations:
-        try:
-            revoked = app.results.revoked(p.envelope.task_id for p in runnable)
-        except Exception as exc:
-            logger.warning("revocation check failed (%s); running the tasks", exc)
+    prepared = [executor.prepare_isolated(d) for d in deliveries]
 
     outcomes: list[Outcome] = []
     not_started: set[str] = set()
@@ -171,7 +164,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
                     blocked_groups.add(group)
                 heartbeat.finish(delivery)
                 continue
-            outcome = _run(app, executor, item, revoked, heartbeat)
+            outcome = _run(app, executor, item, heartbeat)
             outcomes.append(outcome)
             if group and outcome.kind in RETURNED_KINDS:
                 blocked_groups.add(group)
@@ -191,12 +184,10 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     }
 
 
-def _run(
-    app: App, executor: Executor, item: Prepared | Outcome, revoked: set[str], heartbeat: _Heartbeat
-) -> Outcome:
+def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Heartbeat) -> Outcome:
     if isinstance(item, Outcome):
         return item
-    if item.envelope.task_id in revoked:
+    if app.settings.check_revocations and app.revocations.check(item.envelope.task_id):
         return executor.revoked(item)
     if item.idempotency_pk is not None:
         lease = heartbeat.leases.get(item.delivery)

@@ -12,7 +12,7 @@ result of a task       ``task#<id>``   ``result``  state, task, queue, value (JS
 attempt *n* of a task   ``task#<id>``   ``attempt#<n>``  state, exc_type, exc_message, started_at,
 (written on RETRY and                                  finished_at, retry_delay_s, expires_at
 final FAILURE only)
-revocation             ``task#<id>``   ``revoked`` expires_at
+revocations of an app  ``revocations#<app>``  ``<ms>#<id>``  task_id, expires_at (``revocations.py``)
 idempotency key        ``idem#<task>#<key>``  ``idempotency``  see ``idempotency.py``
 =====================  ==============  ==========  ========================================
 
@@ -37,6 +37,7 @@ from . import limits
 from .envelope import dumps
 from .result import ResultRecord, State
 from .retry import full_jitter_s
+from .revocations import revocation_item
 
 logger = logging.getLogger(__name__)
 
@@ -160,10 +161,6 @@ def attempt_item(record: ResultRecord, retry_delay_s: float | None = None) -> It
     return item
 
 
-def revocation_key(task_id: str) -> Item:
-    return {"pk": {"S": f"task#{task_id}"}, "sk": {"S": "revoked"}}
-
-
 #: A write for BatchWriteItem: ``(token, {"PutRequest": …} | {"DeleteRequest": …})``.
 #: The token names who is waiting for it (an outcome); tokens repeat freely.
 Write = tuple[str, dict[str, Any]]
@@ -230,11 +227,13 @@ class ResultStore:
     Args:
         clients: the App's client factory.
         table: the DynamoDB table name.
+        app_name: the app whose revocations :meth:`revoke` writes.
     """
 
-    def __init__(self, clients: Any, table: str) -> None:
+    def __init__(self, clients: Any, table: str, app_name: str = "") -> None:
         self.clients = clients
         self.table = table
+        self.app_name = app_name
 
     # --- reads ----------------------------------------------------------------
 
@@ -300,56 +299,16 @@ class ResultStore:
     # --- revocations ------------------------------------------------------------
 
     def revoke(self, task_id: str, ttl_s: float) -> None:
-        """Store a revocation of ``task_id`` that lasts ``ttl_s`` seconds."""
-        item = {**revocation_key(task_id), "expires_at": {"N": str(int(time.time() + ttl_s))}}
+        """Store a revocation of ``task_id`` that lasts ``ttl_s`` seconds (see
+        ``revocations.py``)."""
+        item = revocation_item(self.app_name, task_id, ttl_s)
         self.clients.sync("dynamodb").put_item(TableName=self.table, Item=item)
 
     async def arevoke(self, task_id: str, ttl_s: float) -> None:
         """Asyncio twin of :meth:`revoke`."""
-        item = {**revocation_key(task_id), "expires_at": {"N": str(int(time.time() + ttl_s))}}
+        item = revocation_item(self.app_name, task_id, ttl_s)
         client = await self.clients.aclient("dynamodb")
         await client.put_item(TableName=self.table, Item=item)
-
-    def _revoked_from(self, responses: list[dict[str, Any]]) -> set[str]:
-        now = time.time()
-        revoked = set()
-        for response in responses:
-            for item in response.get("Responses", {}).get(self.table, []):
-                if int(item.get("expires_at", {"N": "0"})["N"]) > now:
-                    revoked.add(item["pk"]["S"].removeprefix("task#"))
-        return revoked
-
-    def revoked(self, task_ids: Iterable[str]) -> set[str]:
-        """Which of ``task_ids`` are revoked: one BatchGetItem per 100 ids."""
-        client = self.clients.sync("dynamodb")
-        responses = []
-        for chunk in _get_chunks(task_ids):
-            request = {
-                self.table: {"Keys": [revocation_key(t) for t in chunk], "ConsistentRead": True}
-            }
-            for _ in range(UNPROCESSED_ATTEMPTS):
-                response = client.batch_get_item(RequestItems=request)
-                responses.append(response)
-                request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-        return self._revoked_from(responses)
-
-    async def arevoked(self, task_ids: Iterable[str]) -> set[str]:
-        """Asyncio twin of :meth:`revoked`."""
-        client = await self.clients.aclient("dynamodb")
-        responses = []
-        for chunk in _get_chunks(task_ids):
-            request = {
-                self.table: {"Keys": [revocation_key(t) for t in chunk], "ConsistentRead": True}
-            }
-            for _ in range(UNPROCESSED_ATTEMPTS):
-                response = await client.batch_get_item(RequestItems=request)
-                responses.append(response)
-                request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-        return self._revoked_from(responses)
 
     # --- history ----------------------------------------------------------------
 
@@ -370,9 +329,3 @@ class ResultStore:
             for item in page.get("Items", []):
                 rows.append({k: next(iter(v.values())) for k, v in item.items()})
         return rows
-
-
-def _get_chunks(task_ids: Iterable[str]) -> list[list[str]]:
-    ids = list(dict.fromkeys(task_ids))
-    size = limits.DYNAMODB_MAX_BATCH_GET_ITEMS
-    return [ids[i : i + size] for i in range(0, len(ids), size)]

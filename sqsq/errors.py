@@ -11,7 +11,8 @@
     ├── DeadLetter                a delivered message that cannot be run; it goes to the DLQ
     │   ├── UndecodableMessage    body is not JSON, or not an envelope
     │   ├── UnknownTask           no task of that name is registered in this app
-    │   └── InvalidArguments      the arguments do not fit the function's signature/types
+    │   ├── InvalidArguments      the arguments do not fit the function's signature/types
+    │   └── InternalError         sqsq failed on this one message (its neighbours are unaffected)
     ├── ResultError               the reader of a result
     │   ├── ResultTimeout         not ready within ``get(timeout=...)`` (also a TimeoutError)
     │   ├── TaskFailed            the task raised; carries remote type, message, traceback
@@ -126,6 +127,13 @@ class InvalidArguments(DeadLetter):
     """The envelope's args/kwargs do not bind to, or validate against, the function."""
 
     reason = "invalid_arguments"
+
+
+class InternalError(DeadLetter):
+    """sqsq itself failed on this one message (a bug, or input it did not foresee);
+    the message goes to the DLQ with the exception's type, its neighbours run."""
+
+    reason = "internal_error"
 
 
 # --- results --------------------------------------------------------------------

@@ -37,6 +37,7 @@ from .dynamodb import item_size, result_item
 from .envelope import Envelope, decode, to_json
 from .errors import (
     DeadLetter,
+    InternalError,
     NotSerializable,
     Reject,
     ResultNotSerializable,
@@ -253,6 +254,16 @@ class Executor:
         if key is not None:
             prepared.idempotency_pk = key_pk(task.name, key)
         return prepared
+
+    def prepare_isolated(self, delivery: Delivery) -> Prepared | Outcome:
+        """:meth:`prepare`, with any unexpected exception turned into this message's
+        own dead letter (reason ``internal_error``), so its neighbours are unaffected."""
+        try:
+            return self.prepare(delivery)
+        except Exception as exc:
+            logger.error("preparing message %s failed", delivery.message_id, exc_info=True)
+            error = InternalError(f"{type_name(exc)} while decoding: {str(exc)[:500]}")
+            return self.dead_letter(delivery, error)
 
     def _record(self, delivery: Delivery, task_id: str, **fields: Any) -> ResultRecord:
         now = datetime.now(UTC)

@@ -77,13 +77,33 @@ class Settings(BaseSettings):
     wait_time_s: Seconds = Field(default=20.0, le=limits.SQS_MAX_WAIT_TIME_S)
     #: The Lambda handler starts no record when less time than this remains, seconds.
     lambda_safety_margin_s: Seconds = 5.0
-    #: Look revocations up before running (one BatchGetItem per received batch);
-    #: False saves that read when ``AsyncResult.revoke()`` is never used.
+    #: Honour ``AsyncResult.revoke()`` (one Query per ``revocation_interval_s`` of a
+    #: busy runner); False makes no revocation reads at all.
     check_revocations: bool = True
     #: botocore retry mode for every client: "standard" or "adaptive".
     retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
     #: botocore max attempts per AWS call, including the first.
     max_attempts: int = Field(default=5, ge=1)
+
+    # --- the worker engine (``sqsq worker``; CLI options are the same fields) ---------
+    #: Tasks a worker runs at once (``--concurrency``).
+    concurrency: int = Field(default=10, ge=1)
+    #: Messages a worker holds ready beyond those running (``--prefetch``); their
+    #: leases are kept, and they are released at once on shutdown. 0 receives only
+    #: for free slots (fair to other workers when tasks are long).
+    prefetch: int = Field(default=10, ge=0)
+    #: The longest a worker's partial settle batch waits for more outcomes while
+    #: more are on their way, seconds (a full batch, or one with nothing else about
+    #: to finish, goes at once). Costs result latency, never throughput.
+    settle_linger_s: Seconds = Field(default=0.05, le=1.0)
+    #: A busy runner Queries for new revocations at most this often, seconds
+    #: (see ``revocations.py``); a revocation reaches it within this time.
+    revocation_interval_s: Seconds = Field(default=2.0, gt=0)
+    #: Seconds from the first SIGTERM/SIGINT until the worker has released what it
+    #: still holds (``--grace``); it exits within this plus 2 s. A supervisor's stop
+    #: timeout (ECS ``stopTimeout``, systemd ``TimeoutStopSec``) must be at least
+    #: this plus ``worker.SHUTDOWN_MARGIN_S`` (5 s).
+    shutdown_grace_s: Seconds = Field(default=25.0, le=115.0)
 
     @field_validator("default_queue")
     @classmethod

@@ -12,12 +12,18 @@ This is the one place where invariant 1 of the design is written down::
                    — for SUCCESS, FAILURE, DEAD_LETTER, REVOKED
                 ChangeMessageVisibilityBatch — RETRY (backoff), DEFER (lease), RELEASE (0)
 
-:func:`plan_writes` and :func:`dead_letter_batches` are pure; :func:`settle`
-(boto3, Lambda) and :func:`asettle` (aiobotocore, worker) execute them.
+:func:`plan_writes`, :func:`dead_letter_batches` and :func:`sqs_calls` are pure.
+Two stages execute them — :func:`store` (writes and DLQ copies) and :func:`release`
+(deletes and visibility changes), with aiobotocore twins :func:`astore` /
+:func:`arelease`. :func:`settle` runs both in order for the Lambda handler; the
+worker's settler (``worker/settler.py``) runs them as a pipeline, batching across
+receives. Either way :func:`sqs_calls` refuses an outcome that :func:`may_let_go`
+does not allow: invariant 1 is checked here and nowhere else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -133,23 +139,17 @@ def visibility_entries(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
     ]
 
 
-def _split(outcomes: Sequence[Outcome], not_written: set[str]) -> Settlement:
-    settlement = Settlement()
-    for index, outcome in enumerate(outcomes):
-        if _token(index) in not_written:
-            settlement.kept.append(outcome)
-        else:
-            outcome.stored = True
-            settlement.done.append(outcome)
-    return settlement
+def needs_store(outcome: Outcome) -> bool:
+    """Whether ``outcome`` has DynamoDB writes or a DLQ copy to make before its
+    message may be let go."""
+    return bool(plan_writes([outcome])) or (outcome.kind in _DEAD and not outcome.copied)
 
 
-def _keep(settlement: Settlement, by_id: dict[str, Outcome], failed: list[Outcome]) -> None:
-    for outcome in failed:
-        settlement.done.remove(outcome)
-        settlement.kept.append(outcome)
-    for outcome in by_id.values():
-        outcome.copied = outcome not in failed
+def may_let_go(outcome: Outcome) -> bool:
+    """The invariant, checked in one place: a message is deleted (or made visible
+    again) only once what its outcome must store is stored and, for FAILURE and
+    DEAD_LETTER, it is copied to the DLQ."""
+    return not needs_store(outcome)
 
 
 def _by_url(
@@ -164,7 +164,7 @@ def _by_url(
 
 @dataclass(frozen=True)
 class SqsCall:
-    """One DeleteMessageBatch or ChangeMessageVisibilityBatch call of a settlement."""
+    """One DeleteMessageBatch or ChangeMessageVisibilityBatch call."""
 
     method: str  # the client method: "delete_message_batch" / "change_message_visibility_batch"
     url: str
@@ -178,12 +178,18 @@ class SqsCall:
         return {"QueueUrl": self.url, "Entries": entries}
 
 
-def sqs_calls(settlement: Settlement, *, delete: bool) -> list[SqsCall]:
+def sqs_calls(outcomes: Sequence[Outcome], *, delete: bool) -> list[SqsCall]:
     """The calls that let messages go: deletes of final outcomes (unless ``delete``
-    is False: Lambda deletes them itself), visibility changes of the others."""
-    groups = [("change_message_visibility_batch", _by_url(settlement.done, RETURNED_KINDS))]
+    is False: Lambda deletes them itself), visibility changes of the others.
+
+    Raises:
+        AssertionError: an outcome is not yet stored (see :func:`may_let_go`).
+    """
+    for outcome in outcomes:
+        assert may_let_go(outcome), f"letting go of {outcome.task_id} before it is stored"
+    groups = [("change_message_visibility_batch", _by_url(outcomes, RETURNED_KINDS))]
     if delete:
-        groups.insert(0, ("delete_message_batch", _by_url(settlement.done, FINAL_KINDS)))
+        groups.insert(0, ("delete_message_batch", _by_url(outcomes, FINAL_KINDS)))
     return [
         SqsCall(method, url, chunk)
         for method, by_url in groups
@@ -192,14 +198,110 @@ def sqs_calls(settlement: Settlement, *, delete: bool) -> list[SqsCall]:
     ]
 
 
-def _sqs_done(
-    settlement: Settlement, call: SqsCall, response: dict[str, Any] | None, exc: Exception | None
-) -> None:
-    if exc is not None:
-        _warn("%s of %d messages failed", (call.method, len(call.chunk)), exc)
-        settlement.sqs_failed += list(call.chunk)
-    elif response is not None:
-        settlement.sqs_failed += [call.chunk[int(f["Id"])] for f in response.get("Failed", [])]
+def _failed_entries(call: SqsCall, response: dict[str, Any]) -> list[Outcome]:
+    return [call.chunk[int(f["Id"])] for f in response.get("Failed", [])]
+
+
+def _stored(outcomes: Sequence[Outcome], not_written: set[str]) -> list[Outcome]:
+    """Mark what was written; returns the outcomes whose writes failed."""
+    kept = []
+    for index, outcome in enumerate(outcomes):
+        if _token(index) in not_written:
+            kept.append(outcome)
+        else:
+            outcome.stored = True
+    return kept
+
+
+def _copied(by_id: dict[str, Outcome], failed: list[Outcome]) -> None:
+    for outcome in by_id.values():
+        outcome.copied = outcome not in failed
+
+
+# --- the stages, with boto3 (Lambda) and aiobotocore (worker) --------------------------
+
+
+def store(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """Stage 1 (boto3): BatchWriteItem, then DLQ copies of FAILURE / DEAD_LETTER.
+
+    Returns the outcomes that could not be stored or copied (their messages must be
+    kept). AWS errors (after botocore's retries) are logged, not raised.
+    """
+    writes = plan_writes(outcomes)
+    try:
+        not_written = app.results.write(writes) if writes else set()
+    except Exception as exc:
+        _warn("storing %d outcomes failed; their messages are kept", len(outcomes), exc)
+        not_written = {token for token, _ in writes}
+    kept = _stored(outcomes, not_written)
+    stored = [o for o in outcomes if o not in kept]
+    client = app.clients.sync("sqs")
+    for dlq, by_id, entries in dead_letter_batches(app, stored):
+        try:
+            response = client.send_message_batch(QueueUrl=app.directory.url(dlq), Entries=entries)
+            failed = [by_id[f["Id"]] for f in response.get("Failed", [])]
+        except Exception as exc:
+            _warn("sending %d messages to %s failed; they are kept", (len(entries), dlq), exc)
+            failed = list(by_id.values())
+        _copied(by_id, failed)
+        kept += failed
+    return kept
+
+
+async def astore(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """Asyncio twin of :func:`store` (aiobotocore)."""
+    writes = plan_writes(outcomes)
+    try:
+        not_written = await app.results.awrite(writes) if writes else set()
+    except Exception as exc:
+        _warn("storing %d outcomes failed; their messages are kept", len(outcomes), exc)
+        not_written = {token for token, _ in writes}
+    kept = _stored(outcomes, not_written)
+    stored = [o for o in outcomes if o not in kept]
+    client = await app.clients.aclient("sqs")
+    for dlq, by_id, entries in dead_letter_batches(app, stored):
+        try:
+            url = await app.directory.aurl(dlq)
+            response = await client.send_message_batch(QueueUrl=url, Entries=entries)
+            failed = [by_id[f["Id"]] for f in response.get("Failed", [])]
+        except Exception as exc:
+            _warn("sending %d messages to %s failed; they are kept", (len(entries), dlq), exc)
+            failed = list(by_id.values())
+        _copied(by_id, failed)
+        kept += failed
+    return kept
+
+
+def release(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> list[Outcome]:
+    """Stage 2 (boto3): DeleteMessageBatch / ChangeMessageVisibilityBatch of stored
+    outcomes. Returns the outcomes whose call failed (to be released again)."""
+    client = app.clients.sync("sqs")
+    failed: list[Outcome] = []
+    for call in sqs_calls(outcomes, delete=delete):
+        try:
+            failed += _failed_entries(call, getattr(client, call.method)(**call.kwargs()))
+        except Exception as exc:
+            _warn("%s of %d messages failed", (call.method, len(call.chunk)), exc)
+            failed += list(call.chunk)
+    return failed
+
+
+async def arelease(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """Asyncio twin of :func:`release` (always deletes): the calls run concurrently."""
+    client = await app.clients.aclient("sqs")
+    calls = sqs_calls(outcomes, delete=True)
+
+    async def one(call: SqsCall) -> list[Outcome]:
+        try:
+            return _failed_entries(call, await getattr(client, call.method)(**call.kwargs()))
+        except Exception as exc:
+            _warn("%s of %d messages failed", (call.method, len(call.chunk)), exc)
+            return list(call.chunk)
+
+    failed: list[Outcome] = []
+    for result in await asyncio.gather(*(one(call) for call in calls)):
+        failed += result
+    return failed
 
 
 def settle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> Settlement:
@@ -208,56 +310,6 @@ def settle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> Set
     AWS errors (after botocore's retries) do not propagate: the affected
     outcomes are returned in ``kept`` / ``sqs_failed`` and logged.
     """
-    writes = plan_writes(outcomes)
-    try:
-        not_written = app.results.write(writes) if writes else set()
-    except Exception as exc:
-        _warn("storing %d outcomes failed; their messages are kept", len(outcomes), exc)
-        not_written = {token for token, _ in writes}
-    settlement = _split(outcomes, not_written)
-    client = app.clients.sync("sqs")
-    for dlq, by_id, entries in dead_letter_batches(app, settlement.done):
-        try:
-            response = client.send_message_batch(QueueUrl=app.directory.url(dlq), Entries=entries)
-            failed = [by_id[f["Id"]] for f in response.get("Failed", [])]
-        except Exception as exc:
-            _warn("sending %d messages to %s failed; they are kept", (len(entries), dlq), exc)
-            failed = list(by_id.values())
-        _keep(settlement, by_id, failed)
-    for call in sqs_calls(settlement, delete=delete):
-        try:
-            response = getattr(client, call.method)(**call.kwargs())
-        except Exception as exc:
-            _sqs_done(settlement, call, None, exc)
-        else:
-            _sqs_done(settlement, call, response, None)
-    return settlement
-
-
-async def asettle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> Settlement:
-    """Asyncio twin of :func:`settle` (aiobotocore)."""
-    writes = plan_writes(outcomes)
-    try:
-        not_written = await app.results.awrite(writes) if writes else set()
-    except Exception as exc:
-        _warn("storing %d outcomes failed; their messages are kept", len(outcomes), exc)
-        not_written = {token for token, _ in writes}
-    settlement = _split(outcomes, not_written)
-    client = await app.clients.aclient("sqs")
-    for dlq, by_id, entries in dead_letter_batches(app, settlement.done):
-        try:
-            url = await app.directory.aurl(dlq)
-            response = await client.send_message_batch(QueueUrl=url, Entries=entries)
-            failed = [by_id[f["Id"]] for f in response.get("Failed", [])]
-        except Exception as exc:
-            _warn("sending %d messages to %s failed; they are kept", (len(entries), dlq), exc)
-            failed = list(by_id.values())
-        _keep(settlement, by_id, failed)
-    for call in sqs_calls(settlement, delete=delete):
-        try:
-            response = await getattr(client, call.method)(**call.kwargs())
-        except Exception as exc:
-            _sqs_done(settlement, call, None, exc)
-        else:
-            _sqs_done(settlement, call, response, None)
-    return settlement
+    kept = store(app, outcomes)
+    done = [o for o in outcomes if o not in kept]
+    return Settlement(done=done, kept=kept, sqs_failed=release(app, done, delete=delete))

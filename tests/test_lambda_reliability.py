@@ -112,6 +112,7 @@ def test_revoked_record_is_revoked_and_not_listed(rapp: sqsq.App, tmp_path: Path
     revoked = rel.counted.delay(path, "revoked")
     kept = rel.counted.delay(path, "kept")
     revoked.revoke()
+    time.sleep(rapp.settings.revocation_interval_s)  # a revocation reaches a runner within it
     event, _ = event_of(DEFAULT, 2)
 
     assert listed(rapp.lambda_handler(event, LambdaContext())) == []

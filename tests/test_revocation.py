@@ -4,10 +4,12 @@ the message is deleted; ``expires`` as seconds, aware datetimes and hand-written
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,3 +160,70 @@ def test_an_eager_result_cannot_be_revoked() -> None:
     assert result.get(timeout=0) == "eager"
     with pytest.raises(sqsq.ResultError):
         result.revoke()
+
+
+def test_revoked_before_it_starts_never_runs_across_two_workers(
+    worker: Any, tmp_path: Path
+) -> None:
+    """Two busy workers; tasks revoked while they work, before their messages are
+    due, never run; each worker reads revocations with about one Query per
+    ``revocation_interval_s`` and no read per task."""
+    from sqsq.resources import apply
+
+    apply(rel.app)
+    path = str(tmp_path / "runs.txt")
+    busy = [rel.counted.delay(path, f"busy-{i}") for i in range(30)]
+    later = {
+        name: rel.counted.apply_async((path, name), countdown=4)
+        for name in ("revoked-0", "revoked-1", "revoked-2", "kept-0", "kept-1")
+    }
+    workers = [
+        worker.start(
+            "tests.apps.reliability:app",
+            "-c",
+            "1",
+            "--prefetch",
+            "0",
+            "--log-format",
+            "json",
+            SQSQ_REVOCATION_INTERVAL_S="0.5",
+        )
+        for _ in range(2)
+    ]
+    for name, result in later.items():
+        if name.startswith("revoked"):
+            result.revoke()
+    for i, result in enumerate(busy):
+        assert result.get(timeout=60) == f"busy-{i}"
+    for name in ("kept-0", "kept-1"):
+        assert later[name].get(timeout=60) == name
+    for name in ("revoked-0", "revoked-1", "revoked-2"):
+        deadline = time.monotonic() + 30
+        while later[name].state is State.PENDING and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert later[name].state is State.REVOKED, name
+    for process in workers:
+        process.send_signal(signal.SIGTERM)
+    summaries = []
+    for process in workers:
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 0, stderr
+        summaries.append(next(r for r in _json_lines(stderr) if r.get("event") == "worker.stopped"))
+    runs = Path(path).read_text().splitlines()
+    assert not [r for r in runs if r.startswith("revoked")], runs
+    assert sorted(r for r in runs if r.startswith("kept")) == ["kept-0", "kept-1"]
+    for summary in summaries:
+        requests = summary["requests"]
+        assert "dynamodb.BatchGetItem" not in requests and "dynamodb.GetItem" not in requests
+        # at most one Query per interval while busy (+1 for the first); never one per task
+        assert requests.get("dynamodb.Query", 0) <= summary["elapsed_s"] / 0.5 + 1, summary
+
+
+def _json_lines(stderr: str) -> list[dict[str, Any]]:
+    out = []
+    for line in stderr.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out

@@ -61,7 +61,7 @@ def summary_record(records: list[dict[str, Any]]) -> dict[str, Any]:
     found = [
         r
         for r in records
-        if r.get("logger") == "sqsq.worker"
+        if str(r.get("logger", "")).startswith("sqsq.worker")
         and str(r.get("message", "")).startswith("worker ")
         and "stopped" in str(r.get("message", ""))
     ]

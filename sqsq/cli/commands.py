@@ -62,10 +62,16 @@ def _queues(value: str | None) -> list[str] | None:
 @click.option(
     "-c",
     "--concurrency",
-    default=10,
-    show_default=True,
     type=click.IntRange(min=1),
-    help="Tasks run at once; also the most messages held.",
+    default=None,
+    help="Tasks run at once (default: the app's concurrency setting, 10).",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Messages held ready beyond the running ones (default: the app's prefetch, 10; "
+    "0 for long tasks shared among workers).",
 )
 @click.option("--burst", is_flag=True, help="Exit 0 when every queue is empty and nothing runs.")
 @click.option(
@@ -89,21 +95,23 @@ def _queues(value: str | None) -> list[str] | None:
 )
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
-    default=25.0,
-    show_default=True,
-    help="Seconds running tasks get after SIGTERM/SIGINT before their messages are released.",
+    type=click.FloatRange(min=0, max=115),
+    default=None,
+    help="Seconds from SIGTERM/SIGINT until everything still held is released; the worker "
+    "exits within this + 2 s (default: the app's shutdown_grace_s, 25). A supervisor's stop "
+    "timeout must be at least this + 5 s.",
 )
 @log_options
 def worker(
     app: str,
     queues: str | None,
-    concurrency: int,
+    concurrency: int | None,
+    prefetch: int | None,
     burst: bool,
     wait_time: int | None,
     pool: str,
     max_tasks_per_child: int,
-    grace: float,
+    grace: float | None,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -119,6 +127,7 @@ def worker(
         the_app,
         queues=_queues(queues),
         concurrency=concurrency,
+        prefetch=prefetch,
         burst=burst,
         wait_time_s=wait_time,
         pool="processes" if pool == "processes" else "threads",
@@ -135,9 +144,9 @@ def worker(
 @cli.command()
 @click.argument("app")
 @click.option("--port", default=0, type=click.IntRange(0, 65535), help="Endpoint port (0: free).")
-@click.option("-c", "--concurrency", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("-c", "--concurrency", default=None, type=click.IntRange(min=1))
 @log_options
-def dev(app: str, port: int, concurrency: int, log_level: str, log_format: str) -> None:
+def dev(app: str, port: int, concurrency: int | None, log_level: str, log_format: str) -> None:
     """Embedded local AWS endpoint + resources + a worker, no AWS account needed.
 
     Prints the endpoint so that a second shell can `sqsq send` to it.

@@ -78,3 +78,24 @@ def test_second_sigint_exits_at_once(faults: Any, worker: Any, tmp_path: Path) -
     _, stderr = process.communicate(timeout=10)
     assert process.returncode == 130, "".join(seen) + stderr
     assert "cold shutdown" in stderr
+
+
+def test_sigterm_with_the_default_long_poll_exits_within_grace(
+    faults: Any, worker: Any, tmp_path: Path
+) -> None:
+    """The grace deadline counts from the signal, not from when the open 20 s long
+    poll returns: a worker with a long task running and a poll open exits within
+    grace + 2 s, with the long task's lease released."""
+    set_queue(faults, "busy", VisibilityTimeout="120")  # a kept lease would hide it for 2 min
+    out = tmp_path / "runs.txt"
+    sleepy.delay(60, str(out))
+    grace = 3.0
+    # -c 2: one slot stays free, so a 20 s long poll is open beside the running task
+    process = worker.start(APP, "-Q", "busy", "-c", "2", "--wait-time", "20", "--grace", str(grace))
+    wait_for(lambda: len(_starts(out)) == 1, 30, "the long task to start")
+    process.send_signal(signal.SIGTERM)
+    # within grace + 2 s (+ 3 s for a loaded machine); waiting out the poll took 20 s + grace
+    _, stderr = process.communicate(timeout=grace + 2 + 3)
+    assert process.returncode == 0, stderr
+    assert "still running at the grace deadline" in stderr
+    assert counts(faults, faults.queue_name("busy")) == (1, 0), stderr  # released, not hidden

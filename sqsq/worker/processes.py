@@ -17,20 +17,20 @@ from __future__ import annotations
 import multiprocessing
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidArguments
-from .execution import CallResult, classify, type_name
+from ..errors import InvalidArguments
+from ..execution import CallResult, classify, type_name
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from .app import App
+    from ..app import App
 
 _child_app: App | None = None
 
 
 def _init(app_path: str) -> None:
     global _child_app
-    from .app import load_app
+    from ..app import load_app
 
     _child_app = load_app(app_path)
 
@@ -46,7 +46,7 @@ def run_in_child(
     except InvalidArguments as exc:
         return CallResult(error_type=type_name(exc), error_message=str(exc), final=True)
     if task.bind:
-        from .task import BoundTask, Request
+        from ..task import BoundTask, Request
 
         request = {**request, "args": list(call_args), "kwargs": dict(call_kwargs)}
         call_args = [BoundTask(task, Request(**request)), *call_args]

@@ -1,0 +1,526 @@
+"""The Worker: wires the pipeline, owns the signals, the shutdown deadline and the summary."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Literal
+
+from .. import limits
+from ..delivery import Delivery
+from ..errors import ConfigurationError
+from ..execution import Executor, Outcome, Prepared
+from ..lease import LeaseTable
+from ..retry import full_jitter_s
+from ..sqs import RECEIVE_ATTRIBUTES
+from .inbox import Inbox, WorkItem
+from .leaser import keep_leases
+from .runner import Runner
+from .settler import Settler
+
+if TYPE_CHECKING:
+    from ..app import App
+    from .processes import ProcessPool
+    from .threads import ThreadPool
+
+logger = logging.getLogger(__name__)
+
+#: Exit codes of ``sqsq worker``.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_COLD_SHUTDOWN = 130
+
+#: Longest pause between retries of AWS calls that keep failing, seconds.
+MAX_ERROR_BACKOFF_S = 30.0
+#: Long-poll wait in burst mode, seconds (long polling asks every SQS server).
+BURST_WAIT_TIME_S = 1
+#: After the grace deadline, seconds left for releasing and settling what is held.
+SETTLE_AFTER_DEADLINE_S = 1.8
+#: After the grace deadline, seconds an open long poll may still take to return
+#: before it is cancelled. A message released into its queue returns it at once on
+#: SQS (moto looks once a second); a cancelled poll may still take a message that
+#: becomes visible later, which SQS then hides for its visibility timeout.
+POLL_AFTER_DEADLINE_S = 1.2
+#: A supervisor's stop timeout must be at least the grace plus this, seconds: the
+#: worker exits within grace + 2 s (settling after the deadline, closing clients).
+SHUTDOWN_MARGIN_S = 5.0
+
+
+def _is_fatal(exc: Exception) -> bool:
+    """Errors no retry can fix at startup: no credentials or region, access denied,
+    bad request (4xx other than throttling)."""
+    from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+
+    if isinstance(exc, NoCredentialsError | NoRegionError):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = exc.response.get("Error", {}).get("Code", "")
+        return 400 <= int(status) < 500 and "Throttl" not in code and status != 429
+    return False
+
+
+def _backoff_s(errors: int) -> float:
+    return full_jitter_s(errors, base_s=0.5, cap_s=MAX_ERROR_BACKOFF_S)
+
+
+class Worker:
+    """Runs an App's tasks from SQS.
+
+    Args:
+        app: the App.
+        queues: logical queues to consume (default: every queue the app uses).
+        concurrency: tasks run at once (≥ 1); default: the app's ``concurrency`` (10).
+        prefetch: messages held ready beyond the running ones (≥ 0); default: the
+            app's ``prefetch`` (10).
+        burst: exit when every queue is empty and nothing is in hand.
+        wait_time_s: long-polling wait, seconds (≤ 20, ``limits.SQS_MAX_WAIT_TIME_S``);
+            default: the app's ``wait_time_s``.
+        pool: ``"threads"`` (default) or ``"processes"`` for sync functions.
+        app_path: ``module:attribute`` of the app (needed by the process pool).
+        max_tasks_per_child: with processes, replace a child after this many tasks.
+        grace_s: seconds from the first shutdown signal until everything still held
+            is released; default: the app's ``shutdown_grace_s`` (25).
+
+    Raises:
+        ConfigurationError: bad options.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: list[str] | None = None,
+        concurrency: int | None = None,
+        prefetch: int | None = None,
+        burst: bool = False,
+        wait_time_s: float | None = None,
+        pool: Literal["threads", "processes"] = "threads",
+        app_path: str | None = None,
+        max_tasks_per_child: int = 0,
+        grace_s: float | None = None,
+    ) -> None:
+        settings = app.settings
+        concurrency = settings.concurrency if concurrency is None else concurrency
+        prefetch = settings.prefetch if prefetch is None else prefetch
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+        if prefetch < 0:
+            raise ConfigurationError(f"prefetch must be >= 0, got {prefetch}")
+        if pool not in ("threads", "processes"):
+            raise ConfigurationError(f"pool must be 'threads' or 'processes', got {pool!r}")
+        if pool == "processes" and not app_path:
+            raise ConfigurationError("the process pool needs the app's 'module:attribute' path")
+        self.app = app
+        self.queues = queues or app.queues()
+        unknown = [q for q in self.queues if q not in app.queues()]
+        if unknown:
+            logger.warning("queues %s have no registered task in this app", unknown)
+        self.concurrency = concurrency
+        self.prefetch = prefetch
+        self.burst = burst
+        wait = settings.wait_time_s if wait_time_s is None else wait_time_s
+        self.wait_time_s = int(min(wait, limits.SQS_MAX_WAIT_TIME_S))
+        if burst:
+            self.wait_time_s = min(self.wait_time_s, BURST_WAIT_TIME_S) or BURST_WAIT_TIME_S
+        self.pool_kind = pool
+        self.app_path = app_path
+        self.max_tasks_per_child = max_tasks_per_child
+        self.grace_s = settings.shutdown_grace_s if grace_s is None else grace_s
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.executor = Executor(app, self.worker_id)
+        self.counters: Counter[str] = Counter()
+        self.leases = LeaseTable()
+        self.started_monotonic = 0.0
+        self._visibility: dict[str, float] = {}
+        self._empty: dict[str, bool] = {}
+        self._running: dict[asyncio.Task[None], WorkItem] = {}
+        self._signals = 0
+        self._stop_at: float | None = None
+        self._stopping: asyncio.Event | None = None
+        self._threads: ThreadPool | None = None
+        self._processes: ProcessPool | None = None
+        self._inbox: Inbox | None = None
+        self._settler: Settler | None = None
+        self._runner: Runner | None = None
+
+    # --- entry point ------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped (or drained, with ``burst``); returns an exit code."""
+        return asyncio.run(self.arun())
+
+    async def arun(self) -> int:
+        """Asyncio entry point of :meth:`run`."""
+        loop = asyncio.get_running_loop()
+        self._stopping = stopping = asyncio.Event()
+        self.started_monotonic = time.monotonic()
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+        code = EXIT_OK
+        try:
+            urls: dict[str, str] = {}
+            for queue in self.queues:
+                name = self.app.queue_name(queue)
+                urls[queue] = await self._startup_call(self.app.directory.aurl, name)
+                queue_settings = await self._startup_call(self.app.directory.asettings, name)
+                self._visibility[queue] = queue_settings.visibility_timeout_s
+            self._start_pools()
+            inbox = self._inbox = Inbox(self.concurrency, self.prefetch, self._settle_backlog)
+            settler = self._settler = Settler(
+                self.app,
+                upstream_busy=lambda: inbox.busy,
+                let_go=self._let_go,
+                counters=self.counters,
+                linger_s=self.app.settings.settle_linger_s,
+            )
+            settings = self.app.settings
+            self._runner = Runner(
+                self.app,
+                self.executor,
+                self.leases,
+                threads=self._threads,
+                processes=self._processes,
+                revocations=self.app.revocations if settings.check_revocations else None,
+                emit=self._emit,
+                stopping=stopping,
+                visibility=self._visibility,
+                counters=self.counters,
+            )
+            logger.info(
+                "worker %s consuming %s (concurrency %d, prefetch %d, %s pool%s)",
+                self.worker_id,
+                ", ".join(self.app.queue_name(q) for q in self.queues),
+                self.concurrency,
+                self.prefetch,
+                self.pool_kind,
+                ", burst" if self.burst else "",
+                extra={"worker": self.worker_id, "queues": self.queues},
+            )
+            settling = asyncio.create_task(settler.run(), name="sqsq-settler")
+            leasing = asyncio.create_task(
+                keep_leases(self.app, self.leases, self.counters), name="sqsq-leaser"
+            )
+            dispatching = asyncio.create_task(self._dispatch(), name="sqsq-dispatcher")
+            receivers = [
+                asyncio.create_task(self._receive(q, url), name=f"sqsq-receive-{q}")
+                for q, url in urls.items()
+            ]
+            await stopping.wait()
+            await self._shutdown(receivers, dispatching, settling)
+            leasing.cancel()
+            await asyncio.gather(leasing, return_exceptions=True)
+        except ConfigurationError as exc:
+            logger.error("%s", exc)
+            code = EXIT_USAGE
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            if self._processes is not None:
+                self._processes.close(kill=True)
+            if self._threads is not None:
+                self._threads.close()
+            await self.app.aclose()
+        self._log_summary()
+        return code
+
+    async def _startup_call(self, fn: Any, name: str) -> Any:
+        """Resolve a queue at startup, riding out a missing endpoint; a missing
+        queue is a configuration error."""
+        errors = 0
+        while True:
+            try:
+                return await fn(name)
+            except ConfigurationError:
+                raise
+            except Exception as exc:
+                if _is_fatal(exc):
+                    raise ConfigurationError(f"cannot use SQS queue {name}: {exc}") from None
+                errors += 1
+                assert self._stopping is not None
+                if self._stopping.is_set():
+                    raise ConfigurationError(f"stopped before {name} could be reached") from None
+                delay = _backoff_s(errors)
+                logger.warning("cannot reach SQS for %s (%s); retrying in %.1fs", name, exc, delay)
+                await self._sleep(delay)
+
+    def _start_pools(self) -> None:
+        if self.pool_kind == "processes":
+            from .processes import ProcessPool
+
+            assert self.app_path is not None
+            self._processes = ProcessPool(self.app_path, self.concurrency, self.max_tasks_per_child)
+        else:
+            from .threads import ThreadPool
+
+            self._threads = ThreadPool(self.concurrency)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up at a shutdown signal."""
+        assert self._stopping is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    # --- signals and shutdown ---------------------------------------------------------
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            logger.info(
+                "%s: warm shutdown: receiving stopped; %d running task(s) get %.0fs, then "
+                "what is still held is released; signal again to exit now",
+                sig.name,
+                len(self._running),
+                self.grace_s,
+            )
+            self.stop()
+        else:
+            logger.warning(
+                "%s: cold shutdown; unfinished messages return after their visibility timeout",
+                sig.name,
+            )
+            self._log_summary()
+            logging.shutdown()
+            os._exit(EXIT_COLD_SHUTDOWN)
+
+    def stop(self) -> None:
+        """Ask for a warm shutdown (call from the worker's event loop). The grace
+        period counts from the first call."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def _shutdown(
+        self,
+        receivers: list[asyncio.Task[None]],
+        dispatching: asyncio.Task[None],
+        settling: asyncio.Task[None],
+    ) -> None:
+        """Release what is held within the grace deadline, then settle and return.
+
+        1. no new receive, no new start; messages received but not started are
+           released at once (visibility 0);
+        2. an open long poll may return until the deadline (SQS cannot withdraw
+           it), and what it brings is released at once; running tasks have until
+           the deadline;
+        3. at the deadline the messages of tasks still running are released; a
+           poll still open gets :data:`POLL_AFTER_DEADLINE_S` more (a released
+           message returns it at once) and is then cancelled;
+        4. the settler flushes what is left, until ``SETTLE_AFTER_DEADLINE_S``
+           past the deadline.
+        """
+        assert self._inbox is not None and self._runner is not None
+        assert self._settler is not None
+        deadline = (self._stop_at or time.monotonic()) + self.grace_s
+        inbox, runner, settler = self._inbox, self._runner, self._settler
+        inbox.close()
+        for work in inbox.drain_ready():
+            runner.release(work)
+        dispatching.cancel()
+        await asyncio.gather(dispatching, return_exceptions=True)
+        waiting = [r for r in receivers if not r.done()] + list(self._running)
+        if self._running:
+            logger.info(
+                "waiting up to %.1fs for %d running task(s)",
+                self._left(deadline),
+                len(self._running),
+            )
+        if waiting:
+            await asyncio.wait(waiting, timeout=self._left(deadline))
+        settler.hurry()
+        if self._running:
+            pending = list(self._running)
+            logger.warning(
+                "%d task(s) still running at the grace deadline: releasing their messages",
+                len(pending),
+            )
+            for task in pending:
+                runner.release(self._running[task])
+                task.cancel()  # async tasks are cancelled; threads abandoned; children killed
+            await asyncio.gather(*pending, return_exceptions=True)
+        end = deadline + SETTLE_AFTER_DEADLINE_S
+        open_polls = [r for r in receivers if not r.done()]
+        if open_polls:
+            _, still_open = await asyncio.wait(
+                open_polls, timeout=min(POLL_AFTER_DEADLINE_S, self._left(end))
+            )
+            for receiver in still_open:
+                receiver.cancel()
+            if still_open:
+                logger.info(
+                    "%d empty long poll(s) still open at the grace deadline: cancelled",
+                    len(still_open),
+                )
+        await asyncio.gather(*receivers, return_exceptions=True)
+        settler.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(settling), timeout=max(0.2, self._left(end)))
+        except TimeoutError:
+            logger.error(
+                "%d outcome(s) still unsettled at shutdown; their messages return after their "
+                "visibility timeout",
+                settler.backlog,
+            )
+            settling.cancel()
+            await asyncio.gather(settling, return_exceptions=True)
+
+    @staticmethod
+    def _left(deadline: float) -> float:
+        return max(0.0, deadline - time.monotonic())
+
+    def _log_summary(self) -> None:
+        elapsed = time.monotonic() - self.started_monotonic if self.started_monotonic else 0.0
+        if self._threads is not None:
+            self.counters["abandoned_threads"] = max(
+                self.counters["abandoned_threads"], self._threads.abandoned
+            )
+        requests = self.app.clients.counter.snapshot()
+        logger.info(
+            "worker %s stopped after %.1fs: %s",
+            self.worker_id,
+            elapsed,
+            ", ".join(f"{k}={v}" for k, v in sorted(self.counters.items()) if v) or "no messages",
+            extra={
+                "event": "worker.stopped",
+                "worker": self.worker_id,
+                "elapsed_s": round(elapsed, 3),
+                "counters": {k: v for k, v in self.counters.items() if v},
+                "requests": requests,
+            },
+        )
+
+    # --- receiving ------------------------------------------------------------------
+
+    async def _receive(self, queue: str, url: str) -> None:
+        """One queue's receive loop: a long poll whenever there is room."""
+        assert self._inbox is not None
+        inbox = self._inbox
+        client = await self.app.clients.aclient("sqs")
+        errors = 0
+        while True:
+            want = await inbox.reserve()
+            if not want:
+                return
+            try:
+                response = await client.receive_message(
+                    QueueUrl=url,
+                    MaxNumberOfMessages=want,
+                    WaitTimeSeconds=self.wait_time_s,
+                    **RECEIVE_ATTRIBUTES,
+                )
+            except asyncio.CancelledError:
+                inbox.received(want, 0)
+                raise
+            except Exception as exc:
+                inbox.received(want, 0)
+                errors += 1
+                delay = _backoff_s(errors)
+                logger.warning(
+                    "receive from %s failed (%s: %s); retrying in %.1fs",
+                    queue,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    extra={"queue": queue},
+                )
+                self.counters["receive_errors"] += 1
+                await self._sleep(delay)
+                continue
+            if errors:
+                logger.info("receiving from %s again", queue, extra={"queue": queue})
+                errors = 0
+            messages = response.get("Messages", [])
+            inbox.received(want, len(messages))
+            self._empty[queue] = not messages
+            if messages:
+                self._accept(queue, url, messages)
+            self._check_drained()
+
+    def _accept(self, queue: str, url: str, messages: list[dict[str, Any]]) -> None:
+        """Lease, decode and queue the messages of one receive."""
+        assert self._inbox is not None
+        self.counters["received"] += len(messages)
+        visibility = self._visibility[queue]
+        deliveries = [Delivery.from_sqs(m, queue, url) for m in messages]
+        for delivery in deliveries:
+            self.leases.add(delivery, visibility, visibility)
+        if self._inbox.closed:  # arrived after the signal: give back at once
+            for delivery in deliveries:
+                self._emit(Executor.release(delivery))
+            return
+        # FIFO: the messages of one group run one after another, in order.
+        groups: dict[str, WorkItem] = {}
+        for delivery in deliveries:
+            item = self.executor.prepare_isolated(delivery)
+            if isinstance(item, Prepared) and item.task.visibility_timeout_s:
+                lease = self.leases.get(delivery)
+                if lease is not None:
+                    lease.lease_s = item.task.visibility_timeout_s
+            key = delivery.message_group_id or delivery.receipt_handle
+            groups.setdefault(key, WorkItem()).items.append(item)
+        for work in groups.values():
+            self._inbox.put(work)
+
+    def _check_drained(self) -> None:
+        """``burst``: stop once the last receive of every queue came back empty and
+        nothing is held (a poll still open then is let return; what it brings is
+        released)."""
+        if not self.burst or self._inbox is None or self._settler is None:
+            return
+        inbox = self._inbox
+        if (
+            all(self._empty.get(q, False) for q in self.queues)
+            and inbox.held == 0
+            and self._settler.backlog == 0
+        ):
+            self.stop()
+
+    # --- running and settling ---------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        """Start work items as run slots free up."""
+        assert self._inbox is not None and self._runner is not None
+        while True:
+            work = await self._inbox.next()
+            if work is None:
+                return
+            task = asyncio.create_task(self._runner.run(work))
+            self._running[task] = work
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        assert self._inbox is not None and self._runner is not None
+        work = self._running.pop(task, None)
+        self._inbox.finished()
+        if work is not None and not task.cancelled() and task.exception() is not None:
+            logger.error("internal error while running a task", exc_info=task.exception())
+            self._runner.release(work)
+
+    def _emit(self, outcome: Outcome) -> None:
+        """A held message has its outcome: to the settler."""
+        assert self._inbox is not None and self._settler is not None
+        self._settler.put(outcome)
+        self._inbox.done(1)
+        self._settler.nudge()
+
+    def _settle_backlog(self) -> int:
+        return self._settler.backlog if self._settler is not None else 0
+
+    def _let_go(self, outcomes: list[Outcome]) -> None:
+        """The settler is done with these messages."""
+        assert self._inbox is not None and self._runner is not None
+        self.leases.drop(o.delivery for o in outcomes)
+        self._runner.let_go(outcomes)
+        self._inbox.changed()
+        self._check_drained()

@@ -1,0 +1,156 @@
+"""What a worker holds before it runs it: capacity, the ready buffer, run slots.
+
+::
+
+    receivers ── reserve(n) ─► ReceiveMessage(MaxNumberOfMessages=n) ─► put(items) ─┐
+                                                                                     ▼
+                      ready buffer (work items: one message, or one FIFO group's run)
+                                                                                     │
+    dispatcher ◄── next() when a run slot is free ◄──────────────────────────────────┘
+         └─► runner ─► one outcome per message ─► done(1) ─► settler
+
+``held`` counts messages received and not yet run (buffered or running): at most
+``concurrency + prefetch``. A receiver asks for a full batch (10) once that much
+room is free, or for whatever room there is when a run slot would otherwise idle,
+so a busy worker receives 10 messages per ReceiveMessage. The settler's backlog is
+bounded too (:data:`MAX_SETTLE_BACKLOG`): while outcomes cannot be stored, the
+worker stops receiving instead of running what it cannot settle.
+
+Pure bookkeeping on one event loop; nothing here talks to AWS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .. import limits
+from ..delivery import Delivery
+from ..execution import Outcome, Prepared
+
+#: Messages with an outcome not yet settled, beyond which receivers wait.
+MAX_SETTLE_BACKLOG = 4 * limits.DYNAMODB_MAX_BATCH_WRITE_ITEMS
+
+
+@dataclass
+class WorkItem:
+    """Messages run one after another in one run slot: a single message, or the
+    messages of one FIFO message group from one receive, in order."""
+
+    items: list[Prepared | Outcome] = field(default_factory=list)
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return [item.delivery for item in self.items]
+
+
+class Inbox:
+    """Capacity accounting for one worker.
+
+    Args:
+        concurrency: run slots (work items running at once).
+        prefetch: messages held ready beyond the running ones.
+        settle_backlog: how many outcomes wait to be settled (a callable).
+    """
+
+    def __init__(
+        self, concurrency: int, prefetch: int, settle_backlog: Callable[[], int] = lambda: 0
+    ) -> None:
+        self.concurrency = concurrency
+        self.capacity = concurrency + prefetch
+        self.batch = min(limits.SQS_MAX_BATCH_ENTRIES, self.capacity)
+        self.held = 0  # messages received (or reserved by an open receive) and not yet run
+        self.reserved = 0
+        self.running = 0  # work items running
+        self.ready: deque[WorkItem] = deque()
+        self.closed = False
+        self._settle_backlog = settle_backlog
+        self._changed = asyncio.Event()
+
+    # --- receiving -------------------------------------------------------------
+
+    def room(self) -> int:
+        """Messages that may still be received now."""
+        if self._settle_backlog() >= MAX_SETTLE_BACKLOG:
+            return 0
+        return self.capacity - self.held - self.reserved
+
+    def _wanted(self) -> int:
+        room = self.room()
+        if room >= self.batch:
+            return self.batch
+        if room > 0 and not self.ready and self.running < self.concurrency:
+            return room  # a run slot would idle: take what fits
+        return 0
+
+    async def reserve(self) -> int:
+        """Wait until a receive is worth making; returns how many messages to ask
+        for (reserved until :meth:`received`), or 0 once closed."""
+        while not self.closed:
+            want = self._wanted()
+            if want:
+                self.reserved += want
+                return want
+            await self.wait()
+        return 0
+
+    def received(self, reserved: int, messages: int) -> None:
+        """A receive that reserved ``reserved`` came back with ``messages``."""
+        self.reserved -= reserved
+        self.held += messages
+        self.changed()
+
+    def put(self, item: WorkItem) -> None:
+        """A received work item, ready to run."""
+        self.ready.append(item)
+        self.changed()
+
+    # --- running ---------------------------------------------------------------
+
+    async def next(self) -> WorkItem | None:
+        """The next work item once a run slot is free; None once closed."""
+        while not self.closed:
+            if self.ready and self.running < self.concurrency:
+                self.running += 1
+                return self.ready.popleft()
+            await self.wait()
+        return None
+
+    def done(self, messages: int = 1) -> None:
+        """``messages`` held messages have their outcome (run, or released)."""
+        self.held -= messages
+        self.changed()
+
+    def finished(self) -> None:
+        """A running work item ended (its run slot is free)."""
+        self.running -= 1
+        self.changed()
+
+    def drain_ready(self) -> list[WorkItem]:
+        """Take every work item that has not started (at shutdown)."""
+        items = list(self.ready)
+        self.ready.clear()
+        self.changed()
+        return items
+
+    def close(self) -> None:
+        """Stop handing out receives and work (shutdown)."""
+        self.closed = True
+        self.changed()
+
+    # --- waking ----------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """Something received is about to produce an outcome."""
+        return self.held > 0
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    async def wait(self) -> None:
+        """Until something changed (every waiter re-checks its own condition)."""
+        self._changed.clear()
+        await self._changed.wait()

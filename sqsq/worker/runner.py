@@ -1,0 +1,246 @@
+"""Running one work item: revocation check, idempotency claim, the call, the outcome.
+
+::
+
+    WorkItem ─► for each message, in order:
+        revoked (view ≤ revocation_interval_s old)? ─► REVOKED
+        shutting down?                              ─► RELEASE
+        idempotency key: claim ─► COMPLETED elsewhere ─► SUCCESS (duplicate, not run)
+                               ─► held elsewhere       ─► DEFER
+        call: ``async def`` on the loop | sync in the thread pool | a child process,
+              under the task's time limit ─► SUCCESS | RETRY | FAILURE (execution core)
+        once one message of a FIFO group is not final, the rest of the group is
+        released unrun, so the group's order holds
+
+Each outcome goes to the settler as soon as it exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from ..errors import TimeLimitExceeded
+from ..execution import FINAL_KINDS, CallResult, Executor, Outcome, Prepared, classify
+from ..lease import LeaseTable
+from .inbox import WorkItem
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..revocations import RevocationView
+    from .processes import ProcessPool
+    from .threads import ThreadPool
+
+logger = logging.getLogger(__name__)
+
+#: How long a duplicate waits for this worker's own finished run of its key to be
+#: settled before it defers like any other duplicate, seconds.
+LOCAL_SETTLE_WAIT_S = 5.0
+
+
+class Runner:
+    """Turns work items into outcomes.
+
+    Args:
+        app: the App.
+        executor: the execution core.
+        leases: the worker's lease table (idempotency leases are attached to it).
+        threads: the pool for sync functions (``--pool threads``).
+        processes: the pool for sync functions with ``--pool processes``.
+        revocations: the revocation view, or None when revocations are not checked.
+        emit: where each outcome goes (the settler), with the message it settles.
+        stopping: set at shutdown: messages not yet started are released.
+        visibility: each logical queue's visibility timeout, seconds.
+        counters: the worker's counters.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        executor: Executor,
+        leases: LeaseTable,
+        *,
+        threads: ThreadPool | None,
+        processes: ProcessPool | None,
+        revocations: RevocationView | None,
+        emit: Callable[[Outcome], None],
+        stopping: asyncio.Event,
+        visibility: dict[str, float],
+        counters: Counter[str],
+    ) -> None:
+        self.app = app
+        self.executor = executor
+        self.leases = leases
+        self.threads = threads
+        self.processes = processes
+        self.revocations = revocations
+        self.emit = emit
+        self.stopping = stopping
+        self.visibility = visibility
+        self.counters = counters
+        self.emitted: set[str] = set()  # receipt handles whose outcome was emitted
+        # idempotency keys whose owner here has finished and waits to be settled:
+        # pk -> (owner task id, receipt handle, resolved once let go)
+        self.settling_keys: dict[str, tuple[str, str, asyncio.Future[None]]] = {}
+
+    async def run(self, work: WorkItem) -> None:
+        """Run the messages of ``work`` in order, emitting one outcome each."""
+        blocked = False
+        for item in work.items:
+            if item.delivery.receipt_handle in self.emitted:
+                continue  # released already (grace ran out)
+            if isinstance(item, Outcome):
+                outcome = item
+            elif blocked:
+                outcome = Executor.release(item.delivery, item.envelope.task_id)
+            else:
+                outcome = await self.process(item)
+            self.put(outcome)
+            blocked = blocked or outcome.kind not in FINAL_KINDS
+
+    def put(self, outcome: Outcome) -> None:
+        """Emit ``outcome`` unless its message already has one."""
+        handle = outcome.delivery.receipt_handle
+        if handle not in self.emitted:
+            self.emitted.add(handle)
+            if outcome.idempotency_pk is not None:
+                future = asyncio.get_running_loop().create_future()
+                self.settling_keys[outcome.idempotency_pk] = (outcome.task_id, handle, future)
+            self.emit(outcome)
+
+    def let_go(self, outcomes: list[Outcome]) -> None:
+        """The settler is done with ``outcomes``: forget them; a duplicate waiting for
+        one of their idempotency keys may claim again."""
+        for outcome in outcomes:
+            handle = outcome.delivery.receipt_handle
+            self.emitted.discard(handle)
+            pk = outcome.idempotency_pk
+            entry = self.settling_keys.get(pk) if pk is not None else None
+            if entry is not None and entry[1] == handle:
+                del self.settling_keys[pk]  # type: ignore[arg-type]
+                if not entry[2].done():
+                    entry[2].set_result(None)
+
+    def release(self, work: WorkItem) -> int:
+        """Release every message of ``work`` that has no outcome yet; returns how many."""
+        released = 0
+        for item in work.items:
+            if item.delivery.receipt_handle not in self.emitted:
+                task_id = item.envelope.task_id if isinstance(item, Prepared) else item.task_id
+                self.put(Executor.release(item.delivery, task_id))
+                released += 1
+        return released
+
+    async def process(self, prepared: Prepared) -> Outcome:
+        """The outcome of one decoded message."""
+        task_id = prepared.envelope.task_id
+        if self.revocations is not None and await self.revocations.acheck(task_id):
+            return self.executor.revoked(prepared)
+        if self.stopping.is_set():
+            return Executor.release(prepared.delivery, task_id)
+        return await self._claim(prepared) or await self._call(prepared)
+
+    async def _claim(self, prepared: Prepared) -> Outcome | None:
+        """Claim the idempotency key; an outcome when the body must not run now."""
+        if prepared.idempotency_pk is None:
+            return None
+        task, envelope = prepared.task, prepared.envelope
+        lease = self.leases.get(prepared.delivery)
+        lease_s = lease.lease_s if lease else self.visibility[prepared.delivery.queue]
+        for _ in range(2):
+            try:
+                claim = await self.app.idempotency.aclaim(
+                    prepared.idempotency_pk, envelope.task_id, lease_s, task.idempotency_ttl_s
+                )
+            except Exception as exc:
+                logger.warning(
+                    "idempotency claim for %s failed (%s); retrying later", envelope.task_id, exc
+                )
+                return self.executor.defer(prepared, min(lease_s, 30.0))
+            if claim.status == "COMPLETED":
+                return self.executor.duplicate(prepared, claim)
+            if claim.status == "CLAIMED":
+                break
+            # IN_PROGRESS: when its owner is a task of this worker that has finished and
+            # waits to be settled, the outcome is milliseconds away: wait for it, not
+            # for the owner's lease.
+            local = self.settling_keys.get(prepared.idempotency_pk)
+            if local is None or local[0] != claim.owner:
+                return self.executor.defer(prepared, claim.lease_remaining_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(local[2]), timeout=LOCAL_SETTLE_WAIT_S)
+        else:
+            return self.executor.defer(prepared, claim.lease_remaining_s)
+        prepared.claimed = True
+        if lease is not None:
+            lease.idempotency_pk, lease.owner = prepared.idempotency_pk, envelope.task_id
+        return None
+
+    async def _call(self, prepared: Prepared) -> Outcome:
+        task = prepared.task
+        if task.is_async:
+            return await self.executor.acall(prepared)
+        limit = self.executor.time_limit_s(prepared)
+        started_at = datetime.now(UTC)
+        start = time.perf_counter()
+        if self.processes is not None:
+            return await self._call_in_child(prepared, limit, started_at, start)
+        assert self.threads is not None
+        call = self.threads.submit(
+            lambda: self.executor.invoke(prepared),
+            name=f"sqsq-task-{prepared.envelope.task_id[:8]}",
+        )
+        try:
+            invocation = await asyncio.wait_for(asyncio.shield(call.future), timeout=limit)
+        except TimeoutError:
+            self.threads.abandon(call)
+            self.counters["abandoned_threads"] += 1
+            logger.warning(
+                "task %s[%s] passed its %g s time limit; its thread cannot be killed and is "
+                "abandoned (use --pool processes to kill such tasks)",
+                task.name,
+                prepared.envelope.task_id,
+                limit,
+            )
+            error = TimeLimitExceeded(f"{task.name} ran past its time limit of {limit:g} s")
+            return self.executor.finish(
+                prepared, started_at, time.perf_counter() - start, classify(task, exc=error)
+            )
+        except asyncio.CancelledError:
+            self.threads.abandon(call)  # shutdown gave up on it
+            raise
+        return self.executor.finish(prepared, *invocation)
+
+    async def _call_in_child(
+        self, prepared: Prepared, limit: float, started_at: datetime, start: float
+    ) -> Outcome:
+        assert self.processes is not None
+        task, envelope, delivery = prepared.task, prepared.envelope, prepared.delivery
+        request = {
+            "id": envelope.task_id,
+            "task": task.name,
+            "attempt": delivery.receive_count,
+            "retries": delivery.receive_count - 1,
+            "queue": delivery.queue,
+            "idempotency_key": envelope.idempotency_key,
+            "message_id": delivery.message_id,
+        }  # args/kwargs: the child validates the envelope's own and fills them in
+        future = self.processes.submit(task.name, envelope.args, envelope.kwargs, request, limit)
+        try:
+            result: CallResult = await asyncio.wrap_future(future)
+        except TimeoutError:
+            error = TimeLimitExceeded(
+                f"{task.name} ran past its time limit of {limit:g} s; its process was killed"
+            )
+            result = classify(task, exc=error)
+        except Exception as exc:  # the child died (pebble.ProcessExpired) or could not start
+            result = CallResult(
+                error_type=type(exc).__qualname__, error_message=str(exc), final=True
+            )
+        return self.executor.finish(prepared, started_at, time.perf_counter() - start, result)
