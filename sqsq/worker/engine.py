@@ -408,10 +408,12 @@ class Worker:
         inbox = self._inbox
         client = await self.app.clients.aclient("sqs")
         errors = 0
+        backlogged = True  # until a receive says otherwise
         while True:
             want = await inbox.reserve()
             if not want:
                 return
+            inbox.expecting += backlogged
             try:
                 response = await client.receive_message(
                     QueueUrl=url,
@@ -420,9 +422,12 @@ class Worker:
                     **RECEIVE_ATTRIBUTES,
                 )
             except asyncio.CancelledError:
+                inbox.expecting -= backlogged
                 inbox.received(want, 0)
                 raise
             except Exception as exc:
+                inbox.expecting -= backlogged
+                backlogged = False
                 inbox.received(want, 0)
                 errors += 1
                 delay = _backoff_s(errors)
@@ -441,6 +446,8 @@ class Worker:
                 logger.info("receiving from %s again", queue, extra={"queue": queue})
                 errors = 0
             messages = response.get("Messages", [])
+            inbox.expecting -= backlogged
+            backlogged = len(messages) == want  # a full batch: more is probably waiting
             inbox.received(want, len(messages))
             self._empty[queue] = not messages
             if messages:

@@ -64,6 +64,7 @@ class Inbox:
         self.held = 0  # messages received (or reserved by an open receive) and not yet run
         self.reserved = 0
         self.running = 0  # work items running
+        self.expecting = 0  # open receives on a queue whose last receive came back full
         self.ready: deque[WorkItem] = deque()
         self.closed = False
         self._settle_backlog = settle_backlog
@@ -144,8 +145,9 @@ class Inbox:
 
     @property
     def busy(self) -> bool:
-        """Something received is about to produce an outcome."""
-        return self.held > 0
+        """Something is about to produce an outcome: a message held, or a receive
+        open on a queue with a backlog (its last receive came back full)."""
+        return self.held > 0 or self.expecting > 0
 
     def changed(self) -> None:
         self._changed.set()
