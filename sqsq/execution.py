@@ -416,6 +416,7 @@ class Executor:
             queue=prepared.delivery.queue,
             idempotency_key=envelope.idempotency_key,
             message_id=prepared.delivery.message_id,
+            scheduled_at=envelope.scheduled_at,
         )
         return [BoundTask(prepared.task, request), *prepared.args]
 
