@@ -59,7 +59,7 @@ def test_sync_dry_run_changes_nothing(periodic: sqsq.App, aws: dict[str, Any]) -
     assert result.exit_code == 0, result.output
     assert "would create  schedule        tick  (rate(1 minute))" in result.output
     assert "would create  role            periodic-sqsq-scheduler" in result.output
-    assert "dry run: 5 change(s) not made" in result.output
+    assert "dry run: 6 change(s) not made" in result.output
     assert aws["scheduler"].list_schedule_groups()["ScheduleGroups"][0]["Name"] == "default"
     assert len(aws["scheduler"].list_schedule_groups()["ScheduleGroups"]) == 1
     with pytest.raises(aws["iam"].exceptions.NoSuchEntityException):
@@ -71,7 +71,7 @@ def test_sync_creates_what_the_code_declares_and_a_second_run_changes_nothing(
 ) -> None:
     first = _invoke("schedule", "sync", APP)
     assert first.exit_code == 0, first.output
-    assert "done: 5 change(s) made" in first.output
+    assert "done: 6 change(s) made" in first.output
 
     schedules = _schedules(aws, "periodic-sqsq")
     assert sorted(schedules) == ["nightly-cleanup", "noon", "tick"]
@@ -159,7 +159,12 @@ def test_sync_updates_and_deletes_what_changed_in_the_code(
 ) -> None:
     first = _nightly_app("cron(0 3 * * ? *)")
     create_resources(first)
-    assert [c.action for c in scheduler.apply(first).changes] == ["create", "create", "create"]
+    assert [c.action for c in scheduler.apply(first).changes] == [
+        "create",
+        "create",
+        "create",
+        "create",
+    ]
     have = aws["scheduler"].get_schedule(GroupName="nightly-sqsq", Name="report")
     # FIFO queue: the SQS target carries a MessageGroupId.
     assert have["Target"]["SqsParameters"] == {"MessageGroupId": "sqsq-schedules"}

@@ -175,8 +175,10 @@ def _serve_schedules(the_app: Any) -> Any:
     """Fire the app's periodic tasks and long countdowns in a thread; returns a stop function."""
     import threading
 
+    from ..schedules import scheduler
     from ..schedules.local import LocalScheduler
 
+    scheduler.apply(the_app)  # the local endpoint stores them, LocalScheduler fires them
     stop = threading.Event()
     thread = threading.Thread(
         target=LocalScheduler(the_app).serve, args=(stop,), name="sqsq-schedules", daemon=True

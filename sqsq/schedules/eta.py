@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import limits
 from ..envelope import encode
-from ..errors import EnqueueError
+from ..errors import ConfigurationError, EnqueueError
 from ..result import AsyncResult
 from ..sqs import dead_letter_name, is_fifo
 from . import scheduler
@@ -140,7 +140,8 @@ def send_later(app: App, message: OutgoingMessage, due: datetime) -> AsyncResult
 
     Raises:
         EnqueueError: hop mode on a FIFO queue (no per-message delay there).
-        ConfigurationError: the queue does not exist (hop mode).
+        ConfigurationError: the queue (hop mode) or the schedule group does not
+            exist (``sqsq schedule sync`` creates it).
     """
     envelope = message.envelope.model_copy(update={"eta": due.astimezone(UTC)})
     body = encode(envelope)
@@ -162,10 +163,11 @@ def send_later(app: App, message: OutgoingMessage, due: datetime) -> AsyncResult
     request = at_schedule(app, held, due)
     try:
         client.create_schedule(**request)
-    except client.exceptions.ResourceNotFoundException:  # the group is made on first use
-        with contextlib.suppress(client.exceptions.ConflictException):
-            client.create_schedule_group(Name=group_name(app))
-        client.create_schedule(**request)
+    except client.exceptions.ResourceNotFoundException:
+        raise ConfigurationError(
+            f"schedule group {group_name(app)} does not exist: run `sqsq schedule sync` "
+            "(it creates the group and the role of long countdowns)"
+        ) from None
     logger.info(
         "task %s[%s] scheduled for %s (%s)",
         envelope.task,

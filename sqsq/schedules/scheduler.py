@@ -293,8 +293,12 @@ def plan(app: App, *, role_arn: str | None = None) -> SchedulePlan:
                 role_change = Change("role", role_name(app), "update", "sqs:SendMessage queues")
         changes.append(role_change)
     client = app.clients.sync("scheduler")
+    from .eta import group_name as eta_group
+
     exists = _group_exists(app, group)
     changes.append(Change("schedule group", group, "ok" if exists else "create"))
+    if not _group_exists(app, eta_group(app)):
+        changes.append(Change("schedule group", eta_group(app), "create", "long countdowns"))
     existing = set(existing_schedules(app, group)) if exists else set()
     for name, periodic in sorted(app.periodic_tasks.items()):
         want = definition(app, periodic, role, arns)

@@ -1,0 +1,150 @@
+"""Countdowns and ETAs beyond SQS's 900 s DelaySeconds: a one-time ``at()``
+schedule (moto server, real HTTP), revoke deleting it, the local scheduler firing
+it; and the hop mode."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+
+import sqsq
+from sqsq.envelope import decode
+from sqsq.schedules import eta
+from sqsq.schedules.local import LocalScheduler
+
+ACCOUNT = "123456789012"
+
+
+@pytest.fixture
+def periodic(local_aws: Any) -> Iterator[sqsq.App]:
+    from sqsq.resources import apply
+    from sqsq.schedules import scheduler
+    from tests.apps.periodic import app
+
+    apply(app)
+    scheduler.apply(app)  # the role and the schedule groups
+    yield app
+
+
+@pytest.fixture
+def scheduler_client(local_aws: Any) -> Iterator[Any]:
+    client = boto3.client("scheduler", endpoint_url=local_aws.url, region_name="us-east-1")
+    yield client
+    client.close()
+
+
+def _at(expression: str) -> datetime:
+    assert expression.startswith("at(") and expression.endswith(")")
+    return datetime.fromisoformat(expression[3:-1]).replace(tzinfo=UTC)
+
+
+def test_a_two_hour_countdown_creates_an_at_schedule_with_the_time_and_input(
+    periodic: sqsq.App, scheduler_client: Any
+) -> None:
+    from tests.apps.periodic import cleanup as add
+
+    before = datetime.now(UTC)
+    result = add.apply_async((2,), countdown=2 * 3600, expires=timedelta(hours=3))
+    after = datetime.now(UTC)
+    have = scheduler_client.get_schedule(GroupName="periodic-sqsq-eta", Name=f"eta-{result.id}")
+    due = _at(have["ScheduleExpression"])
+    # at() has whole seconds: the due time, truncated
+    assert before + timedelta(hours=2) - timedelta(seconds=1) <= due <= after + timedelta(hours=2)
+    assert have["ScheduleExpressionTimezone"] == "UTC"
+    assert have["ActionAfterCompletion"] == "DELETE"
+    assert have["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    target = have["Target"]
+    assert target["Arn"] == f"arn:aws:sqs:us-east-1:{ACCOUNT}:periodic-default"
+    assert target["DeadLetterConfig"] == {
+        "Arn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:periodic-default-dlq"
+    }
+    assert target["RoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/periodic-sqsq-scheduler"
+    envelope = decode(target["Input"])
+    assert envelope.id == result.id
+    assert envelope.task == add.name and envelope.args == [2]
+    assert envelope.eta is not None and envelope.eta.replace(microsecond=0) == due
+    assert envelope.expires is not None and envelope.expires > envelope.eta
+    # nothing is on the queue meanwhile
+    sqs = periodic.clients.sync("sqs")
+    url = periodic.directory.url("periodic-default")
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessages"] == "0"
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "0"
+
+
+def test_revoke_deletes_the_schedule(periodic: sqsq.App, scheduler_client: Any) -> None:
+    from tests.apps.periodic import cleanup as add
+
+    eta_at = datetime.now(UTC) + timedelta(days=2)
+    result = add.apply_async((1,), eta=eta_at)
+    assert isinstance(result, eta.ScheduledResult)
+    scheduler_client.get_schedule(GroupName="periodic-sqsq-eta", Name=f"eta-{result.id}")
+    result.revoke()
+    with pytest.raises(scheduler_client.exceptions.ResourceNotFoundException):
+        scheduler_client.get_schedule(GroupName="periodic-sqsq-eta", Name=f"eta-{result.id}")
+    assert eta.cancel(periodic, result.id) is False  # nothing left to delete
+
+
+def test_async_producers_take_the_same_path(periodic: sqsq.App, scheduler_client: Any) -> None:
+    from tests.apps.periodic import cleanup as add
+
+    async def produce() -> sqsq.AsyncResult:
+        try:
+            return await add.aapply_async((4,), countdown=timedelta(hours=5))
+        finally:
+            await periodic.aclose()
+
+    result = asyncio.run(produce())
+    scheduler_client.get_schedule(GroupName="periodic-sqsq-eta", Name=f"eta-{result.id}")
+
+
+def test_the_local_scheduler_fires_due_at_schedules_and_deletes_them(
+    periodic: sqsq.App, scheduler_client: Any
+) -> None:
+    from tests.apps.periodic import cleanup as add
+
+    later = add.apply_async((5,), countdown=3 * 3600)
+    sooner = add.apply_async((6,), countdown=1 * 3600)
+    clock_now = datetime.now(UTC) + timedelta(hours=2)
+    local = LocalScheduler(periodic, clock=lambda: clock_now)
+    fired = local.tick()
+    assert [f.task_id for f in fired] == [sooner.id]
+    names = [
+        s["Name"]
+        for s in scheduler_client.list_schedules(GroupName="periodic-sqsq-eta")["Schedules"]
+    ]
+    assert names == [f"eta-{later.id}"]
+    sqs = periodic.clients.sync("sqs")
+    url = periodic.directory.url("periodic-default")
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [decode(m["Body"]).id for m in messages] == [sooner.id]
+
+
+def test_hop_mode_sends_with_the_largest_delay_and_the_due_time(local_aws: Any) -> None:
+    app = sqsq.App("hop", long_eta="hop")
+
+    @app.task(name="hop.add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    from sqsq.resources import apply
+
+    apply(app)
+    result = add.apply_async((1, 2), countdown=7200)
+    sqs = app.clients.sync("sqs")
+    url = app.directory.url("hop-default")
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
+    fifo = sqsq.App("hopfifo", long_eta="hop")
+
+    @fifo.task(name="hop.fifo", queue="jobs.fifo")
+    def job() -> None: ...
+
+    with pytest.raises(sqsq.EnqueueError, match="FIFO"):
+        job.apply_async(countdown=7200)
+    assert result.state == "PENDING"
