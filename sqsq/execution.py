@@ -76,11 +76,20 @@ class OutcomeKind(enum.StrEnum):
     DEFER = "DEFER"
     #: Not run (shutdown, no time left): make it visible again now.
     RELEASE = "RELEASE"
+    #: Not run, due later (an ``eta`` beyond SQS's 900 s, hop mode): send a copy of the
+    #: message with DelaySeconds ``delay_s``, then delete this one. No attempt is counted.
+    RESEND = "RESEND"
 
 
-#: Outcomes whose message is deleted (after storing) — or, in Lambda, not listed.
+#: Outcomes whose message is deleted (after storing / copying) — or, in Lambda, not listed.
 FINAL_KINDS = frozenset(
-    {OutcomeKind.SUCCESS, OutcomeKind.FAILURE, OutcomeKind.DEAD_LETTER, OutcomeKind.REVOKED}
+    {
+        OutcomeKind.SUCCESS,
+        OutcomeKind.FAILURE,
+        OutcomeKind.DEAD_LETTER,
+        OutcomeKind.REVOKED,
+        OutcomeKind.RESEND,
+    }
 )
 #: Outcomes whose message comes back (its visibility is set to ``delay_s``) — in
 #: Lambda, listed in batchItemFailures.
@@ -202,6 +211,22 @@ def classify(
     )
 
 
+#: An ``eta`` this close (seconds) counts as due: clocks differ a little, and a
+#: message is never sent on for less.
+HOP_TOLERANCE_S = 1.0
+
+
+def hop_delay_s(envelope: Envelope, now: datetime) -> int | None:
+    """The DelaySeconds to send ``envelope`` on with when it is not due yet at ``now``
+    (at most ``limits.SQS_MAX_DELAY_S``, 900 s), or None when it is due."""
+    if envelope.eta is None:
+        return None
+    remaining = (envelope.eta - now).total_seconds()
+    if remaining <= HOP_TOLERANCE_S:
+        return None
+    return min(math.ceil(remaining), limits.SQS_MAX_DELAY_S)
+
+
 #: Dead-letter reasons of task failures (``DeadLetterNote.reason``).
 REASON_TASK_FAILED = "task_failed"
 REASON_MAX_RETRIES = "max_retries_exceeded"
@@ -242,6 +267,9 @@ class Executor:
             prepared = Prepared(delivery, envelope, task, args, kwargs)
             if envelope.expires is not None and envelope.expires <= datetime.now(UTC):
                 return self.revoked(prepared, expired=True)
+            hop_s = hop_delay_s(envelope, datetime.now(UTC))
+            if hop_s is not None and not self.app.queue_name(delivery.queue).endswith(".fifo"):
+                return self.resend(prepared, hop_s)
             key = envelope.idempotency_key
             if key is None and task.idempotency_key is not None:
                 try:
@@ -335,6 +363,26 @@ class Executor:
             },
         )
         return Outcome(prepared.delivery, OutcomeKind.REVOKED, envelope.task_id, record)
+
+    def resend(self, prepared: Prepared, delay_s: int) -> Outcome:
+        """RESEND: due later than SQS could delay it (hop mode, see ``sqsq.schedules.eta``)."""
+        envelope = prepared.envelope
+        logger.debug(
+            "task %s[%s] due at %s: sent on with a delay of %d s",
+            envelope.task,
+            envelope.task_id,
+            envelope.eta,
+            delay_s,
+            extra={"task_id": envelope.task_id, "queue": prepared.delivery.queue},
+        )
+        return Outcome(
+            prepared.delivery,
+            OutcomeKind.RESEND,
+            envelope.task_id,
+            None,
+            store=False,
+            delay_s=delay_s,
+        )
 
     def duplicate(self, prepared: Prepared, claim: Claim) -> Outcome:
         """SUCCESS without running: the key was COMPLETED by task ``claim.owner``."""

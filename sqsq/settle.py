@@ -5,11 +5,12 @@ This is the one place where invariant 1 of the design is written down::
     outcomes ─► BatchWriteItem: results, attempt history, idempotency keys (25 per call)
                    │ not stored ─► message kept (it comes back after its visibility timeout)
                    ▼
-                SendMessageBatch to the DLQ (FAILURE and DEAD_LETTER, reason attached)
+                SendMessageBatch to the DLQ (FAILURE and DEAD_LETTER, reason attached),
+                and to the queue itself (RESEND: due later, sent on with a delay)
                    │ not sent ─► message kept
                    ▼
                 DeleteMessageBatch (worker) / omitted from batchItemFailures (Lambda)
-                   — for SUCCESS, FAILURE, DEAD_LETTER, REVOKED
+                   — for SUCCESS, FAILURE, DEAD_LETTER, REVOKED, RESEND
                 ChangeMessageVisibilityBatch — RETRY (backoff), DEFER (lease), RELEASE (0)
 
 :func:`plan_writes` and :func:`dead_letter_batches` are pure; :func:`settle`
@@ -121,6 +122,32 @@ def dead_letter_batches(
     return batches
 
 
+def resend_batches(
+    app: App, outcomes: Sequence[Outcome]
+) -> list[tuple[str, dict[str, Outcome], list[dict[str, Any]]]]:
+    """``(queue_name, {entry_id: outcome}, entries)`` per SendMessageBatch call that
+    sends RESEND outcomes' messages on to their own queue with their delay."""
+    by_queue: dict[str, list[tuple[Outcome, dict[str, Any]]]] = {}
+    for index, outcome in enumerate(
+        o for o in outcomes if o.kind is OutcomeKind.RESEND and not o.copied
+    ):
+        delivery = outcome.delivery
+        entry: dict[str, Any] = {
+            "Id": str(index),
+            "MessageBody": delivery.body,
+            "DelaySeconds": int(min(max(0.0, outcome.delay_s), limits.SQS_MAX_DELAY_S)),
+        }
+        if delivery.message_attributes:
+            entry["MessageAttributes"] = delivery.message_attributes
+        by_queue.setdefault(app.queue_name(delivery.queue), []).append((outcome, entry))
+    batches = []
+    for queue, pairs in by_queue.items():
+        by_id = {entry["Id"]: outcome for outcome, entry in pairs}
+        for batch in send_batches([entry for _, entry in pairs]):
+            batches.append((queue, {e["Id"]: by_id[e["Id"]] for e in batch}, batch))
+    return batches
+
+
 def visibility_entries(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
     """ChangeMessageVisibilityBatch entries (ids are positions in ``outcomes``)."""
     return [
@@ -216,7 +243,8 @@ def settle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> Set
         not_written = {token for token, _ in writes}
     settlement = _split(outcomes, not_written)
     client = app.clients.sync("sqs")
-    for dlq, by_id, entries in dead_letter_batches(app, settlement.done):
+    copies = [*dead_letter_batches(app, settlement.done), *resend_batches(app, settlement.done)]
+    for dlq, by_id, entries in copies:
         try:
             response = client.send_message_batch(QueueUrl=app.directory.url(dlq), Entries=entries)
             failed = [by_id[f["Id"]] for f in response.get("Failed", [])]
@@ -244,7 +272,8 @@ async def asettle(app: App, outcomes: Sequence[Outcome], *, delete: bool = True)
         not_written = {token for token, _ in writes}
     settlement = _split(outcomes, not_written)
     client = await app.clients.aclient("sqs")
-    for dlq, by_id, entries in dead_letter_batches(app, settlement.done):
+    copies = [*dead_letter_batches(app, settlement.done), *resend_batches(app, settlement.done)]
+    for dlq, by_id, entries in copies:
         try:
             url = await app.directory.aurl(dlq)
             response = await client.send_message_batch(QueueUrl=url, Entries=entries)

@@ -85,6 +85,7 @@ _COUNTER = {
     OutcomeKind.REVOKED: "revoked",
     OutcomeKind.DEFER: "deferred",
     OutcomeKind.RELEASE: "released",
+    OutcomeKind.RESEND: "resent",
 }
 
 

@@ -148,3 +148,47 @@ def test_hop_mode_sends_with_the_largest_delay_and_the_due_time(local_aws: Any) 
     with pytest.raises(sqsq.EnqueueError, match="FIFO"):
         job.apply_async(countdown=7200)
     assert result.state == "PENDING"
+
+
+def test_hop_mode_delivers_on_time_with_a_fake_clock() -> None:
+    from sqsq.envelope import Envelope
+    from sqsq.execution import hop_delay_s
+
+    sent = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    envelope = Envelope(task="t", eta=sent + timedelta(hours=2))
+    received = sent + timedelta(seconds=900)  # sent with the largest delay
+    hops = []
+    while (delay := hop_delay_s(envelope, received)) is not None:
+        hops.append(delay)
+        received += timedelta(seconds=delay)
+    assert received == envelope.eta  # runs at its due time, not before
+    assert hops == [900] * 7
+    odd = Envelope(task="t", eta=sent + timedelta(seconds=1000.4))
+    assert hop_delay_s(odd, sent + timedelta(seconds=900)) == 101  # whole seconds, never early
+    assert hop_delay_s(odd, sent + timedelta(seconds=999.5)) is None  # within a second: due
+
+
+def test_a_message_received_before_its_eta_is_sent_on_and_runs_once_without_an_attempt(
+    periodic: sqsq.App, worker: Any
+) -> None:
+    from sqsq.envelope import Envelope, encode
+    from sqsq.execution import HOP_TOLERANCE_S
+
+    sqs = periodic.clients.sync("sqs")
+    url = periodic.directory.url("periodic-default")
+    envelope = Envelope(
+        id="hop-1", task="cleanup", args=[3], eta=datetime.now(UTC) + timedelta(seconds=4)
+    )
+    first = sqs.send_message(QueueUrl=url, MessageBody=encode(envelope))["MessageId"]
+    process = worker.start("tests.apps.periodic:app", "--wait-time", "1")
+    result = periodic.AsyncResult("hop-1")
+    assert result.get(timeout=60) == 3
+    record = result.record
+    assert record is not None
+    assert record.attempts == 1  # the hop was not an attempt
+    assert record.message_id != first  # it ran from the copy sent on
+    # never before its due time (less the tolerance for clocks that differ)
+    assert envelope.eta is not None and record.finished_at is not None
+    assert record.finished_at >= envelope.eta - timedelta(seconds=HOP_TOLERANCE_S)
+    process.terminate()
+    assert process.wait(timeout=60) == 0
