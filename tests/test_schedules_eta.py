@@ -192,3 +192,24 @@ def test_a_message_received_before_its_eta_is_sent_on_and_runs_once_without_an_a
     assert record.finished_at >= envelope.eta - timedelta(seconds=HOP_TOLERANCE_S)
     process.terminate()
     assert process.wait(timeout=60) == 0
+
+
+def test_lambda_sends_a_not_yet_due_message_on_and_does_not_list_it(periodic: sqsq.App) -> None:
+    from sqsq.envelope import Envelope, encode
+    from sqsq.testing import LambdaContext, sqs_event
+
+    sqs = periodic.clients.sync("sqs")
+    url = periodic.directory.url("periodic-default")
+    due = datetime.now(UTC) + timedelta(hours=3)
+    sqs.send_message(
+        QueueUrl=url, MessageBody=encode(Envelope(id="hop-l", task="cleanup", args=[1], eta=due))
+    )
+    received = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
+    )["Messages"]
+    arn = f"arn:aws:sqs:us-east-1:{ACCOUNT}:periodic-default"
+    response = periodic.lambda_handler(sqs_event(received, arn), LambdaContext())
+    assert response == {"batchItemFailures": []}  # Lambda deletes the original
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"  # the copy, 900 s later
+    assert periodic.AsyncResult("hop-l").state == "PENDING"  # not run, nothing stored

@@ -252,3 +252,19 @@ def test_crontab_and_every_build_eventbridge_expressions() -> None:
         sqsq.crontab(day_of_month=1, day_of_week="MON")
     with pytest.raises(InvalidScheduleExpression, match="field Hours"):
         sqsq.crontab(minute=0, hour=25)
+
+
+def test_import_sqsq_loads_neither_the_schedules_package_nor_croniter() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, sqsq\n"
+        "app = sqsq.App('light')\n"
+        "@app.task\n"
+        "def f() -> None: ...\n"
+        "print(sorted(m for m in ('croniter', 'sqsq.schedules') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
