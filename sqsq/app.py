@@ -110,8 +110,12 @@ class App:
         return physical.removeprefix(self.queue_prefix)
 
     def queues(self) -> list[str]:
-        """Logical queues in use: the default queue and every task's, sorted."""
-        return sorted({self.settings.default_queue, *(t.queue for t in self.tasks.values())})
+        """Logical queues in use: the default queue, every task's and every periodic
+        task's, sorted."""
+        periodic = (p.queue for p in self.periodic_tasks.values())
+        return sorted(
+            {self.settings.default_queue, *(t.queue for t in self.tasks.values()), *periodic}
+        )
 
     # --- tasks ----------------------------------------------------------------------
 

@@ -147,6 +147,10 @@ def test_hop_mode_sends_with_the_largest_delay_and_the_due_time(local_aws: Any) 
 
     with pytest.raises(sqsq.EnqueueError, match="FIFO"):
         job.apply_async(countdown=7200)
+    with pytest.raises(sqsq.EnqueueError, match="FIFO"):  # in scheduler mode too
+        sqsq.App("hopfifo2").task(name="f2", queue="jobs.fifo")(lambda: None).apply_async(
+            countdown=7200
+        )
     assert result.state == "PENDING"
 
 

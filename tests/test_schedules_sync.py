@@ -166,8 +166,15 @@ def test_sync_updates_and_deletes_what_changed_in_the_code(
         "create",
     ]
     have = aws["scheduler"].get_schedule(GroupName="nightly-sqsq", Name="report")
-    # FIFO queue: the SQS target carries a MessageGroupId.
+    # FIFO queue: the SQS target carries a MessageGroupId, the queue deduplicates by
+    # content (Scheduler sends no deduplication id), and there is no dead-letter
+    # config (Scheduler takes no FIFO queue as one).
     assert have["Target"]["SqsParameters"] == {"MessageGroupId": "sqsq-schedules"}
+    assert "DeadLetterConfig" not in have["Target"]
+    sqs = first.clients.sync("sqs")
+    url = sqs.get_queue_url(QueueName="nightly-reports.fifo")["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ContentBasedDeduplication"] == "true"
     assert have["EndDate"] == datetime(2030, 1, 1, tzinfo=UTC)
 
     changed = _nightly_app("cron(0 4 * * ? *)", enabled=False, window=15)

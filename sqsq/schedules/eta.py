@@ -15,7 +15,11 @@ Two ways, chosen by the ``long_eta`` setting (``SQSQ_LONG_ETA``):
     The message is sent with the largest delay (``limits.SQS_MAX_DELAY_S``) and
     the due time as its ``eta``; a worker that receives it early sends it on
     with the remaining delay (``OutcomeKind.RESEND``) without running it and
-    without counting an attempt. Not for FIFO queues (no per-message delay).
+    without counting an attempt.
+
+Neither is open to FIFO queues: SQS has no per-message delay there, and
+Scheduler's FIFO targets need content-based deduplication (sqsq's FIFO queues use
+explicit deduplication ids).
 
 The producer calls :func:`send_later` only when the delay is over 900 s.
 """
@@ -120,8 +124,6 @@ def at_schedule(app: App, message: OutgoingMessage, due: datetime) -> dict[str, 
         "Input": message.body,
         "DeadLetterConfig": {"Arn": arns.queue(dead_letter_name(message.queue_name))},
     }
-    if message.message_group_id is not None:
-        target["SqsParameters"] = {"MessageGroupId": message.message_group_id}
     due = due.astimezone(UTC)
     return {
         "GroupName": group_name(app),
@@ -139,26 +141,25 @@ def send_later(app: App, message: OutgoingMessage, due: datetime) -> AsyncResult
     """Send ``message`` (built without a delay) so that it arrives at ``due``.
 
     Raises:
-        EnqueueError: hop mode on a FIFO queue (no per-message delay there).
+        EnqueueError: a FIFO queue (see the module docstring).
         ConfigurationError: the queue (hop mode) or the schedule group does not
             exist (``sqsq schedule sync`` creates it).
     """
+    if is_fifo(message.queue_name):
+        raise EnqueueError(
+            f"{message.queue_name} is a FIFO queue: SQS has no per-message delay there, and "
+            "Scheduler's FIFO targets need content-based deduplication; no countdown over "
+            f"SQS_MAX_DELAY_S={limits.SQS_MAX_DELAY_S} on FIFO queues"
+        )
     envelope = message.envelope.model_copy(update={"eta": due.astimezone(UTC)})
     body = encode(envelope)
     if app.settings.long_eta == "hop":
-        if is_fifo(message.queue_name):
-            raise EnqueueError(
-                f"{message.queue_name} is a FIFO queue: a countdown over "
-                f"SQS_MAX_DELAY_S={limits.SQS_MAX_DELAY_S} needs long_eta='scheduler' there"
-            )
         from ..producer import send_sync
 
         hop = type(message)(envelope, body, message.queue_name, limits.SQS_MAX_DELAY_S)
         send_sync(app.clients, app.directory, [hop])
         return app.AsyncResult(message.task_id)
-    held = type(message)(
-        envelope, body, message.queue_name, 0, message.message_group_id, message.deduplication_id
-    )
+    held = type(message)(envelope, body, message.queue_name, 0)
     client = app.clients.sync("scheduler")
     request = at_schedule(app, held, due)
     try:

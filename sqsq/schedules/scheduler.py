@@ -10,8 +10,10 @@ schedule group (:func:`group_name`)::
                 Input          the envelope, with Scheduler's context attributes
                                (<aws.scheduler.scheduled-time>, …) in it
                 RetryPolicy    MaximumRetryAttempts / MaximumEventAgeInSeconds
-                DeadLetterConfig  the queue's own dead-letter queue
-                SqsParameters  MessageGroupId (FIFO queues)
+                DeadLetterConfig  the queue's own dead-letter queue (standard queues;
+                               Scheduler takes no FIFO dead-letter queue)
+                SqsParameters  MessageGroupId (FIFO queues, which need content-based
+                               deduplication: ``resources create`` enables it there)
 
 Each fire carries ``scheduled_at`` and the idempotency key
 ``schedule:<name>@<scheduled time>``, so Scheduler's retried invocations and
@@ -145,10 +147,14 @@ def definition(
             "MaximumEventAgeInSeconds": periodic.max_event_age_s,
             "MaximumRetryAttempts": periodic.retry_attempts,
         },
-        "DeadLetterConfig": {"Arn": arns.queue(dead_letter_name(physical))},
     }
     if is_fifo(physical):
+        # FIFO targets need content-based deduplication on the queue (resources create
+        # enables it where a periodic task sends), and Scheduler takes no FIFO queue
+        # as a dead-letter queue ("Configuring a schedule's dead-letter queue").
         target["SqsParameters"] = {"MessageGroupId": FIFO_GROUP}
+    else:
+        target["DeadLetterConfig"] = {"Arn": arns.queue(dead_letter_name(physical))}
     window: dict[str, Any] = {"Mode": "OFF"}
     if periodic.flexible_window_min:
         window = {"Mode": "FLEXIBLE", "MaximumWindowInMinutes": periodic.flexible_window_min}
