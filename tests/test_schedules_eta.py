@@ -217,3 +217,20 @@ def test_lambda_sends_a_not_yet_due_message_on_and_does_not_list_it(periodic: sq
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"  # the copy, 900 s later
     assert periodic.AsyncResult("hop-l").state == "PENDING"  # not run, nothing stored
+
+
+def test_expires_is_honoured_for_a_long_countdown(periodic: sqsq.App, worker: Any) -> None:
+    import time
+
+    from tests.apps.periodic import cleanup
+
+    result = cleanup.apply_async((9,), countdown=3600, expires=timedelta(seconds=1))
+    time.sleep(1.1)  # it expires while it waits for its schedule
+    clock_now = datetime.now(UTC) + timedelta(hours=1, seconds=5)
+    fired = LocalScheduler(periodic, clock=lambda: clock_now).tick()
+    assert [f.task_id for f in fired] == [result.id]
+    done = worker.run("tests.apps.periodic:app")
+    assert done.returncode == 0, done.stderr
+    record = periodic.AsyncResult(result.id).record
+    assert record is not None and record.state is sqsq.State.REVOKED
+    assert record.exc_type == "sqsq.errors.TaskExpired"

@@ -75,14 +75,19 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def send_fire(app: App, periodic: PeriodicTask, scheduled_at: datetime) -> Fire:
+def send_fire(
+    app: App, periodic: PeriodicTask, scheduled_at: datetime, arns: scheduler.Arns | None = None
+) -> Fire:
     """Send one fire of ``periodic`` to its queue now (the body Scheduler would send).
+
+    Args:
+        arns: where the account is cached (one STS call otherwise).
 
     Raises:
         ConfigurationError: the queue does not exist.
     """
     execution_id = str(uuid.uuid4())
-    arns = scheduler.Arns(app, _account="000000000000")  # an ARN for the header only
+    arns = arns or scheduler.Arns(app)
     body = scheduler.render(
         scheduler.input_template(periodic),
         scheduled_at=scheduled_at,
@@ -126,6 +131,7 @@ class LocalScheduler:
         self.leader = False
         self._table = app.table_name
         self._pk = f"scheduler#{app.name}"
+        self._arns = scheduler.Arns(app)
 
     # --- the lease ---------------------------------------------------------------
 
@@ -241,7 +247,7 @@ class LocalScheduler:
             for when in self.due(periodic, now):
                 if not self._advance(periodic.name, when):
                     break  # another scheduler sent it
-                fire = send_fire(self.app, periodic, when)
+                fire = send_fire(self.app, periodic, when, self._arns)
                 logger.info(
                     "fired %s for %s (task %s)",
                     periodic.name,
