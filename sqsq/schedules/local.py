@@ -132,6 +132,7 @@ class LocalScheduler:
         self._table = app.table_name
         self._pk = f"scheduler#{app.name}"
         self._arns = scheduler.Arns(app)
+        self._cursors: dict[str, datetime] = {}
 
     # --- the lease ---------------------------------------------------------------
 
@@ -163,6 +164,7 @@ class LocalScheduler:
             return False
         if not self.leader:
             logger.info("scheduler %s leads app %s", self.owner, self.app.name)
+            self._cursors.clear()  # another may have fired meanwhile: read them again
         self.leader = True
         return True
 
@@ -187,14 +189,18 @@ class LocalScheduler:
         return {"pk": {"S": f"{self._pk}#{name}"}, "sk": {"S": "cursor"}}
 
     def _cursor(self, name: str, now: datetime) -> datetime:
-        """The last fire time sent for ``name``; a schedule seen for the first time
-        starts from now (nothing before it is fired)."""
+        """The last fire time sent for ``name`` (read once per leadership, then kept);
+        a schedule seen for the first time starts from now (nothing before it fires)."""
+        cached = self._cursors.get(name)
+        if cached is not None:
+            return cached
         client = self.app.clients.sync("dynamodb")
         item = client.get_item(
             TableName=self._table, Key=self._cursor_key(name), ConsistentRead=True
         ).get("Item")
         if item:
-            return datetime.fromtimestamp(float(item["last"]["N"]), UTC)
+            self._cursors[name] = datetime.fromtimestamp(float(item["last"]["N"]), UTC)
+            return self._cursors[name]
         self._advance(name, now)
         return now
 
@@ -210,7 +216,9 @@ class LocalScheduler:
                 ExpressionAttributeValues={":fire": {"N": repr(fire.timestamp())}},
             )
         except client.exceptions.ConditionalCheckFailedException:
+            self._cursors.pop(name, None)
             return False
+        self._cursors[name] = fire
         return True
 
     # --- firing ------------------------------------------------------------------
