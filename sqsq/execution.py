@@ -29,12 +29,12 @@ import math
 import time
 import traceback as tb
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import limits
 from .dynamodb import item_size, result_item
-from .envelope import Envelope, decode, to_json
+from .envelope import Envelope, decode, encode, to_json
 from .errors import (
     DeadLetter,
     NotSerializable,
@@ -116,6 +116,7 @@ class Outcome:
         history: also write an attempt item (retries and final failures).
         stored / copied: set by ``settle`` once the writes / the DLQ copy succeeded,
             so that retrying a failed delete does not repeat them.
+        body: RESEND only: the body to send on (None: the delivery's own).
     """
 
     delivery: Delivery
@@ -132,6 +133,7 @@ class Outcome:
     history: bool = False
     stored: bool = False
     copied: bool = False
+    body: str | None = None
 
 
 @dataclass
@@ -288,7 +290,7 @@ class Executor:
         return ResultRecord(
             task_id=task_id,
             queue=delivery.queue,
-            attempts=delivery.receive_count,
+            attempts=fields.pop("attempts", delivery.receive_count),
             worker=self.worker_id,
             message_id=delivery.message_id,
             enqueued_at=fields.pop("enqueued_at", delivery.sent_at),
@@ -459,8 +461,8 @@ class Executor:
             task=envelope.task,
             args=prepared.args,
             kwargs=prepared.kwargs,
-            attempt=prepared.delivery.receive_count,
-            retries=prepared.delivery.receive_count - 1,
+            attempt=envelope.retries + prepared.delivery.receive_count,
+            retries=envelope.retries + prepared.delivery.receive_count - 1,
             queue=prepared.delivery.queue,
             idempotency_key=envelope.idempotency_key,
             message_id=prepared.delivery.message_id,
@@ -526,10 +528,12 @@ class Executor:
     ) -> Outcome:
         """Apply the retry policy and build the SUCCESS / RETRY / FAILURE outcome."""
         delivery, envelope, task = prepared.delivery, prepared.envelope, prepared.task
-        attempt = delivery.receive_count
+        # attempts before this message (a retry sent on as a new one) + SQS's count
+        attempt = envelope.retries + delivery.receive_count
         base = self._record(
             delivery,
             envelope.task_id,
+            attempts=attempt,
             state=State.SUCCESS,
             task=task.name,
             started_at=started_at,
@@ -568,10 +572,13 @@ class Executor:
         policy = task.retry_policy
         if result.retry and not result.final and not result.reject:
             if not policy.exhausted(attempt):
+                wanted = policy.delay_s(attempt, result.countdown_s)
+                if wanted > self.lease_room_s(delivery) and not self.app.queue_name(
+                    delivery.queue
+                ).endswith(".fifo"):
+                    return self._retry_later(prepared, record, attempt, wanted, duration_s, key)
                 # whole seconds (VisibilityTimeout is an integer), never rounded to 0
-                delay = math.ceil(
-                    min(policy.delay_s(attempt, result.countdown_s), self.lease_room_s(delivery))
-                )
+                delay = math.ceil(min(wanted, self.lease_room_s(delivery)))
                 return self._logged(
                     Outcome(
                         delivery,
@@ -606,6 +613,35 @@ class Executor:
                 duration_s=duration_s,
                 idempotency_pk=key,
                 history=attempt > 1,
+            )
+        )
+
+    def _retry_later(
+        self,
+        prepared: Prepared,
+        record: ResultRecord,
+        attempt: int,
+        delay_s: float,
+        duration_s: float,
+        key: str | None,
+    ) -> Outcome:
+        """A retry backoff longer than this receive's lease can wait (SQS's 12 h
+        visibility cap): the envelope is sent on as a new message due after
+        ``delay_s`` (hop mode: RESEND), carrying the attempts so far in ``retries``."""
+        envelope = prepared.envelope
+        due = datetime.now(UTC) + timedelta(seconds=delay_s)
+        body = encode(envelope.model_copy(update={"eta": due, "retries": attempt}))
+        return self._logged(
+            Outcome(
+                prepared.delivery,
+                OutcomeKind.RESEND,
+                envelope.task_id,
+                replace(record, state=State.RETRY),
+                duration_s=duration_s,
+                delay_s=min(math.ceil(delay_s), limits.SQS_MAX_DELAY_S),
+                idempotency_pk=key,
+                history=True,
+                body=body,
             )
         )
 

@@ -134,7 +134,7 @@ def resend_batches(
         delivery = outcome.delivery
         entry: dict[str, Any] = {
             "Id": str(index),
-            "MessageBody": delivery.body,
+            "MessageBody": outcome.body or delivery.body,
             "DelaySeconds": int(min(max(0.0, outcome.delay_s), limits.SQS_MAX_DELAY_S)),
         }
         if delivery.message_attributes:

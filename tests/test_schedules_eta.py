@@ -234,3 +234,45 @@ def test_expires_is_honoured_for_a_long_countdown(periodic: sqsq.App, worker: An
     record = periodic.AsyncResult(result.id).record
     assert record is not None and record.state is sqsq.State.REVOKED
     assert record.exc_type == "sqsq.errors.TaskExpired"
+
+
+def test_a_retry_backoff_longer_than_the_lease_is_sent_on_and_counts_its_attempts(
+    periodic: sqsq.App,
+) -> None:
+    from sqsq.delivery import Delivery
+    from sqsq.envelope import encode
+    from sqsq.execution import Executor, OutcomeKind, Prepared
+    from sqsq.settle import settle
+    from tests.apps.periodic import retry_tomorrow
+
+    sqs = periodic.clients.sync("sqs")
+    url = periodic.directory.url("periodic-default")
+    result = retry_tomorrow.delay()
+    message = sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"][0]
+    executor = Executor(periodic, worker_id="test")
+    prepared = executor.prepare(Delivery.from_sqs(message, "default", url))
+    assert isinstance(prepared, Prepared)
+    before = datetime.now(UTC)
+    outcome = executor.call(prepared)
+    assert outcome.kind is OutcomeKind.RESEND
+    assert outcome.record is not None and outcome.record.state is sqsq.State.RETRY
+    assert outcome.delay_s == 900  # the longest SQS delay; hops carry it the rest of the way
+    assert outcome.body is not None
+    sent_on = decode(outcome.body)
+    assert sent_on.id == result.id and sent_on.retries == 1
+    assert sent_on.eta is not None and sent_on.eta >= before + timedelta(days=1)
+
+    settlement = settle(periodic, [outcome])
+    assert settlement.done == [outcome]
+    assert result.state == "RETRY"
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"  # the copy
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"  # the original is gone
+
+    # A day later the copy is received for the first time: it is attempt 2.
+    due = sent_on.model_copy(update={"eta": datetime.now(UTC) - timedelta(seconds=5)})
+    later = executor.prepare(Delivery("m-2", "rh-2", encode(due), "default", url))
+    assert isinstance(later, Prepared)
+    final = executor.call(later)
+    assert final.kind is OutcomeKind.SUCCESS
+    assert final.record is not None and final.record.value == 2 and final.record.attempts == 2

@@ -33,3 +33,11 @@ app.add_periodic_task(
     kwargs={"days": 7},
     timezone="Europe/Paris",
 )
+
+
+@app.task(name="retry-tomorrow", bind=True, max_retries=3)
+def retry_tomorrow(self: sqsq.task.BoundTask) -> int:
+    """Asks for a retry a day later (past SQS's 12 h visibility cap) on its first attempt."""
+    if self.request.attempt == 1:
+        raise self.retry(countdown=86_400)
+    return self.request.attempt
