@@ -53,6 +53,7 @@ _NAMES = {
     "Month": "JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC",
     "Day-of-week": "SUN|MON|TUE|WED|THU|FRI|SAT",
 }
+_WEEKDAYS = {day: i for i, day in enumerate(_NAMES["Day-of-week"].split("|"))}
 #: Years croniter computes (its 7th field); EventBridge accepts up to 2199.
 CRONITER_MAX_YEAR = 2099
 _RATE = re.compile(r"^rate\(\s*(\d+)\s+([a-z]+)\s*\)$")
@@ -331,15 +332,17 @@ def _dow(token: str) -> str:
     def shift(match: re.Match[str]) -> str:
         return str(int(match.group(0)) - 1)
 
+    def number(day: str) -> str:  # croniter takes only numbers with 'L' and '#'
+        return str(int(day) - 1) if day.isdigit() else str(_WEEKDAYS.get(day, day))
+
     if token == "L":
         return "6"  # the last day of the week: Saturday
     last = re.fullmatch(r"(\d+|[A-Z]{3})L", token)
     if last:
-        day = last.group(1)
-        return "L" + (str(int(day) - 1) if day.isdigit() else day)
+        return "L" + number(last.group(1))
     if "#" in token:
         day, _, nth = token.partition("#")
-        return f"{int(day) - 1 if day.isdigit() else day}#{nth}"
+        return f"{number(day)}#{nth}"
     return re.sub(r"\d+", shift, token)
 
 
