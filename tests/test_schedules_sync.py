@@ -287,6 +287,13 @@ def test_declaring_checks_at_import(local_aws: Any) -> None:
         )
     with pytest.raises(sqsq.ConfigurationError, match="solar schedules are not supported"):
         app.add_periodic_task(object(), add, name="add", args=[1, 2])  # type: ignore[arg-type]
+    for options, limit in (
+        ({"flexible_window": timedelta(hours=25)}, "SCHEDULER_MAX_FLEXIBLE_WINDOW_MIN"),
+        ({"retry_attempts": 186}, "SCHEDULER_MAX_RETRY_ATTEMPTS"),
+        ({"max_event_age": 30}, "SCHEDULER_MAX_EVENT_AGE_S"),
+    ):
+        with pytest.raises(sqsq.ConfigurationError, match=limit):
+            app.add_periodic_task("rate(1 hour)", add, name="add", args=[1, 2], **options)
     periodic = app.add_periodic_task(timedelta(minutes=30), add, name="add", args=[1, 2])
     assert isinstance(periodic, PeriodicTask)
     assert periodic.expression.text == "rate(30 minutes)"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .. import limits
 from ..envelope import to_json
 from ..errors import ConfigurationError
 from ..settings import check_queue_name, seconds
@@ -24,14 +25,11 @@ if TYPE_CHECKING:
     from ..app import App
     from ..task import Task
 
-#: Schedule names: 1-64 of letters, digits, '-', '_', '.' ("CreateSchedule" API reference).
-SCHEDULE_NAME = re.compile(r"^[0-9a-zA-Z_.-]{1,64}$")
-#: FlexibleTimeWindow.MaximumWindowInMinutes: 1-1440 ("FlexibleTimeWindow" API reference).
-MAX_FLEXIBLE_WINDOW_MIN = 1440
-#: RetryPolicy.MaximumRetryAttempts: 0-185, default 185 ("RetryPolicy" API reference).
-MAX_RETRY_ATTEMPTS = 185
-#: RetryPolicy.MaximumEventAgeInSeconds: 60-86400, default 86400 ("RetryPolicy" API reference).
-MAX_EVENT_AGE_S = 86_400
+#: Schedule names ("CreateSchedule" API reference, ``limits.SCHEDULER_MAX_NAME_CHARS``).
+SCHEDULE_NAME = re.compile(rf"^[0-9a-zA-Z_.-]{{1,{limits.SCHEDULER_MAX_NAME_CHARS}}}$")
+MAX_FLEXIBLE_WINDOW_MIN = limits.SCHEDULER_MAX_FLEXIBLE_WINDOW_MIN
+MAX_RETRY_ATTEMPTS = limits.SCHEDULER_MAX_RETRY_ATTEMPTS
+MAX_EVENT_AGE_S = limits.SCHEDULER_MAX_EVENT_AGE_S
 
 
 @dataclass(frozen=True)
@@ -125,13 +123,18 @@ def declare(
         if not 1 <= window <= MAX_FLEXIBLE_WINDOW_MIN:
             raise ConfigurationError(
                 f"flexible_window must be 1-{MAX_FLEXIBLE_WINDOW_MIN} minutes "
-                "(FlexibleTimeWindow.MaximumWindowInMinutes)"
+                "(SCHEDULER_MAX_FLEXIBLE_WINDOW_MIN, FlexibleTimeWindow)"
             )
     if not 0 <= retry_attempts <= MAX_RETRY_ATTEMPTS:
-        raise ConfigurationError(f"retry_attempts must be 0-{MAX_RETRY_ATTEMPTS} (RetryPolicy)")
+        raise ConfigurationError(
+            f"retry_attempts must be 0-{MAX_RETRY_ATTEMPTS} (SCHEDULER_MAX_RETRY_ATTEMPTS, RetryPolicy)"
+        )
     age = int(seconds(max_event_age))
-    if not 60 <= age <= MAX_EVENT_AGE_S:
-        raise ConfigurationError(f"max_event_age must be 60-{MAX_EVENT_AGE_S} s (RetryPolicy)")
+    if not limits.SCHEDULER_MIN_EVENT_AGE_S <= age <= MAX_EVENT_AGE_S:
+        raise ConfigurationError(
+            f"max_event_age must be {limits.SCHEDULER_MIN_EVENT_AGE_S}-{MAX_EVENT_AGE_S} s "
+            "(SCHEDULER_MAX_EVENT_AGE_S, RetryPolicy)"
+        )
     try:
         logical = check_queue_name(queue) if queue else task.queue
     except ValueError as exc:
