@@ -34,6 +34,7 @@ from .result import AsyncResult, ResultRecord, State
 from .task import Task
 
 if TYPE_CHECKING:
+    from .schedules.expressions import crontab, every
     from .worker import Worker
 
 __version__ = "0.1.0"
@@ -51,6 +52,9 @@ __all__ = [
     "Envelope",
     # running
     "Worker",
+    # schedules (EventBridge expressions)
+    "crontab",
+    "every",
     # errors
     "SqsqError",
     "ConfigurationError",
@@ -79,4 +83,8 @@ def __getattr__(name: str) -> Any:
         from .worker import Worker
 
         return Worker
+    if name in ("crontab", "every"):
+        from .schedules import expressions
+
+        return getattr(expressions, name)
     raise AttributeError(f"module 'sqsq' has no attribute {name!r}")

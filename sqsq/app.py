@@ -72,6 +72,8 @@ class App:
         except ValidationError as exc:
             raise ConfigurationError(f"invalid App settings: {exc}") from None
         self.tasks: dict[str, Task[Any, Any]] = {}
+        #: Periodic tasks by schedule name (``sqsq.schedules.declare.PeriodicTask``).
+        self.periodic_tasks: dict[str, Any] = {}
         self.clients = Clients(
             self.settings, boto3_session=boto3_session, botocore_config=botocore_config
         )
@@ -119,8 +121,12 @@ class App:
         return physical.removeprefix(self.queue_prefix)
 
     def queues(self) -> list[str]:
-        """Logical queues in use: the default queue and every task's, sorted."""
-        return sorted({self.settings.default_queue, *(t.queue for t in self.tasks.values())})
+        """Logical queues in use: the default queue, every task's and every periodic
+        task's, sorted."""
+        periodic = (p.queue for p in self.periodic_tasks.values())
+        return sorted(
+            {self.settings.default_queue, *(t.queue for t in self.tasks.values()), *periodic}
+        )
 
     # --- tasks ----------------------------------------------------------------------
 
@@ -185,6 +191,55 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
+
+    # --- periodic tasks (sqsq.schedules, imported on first use) ---------------------
+
+    def periodic_task(self, schedule: str | timedelta, **options: Any) -> Callable[[Any], Any]:
+        """Register a task sent on an EventBridge schedule: ``@app.periodic_task("rate(1 hour)")``.
+
+        Args:
+            schedule: an EventBridge expression (``"rate(5 minutes)"``,
+                ``"cron(0 12 * * ? *)"``, ``"at(2027-01-01T09:00:00)"``), one built by
+                ``sqsq.crontab(...)`` / ``sqsq.every(...)``, or a timedelta.
+            args / kwargs: the arguments of every call.
+            timezone: IANA zone the expression is evaluated in (default UTC).
+            flexible_window: seconds (or timedelta) EventBridge may delay a fire
+                (FlexibleTimeWindow, whole minutes, 1-1440).
+            start / end: aware datetimes bounding the schedule (StartDate / EndDate).
+            enabled: False creates the schedule DISABLED.
+            retry_attempts / max_event_age: the schedule's RetryPolicy (0-185;
+                60-86400 s).
+            description: the schedule's Description.
+            **options: any ``@app.task`` option (``name`` also names the schedule).
+
+        Raises:
+            ConfigurationError: a bad expression (the message names the field and
+                the rule), option, or a name already declared.
+        """
+        from .schedules.declare import periodic_task_decorator
+
+        return periodic_task_decorator(self, schedule, options)
+
+    def add_periodic_task(
+        self, schedule: str | timedelta, task: Task[Any, Any], **options: Any
+    ) -> Any:
+        """Celery's ``app.add_periodic_task(schedule, task, args=..., name=...)``.
+
+        Declares a schedule for an already registered task. ``name`` names the
+        schedule (default: the task's name); the other options are those of
+        :meth:`periodic_task` (``queue`` too).
+
+        Returns:
+            The :class:`~sqsq.schedules.declare.PeriodicTask`.
+
+        Raises:
+            ConfigurationError: as :meth:`periodic_task`.
+        """
+        from .schedules.declare import declare
+
+        if not isinstance(task, Task):
+            raise ConfigurationError(f"add_periodic_task needs a task, got {task!r}")
+        return declare(self, schedule, task, **options)
 
     def send_task(
         self,

@@ -82,8 +82,11 @@ class Envelope(BaseModel):
     """Free-form string headers (trace context, ...)."""
     sent_at: datetime | None = None
     """When the producer enqueued it (ISO 8601, UTC)."""
+    scheduled_at: datetime | None = None
+    """The fire time of the schedule that sent it (EventBridge Scheduler's
+    <aws.scheduler.scheduled-time>, ISO 8601, UTC); None for other tasks."""
 
-    @field_validator("eta", "expires", "sent_at")
+    @field_validator("eta", "expires", "sent_at", "scheduled_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         """Times without an offset are UTC (foreign producers often send them so)."""

@@ -29,12 +29,12 @@ import math
 import time
 import traceback as tb
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import limits
 from .dynamodb import item_size, result_item
-from .envelope import Envelope, decode, to_json
+from .envelope import Envelope, decode, encode, to_json
 from .errors import (
     DeadLetter,
     InternalError,
@@ -77,11 +77,20 @@ class OutcomeKind(enum.StrEnum):
     DEFER = "DEFER"
     #: Not run (shutdown, no time left): make it visible again now.
     RELEASE = "RELEASE"
+    #: Not run, due later (an ``eta`` beyond SQS's 900 s, hop mode): send a copy of the
+    #: message with DelaySeconds ``delay_s``, then delete this one. No attempt is counted.
+    RESEND = "RESEND"
 
 
-#: Outcomes whose message is deleted (after storing) — or, in Lambda, not listed.
+#: Outcomes whose message is deleted (after storing / copying) — or, in Lambda, not listed.
 FINAL_KINDS = frozenset(
-    {OutcomeKind.SUCCESS, OutcomeKind.FAILURE, OutcomeKind.DEAD_LETTER, OutcomeKind.REVOKED}
+    {
+        OutcomeKind.SUCCESS,
+        OutcomeKind.FAILURE,
+        OutcomeKind.DEAD_LETTER,
+        OutcomeKind.REVOKED,
+        OutcomeKind.RESEND,
+    }
 )
 #: Outcomes whose message comes back (its visibility is set to ``delay_s``) — in
 #: Lambda, listed in batchItemFailures.
@@ -108,6 +117,7 @@ class Outcome:
         history: also write an attempt item (retries and final failures).
         stored / copied: set by ``settle`` once the writes / the DLQ copy succeeded,
             so that retrying a failed delete does not repeat them.
+        body: RESEND only: the body to send on (None: the delivery's own).
     """
 
     delivery: Delivery
@@ -124,6 +134,7 @@ class Outcome:
     history: bool = False
     stored: bool = False
     copied: bool = False
+    body: str | None = None
 
 
 @dataclass
@@ -203,6 +214,22 @@ def classify(
     )
 
 
+#: An ``eta`` this close (seconds) counts as due: clocks differ a little, and a
+#: message is never sent on for less.
+HOP_TOLERANCE_S = 1.0
+
+
+def hop_delay_s(envelope: Envelope, now: datetime) -> int | None:
+    """The DelaySeconds to send ``envelope`` on with when it is not due yet at ``now``
+    (at most ``limits.SQS_MAX_DELAY_S``, 900 s), or None when it is due."""
+    if envelope.eta is None:
+        return None
+    remaining = (envelope.eta - now).total_seconds()
+    if remaining <= HOP_TOLERANCE_S:
+        return None
+    return min(math.ceil(remaining), limits.SQS_MAX_DELAY_S)
+
+
 #: Dead-letter reasons of task failures (``DeadLetterNote.reason``).
 REASON_TASK_FAILED = "task_failed"
 REASON_MAX_RETRIES = "max_retries_exceeded"
@@ -243,6 +270,9 @@ class Executor:
             prepared = Prepared(delivery, envelope, task, args, kwargs)
             if envelope.expires is not None and envelope.expires <= datetime.now(UTC):
                 return self.revoked(prepared, expired=True)
+            hop_s = hop_delay_s(envelope, datetime.now(UTC))
+            if hop_s is not None and not self.app.queue_name(delivery.queue).endswith(".fifo"):
+                return self.resend(prepared, hop_s)
             key = envelope.idempotency_key
             if key is None and task.idempotency_key is not None:
                 try:
@@ -271,7 +301,7 @@ class Executor:
         return ResultRecord(
             task_id=task_id,
             queue=delivery.queue,
-            attempts=delivery.receive_count,
+            attempts=fields.pop("attempts", delivery.receive_count),
             worker=self.worker_id,
             message_id=delivery.message_id,
             enqueued_at=fields.pop("enqueued_at", delivery.sent_at),
@@ -346,6 +376,26 @@ class Executor:
             },
         )
         return Outcome(prepared.delivery, OutcomeKind.REVOKED, envelope.task_id, record)
+
+    def resend(self, prepared: Prepared, delay_s: int) -> Outcome:
+        """RESEND: due later than SQS could delay it (hop mode, see ``sqsq.schedules.eta``)."""
+        envelope = prepared.envelope
+        logger.debug(
+            "task %s[%s] due at %s: sent on with a delay of %d s",
+            envelope.task,
+            envelope.task_id,
+            envelope.eta,
+            delay_s,
+            extra={"task_id": envelope.task_id, "queue": prepared.delivery.queue},
+        )
+        return Outcome(
+            prepared.delivery,
+            OutcomeKind.RESEND,
+            envelope.task_id,
+            None,
+            store=False,
+            delay_s=delay_s,
+        )
 
     def duplicate(self, prepared: Prepared, claim: Claim) -> Outcome:
         """SUCCESS without running: the key was COMPLETED by task ``claim.owner``."""
@@ -422,11 +472,12 @@ class Executor:
             task=envelope.task,
             args=prepared.args,
             kwargs=prepared.kwargs,
-            attempt=prepared.delivery.receive_count,
-            retries=prepared.delivery.receive_count - 1,
+            attempt=envelope.retries + prepared.delivery.receive_count,
+            retries=envelope.retries + prepared.delivery.receive_count - 1,
             queue=prepared.delivery.queue,
             idempotency_key=envelope.idempotency_key,
             message_id=prepared.delivery.message_id,
+            scheduled_at=envelope.scheduled_at,
         )
         return [BoundTask(prepared.task, request), *prepared.args]
 
@@ -488,10 +539,12 @@ class Executor:
     ) -> Outcome:
         """Apply the retry policy and build the SUCCESS / RETRY / FAILURE outcome."""
         delivery, envelope, task = prepared.delivery, prepared.envelope, prepared.task
-        attempt = delivery.receive_count
+        # attempts before this message (a retry sent on as a new one) + SQS's count
+        attempt = envelope.retries + delivery.receive_count
         base = self._record(
             delivery,
             envelope.task_id,
+            attempts=attempt,
             state=State.SUCCESS,
             task=task.name,
             started_at=started_at,
@@ -530,10 +583,13 @@ class Executor:
         policy = task.retry_policy
         if result.retry and not result.final and not result.reject:
             if not policy.exhausted(attempt):
+                wanted = policy.delay_s(attempt, result.countdown_s)
+                if wanted > self.lease_room_s(delivery) and not self.app.queue_name(
+                    delivery.queue
+                ).endswith(".fifo"):
+                    return self._retry_later(prepared, record, attempt, wanted, duration_s, key)
                 # whole seconds (VisibilityTimeout is an integer), never rounded to 0
-                delay = math.ceil(
-                    min(policy.delay_s(attempt, result.countdown_s), self.lease_room_s(delivery))
-                )
+                delay = math.ceil(min(wanted, self.lease_room_s(delivery)))
                 return self._logged(
                     Outcome(
                         delivery,
@@ -568,6 +624,35 @@ class Executor:
                 duration_s=duration_s,
                 idempotency_pk=key,
                 history=attempt > 1,
+            )
+        )
+
+    def _retry_later(
+        self,
+        prepared: Prepared,
+        record: ResultRecord,
+        attempt: int,
+        delay_s: float,
+        duration_s: float,
+        key: str | None,
+    ) -> Outcome:
+        """A retry backoff longer than this receive's lease can wait (SQS's 12 h
+        visibility cap): the envelope is sent on as a new message due after
+        ``delay_s`` (hop mode: RESEND), carrying the attempts so far in ``retries``."""
+        envelope = prepared.envelope
+        due = datetime.now(UTC) + timedelta(seconds=delay_s)
+        body = encode(envelope.model_copy(update={"eta": due, "retries": attempt}))
+        return self._logged(
+            Outcome(
+                prepared.delivery,
+                OutcomeKind.RESEND,
+                envelope.task_id,
+                replace(record, state=State.RETRY),
+                duration_s=duration_s,
+                delay_s=min(math.ceil(delay_s), limits.SQS_MAX_DELAY_S),
+                idempotency_pk=key,
+                history=True,
+                body=body,
             )
         )
 

@@ -54,3 +54,20 @@ DYNAMODB_MAX_BATCH_WRITE_ITEMS = 25
 #: Keys per BatchGetItem call.
 #: "BatchGetItem" API reference.
 DYNAMODB_MAX_BATCH_GET_ITEMS = 100
+
+#: Schedule names, 1-64 of letters, digits, '-', '_' and '.'.
+#: "CreateSchedule" (EventBridge Scheduler API reference) — Name.
+SCHEDULER_MAX_NAME_CHARS = 64
+
+#: FlexibleTimeWindow.MaximumWindowInMinutes, 1-1440 minutes.
+#: "FlexibleTimeWindow" (EventBridge Scheduler API reference).
+SCHEDULER_MAX_FLEXIBLE_WINDOW_MIN = 1440
+
+#: RetryPolicy.MaximumRetryAttempts, 0-185 (also the default).
+#: "RetryPolicy" (EventBridge Scheduler API reference).
+SCHEDULER_MAX_RETRY_ATTEMPTS = 185
+
+#: RetryPolicy.MaximumEventAgeInSeconds, 60-86400 seconds (the maximum is the default).
+#: "RetryPolicy" (EventBridge Scheduler API reference).
+SCHEDULER_MIN_EVENT_AGE_S = 60
+SCHEDULER_MAX_EVENT_AGE_S = 86_400

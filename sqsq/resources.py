@@ -88,7 +88,13 @@ def _queue_attributes(
         )
     if is_fifo(name):
         attributes["FifoQueue"] = "true"
-        attributes["ContentBasedDeduplication"] = "false"
+        # EventBridge Scheduler sends no deduplication id: a FIFO queue that periodic
+        # tasks target needs content-based deduplication (sqsq's own sends always set
+        # an explicit id, which takes precedence).
+        scheduled = dlq_arn is not None and any(
+            p.queue == logical for p in app.periodic_tasks.values()
+        )
+        attributes["ContentBasedDeduplication"] = "true" if scheduled else "false"
     return attributes
 
 

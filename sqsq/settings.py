@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
     #: botocore max attempts per AWS call, including the first.
     max_attempts: int = Field(default=5, ge=1)
+    #: Countdowns/ETAs over SQS's 900 s: "scheduler" (a one-time EventBridge
+    #: schedule) or "hop" (re-sent every 900 s until due); see sqsq.schedules.eta.
+    long_eta: Literal["scheduler", "hop"] = "scheduler"
+    #: IAM role EventBridge Scheduler assumes; None: the one `sqsq schedule sync`
+    #: manages (``<app>-sqsq-scheduler``, allowed only sqs:SendMessage).
+    scheduler_role_arn: str | None = None
 
     # --- the worker engine (``sqsq worker``; CLI options are the same fields) ---------
     #: Tasks a worker runs at once (``--concurrency``).

@@ -5,11 +5,12 @@ This is the one place where invariant 1 of the design is written down::
     outcomes ─► BatchWriteItem: results, attempt history, idempotency keys (25 per call)
                    │ not stored ─► message kept (it comes back after its visibility timeout)
                    ▼
-                SendMessageBatch to the DLQ (FAILURE and DEAD_LETTER, reason attached)
+                SendMessageBatch to the DLQ (FAILURE and DEAD_LETTER, reason attached),
+                and to the queue itself (RESEND: due later, sent on with a delay)
                    │ not sent ─► message kept
                    ▼
                 DeleteMessageBatch (worker) / omitted from batchItemFailures (Lambda)
-                   — for SUCCESS, FAILURE, DEAD_LETTER, REVOKED
+                   — for SUCCESS, FAILURE, DEAD_LETTER, REVOKED, RESEND
                 ChangeMessageVisibilityBatch — RETRY (backoff), DEFER (lease), RELEASE (0)
 
 :func:`plan_writes`, :func:`dead_letter_batches` and :func:`sqs_calls` are pure.
@@ -127,6 +128,32 @@ def dead_letter_batches(
     return batches
 
 
+def resend_batches(
+    app: App, outcomes: Sequence[Outcome]
+) -> list[tuple[str, dict[str, Outcome], list[dict[str, Any]]]]:
+    """``(queue_name, {entry_id: outcome}, entries)`` per SendMessageBatch call that
+    sends RESEND outcomes' messages on to their own queue with their delay."""
+    by_queue: dict[str, list[tuple[Outcome, dict[str, Any]]]] = {}
+    for index, outcome in enumerate(
+        o for o in outcomes if o.kind is OutcomeKind.RESEND and not o.copied
+    ):
+        delivery = outcome.delivery
+        entry: dict[str, Any] = {
+            "Id": str(index),
+            "MessageBody": outcome.body or delivery.body,
+            "DelaySeconds": int(min(max(0.0, outcome.delay_s), limits.SQS_MAX_DELAY_S)),
+        }
+        if delivery.message_attributes:
+            entry["MessageAttributes"] = delivery.message_attributes
+        by_queue.setdefault(app.queue_name(delivery.queue), []).append((outcome, entry))
+    batches = []
+    for queue, pairs in by_queue.items():
+        by_id = {entry["Id"]: outcome for outcome, entry in pairs}
+        for batch in send_batches([entry for _, entry in pairs]):
+            batches.append((queue, {e["Id"]: by_id[e["Id"]] for e in batch}, batch))
+    return batches
+
+
 def visibility_entries(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
     """ChangeMessageVisibilityBatch entries (ids are positions in ``outcomes``)."""
     return [
@@ -139,10 +166,21 @@ def visibility_entries(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
     ]
 
 
+def copies(
+    app: App, outcomes: Sequence[Outcome]
+) -> list[tuple[str, dict[str, Outcome], list[dict[str, Any]]]]:
+    """Every SendMessageBatch a group of stored outcomes needs before its messages
+    may go: DLQ copies (FAILURE, DEAD_LETTER) and RESEND copies due later."""
+    return [*dead_letter_batches(app, outcomes), *resend_batches(app, outcomes)]
+
+
+_COPIED = (*_DEAD, OutcomeKind.RESEND)
+
+
 def needs_store(outcome: Outcome) -> bool:
-    """Whether ``outcome`` has DynamoDB writes or a DLQ copy to make before its
-    message may be let go."""
-    return bool(plan_writes([outcome])) or (outcome.kind in _DEAD and not outcome.copied)
+    """Whether ``outcome`` has DynamoDB writes or a copy (DLQ, RESEND) to make
+    before its message may be let go."""
+    return bool(plan_writes([outcome])) or (outcome.kind in _COPIED and not outcome.copied)
 
 
 def may_let_go(outcome: Outcome) -> bool:
@@ -236,7 +274,7 @@ def store(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     kept = _stored(outcomes, not_written)
     stored = [o for o in outcomes if o not in kept]
     client = app.clients.sync("sqs")
-    for dlq, by_id, entries in dead_letter_batches(app, stored):
+    for dlq, by_id, entries in copies(app, stored):
         try:
             response = client.send_message_batch(QueueUrl=app.directory.url(dlq), Entries=entries)
             failed = [by_id[f["Id"]] for f in response.get("Failed", [])]
@@ -259,7 +297,7 @@ async def astore(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     kept = _stored(outcomes, not_written)
     stored = [o for o in outcomes if o not in kept]
     client = await app.clients.aclient("sqs")
-    for dlq, by_id, entries in dead_letter_batches(app, stored):
+    for dlq, by_id, entries in copies(app, stored):
         try:
             url = await app.directory.aurl(dlq)
             response = await client.send_message_batch(QueueUrl=url, Entries=entries)

@@ -73,6 +73,7 @@ class Request:
         queue: the logical queue.
         idempotency_key: the call's key, if any.
         message_id: the SQS MessageId.
+        scheduled_at: the fire time of the schedule that sent it (periodic tasks), else None.
     """
 
     id: str
@@ -84,6 +85,7 @@ class Request:
     queue: str = ""
     idempotency_key: str | None = None
     message_id: str = ""
+    scheduled_at: datetime | None = None
 
 
 class BoundTask:
@@ -288,9 +290,11 @@ class Task(Generic[P, R]):
         Args:
             args: positional arguments.
             kwargs: keyword arguments.
-            countdown: seconds before the task may run (SQS DelaySeconds, ≤ 900,
-                ``limits.SQS_MAX_DELAY_S``; not on FIFO queues).
-            eta: an aware datetime instead of ``countdown`` (within 900 s).
+            countdown: seconds before the task may run: SQS DelaySeconds up to
+                ``limits.SQS_MAX_DELAY_S`` (900 s; not on FIFO queues); longer ones
+                go through a one-time EventBridge schedule or, with
+                ``long_eta="hop"``, hops of 900 s (see ``sqsq.schedules.eta``).
+            eta: an aware datetime instead of ``countdown``.
             expires: seconds, timedelta or aware datetime after which the task is
                 not run (recorded REVOKED with TaskExpired).
             queue: a logical queue other than the task's.
@@ -302,19 +306,34 @@ class Task(Generic[P, R]):
         Raises:
             The errors of :meth:`delay`, and EnqueueError for a bad countdown/eta/expires.
         """
+        long = self._long_delay(countdown, eta)  # over 900 s: sqsq.schedules.eta
         message = self._build(
             args,
             kwargs,
-            countdown=countdown,
-            eta=eta,
+            countdown=None if long else countdown,
+            eta=None if long else eta,
             expires=expires,
             queue=queue,
             task_id=task_id,
             idempotency_key=idempotency_key,
             message_group_id=message_group_id,
         )
+        if long:
+            from .schedules.eta import send_later
+
+            return send_later(self.app, message, long)
         producer.send_sync(self.app.clients, self.app.directory, [message])
         return self.app.AsyncResult(message.task_id)
+
+    @staticmethod
+    def _long_delay(countdown: float | timedelta | None, eta: datetime | None) -> datetime | None:
+        """Hook for countdowns/ETAs over ``limits.SQS_MAX_DELAY_S`` (900 s): their due
+        time, sent by :mod:`sqsq.schedules.eta`; None for every other call."""
+        if countdown is None and eta is None:
+            return None
+        from .schedules.eta import due_time
+
+        return due_time(countdown, eta)
 
     def delay_many(self, arg_tuples: Iterable[Iterable[Any]]) -> list[AsyncResult]:
         """Enqueue one task per argument tuple with SendMessageBatch.
@@ -355,17 +374,24 @@ class Task(Generic[P, R]):
         message_group_id: str | None = None,
     ) -> AsyncResult:
         """Asyncio twin of :meth:`apply_async` (aiobotocore)."""
+        long = self._long_delay(countdown, eta)  # over 900 s: sqsq.schedules.eta
         message = self._build(
             args,
             kwargs,
-            countdown=countdown,
-            eta=eta,
+            countdown=None if long else countdown,
+            eta=None if long else eta,
             expires=expires,
             queue=queue,
             task_id=task_id,
             idempotency_key=idempotency_key,
             message_group_id=message_group_id,
         )
+        if long:
+            import asyncio
+
+            from .schedules.eta import send_later
+
+            return await asyncio.to_thread(send_later, self.app, message, long)
         await producer.send_async(self.app.clients, self.app.directory, [message])
         return self.app.AsyncResult(message.task_id)
 

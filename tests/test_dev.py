@@ -62,3 +62,31 @@ def test_dev_prints_an_endpoint_that_a_second_shell_can_send_to(tmp_path: Path) 
         _, rest = dev.communicate(timeout=60)
     assert dev.returncode == 0, rest
     assert "succeeded=1" in rest
+
+
+@pytest.mark.slow
+def test_dev_fires_the_apps_schedules_on_time(tmp_path: Path) -> None:
+    """The embedded endpoint stores schedules but never fires them; ``sqsq dev`` does
+    (a ``rate(1 minute)`` schedule fires at the next whole minute)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SQSQ_", "AWS_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "sqsq", "dev", "tests.apps.periodic:app"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        assert dev.stderr is not None
+        for line in dev.stderr:
+            seen.append(line)
+            if "task tick[" in line and "SUCCESS" in line:  # dev's worker ran the fire
+                break
+        fired = [line for line in seen if "fired tick" in line]
+        assert len(fired) == 1, "".join(seen)
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        _, rest = dev.communicate(timeout=60)
+    assert dev.returncode == 0, rest

@@ -149,12 +149,9 @@ def test_countdown_as_timedelta_and_eta(quickstart: sqsq.App, sqs: Any) -> None:
 @pytest.mark.parametrize(
     "options",
     [
-        {"countdown": limits.SQS_MAX_DELAY_S + 1},
-        {"countdown": 900.5},
-        {"countdown": timedelta(minutes=16)},
+        # (countdowns over SQS_MAX_DELAY_S go to sqsq.schedules.eta: tests/test_schedules_eta.py)
         {"countdown": -1},
         {"countdown": float("nan")},
-        {"eta": datetime.now(UTC) + timedelta(hours=1)},
         {"eta": datetime(2030, 1, 1)},  # naive
         {"countdown": 1, "eta": datetime.now(UTC)},
     ],
@@ -169,9 +166,11 @@ def test_bad_countdown_or_eta_raises_before_any_request(
     assert _depth(sqs, "quickstart-default") == 0
 
 
-def test_countdown_over_900_names_the_sqs_limit(quickstart: sqsq.App) -> None:
+def test_countdown_over_900_names_the_sqs_limit_where_no_schedule_can_take_it(
+    quickstart: sqsq.App,
+) -> None:
     with pytest.raises(EnqueueError, match="SQS_MAX_DELAY_S=900"):
-        charge.apply_async([Order(order_id="o", cents=1)], countdown=901)
+        quickstart.send_task(charge.name, [{"order_id": "o", "cents": 1}], countdown=901)
 
 
 def test_countdown_of_exactly_900_is_accepted(quickstart: sqsq.App, sqs: Any) -> None:
@@ -364,7 +363,7 @@ def test_async_producer_errors_are_raised_before_any_request(quickstart: sqsq.Ap
             with pytest.raises(NotSerializable):
                 await price_quote.adelay("sku", 1, {1.5})
             with pytest.raises(EnqueueError):
-                await price_quote.aapply_async(["sku", 1, "1.5"], countdown=901)
+                await price_quote.aapply_async(["sku", 1, "1.5"], countdown=-1)
             with pytest.raises(ConfigurationError, match="sqsq resources create"):
                 await price_quote.aapply_async(["sku", 1, "1.5"], queue="missing")
         finally:

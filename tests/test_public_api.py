@@ -27,6 +27,9 @@ EXPECTED_ALL = [
     "Envelope",
     # running
     "Worker",
+    # schedules (EventBridge expressions)
+    "crontab",
+    "every",
     # errors
     "SqsqError",
     "ConfigurationError",

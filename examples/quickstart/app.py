@@ -4,7 +4,9 @@
 - ``render_email``: render an email to a file (its own queue, ``emails``);
 - ``build_report``: a report that takes a few seconds;
 - ``price_quote``: an ``async def`` task, awaited on the worker's event loop;
-- ``refund``: a task that fails (the failure is recorded with its traceback).
+- ``refund``: a task that fails (the failure is recorded with its traceback);
+- ``daily-sales-report``: a periodic task, every day at 06:00 Paris time, on an
+  EventBridge Scheduler schedule (``sqsq schedule sync``; locally ``sqsq dev`` fires it).
 
 Configuration comes from ``SQSQ_*`` variables (``sqsq dev`` and the demo point
 ``SQSQ_ENDPOINT_URL`` at the embedded local endpoint).
@@ -66,3 +68,12 @@ async def price_quote(sku: str, quantity: int, unit_price: Decimal) -> str:
 def refund(order_id: str) -> None:
     """Always fails: shows how a FAILURE is recorded."""
     raise RuntimeError(f"refunds for {order_id} are handled by the payments team")
+
+
+@app.periodic_task(
+    "cron(0 6 * * ? *)", name="daily-sales-report", timezone="Europe/Paris", bind=True
+)
+def daily_sales_report(self: sqsq.task.BoundTask) -> str:
+    """Runs once per fire, even if Scheduler delivers a fire twice (its idempotency
+    key is the schedule and the fire time)."""
+    return f"sales report for the fire of {self.request.scheduled_at}"

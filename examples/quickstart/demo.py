@@ -8,8 +8,8 @@ It starts the embedded local AWS endpoint (a moto server on a free loopback
 port), creates the app's queues, dead-letter queues and table, starts a real
 ``sqsq worker`` process, sends tasks the ways a user would — ``delay``,
 ``delay_many``, a message written by hand with plain boto3 as an AWS service
-would, a message that cannot be run — reads the results back and stops the
-worker with SIGTERM.
+would, a message that cannot be run, a periodic task fired by the local
+scheduler — reads the results back and stops the worker with SIGTERM.
 """
 
 from __future__ import annotations
@@ -96,7 +96,28 @@ def main() -> int:
     results["boto3 send_message, unknown task"] = app.AsyncResult(bad["MessageId"])
     print(f"   {len(results)} tasks sent")
 
-    print("\n4. results read back from DynamoDB")
+    print("\n4. sqsq schedule sync examples.quickstart.app:app  (periodic tasks, no beat)")
+    from datetime import UTC, datetime, timedelta
+
+    from sqsq.schedules import scheduler
+    from sqsq.schedules.local import LocalScheduler
+
+    for change in scheduler.apply(app).pending:
+        print(f"   {change.action:>7} {change.kind:<18} {change.name}")
+    # The local endpoint stores schedules but never fires them; the local scheduler
+    # (`sqsq schedule serve`, `sqsq dev`) does. A fake clock jumps to the next fire.
+    report = app.periodic_tasks["daily-sales-report"]
+    fire_at = report.next_fire_times(datetime.now(UTC), count=1)[0]
+    clock = [fire_at - timedelta(seconds=1)]
+    local = LocalScheduler(app, clock=lambda: clock[0])
+    local.tick()
+    clock[0] = fire_at + timedelta(seconds=1)
+    for fire in local.tick():
+        results[f"{fire.schedule}, fired for {fire.scheduled_at:%Y-%m-%d %H:%M} UTC"] = (
+            app.AsyncResult(fire.task_id)
+        )
+
+    print("\n5. results read back from DynamoDB")
     for label, result in results.items():
         try:
             value = result.get(timeout=60)
@@ -112,17 +133,17 @@ def main() -> int:
     moved = sqs.receive_message(
         QueueUrl=dlq_url, MessageAttributeNames=["All"], MaxNumberOfMessages=10, VisibilityTimeout=0
     ).get("Messages", [])
-    print(f"\n5. dead-letter queue {app.queue_name('default')}-dlq holds {len(moved)} message(s)")
+    print(f"\n6. dead-letter queue {app.queue_name('default')}-dlq holds {len(moved)} message(s)")
     for message in moved:
         reason = message["MessageAttributes"]["sqsq-dead-letter-reason"]["StringValue"]
         print(f"   reason={reason:<20} {message['Body'][:90]}")
 
-    print(f"\n6. emails rendered into {out_dir}: {sorted(os.listdir(out_dir))}")
+    print(f"\n7. emails rendered into {out_dir}: {sorted(os.listdir(out_dir))}")
 
     worker.send_signal(signal.SIGTERM)
     _, stderr = worker.communicate(timeout=60)
     summary = [line for line in stderr.splitlines() if "stopped after" in line]
-    print(f"\n7. SIGTERM -> worker exited with code {worker.returncode}")
+    print(f"\n8. SIGTERM -> worker exited with code {worker.returncode}")
     if summary:
         print("   " + summary[-1].split(": ", 1)[-1])
     endpoint.stop()

@@ -171,10 +171,34 @@ def dev(app: str, port: int, concurrency: int | None, log_level: str, log_format
         click.echo(f"    export {name}={value}", err=True)
     first = next(iter(the_app.tasks), "TASK")
     click.echo(f"    sqsq send {app} {first} --args '[]' --wait 10", err=True)
+    # Schedules: the local endpoint stores them but never fires them (sqsq.schedules.local).
+    stop_schedules = _serve_schedules(the_app)
     # Short long polls: requests cost nothing locally, and Ctrl-C returns in ≤ 2 s.
     code = Worker(the_app, concurrency=concurrency, wait_time_s=2).run()
+    stop_schedules()
     endpoint.stop()
     sys.exit(code)
+
+
+def _serve_schedules(the_app: Any) -> Any:
+    """Fire the app's periodic tasks and long countdowns in a thread; returns a stop function."""
+    import threading
+
+    from ..schedules import scheduler
+    from ..schedules.local import LocalScheduler
+
+    scheduler.apply(the_app)  # the local endpoint stores them, LocalScheduler fires them
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=LocalScheduler(the_app).serve, args=(stop,), name="sqsq-schedules", daemon=True
+    )
+    thread.start()
+
+    def stopper() -> None:
+        stop.set()
+        thread.join(timeout=10)
+
+    return stopper
 
 
 # --- resources --------------------------------------------------------------------------

@@ -58,6 +58,7 @@ COUNTER = {
     OutcomeKind.REVOKED: "revoked",
     OutcomeKind.DEFER: "deferred",
     OutcomeKind.RELEASE: "released",
+    OutcomeKind.RESEND: "resent",
 }
 
 

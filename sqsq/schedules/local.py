@@ -1,0 +1,287 @@
+"""Firing schedules without EventBridge Scheduler: ``sqsq schedule serve`` and ``sqsq dev``.
+
+moto and LocalStack store schedules but never fire them, and some accounts have
+no Scheduler. A :class:`LocalScheduler` fires the app's periodic tasks into their
+queues on time, with the same input as Scheduler would send (``scheduler.render``)
+and the fire times of ``schedule ls`` (``expressions.py``). It also fires the
+one-time ``at()`` schedules of long countdowns (``eta.py``) and deletes them.
+
+Any number may run against one endpoint; one leads, through a lease in the app's
+DynamoDB table, and only the leader fires::
+
+    item  pk "scheduler#<app>"  sk "leader"   owner, lease_until (epoch s)
+
+    tick at now:  PutItem  owner=me, lease_until=now+lease_s
+                  IF  attribute_not_exists(pk)      -- nobody leads
+                  OR  lease_until < :now             -- the leader stopped renewing
+                  OR  owner = :me                    -- I lead: renew
+                  fails ─► not the leader this tick
+
+    ──me──[renew]──[renew]──[renew]──╳ (killed)
+    ──other──[no]────[no]────[no]──────────[lease_until passed: leads]──
+
+A leader that stops cleanly deletes the lease, so another takes over at once.
+Each fire also advances a per-schedule cursor with a conditional write
+(``last < fire``) before it is sent, so even two leaders at once (a paused
+process whose lease ran out) never send the same fire twice; and every fire
+carries the idempotency key of (schedule, scheduled time) besides.
+
+The clock is injectable (``clock=``), so tests drive time by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..sqs import is_fifo
+from . import scheduler
+
+if TYPE_CHECKING:
+    from ..app import App
+    from .declare import PeriodicTask
+
+logger = logging.getLogger(__name__)
+
+#: Default lease of the leader, seconds: a dead leader is replaced after this long.
+DEFAULT_LEASE_S = 30.0
+#: Default time between ticks, seconds.
+DEFAULT_INTERVAL_S = 1.0
+#: Most fires of one schedule sent in one tick (catching up after a gap).
+MAX_FIRES_PER_TICK = 100
+
+_LEASE_FREE = "attribute_not_exists(pk) OR lease_until < :now OR #owner = :me"
+_CURSOR_BEHIND = "attribute_not_exists(pk) OR #last < :fire"
+
+
+@dataclass(frozen=True)
+class Fire:
+    """One fire sent: schedule name, scheduled time, task id."""
+
+    schedule: str
+    scheduled_at: datetime
+    task_id: str
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def send_fire(
+    app: App, periodic: PeriodicTask, scheduled_at: datetime, arns: scheduler.Arns | None = None
+) -> Fire:
+    """Send one fire of ``periodic`` to its queue now (the body Scheduler would send).
+
+    Args:
+        arns: where the account is cached (one STS call otherwise).
+
+    Raises:
+        ConfigurationError: the queue does not exist.
+    """
+    execution_id = str(uuid.uuid4())
+    arns = arns or scheduler.Arns(app)
+    body = scheduler.render(
+        scheduler.input_template(periodic),
+        scheduled_at=scheduled_at,
+        execution_id=execution_id,
+        schedule_arn=arns.schedule(scheduler.group_name(app), periodic.name),
+    )
+    physical = app.queue_name(periodic.queue)
+    kwargs: dict[str, Any] = {"QueueUrl": app.directory.url(physical), "MessageBody": body}
+    if is_fifo(physical):
+        kwargs["MessageGroupId"] = scheduler.FIFO_GROUP
+        kwargs["MessageDeduplicationId"] = execution_id
+    app.clients.sync("sqs").send_message(**kwargs)
+    return Fire(periodic.name, scheduled_at, execution_id)
+
+
+class LocalScheduler:
+    """Fires an app's schedules where EventBridge Scheduler does not.
+
+    Args:
+        app: the App whose periodic tasks (and long-countdown ``at()`` schedules) fire.
+        owner: this scheduler's name in the lease (default ``host:pid:random``).
+        lease_s: how long a lease lasts without renewal, seconds.
+        clock: returns the current aware datetime (tests pass a fake one).
+        fire_eta: also fire the one-time schedules of long countdowns.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        owner: str | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+        clock: Callable[[], datetime] = _utcnow,
+        fire_eta: bool = True,
+    ) -> None:
+        self.app = app
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_s = lease_s
+        self.clock = clock
+        self.fire_eta = fire_eta
+        self.leader = False
+        self._table = app.table_name
+        self._pk = f"scheduler#{app.name}"
+        self._arns = scheduler.Arns(app)
+        self._cursors: dict[str, datetime] = {}
+
+    # --- the lease ---------------------------------------------------------------
+
+    def acquire(self, now: datetime) -> bool:
+        """Take or renew the lease (one conditional PutItem); True if this one leads."""
+        client = self.app.clients.sync("dynamodb")
+        stamp = now.timestamp()
+        try:
+            client.put_item(
+                TableName=self._table,
+                Item={
+                    "pk": {"S": self._pk},
+                    "sk": {"S": "leader"},
+                    "owner": {"S": self.owner},
+                    "lease_until": {"N": repr(stamp + self.lease_s)},
+                    "expires_at": {"N": str(int(stamp + 86_400))},
+                },
+                ConditionExpression=_LEASE_FREE,
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={
+                    ":now": {"N": repr(stamp)},
+                    ":me": {"S": self.owner},
+                },
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            if self.leader:
+                logger.warning("scheduler %s lost the leader lease", self.owner)
+            self.leader = False
+            return False
+        if not self.leader:
+            logger.info("scheduler %s leads app %s", self.owner, self.app.name)
+            self._cursors.clear()  # another may have fired meanwhile: read them again
+        self.leader = True
+        return True
+
+    def release(self) -> None:
+        """Give the lease up (a clean stop), so another scheduler leads at once."""
+        if not self.leader:
+            return
+        client = self.app.clients.sync("dynamodb")
+        with contextlib.suppress(client.exceptions.ConditionalCheckFailedException):
+            client.delete_item(
+                TableName=self._table,
+                Key={"pk": {"S": self._pk}, "sk": {"S": "leader"}},
+                ConditionExpression="#owner = :me",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":me": {"S": self.owner}},
+            )
+        self.leader = False
+
+    # --- cursors -----------------------------------------------------------------
+
+    def _cursor_key(self, name: str) -> dict[str, Any]:
+        return {"pk": {"S": f"{self._pk}#{name}"}, "sk": {"S": "cursor"}}
+
+    def _cursor(self, name: str, now: datetime) -> datetime:
+        """The last fire time sent for ``name`` (read once per leadership, then kept);
+        a schedule seen for the first time starts from now (nothing before it fires)."""
+        cached = self._cursors.get(name)
+        if cached is not None:
+            return cached
+        client = self.app.clients.sync("dynamodb")
+        item = client.get_item(
+            TableName=self._table, Key=self._cursor_key(name), ConsistentRead=True
+        ).get("Item")
+        if item:
+            self._cursors[name] = datetime.fromtimestamp(float(item["last"]["N"]), UTC)
+            return self._cursors[name]
+        self._advance(name, now)
+        return now
+
+    def _advance(self, name: str, fire: datetime) -> bool:
+        """Move the cursor to ``fire`` if it is behind (conditional write)."""
+        client = self.app.clients.sync("dynamodb")
+        try:
+            client.put_item(
+                TableName=self._table,
+                Item={**self._cursor_key(name), "last": {"N": repr(fire.timestamp())}},
+                ConditionExpression=_CURSOR_BEHIND,
+                ExpressionAttributeNames={"#last": "last"},
+                ExpressionAttributeValues={":fire": {"N": repr(fire.timestamp())}},
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            self._cursors.pop(name, None)
+            return False
+        self._cursors[name] = fire
+        return True
+
+    # --- firing ------------------------------------------------------------------
+
+    def due(self, periodic: PeriodicTask, now: datetime) -> list[datetime]:
+        """Fire times of ``periodic`` after its cursor and not after ``now``; those
+        older than its RetryPolicy's MaximumEventAgeInSeconds are dropped, as
+        Scheduler drops them."""
+        cursor = self._cursor(periodic.name, now)
+        oldest = now - timedelta(seconds=periodic.max_event_age_s)
+        times: list[datetime] = []
+        for fire in periodic.expression.fire_times(
+            cursor, periodic.timezone, start=periodic.start, end=periodic.end
+        ):
+            if fire > now or len(times) == MAX_FIRES_PER_TICK:
+                break
+            if fire >= oldest:
+                times.append(fire)
+        return times
+
+    def tick(self) -> list[Fire]:
+        """Renew or take the lease; if leading, send every fire that is due.
+
+        Returns:
+            The fires sent in this tick.
+        """
+        now = self.clock()
+        if not self.acquire(now):
+            return []
+        fires: list[Fire] = []
+        for periodic in list(self.app.periodic_tasks.values()):
+            if not periodic.enabled:
+                continue
+            for when in self.due(periodic, now):
+                if not self._advance(periodic.name, when):
+                    break  # another scheduler sent it
+                fire = send_fire(self.app, periodic, when, self._arns)
+                logger.info(
+                    "fired %s for %s (task %s)",
+                    periodic.name,
+                    when.isoformat(),
+                    fire.task_id,
+                    extra={"task_id": fire.task_id, "schedule": periodic.name},
+                )
+                fires.append(fire)
+        if self.fire_eta:
+            from .eta import fire_due
+
+            fires += fire_due(self.app, now)
+        return fires
+
+    def serve(self, stop: threading.Event, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        """Tick every ``interval_s`` seconds until ``stop`` is set; then release the lease.
+        An AWS error in one tick is logged and the next tick tries again."""
+        try:
+            while not stop.is_set():
+                try:
+                    self.tick()
+                except Exception as exc:
+                    logger.warning("scheduler tick failed: %s: %s", type(exc).__name__, exc)
+                stop.wait(interval_s)
+        finally:
+            try:
+                self.release()
+            except Exception as exc:
+                logger.warning("releasing the scheduler lease failed: %s", exc)
