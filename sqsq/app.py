@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
+from . import producer
 from .clients import Clients
 from .dynamodb import ResultStore
 from .errors import ConfigurationError
@@ -64,17 +65,17 @@ class App:
         if not _APP_NAME.match(name):
             raise ConfigurationError(f"invalid app name {name!r}: 1-40 letters, digits, '-' or '_'")
         self.name = name
-        from pydantic import ValidationError
-
         try:
             self.settings = Settings(**{k: v for k, v in settings.items() if v is not None})
-        except ValidationError as exc:
+        except ValueError as exc:
             raise ConfigurationError(f"invalid App settings: {exc}") from None
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.clients = Clients(
             self.settings, boto3_session=boto3_session, botocore_config=botocore_config
         )
         self.directory = QueueDirectory(self.clients)
+        #: Sends single calls, coalescing concurrent ones (``sqsq.producer``).
+        self.sender = producer.Sender(self.clients, self.directory, self.settings)
         self.results = ResultStore(self.clients, self.table_name)
         self.idempotency = IdempotencyStore(self.clients, self.table_name)
 
@@ -195,8 +196,6 @@ class App:
         Raises:
             NotSerializable, MessageTooLarge, EnqueueError, ConfigurationError.
         """
-        from . import producer
-
         known = self.tasks.get(name)
         logical = queue or (known.queue if known else self.settings.default_queue)
         try:
@@ -212,7 +211,7 @@ class App:
             countdown=countdown,
             task_id=task_id,
         )
-        producer.send_sync(self.clients, self.directory, [message])
+        self.sender.send(message)
         return self.AsyncResult(message.task_id)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:

@@ -12,7 +12,6 @@ Bring your own: ``App(boto3_session=..., botocore_config=...)`` are used as give
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from collections import Counter
@@ -22,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
+    import asyncio
+
     import boto3
     from botocore.config import Config
 
@@ -145,6 +146,8 @@ class Clients:
 
         Close them with :meth:`aclose` before the loop ends.
         """
+        import asyncio
+
         loop = asyncio.get_running_loop()
         key = (id(loop), service)
         cached = self._async.get(key)
@@ -173,6 +176,8 @@ class Clients:
 
     async def aclose(self) -> None:
         """Close the aiobotocore clients of the running loop."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         entry = self._stacks.pop(id(loop), None)
         for key in [k for k in self._async if k[0] == id(loop)]:

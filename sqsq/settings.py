@@ -8,18 +8,31 @@ boto3 chain (``AWS_PROFILE``, ``AWS_DEFAULT_REGION``, instance roles, …) and
 botocore's ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_SQS`` /
 ``AWS_ENDPOINT_URL_DYNAMODB`` point clients at a local endpoint; ``endpoint_url``
 (or ``SQSQ_ENDPOINT_URL``) overrides them for both services.
+
+The fields are declared as pydantic-settings would declare them (``Field(ge=...)``,
+``Literal``, ``Seconds``), but read by the small reader below: pydantic-settings
+and pydantic cost more to import than everything else a producer needs besides
+botocore (measured in ``benchmarks/README.md``), and every ``App(...)`` — every
+Lambda cold start, every short-lived producer — paid it. The reader covers exactly
+what these fields use: ``str``, ``int``, ``float``, ``bool``, ``Literal``,
+``X | None``, ``Seconds``, and ``ge`` / ``gt`` / ``le`` bounds.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any, Literal
-
-from pydantic import BeforeValidator, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Any, ClassVar, Literal
 
 from . import limits
+
+#: Prefix of the environment variables that set fields (``SQSQ_TABLE_NAME``).
+ENV_PREFIX = "SQSQ_"
 
 
 def seconds(value: Any) -> Any:
@@ -29,8 +42,46 @@ def seconds(value: Any) -> Any:
     return value
 
 
+class _SecondsMarker:
+    """Marks a duration: seconds as a float ≥ 0, ``timedelta`` accepted."""
+
+
 #: A non-negative duration in seconds; ``timedelta`` is accepted and converted.
-Seconds = Annotated[float, BeforeValidator(seconds), Field(ge=0)]
+Seconds = Annotated[float, _SecondsMarker]
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """A field's default and bounds (what ``Field(...)`` declares)."""
+
+    default: Any
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+
+
+def Field(
+    default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None
+) -> Any:
+    """Declare a field with bounds: ``Field(default=5, ge=1, le=1000)``."""
+    return FieldInfo(default, ge=ge, gt=gt, le=le)
+
+
+def field_validator(*names: str) -> Callable[[Any], Any]:
+    """Mark a ``@classmethod`` that checks (and may convert) the named fields;
+    it raises ValueError for a bad value."""
+
+    def mark(method: Any) -> Any:
+        return _Validator(names, method)
+
+    return mark
+
+
+@dataclass(frozen=True)
+class _Validator:
+    names: tuple[str, ...]
+    method: Any
+
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 
@@ -48,13 +99,143 @@ def check_queue_name(name: str) -> str:
     return name
 
 
-class Settings(BaseSettings):
+class _FieldReader:
+    """Reads the annotated fields of a subclass: keyword > ``SQSQ_*`` > default;
+    frozen; unknown keywords refused."""
+
+    _fields: ClassVar[dict[str, tuple[Any, FieldInfo]]] = {}
+    _validators: ClassVar[dict[str, list[Any]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        hints = typing.get_type_hints(cls, include_extras=True)
+        cls._fields = {}
+        cls._validators = {}
+        for name, kind in hints.items():
+            if typing.get_origin(kind) is ClassVar or name.startswith("_"):
+                continue
+            declared = cls.__dict__.get(name)
+            info = declared if isinstance(declared, FieldInfo) else FieldInfo(declared)
+            cls._fields[name] = (kind, info)
+            setattr(cls, name, info.default)
+        for attr, value in list(cls.__dict__.items()):
+            if isinstance(value, _Validator):
+                for name in value.names:
+                    cls._validators.setdefault(name, []).append(value.method.__get__(None, cls))
+                setattr(cls, attr, value.method)
+
+    def __init__(self, **values: Any) -> None:
+        unknown = sorted(set(values) - set(self._fields))
+        problems = [f"unknown setting {name!r}" for name in unknown]
+        for name, (kind, info) in self._fields.items():
+            env_name = ENV_PREFIX + name.upper()
+            if name in values:
+                raw, source = values[name], name
+            elif env_name in os.environ:
+                raw, source = os.environ[env_name], env_name
+            else:
+                object.__setattr__(self, name, info.default)
+                continue
+            try:
+                value = _convert(raw, kind, from_env=source == env_name)
+                _check_bounds(value, info)
+                for check in self._validators.get(name, ()):
+                    value = check(value)
+            except (TypeError, ValueError) as exc:
+                problems.append(f"{source}: {exc}")
+                continue
+            object.__setattr__(self, name, value)
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"settings are frozen: cannot set {name!r}")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields)
+        return f"{type(self).__name__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self._fields)
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, n) for n in self._fields))
+
+
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off"}
+
+
+def _convert(raw: Any, kind: Any, *, from_env: bool) -> Any:
+    """``raw`` as a value of ``kind`` (environment values arrive as text)."""
+    origin, parts = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Annotated:
+        value = _convert(seconds(raw), parts[0], from_env=from_env)
+        if _SecondsMarker in parts[1:] and value < 0:
+            raise ValueError(f"must be >= 0 seconds, got {raw!r}")
+        return value
+    if origin is Literal:
+        if raw not in parts:
+            raise ValueError(f"must be one of {', '.join(map(repr, parts))}, got {raw!r}")
+        return raw
+    if parts and type(None) in parts:  # X | None
+        if raw is None:
+            return None
+        (inner,) = [p for p in parts if p is not type(None)]
+        return _convert(raw, inner, from_env=from_env)
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(f"must be a boolean (true/false, 1/0, yes/no, on/off), got {raw!r}")
+    if kind is int:
+        if isinstance(raw, bool) or not isinstance(raw, int | str):
+            raise ValueError(f"must be an integer, got {raw!r}")
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"must be an integer, got {raw!r}") from None
+    if kind is float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            raise ValueError(f"must be a number, got {raw!r}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"must be a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {raw!r}")
+        return value
+    if kind is str:
+        if not isinstance(raw, str):
+            raise ValueError(f"must be a string, got {raw!r}")
+        return raw
+    raise TypeError(f"settings cannot read fields of type {kind!r}")  # a declaration bug
+
+
+def _check_bounds(value: Any, info: FieldInfo) -> None:
+    if value is None:
+        return
+    if info.ge is not None and value < info.ge:
+        raise ValueError(f"must be >= {info.ge:g}, got {value!r}")
+    if info.gt is not None and value <= info.gt:
+        raise ValueError(f"must be > {info.gt:g}, got {value!r}")
+    if info.le is not None and value > info.le:
+        raise ValueError(f"must be <= {info.le:g}, got {value!r}")
+
+
+class Settings(_FieldReader):
     """Configuration of one :class:`sqsq.App`.
 
     Every field can be set as a keyword of ``App(...)`` or as ``SQSQ_<FIELD>``.
-    """
 
-    model_config = SettingsConfigDict(env_prefix="SQSQ_", extra="forbid", frozen=True)
+    Raises:
+        ValueError: an unknown keyword or a bad value (every problem in one message);
+            ``App`` raises it as ConfigurationError.
+    """
 
     #: AWS region; None uses boto3's chain (AWS_DEFAULT_REGION, profile, IMDS).
     region_name: str | None = None
@@ -84,6 +265,14 @@ class Settings(BaseSettings):
     retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
     #: botocore max attempts per AWS call, including the first.
     max_attempts: int = Field(default=5, ge=1)
+    #: Concurrent ``delay()`` / ``adelay()`` calls of one process to one queue share
+    #: SendMessageBatch calls; each caller still returns only once SQS acknowledged
+    #: its own message. False sends one SendMessage per call (see ``producer.py``).
+    coalesce_sends: bool = True
+    #: Once concurrent sends were seen (in the last second), a send that starts
+    #: alone waits up to this long for others to join its batch, seconds. A lone
+    #: sequential producer never waits.
+    send_linger_s: Seconds = Field(default=0.002, le=1.0)
 
     @field_validator("default_queue")
     @classmethod
