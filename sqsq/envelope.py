@@ -235,21 +235,12 @@ def encode(envelope: Envelope) -> str:
     Raises:
         MessageTooLarge: over ``limits.SQS_MAX_MESSAGE_BYTES`` (1 MiB).
     """
-    return encode_fields(
-        id=envelope.id,
-        task=envelope.task,
-        args=to_json(envelope.args, "args"),
-        kwargs=to_json(envelope.kwargs, "kwargs"),
-        queue=envelope.queue,
-        eta=envelope.eta,
-        expires=envelope.expires,
-        retries=envelope.retries,
-        idempotency_key=envelope.idempotency_key,
-        parent_id=envelope.parent_id,
-        root_id=envelope.root_id,
-        headers=envelope.headers,
-        sent_at=envelope.sent_at,
-    )
+    # Every field of the model: one it gains that encode_fields() lacks fails loudly.
+    fields = {name: getattr(envelope, name) for name in type(envelope).model_fields}
+    del fields["version"]
+    fields["args"] = to_json(envelope.args, "args")
+    fields["kwargs"] = to_json(envelope.kwargs, "kwargs")
+    return encode_fields(**fields)
 
 
 def decode(body: str, message_id: str | None = None) -> Envelope:

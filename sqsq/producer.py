@@ -56,6 +56,7 @@ from .sqs import entry_size, send_batches
 if TYPE_CHECKING:
     import asyncio
 
+    from .envelope_model import Envelope
     from .settings import Settings
     from .signature import Signature
 
@@ -89,6 +90,13 @@ class OutgoingMessage:
     delay_s: int
     message_group_id: str | None = None
     deduplication_id: str | None = None
+
+    @property
+    def envelope(self) -> Envelope:
+        """The envelope of :attr:`body`, decoded (loads pydantic: not for the hot path)."""
+        from .envelope import decode
+
+        return decode(self.body)
 
     def entry(self, entry_id: str) -> dict[str, Any]:
         """This message as a SendMessage(Batch) entry."""

@@ -479,3 +479,10 @@ def test_the_encoder_refuses_what_the_model_refuses(fields: dict[str, Any]) -> N
         encode_fields(**fields)
     with pytest.raises(ValidationError):
         Envelope(**fields)
+
+
+def test_the_encoder_takes_every_field_of_the_model() -> None:
+    import inspect
+
+    parameters = set(inspect.signature(encode_fields).parameters)
+    assert parameters == set(Envelope.model_fields) - {"version"}
