@@ -13,6 +13,7 @@ from .dynamodb import ResultStore
 from .errors import ConfigurationError
 from .idempotency import IdempotencyStore
 from .result import AsyncResult
+from .sender import Sender
 from .settings import Settings, check_queue_name
 from .sqs import QueueDirectory
 from .task import TASK_OPTIONS, BoundTask, Task, TaskOptions
@@ -74,8 +75,8 @@ class App:
             self.settings, boto3_session=boto3_session, botocore_config=botocore_config
         )
         self.directory = QueueDirectory(self.clients)
-        #: Sends single calls, coalescing concurrent ones (``sqsq.producer``).
-        self.sender = producer.Sender(self.clients, self.directory, self.settings)
+        #: Sends single calls, coalescing concurrent ones (``sqsq.sender``).
+        self.sender = Sender(self.clients, self.directory, self.settings)
         self.results = ResultStore(self.clients, self.table_name)
         self.idempotency = IdempotencyStore(self.clients, self.table_name)
 

@@ -7,29 +7,8 @@ rules, the message fits SQS's 1 MiB limit, the delay fits 900 s. Building a
 message needs neither pydantic nor botocore (:func:`build` is pure and shared by
 the boto3 and aiobotocore senders).
 
-Concurrent calls share SendMessageBatch calls (:class:`Sender`, *group commit*):
-
-::
-
-    caller A ──► lane empty, nothing in flight ──► SendMessage(A) ─────────► A returns
-    caller B ──► A in flight: B waits ┐
-    caller C ──► A in flight: C waits ┴► A acknowledged ──► SendMessageBatch(B, C) ─► B, C return
-
-* a call that finds its queue's lane idle sends at once (a lone sequential
-  producer never waits); calls that arrive while a send to the same queue is in
-  flight go out together in the next batch, sent by one of them;
-* a full batch (``limits.SQS_MAX_BATCH_ENTRIES`` entries or
-  ``limits.SQS_MAX_BATCH_BYTES``) goes out at once, even while another is in flight;
-* once concurrency was seen (within ``CONCURRENCY_MEMORY_S``), a batch that starts
-  alone waits up to ``send_linger_s`` (a few ms) for company, or until it is full;
-* coroutines yield one loop iteration before sending, so those started together
-  share a batch deterministically;
-* every caller returns only once SQS acknowledged its own entry (durability is
-  that of SendMessage); an entry SQS refuses raises EnqueueError for its caller
-  only, SenderFault=false entries are retried with backoff, and an exception of
-  the whole call raises for every caller of that batch — except a request error
-  (HTTP 400) of a shared batch, after which each entry is sent alone, so that one
-  caller's bad message never fails the others.
+Single calls go through :class:`sqsq.sender.Sender`, which lets concurrent
+calls share SendMessageBatch calls; ``delay_many`` sends explicit batches here.
 """
 
 from __future__ import annotations
@@ -37,13 +16,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import threading
 import time
 import uuid
-import weakref
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -51,23 +27,16 @@ from . import limits
 from .envelope import encode_fields, new_task_id, to_json
 from .errors import EnqueueError
 from .retry import full_jitter_s
-from .sqs import entry_size, send_batches
+from .sqs import send_batches
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .envelope_model import Envelope
-    from .settings import Settings
     from .signature import Signature
 
 logger = logging.getLogger(__name__)
 
 #: Attempts at SendMessageBatch entries that failed with SenderFault=false.
 BATCH_ATTEMPTS = 5
-
-#: How long a sign of concurrent sends (a call that found its queue busy, a batch
-#: of more than one) makes later sends linger, seconds.
-CONCURRENCY_MEMORY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -273,7 +242,9 @@ def _raise_if_failed(messages: Sequence[OutgoingMessage], failed: list[tuple[str
         )
 
 
-def _missing_queue(directory: Any, messages: Sequence[OutgoingMessage], exc: Exception) -> None:
+def raise_if_missing_queue(
+    directory: Any, messages: Sequence[OutgoingMessage], exc: Exception
+) -> None:
     """A cached queue URL whose queue was deleted: forget it, raise the clear error."""
     if directory.is_missing_queue(exc):
         names = {m.queue_name for m in messages}
@@ -282,7 +253,7 @@ def _missing_queue(directory: Any, messages: Sequence[OutgoingMessage], exc: Exc
         raise directory.missing_queue(", ".join(sorted(names))) from None
 
 
-def _is_request_error(exc: Exception) -> bool:
+def is_request_error(exc: Exception) -> bool:
     """SQS refused the request itself (HTTP 400, not throttling, not a missing
     queue): the same request will not succeed, and a batch may owe it to one entry."""
     response = getattr(exc, "response", None)
@@ -323,30 +294,30 @@ def send_sync(clients: Any, directory: Any, messages: Sequence[OutgoingMessage])
     try:
         client = clients.sync("sqs")
         if len(messages) == 1:
-            _send_one_sync(client, directory, messages[0])
+            send_one_sync(client, directory, messages[0])
             return
         failed: list[tuple[str, str]] = []
         for batch in _batches(messages):
             url = directory.url(next(iter(batch.values())).queue_name)
-            refused = _send_batch_sync(client, url, batch)
+            refused = send_batch_sync(client, url, batch)
             failed.extend((batch[i].task_id, reason) for i, reason in refused.items())
     except Exception as exc:
-        _missing_queue(directory, messages, exc)
+        raise_if_missing_queue(directory, messages, exc)
         raise
     _raise_if_failed(messages, failed)
 
 
-def _send_one_sync(client: Any, directory: Any, message: OutgoingMessage) -> None:
+def send_one_sync(client: Any, directory: Any, message: OutgoingMessage) -> None:
     url = directory.url(message.queue_name)
     try:
         client.send_message(QueueUrl=url, **_single_kwargs(message))
     except Exception as exc:
-        if _is_request_error(exc):
+        if is_request_error(exc):
             raise _refused(message, exc) from exc
         raise
 
 
-def _send_batch_sync(client: Any, url: str, batch: dict[str, OutgoingMessage]) -> dict[str, str]:
+def send_batch_sync(client: Any, url: str, batch: dict[str, OutgoingMessage]) -> dict[str, str]:
     """One SendMessageBatch, retrying SenderFault=false entries with backoff.
 
     Returns:
@@ -372,33 +343,33 @@ async def send_async(clients: Any, directory: Any, messages: Sequence[OutgoingMe
     try:
         client = await clients.aclient("sqs")
         if len(messages) == 1:
-            await _send_one_async(client, directory, messages[0])
+            await send_one_async(client, directory, messages[0])
             return
         failed: list[tuple[str, str]] = []
         for batch in _batches(messages):
             url = await directory.aurl(next(iter(batch.values())).queue_name)
-            refused = await _send_batch_async(client, url, batch)
+            refused = await send_batch_async(client, url, batch)
             failed.extend((batch[i].task_id, reason) for i, reason in refused.items())
     except Exception as exc:
-        _missing_queue(directory, messages, exc)
+        raise_if_missing_queue(directory, messages, exc)
         raise
     _raise_if_failed(messages, failed)
 
 
-async def _send_one_async(client: Any, directory: Any, message: OutgoingMessage) -> None:
+async def send_one_async(client: Any, directory: Any, message: OutgoingMessage) -> None:
     url = await directory.aurl(message.queue_name)
     try:
         await client.send_message(QueueUrl=url, **_single_kwargs(message))
     except Exception as exc:
-        if _is_request_error(exc):
+        if is_request_error(exc):
             raise _refused(message, exc) from exc
         raise
 
 
-async def _send_batch_async(
+async def send_batch_async(
     client: Any, url: str, batch: dict[str, OutgoingMessage]
 ) -> dict[str, str]:
-    """Asyncio twin of :func:`_send_batch_sync`."""
+    """Asyncio twin of :func:`send_batch_sync`."""
     import asyncio
 
     refused: dict[str, str] = {}
@@ -414,313 +385,3 @@ async def _send_batch_async(
             return refused
     refused.update((i, "still failing after retries") for i in batch)
     return refused
-
-
-# --- coalescing concurrent sends ----------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Call:
-    """One caller's message, waiting in its queue's lane until SQS answered for it."""
-
-    message: OutgoingMessage
-    size: int
-    done: bool = False
-    error: BaseException | None = None
-
-
-@dataclass(eq=False)
-class Lane:
-    """The pure state of one queue's coalescer (no I/O, no locking: the sync and
-    async twins of :class:`Sender` hold the lock and do the sending).
-
-    Attributes:
-        linger_s: how long a batch that starts alone waits for company once
-            concurrency was seen, seconds.
-        pending: calls not yet taken into a batch, oldest first.
-        in_flight: batches sent and not yet answered.
-    """
-
-    linger_s: float
-    pending: deque[_Call] = field(default_factory=deque)
-    in_flight: int = 0
-    gather_until: float | None = None
-    concurrent_at: float = -math.inf
-
-    def join(self, call: _Call, now: float) -> None:
-        """Queue ``call``; finding the lane busy is a sign of concurrency."""
-        if self.in_flight or self.pending:
-            self.concurrent_at = now
-        self.pending.append(call)
-
-    def take(self, now: float) -> tuple[list[_Call] | None, float | None]:
-        """The batch to send now, or ``(None, seconds to wait)`` — ``None`` seconds:
-        until a batch in flight is answered.
-
-        A full batch goes at once; a partial one only when nothing is in flight,
-        after the linger if concurrency was seen lately.
-        """
-        if not self.pending:
-            return None, None
-        batch: list[_Call] = []
-        size = 0
-        for call in self.pending:
-            if len(batch) == limits.SQS_MAX_BATCH_ENTRIES or (
-                batch and size + call.size > limits.SQS_MAX_BATCH_BYTES
-            ):
-                break
-            batch.append(call)
-            size += call.size
-        full = len(batch) == limits.SQS_MAX_BATCH_ENTRIES or len(batch) < len(self.pending)
-        if not full:
-            if self.in_flight:
-                return None, None
-            recent = now - self.concurrent_at < CONCURRENCY_MEMORY_S
-            if self.gather_until is None and self.linger_s > 0 and recent:
-                self.gather_until = now + self.linger_s
-            if self.gather_until is not None and now < self.gather_until:
-                return None, self.gather_until - now
-        self.gather_until = None
-        for _ in batch:
-            self.pending.popleft()
-        if len(batch) > 1:
-            self.concurrent_at = now
-        self.in_flight += 1
-        return batch, None
-
-    def finish(self, batch: list[_Call], errors: Sequence[BaseException | None]) -> None:
-        """Record the answer for every call of a batch taken with :meth:`take`."""
-        self.in_flight -= 1
-        for call, error in zip(batch, errors, strict=True):
-            call.error = error
-            call.done = True
-
-
-class Sender:
-    """Sends single task calls, coalescing concurrent ones into SendMessageBatch
-    calls per queue (see the module docstring). One per :class:`~sqsq.App`;
-    thread-safe, and usable from any number of event loops.
-
-    Args:
-        clients: the App's client factory.
-        directory: the App's queue-URL directory.
-        settings: the App's settings (``coalesce_sends``, ``send_linger_s``).
-    """
-
-    def __init__(self, clients: Any, directory: Any, settings: Settings) -> None:
-        self.clients = clients
-        self.directory = directory
-        self.settings = settings
-        self._lock = threading.Lock()
-        self._lanes: dict[str, tuple[Lane, threading.Condition]] = {}
-        self._alanes: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[str, tuple[Lane, _Wakeup]]
-        ] = weakref.WeakKeyDictionary()
-
-    def _call(self, message: OutgoingMessage) -> _Call:
-        return _Call(message, entry_size(message.entry("0")))
-
-    # --- threads ---------------------------------------------------------------------
-
-    def send(self, message: OutgoingMessage) -> None:
-        """Send one message; return once SQS acknowledged it.
-
-        Raises:
-            EnqueueError: SQS refused this message.
-            ConfigurationError: the queue does not exist.
-            botocore errors of the call that carried it (after botocore's retries).
-        """
-        if not self.settings.coalesce_sends:
-            send_sync(self.clients, self.directory, [message])
-            return
-        with self._lock:
-            lane, cond = self._lanes.get(message.queue_name) or self._lanes.setdefault(
-                message.queue_name, (Lane(self.settings.send_linger_s), threading.Condition())
-            )
-        call = self._call(message)
-        with cond:
-            lane.join(call, time.monotonic())
-            cond.notify_all()  # a lingering batch may be full now
-            while not call.done:
-                batch, wait_s = lane.take(time.monotonic())
-                if batch is None:
-                    cond.wait(wait_s)
-                    continue
-                cond.release()
-                try:
-                    errors = self._send_batch_sync([c.message for c in batch])
-                except BaseException as exc:  # KeyboardInterrupt: its waiters must not hang
-                    errors = [exc] * len(batch)
-                    raise
-                finally:
-                    cond.acquire()
-                    lane.finish(batch, errors)
-                    cond.notify_all()
-        if call.error is not None:
-            raise call.error
-
-    def _send_batch_sync(self, messages: list[OutgoingMessage]) -> list[BaseException | None]:
-        """Send one coalesced batch; the error of each message (None: acknowledged)."""
-        return _outcomes(
-            messages,
-            self.directory,
-            lambda: self._sync_attempt(messages),
-            lambda message: self._sync_alone(message),
-        )
-
-    def _sync_attempt(self, messages: list[OutgoingMessage]) -> dict[str, str]:
-        client = self.clients.sync("sqs")
-        if len(messages) == 1:
-            _send_one_sync(client, self.directory, messages[0])
-            return {}
-        batch = {str(i): m for i, m in enumerate(messages)}
-        return _send_batch_sync(client, self.directory.url(messages[0].queue_name), batch)
-
-    def _sync_alone(self, message: OutgoingMessage) -> BaseException | None:
-        try:
-            _send_one_sync(self.clients.sync("sqs"), self.directory, message)
-        except Exception as exc:
-            return _error_of([message], self.directory, exc)
-        return None
-
-    # --- asyncio ---------------------------------------------------------------------
-
-    async def asend(self, message: OutgoingMessage) -> None:
-        """Asyncio twin of :meth:`send` (aiobotocore); coalesces the coroutines of
-        one event loop."""
-        import asyncio
-
-        if not self.settings.coalesce_sends:
-            await send_async(self.clients, self.directory, [message])
-            return
-        loop = asyncio.get_running_loop()
-        lanes = self._alanes.setdefault(loop, {})
-        lane, wakeup = lanes.get(message.queue_name) or lanes.setdefault(
-            message.queue_name, (Lane(self.settings.send_linger_s), _Wakeup())
-        )
-        call = self._call(message)
-        lane.join(call, time.monotonic())
-        wakeup.notify()
-        await asyncio.sleep(0)  # coroutines started together join this batch
-        while not call.done:
-            batch, wait_s = lane.take(time.monotonic())
-            if batch is None:
-                await wakeup.wait(wait_s)
-                continue
-            try:
-                errors = await self._send_batch_async([c.message for c in batch])
-            except BaseException as exc:  # cancelled: its waiters must not hang
-                errors = [exc] * len(batch)
-                raise
-            finally:
-                lane.finish(batch, errors)
-                wakeup.notify()
-        if call.error is not None:
-            raise call.error
-
-    async def _send_batch_async(
-        self, messages: list[OutgoingMessage]
-    ) -> list[BaseException | None]:
-        return await _aoutcomes(
-            messages,
-            self.directory,
-            lambda: self._async_attempt(messages),
-            lambda message: self._async_alone(message),
-        )
-
-    async def _async_attempt(self, messages: list[OutgoingMessage]) -> dict[str, str]:
-        client = await self.clients.aclient("sqs")
-        if len(messages) == 1:
-            await _send_one_async(client, self.directory, messages[0])
-            return {}
-        batch = {str(i): m for i, m in enumerate(messages)}
-        url = await self.directory.aurl(messages[0].queue_name)
-        return await _send_batch_async(client, url, batch)
-
-    async def _async_alone(self, message: OutgoingMessage) -> BaseException | None:
-        try:
-            await _send_one_async(await self.clients.aclient("sqs"), self.directory, message)
-        except Exception as exc:
-            return _error_of([message], self.directory, exc)
-        return None
-
-
-class _Wakeup:
-    """Wakes the coroutines waiting on one lane (an asyncio.Event renewed per change)."""
-
-    def __init__(self) -> None:
-        import asyncio
-
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        import asyncio
-
-        event, self._event = self._event, asyncio.Event()
-        event.set()
-
-    async def wait(self, timeout_s: float | None) -> None:
-        import asyncio
-
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._event.wait()
-        except TimeoutError:
-            pass
-
-
-def _error_of(messages: Sequence[OutgoingMessage], directory: Any, exc: Exception) -> Exception:
-    """The error to raise for ``messages`` after ``exc`` (a missing queue named clearly)."""
-    try:
-        _missing_queue(directory, messages, exc)
-    except Exception as clear:
-        return clear
-    return exc
-
-
-def _refusals(
-    messages: list[OutgoingMessage], refused: dict[str, str]
-) -> list[BaseException | None]:
-    errors: list[BaseException | None] = []
-    for i, message in enumerate(messages):
-        reason = refused.get(str(i))
-        errors.append(
-            None
-            if reason is None
-            else EnqueueError(
-                f"task {message.task_name} ({message.task_id}) was not enqueued: {reason}",
-                failed=[(message.task_id, reason)],
-            )
-        )
-    return errors
-
-
-def _outcomes(
-    messages: list[OutgoingMessage],
-    directory: Any,
-    attempt: Callable[[], dict[str, str]],
-    alone: Callable[[OutgoingMessage], BaseException | None],
-) -> list[BaseException | None]:
-    try:
-        return _refusals(messages, attempt())
-    except Exception as exc:
-        if len(messages) > 1 and _is_request_error(exc):
-            logger.warning("a shared SendMessageBatch was refused (%s); sending alone", exc)
-            return [alone(m) for m in messages]
-        return [_error_of(messages, directory, exc)] * len(messages)
-
-
-async def _aoutcomes(
-    messages: list[OutgoingMessage],
-    directory: Any,
-    attempt: Callable[[], Any],
-    alone: Callable[[OutgoingMessage], Any],
-) -> list[BaseException | None]:
-    """Asyncio twin of :func:`_outcomes`."""
-    try:
-        return _refusals(messages, await attempt())
-    except Exception as exc:
-        if len(messages) > 1 and _is_request_error(exc):
-            logger.warning("a shared SendMessageBatch was refused (%s); sending alone", exc)
-            return [await alone(m) for m in messages]
-        return [_error_of(messages, directory, exc)] * len(messages)

@@ -1,4 +1,4 @@
-"""Concurrent producer calls share SendMessageBatch calls (``sqsq.producer.Sender``).
+"""Concurrent producer calls share SendMessageBatch calls (``sqsq.sender.Sender``).
 
 Requests are counted with botocore's ``before-send`` event (the App's
 ``clients.counter``). Coroutines started together share batches deterministically
@@ -24,8 +24,9 @@ import sqsq
 from sqsq import limits
 from sqsq.envelope import decode
 from sqsq.errors import ConfigurationError, EnqueueError
-from sqsq.producer import Lane, _Call, build
+from sqsq.producer import build
 from sqsq.resources import apply
+from sqsq.sender import Lane, _Call
 
 QUEUE = "coalesce-default"
 
@@ -153,6 +154,27 @@ def test_coalescing_switched_off_sends_one_message_per_call(local_aws: Any, sqs:
     assert _sends(app, before) == (12, 0)
     assert sorted(_received_ids(sqs, 12)) == sorted(r.id for r in results)
     app.close()
+
+
+def test_a_coroutine_cancelled_before_its_batch_left_is_not_sent(app: sqsq.App, sqs: Any) -> None:
+    echo = app.tasks["echo"]
+
+    async def produce() -> tuple[list[Any], bool]:
+        try:
+            calls = [asyncio.ensure_future(echo.adelay(f"t{i}")) for i in range(5)]
+            await asyncio.sleep(0)  # every call has joined the lane; none has sent
+            calls[2].cancel()
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            return results, calls[2].cancelled()
+        finally:
+            await app.aclose()
+
+    before = app.clients.counter.snapshot()
+    results, cancelled = asyncio.run(produce())
+    assert cancelled
+    sent = [r for i, r in enumerate(results) if i != 2]
+    assert _sends(app, before) == (0, 1)
+    assert sorted(_received_ids(sqs, 5)) == sorted(r.id for r in sent)
 
 
 # --- threads --------------------------------------------------------------------------------
