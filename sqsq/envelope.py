@@ -25,15 +25,12 @@ model, checked by hand), so ``import sqsq`` and a cold ``delay()`` never load it
 
 from __future__ import annotations
 
-import base64
 import enum
 import json
 import math
 import sys
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import limits
@@ -62,6 +59,8 @@ def __getattr__(name: str) -> Any:
 
 def new_task_id() -> str:
     """A fresh task id (UUID4, 36 characters)."""
+    import uuid
+
     return str(uuid.uuid4())
 
 
@@ -105,11 +104,16 @@ def to_json(value: Any, path: str = "value") -> Any:
         return [to_json(item, f"{path}[{i}]") for i, item in enumerate(value)]
     if isinstance(value, datetime | date | time):
         return value.isoformat()
-    if isinstance(value, uuid.UUID | Decimal):
-        if isinstance(value, Decimal) and not value.is_finite():
+    # A UUID or Decimal exists only if its module was imported: no import needed here.
+    if isinstance(value, _loaded_type("uuid", "UUID")):
+        return str(value)
+    if isinstance(value, _loaded_type("decimal", "Decimal")):
+        if not value.is_finite():
             raise NotSerializable(f"{path}: Decimal {value} is not a finite number")
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
+        import base64
+
         return base64.b64encode(bytes(value)).decode("ascii")
     if _is_pydantic_model(value):
         from pydantic_core import PydanticSerializationError, to_jsonable_python
@@ -127,6 +131,12 @@ def to_json(value: Any, path: str = "value") -> Any:
         "envelope rules (use str/int/float/bool/None, list, dict, datetime, UUID, Decimal, "
         "bytes, Enum or a pydantic model)"
     )
+
+
+def _loaded_type(module: str, name: str) -> Any:
+    """``module.name`` if ``module`` was imported, else ``()`` (isinstance of nothing)."""
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name) if loaded is not None else ()
 
 
 def _is_pydantic_model(value: Any) -> bool:

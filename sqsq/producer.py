@@ -13,11 +13,9 @@ calls share SendMessageBatch calls; ``delay_many`` sends explicit batches here.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -123,6 +121,8 @@ def expiry(expires: float | timedelta | datetime | None, now: datetime) -> datet
 def deduplication_id(task_name: str, idempotency_key: str) -> str:
     """FIFO MessageDeduplicationId from an idempotency key (SHA-256 hex, 64 chars,
     within SQS's 128-character limit)."""
+    import hashlib
+
     return hashlib.sha256(f"{task_name}\0{idempotency_key}".encode()).hexdigest()
 
 
@@ -175,6 +175,8 @@ def build(
     if task_id is None and fifo and idempotency_key:
         # SQS drops a FIFO duplicate (same MessageDeduplicationId): both callers must
         # then hold the same task id, or the second one's result never resolves.
+        import uuid
+
         task_id = str(
             uuid.uuid5(uuid.NAMESPACE_URL, f"sqsq:{queue_name}:{task_name}:{idempotency_key}")
         )
