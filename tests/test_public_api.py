@@ -151,6 +151,7 @@ def test_a_cold_producer_loads_no_envelope_model_settings_library_or_asyncio(
         env={**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
     )
     assert loaded["botocore"]
+    assert not loaded["boto3"]  # a botocore session: boto3 would import s3transfer too
     assert not loaded["sqsq.envelope_model"]  # encoded without the pydantic model
     # (pydantic itself may load with producer-side argument validation, signature.py)
     assert not loaded["pydantic_settings"]
