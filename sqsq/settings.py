@@ -109,10 +109,11 @@ class _FieldReader:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         hints = typing.get_type_hints(cls, include_extras=True)
-        cls._fields = {}
-        cls._validators = {}
+        own = cls.__dict__.get("__annotations__", {})
+        cls._fields = dict(cls._fields)  # a subclass keeps its parents' fields
+        cls._validators = {k: list(v) for k, v in cls._validators.items()}
         for name, kind in hints.items():
-            if typing.get_origin(kind) is ClassVar or name.startswith("_"):
+            if typing.get_origin(kind) is ClassVar or name.startswith("_") or name not in own:
                 continue
             declared = cls.__dict__.get(name)
             info = declared if isinstance(declared, FieldInfo) else FieldInfo(declared)
