@@ -10,12 +10,14 @@ botocore's ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_SQS`` /
 (or ``SQSQ_ENDPOINT_URL``) overrides them for both services.
 
 The fields are declared as pydantic-settings would declare them (``Field(ge=...)``,
-``Literal``, ``Seconds``), but read by the small reader below: pydantic-settings
-and pydantic cost more to import than everything else a producer needs besides
-botocore (measured in ``benchmarks/README.md``), and every ``App(...)`` — every
-Lambda cold start, every short-lived producer — paid it. The reader covers exactly
+``Literal``, ``Seconds``), but read by the small reader below. Importing
+pydantic-settings (which pulls in pydantic and asyncio) cost 95–120 ms on the
+development machine, on top of an already imported boto3 — more than everything
+else a producer imports besides botocore — and every ``App(...)``, so every Lambda
+cold start and every short-lived producer, paid it. The reader covers exactly
 what these fields use: ``str``, ``int``, ``float``, ``bool``, ``Literal``,
-``X | None``, ``Seconds``, and ``ge`` / ``gt`` / ``le`` bounds.
+``X | None``, ``Seconds``, ``ge`` / ``gt`` / ``le`` bounds and ``field_validator``;
+environment variables are upper case (``SQSQ_TABLE_NAME``).
 """
 
 from __future__ import annotations
