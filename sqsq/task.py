@@ -260,7 +260,7 @@ class Task(Generic[P, R]):
         """Enqueue ``fn(*args, **kwargs)``; return once SQS acknowledged the message.
 
         A lone call makes one SendMessage; concurrent calls of this process (threads)
-        share SendMessageBatch calls (``coalesce_sends``, see ``sqsq.producer``).
+        share SendMessageBatch calls (``coalesce_sends``, see ``sqsq.sender``).
 
         Returns:
             An :class:`~sqsq.AsyncResult` for the new task id.
