@@ -81,3 +81,27 @@ def test_a_bad_environment_variable_fails_at_app_construction_naming_it(
         sqsq.App("settings")
     assert "SQSQ_WAIT_TIME_S: must be a number, got 'forever'" in str(info.value)
     assert "SQSQ_MAX_ATTEMPTS: must be >= 1" in str(info.value)  # every problem at once
+
+
+def test_a_callers_boto3_session_builds_the_clients() -> None:
+    import boto3
+
+    session = boto3.Session(
+        region_name="eu-west-1", aws_access_key_id="from-session", aws_secret_access_key="s"
+    )
+    app = sqsq.App("settings", boto3_session=session, endpoint_url="http://127.0.0.1:9")
+    client = app.clients.sync("sqs")
+    assert client.meta.region_name == "eu-west-1"
+    assert client._request_signer._credentials.access_key == "from-session"
+    app.close()
+
+
+def test_without_a_session_the_clients_come_from_botocore_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-environment")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    app = sqsq.App("settings", region_name="us-east-1", endpoint_url="http://127.0.0.1:9")
+    client = app.clients.sync("sqs")
+    assert client._request_signer._credentials.access_key == "from-environment"
+    app.close()
