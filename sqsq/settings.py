@@ -22,6 +22,7 @@ environment variables are upper case (``SQSQ_TABLE_NAME``).
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -111,7 +112,7 @@ class _FieldReader:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         hints = typing.get_type_hints(cls, include_extras=True)
-        own = cls.__dict__.get("__annotations__", {})
+        own = inspect.get_annotations(cls)
         cls._fields = dict(cls._fields)  # a subclass keeps its parents' fields
         cls._validators = {k: list(v) for k, v in cls._validators.items()}
         for name, kind in hints.items():
