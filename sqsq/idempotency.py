@@ -23,6 +23,11 @@ conflict (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)::
       └─ IN_PROGRESS under a live lease ─────────────────────────────────────────────► DEFER:
                                                           the message comes back after the lease
 
+    A conflict that carries no old item (an endpoint without
+    ReturnValuesOnConditionCheckFailure, e.g. dynalite, or an SDK path that drops it)
+    is read with one consistent GetItem; if the item is gone by then (its owner
+    failed and deleted it), the claim is tried again.
+
     time ──►  claim ─── lease_s ───┬─ heartbeat extends ─┬─ … ─► COMPLETED (settle, batched)
                                    │                     │       or item deleted on FAILURE/RETRY
                                    └ UpdateItem, only while status = IN_PROGRESS and task_id = owner
@@ -157,8 +162,12 @@ class Claim:
     lease_remaining_s: float = 0.0
 
 
+#: Claims tried when the conflicting item vanished before it could be read.
+CLAIM_TRIES = 3
+
+
 def claim_from_conflict(old: Item | None, now: float | None = None) -> Claim:
-    """Interpret the ALL_OLD item of a failed claim."""
+    """Interpret the old item of a failed claim (ALL_OLD, or read with GetItem)."""
     import json
 
     now = time.time() if now is None else now
@@ -180,6 +189,16 @@ def _conflict_item(exc: Exception) -> Item | bool | None:
     return item
 
 
+def _old_item(exc: Exception) -> Item | None:
+    item: Item | None = getattr(exc, "response", {}).get("Item")
+    return item or None
+
+
+def _read(response: dict[str, Any]) -> Item | None:
+    item: Item | None = response.get("Item")
+    return item or None
+
+
 class IdempotencyStore:
     """Claims, extends and completes keys in the app's table (boto3 and aiobotocore).
 
@@ -193,28 +212,45 @@ class IdempotencyStore:
         self.table = table
 
     def claim(self, pk: str, task_id: str, lease_s: float, ttl_s: float) -> Claim:
-        """One conditional PutItem; a read only on conflict (ALL_OLD)."""
+        """One conditional PutItem; a read only on conflict (ALL_OLD, else a
+        consistent GetItem)."""
         client = self.clients.sync("dynamodb")
-        try:
-            client.put_item(**claim_request(self.table, pk, task_id, lease_s, ttl_s))
-        except Exception as exc:
-            old = _conflict_item(exc)
-            if old is False:
-                raise
-            return claim_from_conflict(old)  # type: ignore[arg-type]
-        return Claim("CLAIMED", task_id)
+        old: Item | None = None
+        for _ in range(CLAIM_TRIES):
+            try:
+                client.put_item(**claim_request(self.table, pk, task_id, lease_s, ttl_s))
+            except Exception as exc:
+                if _conflict_item(exc) is False:
+                    raise
+                old = _old_item(exc) or _read(
+                    client.get_item(TableName=self.table, Key=item_key(pk), ConsistentRead=True)
+                )
+                if old:
+                    break
+                continue  # the item vanished: claim again
+            return Claim("CLAIMED", task_id)
+        return claim_from_conflict(old)
 
     async def aclaim(self, pk: str, task_id: str, lease_s: float, ttl_s: float) -> Claim:
         """Asyncio twin of :meth:`claim`."""
         client = await self.clients.aclient("dynamodb")
-        try:
-            await client.put_item(**claim_request(self.table, pk, task_id, lease_s, ttl_s))
-        except Exception as exc:
-            old = _conflict_item(exc)
-            if old is False:
-                raise
-            return claim_from_conflict(old)  # type: ignore[arg-type]
-        return Claim("CLAIMED", task_id)
+        old: Item | None = None
+        for _ in range(CLAIM_TRIES):
+            try:
+                await client.put_item(**claim_request(self.table, pk, task_id, lease_s, ttl_s))
+            except Exception as exc:
+                if _conflict_item(exc) is False:
+                    raise
+                old = _old_item(exc) or _read(
+                    await client.get_item(
+                        TableName=self.table, Key=item_key(pk), ConsistentRead=True
+                    )
+                )
+                if old:
+                    break
+                continue
+            return Claim("CLAIMED", task_id)
+        return claim_from_conflict(old)
 
     def extend(self, pk: str, task_id: str, lease_s: float) -> bool:
         """Extend a held lease; False when it is no longer ours."""

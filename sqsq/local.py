@@ -50,6 +50,11 @@ class LocalEndpoint:
         self._server: Any = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         self.url = ""
 
+    #: What the endpoint is, for messages ("moto").
+    name = "moto"
+    #: moto answers StartMessageMoveTask with HTTP 500.
+    has_message_move_tasks = False
+
     def start(self) -> LocalEndpoint:
         """Start serving; sets :attr:`url` (``http://127.0.0.1:<port>``)."""
         import logging

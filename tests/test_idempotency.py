@@ -180,6 +180,32 @@ def test_claim_in_progress_takeover_and_completed(local_aws: LocalEndpoint) -> N
     assert store.extend(pk, "task-3", 30) is False  # COMPLETED is no lease to extend
 
 
+def _without_old_item(params: dict[str, Any], **_: Any) -> None:
+    """As an endpoint without ReturnValuesOnConditionCheckFailure answers (dynalite)."""
+    params.pop("ReturnValuesOnConditionCheckFailure", None)
+
+
+def test_conflict_without_its_item_is_read_with_a_consistent_get(local_aws: LocalEndpoint) -> None:
+    rel.setup()
+    store = rel.app.idempotency
+    client = rel.app.clients.sync("dynamodb")
+    pk = key_pk("tests.claim", "no-old-item")
+    client.put_item(
+        TableName=rel.app.table_name, Item=completed_item(pk, "first", {"total": 5}, 60)
+    )
+    client.meta.events.register("provide-client-params.dynamodb.PutItem", _without_old_item)
+    try:
+        before = rel.app.clients.counter.snapshot()
+        claim = store.claim(pk, "second", lease_s=30, ttl_s=60)
+        reads = rel.app.clients.counter.snapshot().get("dynamodb.GetItem", 0) - before.get(
+            "dynamodb.GetItem", 0
+        )
+    finally:
+        client.meta.events.unregister("provide-client-params.dynamodb.PutItem", _without_old_item)
+    assert claim == Claim("COMPLETED", "first", {"total": 5})  # not "in progress" forever
+    assert reads == 1
+
+
 def test_claim_ignores_an_item_past_its_expiry(local_aws: LocalEndpoint) -> None:
     """DynamoDB's TTL deletes lag: an expired COMPLETED key must not block a new run."""
     rel.setup()

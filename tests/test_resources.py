@@ -283,3 +283,40 @@ def test_env_setting_change_shows_as_update_in_the_cli(
     assert (
         json.loads(_attributes(sqs, "quickstart-default")["RedrivePolicy"])["maxReceiveCount"] == 5
     )  # dry run: unchanged
+
+
+def test_sts_follows_the_per_service_sqs_endpoint(local_aws: Any, aws: tuple[Any, Any]) -> None:
+    """With only AWS_ENDPOINT_URL_SQS/_DYNAMODB set, the account-id lookup (STS
+    GetCallerIdentity, needed before the first queue exists) goes to the same
+    endpoint, not to AWS (which this machine cannot reach: the run would fail)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    env.pop("SQSQ_ENDPOINT_URL", None)
+    env |= {"AWS_ENDPOINT_URL_SQS": local_aws.url, "AWS_ENDPOINT_URL_DYNAMODB": local_aws.url}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, "-m", "sqsq", "resources", "create", APP],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr
+    sqs, _ = aws
+    assert _attributes(sqs, "quickstart-default")["QueueArn"].endswith(":quickstart-default")
+
+
+def test_sts_endpoint_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL")]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("SQSQ_ENDPOINT_URL", raising=False)
+    clients = sqsq.App("sts-rule").clients
+    assert clients.endpoint_url("sts") is None  # botocore's own chain: AWS
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:1")
+    assert clients.endpoint_url("sts") == "http://127.0.0.1:1"
+    assert clients.endpoint_url("dynamodb") is None  # botocore reads its own variable
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:2")
+    assert clients.endpoint_url("sts") is None  # botocore uses AWS_ENDPOINT_URL_STS
+    assert (
+        sqsq.App("sts-rule", endpoint_url="http://x:3").clients.endpoint_url("sts") == "http://x:3"
+    )

@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from . import EXIT_FAILURE, cli
+from ..errors import ConfigurationError
+from . import EXIT_FAILURE, _UsageError, cli
 
 
 def _load(path: str) -> Any:
@@ -304,18 +305,30 @@ def schema() -> None:
 # --- dlq -------------------------------------------------------------------------------
 
 
-def _sqs_client(**settings: Any) -> Any:
-    from ..clients import Clients
-    from ..settings import Settings
+def _dlq_pair(the_app: Any, queue: str) -> tuple[str, str, str, str]:
+    """``(source, dlq, source_url, dlq_url)`` for a logical queue of the app (as
+    ``send -Q`` and ``worker -Q`` take it) or a physical queue or DLQ name."""
+    from ..dlq import queue_pair
 
-    return Clients(Settings(**settings)).sync("sqs")
-
-
-def _url(client: Any, name: str) -> str:
-    try:
-        return str(client.get_queue_url(QueueName=name)["QueueUrl"])
-    except client.exceptions.QueueDoesNotExist:
-        raise click.ClickException(f"queue {name!r} does not exist") from None
+    tried = []
+    for physical in dict.fromkeys([the_app.queue_name(queue), queue]):
+        source, dlq_name = queue_pair(physical)
+        tried.append(dlq_name)
+        try:
+            dlq_url = the_app.directory.url(dlq_name)
+        except ConfigurationError:
+            continue
+        try:
+            source_url = the_app.directory.url(source)
+        except ConfigurationError:
+            raise _UsageError(
+                f"the source queue {source!r} of {dlq_name!r} does not exist"
+            ) from None
+        return source, dlq_name, source_url, dlq_url
+    raise _UsageError(
+        f"no dead-letter queue for {queue!r} (tried {', '.join(map(repr, tried))}); "
+        "create the app's queues with `sqsq resources create APP`"
+    )
 
 
 def _age(seconds: float | None) -> str:
@@ -331,31 +344,38 @@ def _age(seconds: float | None) -> str:
 def dlq() -> None:
     """Inspect and redrive dead-letter queues.
 
-    QUEUE is the physical name of a queue (e.g. quickstart-default) or of its
-    DLQ (quickstart-default-dlq). The endpoint and region come from SQSQ_* and
-    AWS_* variables.
+    QUEUE is a logical queue of APP, as `send -Q` and `worker -Q` take it (e.g.
+    default); a physical queue or DLQ name (quickstart-default-dlq) works too.
     """
 
 
 @dlq.command("ls")
+@click.argument("app")
 @click.argument("queue")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N messages.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
-def dlq_ls(queue: str, limit: int | None, as_json: bool) -> None:
-    """List dead-lettered messages: task, id, reason, attempts, age (none is consumed)."""
-    from ..dlq import describe, peek, queue_pair
+def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
+    """List dead-lettered messages: task, id, reason, attempts, age (none is consumed).
 
-    client = _sqs_client()
-    _, dlq_name = queue_pair(queue)
-    rows = [describe(m) for m in peek(client, _url(client, dlq_name), limit)]
+    The title counts the DLQ's visible and in-flight messages (in flight: received
+    by someone and not yet deleted or released; those cannot be listed now).
+    """
+    from ..dlq import describe, peek, queue_counts
+
+    the_app = _load(app)
+    client = the_app.clients.sync("sqs")
+    _, dlq_name, _, dlq_url = _dlq_pair(the_app, queue)
+    visible, in_flight = queue_counts(client, dlq_url)
+    rows = [describe(m) for m in peek(client, dlq_url, limit)]
     if as_json:
         for row in rows:
             click.echo(json.dumps(row.__dict__))
+        click.echo(f"{dlq_name}: {visible} visible, {in_flight} in flight", err=True)
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{dlq_name}: {len(rows)} message(s)")
+    table = Table(title=f"{dlq_name}: {visible} visible, {in_flight} in flight")
     for column in ("task", "task id", "reason", "error", "attempts", "age"):
         table.add_column(column)
     for row in rows:
@@ -371,6 +391,7 @@ def dlq_ls(queue: str, limit: int | None, as_json: bool) -> None:
 
 
 @dlq.command("redrive")
+@click.argument("app")
 @click.argument("queue")
 @click.option("--task", "task_name", help="Only messages of this task name.")
 @click.option("--error", help="Only messages with this error type or reason (e.g. ValueError).")
@@ -379,32 +400,56 @@ def dlq_ls(queue: str, limit: int | None, as_json: bool) -> None:
     type=click.IntRange(1, 500),
     help="Messages per second for StartMessageMoveTask (no filters).",
 )
-def dlq_redrive(queue: str, task_name: str | None, error: str | None, rate: int | None) -> None:
-    """Move dead-lettered messages back to their source queue."""
-    from ..dlq import queue_pair, redrive, start_move_task
+def dlq_redrive(
+    app: str, queue: str, task_name: str | None, error: str | None, rate: int | None
+) -> None:
+    """Move dead-lettered messages back to their source queue.
 
-    client = _sqs_client()
-    source, dlq_name = queue_pair(queue)
-    dlq_url, source_url = _url(client, dlq_name), _url(client, source)
+    Without filters: an SQS message move task (StartMessageMoveTask to the source
+    queue), followed until it ends; exit 1 if it FAILED or was CANCELLED. With
+    --task/--error, or where move tasks are not available: sqsq moves the messages
+    that are in the DLQ now, each once, and ends.
+    """
+    from ..dlq import MoveTask, redrive, start_move_task, wait_move_task
+
+    the_app = _load(app)
+    client = the_app.clients.sync("sqs")
+    source, dlq_name, source_url, dlq_url = _dlq_pair(the_app, queue)
     if task_name is None and error is None:
-        arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
+
+        def arn(url: str) -> str:
+            attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            return str(attributes["Attributes"]["QueueArn"])
+
+        dlq_arn = arn(dlq_url)
         # one attempt: where the endpoint lacks the action, fall back at once
-        handle = start_move_task(_sqs_client(max_attempts=1), arn["Attributes"]["QueueArn"], rate)
+        from ..clients import Clients
+
+        once = Clients(the_app.settings.model_copy(update={"max_attempts": 1})).sync("sqs")
+        handle = start_move_task(once, dlq_arn, arn(source_url), rate)
         if handle is not None:
-            click.echo(f"started message move task {handle} ({dlq_name} -> its source queue)")
+            click.echo(f"message move task {handle}: {dlq_name} -> {source}")
+
+            def show(task: MoveTask) -> None:
+                of = "?" if task.to_move is None else str(task.to_move)
+                click.echo(f"  {task.status}: {task.moved} of {of} moved", err=True)
+
+            task = wait_move_task(client, dlq_arn, progress=show)
+            click.echo(
+                f"{task.status}: moved {task.moved} message(s) to {source}; {task.failed} failed"
+            )
+            if task.status != "COMPLETED":
+                reason = f": {task.failure_reason}" if task.failure_reason else ""
+                click.echo(f"Error: the message move task {task.status}{reason}", err=True)
+                sys.exit(EXIT_FAILURE)
             return
-        click.echo(
-            "StartMessageMoveTask is not available here; moving messages one batch at a time"
-        )
-    attributes = client.get_queue_attributes(
-        QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
-    )["Attributes"]
-    total = int(attributes.get("ApproximateNumberOfMessages", 0))
+        click.echo("no message move tasks on this endpoint: sqsq moves the messages itself")
     from rich.progress import Progress
 
+    visible, _ = _queue_counts(client, dlq_url)
     with Progress(transient=False) as progress:
-        bar = progress.add_task(f"{dlq_name} -> {source}", total=total or None)
-        moved, skipped = redrive(
+        bar = progress.add_task(f"{dlq_name} -> {source}", total=visible or None)
+        report = redrive(
             client,
             dlq_url,
             source_url,
@@ -412,25 +457,33 @@ def dlq_redrive(queue: str, task_name: str | None, error: str | None, rate: int 
             error=error,
             progress=lambda n: progress.advance(bar, n),
         )
-    click.echo(f"moved {moved} message(s) to {source}; {skipped} left in {dlq_name}")
+    again = f"; {report.again} failed again while this ran" if report.again else ""
+    click.echo(
+        f"moved {report.moved} message(s) to {source}; "
+        f"{report.skipped + report.again} left in {dlq_name}{again}"
+    )
+
+
+def _queue_counts(client: Any, url: str) -> tuple[int, int]:
+    from ..dlq import queue_counts
+
+    return queue_counts(client, url)
 
 
 @dlq.command("purge")
+@click.argument("app")
 @click.argument("queue")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def dlq_purge(queue: str, yes: bool) -> None:
+def dlq_purge(app: str, queue: str, yes: bool) -> None:
     """Delete every message in the DLQ (PurgeQueue; asks first)."""
-    from ..dlq import queue_pair
-
-    client = _sqs_client()
-    _, dlq_name = queue_pair(queue)
-    url = _url(client, dlq_name)
-    count = client.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
-    )["Attributes"].get("ApproximateNumberOfMessages", "?")
+    the_app = _load(app)
+    client = the_app.clients.sync("sqs")
+    _, dlq_name, _, url = _dlq_pair(the_app, queue)
+    visible, in_flight = _queue_counts(client, url)
     if not yes:
         click.confirm(
-            f"Delete all {count} message(s) in {dlq_name}? This cannot be undone", abort=True
+            f"Delete all {visible + in_flight} message(s) in {dlq_name}? This cannot be undone",
+            abort=True,
         )
     client.purge_queue(QueueUrl=url)
     click.echo(f"purged {dlq_name}")

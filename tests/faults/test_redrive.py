@@ -1,0 +1,92 @@
+"""``sqsq dlq redrive`` with a worker running and a task that fails again at once:
+the command ends and each dead-lettered message is redriven exactly once.
+
+Two paths: sqsq's own move (the fallback; moto has no StartMessageMoveTask) and
+SQS's message move task, which runs only against an endpoint that has it (the
+second CI pass: LocalStack's SQS), where it must move the messages back to the
+source queue although sqsq, not a redrive policy, put them in the DLQ.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults.faultapp import fails_at_once, lines
+from tests.faults.helpers import counts, wait_for
+
+APP = "tests.faults.faultapp:app"
+MESSAGES = 25
+
+pytestmark = pytest.mark.slow
+
+
+def _sqsq(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sqsq", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,  # a redrive that never ends fails the test here
+        env=dict(os.environ),
+    )
+
+
+def _dead_lettered(faults: Any, worker: Any, path: str) -> list[str]:
+    """MESSAGES failed tasks in the "redrive" DLQ, each run once."""
+    tokens = [f"t{i}" for i in range(MESSAGES)]
+    fails_at_once.delay_many([(path, token) for token in tokens])
+    done = worker.run(APP, "-Q", "redrive")
+    assert done.returncode == 0, done.stderr
+    dlq = faults.queue_name("redrive") + "-dlq"
+    wait_for(lambda: counts(faults, dlq) == (MESSAGES, 0), 30, "every task in the DLQ")
+    assert sorted(lines(path)) == sorted(tokens)
+    return tokens
+
+
+def _redrive_with_a_worker_running(
+    faults: Any, worker: Any, tmp_path: Path, *options: str
+) -> subprocess.CompletedProcess[str]:
+    path = str(tmp_path / "runs.txt")
+    tokens = _dead_lettered(faults, worker, path)
+    running = worker.start(APP, "-Q", "redrive", "--wait-time", "1")
+
+    redriven = _sqsq("dlq", "redrive", APP, "redrive", *options)
+
+    # every message came back once, failed again at once and is in the DLQ again
+    wait_for(lambda: len(lines(path)) >= 2 * MESSAGES, 60, "the redriven runs")
+    dlq = faults.queue_name("redrive") + "-dlq"
+    wait_for(lambda: counts(faults, dlq) == (MESSAGES, 0), 60, "the DLQ copies")
+    running.send_signal(signal.SIGTERM)
+    _, stderr = running.communicate(timeout=60)
+    assert running.returncode == 0, stderr
+    assert collections.Counter(lines(path)) == dict.fromkeys(tokens, 2)
+    assert counts(faults, faults.queue_name("redrive")) == (0, 0)
+    return redriven
+
+
+def test_fallback_redrive_moves_each_message_once_and_ends(
+    faults: Any, worker: Any, tmp_path: Path
+) -> None:
+    redriven = _redrive_with_a_worker_running(
+        faults, worker, tmp_path, "--task", fails_at_once.name
+    )
+    assert redriven.returncode == 0, redriven.stderr
+    assert f"moved {MESSAGES} message(s)" in redriven.stdout
+
+
+def test_move_task_redrive_moves_each_message_once_and_ends(
+    faults: Any, worker: Any, tmp_path: Path, sqsq_endpoint: Any
+) -> None:
+    if not sqsq_endpoint.has_message_move_tasks:
+        pytest.skip(f"{sqsq_endpoint.name} has no StartMessageMoveTask (moto answers 500)")
+    redriven = _redrive_with_a_worker_running(faults, worker, tmp_path)
+    assert redriven.returncode == 0, redriven.stderr
+    assert "message move task" in redriven.stdout
+    assert f"COMPLETED: moved {MESSAGES} message(s)" in redriven.stdout
