@@ -11,7 +11,8 @@
     ├── DeadLetter                a delivered message that cannot be run; it goes to the DLQ
     │   ├── UndecodableMessage    body is not JSON, or not an envelope
     │   ├── UnknownTask           no task of that name is registered in this app
-    │   └── InvalidArguments      the arguments do not fit the function's signature/types
+    │   ├── InvalidArguments      the arguments do not fit the function's signature/types
+    │   └── IdempotencyConflict   a duplicate key whose arguments differ from the first call's
     ├── ResultError               the reader of a result
     │   ├── ResultTimeout         not ready within ``get(timeout=...)`` (also a TimeoutError)
     │   ├── TaskFailed            the task raised; carries remote type, message, traceback
@@ -126,6 +127,14 @@ class InvalidArguments(DeadLetter):
     """The envelope's args/kwargs do not bind to, or validate against, the function."""
 
     reason = "invalid_arguments"
+
+
+class IdempotencyConflict(DeadLetter):
+    """A call reused an idempotency key with arguments that differ from the first
+    call's (``idempotency_validate=True``, the default): it is not run and does not
+    get the first call's result; its message goes to the DLQ."""
+
+    reason = "idempotency_conflict"
 
 
 # --- results --------------------------------------------------------------------

@@ -7,7 +7,10 @@ are scoped by task name.
 
 The item, in the app's table: ``pk = "idem#<task>#<key>"``, ``sk = "idempotency"``,
 ``status`` IN_PROGRESS | COMPLETED, ``task_id`` of the run that owns it,
-``lease_expires_at`` (IN_PROGRESS only), ``value`` (COMPLETED), ``expires_at`` (TTL).
+``lease_expires_at`` (IN_PROGRESS only), ``value`` (COMPLETED), ``expires_at`` (TTL),
+``payload_hash`` (SHA-256 of the validated arguments, when the task validates
+payloads: a duplicate whose arguments differ is an :class:`~sqsq.errors.IdempotencyConflict`,
+as Powertools' payload validation).
 
 The lease, as in Powertools' idempotency utility — write first, read only on
 conflict (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)::
@@ -82,6 +85,17 @@ def render_key(
     return key
 
 
+def payload_hash(arguments: dict[str, Any]) -> str:
+    """SHA-256 of the validated arguments (parameter name → value) in the envelope's
+    JSON form with sorted keys, so equal arguments hash equally however they were passed."""
+    import json
+
+    from .envelope import to_json
+
+    text = json.dumps(to_json(arguments, "arguments"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def key_pk(task_name: str, key: str) -> str:
     if len(key) > MAX_KEY_CHARS:
         key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
@@ -132,17 +146,26 @@ def extend_request(
 
 
 def completed_item(
-    pk: str, task_id: str, value: Any, ttl_s: float, now: float | None = None
+    pk: str,
+    task_id: str,
+    value: Any,
+    ttl_s: float,
+    now: float | None = None,
+    payload: str | None = None,
 ) -> Item:
-    """The COMPLETED item holding the first run's JSON ``value``."""
+    """The COMPLETED item holding the first run's JSON ``value`` (and its
+    arguments' :func:`payload_hash`, when given)."""
     now = time.time() if now is None else now
-    return {
+    item: Item = {
         **item_key(pk),
         "status": {"S": "COMPLETED"},
         "task_id": {"S": task_id},
         "value": {"S": dumps(value)},
         "expires_at": {"N": str(int(now + ttl_s))},
     }
+    if payload:
+        item["payload_hash"] = {"S": payload}
+    return item
 
 
 @dataclass(frozen=True)
@@ -160,6 +183,12 @@ class Claim:
     owner: str | None = None
     value: Any = None
     lease_remaining_s: float = 0.0
+    payload_hash: str | None = None
+
+    def conflicts_with(self, payload: str | None) -> bool:
+        """Whether a duplicate with arguments hashing to ``payload`` differs from the
+        call that completed the key (False when either side kept no hash)."""
+        return bool(self.payload_hash and payload and self.payload_hash != payload)
 
 
 #: Claims tried when the conflicting item vanished before it could be read.
@@ -175,7 +204,8 @@ def claim_from_conflict(old: Item | None, now: float | None = None) -> Claim:
         return Claim("IN_PROGRESS", lease_remaining_s=1.0)
     owner = old.get("task_id", {}).get("S")
     if old.get("status", {}).get("S") == "COMPLETED":
-        return Claim("COMPLETED", owner, json.loads(old["value"]["S"]) if "value" in old else None)
+        value = json.loads(old["value"]["S"]) if "value" in old else None
+        return Claim("COMPLETED", owner, value, payload_hash=old.get("payload_hash", {}).get("S"))
     lease = float(old.get("lease_expires_at", {}).get("N", now))
     return Claim("IN_PROGRESS", owner, lease_remaining_s=max(1.0, lease - now))
 

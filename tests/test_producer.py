@@ -169,6 +169,14 @@ def test_bad_countdown_or_eta_raises_before_any_request(
     assert _depth(sqs, "quickstart-default") == 0
 
 
+def test_eta_over_900_s_ahead_names_eta(quickstart: sqsq.App) -> None:
+    with pytest.raises(EnqueueError, match=r"^eta .* is over SQS_MAX_DELAY_S=900") as info:
+        charge.apply_async(
+            [Order(order_id="o", cents=1)], eta=datetime.now(UTC) + timedelta(minutes=20)
+        )
+    assert "countdown" not in str(info.value)
+
+
 def test_countdown_over_900_names_the_sqs_limit(quickstart: sqsq.App) -> None:
     with pytest.raises(EnqueueError, match="SQS_MAX_DELAY_S=900"):
         charge.apply_async([Order(order_id="o", cents=1)], countdown=901)

@@ -115,6 +115,8 @@ def worker(
     _logging(log_level, log_format)
     from ..worker import Worker
 
+    if max_tasks_per_child and pool != "processes":
+        click.echo("Warning: --max-tasks-per-child does nothing without --pool processes", err=True)
     the_app = _load(app)
     code = Worker(
         the_app,
@@ -158,15 +160,42 @@ def dev(app: str, port: int, concurrency: int, log_level: str, log_format: str) 
         )
     apply(the_app)
     click.echo(f"sqsq dev: local AWS endpoint at {endpoint.url}", err=True)
-    click.echo("  in another shell:", err=True)
-    for name, value in endpoint.environ().items():
+    click.echo("  in another shell (sqsq, boto3 and the AWS CLI alike):", err=True)
+    environment = {**endpoint.environ(), "AWS_ENDPOINT_URL": endpoint.url}
+    for name, value in environment.items():
         click.echo(f"    export {name}={value}", err=True)
-    first = next(iter(the_app.tasks), "TASK")
-    click.echo(f"    sqsq send {app} {first} --args '[]' --wait 10", err=True)
+    click.echo(f"    {_example_send(app, the_app)}", err=True)
     # Short long polls: requests cost nothing locally, and Ctrl-C returns in ≤ 2 s.
     code = Worker(the_app, concurrency=concurrency, wait_time_s=2).run()
     endpoint.stop()
     sys.exit(code)
+
+
+#: Example values for parameters of these annotations in the printed `send` command.
+_EXAMPLES: dict[Any, Any] = {str: "x", int: 1, float: 1.0, bool: True}
+
+
+def _example_send(path: str, the_app: Any) -> str:
+    """A `sqsq send` command that works: the first task whose required parameters
+    all take a str, int, float or bool, with example values."""
+    import inspect
+    import typing
+
+    for name, task in the_app.tasks.items():
+        try:
+            hints = typing.get_type_hints(task.fn)
+        except Exception:
+            continue
+        required = [
+            p
+            for p in task.signature.signature.parameters.values()
+            if p.default is inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        if all(hints.get(p.name) in _EXAMPLES for p in required):
+            kwargs = json.dumps({p.name: _EXAMPLES[hints[p.name]] for p in required})
+            return f"sqsq send {path} {name} --kwargs '{kwargs}' --wait 10"
+    return f"sqsq send {path} TASK --kwargs '{{...}}' --wait 10"
 
 
 # --- resources --------------------------------------------------------------------------
@@ -234,11 +263,24 @@ def send(
     countdown: float | None,
     wait: float | None,
 ) -> None:
-    """Enqueue TASK by its registered name and print the task id."""
+    """Enqueue TASK by its registered name and print the task id.
+
+    TASK and the arguments are checked against the loaded APP first (the same
+    validation the worker applies), so a typo or a wrong argument exits 2 and
+    sends nothing.
+    """
+    from ..errors import ArgumentError
+
     the_app = _load(app)
     args = _json_arg(args_json, list, "--args")
     kwargs = _json_arg(kwargs_json, dict, "--kwargs")
-    result = the_app.send_task(task, args, kwargs, queue=queue, countdown=countdown)
+    registered = the_app.tasks.get(task)
+    if registered is None:
+        raise _UsageError(_unknown_task(the_app, task))
+    try:
+        result = registered.apply_async(args, kwargs, queue=queue, countdown=countdown)
+    except ArgumentError as exc:
+        raise _UsageError(str(exc)) from None
     click.echo(result.id)
     if wait is not None:
         from ..errors import ResultTimeout
@@ -252,6 +294,20 @@ def send(
         if not result.successful():
             sys.exit(EXIT_FAILURE)
         del value
+
+
+def _unknown_task(the_app: Any, name: str) -> str:
+    """``task 'x' is not registered in APP`` with a "did you mean" (difflib)."""
+    import difflib
+
+    names = sorted(the_app.tasks)
+    by_short = {n.rsplit(".", 1)[-1]: n for n in names}
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6) or [
+        by_short[m] for m in difflib.get_close_matches(name, list(by_short), n=1, cutoff=0.6)
+    ]
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    known = ", ".join(names) or "none"
+    return f"task {name!r} is not registered in {the_app.name!r}{hint} (tasks: {known})"
 
 
 def _print_record(record: Any, as_json: bool = False) -> None:
@@ -289,9 +345,15 @@ def _print_record(record: Any, as_json: bool = False) -> None:
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 def result(app: str, task_id: str, as_json: bool) -> None:
-    """Show the stored result of TASK_ID (state, value or error, timings)."""
+    """Show the stored result of TASK_ID (state, value or error, timings).
+
+    Exits 1 when the task failed or was revoked (as `send --wait` does), 0 otherwise.
+    """
     the_app = _load(app)
-    _print_record(the_app.results.get_result(task_id), as_json)
+    record = the_app.results.get_result(task_id)
+    _print_record(record, as_json)
+    if record is not None and record.state.value in ("FAILURE", "REVOKED"):
+        sys.exit(EXIT_FAILURE)  # as `send --wait`: the task did not succeed
 
 
 @cli.command()
