@@ -59,7 +59,9 @@ def scenario(
     sqsq_endpoint.reset()
     rel.setup()
     tmp = tmp_path_factory.mktemp("idempotency")
-    paths = {name: str(tmp / f"{name}.log") for name in ("charge", "refund", "call", "fail", "loose")}
+    paths = {
+        name: str(tmp / f"{name}.log") for name in ("charge", "refund", "call", "fail", "loose")
+    }
     results = {
         "charge_1": rel.charge_once.delay("o-1", 500, paths["charge"]),
         "charge_2": rel.charge_once.apply_async(
