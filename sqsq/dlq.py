@@ -22,6 +22,7 @@ Redrive has two paths:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -301,6 +302,15 @@ class MoveTask:
     moved: int
     to_move: int | None
     failure_reason: str | None = None
+    #: sqsq cancelled the task once the messages that were in the DLQ at its start
+    #: had moved (an implementation that drains until empty — LocalStack — would
+    #: otherwise move new dead letters too, again and again while a worker runs).
+    stopped_at_count: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        """COMPLETED, or stopped by sqsq at the count it started with."""
+        return self.status == "COMPLETED" or (self.status == "CANCELLED" and self.stopped_at_count)
 
     @property
     def failed(self) -> int:
@@ -357,16 +367,38 @@ def move_task_status(client: Any, dlq_arn: str) -> MoveTask | None:
 def wait_move_task(
     client: Any,
     dlq_arn: str,
+    handle: str | None = None,
     *,
-    poll_s: float = 1.0,
+    poll_s: float = 0.5,
     progress: Callable[[MoveTask], None] | None = None,
 ) -> MoveTask:
-    """Poll ListMessageMoveTasks every ``poll_s`` seconds until the task ends."""
+    """Poll ListMessageMoveTasks every ``poll_s`` seconds until the task ends.
+
+    With ``handle``, a task that has moved as many messages as the DLQ held at its
+    start (``ApproximateNumberOfMessagesToMove``) is cancelled
+    (CancelMessageMoveTask): what arrives in the DLQ after the start — a task that
+    failed again at once — stays there.
+    """
+    cancelled = False
     while True:
         task = move_task_status(client, dlq_arn)
         if task is not None:
             if progress:
                 progress(task)
             if task.status in MOVE_TASK_DONE:
-                return task
+                return dataclasses.replace(task, stopped_at_count=cancelled)
+            if (
+                handle
+                and not cancelled
+                and task.status == "RUNNING"
+                and task.to_move is not None
+                and task.moved >= task.to_move
+            ):
+                try:
+                    client.cancel_message_move_task(TaskHandle=handle)
+                    cancelled = True
+                except Exception as exc:  # it ended meanwhile: the next poll says how
+                    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                    if code not in ("ResourceNotFoundException", "InvalidParameterValue"):
+                        raise
         time.sleep(poll_s)

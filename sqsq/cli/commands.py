@@ -496,11 +496,15 @@ def dlq_redrive(
                 of = "?" if task.to_move is None else str(task.to_move)
                 click.echo(f"  {task.status}: {task.moved} of {of} moved", err=True)
 
-            task = wait_move_task(client, dlq_arn, progress=show)
-            click.echo(
-                f"{task.status}: moved {task.moved} message(s) to {source}; {task.failed} failed"
-            )
-            if task.status != "COMPLETED":
+            task = wait_move_task(client, dlq_arn, handle, progress=show)
+            status = "COMPLETED" if task.succeeded else task.status
+            click.echo(f"{status}: moved {task.moved} message(s) to {source}; {task.failed} failed")
+            if task.stopped_at_count:
+                click.echo(
+                    f"  (stopped once the {task.to_move} message(s) in {dlq_name} at the start "
+                    "had moved; later dead letters stay)"
+                )
+            if not task.succeeded:
                 reason = f": {task.failure_reason}" if task.failure_reason else ""
                 click.echo(f"Error: the message move task {task.status}{reason}", err=True)
                 sys.exit(EXIT_FAILURE)

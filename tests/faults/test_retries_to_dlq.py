@@ -39,7 +39,7 @@ def _sqsq(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_always_failing_task_reaches_dlq_and_comes_back(
-    faults: Any, worker: Any, tmp_path: Path
+    faults: Any, worker: Any, tmp_path: Path, sqsq_endpoint: Any
 ) -> None:
     out = tmp_path / "attempts.txt"
     result = always_fails.delay(str(out))
@@ -88,4 +88,7 @@ def test_always_failing_task_reaches_dlq_and_comes_back(
         QueueUrl=faults.directory.url(source), MessageAttributeNames=["All"]
     )["Messages"]
     assert json.loads(back[0]["Body"])["id"] == result.id
-    assert "sqsq-dead-letter-reason" not in back[0].get("MessageAttributes", {})
+    if not sqsq_endpoint.has_message_move_tasks:
+        # sqsq's own move drops its dead-letter attributes; an SQS move task moves the
+        # message as it is (they are replaced if it is dead-lettered again)
+        assert "sqsq-dead-letter-reason" not in back[0].get("MessageAttributes", {})
