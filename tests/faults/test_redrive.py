@@ -38,34 +38,34 @@ def _sqsq(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _dead_lettered(faults: Any, worker: Any, path: str) -> list[str]:
-    """MESSAGES failed tasks in the "redrive" DLQ, each run once."""
-    tokens = [f"t{i}" for i in range(MESSAGES)]
+def _dead_lettered(faults: Any, worker: Any, path: str, n: int = MESSAGES) -> list[str]:
+    """``n`` failed tasks in the "redrive" DLQ, each run once."""
+    tokens = [f"t{i}" for i in range(n)]
     fails_at_once.delay_many([(path, token) for token in tokens])
     done = worker.run(APP, "-Q", "redrive")
     assert done.returncode == 0, done.stderr
     dlq = faults.queue_name("redrive") + "-dlq"
-    wait_for(lambda: counts(faults, dlq) == (MESSAGES, 0), 30, "every task in the DLQ")
+    wait_for(lambda: counts(faults, dlq) == (n, 0), 30, "every task in the DLQ")
     assert sorted(lines(path)) == sorted(tokens)
     return tokens
 
 
 def _redrive_with_a_worker_running(
-    faults: Any, worker: Any, tmp_path: Path, *options: str
+    faults: Any, worker: Any, tmp_path: Path, *options: str, n: int = MESSAGES
 ) -> subprocess.CompletedProcess[str]:
     path = str(tmp_path / "runs.txt")
-    tokens = _dead_lettered(faults, worker, path)
+    tokens = _dead_lettered(faults, worker, path, n)
     dlq = faults.queue_name("redrive") + "-dlq"
     other = _sqsq("dlq", "redrive", APP, "redrive", "--error", "KeyError")  # matches none
     assert other.returncode == 0, other.stderr
-    assert counts(faults, dlq) == (MESSAGES, 0)  # nothing moved, everything released
+    assert counts(faults, dlq) == (n, 0)  # nothing moved, everything released
     running = worker.start(APP, "-Q", "redrive", "--wait-time", "1")
 
     redriven = _sqsq("dlq", "redrive", APP, "redrive", *options)
 
     # every message came back once, failed again at once and is in the DLQ again
-    wait_for(lambda: len(lines(path)) >= 2 * MESSAGES, 60, "the redriven runs")
-    wait_for(lambda: counts(faults, dlq) == (MESSAGES, 0), 60, "the DLQ copies")
+    wait_for(lambda: len(lines(path)) >= 2 * n, 60, "the redriven runs")
+    wait_for(lambda: counts(faults, dlq) == (n, 0), 60, "the DLQ copies")
     running.send_signal(signal.SIGTERM)
     _, stderr = running.communicate(timeout=60)
     assert running.returncode == 0, stderr
@@ -94,3 +94,17 @@ def test_move_task_redrive_moves_each_message_once_and_ends(
     assert redriven.returncode == 0, redriven.stderr
     assert "message move task" in redriven.stdout
     assert f"COMPLETED: moved {MESSAGES} message(s)" in redriven.stdout
+
+
+def test_slow_move_task_is_stopped_at_the_count_it_started_with(
+    faults: Any, worker: Any, tmp_path: Path, sqsq_endpoint: Any
+) -> None:
+    """At 2 messages/s the worker dead-letters the first copies while the task still
+    runs; a move task that drains until empty (LocalStack) would move them again and
+    again — sqsq cancels it once the messages of its start have moved."""
+    if not sqsq_endpoint.has_message_move_tasks:
+        pytest.skip(f"{sqsq_endpoint.name} has no StartMessageMoveTask (moto answers 500)")
+    n = 6
+    redriven = _redrive_with_a_worker_running(faults, worker, tmp_path, "--rate", "2", n=n)
+    assert redriven.returncode == 0, redriven.stderr
+    assert f"COMPLETED: moved {n} message(s)" in redriven.stdout
