@@ -108,3 +108,29 @@ def test_slow_move_task_is_stopped_at_the_count_it_started_with(
     redriven = _redrive_with_a_worker_running(faults, worker, tmp_path, "--rate", "2", n=n)
     assert redriven.returncode == 0, redriven.stderr
     assert f"COMPLETED: moved {n} message(s)" in redriven.stdout
+
+
+def test_a_move_task_that_fails_exits_one_with_its_reason(
+    faults: Any, worker: Any, tmp_path: Path, sqsq_endpoint: Any
+) -> None:
+    """The source queue disappears while a slow move task runs: the task FAILS and
+    the command says so with exit 1 (it used to print "started" and exit 0)."""
+    if not sqsq_endpoint.has_message_move_tasks:
+        pytest.skip(f"{sqsq_endpoint.name} has no StartMessageMoveTask (moto answers 500)")
+    _dead_lettered(faults, worker, str(tmp_path / "runs.txt"), 6)
+    command = [sys.executable, "-m", "sqsq", "dlq", "redrive", APP, "redrive", "--rate", "1"]
+    redrive = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
+    )
+    try:
+        dlq = faults.queue_name("redrive") + "-dlq"
+        wait_for(lambda: counts(faults, dlq)[0] < 6, 30, "the move task to start")
+        sqs = faults.clients.sync("sqs")
+        sqs.delete_queue(QueueUrl=faults.directory.url(faults.queue_name("redrive")))
+        stdout, stderr = redrive.communicate(timeout=60)
+    finally:
+        if redrive.poll() is None:
+            redrive.kill()
+    assert redrive.returncode == 1, (stdout, stderr)
+    assert "FAILED: moved" in stdout
+    assert "Error: the message move task FAILED" in stderr
