@@ -297,6 +297,9 @@ class App:
 
         Returns:
             ``{"batchItemFailures": [{"itemIdentifier": <messageId>}, …]}``.
+
+        Raises:
+            ConfigurationError: ``event`` is not an SQS event (a miswired trigger).
         """
         from .aws_lambda import handle
 

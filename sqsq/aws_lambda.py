@@ -32,6 +32,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .delivery import Delivery
+from .errors import ConfigurationError
 from .execution import RETURNED_KINDS, Executor, Outcome, Prepared
 from .lease import LeaseTable
 from .settle import settle
@@ -108,6 +109,22 @@ def _deliveries(app: App, records: list[dict[str, Any]]) -> list[Delivery]:
     return deliveries
 
 
+def _sqs_records(event: Any) -> list[dict[str, Any]]:
+    """The records of an SQS event; a clear error for anything else (a miswired
+    trigger must fail loudly, not report an empty ``batchItemFailures``)."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records
+    ):
+        keys = sorted(event)[:5] if isinstance(event, dict) else type(event).__name__
+        raise ConfigurationError(
+            "app.lambda_handler needs an SQS event ({'Records': [{'eventSource': "
+            f"'aws:sqs', ...}}]}}), got {keys}: is the function's trigger an SQS event "
+            "source mapping?"
+        )
+    return records
+
+
 def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Run one SQS event's records; see the module docstring.
 
@@ -119,8 +136,11 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
 
     Returns:
         ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``.
+
+    Raises:
+        ConfigurationError: ``event`` is not an SQS event.
     """
-    records = event.get("Records") or []
+    records = _sqs_records(event)
     request_id = getattr(context, "aws_request_id", None) or str(os.getpid())
     executor = Executor(app, worker_id=f"lambda:{request_id}")
     margin_ms = app.settings.lambda_safety_margin_s * 1000

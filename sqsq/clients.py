@@ -109,17 +109,37 @@ class Clients:
             region = botocore.session.get_session().get_config_variable("region")
         if region:
             return str(region)
-        if self.settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL"):
+        if self.settings.endpoint_url or any(
+            os.environ.get(f"AWS_ENDPOINT_URL{suffix}") for suffix in ("", "_SQS", "_DYNAMODB")
+        ):
             return "us-east-1"
         raise ConfigurationError(
             "no AWS region configured: pass App(region_name=...), or set SQSQ_REGION_NAME "
             "or AWS_DEFAULT_REGION"
         )
 
-    def _kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"region_name": self.region(), "config": self.config()}
+    def endpoint_url(self, service: str) -> str | None:
+        """The endpoint for ``service``: ``endpoint_url`` (SQSQ_ENDPOINT_URL) for every
+        service, else botocore's ``AWS_ENDPOINT_URL_<SERVICE>`` / ``AWS_ENDPOINT_URL``
+        (None: botocore reads them itself).
+
+        STS (``resources create`` asks it for the account id) follows SQS: with only
+        ``AWS_ENDPOINT_URL_SQS`` set, STS goes to that endpoint too, never to AWS
+        while the queues are local.
+        """
         if self.settings.endpoint_url:
-            kwargs["endpoint_url"] = self.settings.endpoint_url
+            return self.settings.endpoint_url
+        if service == "sts" and not (
+            os.environ.get("AWS_ENDPOINT_URL_STS") or os.environ.get("AWS_ENDPOINT_URL")
+        ):
+            return os.environ.get("AWS_ENDPOINT_URL_SQS") or None
+        return None
+
+    def _kwargs(self, service: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"region_name": self.region(), "config": self.config()}
+        endpoint = self.endpoint_url(service)
+        if endpoint:
+            kwargs["endpoint_url"] = endpoint
         return kwargs
 
     # --- boto3 ------------------------------------------------------------------
@@ -138,13 +158,13 @@ class Clients:
             client = self._sync.get(service)
             if client is None:
                 if self._session is not None:
-                    client = self._session.client(service, **self._kwargs())
+                    client = self._session.client(service, **self._kwargs(service))
                 else:
                     import botocore.session
 
                     if self._botocore is None:
                         self._botocore = botocore.session.get_session()
-                    client = self._botocore.create_client(service, **self._kwargs())
+                    client = self._botocore.create_client(service, **self._kwargs(service))
                 client.meta.events.register("before-send", self.counter)
                 self._sync[service] = client
         return client
@@ -178,7 +198,7 @@ class Clients:
                 frozen = creds.get_frozen_credentials()
                 session.set_credentials(frozen.access_key, frozen.secret_key, frozen.token)
         client = await entry[1].enter_async_context(
-            session.create_client(service, **self._kwargs())
+            session.create_client(service, **self._kwargs(service))
         )
         client.meta.events.register("before-send", self.counter)
         self._async[key] = (loop, client)

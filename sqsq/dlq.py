@@ -1,15 +1,28 @@
 """Dead-letter queue tooling: list, redrive and purge (``sqsq dlq …``).
 
 Listing receives every message with a short visibility timeout and releases them
-all at the end (visibility 0), so nothing is consumed. Redrive without filters
-uses SQS's StartMessageMoveTask where the endpoint supports it; otherwise (moto,
-or with ``--task`` / ``--error`` filters) it receives, sends to the source queue
-and only then deletes from the DLQ — an interrupted redrive duplicates at worst,
-never loses. Messages that a filter skips are released when it ends.
+all at the end (visibility 0), so nothing is consumed.
+
+Redrive has two paths:
+
+- **Move task** (no filters, where the endpoint has it): StartMessageMoveTask with
+  an explicit ``DestinationArn`` — the source queue. sqsq copies failed messages
+  into the DLQ itself (SendMessageBatch), so they carry no
+  ``DeadLetterQueueSourceArn`` and SQS could not find their way back alone
+  ("Configure a dead-letter queue redrive" in the SQS Developer Guide). The task
+  is then followed with ListMessageMoveTasks until it is COMPLETED, FAILED or
+  CANCELLED (:func:`wait_move_task`).
+- **Fallback** (filters, or no move tasks: moto answers 500): sqsq receives,
+  sends to the source queue and only then deletes from the DLQ — an interrupted
+  redrive duplicates at worst, never loses. It moves what was in the DLQ when it
+  started, each message once: a copy of a task it already moved (the task failed
+  again at once while a worker runs) is left in the DLQ, so the command ends.
+  Messages that a filter skips are released when it ends.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -95,6 +108,19 @@ def describe(message: dict[str, Any], now: float | None = None) -> DeadLetterRow
     )
 
 
+def queue_counts(client: Any, url: str) -> tuple[int, int]:
+    """``(visible, in flight)``: ApproximateNumberOfMessages and
+    ApproximateNumberOfMessagesNotVisible (received, not yet deleted or released)."""
+    attributes = client.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return (
+        int(attributes.get("ApproximateNumberOfMessages", 0)),
+        int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+    )
+
+
 def _receive(client: Any, url: str) -> list[dict[str, Any]]:
     response = client.receive_message(
         QueueUrl=url,
@@ -166,6 +192,29 @@ def _resend_entry(index: int, message: dict[str, Any], fifo: bool) -> dict[str, 
     return entry
 
 
+@dataclass
+class RedriveReport:
+    """What a fallback redrive did.
+
+    Attributes:
+        moved: messages sent back to the source queue and deleted from the DLQ.
+        skipped: messages left in the DLQ (filtered out, or sending failed).
+        again: copies of tasks this redrive already moved (dead-lettered again
+            while it ran), left in the DLQ.
+    """
+
+    moved: int = 0
+    skipped: int = 0
+    again: int = 0
+
+
+def _keys(message: dict[str, Any]) -> set[str]:
+    """What identifies a dead-lettered message across copies: its MessageId and
+    its task id (envelope id, or the MessageId recorded when it was dead-lettered)."""
+    row = describe(message)
+    return {message["MessageId"], *([row.task_id] if row.task_id else [])}
+
+
 def redrive(
     client: Any,
     dlq_url: str,
@@ -174,51 +223,117 @@ def redrive(
     task: str | None = None,
     error: str | None = None,
     progress: Callable[[int], None] | None = None,
-) -> tuple[int, int]:
-    """Move matching messages from the DLQ back to the source queue.
+) -> RedriveReport:
+    """Move matching messages from the DLQ back to the source queue, each once.
 
     Each batch is sent (SendMessageBatch) before it is deleted from the DLQ
-    (DeleteMessageBatch, only the entries that were sent).
+    (DeleteMessageBatch, only the entries that were sent). A message whose
+    MessageId or task id this call already moved — or whose id is one of the
+    MessageIds the moved copies got — is a new copy (the task failed again) and
+    is left in the DLQ. The call ends at the first receive that returns nothing.
 
     Returns:
-        ``(moved, skipped)``.
+        A :class:`RedriveReport`.
     """
     fifo = is_fifo(source_url.rsplit("/", 1)[-1])
-    moved = 0
-    skipped: list[dict[str, Any]] = []
+    report = RedriveReport()
+    moved_keys: set[str] = set()
+    held: dict[str, dict[str, Any]] = {}  # left in the DLQ: released at the end
     try:
         while True:
             batch = _receive(client, dlq_url)
             if not batch:
                 break
-            matched = [_matches(m, task, error) for m in batch]
-            wanted = [m for m, ok in zip(batch, matched, strict=True) if ok]
-            skipped += [m for m, ok in zip(batch, matched, strict=True) if not ok]
+            wanted: list[dict[str, Any]] = []
+            for message in batch:
+                if _keys(message) & moved_keys:
+                    if message["MessageId"] not in held:
+                        report.again += 1
+                    held[message["MessageId"]] = message
+                elif not _matches(message, task, error):
+                    if message["MessageId"] not in held:
+                        report.skipped += 1
+                    held[message["MessageId"]] = message
+                else:
+                    wanted.append(message)
             if not wanted:
                 continue
             entries = [_resend_entry(i, m, fifo) for i, m in enumerate(wanted)]
             response = client.send_message_batch(QueueUrl=source_url, Entries=entries)
-            sent = [wanted[int(s["Id"])] for s in response.get("Successful", [])]
-            failed = [wanted[int(f["Id"])] for f in response.get("Failed", [])]
-            skipped += failed
+            sent = []
+            for success in response.get("Successful", []):
+                message = wanted[int(success["Id"])]
+                sent.append(message)
+                moved_keys |= _keys(message) | {success["MessageId"]}
+            for failure in response.get("Failed", []):
+                message = wanted[int(failure["Id"])]
+                report.skipped += message["MessageId"] not in held
+                held[message["MessageId"]] = message
             if sent:
                 client.delete_message_batch(
                     QueueUrl=dlq_url, Entries=delete_entries(m["ReceiptHandle"] for m in sent)
                 )
-            moved += len(sent)
+            report.moved += len(sent)
             if progress:
                 progress(len(sent))
     finally:
-        _release(client, dlq_url, skipped)
-    return moved, len(skipped)
+        _release(client, dlq_url, list(held.values()))
+    return report
 
 
-def start_move_task(client: Any, dlq_arn: str, rate: int | None) -> str | None:
-    """StartMessageMoveTask back to the source queue ("Configure a dead-letter queue
-    redrive"); None where the endpoint does not support it (moto answers 500) or
-    keeps failing server-side — the caller then moves messages itself, which is
-    also correct, just slower."""
-    kwargs: dict[str, Any] = {"SourceArn": dlq_arn}
+# --- move tasks ----------------------------------------------------------------------
+
+#: Move-task states that end it (ListMessageMoveTasks ``Status``).
+MOVE_TASK_DONE = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+
+
+@dataclass(frozen=True)
+class MoveTask:
+    """One ListMessageMoveTasks result.
+
+    Attributes:
+        status: RUNNING, COMPLETED, CANCELLING, CANCELLED or FAILED.
+        moved: ApproximateNumberOfMessagesMoved.
+        to_move: ApproximateNumberOfMessagesToMove (None until SQS knows).
+        failure_reason: FailureReason of a FAILED task.
+    """
+
+    status: str
+    moved: int
+    to_move: int | None
+    failure_reason: str | None = None
+    #: sqsq cancelled the task once the messages that were in the DLQ at its start
+    #: had moved (an implementation that drains until empty — LocalStack — would
+    #: otherwise move new dead letters too, again and again while a worker runs).
+    stopped_at_count: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        """COMPLETED, or stopped by sqsq at the count it started with."""
+        return self.status == "COMPLETED" or (self.status == "CANCELLED" and self.stopped_at_count)
+
+    @property
+    def failed(self) -> int:
+        """Messages not moved by a task that ended (to move − moved)."""
+        if self.status not in MOVE_TASK_DONE or self.to_move is None:
+            return 0
+        return max(0, self.to_move - self.moved)
+
+
+def start_move_task(
+    client: Any, dlq_arn: str, source_arn: str, rate: int | None = None
+) -> str | None:
+    """StartMessageMoveTask from the DLQ to ``source_arn`` (the explicit destination).
+
+    Returns:
+        The task handle, or None where the endpoint does not have the action
+        (moto answers 500): the caller then moves messages itself.
+
+    Raises:
+        botocore.exceptions.ClientError: any other refusal (permissions, a move
+            task already running, …).
+    """
+    kwargs: dict[str, Any] = {"SourceArn": dlq_arn, "DestinationArn": source_arn}
     if rate:
         kwargs["MaxNumberOfMessagesPerSecond"] = rate
     try:
@@ -232,3 +347,58 @@ def start_move_task(client: Any, dlq_arn: str, rate: int | None) -> str | None:
             return None
         raise
     return str(response.get("TaskHandle", ""))
+
+
+def move_task_status(client: Any, dlq_arn: str) -> MoveTask | None:
+    """The most recent move task of the DLQ (ListMessageMoveTasks lists it first)."""
+    results = client.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=1).get("Results", [])
+    if not results:
+        return None
+    latest = results[0]
+    to_move = latest.get("ApproximateNumberOfMessagesToMove")
+    return MoveTask(
+        status=str(latest.get("Status", "RUNNING")),
+        moved=int(latest.get("ApproximateNumberOfMessagesMoved", 0)),
+        to_move=None if to_move is None else int(to_move),
+        failure_reason=latest.get("FailureReason"),
+    )
+
+
+def wait_move_task(
+    client: Any,
+    dlq_arn: str,
+    handle: str | None = None,
+    *,
+    poll_s: float = 0.25,
+    progress: Callable[[MoveTask], None] | None = None,
+) -> MoveTask:
+    """Poll ListMessageMoveTasks every ``poll_s`` seconds until the task ends.
+
+    With ``handle``, a task that has moved as many messages as the DLQ held at its
+    start (``ApproximateNumberOfMessagesToMove``) is cancelled
+    (CancelMessageMoveTask): what arrives in the DLQ after the start — a task that
+    failed again at once — stays there.
+    """
+    cancelled = False
+    while True:
+        task = move_task_status(client, dlq_arn)
+        if task is not None:
+            if progress:
+                progress(task)
+            if task.status in MOVE_TASK_DONE:
+                return dataclasses.replace(task, stopped_at_count=cancelled)
+            if (
+                handle
+                and not cancelled
+                and task.status == "RUNNING"
+                and task.to_move is not None
+                and task.moved >= task.to_move
+            ):
+                try:
+                    client.cancel_message_move_task(TaskHandle=handle)
+                    cancelled = True
+                except Exception as exc:
+                    if getattr(exc, "response", None) is None:
+                        raise
+                    # refused: it ended meanwhile (the next poll says how)
+        time.sleep(poll_s)

@@ -314,7 +314,12 @@ class ResultStore:
     # --- history ----------------------------------------------------------------
 
     def attempts(self, task_id: str) -> list[dict[str, Any]]:
-        """The stored attempt items of a task (retries and final failures), in order."""
+        """The stored attempt items of a task (retries and final failures), in order.
+
+        Returns:
+            One dict per attempt with Python values (see :func:`plain_item`):
+            ``{"state": "RETRY", "attempts": 1, "retry_delay_s": 2, ...}``.
+        """
         client = self.clients.sync("dynamodb")
         paginator = client.get_paginator("query")
         rows = []
@@ -327,6 +332,26 @@ class ResultStore:
             },
             ConsistentRead=True,
         ):
-            for item in page.get("Items", []):
-                rows.append({k: next(iter(v.values())) for k, v in item.items()})
+            rows += [plain_item(item) for item in page.get("Items", [])]
         return rows
+
+
+def plain_item(item: Item) -> dict[str, Any]:
+    """A DynamoDB item as Python values: numbers as ``int`` (integral) or ``float``.
+
+    DynamoDB normalizes numbers (``2.000`` is stored and returned as ``2``), so a
+    number is compared by value, never by its text; boto3's ``TypeDeserializer``
+    does the decoding.
+    """
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserialize = TypeDeserializer().deserialize
+    return {name: _plain(deserialize(value)) for name, value in item.items()}
+
+
+def _plain(value: Any) -> Any:
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value

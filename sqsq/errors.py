@@ -12,7 +12,8 @@
     │   ├── UndecodableMessage    body is not JSON, or not an envelope
     │   ├── UnknownTask           no task of that name is registered in this app
     │   ├── InvalidArguments      the arguments do not fit the function's signature/types
-    │   └── InternalError         sqsq failed on this one message (its neighbours are unaffected)
+    │   ├── InternalError         sqsq failed on this one message (its neighbours are unaffected)
+    │   └── IdempotencyConflict   a duplicate key whose arguments differ from the first call's
     ├── ResultError               the reader of a result
     │   ├── ResultTimeout         not ready within ``get(timeout=...)`` (also a TimeoutError)
     │   ├── TaskFailed            the task raised; carries remote type, message, traceback
@@ -134,6 +135,14 @@ class InternalError(DeadLetter):
     the message goes to the DLQ with the exception's type, its neighbours run."""
 
     reason = "internal_error"
+
+
+class IdempotencyConflict(DeadLetter):
+    """A call reused an idempotency key with arguments that differ from the first
+    call's (``idempotency_validate=True``, the default): it is not run and does not
+    get the first call's result; its message goes to the DLQ."""
+
+    reason = "idempotency_conflict"
 
 
 # --- results --------------------------------------------------------------------

@@ -37,6 +37,7 @@ from .dynamodb import item_size, result_item
 from .envelope import Envelope, decode, encode, to_json
 from .errors import (
     DeadLetter,
+    IdempotencyConflict,
     InternalError,
     NotSerializable,
     Reject,
@@ -45,7 +46,7 @@ from .errors import (
     TimeLimitExceeded,
     UnknownTask,
 )
-from .idempotency import Claim, key_pk
+from .idempotency import Claim, key_pk, payload_hash
 from .result import ResultRecord, State
 from .sqs import DeadLetterNote
 
@@ -131,6 +132,7 @@ class Outcome:
     idempotency_pk: str | None = None
     completed_value: Any = None
     idempotency_ttl_s: float = 0.0
+    payload_hash: str | None = None
     history: bool = False
     stored: bool = False
     copied: bool = False
@@ -151,6 +153,7 @@ class Prepared:
     args: list[Any]
     kwargs: dict[str, Any]
     idempotency_pk: str | None = None
+    payload_hash: str | None = None
     claimed: bool = False
 
 
@@ -283,6 +286,10 @@ class Executor:
             return self.dead_letter(delivery, exc, envelope)
         if key is not None:
             prepared.idempotency_pk = key_pk(task.name, key)
+            if task.idempotency_validate:
+                prepared.payload_hash = payload_hash(
+                    task.signature.signature.bind(*args, **kwargs).arguments
+                )
         return prepared
 
     def prepare_isolated(self, delivery: Delivery) -> Prepared | Outcome:
@@ -328,7 +335,8 @@ class Executor:
             dead_letter_reason=note.reason,
         )
         logger.warning(
-            "message %s dead-lettered: %s: %s",
+            "task %s (message %s) dead-lettered: %s: %s",
+            task_id,
             delivery.message_id,
             note.reason,
             note.message,
@@ -398,8 +406,15 @@ class Executor:
         )
 
     def duplicate(self, prepared: Prepared, claim: Claim) -> Outcome:
-        """SUCCESS without running: the key was COMPLETED by task ``claim.owner``."""
+        """SUCCESS without running: the key was COMPLETED by task ``claim.owner``
+        (a DEAD_LETTER ``IdempotencyConflict`` when the arguments differ)."""
         envelope = prepared.envelope
+        if claim.conflicts_with(prepared.payload_hash):
+            conflict = IdempotencyConflict(
+                f"{envelope.task}: idempotency key already completed by task {claim.owner} "
+                "with other arguments; not run (idempotency_validate=False accepts it)"
+            )
+            return self.dead_letter(prepared.delivery, conflict, envelope)
         record = self._record(
             prepared.delivery,
             envelope.task_id,
@@ -566,6 +581,7 @@ class Executor:
                         idempotency_pk=key,
                         completed_value=result.value,
                         idempotency_ttl_s=task.idempotency_ttl_s,
+                        payload_hash=prepared.payload_hash,
                     )
                 )
             result = CallResult(

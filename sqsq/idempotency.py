@@ -7,7 +7,10 @@ are scoped by task name.
 
 The item, in the app's table: ``pk = "idem#<task>#<key>"``, ``sk = "idempotency"``,
 ``status`` IN_PROGRESS | COMPLETED, ``task_id`` of the run that owns it,
-``lease_expires_at`` (IN_PROGRESS only), ``value`` (COMPLETED), ``expires_at`` (TTL).
+``lease_expires_at`` (IN_PROGRESS only), ``value`` (COMPLETED), ``expires_at`` (TTL),
+``payload_hash`` (SHA-256 of the validated arguments, when the task validates
+payloads: a duplicate whose arguments differ is an :class:`~sqsq.errors.IdempotencyConflict`,
+as Powertools' payload validation).
 
 The lease, as in Powertools' idempotency utility — write first, read only on
 conflict (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)::
@@ -22,6 +25,11 @@ conflict (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)::
       │                                                   don't run; this task id gets the stored value
       └─ IN_PROGRESS under a live lease ─────────────────────────────────────────────► DEFER:
                                                           the message comes back after the lease
+
+    A conflict that carries no old item (an endpoint without
+    ReturnValuesOnConditionCheckFailure, e.g. dynalite, or an SDK path that drops it)
+    is read with one consistent GetItem; if the item is gone by then (its owner
+    failed and deleted it), the claim is tried again.
 
     time ──►  claim ─── lease_s ───┬─ heartbeat extends ─┬─ … ─► COMPLETED (settle, batched)
                                    │                     │       or item deleted on FAILURE/RETRY
@@ -77,6 +85,17 @@ def render_key(
     return key
 
 
+def payload_hash(arguments: dict[str, Any]) -> str:
+    """SHA-256 of the validated arguments (parameter name → value) in the envelope's
+    JSON form with sorted keys, so equal arguments hash equally however they were passed."""
+    import json
+
+    from .envelope import to_json
+
+    text = json.dumps(to_json(arguments, "arguments"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def key_pk(task_name: str, key: str) -> str:
     if len(key) > MAX_KEY_CHARS:
         key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
@@ -127,17 +146,26 @@ def extend_request(
 
 
 def completed_item(
-    pk: str, task_id: str, value: Any, ttl_s: float, now: float | None = None
+    pk: str,
+    task_id: str,
+    value: Any,
+    ttl_s: float,
+    now: float | None = None,
+    payload: str | None = None,
 ) -> Item:
-    """The COMPLETED item holding the first run's JSON ``value``."""
+    """The COMPLETED item holding the first run's JSON ``value`` (and its
+    arguments' :func:`payload_hash`, when given)."""
     now = time.time() if now is None else now
-    return {
+    item: Item = {
         **item_key(pk),
         "status": {"S": "COMPLETED"},
         "task_id": {"S": task_id},
         "value": {"S": dumps(value)},
         "expires_at": {"N": str(int(now + ttl_s))},
     }
+    if payload:
+        item["payload_hash"] = {"S": payload}
+    return item
 
 
 @dataclass(frozen=True)
@@ -155,10 +183,20 @@ class Claim:
     owner: str | None = None
     value: Any = None
     lease_remaining_s: float = 0.0
+    payload_hash: str | None = None
+
+    def conflicts_with(self, payload: str | None) -> bool:
+        """Whether a duplicate with arguments hashing to ``payload`` differs from the
+        call that completed the key (False when either side kept no hash)."""
+        return bool(self.payload_hash and payload and self.payload_hash != payload)
+
+
+#: Claims tried when the conflicting item vanished before it could be read.
+CLAIM_TRIES = 3
 
 
 def claim_from_conflict(old: Item | None, now: float | None = None) -> Claim:
-    """Interpret the ALL_OLD item of a failed claim."""
+    """Interpret the old item of a failed claim (ALL_OLD, or read with GetItem)."""
     import json
 
     now = time.time() if now is None else now
@@ -166,7 +204,8 @@ def claim_from_conflict(old: Item | None, now: float | None = None) -> Claim:
         return Claim("IN_PROGRESS", lease_remaining_s=1.0)
     owner = old.get("task_id", {}).get("S")
     if old.get("status", {}).get("S") == "COMPLETED":
-        return Claim("COMPLETED", owner, json.loads(old["value"]["S"]) if "value" in old else None)
+        value = json.loads(old["value"]["S"]) if "value" in old else None
+        return Claim("COMPLETED", owner, value, payload_hash=old.get("payload_hash", {}).get("S"))
     lease = float(old.get("lease_expires_at", {}).get("N", now))
     return Claim("IN_PROGRESS", owner, lease_remaining_s=max(1.0, lease - now))
 
@@ -178,6 +217,16 @@ def _conflict_item(exc: Exception) -> Item | bool | None:
         return False
     item: Item | None = response.get("Item")
     return item
+
+
+def _old_item(exc: Exception) -> Item | None:
+    item: Item | None = getattr(exc, "response", {}).get("Item")
+    return item or None
+
+
+def _read(response: dict[str, Any]) -> Item | None:
+    item: Item | None = response.get("Item")
+    return item or None
 
 
 class IdempotencyStore:
@@ -193,28 +242,45 @@ class IdempotencyStore:
         self.table = table
 
     def claim(self, pk: str, task_id: str, lease_s: float, ttl_s: float) -> Claim:
-        """One conditional PutItem; a read only on conflict (ALL_OLD)."""
+        """One conditional PutItem; a read only on conflict (ALL_OLD, else a
+        consistent GetItem)."""
         client = self.clients.sync("dynamodb")
-        try:
-            client.put_item(**claim_request(self.table, pk, task_id, lease_s, ttl_s))
-        except Exception as exc:
-            old = _conflict_item(exc)
-            if old is False:
-                raise
-            return claim_from_conflict(old)  # type: ignore[arg-type]
-        return Claim("CLAIMED", task_id)
+        old: Item | None = None
+        for _ in range(CLAIM_TRIES):
+            try:
+                client.put_item(**claim_request(self.table, pk, task_id, lease_s, ttl_s))
+            except Exception as exc:
+                if _conflict_item(exc) is False:
+                    raise
+                old = _old_item(exc) or _read(
+                    client.get_item(TableName=self.table, Key=item_key(pk), ConsistentRead=True)
+                )
+                if old:
+                    break
+                continue  # the item vanished: claim again
+            return Claim("CLAIMED", task_id)
+        return claim_from_conflict(old)
 
     async def aclaim(self, pk: str, task_id: str, lease_s: float, ttl_s: float) -> Claim:
         """Asyncio twin of :meth:`claim`."""
         client = await self.clients.aclient("dynamodb")
-        try:
-            await client.put_item(**claim_request(self.table, pk, task_id, lease_s, ttl_s))
-        except Exception as exc:
-            old = _conflict_item(exc)
-            if old is False:
-                raise
-            return claim_from_conflict(old)  # type: ignore[arg-type]
-        return Claim("CLAIMED", task_id)
+        old: Item | None = None
+        for _ in range(CLAIM_TRIES):
+            try:
+                await client.put_item(**claim_request(self.table, pk, task_id, lease_s, ttl_s))
+            except Exception as exc:
+                if _conflict_item(exc) is False:
+                    raise
+                old = _old_item(exc) or _read(
+                    await client.get_item(
+                        TableName=self.table, Key=item_key(pk), ConsistentRead=True
+                    )
+                )
+                if old:
+                    break
+                continue
+            return Claim("CLAIMED", task_id)
+        return claim_from_conflict(old)
 
     def extend(self, pk: str, task_id: str, lease_s: float) -> bool:
         """Extend a held lease; False when it is no longer ours."""

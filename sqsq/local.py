@@ -50,6 +50,13 @@ class LocalEndpoint:
         self._server: Any = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         self.url = ""
 
+    #: What the endpoint is, for messages ("moto").
+    name = "moto"
+    #: moto answers StartMessageMoveTask with HTTP 500.
+    has_message_move_tasks = False
+    #: moto accepts UpdateTimeToLive (it never expires items).
+    has_ttl = True
+
     def start(self) -> LocalEndpoint:
         """Start serving; sets :attr:`url` (``http://127.0.0.1:<port>``)."""
         import logging
@@ -65,6 +72,11 @@ class LocalEndpoint:
 
     def stop(self) -> None:
         self._server.stop()
+
+    def url_for(self, service: str) -> str:
+        """The endpoint of ``service``: the one URL for every service."""
+        del service
+        return self.url
 
     def environ(self) -> dict[str, str]:
         """Environment variables that point a process (worker, CLI) here."""

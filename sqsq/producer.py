@@ -96,8 +96,13 @@ def delay_seconds(countdown: float | timedelta | None, eta: datetime | None) -> 
     if countdown < 0 or not math.isfinite(countdown):
         raise EnqueueError(f"countdown must be a finite number of seconds >= 0, got {countdown}")
     if countdown > limits.SQS_MAX_DELAY_S:
+        what = (
+            f"eta {eta.isoformat()} is {countdown:g} s ahead, which"
+            if eta is not None
+            else f"countdown of {countdown:g} s"
+        )
         raise EnqueueError(
-            f"countdown of {countdown:g} s is over SQS_MAX_DELAY_S={limits.SQS_MAX_DELAY_S} "
+            f"{what} is over SQS_MAX_DELAY_S={limits.SQS_MAX_DELAY_S} "
             "(Amazon SQS message quotas, DelaySeconds)"
         )
     return math.ceil(countdown)

@@ -14,11 +14,14 @@ carries them out. Running ``apply`` twice changes nothing the second time.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import limits
 from .sqs import dead_letter_name, is_fifo
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .app import App
@@ -189,7 +192,13 @@ def plan(app: App) -> list[Change]:
     try:
         ddb.describe_table(TableName=table)
         changes.append(Change("table", table, "ok"))
-        ttl = ddb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+        try:
+            ttl = ddb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+        except Exception as exc:
+            if not _ttl_unavailable(exc):
+                raise
+            changes.append(Change("table TTL", table, "ok", _TTL_UNAVAILABLE))
+            return changes
         enabled = ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING")
         if enabled and ttl.get("AttributeName") == TTL_ATTRIBUTE:
             changes.append(Change("table TTL", table, "ok", TTL_ATTRIBUTE))
@@ -236,8 +245,28 @@ def apply(app: App, changes: list[Change] | None = None) -> list[Change]:
                 TableName=change.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
             )
         elif change.kind == "table TTL":
-            ddb.update_time_to_live(
-                TableName=change.name,
-                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-            )
+            try:
+                ddb.update_time_to_live(
+                    TableName=change.name,
+                    TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+                )
+            except Exception as exc:
+                if not _ttl_unavailable(exc):
+                    raise
+                logger.warning("table %s: %s (%s)", change.name, _TTL_UNAVAILABLE, exc)
     return changes
+
+
+#: Shown when the endpoint has no TTL calls (dynalite) or the caller may not use them.
+_TTL_UNAVAILABLE = (
+    "TTL not available here; expired results and keys are still read as gone, they only stay stored"
+)
+
+
+def _ttl_unavailable(exc: Exception) -> bool:
+    """DescribeTimeToLive/UpdateTimeToLive refused: not implemented by the endpoint
+    (UnknownOperationException: dynalite) or not allowed to this caller
+    (AccessDeniedException: an IAM policy without dynamodb:*TimeToLive). sqsq never
+    relies on TTL: every read checks ``expires_at`` itself."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    return code in ("UnknownOperationException", "AccessDeniedException")

@@ -6,8 +6,9 @@ which wins over the default. Durations are seconds (``float`` or ``timedelta``).
 AWS's own conventions are untouched: credentials and region come from the usual
 boto3 chain (``AWS_PROFILE``, ``AWS_DEFAULT_REGION``, instance roles, …) and
 botocore's ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_SQS`` /
-``AWS_ENDPOINT_URL_DYNAMODB`` point clients at a local endpoint; ``endpoint_url``
-(or ``SQSQ_ENDPOINT_URL``) overrides them for both services.
+``AWS_ENDPOINT_URL_DYNAMODB`` / ``AWS_ENDPOINT_URL_STS`` / ``AWS_ENDPOINT_URL_SCHEDULER``
+point clients at a local endpoint (STS follows SQS's when it has none of its own);
+``endpoint_url`` (or ``SQSQ_ENDPOINT_URL``) overrides them for every service.
 
 The fields are a pydantic-settings model (:class:`Settings`, in
 ``settings_model.py``), built when the first ``App(...)`` is: ``import sqsq``

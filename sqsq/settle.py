@@ -92,6 +92,7 @@ def plan_writes(outcomes: Sequence[Outcome]) -> list[Write]:
                     outcome.task_id,
                     outcome.completed_value,
                     outcome.idempotency_ttl_s,
+                    payload=outcome.payload_hash,
                 )
                 writes.append(put(token, item))
             else:  # failed or retrying: free the key for the next attempt

@@ -1,7 +1,8 @@
 """Binding and validating a task's arguments against its function signature.
 
-The producer checks that arguments *bind* (right number, known keywords) before
-sending. The worker binds again — a message body is untrusted — and validates
+The producer binds and validates the arguments before sending — the same pydantic
+validation the worker applies, so a wrong type fails at ``delay()`` rather than in
+the dead-letter queue. The worker binds again — a message body is untrusted — and validates
 each annotated parameter with pydantic, turning the envelope's JSON back into the
 annotated types (ISO strings into ``datetime``, base64 into ``bytes``, objects
 into pydantic models, …). Unannotated parameters receive the JSON value as is.
@@ -15,7 +16,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .envelope import dumps, to_json
-from .errors import ArgumentError, InvalidArguments, NotSerializable
+from .errors import ArgumentError, InvalidArguments, NotSerializable, SqsqError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -40,15 +44,19 @@ class Signature:
         self._model: type[BaseModel] | None = None
 
     def check(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> None:
-        """Producer-side check that the arguments bind.
+        """Producer-side check: the arguments bind and pass the worker's validation.
 
         Raises:
-            ArgumentError: wrong number of arguments or unknown keywords.
+            ArgumentError: wrong number of arguments, unknown keywords, or a value
+                that fails validation against the annotations.
+
+        A value that is not JSON is left to the envelope's encoder (NotSerializable).
         """
         try:
-            self.signature.bind(*args, **kwargs)
+            bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise ArgumentError(f"{_qualname(self.fn)}: {exc}") from None
+        self._convert(bound, ArgumentError, producer=True)
 
     def validate(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """Worker-side bind and validation of decoded JSON arguments.
@@ -63,22 +71,31 @@ class Signature:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidArguments(f"{_qualname(self.fn)}: {exc}") from None
+        self._convert(bound, InvalidArguments)
+        return list(bound.args), dict(bound.kwargs)
+
+    def _convert(
+        self, bound: inspect.BoundArguments, error: type[SqsqError], producer: bool = False
+    ) -> None:
+        """Validate ``bound`` through its JSON form; converted values replace it."""
         from pydantic import ValidationError
 
         model = self._validation_model()
         try:
             validated = model.model_validate_json(dumps(to_json(bound.arguments, "arguments")))
         except NotSerializable as exc:
-            raise InvalidArguments(f"{_qualname(self.fn)}: {exc}") from None
+            if producer:
+                return  # the envelope's encoder raises it, naming args[i] / kwargs[k]
+            raise error(f"{_qualname(self.fn)}: {exc}") from None
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
                 for err in exc.errors(include_url=False)[:5]
             )
-            raise InvalidArguments(f"{_qualname(self.fn)}: {problems}") from None
-        for name in bound.arguments:
-            bound.arguments[name] = getattr(validated, f"p{self._index[name]}")
-        return list(bound.args), dict(bound.kwargs)
+            raise error(f"{_qualname(self.fn)}: {problems}") from None
+        if not producer:
+            for name in bound.arguments:
+                bound.arguments[name] = getattr(validated, f"p{self._index[name]}")
 
     def _validation_model(self) -> type[BaseModel]:
         if self._model is None:

@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, overload
 
 from . import limits, producer
 from .errors import ConfigurationError, EnqueueError, Retry
@@ -54,6 +54,7 @@ class TaskOptions(TypedDict, total=False):
     visibility_timeout: float | timedelta | None
     idempotency_key: str | Callable[..., str] | None
     idempotency_ttl: float | timedelta
+    idempotency_validate: bool
 
 
 #: Every option ``@app.task(...)`` accepts; anything else fails at declaration.
@@ -121,6 +122,9 @@ class Task(Generic[P, R]):
             uses the queue's visibility timeout.
         idempotency_key: template or callable for the idempotency key, or None.
         idempotency_ttl_s: how long a key is remembered, seconds.
+        idempotency_validate: a duplicate whose arguments differ from the call that
+            completed the key fails with ``IdempotencyConflict`` (default True)
+            instead of getting that call's result.
         bind: the function receives a :class:`BoundTask` as first argument.
         is_async: the function is ``async def`` (awaited on the worker's loop).
     """
@@ -145,6 +149,7 @@ class Task(Generic[P, R]):
         visibility_timeout: float | timedelta | None = None,
         idempotency_key: KeySpec = None,
         idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL_S,
+        idempotency_validate: bool = True,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -190,6 +195,7 @@ class Task(Generic[P, R]):
             raise ValueError("idempotency_key must be a format string or a callable")
         self.idempotency_key = idempotency_key
         self.idempotency_ttl_s = _positive("idempotency_ttl", idempotency_ttl, 0)
+        self.idempotency_validate = idempotency_validate
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn, skip_first=bind)
         self.__doc__ = fn.__doc__
@@ -409,8 +415,20 @@ class Task(Generic[P, R]):
 
     # --- run here ----------------------------------------------------------------
 
-    def apply(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
+    @overload
+    def apply(
+        self, *, args: Iterable[Any] | None = ..., kwargs: dict[str, Any] | None = ...
+    ) -> AsyncResult: ...
+
+    @overload
+    def apply(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult: ...
+
+    def apply(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Run the task here and now through the execution core (eager mode).
+
+        Called as the function is (``add.apply(1, 2)``) or in Celery's form
+        (``add.apply(args=(1, 2), kwargs={})``) — the latter when only ``args=``
+        / ``kwargs=`` are given and the function has no parameters of those names.
 
         The arguments take the same path as on a worker: encoded under the
         envelope's JSON rules, decoded and validated. Nothing is sent to AWS and
@@ -425,7 +443,16 @@ class Task(Generic[P, R]):
         from .execution import Executor, Prepared
         from .result import AsyncResult
 
-        message = self._build(args, kwargs)
+        params = self.signature.signature.parameters
+        if (
+            not args
+            and kwargs
+            and set(kwargs) <= {"args", "kwargs"}
+            and not ({"args", "kwargs"} & set(params))
+        ):
+            message = self._build(kwargs.get("args"), kwargs.get("kwargs"))  # Celery's form
+        else:
+            message = self._build(args, kwargs)
         delivery = Delivery(
             message_id=message.task_id, receipt_handle="", body=message.body, queue=self.queue
         )

@@ -1,24 +1,43 @@
-"""pytest plugin: a local AWS endpoint and Lambda event factories.
+"""pytest plugin: an AWS endpoint for tests (embedded moto, or any endpoint you name)
+and Lambda event factories.
 
 Installed with sqsq (entry point ``pytest11``); fixtures do nothing until a test
 asks for them.
 
-- ``sqsq_endpoint`` (session): the embedded moto server (:class:`~sqsq.local.LocalEndpoint`)
-  on a free loopback port. While it runs, botocore's ``AWS_ENDPOINT_URL`` and
-  test credentials are set in ``os.environ``, so every App whose
-  ``endpoint_url`` is unset — including module-level apps imported before the
-  fixture ran — talks to it, over real HTTP, with boto3 and aiobotocore alike.
-- ``local_aws`` (function): the same endpoint, emptied (moto reset) before the test.
+- ``sqsq_endpoint`` (session): by default the embedded moto server
+  (:class:`~sqsq.local.LocalEndpoint`) on a free loopback port. While it runs,
+  botocore's ``AWS_ENDPOINT_URL`` and test credentials are set in ``os.environ``,
+  so every App whose ``endpoint_url`` is unset — including module-level apps
+  imported before the fixture ran — talks to it, over real HTTP, with boto3 and
+  aiobotocore alike.
+- ``local_aws`` (function): the same endpoint, with no resources left from other
+  tests (moto: reset before the test; an external endpoint: what the run created
+  is deleted before the test).
+- ``sqsq_prefix`` (session): a prefix unique to this test run (``SQSQ_TEST_PREFIX``
+  or ``sqsqt-<8 hex>-``); name your test apps with it
+  (``App(sqsq_prefix + "orders")``) when several runs share an account.
 - :func:`sqs_event` / :class:`LambdaContext`: an SQS event for a Lambda handler,
   in the documented shape ("Using Lambda with Amazon SQS"), built from messages
   really received from a queue.
+
+**Any endpoint** (:class:`ExternalEndpoint`): set ``SQSQ_TEST_ENDPOINT_URL`` (one
+URL for every service), or one per service — ``SQSQ_TEST_ENDPOINT_URL_SQS``,
+``SQSQ_TEST_ENDPOINT_URL_DYNAMODB``, ``SQSQ_TEST_ENDPOINT_URL_STS``,
+``SQSQ_TEST_ENDPOINT_URL_SCHEDULER`` (a service without one uses
+``SQSQ_TEST_ENDPOINT_URL``, then AWS; STS follows SQS) — and the suite runs there
+instead of on moto: LocalStack, dynalite, or ``aws`` for a sandbox AWS account
+(credentials and region from the usual chain). Nothing that existed before the
+run is touched: the kit lists the queues and tables at the start and deletes only
+those that appeared after it.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,31 +45,185 @@ import pytest
 
 from .local import LOCAL_ENVIRONMENT, LocalEndpoint
 
+#: Services whose endpoint the kit sets (botocore's AWS_ENDPOINT_URL_<SERVICE> names).
+SERVICES = ("SQS", "DYNAMODB", "STS", "SCHEDULER")
+#: The environment variable that names one endpoint for every service.
+ENDPOINT_VARIABLE = "SQSQ_TEST_ENDPOINT_URL"
+#: The value of an endpoint variable that means "AWS itself" (a sandbox account).
+AWS = "aws"
+
+
+def external_endpoints(environ: dict[str, str] | None = None) -> dict[str, str] | None:
+    """Service (``"SQS"``, …) → endpoint URL (or ``"aws"``) from the
+    ``SQSQ_TEST_ENDPOINT_URL[_<SERVICE>]`` variables; None when none is set (moto)."""
+    env = os.environ if environ is None else environ
+    default = env.get(ENDPOINT_VARIABLE, "").strip()
+    urls = {s: env.get(f"{ENDPOINT_VARIABLE}_{s}", "").strip() or default for s in SERVICES}
+    if not any(urls.values()):
+        return None
+    urls["STS"] = urls["STS"] or urls["SQS"]
+    return {s: url or AWS for s, url in urls.items()}
+
+
+class ExternalEndpoint:
+    """An endpoint the kit did not start (LocalStack, dynalite, AWS): same
+    interface as :class:`~sqsq.local.LocalEndpoint` for the fixtures.
+
+    Args:
+        urls: service → URL or ``"aws"`` (see :func:`external_endpoints`).
+    """
+
+    #: LocalStack and AWS have StartMessageMoveTask.
+    has_message_move_tasks = True
+    #: Whether DynamoDB's UpdateTimeToLive works here (probed at start; dynalite has
+    #: no TTL calls — sqsq warns and goes on, tests of the TTL setting skip).
+    has_ttl = True
+
+    def __init__(self, urls: dict[str, str]) -> None:
+        self.urls = urls
+        self.url = urls["SQS"] if urls["SQS"] != AWS else ""
+        self.name = ", ".join(sorted({u for u in urls.values()}))
+        self._baseline: tuple[set[str], set[str]] = (set(), set())
+
+    def url_for(self, service: str) -> str | None:
+        """The endpoint URL of ``service`` (``"sqs"``, …); None for AWS itself."""
+        url = self.urls[service.upper()]
+        return None if url == AWS else url
+
+    def environ(self) -> dict[str, str]:
+        """botocore's per-service variables that point a process here."""
+        return {
+            f"AWS_ENDPOINT_URL_{s}": url for s in SERVICES if (url := self.url_for(s)) is not None
+        }
+
+    def _client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.url_for(service))
+
+    def _existing(self) -> tuple[set[str], set[str]]:
+        sqs, ddb = self._client("sqs"), self._client("dynamodb")
+        queues = {
+            url
+            for page in sqs.get_paginator("list_queues").paginate()
+            for url in page.get("QueueUrls", [])
+        }
+        tables = {
+            name
+            for page in ddb.get_paginator("list_tables").paginate()
+            for name in page.get("TableNames", [])
+        }
+        return queues, tables
+
+    def start(self) -> ExternalEndpoint:
+        """Remember what exists (:meth:`reset` never deletes it); probe TTL support."""
+        self._baseline = self._existing()
+        if self.url_for("dynamodb") is not None:
+            self.has_ttl = self._probe_ttl()
+        return self
+
+    def _probe_ttl(self) -> bool:
+        ddb = self._client("dynamodb")
+        name = f"sqsq-ttl-probe-{uuid.uuid4().hex[:8]}"
+        ddb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        try:
+            ddb.get_waiter("table_exists").wait(
+                TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+            )
+            ddb.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+            )
+        except ddb.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "UnknownOperationException":
+                raise
+            return False
+        finally:
+            ddb.delete_table(TableName=name)
+        return True
+
+    def stop(self) -> None:
+        """Delete what the run created."""
+        self.reset()
+
+    def reset(self) -> None:
+        """Delete the queues and tables created since :meth:`start` (and only those)."""
+        queues, tables = self._existing()
+        sqs, ddb = self._client("sqs"), self._client("dynamodb")
+        for url in sorted(queues - self._baseline[0]):
+            with contextlib.suppress(sqs.exceptions.QueueDoesNotExist):
+                sqs.delete_queue(QueueUrl=url)
+        deleted = sorted(tables - self._baseline[1])
+        for name in deleted:
+            with contextlib.suppress(ddb.exceptions.ResourceNotFoundException):
+                ddb.delete_table(TableName=name)
+        for name in deleted:  # a table of that name can be created again only once gone
+            ddb.get_waiter("table_not_exists").wait(
+                TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+            )
+        # SQS forbids a queue of the same name for 60 s after DeleteQueue on AWS; the
+        # per-run prefix (sqsq_prefix) is how suites on AWS avoid reusing names.
+
+
+def _endpoint() -> LocalEndpoint | ExternalEndpoint:
+    urls = external_endpoints()
+    return LocalEndpoint() if urls is None else ExternalEndpoint(urls)
+
 
 @pytest.fixture(scope="session")
-def sqsq_endpoint() -> Iterator[LocalEndpoint]:
-    """The embedded local AWS endpoint for the whole session."""
-    endpoint = LocalEndpoint().start()
-    names = [*LOCAL_ENVIRONMENT, "AWS_ENDPOINT_URL"]
+def sqsq_endpoint() -> Iterator[LocalEndpoint | ExternalEndpoint]:
+    """The endpoint for the whole session: embedded moto, or the one named by
+    ``SQSQ_TEST_ENDPOINT_URL[_<SERVICE>]``."""
+    endpoint = _endpoint()
+    names = [
+        *LOCAL_ENVIRONMENT,
+        "AWS_ENDPOINT_URL",
+        "SQSQ_ENDPOINT_URL",
+        *(f"AWS_ENDPOINT_URL_{s}" for s in SERVICES),
+    ]
     saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(LOCAL_ENVIRONMENT)
-    os.environ["AWS_ENDPOINT_URL"] = endpoint.url
+    if isinstance(endpoint, LocalEndpoint):
+        endpoint.start()
+        os.environ.update(LOCAL_ENVIRONMENT)
+        os.environ["AWS_ENDPOINT_URL"] = endpoint.url
+    else:  # an external endpoint: botocore's per-service variables
+        for name in names[len(LOCAL_ENVIRONMENT) :]:
+            os.environ.pop(name, None)
+        if endpoint.url_for("sqs") is not None:  # an emulator: test credentials
+            for name, value in LOCAL_ENVIRONMENT.items():
+                os.environ.setdefault(name, value)
+        os.environ.update(endpoint.environ())
+        endpoint.start()
     try:
         yield endpoint
     finally:
-        for name, value in saved.items():
-            if value is None:
+        endpoint.stop()
+        for name, saved_value in saved.items():
+            if saved_value is None:
                 os.environ.pop(name, None)
             else:
-                os.environ[name] = value
-        endpoint.stop()
+                os.environ[name] = saved_value
 
 
 @pytest.fixture
-def local_aws(sqsq_endpoint: LocalEndpoint) -> LocalEndpoint:
-    """The local endpoint with no resources (reset before the test)."""
+def local_aws(
+    sqsq_endpoint: LocalEndpoint | ExternalEndpoint,
+) -> LocalEndpoint | ExternalEndpoint:
+    """The endpoint with no resources left from other tests (reset before the test)."""
     sqsq_endpoint.reset()
     return sqsq_endpoint
+
+
+@pytest.fixture(scope="session")
+def sqsq_prefix() -> str:
+    """A resource-name prefix unique to this run (``SQSQ_TEST_PREFIX`` or
+    ``sqsqt-<8 hex>-``): ``App(sqsq_prefix + "orders")``."""
+    return os.environ.get("SQSQ_TEST_PREFIX") or f"sqsqt-{uuid.uuid4().hex[:8]}-"
 
 
 class LambdaContext:

@@ -155,7 +155,7 @@ def test_send_with_a_countdown_over_900_is_a_user_error() -> None:
 
 
 def test_send_to_a_queue_that_does_not_exist(local_aws: Any) -> None:
-    done = _sqsq("send", APP, "examples.quickstart.app.charge", "--args", "[]")
+    done = _sqsq("send", APP, "examples.quickstart.app.render_email", "--args", '["a", "b"]')
     assert done.returncode == EXIT_USAGE
     assert done.stderr.startswith("Error: ")
     assert "does not exist" in done.stderr
@@ -165,12 +165,23 @@ def test_send_to_a_queue_that_does_not_exist(local_aws: Any) -> None:
 
 
 def test_send_with_an_unencodable_message_is_an_error(quickstart: sqsq.App) -> None:
-    result = _invoke("send", APP, "x.y", "--args", '["' + "x" * 1_100_000 + '"]')
+    big = '["' + "x" * 1_100_000 + '", "hi"]'
+    result = _invoke("send", APP, "examples.quickstart.app.render_email", "--args", big)
     _assert_user_error(result, "SQS_MAX_MESSAGE_BYTES")
 
 
 def test_send_to_an_invalid_queue_name_is_a_user_error(quickstart: sqsq.App) -> None:
-    _assert_user_error(_invoke("send", APP, "x.y", "--args", "[]", "-Q", "bad queue!"))
+    _assert_user_error(
+        _invoke(
+            "send",
+            APP,
+            "examples.quickstart.app.render_email",
+            "--args",
+            '["a", "b"]',
+            "-Q",
+            "bad queue!",
+        )
+    )
 
 
 def test_send_prints_the_task_id(quickstart: sqsq.App) -> None:
@@ -204,7 +215,7 @@ def test_result_of_a_stored_failure_prints_the_error(quickstart: sqsq.App) -> No
     )
     quickstart.results.put_results([("cli-bad", result_item(record))])
     result = _invoke("result", APP, "cli-bad")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # as `send --wait`: the task failed
     for fragment in ("FAILURE", "RuntimeError", "refunds are handled elsewhere", "traceback:"):
         assert fragment in result.stdout
 
@@ -274,3 +285,83 @@ def test_worker_without_credentials_exits_with_a_clear_error(tmp_path: Path) -> 
     assert done.returncode == 2, done.stderr
     assert "Unable to locate credentials" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- operator fixes: send checks, exit codes, warnings ------------------------------------
+
+
+def test_send_of_an_unknown_task_suggests_the_registered_name(quickstart: sqsq.App) -> None:
+    from tests.helpers import queue_counts
+
+    done = _sqsq("send", APP, "examples.quickstart.app.chrage", "--args", "[]")
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert done.stderr.startswith("Error: ")
+    assert "did you mean 'examples.quickstart.app.charge'?" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    short = _invoke("send", APP, "charge", "--args", "[]")  # the short name: suggested in full
+    _assert_user_error(short, "did you mean 'examples.quickstart.app.charge'?")
+    sqs = quickstart.clients.sync("sqs")
+    assert queue_counts(sqs, quickstart.directory.url("quickstart-default")) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ("[]", "missing a required argument"),
+        ('[{"order_id": "o-1", "cents": "lots"}]', "cents"),  # pydantic: not an int
+        ('[{"order_id": "o-1", "cents": 5}, null, 3]', "too many positional arguments"),
+    ],
+)
+def test_send_with_wrong_arguments_sends_nothing(
+    quickstart: sqsq.App, args: str, fragment: str
+) -> None:
+    from tests.helpers import queue_counts
+
+    result = _invoke("send", APP, "examples.quickstart.app.charge", "--args", args)
+    _assert_user_error(result, fragment)
+    assert result.exit_code == EXIT_USAGE
+    sqs = quickstart.clients.sync("sqs")
+    assert queue_counts(sqs, quickstart.directory.url("quickstart-default")) == (0, 0)
+
+
+def test_result_exit_codes(quickstart: sqsq.App) -> None:
+    from sqsq.dynamodb import result_item
+    from sqsq.result import ResultRecord, State
+
+    for task_id, state in (("ok", State.SUCCESS), ("bad", State.FAILURE), ("gone", State.REVOKED)):
+        record = ResultRecord(task_id=task_id, state=state, task="t", attempts=1, value=1)
+        quickstart.results.put_results([(task_id, result_item(record))])
+    assert _invoke("result", APP, "ok").exit_code == 0
+    assert _invoke("result", APP, "bad").exit_code == 1
+    assert _invoke("result", APP, "gone", "--json").exit_code == 1
+    assert _invoke("result", APP, "unknown").exit_code == 0  # PENDING: nothing failed
+
+
+def test_max_tasks_per_child_without_processes_warns(quickstart: sqsq.App) -> None:
+    done = _sqsq("worker", APP, "--burst", "--wait-time", "0", "--max-tasks-per-child", "5")
+    assert done.returncode == 0, done.stderr
+    assert "Warning: --max-tasks-per-child does nothing without --pool processes" in done.stderr
+    quiet = _sqsq("worker", APP, "--burst", "--wait-time", "0")
+    assert "Warning" not in quiet.stderr
+
+
+def test_dlq_of_an_unknown_queue_is_a_user_error(quickstart: sqsq.App) -> None:
+    for command in ("ls", "redrive", "purge"):
+        result = _invoke("dlq", command, APP, "nope")
+        _assert_user_error(result, "no dead-letter queue for 'nope'", "quickstart-nope-dlq")
+        assert result.exit_code == EXIT_USAGE
+
+
+def test_dlq_ls_counts_messages_in_flight(quickstart: sqsq.App) -> None:
+    sqs = quickstart.clients.sync("sqs")
+    url = quickstart.directory.url("quickstart-default-dlq")
+    for n in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=f'{{"task": "t", "id": "dl-{n}"}}')
+    held = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=60)
+    assert len(held["Messages"]) == 1
+    result = _invoke("dlq", "ls", APP, "default")  # logical, as `send -Q` takes it
+    assert result.exit_code == 0, result.output
+    assert "quickstart-default-dlq: 2 visible, 1 in flight" in result.stdout
+    physical = _invoke("dlq", "ls", APP, "quickstart-default-dlq", "--json")
+    assert physical.exit_code == 0, physical.output
+    assert len(physical.stdout.splitlines()) == 2

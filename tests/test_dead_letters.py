@@ -289,3 +289,13 @@ def test_newer_envelope_version_result_is_found_under_its_own_id(scenario: Scena
     record = scenario.result(VERSION_2_WITH_ID, V2_ID)
     assert record is not None, "the FAILURE is not under the id the producer holds"
     assert record.dead_letter_reason == "undecodable_message"
+
+
+def test_worker_logs_an_unrunnable_message_under_its_task_id(scenario: Scenario) -> None:
+    """The id `send` printed is the one to grep for in the worker's log."""
+    if scenario.worker is None:
+        pytest.skip("the Lambda runner has no worker log")
+    sent = scenario.sent[TEN_ATTRIBUTES]
+    assert f"task dl-ten (message {sent.message_id}) dead-lettered: unknown_task" in (
+        scenario.worker.stderr
+    )

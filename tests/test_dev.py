@@ -4,6 +4,7 @@ shell that sends to it with the printed ``export`` lines."""
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -29,13 +30,41 @@ def test_dev_prints_an_endpoint_that_a_second_shell_can_send_to(tmp_path: Path) 
     try:
         assert dev.stderr is not None
         exports: dict[str, str] = {}
+        example = ""
         for line in dev.stderr:
             if line.strip().startswith("export "):
                 name, _, value = line.strip().removeprefix("export ").partition("=")
                 exports[name] = value
+            if line.strip().startswith("sqsq send "):
+                example = line.strip()
             if "consuming" in line:  # the worker is up
                 break
         assert exports["SQSQ_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+        # plain boto3 and the AWS CLI in a second shell find the endpoint too
+        assert exports["AWS_ENDPOINT_URL"] == exports["SQSQ_ENDPOINT_URL"]
+        plain = {k: v for k, v in exports.items() if k != "SQSQ_ENDPOINT_URL"}
+        listed = subprocess.run(
+            [sys.executable, "-c", "import boto3; print(boto3.client('sqs').list_queues())"],
+            env={**env, **plain},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "quickstart-default" in listed.stdout
+        # the printed example command works as printed
+        command = shlex.split(example)
+        assert command[:2] == ["sqsq", "send"], example
+        ran = subprocess.run(
+            [sys.executable, "-m", "sqsq", *command[1:]],
+            cwd=tmp_path,
+            env={**env, **exports},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert "SUCCESS" in ran.stdout
         sent = subprocess.run(
             [
                 sys.executable,
@@ -61,7 +90,7 @@ def test_dev_prints_an_endpoint_that_a_second_shell_can_send_to(tmp_path: Path) 
         dev.send_signal(signal.SIGTERM)
         _, rest = dev.communicate(timeout=60)
     assert dev.returncode == 0, rest
-    assert "succeeded=1" in rest
+    assert "succeeded=2" in rest
 
 
 @pytest.mark.slow

@@ -177,3 +177,19 @@ def test_unstored_outcomes_are_listed_and_nothing_is_dead_lettered(local_aws: An
 
     assert response == {"batchItemFailures": [{"itemIdentifier": i} for i in ids]}
     assert queue_counts(boto3.client("sqs"), queue_url("nolambda-default-dlq")) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"foo": 1},
+        {"Records": [{"eventSource": "aws:s3", "s3": {}}]},
+        {"Records": "not a list"},
+        [],
+    ],
+)
+def test_an_event_that_is_not_an_sqs_event_is_a_clear_error(quickstart: Any, event: Any) -> None:
+    """A miswired trigger must fail the invocation, not report success."""
+    with pytest.raises(sqsq.ConfigurationError, match="needs an SQS event") as info:
+        quickstart.lambda_handler(event, LambdaContext())
+    assert isinstance(info.value, sqsq.SqsqError)

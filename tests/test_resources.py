@@ -29,8 +29,10 @@ QUEUES = ["quickstart-default", "quickstart-emails"]
 @pytest.fixture
 def aws(local_aws: Any) -> Iterator[tuple[Any, Any]]:
     """Plain boto3 SQS and DynamoDB clients on an empty local endpoint."""
-    sqs = boto3.client("sqs", endpoint_url=local_aws.url, region_name="us-east-1")
-    ddb = boto3.client("dynamodb", endpoint_url=local_aws.url, region_name="us-east-1")
+    sqs = boto3.client("sqs", endpoint_url=local_aws.url_for("sqs"), region_name="us-east-1")
+    ddb = boto3.client(
+        "dynamodb", endpoint_url=local_aws.url_for("dynamodb"), region_name="us-east-1"
+    )
     yield sqs, ddb
     sqs.close()
     ddb.close()
@@ -117,9 +119,15 @@ def test_create_makes_each_queue_with_its_dead_letter_queue(
         assert allow == {"redrivePermission": "byQueue", "sourceQueueArns": [queue["QueueArn"]]}
 
 
+def needs_ttl(endpoint: Any) -> None:
+    if not endpoint.has_ttl:
+        pytest.skip(f"{endpoint.name} has no UpdateTimeToLive (dynalite)")
+
+
 def test_create_makes_the_result_table_with_ttl(
-    quickstart_app: sqsq.App, aws: tuple[Any, Any]
+    quickstart_app: sqsq.App, aws: tuple[Any, Any], local_aws: Any
 ) -> None:
+    needs_ttl(local_aws)
     _, ddb = aws
     _create()
     table = ddb.describe_table(TableName="quickstart-sqsq")["Table"]
@@ -152,7 +160,10 @@ def test_dead_letter_queue_is_created_before_its_source_queue(quickstart_app: sq
 # --- idempotence ------------------------------------------------------------------------------
 
 
-def test_second_run_creates_nothing(quickstart_app: sqsq.App, aws: tuple[Any, Any]) -> None:
+def test_second_run_creates_nothing(
+    quickstart_app: sqsq.App, aws: tuple[Any, Any], local_aws: Any
+) -> None:
+    needs_ttl(local_aws)
     _create()
     before = quickstart_app.clients.counter.snapshot()
     changes = plan(quickstart_app)
@@ -170,8 +181,9 @@ def test_second_run_creates_nothing(quickstart_app: sqsq.App, aws: tuple[Any, An
 
 
 def test_second_run_reports_nothing_to_change_and_writes_nothing(
-    quickstart_app: sqsq.App,
+    quickstart_app: sqsq.App, local_aws: Any
 ) -> None:
+    needs_ttl(local_aws)
     _create()
     before = quickstart_app.clients.counter.snapshot()
     result = _create()
@@ -263,7 +275,7 @@ def test_plan_makes_no_writes(other_apps: tuple[sqsq.App, sqsq.App]) -> None:
 def test_env_setting_change_shows_as_update_in_the_cli(
     quickstart: sqsq.App, local_aws: Any, aws: tuple[Any, Any]
 ) -> None:
-    env = {**os.environ, "SQSQ_MAX_RECEIVE_COUNT": "7", "SQSQ_ENDPOINT_URL": local_aws.url}
+    env = {**os.environ, "SQSQ_MAX_RECEIVE_COUNT": "7"}  # the endpoint: from the fixture
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     done = subprocess.run(
         [sys.executable, "-m", "sqsq", "resources", "create", APP, "--dry-run"],
@@ -283,3 +295,43 @@ def test_env_setting_change_shows_as_update_in_the_cli(
     assert (
         json.loads(_attributes(sqs, "quickstart-default")["RedrivePolicy"])["maxReceiveCount"] == 5
     )  # dry run: unchanged
+
+
+def test_sts_follows_the_per_service_sqs_endpoint(local_aws: Any, aws: tuple[Any, Any]) -> None:
+    """With only AWS_ENDPOINT_URL_SQS/_DYNAMODB set, the account-id lookup (STS
+    GetCallerIdentity, needed before the first queue exists) goes to the same
+    endpoint, not to AWS (which this machine cannot reach: the run would fail)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    env.pop("SQSQ_ENDPOINT_URL", None)
+    env |= {
+        "AWS_ENDPOINT_URL_SQS": local_aws.url_for("sqs"),
+        "AWS_ENDPOINT_URL_DYNAMODB": local_aws.url_for("dynamodb"),
+    }
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, "-m", "sqsq", "resources", "create", APP],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr
+    sqs, _ = aws
+    assert _attributes(sqs, "quickstart-default")["QueueArn"].endswith(":quickstart-default")
+
+
+def test_sts_endpoint_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL")]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("SQSQ_ENDPOINT_URL", raising=False)
+    clients = sqsq.App("sts-rule").clients
+    assert clients.endpoint_url("sts") is None  # botocore's own chain: AWS
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:1")
+    assert clients.endpoint_url("sts") == "http://127.0.0.1:1"
+    assert clients.endpoint_url("dynamodb") is None  # botocore reads its own variable
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:2")
+    assert clients.endpoint_url("sts") is None  # botocore uses AWS_ENDPOINT_URL_STS
+    assert (
+        sqsq.App("sts-rule", endpoint_url="http://x:3").clients.endpoint_url("sts") == "http://x:3"
+    )

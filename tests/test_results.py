@@ -395,12 +395,15 @@ def test_result_ttl_sets_expires_at_on_stored_results(
         assert record.expires_at is not None
         assert abs(record.expires_at - (record.finished_at.timestamp() + ttl)) <= 1
 
-    ddb = boto3.client("dynamodb", endpoint_url=local_aws.url, region_name="us-east-1")
+    ddb = boto3.client(
+        "dynamodb", endpoint_url=local_aws.url_for("dynamodb"), region_name="us-east-1"
+    )
     try:
         item = ddb.get_item(TableName="ttlapp-sqsq", Key=result_key(brief.id))["Item"]
         ttl = ddb.describe_time_to_live(TableName="ttlapp-sqsq")["TimeToLiveDescription"]
     finally:
         ddb.close()
     assert "N" in item["expires_at"]  # a Number: what DynamoDB TTL reads
-    assert ttl["AttributeName"] == "expires_at"
+    if local_aws.has_ttl:  # dynalite has no TTL calls (resources create warns)
+        assert ttl["AttributeName"] == "expires_at"
     app.close()

@@ -153,7 +153,7 @@ def test_exhausted_retries_fail_with_max_retries_exceeded_and_a_dlq_copy(
     assert record.attempts == 3  # first run + max_retries=2
     assert len(item.runs) == 3
     assert [a["state"] for a in item.attempts] == ["RETRY", "RETRY", "FAILURE"]
-    assert [a.get("retry_delay_s") for a in item.attempts] == ["1.000", "2.000", None]
+    assert [a.get("retry_delay_s") for a in item.attempts] == [1, 2, None]
     with pytest.raises(sqsq.TaskFailed) as failed:
         item.result.get(timeout=1)
     assert failed.value.remote_type == "ConnectionError"
@@ -185,7 +185,7 @@ def test_bound_task_retries_itself_with_countdown(scenario: Scenario) -> None:
     (retry,) = item.attempts
     assert retry["state"] == "RETRY"
     assert retry["exc_type"] == "TimeoutError"  # the exc given to self.retry() is recorded
-    assert float(retry["retry_delay_s"]) == 1.0
+    assert retry["retry_delay_s"] == 1
     assert record.started_at is not None
     assert record.started_at - ts(retry["finished_at"]) >= timedelta(seconds=1.0)
 
@@ -199,7 +199,7 @@ def test_raising_retry_with_countdown_retries_once(scenario: Scenario) -> None:
     assert (retry["state"], retry["exc_type"], retry["retry_delay_s"]) == (
         "RETRY",
         "KeyError",
-        "1.000",
+        1,
     )
 
 

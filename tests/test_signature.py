@@ -224,7 +224,10 @@ def test_nan_from_a_message_body_is_invalid_arguments_not_a_producer_error() -> 
 
 
 def test_check_accepts_calls_that_bind_and_refuses_others() -> None:
-    signature = Signature(typed)
+    def untyped(when, ident, amount, blob, order, day=None):  # type: ignore[no-untyped-def]
+        """The parameters of ``typed`` without annotations: any JSON value passes."""
+
+    signature = Signature(untyped)
     signature.check([1, 2, 3, 4, 5], {})
     signature.check([], {"when": 1, "ident": 2, "amount": 3, "blob": 4, "order": 5, "day": 6})
     for args, kwargs in [([], {}), ([1, 2, 3, 4, 5, 6, 7], {}), ([1, 2, 3, 4, 5], {"x": 1})]:
@@ -263,18 +266,55 @@ def test_delay_with_arguments_that_do_not_bind_raises_before_any_aws_call(
     app.close()
 
 
-def test_producer_does_not_validate_types_only_binding(sqsq_endpoint: Any) -> None:
-    """Type conversion is the worker's job: apply() shows the same path a worker takes."""
+def test_producer_applies_the_workers_validation(sqsq_endpoint: Any) -> None:
+    """delay() validates as the worker will: a wrong type fails here, not in the DLQ."""
     app = sqsq.App("sigtypes", endpoint_url=sqsq_endpoint.url, region_name="us-east-1")
 
     @app.task
     def double(n: int) -> int:
         return n * 2
 
-    assert double.apply("21").get() == 42  # "21" converted to int by the worker path
-    failed = double.apply("twenty")
-    assert failed.state is sqsq.State.FAILURE
-    assert failed.record is not None
-    assert failed.record.dead_letter_reason == "invalid_arguments"
-    assert failed.record.exc_type == "sqsq.errors.InvalidArguments"
-    assert app.clients.counter.snapshot() == {}
+    assert double.apply("21").get() == 42  # "21" converts to int, on the worker path too
+    with pytest.raises(ArgumentError, match=r"n: Input should be a valid integer"):
+        double.delay("twenty")
+    with pytest.raises(ArgumentError, match="valid integer"):
+        double.apply("twenty")
+    with pytest.raises(ArgumentError):
+        double.delay_many([(1,), ("two",)])
+    assert app.clients.counter.snapshot() == {}  # no request at all
+    app.close()
+
+
+def test_celery_apply_form(sqsq_endpoint: Any) -> None:
+    app = sqsq.App("sigapply", endpoint_url=sqsq_endpoint.url, region_name="us-east-1")
+
+    @app.task
+    def add(x: int, y: int = 0) -> int:
+        return x + y
+
+    @app.task
+    def takes_args(args: list[int]) -> int:
+        return sum(args)
+
+    assert add.apply(1, 2).get() == 3
+    assert add.apply(args=(1, 2)).get() == 3  # Celery's task.apply(args=, kwargs=)
+    assert add.apply(args=[1], kwargs={"y": 5}).get() == 6
+    assert add.apply(kwargs={"x": 4}).get() == 4
+    assert takes_args.apply(args=[1, 2]).get() == 3  # a parameter named args: plain call
+    with pytest.raises(ArgumentError):
+        add.apply(args=(1, 2, 3))
+    app.close()
+
+
+def test_the_validation_model_is_built_on_first_use_not_at_declaration() -> None:
+    """signature.py imports pydantic inside its functions; declaring a task builds
+    nothing (cheap imports of task modules, e.g. a Lambda cold start)."""
+    app = sqsq.App("siglazy", region_name="us-east-1")
+
+    @app.task
+    def f(n: int) -> int:
+        return n
+
+    assert f.signature._model is None
+    assert f.apply(n=2).get() == 2
+    assert f.signature._model is not None

@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from . import EXIT_FAILURE, cli
+from ..errors import ConfigurationError
+from . import EXIT_FAILURE, _UsageError, cli
 
 
 def _load(path: str) -> Any:
@@ -122,6 +123,8 @@ def worker(
     _logging(log_level, log_format)
     from ..worker import Worker
 
+    if max_tasks_per_child and pool != "processes":
+        click.echo("Warning: --max-tasks-per-child does nothing without --pool processes", err=True)
     the_app = _load(app)
     code = Worker(
         the_app,
@@ -166,11 +169,11 @@ def dev(app: str, port: int, concurrency: int | None, log_level: str, log_format
         )
     apply(the_app)
     click.echo(f"sqsq dev: local AWS endpoint at {endpoint.url}", err=True)
-    click.echo("  in another shell:", err=True)
-    for name, value in endpoint.environ().items():
+    click.echo("  in another shell (sqsq, boto3 and the AWS CLI alike):", err=True)
+    environment = {**endpoint.environ(), "AWS_ENDPOINT_URL": endpoint.url}
+    for name, value in environment.items():
         click.echo(f"    export {name}={value}", err=True)
-    first = next(iter(the_app.tasks), "TASK")
-    click.echo(f"    sqsq send {app} {first} --args '[]' --wait 10", err=True)
+    click.echo(f"    {_example_send(app, the_app)}", err=True)
     # Schedules: the local endpoint stores them but never fires them (sqsq.schedules.local).
     stop_schedules = _serve_schedules(the_app)
     # Short long polls: requests cost nothing locally, and Ctrl-C returns in ≤ 2 s.
@@ -199,6 +202,33 @@ def _serve_schedules(the_app: Any) -> Any:
         thread.join(timeout=10)
 
     return stopper
+
+
+#: Example values for parameters of these annotations in the printed `send` command.
+_EXAMPLES: dict[Any, Any] = {str: "x", int: 1, float: 1.0, bool: True}
+
+
+def _example_send(path: str, the_app: Any) -> str:
+    """A `sqsq send` command that works: the first task whose required parameters
+    all take a str, int, float or bool, with example values."""
+    import inspect
+    import typing
+
+    for name, task in the_app.tasks.items():
+        try:
+            hints = typing.get_type_hints(task.fn)
+        except Exception:
+            continue
+        required = [
+            p
+            for p in task.signature.signature.parameters.values()
+            if p.default is inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        if all(hints.get(p.name) in _EXAMPLES for p in required):
+            kwargs = json.dumps({p.name: _EXAMPLES[hints[p.name]] for p in required})
+            return f"sqsq send {path} {name} --kwargs '{kwargs}' --wait 10"
+    return f"sqsq send {path} TASK --kwargs '{{...}}' --wait 10"
 
 
 # --- resources --------------------------------------------------------------------------
@@ -266,11 +296,24 @@ def send(
     countdown: float | None,
     wait: float | None,
 ) -> None:
-    """Enqueue TASK by its registered name and print the task id."""
+    """Enqueue TASK by its registered name and print the task id.
+
+    TASK and the arguments are checked against the loaded APP first (the same
+    validation the worker applies), so a typo or a wrong argument exits 2 and
+    sends nothing.
+    """
+    from ..errors import ArgumentError
+
     the_app = _load(app)
     args = _json_arg(args_json, list, "--args")
     kwargs = _json_arg(kwargs_json, dict, "--kwargs")
-    result = the_app.send_task(task, args, kwargs, queue=queue, countdown=countdown)
+    registered = the_app.tasks.get(task)
+    if registered is None:
+        raise _UsageError(_unknown_task(the_app, task))
+    try:
+        result = registered.apply_async(args, kwargs, queue=queue, countdown=countdown)
+    except ArgumentError as exc:
+        raise _UsageError(str(exc)) from None
     click.echo(result.id)
     if wait is not None:
         from ..errors import ResultTimeout
@@ -284,6 +327,20 @@ def send(
         if not result.successful():
             sys.exit(EXIT_FAILURE)
         del value
+
+
+def _unknown_task(the_app: Any, name: str) -> str:
+    """``task 'x' is not registered in APP`` with a "did you mean" (difflib)."""
+    import difflib
+
+    names = sorted(the_app.tasks)
+    by_short = {n.rsplit(".", 1)[-1]: n for n in names}
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6) or [
+        by_short[m] for m in difflib.get_close_matches(name, list(by_short), n=1, cutoff=0.6)
+    ]
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    known = ", ".join(names) or "none"
+    return f"task {name!r} is not registered in {the_app.name!r}{hint} (tasks: {known})"
 
 
 def _print_record(record: Any, as_json: bool = False) -> None:
@@ -321,9 +378,15 @@ def _print_record(record: Any, as_json: bool = False) -> None:
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 def result(app: str, task_id: str, as_json: bool) -> None:
-    """Show the stored result of TASK_ID (state, value or error, timings)."""
+    """Show the stored result of TASK_ID (state, value or error, timings).
+
+    Exits 1 when the task failed or was revoked (as `send --wait` does), 0 otherwise.
+    """
     the_app = _load(app)
-    _print_record(the_app.results.get_result(task_id), as_json)
+    record = the_app.results.get_result(task_id)
+    _print_record(record, as_json)
+    if record is not None and record.state.value in ("FAILURE", "REVOKED"):
+        sys.exit(EXIT_FAILURE)  # as `send --wait`: the task did not succeed
 
 
 @cli.command()
@@ -337,18 +400,30 @@ def schema() -> None:
 # --- dlq -------------------------------------------------------------------------------
 
 
-def _sqs_client(**settings: Any) -> Any:
-    from ..clients import Clients
-    from ..settings import Settings
+def _dlq_pair(the_app: Any, queue: str) -> tuple[str, str, str, str]:
+    """``(source, dlq, source_url, dlq_url)`` for a logical queue of the app (as
+    ``send -Q`` and ``worker -Q`` take it) or a physical queue or DLQ name."""
+    from ..dlq import queue_pair
 
-    return Clients(Settings(**settings)).sync("sqs")
-
-
-def _url(client: Any, name: str) -> str:
-    try:
-        return str(client.get_queue_url(QueueName=name)["QueueUrl"])
-    except client.exceptions.QueueDoesNotExist:
-        raise click.ClickException(f"queue {name!r} does not exist") from None
+    tried = []
+    for physical in dict.fromkeys([the_app.queue_name(queue), queue]):
+        source, dlq_name = queue_pair(physical)
+        tried.append(dlq_name)
+        try:
+            dlq_url = the_app.directory.url(dlq_name)
+        except ConfigurationError:
+            continue
+        try:
+            source_url = the_app.directory.url(source)
+        except ConfigurationError:
+            raise _UsageError(
+                f"the source queue {source!r} of {dlq_name!r} does not exist"
+            ) from None
+        return source, dlq_name, source_url, dlq_url
+    raise _UsageError(
+        f"no dead-letter queue for {queue!r} (tried {', '.join(map(repr, tried))}); "
+        "create the app's queues with `sqsq resources create APP`"
+    )
 
 
 def _age(seconds: float | None) -> str:
@@ -364,31 +439,38 @@ def _age(seconds: float | None) -> str:
 def dlq() -> None:
     """Inspect and redrive dead-letter queues.
 
-    QUEUE is the physical name of a queue (e.g. quickstart-default) or of its
-    DLQ (quickstart-default-dlq). The endpoint and region come from SQSQ_* and
-    AWS_* variables.
+    QUEUE is a logical queue of APP, as `send -Q` and `worker -Q` take it (e.g.
+    default); a physical queue or DLQ name (quickstart-default-dlq) works too.
     """
 
 
 @dlq.command("ls")
+@click.argument("app")
 @click.argument("queue")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N messages.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
-def dlq_ls(queue: str, limit: int | None, as_json: bool) -> None:
-    """List dead-lettered messages: task, id, reason, attempts, age (none is consumed)."""
-    from ..dlq import describe, peek, queue_pair
+def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
+    """List dead-lettered messages: task, id, reason, attempts, age (none is consumed).
 
-    client = _sqs_client()
-    _, dlq_name = queue_pair(queue)
-    rows = [describe(m) for m in peek(client, _url(client, dlq_name), limit)]
+    The title counts the DLQ's visible and in-flight messages (in flight: received
+    by someone and not yet deleted or released; those cannot be listed now).
+    """
+    from ..dlq import describe, peek, queue_counts
+
+    the_app = _load(app)
+    client = the_app.clients.sync("sqs")
+    _, dlq_name, _, dlq_url = _dlq_pair(the_app, queue)
+    visible, in_flight = queue_counts(client, dlq_url)
+    rows = [describe(m) for m in peek(client, dlq_url, limit)]
     if as_json:
         for row in rows:
             click.echo(json.dumps(row.__dict__))
+        click.echo(f"{dlq_name}: {visible} visible, {in_flight} in flight", err=True)
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{dlq_name}: {len(rows)} message(s)")
+    table = Table(title=f"{dlq_name}: {visible} visible, {in_flight} in flight")
     for column in ("task", "task id", "reason", "error", "attempts", "age"):
         table.add_column(column)
     for row in rows:
@@ -404,6 +486,7 @@ def dlq_ls(queue: str, limit: int | None, as_json: bool) -> None:
 
 
 @dlq.command("redrive")
+@click.argument("app")
 @click.argument("queue")
 @click.option("--task", "task_name", help="Only messages of this task name.")
 @click.option("--error", help="Only messages with this error type or reason (e.g. ValueError).")
@@ -412,32 +495,60 @@ def dlq_ls(queue: str, limit: int | None, as_json: bool) -> None:
     type=click.IntRange(1, 500),
     help="Messages per second for StartMessageMoveTask (no filters).",
 )
-def dlq_redrive(queue: str, task_name: str | None, error: str | None, rate: int | None) -> None:
-    """Move dead-lettered messages back to their source queue."""
-    from ..dlq import queue_pair, redrive, start_move_task
+def dlq_redrive(
+    app: str, queue: str, task_name: str | None, error: str | None, rate: int | None
+) -> None:
+    """Move dead-lettered messages back to their source queue.
 
-    client = _sqs_client()
-    source, dlq_name = queue_pair(queue)
-    dlq_url, source_url = _url(client, dlq_name), _url(client, source)
+    Without filters: an SQS message move task (StartMessageMoveTask to the source
+    queue), followed until it ends; exit 1 if it FAILED or was CANCELLED. With
+    --task/--error, or where move tasks are not available: sqsq moves the messages
+    that are in the DLQ now, each once, and ends.
+    """
+    from ..dlq import MoveTask, redrive, start_move_task, wait_move_task
+
+    the_app = _load(app)
+    client = the_app.clients.sync("sqs")
+    source, dlq_name, source_url, dlq_url = _dlq_pair(the_app, queue)
     if task_name is None and error is None:
-        arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
+
+        def arn(url: str) -> str:
+            attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            return str(attributes["Attributes"]["QueueArn"])
+
+        dlq_arn = arn(dlq_url)
         # one attempt: where the endpoint lacks the action, fall back at once
-        handle = start_move_task(_sqs_client(max_attempts=1), arn["Attributes"]["QueueArn"], rate)
+        from ..clients import Clients
+
+        once = Clients(the_app.settings.model_copy(update={"max_attempts": 1})).sync("sqs")
+        handle = start_move_task(once, dlq_arn, arn(source_url), rate)
         if handle is not None:
-            click.echo(f"started message move task {handle} ({dlq_name} -> its source queue)")
+            click.echo(f"message move task {handle}: {dlq_name} -> {source}")
+
+            def show(task: MoveTask) -> None:
+                of = "?" if task.to_move is None else str(task.to_move)
+                click.echo(f"  {task.status}: {task.moved} of {of} moved", err=True)
+
+            task = wait_move_task(client, dlq_arn, handle, progress=show)
+            status = "COMPLETED" if task.succeeded else task.status
+            click.echo(f"{status}: moved {task.moved} message(s) to {source}; {task.failed} failed")
+            if task.stopped_at_count:
+                click.echo(
+                    f"  (stopped once the {task.to_move} message(s) in {dlq_name} at the start "
+                    "had moved; later dead letters stay)"
+                )
+            if not task.succeeded:
+                reason = f": {task.failure_reason}" if task.failure_reason else ""
+                click.echo(f"Error: the message move task {task.status}{reason}", err=True)
+                sys.exit(EXIT_FAILURE)
             return
-        click.echo(
-            "StartMessageMoveTask is not available here; moving messages one batch at a time"
-        )
-    attributes = client.get_queue_attributes(
-        QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
-    )["Attributes"]
-    total = int(attributes.get("ApproximateNumberOfMessages", 0))
+        click.echo("no message move tasks on this endpoint: sqsq moves the messages itself")
     from rich.progress import Progress
 
+    visible, _ = _queue_counts(client, dlq_url)
     with Progress(transient=False) as progress:
-        bar = progress.add_task(f"{dlq_name} -> {source}", total=total or None)
-        moved, skipped = redrive(
+        bar = progress.add_task(f"{dlq_name} -> {source}", total=visible or None)
+        report = redrive(
             client,
             dlq_url,
             source_url,
@@ -445,25 +556,33 @@ def dlq_redrive(queue: str, task_name: str | None, error: str | None, rate: int 
             error=error,
             progress=lambda n: progress.advance(bar, n),
         )
-    click.echo(f"moved {moved} message(s) to {source}; {skipped} left in {dlq_name}")
+    again = f"; {report.again} failed again while this ran" if report.again else ""
+    click.echo(
+        f"moved {report.moved} message(s) to {source}; "
+        f"{report.skipped + report.again} left in {dlq_name}{again}"
+    )
+
+
+def _queue_counts(client: Any, url: str) -> tuple[int, int]:
+    from ..dlq import queue_counts
+
+    return queue_counts(client, url)
 
 
 @dlq.command("purge")
+@click.argument("app")
 @click.argument("queue")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def dlq_purge(queue: str, yes: bool) -> None:
+def dlq_purge(app: str, queue: str, yes: bool) -> None:
     """Delete every message in the DLQ (PurgeQueue; asks first)."""
-    from ..dlq import queue_pair
-
-    client = _sqs_client()
-    _, dlq_name = queue_pair(queue)
-    url = _url(client, dlq_name)
-    count = client.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
-    )["Attributes"].get("ApproximateNumberOfMessages", "?")
+    the_app = _load(app)
+    client = the_app.clients.sync("sqs")
+    _, dlq_name, _, url = _dlq_pair(the_app, queue)
+    visible, in_flight = _queue_counts(client, url)
     if not yes:
         click.confirm(
-            f"Delete all {count} message(s) in {dlq_name}? This cannot be undone", abort=True
+            f"Delete all {visible + in_flight} message(s) in {dlq_name}? This cannot be undone",
+            abort=True,
         )
     client.purge_queue(QueueUrl=url)
     click.echo(f"purged {dlq_name}")

@@ -79,3 +79,10 @@ def valid(n: int) -> int:
 def lines(path: str) -> list[str]:
     p = Path(path)
     return p.read_text().splitlines() if p.exists() else []
+
+
+@app.task(queue="redrive")
+def fails_at_once(path: str, token: str) -> None:
+    """Append ``token``, then fail (no retries: straight to the DLQ)."""
+    _append(path, token)
+    raise ValueError(f"still broken: {token}")

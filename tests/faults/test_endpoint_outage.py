@@ -29,8 +29,16 @@ def test_worker_rides_out_an_endpoint_outage(
     faults: Any, worker: Any, tmp_path: Path, sqsq_endpoint: Any
 ) -> None:
     out = tmp_path / "runs.txt"
-    host, port = sqsq_endpoint.url.removeprefix("http://").split(":")
-    proxy = TcpProxy(host, int(port))
+    proxies: dict[str, TcpProxy] = {}  # one per endpoint (SQS and DynamoDB may differ)
+    for service in ("sqs", "dynamodb"):
+        url = sqsq_endpoint.url_for(service)
+        if url not in proxies:
+            host, port = url.removeprefix("http://").split(":")
+            proxies[url] = TcpProxy(host, int(port))
+    through = {
+        f"AWS_ENDPOINT_URL_{s.upper()}": proxies[sqsq_endpoint.url_for(s)].url
+        for s in ("sqs", "dynamodb")
+    }
     try:
         results = sleepy.delay_many((0.2, str(out)) for _ in range(N))
         process = worker.start(
@@ -39,26 +47,28 @@ def test_worker_rides_out_an_endpoint_outage(
             "busy",
             "-c",
             "4",
-            AWS_ENDPOINT_URL=proxy.url,
-            SQSQ_ENDPOINT_URL=proxy.url,
+            **through,
             # botocore alone would bridge 10 s with its retries; with 2 attempts the
             # worker's own backoff (receive loop, settle retries) must do it.
             SQSQ_MAX_ATTEMPTS="2",
         )
         wait_for(lambda: len(lines(str(out))) >= 10, 60, "the worker to get going")
-        proxy.cut()
+        for proxy in proxies.values():
+            proxy.cut()
         ran_before_cut = len(lines(str(out)))
         time.sleep(OUTAGE_S)
         assert process.poll() is None, "the worker died during the outage"
         ran_during_outage = len(lines(str(out)))
-        proxy.restore()
+        for proxy in proxies.values():
+            proxy.restore()
         for result in results:
             assert result.get(timeout=120) == "slept"
         assert process.poll() is None
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
     finally:
-        proxy.close()
+        for proxy in proxies.values():
+            proxy.close()
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert "failed (EndpointConnectionError" in stderr  # noticed and logged, one line each

@@ -115,8 +115,12 @@ def test_garbage_ends_in_the_dlq_with_a_reason(faults: Any, worker: Any) -> None
             response = sqs.send_message(QueueUrl=url, MessageBody=body, **kwargs)
             sent_ids.append((response["MessageId"], body))
         sent["count"] += len(garbage)
-        wait_for(lambda: counts(faults, dlq)[0] == sent["count"], 60, "every message in the DLQ")
-        assert counts(faults, source) == (0, 0)
+        # the DLQ copy is sent before the source message is deleted: wait for both
+        wait_for(
+            lambda: counts(faults, dlq)[0] == sent["count"] and counts(faults, source) == (0, 0),
+            60,
+            "every message in the DLQ and none left in its queue",
+        )
         assert process.poll() is None
 
     run()

@@ -34,3 +34,10 @@ async def producers() -> None:
     plain.delay("one")  # error
     render.delay("a@example.com")  # error
     bound.delay(1)  # error
+
+
+def eager() -> None:
+    plain.apply(1)
+    plain.apply(args=(1,), kwargs={})  # Celery's form
+    render.apply("a@example.com", subject="hi")
+    plain.apply("one")  # error

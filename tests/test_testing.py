@@ -1,0 +1,72 @@
+"""The test kit's switch to another endpoint: the variables it reads, and that it
+deletes only what the run created (checked with moto standing in as the "external"
+endpoint)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+
+from sqsq.testing import ExternalEndpoint, external_endpoints
+
+
+def test_no_variable_means_moto() -> None:
+    assert external_endpoints({}) is None
+    assert external_endpoints({"SQSQ_TEST_ENDPOINT_URL": " "}) is None
+
+
+def test_one_url_for_every_service_or_one_per_service() -> None:
+    one = external_endpoints({"SQSQ_TEST_ENDPOINT_URL": "http://127.0.0.1:4566"})
+    assert one == dict.fromkeys(("SQS", "DYNAMODB", "STS", "SCHEDULER"), "http://127.0.0.1:4566")
+    split = external_endpoints(
+        {
+            "SQSQ_TEST_ENDPOINT_URL_SQS": "http://127.0.0.1:1",
+            "SQSQ_TEST_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:2",
+        }
+    )
+    assert split == {
+        "SQS": "http://127.0.0.1:1",
+        "DYNAMODB": "http://127.0.0.1:2",
+        "STS": "http://127.0.0.1:1",  # STS follows SQS
+        "SCHEDULER": "aws",  # unset: AWS itself
+    }
+    endpoint = ExternalEndpoint(split)
+    assert endpoint.url_for("scheduler") is None
+    assert endpoint.environ() == {
+        "AWS_ENDPOINT_URL_SQS": "http://127.0.0.1:1",
+        "AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:2",
+        "AWS_ENDPOINT_URL_STS": "http://127.0.0.1:1",
+    }
+    sandbox = external_endpoints({"SQSQ_TEST_ENDPOINT_URL": "aws"})
+    assert sandbox is not None and ExternalEndpoint(sandbox).environ() == {}
+
+
+def _table(ddb: Any, name: str) -> None:
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def test_reset_deletes_only_what_the_run_created(local_aws: Any) -> None:
+    kw = {"endpoint_url": local_aws.url_for("sqs"), "region_name": "us-east-1"}
+    sqs = boto3.client("sqs", **kw)
+    ddb = boto3.client(
+        "dynamodb", endpoint_url=local_aws.url_for("dynamodb"), region_name="us-east-1"
+    )
+    kept = sqs.create_queue(QueueName="kit-existing")["QueueUrl"]
+    _table(ddb, "kit-existing-table")
+    urls = {s: local_aws.url_for(s.lower()) for s in ("SQS", "DYNAMODB", "STS", "SCHEDULER")}
+    endpoint = ExternalEndpoint(urls).start()  # what exists now is never touched
+
+    made = sqs.create_queue(QueueName="kit-made")["QueueUrl"]
+    _table(ddb, "kit-made-table")
+    endpoint.reset()
+
+    queues = sqs.list_queues().get("QueueUrls", [])
+    assert kept in queues and made not in queues
+    assert ddb.list_tables()["TableNames"] == ["kit-existing-table"]
+    assert endpoint.has_ttl is local_aws.has_ttl  # probed with a table of its own
