@@ -36,6 +36,7 @@ from .task import Task
 if TYPE_CHECKING:
     from .schedules.expressions import crontab, every
     from .worker import Worker
+    from .workflows import chain, chord, group, signature
 
 __version__ = "0.1.0"
 
@@ -52,6 +53,11 @@ __all__ = [
     "Envelope",
     # running
     "Worker",
+    # workflows (Celery's canvas; sqsq.workflows)
+    "signature",
+    "chain",
+    "group",
+    "chord",
     # schedules (EventBridge expressions)
     "crontab",
     "every",
@@ -87,4 +93,8 @@ def __getattr__(name: str) -> Any:
         from .schedules import expressions
 
         return getattr(expressions, name)
+    if name in ("signature", "chain", "group", "chord"):
+        from . import workflows
+
+        return getattr(workflows, name)
     raise AttributeError(f"module 'sqsq' has no attribute {name!r}")

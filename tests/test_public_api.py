@@ -27,6 +27,11 @@ EXPECTED_ALL = [
     "Envelope",
     # running
     "Worker",
+    # workflows (Celery's canvas; sqsq.workflows)
+    "signature",
+    "chain",
+    "group",
+    "chord",
     # schedules (EventBridge expressions)
     "crontab",
     "every",
@@ -58,7 +63,7 @@ def _modules_after(code: str) -> dict[str, bool]:
     probe = (
         f"{code}\n"
         "import json, sys\n"
-        "names = ['aiobotocore', 'aiohttp', 'moto', 'click', 'boto3', 'botocore', 'sqsq.worker']\n"
+        "names = ['aiobotocore', 'aiohttp', 'moto', 'click', 'boto3', 'botocore', 'sqsq.worker', 'sqsq.workflows']\n"
         "print(json.dumps({n: n in sys.modules for n in names}))\n"
     )
     done = subprocess.run(
@@ -125,6 +130,7 @@ def test_import_sqsq_does_not_load_aiobotocore_moto_or_click() -> None:
     assert not loaded["moto"]
     assert not loaded["click"]
     assert not loaded["sqsq.worker"]  # Worker is imported on first access
+    assert not loaded["sqsq.workflows"]  # the canvas too
 
 
 def test_import_sqsq_does_not_load_boto3_before_the_first_aws_call() -> None:
@@ -147,6 +153,21 @@ def test_worker_is_loaded_on_first_access() -> None:
     assert loaded["sqsq.worker"]
     assert not loaded["moto"]
     assert not loaded["click"]
+
+
+def test_canvas_is_loaded_on_first_access_without_aws_clients() -> None:
+    loaded = _modules_after(
+        "import sqsq\n"
+        "app = sqsq.App('light', region_name='us-east-1')\n"
+        "@app.task\n"
+        "def f(a: int) -> int:\n"
+        "    return a\n"
+        "assert isinstance(sqsq.chain(f.s(1), f.s()), sqsq.chain)\n"
+    )
+    assert loaded["sqsq.workflows"]
+    assert not loaded["boto3"]
+    assert not loaded["aiobotocore"]
+    assert not loaded["sqsq.worker"]
 
 
 def test_star_import_gives_exactly_all() -> None:
