@@ -98,7 +98,7 @@ def test_a_failed_step_stops_the_chain_marks_the_rest_and_runs_the_errback(
     result = flow.delay()
     with pytest.raises(TaskFailed) as failed:
         result.get(timeout=90)
-    assert failed.value.type == "sqsq.workflows.ChainError"
+    assert failed.value.remote_type == "sqsq.workflows.ChainError"
     assert "boom" in str(failed.value) and "ValueError: boom 2" in str(failed.value)
     assert result.parent.state is State.FAILURE  # marked too: it will never run
     wait_for(lambda: len(lines(errors)) == 1, 60, "the errback")
@@ -196,7 +196,7 @@ def test_a_failed_member_runs_the_errback_not_the_callback(running: Any, tmp_pat
     result = sqsq.chord([add.s(1, 1), boom.s(7), add.s(2, 2)], body).delay()
     with pytest.raises(TaskFailed) as failed:
         result.get(timeout=90)
-    assert failed.value.type == "sqsq.workflows.ChordError"
+    assert failed.value.remote_type == "sqsq.workflows.ChordError"
     message = str(failed.value)
     assert "member 1 of chord" in message and boom.name in message
     assert "ValueError: boom 7" in message
@@ -218,12 +218,12 @@ def test_nested_canvases(running: Any) -> None:
     )
     assert chain_of_groups.delay().get(timeout=90) == [7, 7]
 
-    chord_in_chain = sqsq.chain(
-        add.s(1, 1), sqsq.chord([add.s(1), add.s(2)], tsum.s()), mul.s(10)
-    )
+    chord_in_chain = sqsq.chain(add.s(1, 1), sqsq.chord([add.s(1), add.s(2)], tsum.s()), mul.s(10))
     result = chord_in_chain.delay()
     assert result.get(timeout=90) == 70
-    assert result.parent.get(timeout=5) == 7
+    assert result.parent.get(timeout=5) == 7  # the chord's body
+    assert result.parent.parent.get(timeout=5) == [3, 4]  # its header
+    assert result.parent.parent.parent.get(timeout=5) == 2
 
 
 # --- Lambda ----------------------------------------------------------------------------------

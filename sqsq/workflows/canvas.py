@@ -271,7 +271,7 @@ class chain(Canvas):
         for s in (*self.links, *self.errbacks):
             s.freeze()
         for parent, child in itertools.pairwise(results):
-            child.parent = parent
+            _attach(child, parent)
         return results[-1]
 
     def to_dict(self) -> dict[str, Any]:
@@ -377,8 +377,10 @@ class chord(Canvas):
     def freeze(self) -> Any:
         body = self._need_body()
         self.options.setdefault("chord_id", _new_id())
-        self.header.freeze()
-        return body.freeze()
+        header = self.header.freeze()
+        result = body.freeze()
+        _attach(result, header)
+        return result
 
     def to_dict(self) -> dict[str, Any]:
         d = self._common()
@@ -388,6 +390,15 @@ class chord(Canvas):
             options=dict(self.options),
         )
         return d
+
+
+def _attach(child: Any, parent: Any) -> None:
+    """Make ``parent`` the parent of the first step of ``child``'s own chain."""
+    node = child
+    while node.parent is not None:
+        node = node.parent
+    if node is not parent:
+        node.parent = parent
 
 
 def signature(

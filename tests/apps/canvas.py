@@ -48,7 +48,7 @@ def boom(x: int) -> int:
 
 
 @app.task
-def collect(results: list[Any], path: str) -> list[Any]:
+def collect(results: Any, path: str) -> Any:
     """A chord callback: append ``results`` (one JSON line per run) to ``path``."""
     _append(path, json.dumps(results))
     return results
