@@ -4,10 +4,10 @@ SIGKILL), errbacks, nesting, and a chord completed through the Lambda handler.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,7 +190,9 @@ def test_chord_fires_once_when_the_worker_is_killed_after_the_last_count(
     assert [json.loads(line) for line in lines(path)] == [[i + 1 for i in range(5)]]
 
 
-def test_a_failed_member_runs_the_errback_not_the_callback(running: Any, tmp_path: Path) -> None:
+def test_a_failed_member_runs_the_errback_not_the_callback(
+    running: Any, canvas: Any, tmp_path: Path
+) -> None:
     called, errors = tmp_path / "callback", tmp_path / "errors"
     body = collect.s(str(called)).on_error(errback.s(str(errors)))
     result = sqsq.chord([add.s(1, 1), boom.s(7), add.s(2, 2)], body).delay()
@@ -202,8 +204,18 @@ def test_a_failed_member_runs_the_errback_not_the_callback(running: Any, tmp_pat
     assert "ValueError: boom 7" in message
     wait_for(lambda: len(lines(errors)) == 1, 60, "the errback")
     assert lines(errors) == [result.id]
-    time.sleep(2)  # the other members finish; nothing may fire the callback
+    wait_for(lambda: drained(canvas, "default"), 60, "every member to finish")
     assert not called.exists()
+
+
+def test_a_chord_sent_from_asyncio(running: Any, canvas: Any) -> None:
+    async def produce() -> Any:
+        try:
+            return await sqsq.chord([add.s(1, 1), add.s(2, 2)], tsum.s()).adelay()
+        finally:
+            await canvas.aclose()
+
+    assert asyncio.run(produce()).get(timeout=90) == 6
 
 
 # --- nesting ---------------------------------------------------------------------------------

@@ -146,11 +146,7 @@ class Canvas:
         """
         from .plan import send
 
-        canvas = self.clone()
-        if options:
-            canvas.set(**options)
-        if args or kwargs:
-            canvas._partial(list(args or ()), dict(kwargs or {}))
+        canvas = self._prepared(args, kwargs, options)
         result = canvas.freeze()
         send(self._app(), canvas.to_dict())
         return result  # type: ignore[no-any-return]
@@ -158,6 +154,34 @@ class Canvas:
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult | GroupResult:
         """``apply_async(args, kwargs)``."""
         return self.apply_async(args, kwargs)
+
+    async def aapply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult | GroupResult:
+        """Asyncio twin of :meth:`apply_async` (aiobotocore)."""
+        from .plan import asend
+
+        canvas = self._prepared(args, kwargs, options)
+        result = canvas.freeze()
+        await asend(self._app(), canvas.to_dict())
+        return result  # type: ignore[no-any-return]
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> AsyncResult | GroupResult:
+        """``aapply_async(args, kwargs)``."""
+        return await self.aapply_async(args, kwargs)
+
+    def _prepared(
+        self, args: Iterable[Any] | None, kwargs: dict[str, Any] | None, options: dict[str, Any]
+    ) -> Canvas:
+        canvas = self.clone()
+        if options:
+            canvas.set(**options)
+        if args or kwargs:
+            canvas._partial(list(args or ()), dict(kwargs or {}))
+        return canvas
 
     def _partial(self, args: list[Any], kwargs: dict[str, Any]) -> None:
         raise NotImplementedError

@@ -38,7 +38,7 @@ from ..execution import Outcome, OutcomeKind
 from ..result import ResultRecord, State
 from ..settle import workflow_of
 from ..sqs import send_batches
-from .plan import Plan, chord_key, leaves, plan
+from .plan import Plan, chord_key, leaves, plan, put_chord_request
 
 if TYPE_CHECKING:
     from ..app import App
@@ -317,15 +317,7 @@ def _put_chord(app: App, item: dict[str, Any]) -> Steps:
     from botocore.exceptions import ClientError
 
     try:
-        yield Call(
-            "dynamodb",
-            "put_item",
-            {
-                "TableName": app.table_name,
-                "Item": item,
-                "ConditionExpression": "attribute_not_exists(pk)",
-            },
-        )
+        yield Call("dynamodb", "put_item", put_chord_request(app, item))
     except ClientError as exc:
         if _code(exc) != "ConditionalCheckFailedException":
             raise  # else: written by an earlier run of this follow-up

@@ -274,12 +274,34 @@ def send(app: App, sig: dict[str, Any]) -> None:
         client = app.clients.sync("dynamodb")
         for item in first.chords:
             try:
-                client.put_item(
-                    TableName=app.table_name,
-                    Item=item,
-                    ConditionExpression="attribute_not_exists(pk)",
-                )
+                client.put_item(**put_chord_request(app, item))
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                     raise
     producer.send_sync(app.clients, app.directory, first.messages)
+
+
+async def asend(app: App, sig: dict[str, Any]) -> None:
+    """Asyncio twin of :func:`send` (aiobotocore)."""
+    from botocore.exceptions import ClientError
+
+    first = plan(app, sig, check=True)
+    if first.chords:
+        client = await app.clients.aclient("dynamodb")
+        for item in first.chords:
+            try:
+                await client.put_item(**put_chord_request(app, item))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+    await producer.send_async(app.clients, app.directory, first.messages)
+
+
+def put_chord_request(app: App, item: Item) -> dict[str, Any]:
+    """PutItem arguments that write a chord's counter item only if it is absent (a
+    re-run must not reset the count)."""
+    return {
+        "TableName": app.table_name,
+        "Item": item,
+        "ConditionExpression": "attribute_not_exists(pk)",
+    }
