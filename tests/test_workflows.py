@@ -238,35 +238,84 @@ def test_nested_canvases(running: Any) -> None:
     assert result.parent.parent.parent.get(timeout=5) == 2
 
 
+def test_a_chord_in_a_chords_header(running: Any, tmp_path: Path) -> None:
+    inner = sqsq.chord([add.s(1, 1), add.s(2, 2)], tsum.s())
+    assert sqsq.chord([inner, add.s(3, 3)], tsum.s()).delay().get(timeout=90) == 12
+
+    errors = tmp_path / "errors"
+    failing = sqsq.chord([add.s(1, 1), boom.s(5)], tsum.s())
+    outer = sqsq.chord([failing, add.s(3, 3)], tsum.s().on_error(errback.s(str(errors))))
+    with pytest.raises(TaskFailed) as failed:
+        outer.delay().get(timeout=90)
+    assert failed.value.remote_type == "sqsq.workflows.ChordError"
+    message = str(failed.value)  # names the outer member, then the inner one
+    assert "member 0 of chord" in message and "member 1 of chord" in message
+    assert "ValueError: boom 5" in message
+    wait_for(lambda: len(lines(errors)) == 1, 60, "the outer chord's errback")
+
+
+def test_link_options_of_apply_async_and_group_links(running: Any, tmp_path: Path) -> None:
+    path = tmp_path / "collected"
+    assert add.s(1, 1).apply_async(link=collect.s(str(path))).get(timeout=60) == 2
+    members = sqsq.group(add.s(2, 2), add.s(3, 3))
+    members.link(collect.s(str(path)))
+    assert members.delay().get(timeout=60) == [4, 6]
+    wait_for(lambda: sorted(lines(path)) == ["2", "4", "6"], 60, "every callback")
+
+
 # --- Lambda ----------------------------------------------------------------------------------
+
+
+def invoke(app: Any, queue: str, expected: int) -> list[str]:
+    """Receive ``expected`` messages of ``queue`` as Lambda's poller would, run them
+    through ``app.lambda_handler``, delete those not reported; returns the reported ids."""
+    sqs = app.clients.sync("sqs")
+    url = app.directory.url(app.queue_name(queue))
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    messages: list[dict[str, Any]] = []
+
+    def received() -> bool:
+        messages.extend(
+            sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=1,
+                VisibilityTimeout=5,
+                MessageSystemAttributeNames=["All"],
+            ).get("Messages", [])
+        )
+        return len(messages) >= expected
+
+    wait_for(received, 60, f"{expected} messages in {queue}", interval=0)
+    response = app.lambda_handler(sqs_event(messages, arn), LambdaContext())
+    reported = [f["itemIdentifier"] for f in response["batchItemFailures"]]
+    for m in messages:  # Lambda's poller deletes what was not reported
+        if m["MessageId"] not in reported:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return reported
 
 
 def test_a_chord_completes_through_the_lambda_handler(canvas: Any, tmp_path: Path) -> None:
     path = tmp_path / "callback"
     result = sqsq.chord([add.s(i, i) for i in range(3)], collect.s(str(path))).delay()
-    sqs = canvas.clients.sync("sqs")
-    url = canvas.directory.url(canvas.queue_name("default"))
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
+    assert invoke(canvas, "default", 3) == []  # the members: the last counted sends the body
+    assert invoke(canvas, "default", 1) == []  # the body
+    assert result.get(timeout=5) == [0, 2, 4]
+    assert [json.loads(line) for line in lines(path)] == [[0, 2, 4]]
 
-    def invoke(expected: int) -> None:
-        messages: list[dict[str, Any]] = []
-        while len(messages) < expected:
-            batch = sqs.receive_message(
-                QueueUrl=url,
-                MaxNumberOfMessages=10,
-                WaitTimeSeconds=1,
-                MessageSystemAttributeNames=["All"],
-            ).get("Messages", [])
-            assert batch, f"only {len(messages)} of {expected} messages"
-            messages += batch
-        response = canvas.lambda_handler(sqs_event(messages, arn), LambdaContext())
-        assert response == {"batchItemFailures": []}
-        for m in messages:  # Lambda's poller deletes what was not reported
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
-    invoke(3)  # the members: the last one counted sends the callback
-    invoke(1)  # the callback
+def test_lambda_reports_a_member_whose_follow_up_failed(canvas: Any, tmp_path: Path) -> None:
+    path = tmp_path / "callback"
+    body = collect.s(str(path)).set(queue="late")  # its queue does not exist yet
+    result = sqsq.chord([add.s(i, i) for i in range(3)], body).delay()
+    reported = invoke(canvas, "default", 3)
+    assert len(reported) == 1  # the finisher: counted, body not sent, message kept
+    assert result.state is State.PENDING
+
+    canvas.clients.sync("sqs").create_queue(QueueName=canvas.queue_name("late"))
+    assert invoke(canvas, "default", 1) == []  # redelivered: the body is sent now
+    assert invoke(canvas, "late", 1) == []
     assert result.get(timeout=5) == [0, 2, 4]
     assert [json.loads(line) for line in lines(path)] == [[0, 2, 4]]

@@ -134,7 +134,8 @@ class Canvas:
         Args:
             args: arguments prepended to the first task(s) (partial application).
             kwargs: keyword arguments merged into the first task(s).
-            **options: sending options, as in :meth:`set`.
+            **options: sending options, as in :meth:`set`; ``link=`` / ``link_error=``
+                (a canvas or a list) as :meth:`link` / :meth:`link_error`.
 
         Returns:
             An :class:`~sqsq.AsyncResult` (task, chain, chord) or a
@@ -177,6 +178,10 @@ class Canvas:
         self, args: Iterable[Any] | None, kwargs: dict[str, Any] | None, options: dict[str, Any]
     ) -> Canvas:
         canvas = self.clone()
+        for callback in _as_list(options.pop("link", None)):
+            canvas.link(callback)
+        for errback in _as_list(options.pop("link_error", None)):
+            canvas.link_error(errback)
         if options:
             canvas.set(**options)
         if args or kwargs:
@@ -414,6 +419,12 @@ class chord(Canvas):
             options=dict(self.options),
         )
         return d
+
+
+def _as_list(value: Canvas | Iterable[Canvas] | None) -> list[Canvas]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, Canvas) else list(value)
 
 
 def _attach(child: Any, parent: Any) -> None:

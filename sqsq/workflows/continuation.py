@@ -184,7 +184,8 @@ def _count(
             work.plan.extend(plan(app, errback, value=chord_result, **ids))
         work.fired.append(chord_id)
         if outer is not None:  # a chord inside a chord's header: the outer one fails too
-            yield from _count(app, outer, f"{reason} (inner chord {chord_id})", work, ids)
+            outer_reason = f"member {outer['index']} of chord {outer['id']}: chord {reason}"
+            yield from _count(app, outer, outer_reason, work, ids)
         return
     if done < size:
         return

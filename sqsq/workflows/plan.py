@@ -148,6 +148,8 @@ def plan(
         for m in sig["tasks"]:
             if errbacks:
                 m = _with_errbacks(m, errbacks)
+            if sig.get("link"):  # a group's callbacks follow each member (Celery)
+                m = _with_links(m, sig["link"])
             out.extend(
                 plan(
                     app,
@@ -162,6 +164,8 @@ def plan(
     elif kind == "chord":
         chord_id = str(sig["options"]["chord_id"])
         body = sig["body"] if not errbacks else _with_errbacks(sig["body"], errbacks)
+        if sig.get("link"):
+            body = _with_links(body, sig["link"])
         header = sig["header"]
         if not header:  # nothing to wait for: the body gets [] at once (Celery)
             return plan(
@@ -185,6 +189,10 @@ def plan(
     else:
         raise ValueError(f"unknown canvas kind {kind!r}")
     return out
+
+
+def _with_links(sig: dict[str, Any], links: list[dict[str, Any]]) -> dict[str, Any]:
+    return {**sig, "link": [*sig.get("link", []), *links]}
 
 
 def _with_errbacks(sig: dict[str, Any], errbacks: list[dict[str, Any]]) -> dict[str, Any]:
