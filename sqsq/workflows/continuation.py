@@ -6,8 +6,9 @@ Per outcome whose envelope has a ``workflow``::
     SUCCESS ─► links (value first) · next chain step (value first)
             └► chord member: UpdateItem ADD done 1, members {i}
                    IF attribute_exists(pk) AND NOT contains(members, i)  ── counted once
-                   │ done == size, no failure, not fired ─► BatchGetItem of the results
-                   │     (100 keys a call) ─► send the body with them, id frozen and an
+                   │ done == size, no failure, not fired ─► GetItem of the body item,
+                   │     BatchGetItem of the results (100 keys a call, in order)
+                   │     ─► send the body with them, id frozen and an
                    │     idempotency key "chord:<id>:<task_id>" ─► SET fired
                    └ condition failed (a duplicate or a re-run): read the item
                        (ALL_OLD); if done == size and not fired, send again (the key
@@ -38,7 +39,15 @@ from ..execution import Outcome, OutcomeKind
 from ..result import ResultRecord, State
 from ..settle import workflow_of
 from ..sqs import send_batches
-from .plan import Plan, chord_key, leaves, plan, put_chord_request
+from .plan import (
+    Plan,
+    chord_body_key,
+    chord_key,
+    leaves,
+    plan,
+    put_chord_request,
+    result_id,
+)
 
 if TYPE_CHECKING:
     from ..app import App
@@ -169,16 +178,23 @@ def _count(
     if "fired" in item:
         return
     done, size = int(item["done"]["N"]), int(item["size"]["N"])
-    saved = json.loads(item["body"]["S"])
+    failed_by = item.get("failed_by", {}).get("S")
+    if (failed_by is not None and failed_by != index) or (failed_by is None and done < size):
+        return  # not complete yet, or another member failed it (and sends the errbacks)
+    response = yield Call(
+        "dynamodb",
+        "get_item",
+        {"TableName": app.table_name, "Key": chord_body_key(chord_id), "ConsistentRead": True},
+    )
+    if "Item" not in response:
+        raise LookupError(f"chord {chord_id} has no body item (expired, or never created)")
+    saved_item = response["Item"]
+    saved = json.loads(saved_item["body"]["S"])
     body, rest, outer = saved["body"], saved.get("rest", []), saved.get("member")
-    if "failed" in item:
-        if item.get("failed_by", {}).get("S") != index:
-            return  # another member failed the chord; it sends the errbacks
+    if failed_by is not None:
         reason = item["failed"]["S"]
         for leaf_id, name in [leaf for step in (body, *rest) for leaf in leaves(step)]:
             work.marks.append(_failure(app, leaf_id, name, CHORD_ERROR, reason))
-        from .plan import result_id
-
         chord_result = result_id(body) if body["t"] != "group" else chord_id
         for errback in body.get("link_error", []):
             work.plan.extend(plan(app, errback, value=chord_result, **ids))
@@ -187,9 +203,7 @@ def _count(
             outer_reason = f"member {outer['index']} of chord {outer['id']}: chord {reason}"
             yield from _count(app, outer, outer_reason, work, ids)
         return
-    if done < size:
-        return
-    result_ids = [r["S"] for r in item["results"]["L"]]
+    result_ids = [r["S"] for r in saved_item["results"]["L"]]
     values_in_order = yield from _results(app, result_ids)
     work.plan.extend(
         plan(

@@ -9,12 +9,13 @@ What travels in an envelope's ``workflow`` field::
      "chain": [sig, ...],         # the rest of the chain: chain[0] gets the result
      "chord": {"id": ..., "index": i}}   # this result is member i of a chord
 
-A chord's counter item (``pk = "chord#<id>"``, ``sk = "chord"``)::
+A chord's two items (``pk = "chord#<id>"``), both with ``expires_at`` (N)::
 
-    size (N), results (L of S: the members' result ids, in order), body (S: JSON of
-    {"body": sig, "rest": [sig...], "member": {...} | None}), expires_at (N),
-    done (N) and members (SS of indexes) counted by members, failed / failed_by
-    (the first failure), fired (set once the body or the errbacks went out).
+    sk = "body"    results (L of S: the members' result ids, in order), body (S: JSON
+                   of {"body": sig, "rest": [sig...], "member": {...} | None})
+    sk = "chord"   the counter: size (N); done (N) and members (SS of indexes) counted
+                   by members; failed / failed_by (the first failure); fired (set once
+                   the body or the errbacks went out)
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class Plan:
 def chord_key(chord_id: str) -> Item:
     """The primary key of a chord's counter item."""
     return {"pk": {"S": f"chord#{chord_id}"}, "sk": {"S": "chord"}}
+
+
+def chord_body_key(chord_id: str) -> Item:
+    """The primary key of a chord's body item (read once, by the finisher)."""
+    return {"pk": {"S": f"chord#{chord_id}"}, "sk": {"S": "body"}}
 
 
 def result_id(sig: dict[str, Any]) -> str:
@@ -172,7 +178,7 @@ def plan(
                 app, body, value=[], rest=rest, member=member, parent_id=parent_id,
                 root_id=root_id, key_prefix=key_prefix, check=check,
             )  # fmt: skip
-        out.chords.append(chord_item(app, chord_id, header, body, rest, member))
+        out.chords += chord_items(app, chord_id, header, body, rest, member)
         for index, m in enumerate(header):
             out.extend(
                 plan(
@@ -199,24 +205,30 @@ def _with_errbacks(sig: dict[str, Any], errbacks: list[dict[str, Any]]) -> dict[
     return {**sig, "link_error": [*errbacks, *sig.get("link_error", [])]}
 
 
-def chord_item(
+def chord_items(
     app: App,
     chord_id: str,
     header: list[dict[str, Any]],
     body: dict[str, Any],
     rest: list[dict[str, Any]],
     member: dict[str, Any] | None,
-) -> Item:
-    """The chord's counter item, written (if absent) before any member is sent."""
+) -> list[Item]:
+    """The chord's body item and counter item, written (if absent) before any member
+    is sent. They are apart so that the item every member updates stays small: an
+    UpdateItem costs one write unit per KB of the item, so the members' result ids
+    and the body are not rewritten by each count."""
     from ..envelope import dumps
 
-    return {
-        **chord_key(chord_id),
-        "size": {"N": str(len(header))},
-        "results": {"L": [{"S": result_id(m)} for m in header]},
-        "body": {"S": dumps({"body": body, "rest": rest, "member": member})},
-        "expires_at": {"N": str(int(time.time() + app.settings.result_ttl_s))},
-    }
+    expires = {"N": str(int(time.time() + app.settings.result_ttl_s))}
+    return [
+        {
+            **chord_body_key(chord_id),
+            "results": {"L": [{"S": result_id(m)} for m in header]},
+            "body": {"S": dumps({"body": body, "rest": rest, "member": member})},
+            "expires_at": expires,
+        },
+        {**chord_key(chord_id), "size": {"N": str(len(header))}, "expires_at": expires},
+    ]
 
 
 def _message(
