@@ -162,7 +162,10 @@ def stopped_record(stderr: str) -> dict[str, Any] | None:
             record = json.loads(line)
         except ValueError:
             continue
-        if str(record.get("logger", "")).startswith("sqsq.worker") and record.get("event") == "worker.stopped":
+        if (
+            str(record.get("logger", "")).startswith("sqsq.worker")
+            and record.get("event") == "worker.stopped"
+        ):
             return dict(record)
     return None
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .envelope_model import Envelope
     from .schedules.expressions import crontab, every
     from .worker import Worker
+    from .workflows import chain, chord, group, signature
 
 __version__ = "0.1.0"
 
@@ -54,6 +55,11 @@ __all__ = [
     "Envelope",
     # running
     "Worker",
+    # workflows (Celery's canvas; sqsq.workflows)
+    "signature",
+    "chain",
+    "group",
+    "chord",
     # schedules (EventBridge expressions)
     "crontab",
     "every",
@@ -93,4 +99,8 @@ def __getattr__(name: str) -> Any:
         from .envelope_model import Envelope
 
         return Envelope
+    if name in ("signature", "chain", "group", "chord"):
+        from . import workflows
+
+        return getattr(workflows, name)
     raise AttributeError(f"module 'sqsq' has no attribute {name!r}")

@@ -180,6 +180,7 @@ def encode_fields(
     idempotency_key: str | None = None,
     parent_id: str | None = None,
     root_id: str | None = None,
+    workflow: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
     sent_at: datetime | None = None,
     scheduled_at: datetime | None = None,
@@ -223,6 +224,8 @@ def encode_fields(
         fields["parent_id"] = str(parent_id)
     if root_id is not None:
         fields["root_id"] = str(root_id)
+    if workflow:
+        fields["workflow"] = to_json(dict(workflow), "workflow")
     if headers:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
             raise EnqueueError("headers must map str to str")

@@ -61,6 +61,9 @@ class Envelope(BaseModel):
     """Id of the task that enqueued this one (workflows)."""
     root_id: str | None = None
     """Id of the first task of the workflow."""
+    workflow: dict[str, Any] | None = None
+    """What follows this task's outcome (callbacks, errbacks, the rest of a chain,
+    chord membership); read by the continuation ``sqsq.workflows`` registers."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Free-form string headers (trace context, ...)."""
     sent_at: datetime | None = None

@@ -116,8 +116,9 @@ class Outcome:
         completed_value: the value to keep under the key (SUCCESS).
         idempotency_ttl_s: how long the key is remembered.
         history: also write an attempt item (retries and final failures).
-        stored / copied: set by ``settle`` once the writes / the DLQ copy succeeded,
-            so that retrying a failed delete does not repeat them.
+        stored / copied / followed: set by ``settle`` once the writes / the DLQ copy /
+            the follow-ups (``settle.Continuation``) succeeded, so that retrying a
+            failed delete does not repeat them.
         body: RESEND only: the body to send on (None: the delivery's own).
     """
 
@@ -136,6 +137,7 @@ class Outcome:
     history: bool = False
     stored: bool = False
     copied: bool = False
+    followed: bool = False
     body: str | None = None
 
 

@@ -146,6 +146,9 @@ def build(
     expires: float | timedelta | datetime | None = None,
     idempotency_key: str | None = None,
     message_group_id: str | None = None,
+    parent_id: str | None = None,
+    root_id: str | None = None,
+    workflow: dict[str, Any] | None = None,
 ) -> OutgoingMessage:
     """Check and encode one task call.
 
@@ -159,6 +162,7 @@ def build(
         expires: seconds, timedelta or aware datetime after which it must not run.
         idempotency_key: run the body at most once per key.
         message_group_id: FIFO MessageGroupId (default: the task name).
+        parent_id / root_id / workflow: a workflow's links (``sqsq.workflows``).
 
     Raises:
         ArgumentError, NotSerializable, MessageTooLarge, EnqueueError.
@@ -195,6 +199,9 @@ def build(
         eta=now + timedelta(seconds=delay) if delay else None,
         expires=expiry(expires, now),
         idempotency_key=idempotency_key,
+        parent_id=parent_id,
+        root_id=root_id,
+        workflow=workflow,
         headers=headers,
         sent_at=now,
     )

@@ -124,6 +124,8 @@ class AsyncResult:
         self.id = task_id
         self._backend = backend
         self._record = record
+        #: The previous step's result in a chain (Celery's ``parent``), when known.
+        self.parent: AsyncResult | Any = None
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id}>"

@@ -9,6 +9,10 @@ This is the one place where invariant 1 of the design is written down::
                 and to the queue itself (RESEND: due later, sent on with a delay)
                    │ not sent ─► message kept
                    ▼
+                follow-ups of envelopes with a ``workflow`` (the registered
+                :class:`Continuation`: next chain step, callbacks, chord counting)
+                   │ not done ─► message kept (redelivered, the follow-up is redone)
+                   ▼
                 DeleteMessageBatch (worker) / omitted from batchItemFailures (Lambda)
                    — for SUCCESS, FAILURE, DEAD_LETTER, REVOKED, RESEND
                 ChangeMessageVisibilityBatch — RETRY (backoff), DEFER (lease), RELEASE (0)
@@ -25,10 +29,12 @@ does not allow: invariant 1 is checked here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import limits
 from .dynamodb import Write, attempt_item, delete, put, result_item
@@ -42,6 +48,66 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _DEAD = (OutcomeKind.FAILURE, OutcomeKind.DEAD_LETTER)
+
+
+# --- follow-ups (the one hook for capabilities built on the core, e.g. sqsq.workflows) ---
+
+
+class Continuation(Protocol):
+    """Follow-ups of stored outcomes whose envelope carries a ``workflow``.
+
+    Called in the store stage after the outcomes' writes and copies, before any of
+    their messages may be let go; so a follow-up is never sent before the outcome
+    is stored, and never lost (a message whose follow-up failed is kept and comes
+    back). Follow-ups must therefore be idempotent. Both methods return the
+    outcomes whose follow-ups failed; AWS errors are absorbed, not raised.
+    """
+
+    def follow(self, app: App, outcomes: Sequence[Outcome]) -> list[Outcome]: ...
+
+    async def afollow(self, app: App, outcomes: Sequence[Outcome]) -> list[Outcome]: ...
+
+
+#: The registered continuation (``sqsq.workflows`` registers itself on import).
+_continuation: Continuation | None = None
+#: Imported by name when an envelope carries a ``workflow`` and nothing is registered
+#: (a worker whose app module never imported it): a plugin loaded by name, so the
+#: core has no import-time dependency on it.
+CONTINUATION_MODULE = "sqsq.workflows"
+#: Outcomes that have follow-ups: the task ended (a value, or a failure for good).
+FOLLOWED_KINDS = frozenset({OutcomeKind.SUCCESS, OutcomeKind.FAILURE, OutcomeKind.DEAD_LETTER})
+
+
+def register_continuation(continuation: Continuation | None) -> None:
+    """Set the continuation that :func:`store` / :func:`astore` call."""
+    global _continuation
+    _continuation = continuation
+
+
+def _get_continuation() -> Continuation:
+    if _continuation is None:
+        importlib.import_module(CONTINUATION_MODULE)
+    assert _continuation is not None, f"{CONTINUATION_MODULE} registered no continuation"
+    return _continuation
+
+
+def workflow_of(outcome: Outcome) -> dict[str, Any] | None:
+    """The ``workflow`` field of the outcome's envelope (read from the body), or None."""
+    body = outcome.delivery.body
+    if '"workflow"' not in body:  # cheap pre-check: most envelopes have none
+        return None
+    try:
+        workflow = json.loads(body).get("workflow")
+    except (ValueError, AttributeError):
+        return None
+    return workflow if isinstance(workflow, dict) and workflow else None
+
+
+def needs_follow_up(outcome: Outcome) -> bool:
+    """Whether ``outcome`` still has follow-ups to make before its message may go."""
+    return (
+        outcome.kind in FOLLOWED_KINDS and not outcome.followed and workflow_of(outcome) is not None
+    )
 
 
 @dataclass
@@ -181,13 +247,17 @@ _COPIED = (*_DEAD, OutcomeKind.RESEND)
 def needs_store(outcome: Outcome) -> bool:
     """Whether ``outcome`` has DynamoDB writes or a copy (DLQ, RESEND) to make
     before its message may be let go."""
-    return bool(plan_writes([outcome])) or (outcome.kind in _COPIED and not outcome.copied)
+    return (
+        bool(plan_writes([outcome]))
+        or (outcome.kind in _COPIED and not outcome.copied)
+        or needs_follow_up(outcome)
+    )
 
 
 def may_let_go(outcome: Outcome) -> bool:
     """The invariant, checked in one place: a message is deleted (or made visible
-    again) only once what its outcome must store is stored and, for FAILURE and
-    DEAD_LETTER, it is copied to the DLQ."""
+    again) only once what its outcome must store is stored, for FAILURE and
+    DEAD_LETTER it is copied to the DLQ, and its follow-ups are made."""
     return not needs_store(outcome)
 
 
@@ -261,7 +331,8 @@ def _copied(by_id: dict[str, Outcome], failed: list[Outcome]) -> None:
 
 
 def store(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
-    """Stage 1 (boto3): BatchWriteItem, then DLQ copies of FAILURE / DEAD_LETTER.
+    """Stage 1 (boto3): BatchWriteItem, then DLQ copies of FAILURE / DEAD_LETTER,
+    then the follow-ups of workflow envelopes (:class:`Continuation`).
 
     Returns the outcomes that could not be stored or copied (their messages must be
     kept). AWS errors (after botocore's retries) are logged, not raised.
@@ -284,7 +355,16 @@ def store(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
             failed = list(by_id.values())
         _copied(by_id, failed)
         kept += failed
+    pending = [o for o in outcomes if o not in kept and needs_follow_up(o)]
+    if pending:
+        kept += _followed(pending, _get_continuation().follow(app, pending))
     return kept
+
+
+def _followed(pending: list[Outcome], failed: list[Outcome]) -> list[Outcome]:
+    for outcome in pending:
+        outcome.followed = outcome not in failed
+    return failed
 
 
 async def astore(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
@@ -308,6 +388,9 @@ async def astore(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
             failed = list(by_id.values())
         _copied(by_id, failed)
         kept += failed
+    pending = [o for o in outcomes if o not in kept and needs_follow_up(o)]
+    if pending:
+        kept += _followed(pending, await _get_continuation().afollow(app, pending))
     return kept
 
 

@@ -29,6 +29,8 @@ from .signature import Signature
 if TYPE_CHECKING:
     from .app import App
     from .result import AsyncResult
+    from .workflows import Signature as CanvasSignature
+    from .workflows import group
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -412,6 +414,44 @@ class Task(Generic[P, R]):
         if messages:
             await producer.send_async(self.app.clients, self.app.directory, messages)
         return [self.app.AsyncResult(m.task_id) for m in messages]
+
+    # --- canvas (sqsq.workflows, imported on first use) ---------------------------
+
+    def s(self, *args: Any, **kwargs: Any) -> CanvasSignature:
+        """A signature of this task (Celery's ``task.s()``); in a chain, the parent's
+        result is prepended to ``args``. See ``sqsq.workflows``."""
+        from .workflows import Signature as CanvasSignature
+
+        return CanvasSignature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> CanvasSignature:
+        """An immutable signature: the parent's result is not prepended (``task.si()``)."""
+        from .workflows import Signature as CanvasSignature
+
+        return CanvasSignature(self, args, kwargs, immutable=True)
+
+    def map(self, items: Iterable[Any]) -> group:
+        """A group calling the task once per item (``task(item)``). Unlike Celery's
+        ``map`` (one message running every call), each call is its own message."""
+        from .workflows import group
+
+        return group(self.s(item) for item in items)
+
+    def starmap(self, items: Iterable[Iterable[Any]]) -> group:
+        """A group calling ``task(*item)`` per item (see :meth:`map`)."""
+        from .workflows import group
+
+        return group(self.s(*item) for item in items)
+
+    def chunks(self, items: Iterable[Iterable[Any]], n: int) -> group:
+        """``items`` split into groups of ``n`` starmap calls: the result is a list of
+        lists, as Celery's ``chunks``; each call is its own message (see :meth:`map`)."""
+        from .workflows import group
+
+        if n < 1:
+            raise ValueError(f"chunks need n >= 1, got {n}")
+        calls = [list(item) for item in items]
+        return group(self.starmap(calls[i : i + n]) for i in range(0, len(calls), n))
 
     # --- run here ----------------------------------------------------------------
 

@@ -30,6 +30,11 @@ EXPECTED_ALL = [
     "Envelope",
     # running
     "Worker",
+    # workflows (Celery's canvas; sqsq.workflows)
+    "signature",
+    "chain",
+    "group",
+    "chord",
     # schedules (EventBridge expressions)
     "crontab",
     "every",
@@ -63,7 +68,7 @@ def _modules_after(code: str, env: dict[str, str] | None = None) -> dict[str, bo
         "import json, sys\n"
         "names = ['aiobotocore', 'aiohttp', 'moto', 'click', 'rich', 'boto3', 'botocore',\n"
         "         'pydantic', 'pydantic_core', 'pydantic_settings', 'asyncio', 'sqsq.worker',\n"
-        "         'sqsq.envelope_model']\n"
+        "         'sqsq.envelope_model', 'sqsq.workflows']\n"
         "print(json.dumps({n: n in sys.modules for n in names}))\n"
     )
     done = subprocess.run(
@@ -160,6 +165,7 @@ def test_a_cold_producer_loads_no_envelope_model_boto3_or_aiobotocore(
     # argument validation (signature.py); `import sqsq` alone loads neither (above)
     assert not loaded["aiobotocore"]
     assert not loaded["sqsq.worker"]
+    assert not loaded["sqsq.workflows"]  # the canvas too
 
 
 def test_import_sqsq_does_not_load_boto3_before_the_first_aws_call() -> None:
@@ -182,6 +188,21 @@ def test_worker_is_loaded_on_first_access() -> None:
     assert loaded["sqsq.worker"]
     assert not loaded["moto"]
     assert not loaded["click"]
+
+
+def test_canvas_is_loaded_on_first_access_without_aws_clients() -> None:
+    loaded = _modules_after(
+        "import sqsq\n"
+        "app = sqsq.App('light', region_name='us-east-1')\n"
+        "@app.task\n"
+        "def f(a: int) -> int:\n"
+        "    return a\n"
+        "assert isinstance(sqsq.chain(f.s(1), f.s()), sqsq.chain)\n"
+    )
+    assert loaded["sqsq.workflows"]
+    assert not loaded["boto3"]
+    assert not loaded["aiobotocore"]
+    assert not loaded["sqsq.worker"]
 
 
 def test_star_import_gives_exactly_all() -> None:
