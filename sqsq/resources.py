@@ -19,8 +19,8 @@ carries them out. Running ``apply`` twice changes nothing the second time.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import limits
@@ -117,7 +117,10 @@ class QueueSpec:
         if not self.dead_letter:
             attributes["VisibilityTimeout"] = str(self.visibility_timeout_s)
             attributes["RedrivePolicy"] = json.dumps(
-                {"deadLetterTargetArn": arn(self.partner), "maxReceiveCount": self.max_receive_count},
+                {
+                    "deadLetterTargetArn": arn(self.partner),
+                    "maxReceiveCount": self.max_receive_count,
+                },
                 separators=(",", ":"),
             )
         else:

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-import sqsq.cli.commands  # noqa: F401  (registers the commands)
-import sqsq.cli.deploy  # noqa: F401
+import sqsq.cli.commands
+import sqsq.cli.deploy
 from sqsq.cli import cli
 from sqsq.deploy import TARGETS, Options, render
 from sqsq.resources import apply, describe
@@ -150,10 +150,17 @@ def test_iam_names_exact_resources_never_a_wildcard(path: str, target: str) -> N
 def test_the_task_runner_may_send_to_its_own_queues_and_dlqs(target: str) -> None:
     doc = _doc(QUICKSTART, target)
     role_id = {"lambda": "FunctionRole", "ecs": "TaskRole", "ec2": "InstanceRole"}[target]
-    statements = doc["Resources"][role_id]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    statements = doc["Resources"][role_id]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
     senders = [s for s in statements if "sqs:SendMessage" in s["Action"]]
     targets = {r["Fn::GetAtt"][0] for s in senders for r in s["Resource"]}
-    assert targets == {"DefaultQueue", "EmailsQueue", "DefaultDeadLetterQueue", "EmailsDeadLetterQueue"}
+    assert targets == {
+        "DefaultQueue",
+        "EmailsQueue",
+        "DefaultDeadLetterQueue",
+        "EmailsDeadLetterQueue",
+    }
     consumers = [s for s in statements if "sqs:ReceiveMessage" in s["Action"]]
     assert {r["Fn::GetAtt"][0] for s in consumers for r in s["Resource"]} == {
         "DefaultQueue",
@@ -242,12 +249,21 @@ def test_schedules_are_those_schedule_sync_makes() -> None:
 def test_one_alarm_per_dead_letter_queue_and_outputs_for_producers(target: str) -> None:
     doc = _doc(SHOP, target)
     alarms = _of_type(doc, "AWS::CloudWatch::Alarm")
-    dlqs = [k for k, v in _of_type(doc, "AWS::SQS::Queue").items() if "RedriveAllowPolicy" in v["Properties"]]
-    assert sorted(a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms.values()) == sorted(dlqs)
+    dlqs = [
+        k
+        for k, v in _of_type(doc, "AWS::SQS::Queue").items()
+        if "RedriveAllowPolicy" in v["Properties"]
+    ]
+    assert sorted(
+        a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms.values()
+    ) == sorted(dlqs)
     for queue_id in _of_type(doc, "AWS::SQS::Queue"):
         assert doc["Outputs"][queue_id + "Url"]["Value"] == {"Ref": queue_id}
     assert doc["Outputs"]["ResultTableName"]["Value"] == {"Ref": "ResultTable"}
-    for resource in [*_of_type(doc, "AWS::SQS::Queue").values(), *_of_type(doc, "AWS::DynamoDB::Table").values()]:
+    for resource in [
+        *_of_type(doc, "AWS::SQS::Queue").values(),
+        *_of_type(doc, "AWS::DynamoDB::Table").values(),
+    ]:
         assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
 
 

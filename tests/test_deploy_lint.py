@@ -91,8 +91,14 @@ def test_sam_template_transforms_to_cloudformation(
     function["CodeUri"] = "s3://sqsq-artifacts/quickstart/0123456789abcdef.zip"
     output: dict[str, Any] = transform(document, {}, _NoManagedPolicies())  # type: ignore[arg-type]
     resources = output["Resources"]
-    mappings = {k: v for k, v in resources.items() if v["Type"] == "AWS::Lambda::EventSourceMapping"}
-    sources = [k for k, v in document["Resources"].items() if v["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in v["Properties"]]
+    mappings = {
+        k: v for k, v in resources.items() if v["Type"] == "AWS::Lambda::EventSourceMapping"
+    }
+    sources = [
+        k
+        for k, v in document["Resources"].items()
+        if v["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in v["Properties"]
+    ]
     assert len(mappings) == len(sources)
     for mapping in mappings.values():
         properties = mapping["Properties"]

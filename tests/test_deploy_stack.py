@@ -45,7 +45,9 @@ def _wait(predicate: Callable[[], bool], what: str, process: Any, timeout_s: flo
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if process.poll() is not None:
-            pytest.fail(f"the worker exited ({process.returncode}) before {what}: {process.stderr.read()}")
+            pytest.fail(
+                f"the worker exited ({process.returncode}) before {what}: {process.stderr.read()}"
+            )
         if time.monotonic() > deadline:
             pytest.fail(f"no {what} within {timeout_s} s")
         time.sleep(0.2)
@@ -79,7 +81,9 @@ def stack(local_aws: Any) -> dict[str, Any]:
     return {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
 
 
-def test_a_worker_runs_tasks_on_what_the_stack_made(stack: dict[str, Any], local_aws: Any, worker: Any) -> None:
+def test_a_worker_runs_tasks_on_what_the_stack_made(
+    stack: dict[str, Any], local_aws: Any, worker: Any
+) -> None:
     from examples.quickstart.app import Order, charge, refund
 
     # The worker's command and environment are those of the deployed task definition.

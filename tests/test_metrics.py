@@ -72,7 +72,12 @@ def test_handler_writes_emf_metrics_that_follow_the_specification(
 
 
 def test_the_schema_check_can_fail() -> None:
-    bad = {"_aws": {"Timestamp": 1, "CloudWatchMetrics": [{"Namespace": "x", "Dimensions": [], "Metrics": []}]}}
+    bad = {
+        "_aws": {
+            "Timestamp": 1,
+            "CloudWatchMetrics": [{"Namespace": "x", "Dimensions": [], "Metrics": []}],
+        }
+    }
     with pytest.raises(jsonschema.ValidationError):
         check_emf(bad)
 
@@ -87,7 +92,9 @@ def test_large_batches_split_value_arrays_at_the_specification_limit() -> None:
     sent = datetime(2026, 1, 1, tzinfo=UTC)
     outcomes = [
         Outcome(
-            delivery=Delivery(message_id=str(i), receipt_handle="r", body="{}", queue="default", sent_at=sent),
+            delivery=Delivery(
+                message_id=str(i), receipt_handle="r", body="{}", queue="default", sent_at=sent
+            ),
             kind=OutcomeKind.SUCCESS,
             task_id=str(i),
             record=None,

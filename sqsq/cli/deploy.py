@@ -21,7 +21,9 @@ from .commands import _load
     required=True,
     help="lambda: a SAM template; ecs: a Fargate service; ec2: launch template + ASG.",
 )
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="File (default: stdout).")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="File (default: stdout)."
+)
 @click.option(
     "--handler",
     help="Lambda handler module.function (default: <APP's module>.lambda_handler).",

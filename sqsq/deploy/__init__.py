@@ -96,9 +96,7 @@ def prune(document: dict[str, Any], omit: frozenset[str]) -> dict[str, Any]:
         gone |= more
     document["Resources"] = {k: v for k, v in resources.items() if k not in gone}
     if "Outputs" in document:
-        document["Outputs"] = {
-            k: v for k, v in document["Outputs"].items() if not _refers(v, gone)
-        }
+        document["Outputs"] = {k: v for k, v in document["Outputs"].items() if not _refers(v, gone)}
     return document
 
 
@@ -107,7 +105,8 @@ def dump(document: dict[str, Any]) -> str:
     compares files byte for byte)."""
     import yaml
 
-    class _Dumper(yaml.SafeDumper):
+    # PyYAML ships no types: SafeDumper is Any to mypy.
+    class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
         def ignore_aliases(self, data: Any) -> bool:
             return True  # CloudFormation rejects YAML aliases
 
@@ -116,9 +115,7 @@ def dump(document: dict[str, Any]) -> str:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
     _Dumper.add_representer(str, _str)
-    return yaml.dump(
-        document, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True
-    )
+    return str(yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True))
 
 
 __all__ = ["TARGETS", "Options", "Target", "dump", "render"]

@@ -49,9 +49,7 @@ WantedBy=multi-user.target
 
 
 def user_data(app: App, options: Options, ids: r.Declared) -> Doc:
-    lines = [
-        f"{k}={v}" for k, v in environment(app, ids).items() if isinstance(v, str)
-    ]
+    lines = [f"{k}={v}" for k, v in environment(app, ids).items() if isinstance(v, str)]
     lines += ["SQSQ_TABLE_NAME=${" + ids.table_id + "}", "AWS_DEFAULT_REGION=${AWS::Region}"]
     script = f"""#!/bin/bash
 set -euo pipefail
@@ -107,7 +105,9 @@ def template(app: App, options: Options) -> Doc:
             "MaxSize": r.ref("MaxWorkers"),
             "VPCZoneIdentifier": r.ref("Subnets"),
             # The denominator of backlog per instance.
-            "MetricsCollection": [{"Granularity": "1Minute", "Metrics": ["GroupInServiceInstances"]}],
+            "MetricsCollection": [
+                {"Granularity": "1Minute", "Metrics": ["GroupInServiceInstances"]}
+            ],
         },
     }
     in_service = {

@@ -122,7 +122,11 @@ def template(app: App, options: Options) -> Doc:
             "Timeout": timeout,
             "Role": r.get_att("FunctionRole"),
             "ReservedConcurrentExecutions": {
-                "Fn::If": ["HasReservedConcurrency", r.ref("ReservedConcurrency"), r.ref("AWS::NoValue")]
+                "Fn::If": [
+                    "HasReservedConcurrency",
+                    r.ref("ReservedConcurrency"),
+                    r.ref("AWS::NoValue"),
+                ]
             },
             "LoggingConfig": {"LogGroup": r.ref("FunctionLogGroup"), "LogFormat": "JSON"},
             "Environment": {
@@ -157,7 +161,9 @@ def template(app: App, options: Options) -> Doc:
             **r.alarm_parameter(),
         },
         "Conditions": {
-            "HasReservedConcurrency": {"Fn::Not": [{"Fn::Equals": [r.ref("ReservedConcurrency"), 0]}]},
+            "HasReservedConcurrency": {
+                "Fn::Not": [{"Fn::Equals": [r.ref("ReservedConcurrency"), 0]}]
+            },
             r.HAS_ALARM_TOPIC: {"Fn::Not": [{"Fn::Equals": [r.ref(r.ALARM_TOPIC), ""]}]},
         },
         "Resources": resources,

@@ -149,7 +149,9 @@ def alarm_resource(queue: QueueSpec, ids: Declared) -> Doc:
             f"(sqsq dlq ls {ids.app.name} / sqsq dlq redrive)",
             "Namespace": "AWS/SQS",
             "MetricName": "ApproximateNumberOfMessagesVisible",
-            "Dimensions": [{"Name": "QueueName", "Value": get_att(ids.queue_id(queue), "QueueName")}],
+            "Dimensions": [
+                {"Name": "QueueName", "Value": get_att(ids.queue_id(queue), "QueueName")}
+            ],
             "Statistic": "Maximum",
             "Period": 60,
             "EvaluationPeriods": 1,

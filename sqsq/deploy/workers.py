@@ -63,7 +63,10 @@ def backlog_metrics(ids: r.Declared, workers: Doc) -> list[Doc]:
                         "Namespace": "AWS/SQS",
                         "MetricName": "ApproximateNumberOfMessagesVisible",
                         "Dimensions": [
-                            {"Name": "QueueName", "Value": r.get_att(ids.queue_id(queue), "QueueName")}
+                            {
+                                "Name": "QueueName",
+                                "Value": r.get_att(ids.queue_id(queue), "QueueName"),
+                            }
                         ],
                     },
                     "Stat": "Sum",
@@ -86,8 +89,18 @@ def backlog_metrics(ids: r.Declared, workers: Doc) -> list[Doc]:
 
 def scaling_parameters() -> Doc:
     return {
-        "MinWorkers": {"Type": "Number", "Default": 1, "MinValue": 1, "Description": "Fewest workers."},
-        "MaxWorkers": {"Type": "Number", "Default": 10, "MinValue": 1, "Description": "Most workers."},
+        "MinWorkers": {
+            "Type": "Number",
+            "Default": 1,
+            "MinValue": 1,
+            "Description": "Fewest workers.",
+        },
+        "MaxWorkers": {
+            "Type": "Number",
+            "Default": 10,
+            "MinValue": 1,
+            "Description": "Most workers.",
+        },
         "TargetBacklogPerWorker": {
             "Type": "Number",
             "Default": 100,
