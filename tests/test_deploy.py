@@ -273,3 +273,16 @@ def test_omit_leaves_out_a_type_and_what_refers_to_it() -> None:
     assert not _of_type(doc, "AWS::Scheduler::Schedule")  # they name the group
     assert _of_type(doc, "AWS::SQS::Queue")
     assert yaml.safe_load(sqsq.deploy.dump(doc)) == doc
+
+
+def test_queues_that_would_share_a_logical_id_are_refused() -> None:
+    app = sqsq.App("clash")
+
+    @app.task(queue="a-b")
+    def one() -> None: ...
+
+    @app.task(queue="a_b")
+    def two() -> None: ...
+
+    with pytest.raises(sqsq.errors.ConfigurationError, match="share the CloudFormation id AB"):
+        render(app, "ecs", Options("clash:app"))

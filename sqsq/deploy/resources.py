@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigurationError
 from ..resources import AppResources, QueueSpec, describe
 from ..schedules import scheduler
 
@@ -89,7 +90,21 @@ class Declared:
 
 
 def declared(app: App) -> Declared:
-    return Declared(app, describe(app))
+    """The app's resources with their logical ids.
+
+    Raises:
+        ConfigurationError: two logical queues map to one logical id (``a-b``, ``a_b``).
+    """
+    ids = Declared(app, describe(app))
+    seen: dict[str, str] = {}
+    for queue in ids.resources.queues:
+        other = seen.setdefault(ids.queue_id(queue), queue.name)
+        if other != queue.name:
+            raise ConfigurationError(
+                f"queues {other} and {queue.name} share the CloudFormation id "
+                f"{ids.queue_id(queue)}: rename one"
+            )
+    return ids
 
 
 def queue_properties(queue: QueueSpec, ids: Declared) -> Doc:
