@@ -286,3 +286,34 @@ def test_queues_that_would_share_a_logical_id_are_refused() -> None:
 
     with pytest.raises(sqsq.errors.ConfigurationError, match="share the CloudFormation id AB"):
         render(app, "ecs", Options("clash:app"))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_long_countdowns_add_the_eta_group_and_only_its_schedules(target: str) -> None:
+    from sqsq.schedules import eta
+
+    app = _app(QUICKSTART)
+    plain = _doc(QUICKSTART, target)
+    doc = _doc(QUICKSTART, target, long_countdowns=True)
+    groups = {
+        g["Properties"]["Name"] for g in _of_type(doc, "AWS::Scheduler::ScheduleGroup").values()
+    }
+    assert groups == {scheduler.group_name(app), eta.group_name(app)}
+    assert eta.group_name(app) not in json.dumps(plain)
+    role_id = {"lambda": "FunctionRole", "ecs": "TaskRole", "ec2": "InstanceRole"}[target]
+    statements = doc["Resources"][role_id]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+    by_sid = {s["Sid"]: s for s in statements}
+    arn = by_sid["LongCountdowns"]["Resource"]["Fn::Sub"]
+    assert arn.endswith(f":schedule/{eta.group_name(app)}/*")
+    assert by_sid["PassSchedulerRole"]["Resource"] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}
+    # every other statement still names exact resources
+    others = [s for s in statements if s["Sid"] != "LongCountdowns"]
+    for statement in others:
+        resources = (
+            statement["Resource"]
+            if isinstance(statement["Resource"], list)
+            else [statement["Resource"]]
+        )
+        assert all(set(r) in ({"Fn::GetAtt"}, {"Ref"}) for r in resources)

@@ -21,11 +21,12 @@ APPS = ["examples.quickstart.app:app", "tests.apps.deployed:app"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _write(tmp_path: Path, path: str, target: str) -> Path:
+def _write(tmp_path: Path, path: str, target: str, **options: Any) -> Path:
     import sqsq
 
-    document = render(sqsq.load_app(path), target, Options(path))  # type: ignore[arg-type]
-    out = tmp_path / f"{path.partition(':')[0].replace('.', '-')}-{target}.yaml"
+    document = render(sqsq.load_app(path), target, Options(path, **options))  # type: ignore[arg-type]
+    suffix = "-long" if options else ""
+    out = tmp_path / f"{path.partition(':')[0].replace('.', '-')}-{target}{suffix}.yaml"
     out.write_text(dump(document))
     return out
 
@@ -52,6 +53,7 @@ def _cfn_lint(*files: Path) -> subprocess.CompletedProcess[str]:
 
 def test_cfn_lint_passes_every_generated_document(tmp_path: Path) -> None:
     files = [_write(tmp_path, path, target) for path in APPS for target in TARGETS]
+    files += [_write(tmp_path, APPS[1], target, long_countdowns=True) for target in TARGETS]
     result = _cfn_lint(*files)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -53,6 +53,12 @@ from .commands import _load
 @click.option("--memory", type=click.IntRange(128, 10_240), default=512, show_default=True)
 @click.option("--code-uri", default=".", show_default=True, help="SAM CodeUri.")
 @click.option(
+    "--long-countdowns",
+    is_flag=True,
+    help="Tasks enqueue tasks with countdowns over 900 s: add the <app>-sqsq-eta schedule "
+    "group and let the task runner create schedules there.",
+)
+@click.option(
     "--omit",
     multiple=True,
     metavar="TYPE",
@@ -70,6 +76,7 @@ def infra(
     maximum_concurrency: int,
     memory: int,
     code_uri: str,
+    long_countdowns: bool,
     omit: tuple[str, ...],
 ) -> None:
     """Render APP's infrastructure for TARGET: its queues, dead-letter queues
@@ -88,6 +95,7 @@ def infra(
         maximum_concurrency=maximum_concurrency,
         memory_mb=memory,
         code_uri=code_uri,
+        long_countdowns=long_countdowns,
         omit=frozenset(omit),
     )
     text = dump(render(the_app, target, options))  # type: ignore[arg-type]

@@ -41,6 +41,9 @@ class Options:
         maximum_concurrency: ScalingConfig.MaximumConcurrency per queue (2-1000).
         memory_mb: Lambda memory, MiB.
         code_uri: SAM CodeUri (the directory holding the app and requirements.txt).
+        long_countdowns: tasks send tasks with countdowns over SQS's 900 s: adds the
+            ``<app>-sqsq-eta`` schedule group, the scheduler role, and lets the task
+            runner create/delete schedules there and pass that role.
         omit: CloudFormation resource types left out (e.g. for a local endpoint
             whose CloudFormation does not support them).
     """
@@ -53,6 +56,7 @@ class Options:
     maximum_concurrency: int = 10
     memory_mb: int = 512
     code_uri: str = "."
+    long_countdowns: bool = False
     omit: frozenset[str] = field(default_factory=frozenset)
 
 

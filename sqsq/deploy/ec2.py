@@ -68,13 +68,13 @@ systemctl enable --now {UNIT}
 def template(app: App, options: Options) -> Doc:
     """The CloudFormation template (see the module docstring)."""
     ids = r.declared(app)
-    resources = r.app_resources(ids)
+    resources = r.app_resources(ids, options.long_countdowns)
     resources["InstanceRole"] = {
         "Type": "AWS::IAM::Role",
         "Properties": {
             "Description": f"sqsq app {app.name}: what the worker instances may do",
             "AssumeRolePolicyDocument": trust("ec2.amazonaws.com"),
-            "Policies": [worker_policy(ids)],
+            "Policies": [worker_policy(ids, long_countdowns=options.long_countdowns)],
         },
     }
     resources["InstanceProfile"] = {

@@ -82,7 +82,7 @@ def template(app: App, options: Options) -> Doc:
     """The CloudFormation template (see the module docstring)."""
     ids = r.declared(app)
     stop_timeout = stop_timeout_s(app, FARGATE_MAX_STOP_TIMEOUT_S)
-    resources = r.app_resources(ids)
+    resources = r.app_resources(ids, options.long_countdowns)
     resources["LogGroup"] = {
         "Type": "AWS::Logs::LogGroup",
         **r.RETAIN,
@@ -143,7 +143,7 @@ def template(app: App, options: Options) -> Doc:
         "Properties": {
             "Description": f"sqsq app {app.name}: what the worker may do",
             "AssumeRolePolicyDocument": trust("ecs-tasks.amazonaws.com"),
-            "Policies": [worker_policy(ids)],
+            "Policies": [worker_policy(ids, long_countdowns=options.long_countdowns)],
         },
     }
     env = environment(app, ids)

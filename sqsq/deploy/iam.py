@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .resources import Declared, get_att
+from .resources import SCHEDULER_ROLE_ID, Declared, get_att, sub
 
 Doc = dict[str, Any]
 
@@ -73,8 +73,38 @@ def worker_statements(ids: Declared) -> list[Doc]:
     ]
 
 
-def worker_policy(ids: Declared, extra: list[Doc] | None = None) -> Doc:
+def long_countdown_statements(ids: Declared) -> list[Doc]:
+    """Tasks that send tasks with a countdown over SQS's 900 s create (and revoking
+    deletes) one-time schedules in ``<app>-sqsq-eta`` with the scheduler role. The
+    schedule names are task ids, so the ARN ends in ``/*`` (the group's schedules only)."""
+    from ..schedules import eta
+
+    group = eta.group_name(ids.app)
+    return [
+        {
+            "Sid": "LongCountdowns",
+            "Effect": "Allow",
+            "Action": ["scheduler:CreateSchedule", "scheduler:DeleteSchedule"],
+            "Resource": sub(
+                "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/"
+                f"{group}/*"
+            ),
+        },
+        {
+            "Sid": "PassSchedulerRole",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": get_att(SCHEDULER_ROLE_ID),
+        },
+    ]
+
+
+def worker_policy(
+    ids: Declared, extra: list[Doc] | None = None, long_countdowns: bool = False
+) -> Doc:
     """The inline policy ``sqsq-worker`` of the role that runs the tasks."""
+    if long_countdowns:
+        extra = [*(extra or []), *long_countdown_statements(ids)]
     return {
         "PolicyName": "sqsq-worker",
         "PolicyDocument": {

@@ -87,7 +87,7 @@ def template(app: App, options: Options) -> Doc:
     ids = r.declared(app)
     timeout = function_timeout_s(app, options)
     handler = handler_of(app, options)
-    resources = r.app_resources(ids)
+    resources = r.app_resources(ids, options.long_countdowns)
     resources["FunctionLogGroup"] = {
         "Type": "AWS::Logs::LogGroup",
         **r.RETAIN,
@@ -107,7 +107,7 @@ def template(app: App, options: Options) -> Doc:
         "Properties": {
             "Description": f"sqsq app {app.name}: the Lambda function's role",
             "AssumeRolePolicyDocument": trust("lambda.amazonaws.com"),
-            "Policies": [worker_policy(ids, [logs])],
+            "Policies": [worker_policy(ids, [logs], options.long_countdowns)],
         },
     }
     resources[FUNCTION_ID] = {

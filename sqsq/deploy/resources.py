@@ -201,38 +201,54 @@ def _intrinsics(value: Any, ids: Declared) -> Any:
 
 SCHEDULE_GROUP_ID = "ScheduleGroup"
 SCHEDULER_ROLE_ID = "SchedulerRole"
+ETA_GROUP_ID = "CountdownScheduleGroup"
 
 
-def schedule_resources(ids: Declared, now: datetime | None = None) -> Doc:
+def schedule_resources(
+    ids: Declared, long_countdowns: bool = False, now: datetime | None = None
+) -> Doc:
     """The schedule group, the role Scheduler assumes and one schedule per periodic
-    task, built by :mod:`sqsq.schedules.scheduler` (as ``sqsq schedule sync`` would)."""
+    task, built by :mod:`sqsq.schedules.scheduler` (as ``sqsq schedule sync`` would);
+    with ``long_countdowns`` also the group of one-time schedules of countdowns over
+    SQS's 900 s (:mod:`sqsq.schedules.eta`)."""
+    from ..schedules import eta
+
     app = ids.app
-    if not app.periodic_tasks:
+    if not app.periodic_tasks and not long_countdowns:
         return {}
     arns = _MarkedArns(app, "0")
     role_marker = "{{role:" + SCHEDULER_ROLE_ID + "}}"
-    out: Doc = {
-        SCHEDULE_GROUP_ID: {
+    out: Doc = {}
+    if app.periodic_tasks:
+        out[SCHEDULE_GROUP_ID] = {
             "Type": "AWS::Scheduler::ScheduleGroup",
             "Properties": {"Name": scheduler.group_name(app)},
-        },
-        SCHEDULER_ROLE_ID: {
-            "Type": "AWS::IAM::Role",
-            "Properties": {
-                "RoleName": scheduler.role_name(app),
-                "Description": f"EventBridge Scheduler sends sqsq app {app.name}'s schedules",
-                "AssumeRolePolicyDocument": scheduler.trust_policy(),
-                "Policies": [
-                    {
-                        "PolicyName": scheduler.ROLE_POLICY,
-                        "PolicyDocument": _intrinsics(
-                            scheduler.role_policy(scheduler.role_queue_arns(app, arns)), ids
-                        ),
-                    }
-                ],
+        }
+    if long_countdowns:
+        out[ETA_GROUP_ID] = {
+            "Type": "AWS::Scheduler::ScheduleGroup",
+            "Properties": {"Name": eta.group_name(app)},
+        }
+    out.update(
+        {
+            SCHEDULER_ROLE_ID: {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "RoleName": scheduler.role_name(app),
+                    "Description": f"EventBridge Scheduler sends sqsq app {app.name}'s schedules",
+                    "AssumeRolePolicyDocument": scheduler.trust_policy(),
+                    "Policies": [
+                        {
+                            "PolicyName": scheduler.ROLE_POLICY,
+                            "PolicyDocument": _intrinsics(
+                                scheduler.role_policy(scheduler.role_queue_arns(app, arns)), ids
+                            ),
+                        }
+                    ],
+                },
             },
-        },
-    }
+        }
+    )
     for name, periodic in sorted(app.periodic_tasks.items()):
         definition = scheduler.definition(app, periodic, role_marker, arns, now)
         out["Schedule" + camel(name)] = {
@@ -246,7 +262,7 @@ def schedule_resources(ids: Declared, now: datetime | None = None) -> Doc:
     return out
 
 
-def app_resources(ids: Declared) -> Doc:
+def app_resources(ids: Declared, long_countdowns: bool = False) -> Doc:
     """Queues, DLQs and their alarms, the table, and the schedules."""
     out: Doc = {}
     for queue in ids.resources.queues:
@@ -258,7 +274,7 @@ def app_resources(ids: Declared) -> Doc:
     out[ids.table_id] = table_resource(ids)
     for queue in ids.resources.dead_letter_queues():
         out[ids.queue_id(queue) + "Alarm"] = alarm_resource(queue, ids)
-    out.update(schedule_resources(ids))
+    out.update(schedule_resources(ids, long_countdowns))
     return out
 
 
