@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import limits
 from ..errors import ConfigurationError
-from ..worker.engine import SHUTDOWN_MARGIN_S
+from ..worker import SHUTDOWN_MARGIN_S
 from . import resources as r
 
 if TYPE_CHECKING:
