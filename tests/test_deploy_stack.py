@@ -130,3 +130,18 @@ def test_a_worker_runs_tasks_on_what_the_stack_made(
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=90)
     assert process.returncode == 0, stderr
+
+
+def test_resources_create_finds_nothing_to_change_in_the_stack_queues(
+    stack: dict[str, Any],
+) -> None:
+    """The two tools cannot disagree: after the stack, `resources create` plans no queue
+    change (the table's TTL and PITR rows are left out: moto's CloudFormation ignores
+    those two properties)."""
+    from sqsq.resources import plan
+
+    rows = [
+        r for r in plan(sqsq.load_app(APP)) if r.kind in ("queue", "dead-letter queue", "table")
+    ]
+    assert len(rows) == 5
+    assert [(r.name, r.action, r.detail) for r in rows if r.action != "ok"] == []
