@@ -1,8 +1,10 @@
 """sqsq: background tasks for Python on Amazon SQS, DynamoDB and Lambda.
 
-The public API. ``import sqsq`` stays light for Lambda cold starts: boto3 loads
-on the first AWS call, and aiobotocore (the worker, ``adelay``), click (the CLI)
-and moto (``sqsq.testing``) load only where they are used.
+The public API. ``import sqsq`` stays light for Lambda cold starts and short-lived
+producers (tests/test_public_api.py pins it): botocore loads on the first AWS call;
+pydantic on the first decode or argument validation (``Envelope`` is loaded on
+first access); asyncio and aiobotocore with the first ``adelay``/worker; click
+(the CLI) and moto (``sqsq.testing``) only where they are used.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .app import App, load_app
-from .envelope import Envelope
 from .errors import (
     ArgumentError,
     AWSError,
@@ -34,6 +35,7 @@ from .result import AsyncResult, ResultRecord, State
 from .task import Task
 
 if TYPE_CHECKING:
+    from .envelope_model import Envelope
     from .schedules.expressions import crontab, every
     from .worker import Worker
 
@@ -87,4 +89,8 @@ def __getattr__(name: str) -> Any:
         from .schedules import expressions
 
         return getattr(expressions, name)
+    if name == "Envelope":  # a pydantic model: built on first use
+        from .envelope_model import Envelope
+
+        return Envelope
     raise AttributeError(f"module 'sqsq' has no attribute {name!r}")

@@ -7,13 +7,15 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
+from . import producer
 from .clients import Clients
 from .dynamodb import ResultStore
 from .errors import ConfigurationError
 from .idempotency import IdempotencyStore
 from .result import AsyncResult
 from .revocations import RevocationView
-from .settings import Settings, check_queue_name
+from .sender import Sender
+from .settings import check_queue_name
 from .sqs import QueueDirectory
 from .task import TASK_OPTIONS, BoundTask, Task, TaskOptions
 
@@ -65,11 +67,11 @@ class App:
         if not _APP_NAME.match(name):
             raise ConfigurationError(f"invalid app name {name!r}: 1-40 letters, digits, '-' or '_'")
         self.name = name
-        from pydantic import ValidationError
+        from .settings_model import Settings  # pydantic-settings: loaded by the first App
 
         try:
             self.settings = Settings(**{k: v for k, v in settings.items() if v is not None})
-        except ValidationError as exc:
+        except ValueError as exc:
             raise ConfigurationError(f"invalid App settings: {exc}") from None
         self.tasks: dict[str, Task[Any, Any]] = {}
         #: Periodic tasks by schedule name (``sqsq.schedules.declare.PeriodicTask``).
@@ -78,6 +80,8 @@ class App:
             self.settings, boto3_session=boto3_session, botocore_config=botocore_config
         )
         self.directory = QueueDirectory(self.clients)
+        #: Sends single calls, coalescing concurrent ones (``sqsq.sender``).
+        self.sender = Sender(self.clients, self.directory, self.settings)
         self.results = ResultStore(self.clients, self.table_name, name)
         self.idempotency = IdempotencyStore(self.clients, self.table_name)
         self._revocations: RevocationView | None = None
@@ -261,8 +265,6 @@ class App:
         Raises:
             NotSerializable, MessageTooLarge, EnqueueError, ConfigurationError.
         """
-        from . import producer
-
         known = self.tasks.get(name)
         logical = queue or (known.queue if known else self.settings.default_queue)
         try:
@@ -278,7 +280,7 @@ class App:
             countdown=countdown,
             task_id=task_id,
         )
-        producer.send_sync(self.clients, self.directory, [message])
+        self.sender.send(message)
         return self.AsyncResult(message.task_id)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:

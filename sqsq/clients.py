@@ -12,7 +12,6 @@ Bring your own: ``App(boto3_session=..., botocore_config=...)`` are used as give
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from collections import Counter
@@ -22,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
+    import asyncio
+
     import boto3
     from botocore.config import Config
 
@@ -77,6 +78,7 @@ class Clients:
         self._user_config = botocore_config
         self._lock = threading.Lock()
         self._sync: dict[str, Any] = {}
+        self._botocore: Any = None  # botocore session when no boto3_session is given
         self._async: dict[tuple[int, str], tuple[asyncio.AbstractEventLoop, Any]] = {}
         self._stacks: dict[int, tuple[asyncio.AbstractEventLoop, AsyncExitStack]] = {}
 
@@ -123,17 +125,26 @@ class Clients:
     # --- boto3 ------------------------------------------------------------------
 
     def sync(self, service: str) -> Any:
-        """The cached boto3 client for ``service`` (``"sqs"``, ``"dynamodb"``, …)."""
+        """The cached boto3 client for ``service`` (``"sqs"``, ``"dynamodb"``, …).
+
+        Built from the caller's ``boto3_session`` if given, else from a plain
+        botocore session: the same client and credential chain, without importing
+        boto3 (which imports s3transfer: about half of a cold producer's imports).
+        """
         client = self._sync.get(service)
         if client is not None:
             return client
         with self._lock:
             client = self._sync.get(service)
             if client is None:
-                import boto3
+                if self._session is not None:
+                    client = self._session.client(service, **self._kwargs())
+                else:
+                    import botocore.session
 
-                session = self._session or boto3.Session()
-                client = session.client(service, **self._kwargs())
+                    if self._botocore is None:
+                        self._botocore = botocore.session.get_session()
+                    client = self._botocore.create_client(service, **self._kwargs())
                 client.meta.events.register("before-send", self.counter)
                 self._sync[service] = client
         return client
@@ -145,6 +156,8 @@ class Clients:
 
         Close them with :meth:`aclose` before the loop ends.
         """
+        import asyncio
+
         loop = asyncio.get_running_loop()
         key = (id(loop), service)
         cached = self._async.get(key)
@@ -173,6 +186,8 @@ class Clients:
 
     async def aclose(self) -> None:
         """Close the aiobotocore clients of the running loop."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         entry = self._stacks.pop(id(loop), None)
         for key in [k for k in self._async if k[0] == id(loop)]:

@@ -25,7 +25,6 @@ backoff and, if still unprocessed, reported so their messages are *not* deleted.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -278,6 +277,8 @@ class ResultStore:
 
     async def awrite(self, writes: Iterable[Write]) -> set[str]:
         """Asyncio twin of :meth:`write`."""
+        import asyncio
+
         client = await self.clients.aclient("dynamodb")
         failed: set[str] = set()
         for batch in write_batches(writes):

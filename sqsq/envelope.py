@@ -16,93 +16,51 @@ UUID (str), Decimal (str), bytes (base64), Enum (its value), pydantic models
 :class:`~sqsq.errors.NotSerializable` at enqueue time. The worker turns values
 back into the annotated parameter types with pydantic (see ``signature.py``).
 A message body is untrusted input: no pickle, no eval, only this model.
+
+Producers encode without pydantic (:func:`encode_fields`, the same rules as the
+model, checked by hand), so ``import sqsq`` and a cold ``delay()`` never load it;
+:func:`decode` and :func:`json_schema` go through the pydantic :class:`Envelope`
+(``sqsq/envelope_model.py``), loaded on first use.
 """
 
 from __future__ import annotations
 
-import base64
 import enum
 import json
 import math
-import uuid
+import sys
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time
-from decimal import Decimal
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import PydanticSerializationError, to_jsonable_python
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import limits
-from .errors import MessageTooLarge, NotSerializable, UndecodableMessage
+from .errors import EnqueueError, MessageTooLarge, NotSerializable, UndecodableMessage
+
+if TYPE_CHECKING:
+    from .envelope_model import Envelope as Envelope
 
 #: Current envelope version; a worker refuses versions it does not know.
 VERSION: Literal[1] = 1
+#: Longest task id, characters.
+MAX_ID_CHARS = 128
+#: Longest task name, characters.
+MAX_TASK_NAME_CHARS = 256
+#: Longest idempotency key, characters.
+MAX_IDEMPOTENCY_KEY_CHARS = 1024
 
 
-class Envelope(BaseModel):
-    """One task invocation on the wire (immutable). Fields are documented below
-    and in the JSON Schema (``sqsq schema``)."""
+def __getattr__(name: str) -> Any:
+    if name == "Envelope":  # the pydantic model, built on first use
+        from .envelope_model import Envelope
 
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        title="sqsq task envelope",
-        use_attribute_docstrings=True,
-        json_schema_extra={
-            "description": "A sqsq task message. Minimum: "
-            '{"task": "<registered name>", "args": [...], "kwargs": {...}}.'
-        },
-    )
-
-    version: Literal[1] = VERSION
-    """Wire-format version; workers refuse versions they do not know."""
-    id: str | None = Field(default=None, min_length=1, max_length=128)
-    """Task id; omitted by foreign producers, then the SQS MessageId is used."""
-    task: str = Field(min_length=1, max_length=256)
-    """Registered task name, e.g. "orders.charge"."""
-    args: list[Any] = Field(default_factory=list)
-    """Positional arguments (JSON values)."""
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Keyword arguments (JSON values)."""
-    queue: str | None = None
-    """Logical queue the producer sent to."""
-    eta: datetime | None = None
-    """Earliest time to run (ISO 8601, UTC)."""
-    expires: datetime | None = None
-    """Time after which the task must not run (ISO 8601, UTC)."""
-    retries: int = Field(default=0, ge=0)
-    """Retries that came before this message (explicit re-sends)."""
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=1024)
-    """Run the body at most once per key, if set."""
-    parent_id: str | None = None
-    """Id of the task that enqueued this one (workflows)."""
-    root_id: str | None = None
-    """Id of the first task of the workflow."""
-    headers: dict[str, str] = Field(default_factory=dict)
-    """Free-form string headers (trace context, ...)."""
-    sent_at: datetime | None = None
-    """When the producer enqueued it (ISO 8601, UTC)."""
-    scheduled_at: datetime | None = None
-    """The fire time of the schedule that sent it (EventBridge Scheduler's
-    <aws.scheduler.scheduled-time>, ISO 8601, UTC); None for other tasks."""
-
-    @field_validator("eta", "expires", "sent_at", "scheduled_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        """Times without an offset are UTC (foreign producers often send them so)."""
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
-
-    @property
-    def task_id(self) -> str:
-        """The id, which a decoded envelope always has (see :func:`decode`)."""
-        assert self.id is not None, "decode() fills id from the SQS MessageId"
-        return self.id
+        return Envelope
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def new_task_id() -> str:
     """A fresh task id (UUID4, 36 characters)."""
+    import uuid
+
     return str(uuid.uuid4())
 
 
@@ -146,13 +104,20 @@ def to_json(value: Any, path: str = "value") -> Any:
         return [to_json(item, f"{path}[{i}]") for i, item in enumerate(value)]
     if isinstance(value, datetime | date | time):
         return value.isoformat()
-    if isinstance(value, uuid.UUID | Decimal):
-        if isinstance(value, Decimal) and not value.is_finite():
+    # A UUID or Decimal exists only if its module was imported: no import needed here.
+    if isinstance(value, _loaded_type("uuid", "UUID")):
+        return str(value)
+    if isinstance(value, _loaded_type("decimal", "Decimal")):
+        if not value.is_finite():
             raise NotSerializable(f"{path}: Decimal {value} is not a finite number")
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
+        import base64
+
         return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, BaseModel):
+    if _is_pydantic_model(value):
+        from pydantic_core import PydanticSerializationError, to_jsonable_python
+
         try:  # NaN/inf kept as floats, so the check below names them
             dumped = to_jsonable_python(value, inf_nan_mode="constants", bytes_mode="base64")
         except PydanticSerializationError as exc:
@@ -168,6 +133,18 @@ def to_json(value: Any, path: str = "value") -> Any:
     )
 
 
+def _loaded_type(module: str, name: str) -> Any:
+    """``module.name`` if ``module`` was imported, else ``()`` (isinstance of nothing)."""
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name) if loaded is not None else ()
+
+
+def _is_pydantic_model(value: Any) -> bool:
+    # Without pydantic imported there can be no model instance: no import needed.
+    main = sys.modules.get("pydantic.main")
+    return main is not None and isinstance(value, main.BaseModel)
+
+
 def dumps(value: Any) -> str:
     """Compact, ASCII-only JSON text (always a valid SQS body: no raw control or
     surrogate characters). ``value`` must already be plain JSON (see :func:`to_json`)."""
@@ -177,23 +154,106 @@ def dumps(value: Any) -> str:
 # --- encode / decode -------------------------------------------------------------
 
 
-def encode(envelope: Envelope) -> str:
-    """The envelope as an SQS message body.
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:  # naive times are UTC, as the model reads them
+        value = value.replace(tzinfo=UTC)
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _text(name: str, value: str | None, max_chars: int) -> str | None:
+    if value is not None and not (isinstance(value, str) and 0 < len(value) <= max_chars):
+        raise EnqueueError(f"{name} must be a str of 1-{max_chars} characters, got {value!r:.80}")
+    return value
+
+
+def encode_fields(
+    *,
+    task: str,
+    id: str | None = None,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    queue: str | None = None,
+    eta: datetime | None = None,
+    expires: datetime | None = None,
+    retries: int = 0,
+    idempotency_key: str | None = None,
+    parent_id: str | None = None,
+    root_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    sent_at: datetime | None = None,
+    scheduled_at: datetime | None = None,
+) -> str:
+    """The SQS message body of an envelope with these fields, built without pydantic.
+
+    The producer's encoder: the same field rules as :class:`Envelope` (so the body
+    always decodes to the envelope of these fields), fields at their default left
+    out, ``version`` first. ``args`` / ``kwargs`` must already be plain JSON
+    (:func:`to_json`).
 
     Raises:
+        EnqueueError: a field breaks the envelope's rules (id over 128 characters,
+            empty task name, negative retries, non-str headers, ...).
         MessageTooLarge: over ``limits.SQS_MAX_MESSAGE_BYTES`` (1 MiB, "Amazon SQS
             message quotas"); checked before any AWS call is made.
     """
-    fields = envelope.model_dump(mode="json", exclude_defaults=True, exclude={"version"})
-    body = dumps({"version": envelope.version, **fields})
-    size = len(body.encode("utf-8"))
+    fields: dict[str, Any] = {"version": VERSION}
+    if _text("task id", id, MAX_ID_CHARS) is not None:
+        fields["id"] = id
+    if task is None:
+        raise EnqueueError("an envelope needs a task name")
+    fields["task"] = _text("task name", task, MAX_TASK_NAME_CHARS)
+    if args:
+        fields["args"] = list(args)
+    if kwargs:
+        fields["kwargs"] = dict(kwargs)
+    if queue is not None:
+        fields["queue"] = str(queue)
+    if eta is not None:
+        fields["eta"] = _iso(eta)
+    if expires is not None:
+        fields["expires"] = _iso(expires)
+    if retries:
+        if not isinstance(retries, int) or retries < 0:
+            raise EnqueueError(f"retries must be an int >= 0, got {retries!r}")
+        fields["retries"] = retries
+    if _text("idempotency key", idempotency_key, MAX_IDEMPOTENCY_KEY_CHARS) is not None:
+        fields["idempotency_key"] = idempotency_key
+    if parent_id is not None:
+        fields["parent_id"] = str(parent_id)
+    if root_id is not None:
+        fields["root_id"] = str(root_id)
+    if headers:
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise EnqueueError("headers must map str to str")
+        fields["headers"] = dict(headers)
+    if sent_at is not None:
+        fields["sent_at"] = _iso(sent_at)
+    if scheduled_at is not None:
+        fields["scheduled_at"] = _iso(scheduled_at)
+    body = dumps(fields)
+    size = len(body)  # dumps() is ASCII-only: characters are bytes
     if size > limits.SQS_MAX_MESSAGE_BYTES:
         raise MessageTooLarge(
-            f"task {envelope.task} ({envelope.id}): message is {size} bytes, over "
+            f"task {task} ({id}): message is {size} bytes, over "
             f"SQS_MAX_MESSAGE_BYTES={limits.SQS_MAX_MESSAGE_BYTES} (Amazon SQS message quotas); "
             "pass a reference (e.g. an S3 key) instead of the data"
         )
     return body
+
+
+def encode(envelope: Envelope) -> str:
+    """An :class:`Envelope` as an SQS message body (see :func:`encode_fields`).
+
+    Raises:
+        MessageTooLarge: over ``limits.SQS_MAX_MESSAGE_BYTES`` (1 MiB).
+    """
+    # Every field of the model: one it gains that encode_fields() lacks fails loudly.
+    fields = {name: getattr(envelope, name) for name in type(envelope).model_fields}
+    del fields["version"]
+    fields["args"] = to_json(envelope.args, "args")
+    fields["kwargs"] = to_json(envelope.kwargs, "kwargs")
+    return encode_fields(**fields)
 
 
 def decode(body: str, message_id: str | None = None) -> Envelope:
@@ -214,6 +274,10 @@ def decode(body: str, message_id: str | None = None) -> Envelope:
         raise UndecodableMessage(
             f"message body is JSON {type(raw).__name__}, not an object with a 'task' field"
         )
+    from pydantic import ValidationError
+
+    from .envelope_model import Envelope
+
     try:
         envelope = Envelope.model_validate(raw)
     except ValidationError as exc:
@@ -239,6 +303,8 @@ def _reject_constant(name: str) -> Any:
 
 def json_schema() -> dict[str, Any]:
     """The envelope's JSON Schema (draft 2020-12), as printed by ``sqsq schema``."""
+    from .envelope_model import Envelope
+
     schema = Envelope.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://sqsq.dev/schemas/envelope-v{VERSION}.json"

@@ -3,31 +3,32 @@
 Everything that can be checked before an AWS call is checked here, so a bad
 call fails in the producer with a clear error and nothing is sent: the arguments
 bind to the task's signature, every value is encodable under the envelope's JSON
-rules, the message fits SQS's 1 MiB limit, the delay fits 900 s.
+rules, the message fits SQS's 1 MiB limit, the delay fits 900 s. Building a
+message needs neither pydantic nor botocore (:func:`build` is pure and shared by
+the boto3 and aiobotocore senders).
 
-The pure part (:func:`build`) is shared by the boto3 and aiobotocore senders.
+Single calls go through :class:`sqsq.sender.Sender`, which lets concurrent
+calls share SendMessageBatch calls; ``delay_many`` sends explicit batches here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import math
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import limits
-from .envelope import Envelope, encode, new_task_id, to_json
+from .envelope import encode_fields, new_task_id, to_json
 from .errors import EnqueueError
 from .retry import full_jitter_s
 from .sqs import send_batches
 
 if TYPE_CHECKING:
+    from .envelope_model import Envelope
     from .signature import Signature
 
 logger = logging.getLogger(__name__)
@@ -38,18 +39,31 @@ BATCH_ATTEMPTS = 5
 
 @dataclass(frozen=True)
 class OutgoingMessage:
-    """An envelope encoded and addressed, ready for SendMessage(Batch)."""
+    """A task call encoded and addressed, ready for SendMessage(Batch).
 
-    envelope: Envelope
+    Attributes:
+        task_id: the task id (in the body too).
+        task_name: the registered task name.
+        body: the encoded envelope (:func:`sqsq.envelope.encode_fields`).
+        queue_name: the physical SQS queue name.
+        delay_s: DelaySeconds (0–900).
+        message_group_id / deduplication_id: FIFO queues only.
+    """
+
+    task_id: str
+    task_name: str
     body: str
-    queue_name: str  # physical SQS queue name
+    queue_name: str
     delay_s: int
-    message_group_id: str | None = None  # FIFO queues only
-    deduplication_id: str | None = None  # FIFO queues only
+    message_group_id: str | None = None
+    deduplication_id: str | None = None
 
     @property
-    def task_id(self) -> str:
-        return self.envelope.task_id
+    def envelope(self) -> Envelope:
+        """The envelope of :attr:`body`, decoded (loads pydantic: not for the hot path)."""
+        from .envelope import decode
+
+        return decode(self.body)
 
     def entry(self, entry_id: str) -> dict[str, Any]:
         """This message as a SendMessage(Batch) entry."""
@@ -107,6 +121,8 @@ def expiry(expires: float | timedelta | datetime | None, now: datetime) -> datet
 def deduplication_id(task_name: str, idempotency_key: str) -> str:
     """FIFO MessageDeduplicationId from an idempotency key (SHA-256 hex, 64 chars,
     within SQS's 128-character limit)."""
+    import hashlib
+
     return hashlib.sha256(f"{task_name}\0{idempotency_key}".encode()).hexdigest()
 
 
@@ -159,11 +175,14 @@ def build(
     if task_id is None and fifo and idempotency_key:
         # SQS drops a FIFO duplicate (same MessageDeduplicationId): both callers must
         # then hold the same task id, or the second one's result never resolves.
+        import uuid
+
         task_id = str(
             uuid.uuid5(uuid.NAMESPACE_URL, f"sqsq:{queue_name}:{task_name}:{idempotency_key}")
         )
-    envelope = Envelope(
-        id=task_id or new_task_id(),
+    task_id = task_id or new_task_id()
+    body = encode_fields(
+        id=task_id,
         task=task_name,
         args=to_json(args, "args"),
         kwargs=to_json(kwargs, "kwargs"),
@@ -171,15 +190,15 @@ def build(
         eta=now + timedelta(seconds=delay) if delay else None,
         expires=expiry(expires, now),
         idempotency_key=idempotency_key,
-        headers=headers or {},
+        headers=headers,
         sent_at=now,
     )
     group = (message_group_id or task_name) if fifo else None
     dedup = deduplication_id(task_name, idempotency_key) if fifo and idempotency_key else None
-    return OutgoingMessage(envelope, encode(envelope), queue_name, delay, group, dedup)
+    return OutgoingMessage(task_id, task_name, body, queue_name, delay, group, dedup)
 
 
-# --- sending -----------------------------------------------------------------------------
+# --- sending ---------------------------------------------------------------------------
 
 
 def _backoff_s(attempt: int) -> float:
@@ -188,21 +207,22 @@ def _backoff_s(attempt: int) -> float:
 
 def _split_failed(
     response: dict[str, Any], batch: dict[str, OutgoingMessage]
-) -> tuple[dict[str, OutgoingMessage], list[tuple[str, str]]]:
-    """Retryable entries, and permanent failures as ``(task_id, reason)``."""
+) -> tuple[dict[str, OutgoingMessage], dict[str, str]]:
+    """Entries to retry (SenderFault=false), and refused ones as ``{entry id: reason}``."""
     retry: dict[str, OutgoingMessage] = {}
-    permanent: list[tuple[str, str]] = []
+    refused: dict[str, str] = {}
     for failure in response.get("Failed", []):
-        message = batch[failure["Id"]]
         reason = f"{failure.get('Code')}: {failure.get('Message', '')}"
         if failure.get("SenderFault"):
-            permanent.append((message.task_id, reason))
+            refused[failure["Id"]] = reason
         else:
-            retry[failure["Id"]] = message
-    return retry, permanent
+            retry[failure["Id"]] = batch[failure["Id"]]
+    return retry, refused
 
 
 def _batches(messages: Sequence[OutgoingMessage]) -> list[dict[str, OutgoingMessage]]:
+    """SendMessageBatch calls for ``messages``: per queue, ≤ 10 entries and ≤ 1 MiB,
+    as ``{entry id: message}``."""
     by_queue: dict[str, list[dict[str, Any]]] = {}
     index = {str(i): m for i, m in enumerate(messages)}
     for entry_id, message in index.items():
@@ -224,7 +244,9 @@ def _raise_if_failed(messages: Sequence[OutgoingMessage], failed: list[tuple[str
         )
 
 
-def _missing_queue(directory: Any, messages: Sequence[OutgoingMessage], exc: Exception) -> None:
+def raise_if_missing_queue(
+    directory: Any, messages: Sequence[OutgoingMessage], exc: Exception
+) -> None:
     """A cached queue URL whose queue was deleted: forget it, raise the clear error."""
     if directory.is_missing_queue(exc):
         names = {m.queue_name for m in messages}
@@ -233,72 +255,135 @@ def _missing_queue(directory: Any, messages: Sequence[OutgoingMessage], exc: Exc
         raise directory.missing_queue(", ".join(sorted(names))) from None
 
 
+def is_request_error(exc: Exception) -> bool:
+    """SQS refused the request itself (HTTP 400, not throttling, not a missing
+    queue): the same request will not succeed, and a batch may owe it to one entry."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    code = str(response.get("Error", {}).get("Code", ""))
+    return status == 400 and "Throttl" not in code and "NonExistentQueue" not in code
+
+
+def _refused(message: OutgoingMessage, exc: Exception) -> EnqueueError:
+    error = exc.response.get("Error", {})  # type: ignore[attr-defined]
+    reason = f"{error.get('Code')}: {error.get('Message', '')}"
+    return EnqueueError(
+        f"task {message.task_name} ({message.task_id}) was not enqueued: {reason}",
+        failed=[(message.task_id, reason)],
+    )
+
+
+def _single_kwargs(message: OutgoingMessage) -> dict[str, Any]:
+    kwargs = message.entry("0")
+    kwargs.pop("Id")
+    return kwargs
+
+
+# --- explicit batches (delay_many) and single sends --------------------------------------
+
+
 def send_sync(clients: Any, directory: Any, messages: Sequence[OutgoingMessage]) -> None:
-    """Send with boto3: SendMessage for one message, SendMessageBatch for more.
+    """Send with boto3: SendMessage for one message, SendMessageBatch for more
+    (explicit batches: ``delay_many``; one call's concurrent sends go through
+    :class:`Sender`).
 
     Raises:
         EnqueueError: some entries were refused (``.sent`` / ``.failed`` say which).
         ConfigurationError: a queue does not exist.
     """
     try:
-        _send_sync(clients.sync("sqs"), directory, messages)
+        client = clients.sync("sqs")
+        if len(messages) == 1:
+            send_one_sync(client, directory, messages[0])
+            return
+        failed: list[tuple[str, str]] = []
+        for batch in _batches(messages):
+            url = directory.url(next(iter(batch.values())).queue_name)
+            refused = send_batch_sync(client, url, batch)
+            failed.extend((batch[i].task_id, reason) for i, reason in refused.items())
     except Exception as exc:
-        _missing_queue(directory, messages, exc)
+        raise_if_missing_queue(directory, messages, exc)
+        raise
+    _raise_if_failed(messages, failed)
+
+
+def send_one_sync(client: Any, directory: Any, message: OutgoingMessage) -> None:
+    url = directory.url(message.queue_name)
+    try:
+        client.send_message(QueueUrl=url, **_single_kwargs(message))
+    except Exception as exc:
+        if is_request_error(exc):
+            raise _refused(message, exc) from exc
         raise
 
 
-def _send_sync(client: Any, directory: Any, messages: Sequence[OutgoingMessage]) -> None:
-    if len(messages) == 1:
-        message = messages[0]
-        kwargs = message.entry("0")
-        kwargs.pop("Id")
-        client.send_message(QueueUrl=directory.url(message.queue_name), **kwargs)
-        return
-    failed: list[tuple[str, str]] = []
-    for batch in _batches(messages):
-        url = directory.url(next(iter(batch.values())).queue_name)
-        for attempt in range(BATCH_ATTEMPTS):
-            if attempt:
-                time.sleep(_backoff_s(attempt))
-            response = client.send_message_batch(
-                QueueUrl=url, Entries=[m.entry(i) for i, m in batch.items()]
-            )
-            batch, permanent = _split_failed(response, batch)
-            failed.extend(permanent)
-            if not batch:
-                break
-        failed.extend((m.task_id, "still failing after retries") for m in batch.values())
-    _raise_if_failed(messages, failed)
+def send_batch_sync(client: Any, url: str, batch: dict[str, OutgoingMessage]) -> dict[str, str]:
+    """One SendMessageBatch, retrying SenderFault=false entries with backoff.
+
+    Returns:
+        The refused entries, ``{entry id: reason}``.
+    """
+    refused: dict[str, str] = {}
+    for attempt in range(BATCH_ATTEMPTS):
+        if attempt:
+            time.sleep(_backoff_s(attempt))
+        response = client.send_message_batch(
+            QueueUrl=url, Entries=[m.entry(i) for i, m in batch.items()]
+        )
+        batch, permanent = _split_failed(response, batch)
+        refused.update(permanent)
+        if not batch:
+            return refused
+    refused.update((i, "still failing after retries") for i in batch)
+    return refused
 
 
 async def send_async(clients: Any, directory: Any, messages: Sequence[OutgoingMessage]) -> None:
     """Asyncio twin of :func:`send_sync` (aiobotocore)."""
     try:
-        await _send_async(await clients.aclient("sqs"), directory, messages)
+        client = await clients.aclient("sqs")
+        if len(messages) == 1:
+            await send_one_async(client, directory, messages[0])
+            return
+        failed: list[tuple[str, str]] = []
+        for batch in _batches(messages):
+            url = await directory.aurl(next(iter(batch.values())).queue_name)
+            refused = await send_batch_async(client, url, batch)
+            failed.extend((batch[i].task_id, reason) for i, reason in refused.items())
     except Exception as exc:
-        _missing_queue(directory, messages, exc)
+        raise_if_missing_queue(directory, messages, exc)
+        raise
+    _raise_if_failed(messages, failed)
+
+
+async def send_one_async(client: Any, directory: Any, message: OutgoingMessage) -> None:
+    url = await directory.aurl(message.queue_name)
+    try:
+        await client.send_message(QueueUrl=url, **_single_kwargs(message))
+    except Exception as exc:
+        if is_request_error(exc):
+            raise _refused(message, exc) from exc
         raise
 
 
-async def _send_async(client: Any, directory: Any, messages: Sequence[OutgoingMessage]) -> None:
-    if len(messages) == 1:
-        message = messages[0]
-        kwargs = message.entry("0")
-        kwargs.pop("Id")
-        await client.send_message(QueueUrl=await directory.aurl(message.queue_name), **kwargs)
-        return
-    failed: list[tuple[str, str]] = []
-    for batch in _batches(messages):
-        url = await directory.aurl(next(iter(batch.values())).queue_name)
-        for attempt in range(BATCH_ATTEMPTS):
-            if attempt:
-                await asyncio.sleep(_backoff_s(attempt))
-            response = await client.send_message_batch(
-                QueueUrl=url, Entries=[m.entry(i) for i, m in batch.items()]
-            )
-            batch, permanent = _split_failed(response, batch)
-            failed.extend(permanent)
-            if not batch:
-                break
-        failed.extend((m.task_id, "still failing after retries") for m in batch.values())
-    _raise_if_failed(messages, failed)
+async def send_batch_async(
+    client: Any, url: str, batch: dict[str, OutgoingMessage]
+) -> dict[str, str]:
+    """Asyncio twin of :func:`send_batch_sync`."""
+    import asyncio
+
+    refused: dict[str, str] = {}
+    for attempt in range(BATCH_ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(_backoff_s(attempt))
+        response = await client.send_message_batch(
+            QueueUrl=url, Entries=[m.entry(i) for i, m in batch.items()]
+        )
+        batch, permanent = _split_failed(response, batch)
+        refused.update(permanent)
+        if not batch:
+            return refused
+    refused.update((i, "still failing after retries") for i in batch)
+    return refused

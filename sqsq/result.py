@@ -8,7 +8,6 @@ treats an item past its ``expires_at`` as absent.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import time
 from dataclasses import dataclass, field
@@ -268,6 +267,8 @@ class AsyncResult:
         self, timeout: float | None = None, interval: float = 0.5, propagate: bool = True
     ) -> Any:
         """Asyncio twin of :meth:`get` (aiobotocore GetItem)."""
+        import asyncio
+
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             record = await self._afetch()

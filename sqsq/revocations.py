@@ -26,12 +26,14 @@ revocations it is one read request — independent of throughput.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 Item = dict[str, dict[str, Any]]
 
@@ -143,6 +145,8 @@ class RevocationView:
 
     async def arefresh(self) -> None:
         """Asyncio twin of :meth:`refresh`; concurrent callers share one Query."""
+        import asyncio  # not at import time: ``import sqsq`` stays without asyncio
+
         if self._pending is not None:
             return await asyncio.shield(self._pending)
         self._pending = asyncio.get_running_loop().create_future()

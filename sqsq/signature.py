@@ -12,12 +12,13 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from typing import TYPE_CHECKING, Any
 
 from .envelope import dumps, to_json
 from .errors import ArgumentError, InvalidArguments, NotSerializable
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 class Signature:
@@ -62,6 +63,8 @@ class Signature:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidArguments(f"{_qualname(self.fn)}: {exc}") from None
+        from pydantic import ValidationError
+
         model = self._validation_model()
         try:
             validated = model.model_validate_json(dumps(to_json(bound.arguments, "arguments")))
@@ -79,6 +82,8 @@ class Signature:
 
     def _validation_model(self) -> type[BaseModel]:
         if self._model is None:
+            from pydantic import ConfigDict, Field, create_model
+
             try:
                 hints = typing.get_type_hints(self.fn)
             except Exception:  # unresolvable forward references: validate nothing

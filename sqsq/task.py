@@ -259,7 +259,10 @@ class Task(Generic[P, R]):
         )
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
-        """Enqueue ``fn(*args, **kwargs)`` with SendMessage.
+        """Enqueue ``fn(*args, **kwargs)``; return once SQS acknowledged the message.
+
+        A lone call makes one SendMessage; concurrent calls of this process (threads)
+        share SendMessageBatch calls (``coalesce_sends``, see ``sqsq.sender``).
 
         Returns:
             An :class:`~sqsq.AsyncResult` for the new task id.
@@ -268,6 +271,7 @@ class Task(Generic[P, R]):
             ArgumentError: the arguments do not bind to the function.
             NotSerializable: an argument is not encodable (see ``sqsq.envelope``).
             MessageTooLarge: the message is over SQS's 1 MiB limit.
+            EnqueueError: SQS refused the message (``.failed`` says why).
             ConfigurationError: the queue does not exist.
         """
         return self.apply_async(args, kwargs)
@@ -322,7 +326,7 @@ class Task(Generic[P, R]):
             from .schedules.eta import send_later
 
             return send_later(self.app, message, long)
-        producer.send_sync(self.app.clients, self.app.directory, [message])
+        self.app.sender.send(message)
         return self.app.AsyncResult(message.task_id)
 
     @staticmethod
@@ -357,7 +361,8 @@ class Task(Generic[P, R]):
         return [self.app.AsyncResult(m.task_id) for m in messages]
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
-        """Asyncio twin of :meth:`delay` (aiobotocore)."""
+        """Asyncio twin of :meth:`delay` (aiobotocore); coroutines of one event loop
+        that enqueue together share SendMessageBatch calls."""
         return await self.aapply_async(args, kwargs)
 
     async def aapply_async(
@@ -392,7 +397,7 @@ class Task(Generic[P, R]):
             from .schedules.eta import send_later
 
             return await asyncio.to_thread(send_later, self.app, message, long)
-        await producer.send_async(self.app.clients, self.app.directory, [message])
+        await self.app.sender.asend(message)
         return self.app.AsyncResult(message.task_id)
 
     async def adelay_many(self, arg_tuples: Iterable[Iterable[Any]]) -> list[AsyncResult]:

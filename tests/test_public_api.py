@@ -1,12 +1,15 @@
 """The public surface of ``sqsq``: what ``__all__`` exports, and that ``import sqsq``
-stays light (no aiobotocore, moto, click, or boto3 until they are used)."""
+stays light (no pydantic, asyncio, aiobotocore, moto, click, rich, or boto3 until
+they are used)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,12 +56,14 @@ EXPECTED_ALL = [
 ERRORS = EXPECTED_ALL[EXPECTED_ALL.index("SqsqError") : EXPECTED_ALL.index("__version__")]
 
 
-def _modules_after(code: str) -> dict[str, bool]:
+def _modules_after(code: str, env: dict[str, str] | None = None) -> dict[str, bool]:
     """Run ``code`` in a fresh interpreter; which heavy modules did it import?"""
     probe = (
         f"{code}\n"
         "import json, sys\n"
-        "names = ['aiobotocore', 'aiohttp', 'moto', 'click', 'boto3', 'botocore', 'sqsq.worker']\n"
+        "names = ['aiobotocore', 'aiohttp', 'moto', 'click', 'rich', 'boto3', 'botocore',\n"
+        "         'pydantic', 'pydantic_core', 'pydantic_settings', 'asyncio', 'sqsq.worker',\n"
+        "         'sqsq.envelope_model']\n"
         "print(json.dumps({n: n in sys.modules for n in names}))\n"
     )
     done = subprocess.run(
@@ -67,6 +72,7 @@ def _modules_after(code: str) -> dict[str, bool]:
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     loaded: dict[str, bool] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -118,13 +124,42 @@ def test_states_are_celerys() -> None:
     assert str(sqsq.State.SUCCESS) == "SUCCESS"
 
 
-def test_import_sqsq_does_not_load_aiobotocore_moto_or_click() -> None:
+def test_import_sqsq_loads_nothing_heavy() -> None:
     loaded = _modules_after("import sqsq")
+    assert {name for name, is_loaded in loaded.items() if is_loaded} == set()
+    # (Worker and Envelope are imported on first access)
+
+
+def test_envelope_is_loaded_on_first_access() -> None:
+    loaded = _modules_after("import sqsq\nsqsq.Envelope")
+    assert loaded["pydantic"]
+    assert not loaded["asyncio"]
+    assert not loaded["boto3"]
+
+
+def test_a_cold_producer_loads_no_envelope_model_boto3_or_aiobotocore(
+    local_aws: Any, tmp_path: Path
+) -> None:
+    """A fresh process: build an App (settings checked), declare a task, ``delay()``."""
+    from sqsq.resources import apply
+
+    apply(sqsq.App("cold", region_name="us-east-1", endpoint_url=local_aws.url))
+    loaded = _modules_after(
+        "import sqsq\n"
+        f"app = sqsq.App('cold', region_name='us-east-1', endpoint_url={local_aws.url!r})\n"
+        "@app.task\n"
+        "def f(a: int) -> int:\n"
+        "    return a\n"
+        "assert f.delay(1).id\n",
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+    )
+    assert loaded["botocore"]
+    assert not loaded["boto3"]  # a botocore session: boto3 would import s3transfer too
+    assert not loaded["sqsq.envelope_model"]  # encoded without the pydantic model
+    # pydantic and pydantic-settings load with the first App (settings) and producer-side
+    # argument validation (signature.py); `import sqsq` alone loads neither (above)
     assert not loaded["aiobotocore"]
-    assert not loaded["aiohttp"]
-    assert not loaded["moto"]
-    assert not loaded["click"]
-    assert not loaded["sqsq.worker"]  # Worker is imported on first access
+    assert not loaded["sqsq.worker"]
 
 
 def test_import_sqsq_does_not_load_boto3_before_the_first_aws_call() -> None:

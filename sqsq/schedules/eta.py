@@ -27,6 +27,7 @@ The producer calls :func:`send_later` only when the delay is over 900 s.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -156,10 +157,10 @@ def send_later(app: App, message: OutgoingMessage, due: datetime) -> AsyncResult
     if app.settings.long_eta == "hop":
         from ..producer import send_sync
 
-        hop = type(message)(envelope, body, message.queue_name, limits.SQS_MAX_DELAY_S)
+        hop = dataclasses.replace(message, body=body, delay_s=limits.SQS_MAX_DELAY_S)
         send_sync(app.clients, app.directory, [hop])
         return app.AsyncResult(message.task_id)
-    held = type(message)(envelope, body, message.queue_name, 0)
+    held = dataclasses.replace(message, body=body, delay_s=0)
     client = app.clients.sync("scheduler")
     request = at_schedule(app, held, due)
     try:

@@ -1,0 +1,108 @@
+"""The settings model (pydantic-settings), loaded when the first ``App`` is built.
+
+See ``settings.py`` for the precedence rule; every field is also ``SQSQ_<FIELD>``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from . import limits
+from .settings import ENV_PREFIX, check_queue_name, seconds
+
+#: A non-negative duration in seconds; ``timedelta`` is accepted and converted.
+Seconds = Annotated[float, BeforeValidator(seconds), Field(ge=0)]
+
+
+class Settings(BaseSettings):
+    """Configuration of one :class:`sqsq.App`.
+
+    Every field can be set as a keyword of ``App(...)`` or as ``SQSQ_<FIELD>``.
+
+    Raises:
+        pydantic.ValidationError: an unknown keyword or a bad value (every problem
+            in one message); ``App`` raises it as ConfigurationError.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    #: AWS region; None uses boto3's chain (AWS_DEFAULT_REGION, profile, IMDS).
+    region_name: str | None = None
+    #: One endpoint for SQS and DynamoDB (a local moto server); None uses
+    #: botocore's AWS_ENDPOINT_URL_* variables or the real AWS endpoints.
+    endpoint_url: str | None = None
+    #: Prepended to every logical queue name; None means ``"<app name>-"``.
+    queue_prefix: str | None = None
+    #: DynamoDB table for results; None means ``"<app name>-sqsq"``.
+    table_name: str | None = None
+    #: Logical queue of tasks that do not name one.
+    default_queue: str = "default"
+    #: Receives before SQS moves a message to the DLQ (redrive policy), 1–1000.
+    max_receive_count: int = Field(default=5, ge=1, le=1000)
+    #: Visibility timeout that ``resources create`` gives new queues, seconds.
+    visibility_timeout_s: Seconds = 30.0
+    #: How long results stay readable, seconds (DynamoDB TTL on ``expires_at``).
+    result_ttl_s: Seconds = 86_400.0
+    #: Long-polling wait of the worker's ReceiveMessage, seconds (0–20).
+    wait_time_s: Seconds = Field(default=20.0, le=limits.SQS_MAX_WAIT_TIME_S)
+    #: The Lambda handler starts no record when less time than this remains, seconds.
+    lambda_safety_margin_s: Seconds = 5.0
+    #: Honour ``AsyncResult.revoke()`` (one Query per ``revocation_interval_s`` of a
+    #: busy runner); False makes no revocation reads at all.
+    check_revocations: bool = True
+    #: botocore retry mode for every client: "standard" or "adaptive".
+    retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
+    #: botocore max attempts per AWS call, including the first.
+    max_attempts: int = Field(default=5, ge=1)
+    #: Countdowns/ETAs over SQS's 900 s: "scheduler" (a one-time EventBridge
+    #: schedule) or "hop" (re-sent every 900 s until due); see sqsq.schedules.eta.
+    long_eta: Literal["scheduler", "hop"] = "scheduler"
+    #: IAM role EventBridge Scheduler assumes; None: the one `sqsq schedule sync`
+    #: manages (``<app>-sqsq-scheduler``, allowed only sqs:SendMessage).
+    scheduler_role_arn: str | None = None
+
+    # --- the worker engine (``sqsq worker``; CLI options are the same fields) ---------
+    # Defaults measured with the peer benchmark (../shared/bench, moto behind a counting
+    # proxy, 2,000 trivial tasks from a backlog, 2026-12-01, one 2-core machine).
+    #: Tasks a worker runs at once (``--concurrency``). 10 ran 617 tasks/s against 355
+    #: at 4, with the same requests per task.
+    concurrency: int = Field(default=10, ge=1)
+    #: Messages a worker holds ready beyond those running (``--prefetch``); their
+    #: leases are kept, and they are released at once on shutdown. 10 (one receive
+    #: batch) made receives full at 4 slots: 0.10 ReceiveMessage per task against
+    #: 0.25 with 0, and 1.5x the tasks/s; 20 gained nothing more. 0 receives only for
+    #: free slots (fair to other workers when tasks are long).
+    prefetch: int = Field(default=10, ge=0)
+    #: The longest a worker's partial settle batch waits for more outcomes while more
+    #: are on their way, seconds (a full batch, or one with nothing else about to
+    #: finish, goes at once). Costs result latency, never throughput. With results at
+    #: 4 slots: 0.005 s → 7 items per BatchWriteItem (0.14 DynamoDB requests per
+    #: task), 0.05 s → 18 (0.059), 0.2 s → 22 (0.046); 0.1 s keeps the added
+    #: latency of a busy worker's results under a tenth of a second.
+    settle_linger_s: Seconds = Field(default=0.1, le=1.0)
+    #: A busy runner Queries for new revocations at most this often, seconds
+    #: (see ``revocations.py``); a revocation reaches it within this time. 2 s: one
+    #: Query per 2 s of a busy worker (≈ 1.3 M reads a month), whatever its throughput.
+    revocation_interval_s: Seconds = Field(default=2.0, gt=0)
+    #: Seconds from the first SIGTERM/SIGINT until the worker has released what it
+    #: still holds (``--grace``); it exits within this plus 2 s. A supervisor's stop
+    #: timeout (ECS ``stopTimeout``, systemd ``TimeoutStopSec``) must be at least
+    #: this plus ``worker.SHUTDOWN_MARGIN_S`` (5 s): 25 fits ECS's default 30.
+    shutdown_grace_s: Seconds = Field(default=25.0, le=115.0)
+
+    #: Concurrent ``delay()`` / ``adelay()`` calls of one process to one queue share
+    #: SendMessageBatch calls; each caller still returns only once SQS acknowledged
+    #: its own message. False sends one SendMessage per call (see ``producer.py``).
+    coalesce_sends: bool = True
+    #: Once concurrent sends were seen (in the last second), a send that starts
+    #: alone waits up to this long for others to join its batch, seconds. A lone
+    #: sequential producer never waits.
+    send_linger_s: Seconds = Field(default=0.002, le=1.0)
+
+    @field_validator("default_queue")
+    @classmethod
+    def _logical_queue(cls, value: str) -> str:
+        return check_queue_name(value)
