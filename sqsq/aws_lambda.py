@@ -19,7 +19,8 @@ DLQ, a dead letter, REVOKED — is not listed, so Lambda deletes it.
 While the batch runs, a heartbeat thread extends the visibility of every record
 the invocation holds — waiting, running, or finished but not yet settled
 (ChangeMessageVisibilityBatch, see ``lease.py``) — so none reappears meanwhile.
-``time_limit`` is enforced for ``async def`` tasks; for sync tasks the
+At the end it writes the batch's metrics in CloudWatch's Embedded Metric Format
+on stdout (``metrics.py``). ``time_limit`` is enforced for ``async def`` tasks; for sync tasks the
 function's own Lambda timeout is the hard limit.
 """
 
@@ -35,6 +36,7 @@ from .delivery import Delivery
 from .errors import ConfigurationError
 from .execution import RETURNED_KINDS, Executor, Outcome, Prepared
 from .lease import LeaseTable
+from .metrics import emit as emit_metrics
 from .settle import settle
 from .sqs import chunks, queue_name_from_arn
 
@@ -140,6 +142,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     Raises:
         ConfigurationError: ``event`` is not an SQS event.
     """
+    started_s = time.time()
     records = _sqs_records(event)
     request_id = getattr(context, "aws_request_id", None) or str(os.getpid())
     executor = Executor(app, worker_id=f"lambda:{request_id}")
@@ -197,6 +200,10 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     listed = {o.delivery.message_id for o in settlement.kept}
     listed |= {o.delivery.message_id for o in settlement.done if o.kind in RETURNED_KINDS}
     listed |= not_started
+    try:  # EMF lines on stdout (see metrics.py); never fails the batch
+        emit_metrics(app.name, outcomes, started_s)
+    except Exception as exc:
+        logger.warning("writing the EMF metrics failed: %s", exc)
     return {
         "batchItemFailures": [
             {"itemIdentifier": d.message_id} for d in deliveries if d.message_id in listed

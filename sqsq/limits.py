@@ -71,3 +71,9 @@ SCHEDULER_MAX_RETRY_ATTEMPTS = 185
 #: "RetryPolicy" (EventBridge Scheduler API reference).
 SCHEDULER_MIN_EVENT_AGE_S = 60
 SCHEDULER_MAX_EVENT_AGE_S = 86_400
+
+#: Longest Lambda function timeout, seconds ("Lambda quotas": function timeout 900 s).
+LAMBDA_MAX_TIMEOUT_S = 900
+#: Longest ECS container stopTimeout on Fargate, seconds ("ContainerDefinition",
+#: stopTimeout: at most 120 s for tasks on Fargate).
+FARGATE_MAX_STOP_TIMEOUT_S = 120

@@ -5,7 +5,12 @@ per "Using dead-letter queues in Amazon SQS", so a message keeps its original
 enqueue time there — SSE on, RedriveAllowPolicy allowing only its source queue)
 and the queue itself (RedrivePolicy whose maxReceiveCount covers the largest
 ``max_retries`` of its tasks, SSE on, the app's visibility timeout). Then the DynamoDB
-table (on-demand, ``pk``/``sk`` keys) with TTL on ``expires_at``.
+table (on-demand, ``pk``/``sk`` keys) with TTL on ``expires_at`` and point-in-time
+recovery.
+
+:func:`describe` is the one description of these resources (no AWS call):
+``plan``/``apply`` here and the CloudFormation of ``sqsq infra`` (:mod:`sqsq.deploy`)
+both render it, so they cannot disagree.
 
 :func:`plan` reads what exists and returns :class:`Change` rows; :func:`apply`
 carries them out. Running ``apply`` twice changes nothing the second time.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +51,8 @@ class Change:
     """One row of a plan.
 
     Attributes:
-        kind: ``"queue"``, ``"dead-letter queue"``, ``"table"`` or ``"table TTL"``.
+        kind: ``"queue"``, ``"dead-letter queue"``, ``"table"``, ``"table TTL"``
+            or ``"table PITR"``.
         name: the resource's name.
         action: ``"create"``, ``"update"`` or ``"ok"`` (nothing to do).
         detail: what would change, e.g. ``"VisibilityTimeout 60 -> 30"``.
@@ -71,34 +78,122 @@ def max_receive_count(app: App, logical: str) -> int:
     return min(wanted, 1000)
 
 
-def _queue_attributes(
-    app: App, name: str, dlq_arn: str | None, source_arn: str | None, logical: str = ""
-) -> dict[str, str]:
-    attributes = {
-        "SqsManagedSseEnabled": "true",
-        "MessageRetentionPeriod": str(DLQ_RETENTION_S if dlq_arn is None else QUEUE_RETENTION_S),
-    }
-    if dlq_arn is not None:
-        attributes["VisibilityTimeout"] = str(int(app.settings.visibility_timeout_s))
-        attributes["RedrivePolicy"] = json.dumps(
-            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count(app, logical)},
-            separators=(",", ":"),
-        )
-    if source_arn is not None:
-        attributes["RedriveAllowPolicy"] = json.dumps(
-            {"redrivePermission": "byQueue", "sourceQueueArns": [source_arn]},
-            separators=(",", ":"),
-        )
-    if is_fifo(name):
-        attributes["FifoQueue"] = "true"
+@dataclass(frozen=True)
+class QueueSpec:
+    """One queue or dead-letter queue of the app, as ``resources create`` makes it
+    and ``sqsq infra`` declares it (the one description both read).
+
+    Attributes:
+        logical: the app's logical queue name (``"default"``).
+        name: the physical queue name.
+        dead_letter: True for a dead-letter queue.
+        partner: the DLQ of a source queue, or the source queue of a DLQ.
+        retention_s: MessageRetentionPeriod, seconds.
+        visibility_timeout_s: VisibilityTimeout of a source queue, seconds (None: DLQs
+            keep SQS's default; nothing consumes them).
+        max_receive_count: the redrive policy's maxReceiveCount (source queues).
+        fifo: a FIFO queue (name ends in ``.fifo``).
+        content_based_deduplication: FIFO only; True where periodic tasks send.
+    """
+
+    logical: str
+    name: str
+    dead_letter: bool
+    partner: str
+    retention_s: int
+    visibility_timeout_s: int | None = None
+    max_receive_count: int | None = None
+    fifo: bool = False
+    content_based_deduplication: bool = False
+
+    def attributes(self, arn: Callable[[str], str]) -> dict[str, str]:
+        """The SQS attributes (CreateQueue / SetQueueAttributes strings).
+
+        Args:
+            arn: the ARN of a queue by physical name (RedrivePolicy names the DLQ,
+                RedriveAllowPolicy the source queue).
+        """
+        attributes = {
+            "SqsManagedSseEnabled": "true",
+            "MessageRetentionPeriod": str(self.retention_s),
+        }
+        if not self.dead_letter:
+            attributes["VisibilityTimeout"] = str(self.visibility_timeout_s)
+            attributes["RedrivePolicy"] = json.dumps(
+                {
+                    "deadLetterTargetArn": arn(self.partner),
+                    "maxReceiveCount": self.max_receive_count,
+                },
+                separators=(",", ":"),
+            )
+        else:
+            attributes["RedriveAllowPolicy"] = json.dumps(
+                {"redrivePermission": "byQueue", "sourceQueueArns": [arn(self.partner)]},
+                separators=(",", ":"),
+            )
+        if self.fifo:
+            attributes["FifoQueue"] = "true"
+            attributes["ContentBasedDeduplication"] = (
+                "true" if self.content_based_deduplication else "false"
+            )
+        return attributes
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """The app's DynamoDB table: on-demand, keys ``pk``/``sk`` (strings), TTL on
+    :data:`TTL_ATTRIBUTE`, point-in-time recovery on."""
+
+    name: str
+    hash_key: str = "pk"
+    range_key: str = "sk"
+    ttl_attribute: str = TTL_ATTRIBUTE
+    billing_mode: str = "PAY_PER_REQUEST"
+    point_in_time_recovery: bool = True
+
+
+@dataclass(frozen=True)
+class AppResources:
+    """Everything :func:`apply` creates for an app: per logical queue its DLQ then the
+    queue, and the table. ``sqsq infra`` renders the same objects as CloudFormation."""
+
+    queues: list[QueueSpec]
+    table: TableSpec
+
+    def source_queues(self) -> list[QueueSpec]:
+        return [q for q in self.queues if not q.dead_letter]
+
+    def dead_letter_queues(self) -> list[QueueSpec]:
+        return [q for q in self.queues if q.dead_letter]
+
+
+def describe(app: App) -> AppResources:
+    """The app's queues, dead-letter queues and table, from its declarations and
+    settings (no AWS call). See the module docstring for the attributes."""
+    queues: list[QueueSpec] = []
+    for logical in app.queues():
+        name = app.queue_name(logical)
+        dlq = dead_letter_name(name)
+        fifo = is_fifo(name)
         # EventBridge Scheduler sends no deduplication id: a FIFO queue that periodic
         # tasks target needs content-based deduplication (sqsq's own sends always set
         # an explicit id, which takes precedence).
-        scheduled = dlq_arn is not None and any(
-            p.queue == logical for p in app.periodic_tasks.values()
+        scheduled = any(p.queue == logical for p in app.periodic_tasks.values())
+        queues.append(QueueSpec(logical, dlq, True, name, DLQ_RETENTION_S, fifo=fifo))
+        queues.append(
+            QueueSpec(
+                logical,
+                name,
+                False,
+                dlq,
+                QUEUE_RETENTION_S,
+                visibility_timeout_s=int(app.settings.visibility_timeout_s),
+                max_receive_count=max_receive_count(app, logical),
+                fifo=fifo,
+                content_based_deduplication=fifo and scheduled,
+            )
         )
-        attributes["ContentBasedDeduplication"] = "true" if scheduled else "false"
-    return attributes
+    return AppResources(queues, TableSpec(app.table_name))
 
 
 def _same(key: str, want: str, have: str | None) -> bool:
@@ -166,47 +261,56 @@ def plan(app: App) -> list[Change]:
     """What :func:`apply` would do, reading current state (no writes)."""
     sqs = app.clients.sync("sqs")
     arns = _Arns(app)
+    resources = describe(app)
+    urls = {q.name: _url(sqs, q.name) for q in resources.queues}
+    known = {name: arns.arn(name, url) for name, url in urls.items()}
     changes: list[Change] = []
-    for logical in app.queues():
-        name = app.queue_name(logical)
-        dlq = dead_letter_name(name)
-        url, dlq_url = _url(sqs, name), _url(sqs, dlq)
-        source_arn = arns.arn(name, url)
-        dlq_arn = arns.arn(dlq, dlq_url)
-        changes.append(
-            _queue_change(
-                sqs,
-                "dead-letter queue",
-                dlq,
-                dlq_url,
-                _queue_attributes(app, dlq, None, source_arn),
-            )
-        )
-        changes.append(
-            _queue_change(
-                sqs, "queue", name, url, _queue_attributes(app, name, dlq_arn, None, logical)
-            )
-        )
+    for queue in resources.queues:
+        kind = "dead-letter queue" if queue.dead_letter else "queue"
+        want = queue.attributes(known.__getitem__)
+        changes.append(_queue_change(sqs, kind, queue.name, urls[queue.name], want))
+    changes += _table_changes(app, resources.table)
+    return changes
+
+
+def _table_changes(app: App, table: TableSpec) -> list[Change]:
     ddb = app.clients.sync("dynamodb")
-    table = app.table_name
+    name = table.name
     try:
-        ddb.describe_table(TableName=table)
-        changes.append(Change("table", table, "ok"))
-        try:
-            ttl = ddb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
-        except Exception as exc:
-            if not _ttl_unavailable(exc):
-                raise
-            changes.append(Change("table TTL", table, "ok", _TTL_UNAVAILABLE))
-            return changes
-        enabled = ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING")
-        if enabled and ttl.get("AttributeName") == TTL_ATTRIBUTE:
-            changes.append(Change("table TTL", table, "ok", TTL_ATTRIBUTE))
-        else:
-            changes.append(Change("table TTL", table, "update", f"enable TTL on {TTL_ATTRIBUTE}"))
+        ddb.describe_table(TableName=name)
     except ddb.exceptions.ResourceNotFoundException:
-        changes.append(Change("table", table, "create", "on-demand, keys pk/sk"))
-        changes.append(Change("table TTL", table, "create", f"TTL on {TTL_ATTRIBUTE}"))
+        return [
+            Change("table", name, "create", f"on-demand, keys {table.hash_key}/{table.range_key}"),
+            Change("table TTL", name, "create", f"TTL on {table.ttl_attribute}"),
+            Change("table PITR", name, "create", "point-in-time recovery"),
+        ]
+    changes = [Change("table", name, "ok")]
+    try:
+        ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    except Exception as exc:
+        if not _ttl_unavailable(exc):
+            raise
+        changes.append(Change("table TTL", name, "ok", _TTL_UNAVAILABLE))
+    else:
+        enabled = ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING")
+        if enabled and ttl.get("AttributeName") == table.ttl_attribute:
+            changes.append(Change("table TTL", name, "ok", table.ttl_attribute))
+        else:
+            changes.append(
+                Change("table TTL", name, "update", f"enable TTL on {table.ttl_attribute}")
+            )
+    try:
+        backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+    except Exception as exc:
+        if not _ttl_unavailable(exc):
+            raise
+        changes.append(Change("table PITR", name, "ok", _PITR_UNAVAILABLE))
+        return changes
+    pitr = backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus")
+    if pitr == "ENABLED" or not table.point_in_time_recovery:
+        changes.append(Change("table PITR", name, "ok"))
+    else:
+        changes.append(Change("table PITR", name, "update", "enable point-in-time recovery"))
     return changes
 
 
@@ -254,10 +358,21 @@ def apply(app: App, changes: list[Change] | None = None) -> list[Change]:
                 if not _ttl_unavailable(exc):
                     raise
                 logger.warning("table %s: %s (%s)", change.name, _TTL_UNAVAILABLE, exc)
+        elif change.kind == "table PITR":
+            try:
+                ddb.update_continuous_backups(
+                    TableName=change.name,
+                    PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+                )
+            except Exception as exc:
+                if not _ttl_unavailable(exc):
+                    raise
+                logger.warning("table %s: %s (%s)", change.name, _PITR_UNAVAILABLE, exc)
     return changes
 
 
 #: Shown when the endpoint has no TTL calls (dynalite) or the caller may not use them.
+_PITR_UNAVAILABLE = "point-in-time recovery not available here (a backup setting, not relied on)"
 _TTL_UNAVAILABLE = (
     "TTL not available here; expired results and keys are still read as gone, they only stay stored"
 )

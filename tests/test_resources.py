@@ -93,7 +93,7 @@ def test_create_makes_each_queue_with_its_dead_letter_queue(
         result = _create()
     finally:
         recorder.close()
-    assert "done: 6 change(s) made" in result.output
+    assert "done: 7 change(s) made" in result.output  # + table, TTL, PITR
     for name in [*QUEUES, *(f"{q}-dlq" for q in QUEUES), "quickstart-sqsq"]:
         assert name in result.output.split()
 
@@ -144,6 +144,9 @@ def test_create_makes_the_result_table_with_ttl(
     ttl = ddb.describe_time_to_live(TableName="quickstart-sqsq")["TimeToLiveDescription"]
     assert ttl["TimeToLiveStatus"] in ("ENABLED", "ENABLING")
     assert ttl["AttributeName"] == "expires_at"
+    backups = ddb.describe_continuous_backups(TableName="quickstart-sqsq")
+    pitr = backups["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"]
+    assert pitr["PointInTimeRecoveryStatus"] == "ENABLED"
 
 
 def test_dead_letter_queue_is_created_before_its_source_queue(quickstart_app: sqsq.App) -> None:
@@ -202,10 +205,10 @@ def test_dry_run_on_an_empty_endpoint_lists_and_creates_nothing(
     result = _create("--dry-run")
     requests = _diff(quickstart_app.clients.counter.snapshot(), before)
     lines = [line for line in result.output.splitlines() if "would create" in line]
-    assert len(lines) == 6  # 2 DLQs, 2 queues, table, table TTL
+    assert len(lines) == 7  # 2 DLQs, 2 queues, table, table TTL, table PITR
     for name in [*QUEUES, *(f"{q}-dlq" for q in QUEUES), "quickstart-sqsq"]:
         assert any(name in line.split() for line in lines), name
-    assert "dry run: 6 change(s) not made" in result.output
+    assert "dry run: 7 change(s) not made" in result.output
     assert _writes(requests) == set()
     sqs, ddb = aws
     assert sqs.list_queues().get("QueueUrls", []) == []

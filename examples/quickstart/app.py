@@ -25,6 +25,8 @@ from pydantic import BaseModel
 import sqsq
 
 app = sqsq.App("quickstart")
+#: The Lambda handler (``sqsq infra --target lambda``: ``examples.quickstart.app.lambda_handler``).
+lambda_handler = app.lambda_handler
 
 
 class Order(BaseModel):

@@ -50,6 +50,6 @@ def cli() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from . import commands, schedule  # noqa: F401  (registers the commands)
+    from . import commands, deploy, schedule  # noqa: F401  (registers the commands)
 
     sys.exit(cli.main(prog_name="sqsq"))

@@ -1,0 +1,114 @@
+"""Least-privilege IAM for whatever runs the app's tasks (Lambda, ECS task, EC2
+instance): exact ARNs of the app's queues, DLQs and table, no ``*`` resource.
+
+IAM names no ``*Batch`` actions: SendMessage, DeleteMessage and
+ChangeMessageVisibility also authorize their Batch forms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .resources import SCHEDULER_ROLE_ID, Declared, get_att, sub
+
+Doc = dict[str, Any]
+
+#: What sqsq does with the table: results (BatchWriteItem), result and revocation
+#: reads (GetItem, BatchGetItem, Query), idempotency claims and leases
+#: (conditional PutItem, UpdateItem, DeleteItem).
+TABLE_ACTIONS = [
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:UpdateItem",
+]
+
+
+def trust(service: str) -> Doc:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+        ],
+    }
+
+
+def worker_statements(ids: Declared) -> list[Doc]:
+    """Consume the app's queues, send to them (tasks that enqueue tasks) and to their
+    DLQs (copies with the reason), read and write the table."""
+    return [
+        {
+            "Sid": "ConsumeQueues",
+            "Effect": "Allow",
+            "Action": [
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
+                "sqs:ReceiveMessage",
+            ],
+            "Resource": ids.source_arns(),
+        },
+        {
+            "Sid": "SendTasks",
+            "Effect": "Allow",
+            "Action": "sqs:SendMessage",
+            "Resource": ids.source_arns(),
+        },
+        {
+            "Sid": "DeadLetter",
+            "Effect": "Allow",
+            "Action": ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"],
+            "Resource": ids.dead_letter_arns(),
+        },
+        {
+            "Sid": "Results",
+            "Effect": "Allow",
+            "Action": TABLE_ACTIONS,
+            "Resource": get_att(ids.table_id),
+        },
+    ]
+
+
+def long_countdown_statements(ids: Declared) -> list[Doc]:
+    """Tasks that send tasks with a countdown over SQS's 900 s create (and revoking
+    deletes) one-time schedules in ``<app>-sqsq-eta`` with the scheduler role. The
+    schedule names are task ids, so the ARN ends in ``/*`` (the group's schedules only)."""
+    from ..schedules import eta
+
+    group = eta.group_name(ids.app)
+    return [
+        {
+            "Sid": "LongCountdowns",
+            "Effect": "Allow",
+            "Action": ["scheduler:CreateSchedule", "scheduler:DeleteSchedule"],
+            "Resource": sub(
+                "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/"
+                f"{group}/*"
+            ),
+        },
+        {
+            "Sid": "PassSchedulerRole",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": get_att(SCHEDULER_ROLE_ID),
+        },
+    ]
+
+
+def worker_policy(
+    ids: Declared, extra: list[Doc] | None = None, long_countdowns: bool = False
+) -> Doc:
+    """The inline policy ``sqsq-worker`` of the role that runs the tasks."""
+    if long_countdowns:
+        extra = [*(extra or []), *long_countdown_statements(ids)]
+    return {
+        "PolicyName": "sqsq-worker",
+        "PolicyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [*worker_statements(ids), *(extra or [])],
+        },
+    }

@@ -1,0 +1,319 @@
+"""``sqsq infra``: the generated documents come from the app's declarations — the same
+description ``sqsq resources create`` and ``sqsq schedule sync`` use — and the
+committed ones (template.yaml, infra/) are what the generator makes today."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import sqsq.cli.commands
+import sqsq.cli.deploy
+from sqsq.cli import cli
+from sqsq.deploy import TARGETS, Options, render
+from sqsq.resources import apply, describe
+from sqsq.schedules import scheduler
+from sqsq.worker import SHUTDOWN_MARGIN_S
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = "examples.quickstart.app:app"
+SHOP = "tests.apps.deployed:app"
+#: The committed output of each target for the example app.
+GENERATED = {
+    "lambda": ROOT / "template.yaml",
+    "ecs": ROOT / "infra" / "worker-ecs.yaml",
+    "ec2": ROOT / "infra" / "worker-ec2.yaml",
+}
+
+
+def _app(path: str) -> sqsq.App:
+    return sqsq.load_app(path)
+
+
+def _doc(path: str, target: str, **options: Any) -> dict[str, Any]:
+    return render(_app(path), target, Options(path, **options))  # type: ignore[arg-type]
+
+
+def _of_type(doc: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in doc["Resources"].items() if v["Type"] == kind}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_committed_documents_are_what_the_generator_makes(target: str) -> None:
+    """The drift check: regenerate with the CLI and compare byte for byte."""
+    result = CliRunner().invoke(cli, ["infra", QUICKSTART, "--target", target])
+    assert result.exit_code == 0, result.output
+    committed = GENERATED[target].read_text()
+    assert result.output == committed, (
+        f"{GENERATED[target].relative_to(ROOT)} differs from `sqsq infra {QUICKSTART} "
+        f"--target {target}`: regenerate it (README, Deploy)"
+    )
+
+
+def _as_sqs_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@pytest.mark.parametrize("path", [QUICKSTART, SHOP])
+@pytest.mark.parametrize("target", TARGETS)
+def test_queue_properties_are_the_attributes_resources_create_sets(path: str, target: str) -> None:
+    doc = _doc(path, target)
+    queues = _of_type(doc, "AWS::SQS::Queue")
+    specs = describe(_app(path)).queues
+    assert len(queues) == len(specs)
+    by_name = {q["Properties"]["QueueName"]: q["Properties"] for q in queues.values()}
+    for spec in specs:
+        properties = dict(by_name[spec.name])
+        want = spec.attributes(lambda name: name)
+        for key in ("RedrivePolicy", "RedriveAllowPolicy"):
+            if key in want:
+                policy = properties.pop(key)
+                expected = json.loads(want.pop(key))
+                if key == "RedrivePolicy":
+                    target_id = policy["deadLetterTargetArn"]["Fn::GetAtt"][0]
+                    dlq = doc["Resources"][target_id]["Properties"]["QueueName"]
+                    assert dlq == expected["deadLetterTargetArn"] == spec.partner
+                    assert policy["maxReceiveCount"] == expected["maxReceiveCount"]
+                else:
+                    assert policy["redrivePermission"] == "byQueue"
+                    (arn,) = policy["sourceQueueArns"]
+                    assert arn["Fn::Sub"].endswith(":" + spec.partner)
+        properties.pop("QueueName")
+        assert {k: _as_sqs_string(v) for k, v in properties.items()} == want, spec.name
+
+
+def test_resources_create_and_the_template_agree_on_aws(local_aws: Any) -> None:
+    """What `resources create` made on the endpoint has the template's values."""
+    app = _app(SHOP)
+    apply(app)
+    doc = _doc(SHOP, "ecs")
+    sqs = boto3.client("sqs", endpoint_url=local_aws.url, region_name="us-east-1")
+    for queue in _of_type(doc, "AWS::SQS::Queue").values():
+        properties = queue["Properties"]
+        url = sqs.get_queue_url(QueueName=properties["QueueName"])["QueueUrl"]
+        have = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        for key in ("VisibilityTimeout", "MessageRetentionPeriod", "FifoQueue"):
+            if key in properties:
+                assert have[key] == _as_sqs_string(properties[key]), (properties["QueueName"], key)
+        if "RedrivePolicy" in properties:
+            live = json.loads(have["RedrivePolicy"])
+            assert int(live["maxReceiveCount"]) == properties["RedrivePolicy"]["maxReceiveCount"]
+    ddb = boto3.client("dynamodb", endpoint_url=local_aws.url, region_name="us-east-1")
+    table = _of_type(doc, "AWS::DynamoDB::Table")["ResultTable"]["Properties"]
+    backups = ddb.describe_continuous_backups(TableName=table["TableName"])
+    pitr = backups["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"]
+    assert pitr["PointInTimeRecoveryStatus"] == "ENABLED"
+    ttl = ddb.describe_time_to_live(TableName=table["TableName"])["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == table["TimeToLiveSpecification"]["AttributeName"]
+
+
+def test_fifo_app_redrive_counts_follow_the_retries() -> None:
+    queues = {q.name: q for q in describe(_app(SHOP)).source_queues()}
+    assert queues["shop-orders.fifo"].max_receive_count == 6 + 2  # place: max_retries=6
+    assert queues["shop-orders.fifo"].content_based_deduplication  # a schedule sends there
+    assert not queues["shop-ledger.fifo"].content_based_deduplication
+
+
+def _resources_of_policies(doc: dict[str, Any]) -> list[Any]:
+    found = []
+    for role in _of_type(doc, "AWS::IAM::Role").values():
+        for policy in role["Properties"].get("Policies", []):
+            statements = policy["PolicyDocument"]["Statement"]
+            for statement in statements:
+                if "Fn::If" in statement:
+                    statement = statement["Fn::If"][1]
+                resource = statement["Resource"]
+                found += resource if isinstance(resource, list) else [resource]
+    return found
+
+
+@pytest.mark.parametrize("path", [QUICKSTART, SHOP])
+@pytest.mark.parametrize("target", TARGETS)
+def test_iam_names_exact_resources_never_a_wildcard(path: str, target: str) -> None:
+    resources = _resources_of_policies(_doc(path, target))
+    assert resources
+    for resource in resources:
+        assert isinstance(resource, dict), f"a literal resource {resource!r}"
+        assert set(resource) in ({"Fn::GetAtt"}, {"Ref"}), resource
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_task_runner_may_send_to_its_own_queues_and_dlqs(target: str) -> None:
+    doc = _doc(QUICKSTART, target)
+    role_id = {"lambda": "FunctionRole", "ecs": "TaskRole", "ec2": "InstanceRole"}[target]
+    statements = doc["Resources"][role_id]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+    senders = [s for s in statements if "sqs:SendMessage" in s["Action"]]
+    targets = {r["Fn::GetAtt"][0] for s in senders for r in s["Resource"]}
+    assert targets == {
+        "DefaultQueue",
+        "EmailsQueue",
+        "DefaultDeadLetterQueue",
+        "EmailsDeadLetterQueue",
+    }
+    consumers = [s for s in statements if "sqs:ReceiveMessage" in s["Action"]]
+    assert {r["Fn::GetAtt"][0] for s in consumers for r in s["Resource"]} == {
+        "DefaultQueue",
+        "EmailsQueue",
+    }
+
+
+@pytest.mark.parametrize("path", [QUICKSTART, SHOP])
+def test_stop_timeouts_are_the_grace_plus_the_margin(path: str) -> None:
+    grace = _app(path).settings.shutdown_grace_s
+    stop = math.ceil(grace + SHUTDOWN_MARGIN_S)
+    ecs = _doc(path, "ecs")
+    (container,) = ecs["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    assert container["StopTimeout"] == stop
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert float(env["SQSQ_SHUTDOWN_GRACE_S"]) == grace
+    ec2 = _doc(path, "ec2")
+    script = ec2["Resources"]["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"][
+        "Fn::Base64"
+    ]["Fn::Sub"]
+    assert f"TimeoutStopSec={stop}\n" in script
+    assert f"Environment=SQSQ_SHUTDOWN_GRACE_S={grace:g}\n" in script
+    for line in ("Restart=always\n", "KillSignal=SIGTERM\n"):
+        assert line in script
+
+
+@pytest.mark.parametrize("path", [QUICKSTART, SHOP])
+def test_lambda_visibility_is_at_least_six_timeouts_plus_the_window(path: str) -> None:
+    doc = _doc(path, "lambda", batching_window_s=2)
+    function = doc["Resources"]["TaskFunction"]["Properties"]
+    assert function["Architectures"] == ["arm64"]
+    assert function["Handler"] == path.partition(":")[0] + ".lambda_handler"
+    queues = _of_type(doc, "AWS::SQS::Queue")
+    sources = {k: v for k, v in queues.items() if "RedrivePolicy" in v["Properties"]}
+    assert set(function["Events"]) == set(sources)
+    for queue_id, event in function["Events"].items():
+        properties = event["Properties"]
+        assert properties["Queue"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+        assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert properties["ScalingConfig"]["MaximumConcurrency"] == 10
+        fifo = queues[queue_id]["Properties"].get("FifoQueue", False)
+        window = properties.get("MaximumBatchingWindowInSeconds", 0)
+        assert ("MaximumBatchingWindowInSeconds" in properties) is not fifo
+        visibility = queues[queue_id]["Properties"]["VisibilityTimeout"]
+        assert visibility >= 6 * function["Timeout"] + window
+    assert _doc(SHOP, "lambda")["Resources"]["TaskFunction"]["Properties"]["Timeout"] == 33
+
+
+def test_a_lambda_timeout_the_queues_cannot_hold_is_a_clear_error() -> None:
+    result = CliRunner().invoke(
+        cli, ["infra", QUICKSTART, "--target", "lambda", "--function-timeout", "30"]
+    )
+    assert result.exit_code == 2
+    assert "Error: a 30 s function" in result.output and "at least 180 s" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_schedules_are_those_schedule_sync_makes() -> None:
+    app = _app(SHOP)
+    doc = _doc(SHOP, "ecs")
+    schedules = _of_type(doc, "AWS::Scheduler::Schedule")
+    assert {s["Properties"]["Name"] for s in schedules.values()} == set(app.periodic_tasks)
+    (group,) = _of_type(doc, "AWS::Scheduler::ScheduleGroup").values()
+    assert group["Properties"]["Name"] == scheduler.group_name(app)
+    role = doc["Resources"]["SchedulerRole"]["Properties"]
+    assert role["AssumeRolePolicyDocument"] == scheduler.trust_policy()
+    for schedule in schedules.values():
+        properties = schedule["Properties"]
+        periodic = app.periodic_tasks[properties["Name"]]
+        target = properties["Target"]
+        assert json.loads(target["Input"]) == json.loads(scheduler.input_template(periodic))
+        assert target["RoleArn"] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}
+        assert properties["ScheduleExpression"] == periodic.expression.text
+        queue_id = target["Arn"]["Fn::GetAtt"][0]
+        queue = doc["Resources"][queue_id]["Properties"]
+        assert queue["QueueName"] == app.queue_name(periodic.queue)
+        if queue.get("FifoQueue"):
+            assert target["SqsParameters"] == {"MessageGroupId": scheduler.FIFO_GROUP}
+            assert "DeadLetterConfig" not in target
+        else:
+            dlq_id = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+            assert doc["Resources"][dlq_id]["Properties"]["QueueName"].endswith("-dlq")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_one_alarm_per_dead_letter_queue_and_outputs_for_producers(target: str) -> None:
+    doc = _doc(SHOP, target)
+    alarms = _of_type(doc, "AWS::CloudWatch::Alarm")
+    dlqs = [
+        k
+        for k, v in _of_type(doc, "AWS::SQS::Queue").items()
+        if "RedriveAllowPolicy" in v["Properties"]
+    ]
+    assert sorted(
+        a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in alarms.values()
+    ) == sorted(dlqs)
+    for queue_id in _of_type(doc, "AWS::SQS::Queue"):
+        assert doc["Outputs"][queue_id + "Url"]["Value"] == {"Ref": queue_id}
+    assert doc["Outputs"]["ResultTableName"]["Value"] == {"Ref": "ResultTable"}
+    for resource in [
+        *_of_type(doc, "AWS::SQS::Queue").values(),
+        *_of_type(doc, "AWS::DynamoDB::Table").values(),
+    ]:
+        assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
+
+
+def test_omit_leaves_out_a_type_and_what_refers_to_it() -> None:
+    doc = _doc(SHOP, "ecs", omit=frozenset({"AWS::Scheduler::ScheduleGroup"}))
+    assert not _of_type(doc, "AWS::Scheduler::ScheduleGroup")
+    assert not _of_type(doc, "AWS::Scheduler::Schedule")  # they name the group
+    assert _of_type(doc, "AWS::SQS::Queue")
+    assert yaml.safe_load(sqsq.deploy.dump(doc)) == doc
+
+
+def test_queues_that_would_share_a_logical_id_are_refused() -> None:
+    app = sqsq.App("clash")
+
+    @app.task(queue="a-b")
+    def one() -> None: ...
+
+    @app.task(queue="a_b")
+    def two() -> None: ...
+
+    with pytest.raises(sqsq.errors.ConfigurationError, match="share the CloudFormation id AB"):
+        render(app, "ecs", Options("clash:app"))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_long_countdowns_add_the_eta_group_and_only_its_schedules(target: str) -> None:
+    from sqsq.schedules import eta
+
+    app = _app(QUICKSTART)
+    plain = _doc(QUICKSTART, target)
+    doc = _doc(QUICKSTART, target, long_countdowns=True)
+    groups = {
+        g["Properties"]["Name"] for g in _of_type(doc, "AWS::Scheduler::ScheduleGroup").values()
+    }
+    assert groups == {scheduler.group_name(app), eta.group_name(app)}
+    assert eta.group_name(app) not in json.dumps(plain)
+    role_id = {"lambda": "FunctionRole", "ecs": "TaskRole", "ec2": "InstanceRole"}[target]
+    statements = doc["Resources"][role_id]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+    by_sid = {s["Sid"]: s for s in statements}
+    arn = by_sid["LongCountdowns"]["Resource"]["Fn::Sub"]
+    assert arn.endswith(f":schedule/{eta.group_name(app)}/*")
+    assert by_sid["PassSchedulerRole"]["Resource"] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}
+    # every other statement still names exact resources
+    others = [s for s in statements if s["Sid"] != "LongCountdowns"]
+    for statement in others:
+        resources = (
+            statement["Resource"]
+            if isinstance(statement["Resource"], list)
+            else [statement["Resource"]]
+        )
+        assert all(set(r) in ({"Fn::GetAtt"}, {"Ref"}) for r in resources)
