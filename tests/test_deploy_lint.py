@@ -1,6 +1,6 @@
 """The generated documents pass cfn-lint with its informational checks on (nothing
 disabled), and the SAM template transforms with aws-sam-translator after the
-CodeUri step of ``sam package``. Needs the ``deploy-test`` extra."""
+CodeUri step of ``sam package``. Needs the ``test`` extra."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import yaml
 
 from sqsq.deploy import TARGETS, Options, dump, render
 
-pytest.importorskip("cfnlint", reason="pip install -e '.[deploy-test]'")
-pytest.importorskip("samtranslator", reason="pip install -e '.[deploy-test]'")
+pytest.importorskip("cfnlint", reason="pip install -e '.[test]'")
+pytest.importorskip("samtranslator", reason="pip install -e '.[test]'")
 
 APPS = ["examples.quickstart.app:app", "tests.apps.deployed:app"]
 ROOT = Path(__file__).resolve().parents[1]
