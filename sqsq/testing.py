@@ -46,7 +46,7 @@ import pytest
 from .local import LOCAL_ENVIRONMENT, LocalEndpoint
 
 #: Services whose endpoint the kit sets (botocore's AWS_ENDPOINT_URL_<SERVICE> names).
-SERVICES = ("SQS", "DYNAMODB", "STS", "SCHEDULER")
+SERVICES = ("SQS", "DYNAMODB", "STS", "SCHEDULER", "IAM")
 #: The environment variable that names one endpoint for every service.
 ENDPOINT_VARIABLE = "SQSQ_TEST_ENDPOINT_URL"
 #: The value of an endpoint variable that means "AWS itself" (a sandbox account).
@@ -62,6 +62,7 @@ def external_endpoints(environ: dict[str, str] | None = None) -> dict[str, str] 
     if not any(urls.values()):
         return None
     urls["STS"] = urls["STS"] or urls["SQS"]
+    urls["IAM"] = urls["IAM"] or urls["SQS"]  # the role of `schedule sync`
     return {s: url or AWS for s, url in urls.items()}
 
 
@@ -84,6 +85,11 @@ class ExternalEndpoint:
         self.url = urls["SQS"] if urls["SQS"] != AWS else ""
         self.name = ", ".join(sorted({u for u in urls.values()}))
         self._baseline: tuple[set[str], set[str]] = (set(), set())
+        self._scheduler_baseline: tuple[set[str], set[tuple[str, str]], set[str]] = (
+            set(),
+            set(),
+            set(),
+        )
 
     def url_for(self, service: str) -> str | None:
         """The endpoint URL of ``service`` (``"sqs"``, …); None for AWS itself."""
@@ -115,9 +121,48 @@ class ExternalEndpoint:
         }
         return queues, tables
 
+    def _existing_schedules(self) -> tuple[set[str], set[tuple[str, str]], set[str]]:
+        """Schedule groups, ``(group, schedule)`` names and IAM roles; empty where the
+        endpoint has no Scheduler or IAM (they are then never created either)."""
+        groups: set[str] = set()
+        schedules: set[tuple[str, str]] = set()
+        roles: set[str] = set()
+        if self.url_for("scheduler") is not None:
+            with contextlib.suppress(Exception):
+                scheduler = self._client("scheduler")
+                for page in scheduler.get_paginator("list_schedule_groups").paginate():
+                    groups |= {g["Name"] for g in page.get("ScheduleGroups", [])}
+                for page in scheduler.get_paginator("list_schedules").paginate():
+                    schedules |= {(x["GroupName"], x["Name"]) for x in page.get("Schedules", [])}
+        if self.url_for("iam") is not None:
+            with contextlib.suppress(Exception):
+                for page in self._client("iam").get_paginator("list_roles").paginate():
+                    roles |= {r["RoleName"] for r in page.get("Roles", [])}
+        return groups, schedules, roles
+
+    def _reset_schedules(self) -> None:
+        groups, schedules, roles = self._existing_schedules()
+        base_groups, base_schedules, base_roles = self._scheduler_baseline
+        if schedules - base_schedules or groups - base_groups:
+            scheduler = self._client("scheduler")
+            for group, name in sorted(schedules - base_schedules):
+                with contextlib.suppress(Exception):
+                    scheduler.delete_schedule(GroupName=group, Name=name)
+            for group in sorted(groups - base_groups):
+                with contextlib.suppress(Exception):
+                    scheduler.delete_schedule_group(Name=group)
+        if roles - base_roles:
+            iam = self._client("iam")
+            for role in sorted(roles - base_roles):
+                with contextlib.suppress(Exception):
+                    for name in iam.list_role_policies(RoleName=role).get("PolicyNames", []):
+                        iam.delete_role_policy(RoleName=role, PolicyName=name)
+                    iam.delete_role(RoleName=role)
+
     def start(self) -> ExternalEndpoint:
         """Remember what exists (:meth:`reset` never deletes it); probe TTL support."""
         self._baseline = self._existing()
+        self._scheduler_baseline = self._existing_schedules()
         if self.url_for("dynamodb") is not None:
             self.has_ttl = self._probe_ttl()
         return self
@@ -152,7 +197,9 @@ class ExternalEndpoint:
         self.reset()
 
     def reset(self) -> None:
-        """Delete the queues and tables created since :meth:`start` (and only those)."""
+        """Delete the queues, tables, schedules, schedule groups and IAM roles created
+        since :meth:`start` (and only those)."""
+        self._reset_schedules()
         queues, tables = self._existing()
         sqs, ddb = self._client("sqs"), self._client("dynamodb")
         for url in sorted(queues - self._baseline[0]):

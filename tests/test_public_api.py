@@ -148,10 +148,10 @@ def test_a_cold_producer_loads_no_envelope_model_boto3_or_aiobotocore(
     """A fresh process: build an App (settings checked), declare a task, ``delay()``."""
     from sqsq.resources import apply
 
-    apply(sqsq.App("cold", region_name="us-east-1", endpoint_url=local_aws.url))
+    apply(sqsq.App("cold", region_name="us-east-1"))  # endpoints: the test kit's variables
     loaded = _modules_after(
         "import sqsq\n"
-        f"app = sqsq.App('cold', region_name='us-east-1', endpoint_url={local_aws.url!r})\n"
+        "app = sqsq.App('cold', region_name='us-east-1')\n"
         "@app.task\n"
         "def f(a: int) -> int:\n"
         "    return a\n"

@@ -17,7 +17,12 @@ from sqsq.envelope import decode
 from sqsq.schedules import eta
 from sqsq.schedules.local import LocalScheduler
 
-ACCOUNT = "123456789012"
+
+def account() -> str:
+    """The endpoint's account id (moto: 123456789012, LocalStack: 000000000000)."""
+    import boto3
+
+    return str(boto3.client("sts", region_name="us-east-1").get_caller_identity()["Account"])
 
 
 @pytest.fixture
@@ -59,11 +64,11 @@ def test_a_two_hour_countdown_creates_an_at_schedule_with_the_time_and_input(
     assert have["ActionAfterCompletion"] == "DELETE"
     assert have["FlexibleTimeWindow"] == {"Mode": "OFF"}
     target = have["Target"]
-    assert target["Arn"] == f"arn:aws:sqs:us-east-1:{ACCOUNT}:periodic-default"
+    assert target["Arn"] == f"arn:aws:sqs:us-east-1:{account()}:periodic-default"
     assert target["DeadLetterConfig"] == {
-        "Arn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:periodic-default-dlq"
+        "Arn": f"arn:aws:sqs:us-east-1:{account()}:periodic-default-dlq"
     }
-    assert target["RoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/periodic-sqsq-scheduler"
+    assert target["RoleArn"] == f"arn:aws:iam::{account()}:role/periodic-sqsq-scheduler"
     envelope = decode(target["Input"])
     assert envelope.id == result.id
     assert envelope.task == add.name and envelope.args == [2]
@@ -211,7 +216,7 @@ def test_lambda_sends_a_not_yet_due_message_on_and_does_not_list_it(periodic: sq
     received = sqs.receive_message(
         QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
     )["Messages"]
-    arn = f"arn:aws:sqs:us-east-1:{ACCOUNT}:periodic-default"
+    arn = f"arn:aws:sqs:us-east-1:{account()}:periodic-default"
     response = periodic.lambda_handler(sqs_event(received, arn), LambdaContext())
     assert response == {"batchItemFailures": []}  # Lambda deletes the original
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]

@@ -23,7 +23,13 @@ from sqsq.schedules import scheduler
 from sqsq.schedules.declare import PeriodicTask
 
 APP = "tests.apps.periodic:app"
-ACCOUNT = "123456789012"  # moto's default account
+
+
+def account() -> str:
+    """The endpoint's account id (moto: 123456789012, LocalStack: 000000000000)."""
+    import boto3
+
+    return str(boto3.client("sts", region_name="us-east-1").get_caller_identity()["Account"])
 
 
 def _invoke(*args: str) -> Result:
@@ -75,8 +81,8 @@ def test_sync_creates_what_the_code_declares_and_a_second_run_changes_nothing(
 
     schedules = _schedules(aws, "periodic-sqsq")
     assert sorted(schedules) == ["nightly-cleanup", "noon", "tick"]
-    queue = f"arn:aws:sqs:us-east-1:{ACCOUNT}:periodic-default"
-    role = f"arn:aws:iam::{ACCOUNT}:role/periodic-sqsq-scheduler"
+    queue = f"arn:aws:sqs:us-east-1:{account()}:periodic-default"
+    role = f"arn:aws:iam::{account()}:role/periodic-sqsq-scheduler"
     cleanup = schedules["nightly-cleanup"]
     assert cleanup["ScheduleExpression"] == "cron(30 2 ? * MON-FRI *)"
     assert cleanup["ScheduleExpressionTimezone"] == "Europe/Paris"
@@ -201,7 +207,7 @@ def test_sync_updates_and_deletes_what_changed_in_the_code(
 def test_sync_with_an_existing_role_manages_no_role(local_aws: Any, aws: dict[str, Any]) -> None:
     app = _nightly_app("rate(1 hour)")
     create_resources(app)
-    role = f"arn:aws:iam::{ACCOUNT}:role/mine"
+    role = f"arn:aws:iam::{account()}:role/mine"
     plan = scheduler.apply(app, role_arn=role)
     assert "role" not in [c.kind for c in plan.changes]
     assert (
