@@ -164,7 +164,12 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
                     blocked_groups.add(group)
                 heartbeat.finish(delivery)
                 continue
-            outcome = _run(app, executor, item, heartbeat)
+            try:
+                outcome = _run(app, executor, item, heartbeat)
+            except Exception as exc:  # sqsq failed on this one record: its own dead letter
+                outcome = executor.internal(
+                    delivery, exc, "running", item if isinstance(item, Prepared) else None
+                )
             outcomes.append(outcome)
             if group and outcome.kind in RETURNED_KINDS:
                 blocked_groups.add(group)
@@ -207,4 +212,4 @@ def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Hea
         if lease is not None:
             with heartbeat.lock:
                 lease.idempotency_pk, lease.owner = item.idempotency_pk, item.envelope.task_id
-    return executor.call(item)
+    return executor.call(item, contain_interrupt=True)

@@ -100,7 +100,10 @@ class Runner:
             elif blocked:
                 outcome = Executor.release(item.delivery, item.envelope.task_id)
             else:
-                outcome = await self.process(item)
+                try:
+                    outcome = await self.process(item)
+                except Exception as exc:  # sqsq failed on this one message
+                    outcome = self.executor.internal(item.delivery, exc, "running", item)
             self.put(outcome)
             blocked = blocked or outcome.kind not in FINAL_KINDS
 
@@ -215,6 +218,10 @@ class Runner:
         except asyncio.CancelledError:
             self.threads.abandon(call)  # shutdown gave up on it
             raise
+        except Exception as exc:  # what invoke() let out (TaskExit): the task's failure
+            return self.executor.finish(
+                prepared, started_at, time.perf_counter() - start, classify(task, exc=exc)
+            )
         return self.executor.finish(prepared, *invocation)
 
     async def _call_in_child(

@@ -1,0 +1,268 @@
+"""Hostile input and partial failure (issue 7): one message never harms its
+neighbours, never dies without its reason, and never stops the worker.
+
+Real ``sqsq worker`` processes against moto server; the Lambda handler on events
+built from messages really received.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sqsq.result import State
+from sqsq.testing import LambdaContext, sqs_event
+from tests.apps.hostile import lines
+from tests.faults.helpers import wait_for
+
+APP = "tests.apps.hostile:app"
+
+
+@pytest.fixture
+def hostile(local_aws: Any) -> Any:
+    from sqsq.resources import apply
+    from tests.apps.hostile import app
+
+    apply(app)
+    return app
+
+
+def url(app: Any, queue: str = "default") -> str:
+    return str(app.directory.url(app.queue_name(queue)))
+
+
+def send_bodies(app: Any, bodies: list[str], queue: str = "default") -> list[str]:
+    """SendMessageBatch of raw bodies; their MessageIds in order."""
+    sqs = app.clients.sync("sqs")
+    ids = []
+    for start in range(0, len(bodies), 10):
+        entries = [
+            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + 10])
+        ]
+        response = sqs.send_message_batch(QueueUrl=url(app, queue), Entries=entries)
+        assert not response.get("Failed"), response
+        ids += [s["MessageId"] for s in sorted(response["Successful"], key=lambda s: int(s["Id"]))]
+    return ids
+
+
+def call(task: str, *args: Any, task_id: str | None = None, **kwargs: Any) -> tuple[str, str]:
+    """(id, body) of a call of ``tests.apps.hostile.<task>``."""
+    task_id = task_id or str(uuid.uuid4())
+    body = {"id": task_id, "task": f"tests.apps.hostile.{task}", "args": list(args)}
+    if kwargs:
+        body["kwargs"] = kwargs
+    return task_id, json.dumps(body)
+
+
+def nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def dlq_reasons(app: Any, queue: str = "default") -> dict[str, str]:
+    """Task id → ``sqsq-dead-letter-reason`` of every message in the queue's DLQ
+    (a message without the attribute maps to "")."""
+    sqs = app.clients.sync("sqs")
+    dlq = sqs.get_queue_url(QueueName=app.queue_name(queue) + "-dlq")["QueueUrl"]
+    found: dict[str, str] = {}
+    for _ in range(5):
+        messages = sqs.receive_message(
+            QueueUrl=dlq,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            VisibilityTimeout=30,
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        if not messages:
+            break
+        for message in messages:
+            attributes = message.get("MessageAttributes", {})
+            details = json.loads(attributes.get("sqsq-dead-letter", {}).get("StringValue", "{}"))
+            reason = attributes.get("sqsq-dead-letter-reason", {}).get("StringValue", "")
+            found[details.get("task_id", message["MessageId"])] = reason
+    return found
+
+
+def result(app: Any, task_id: str) -> Any:
+    return app.results.get_result(task_id)
+
+
+# --- row 1: a body nested ~500-980 levels deep -------------------------------------------
+
+
+def test_deep_body_is_its_own_dead_letter_and_its_neighbours_run(hostile: Any, worker: Any) -> None:
+    deep_id, deep_body = call("echo", nested(600))
+    neighbours = [call("echo", n) for n in range(9)]
+    send_bodies(hostile, [deep_body] + [body for _, body in neighbours])
+
+    done = worker.run(APP, "-c", "4")
+
+    assert done.returncode == 0, done.stderr
+    for task_id, _ in neighbours:
+        record = result(hostile, task_id)
+        assert record is not None and record.state is State.SUCCESS
+    record = result(hostile, deep_id)
+    assert record.state is State.FAILURE
+    assert record.dead_letter_reason == "undecodable_message"
+    assert "MAX_JSON_DEPTH=100" in (record.exc_message or "")
+    assert dlq_reasons(hostile) == {deep_id: "undecodable_message"}
+
+
+def test_deep_body_in_lambda_is_not_a_batch_failure(hostile: Any) -> None:
+    deep_id, deep_body = call("echo", nested(900))
+    neighbours = [call("echo", n) for n in range(9)]
+    send_bodies(hostile, [deep_body] + [body for _, body in neighbours])
+    messages = receive_all(hostile, 10)
+
+    response = hostile.lambda_handler(sqs_event(messages, arn(hostile)), LambdaContext())
+
+    assert response == {"batchItemFailures": []}
+    assert all(result(hostile, t).state is State.SUCCESS for t, _ in neighbours)
+    assert result(hostile, deep_id).dead_letter_reason == "undecodable_message"
+    assert dlq_reasons(hostile) == {deep_id: "undecodable_message"}
+
+
+def receive_all(app: Any, expected: int, queue: str = "default") -> list[dict[str, Any]]:
+    sqs = app.clients.sync("sqs")
+    messages: list[dict[str, Any]] = []
+    while len(messages) < expected:
+        batch = sqs.receive_message(
+            QueueUrl=url(app, queue),
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        assert batch, f"only {len(messages)} of {expected}"
+        messages += batch
+    return messages
+
+
+def arn(app: Any, queue: str = "default") -> str:
+    sqs = app.clients.sync("sqs")
+    attributes = sqs.get_queue_attributes(QueueUrl=url(app, queue), AttributeNames=["QueueArn"])
+    return str(attributes["Attributes"]["QueueArn"])
+
+
+# --- row 2: a return value nested ~600 deep, or containing itself ---------------------------
+
+
+def test_unstorable_return_values_fail_once_with_a_short_traceback(
+    hostile: Any, worker: Any
+) -> None:
+    deep_id, deep_body = call("deep_return", 600)
+    self_id, self_body = call("self_list")
+    probe_id, probe_body = call("probe", 1)
+    send_bodies(hostile, [deep_body, self_body, probe_body])
+
+    done = worker.run(APP, "-c", "2")
+
+    assert done.returncode == 0, done.stderr
+    for task_id in (deep_id, self_id):
+        record = result(hostile, task_id)
+        assert record.state is State.FAILURE
+        assert record.dead_letter_reason == "result_not_serializable"
+        assert record.attempts == 1
+        assert len(record.traceback or "") < 2_000
+    assert result(hostile, probe_id).value == 1
+    assert dlq_reasons(hostile) == {
+        deep_id: "result_not_serializable",
+        self_id: "result_not_serializable",
+    }
+    assert "RecursionError" not in done.stderr
+
+
+# --- rows 3 and 4: BaseException subclasses raised by a task -------------------------------
+
+KINDS = ["cancelled", "exit0", "exit3", "interrupt", "generator"]
+EXPECTED_TYPE = {
+    "cancelled": "asyncio.exceptions.CancelledError",
+    "exit0": "SystemExit",
+    "exit3": "SystemExit",
+    "interrupt": "KeyboardInterrupt",
+    "generator": "GeneratorExit",
+}
+
+
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_base_exceptions_are_the_tasks_failure_and_the_worker_lives(
+    hostile: Any, worker: Any, tmp_path: Path, pool: str
+) -> None:
+    path = str(tmp_path / "effects")
+    calls = {kind: call("raise_base", kind, path) for kind in KINDS}
+    acalls = {kind: call("araise_base", kind, path) for kind in KINDS if kind != "exit3"}
+    neighbours = [call("echo", n) for n in range(3)]
+    bodies = [b for _, b in calls.values()] + [b for _, b in acalls.values()]
+    send_bodies(hostile, bodies + [b for _, b in neighbours])
+    process = worker.start(APP, "-c", "2", "--pool", pool)
+
+    every = list(calls.values()) + list(acalls.values())
+    wait_for(
+        lambda: all(result(hostile, t) is not None for t, _ in every + neighbours),
+        120,
+        "every outcome stored",
+    )
+    assert process.poll() is None, "the worker exited"
+    for kind, (task_id, _) in [*calls.items(), *acalls.items()]:
+        record = result(hostile, task_id)
+        assert record.state is State.FAILURE, (kind, record)
+        assert record.exc_type == EXPECTED_TYPE[kind]
+        assert record.dead_letter_reason == "task_failed"
+        assert record.attempts == 1
+    assert all(result(hostile, t).state is State.SUCCESS for t, _ in neighbours)
+    # still responsive: a probe sent now runs
+    probe_id, probe_body = call("probe", 7)
+    send_bodies(hostile, [probe_body])
+    wait_for(lambda: result(hostile, probe_id) is not None, 60, "the probe")
+    assert result(hostile, probe_id).value == 7
+    # the worker's own signal still works: warm shutdown, exit 0, with its summary
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "stopped after" in stderr
+    assert len(lines(path)) == len(every)  # each body ran once
+    reasons = dlq_reasons(hostile)
+    assert {t for t, _ in every} == set(reasons)
+    assert set(reasons.values()) == {"task_failed"}
+
+
+def test_base_exceptions_in_lambda_are_record_failures(hostile: Any, tmp_path: Path) -> None:
+    path = str(tmp_path / "effects")
+    calls = [call("raise_base", kind, path) for kind in KINDS]
+    calls += [call("araise_base", kind, path) for kind in KINDS if kind != "exit3"]
+    send_bodies(hostile, [b for _, b in calls])
+    messages = receive_all(hostile, len(calls))
+
+    response = hostile.lambda_handler(sqs_event(messages, arn(hostile)), LambdaContext())
+
+    assert response == {"batchItemFailures": []}
+    for task_id, _ in calls:
+        record = result(hostile, task_id)
+        assert record.state is State.FAILURE
+        assert record.dead_letter_reason == "task_failed"
+
+
+def test_shutdown_still_cancels_an_async_task_past_its_grace(
+    hostile: Any, worker: Any, tmp_path: Path
+) -> None:
+    """The worker cancelling an ``async def`` task at shutdown is not the task's
+    failure: its message is released, no FAILURE is stored."""
+    path = str(tmp_path / "effects")
+    task_id, body = call("asleep", 60, path)
+    send_bodies(hostile, [body])
+    process = worker.start(APP, "-c", "1", "--grace", "1")
+    wait_for(lambda: lines(path) == ["start"], 60, "the task to start")
+
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 0, stderr
+    assert result(hostile, task_id) is None
+    assert dlq_reasons(hostile) == {}
