@@ -32,8 +32,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .delivery import Delivery
+from .errors import InvalidKey
 from .execution import RETURNED_KINDS, Executor, Outcome, Prepared
 from .lease import LeaseTable
+from .retry import error_code
 from .settle import settle
 from .sqs import chunks, queue_name_from_arn
 
@@ -202,8 +204,11 @@ def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Hea
                 item.idempotency_pk, item.envelope.task_id, lease_s, item.task.idempotency_ttl_s
             )
         except Exception as exc:
+            if error_code(exc) == "ValidationException":  # no retry can fix it
+                error = InvalidKey(f"{item.task.name}: DynamoDB refused the idempotency key: {exc}")
+                return executor.dead_letter(item.delivery, error, item.envelope)
             logger.warning("idempotency claim for %s failed (%s)", item.envelope.task_id, exc)
-            return executor.defer(item, 30.0)
+            return executor.defer(item, 30.0, "its idempotency key cannot be claimed")
         if claim.status == "COMPLETED":
             return executor.duplicate(item, claim)
         if claim.status == "IN_PROGRESS":

@@ -235,7 +235,9 @@ def decode(body: str, message_id: str | None = None) -> Envelope:
         message_id: the SQS MessageId, used as the task id when the body has none.
 
     Raises:
-        UndecodableMessage: the body is not JSON, not an object, or not a valid envelope.
+        UndecodableMessage: the body is not JSON, not an object, nested deeper than
+            ``limits.MAX_JSON_DEPTH``, or not a valid envelope (pydantic refuses
+            strings holding a lone surrogate, which AWS could not store either).
     """
     try:
         raw = json.loads(body, parse_constant=_reject_constant)
@@ -262,18 +264,6 @@ def decode(body: str, message_id: str | None = None) -> Envelope:
         error = UndecodableMessage(f"message body is not a sqsq envelope: {problems}")
         _identify(error, raw)
         raise error from None
-    names = {"id": envelope.id, "task": envelope.task, "idempotency_key": envelope.idempotency_key}
-    bad = [name for name, text in names.items() if text is not None and unencodable(text)]
-    if bad:
-        error = UndecodableMessage(
-            f"message body is not a sqsq envelope: {', '.join(bad)}: a lone surrogate "
-            "(not encodable as UTF-8)"
-        )
-        if "id" not in bad and envelope.id is not None:
-            error.task_id = envelope.id
-        if "task" not in bad:
-            error.task = envelope.task
-        raise error
     if envelope.id is None and message_id is not None:
         envelope = envelope.model_copy(update={"id": message_id})
     return envelope

@@ -39,6 +39,7 @@ from .envelope import Envelope, decode, encode, to_json, too_deep
 from .errors import (
     DeadLetter,
     InternalError,
+    InvalidKey,
     NotSerializable,
     Reject,
     ResultNotSerializable,
@@ -327,6 +328,17 @@ def hop_delay_s(envelope: Envelope, now: datetime) -> int | None:
     return min(math.ceil(remaining), limits.SQS_MAX_DELAY_S)
 
 
+#: Envelope header counting how often a message was deferred (sent on unrun).
+DEFERRALS_HEADER = "sqsq-deferrals"
+
+
+def _int(text: str | None) -> int:
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0
+
+
 #: Dead-letter reasons of task failures (``DeadLetterNote.reason``).
 REASON_TASK_FAILED = "task_failed"
 REASON_MAX_RETRIES = "max_retries_exceeded"
@@ -383,7 +395,10 @@ class Executor:
         except DeadLetter as exc:
             return self.dead_letter(delivery, exc, envelope)
         if key is not None:
-            prepared.idempotency_pk = key_pk(task.name, key)
+            try:
+                prepared.idempotency_pk = key_pk(task.name, key)
+            except ValueError as exc:
+                return self.dead_letter(delivery, InvalidKey(f"{task.name}: {exc}"), envelope)
         return prepared
 
     def prepare_isolated(self, delivery: Delivery) -> Prepared | Outcome:
@@ -543,21 +558,59 @@ class Executor:
         )
         return Outcome(prepared.delivery, OutcomeKind.SUCCESS, envelope.task_id, record)
 
-    def defer(self, prepared: Prepared, delay_s: float) -> Outcome:
-        """DEFER: the key is IN_PROGRESS under a live lease; look again later."""
+    def defer(self, prepared: Prepared, delay_s: float, why: str = "") -> Outcome:
+        """Not run now: its idempotency key is IN_PROGRESS under a live lease, or the
+        key could not be claimed (DynamoDB unreachable); look again after ``delay_s``.
+
+        A deferral must not use up the message's receives (SQS's redrive policy
+        counts every receive, run or not, and would move it to the DLQ without a
+        reason). So on a standard queue the message is **sent on** as a new one with
+        DelaySeconds ``delay_s`` (≤ 900 s) and this one deleted (RESEND): its
+        ApproximateReceiveCount starts again at 1, its envelope keeps its id (the
+        MessageId of a foreign body becomes the ``id``) and counts the receives
+        that came before it in ``retries`` and the deferral in ``headers``. On a
+        FIFO queue (no per-message delay; the group's order) it is returned with
+        its visibility set to ``delay_s`` (DEFER).
+        """
+        envelope, delivery = prepared.envelope, prepared.delivery
         logger.info(
-            "task %s[%s] waits %.0fs: its idempotency key is in progress elsewhere",
-            prepared.envelope.task,
-            prepared.envelope.task_id,
+            "task %s[%s] waits %.0fs: %s",
+            envelope.task,
+            envelope.task_id,
             delay_s,
-            extra={"task_id": prepared.envelope.task_id, "queue": prepared.delivery.queue},
+            why or "its idempotency key is in progress elsewhere",
+            extra={"task_id": envelope.task_id, "queue": delivery.queue},
         )
+        if not self.app.queue_name(delivery.queue).endswith(".fifo"):
+            deferrals = _int(envelope.headers.get(DEFERRALS_HEADER)) + 1
+            try:
+                body = encode(
+                    envelope.model_copy(
+                        update={
+                            "id": envelope.task_id,
+                            "retries": envelope.retries + delivery.receive_count - 1,
+                            "headers": {**envelope.headers, DEFERRALS_HEADER: str(deferrals)},
+                        }
+                    )
+                )
+            except Exception:  # e.g. now over 1 MiB: return it instead
+                body = None
+            if body is not None:
+                return Outcome(
+                    delivery,
+                    OutcomeKind.RESEND,
+                    envelope.task_id,
+                    None,
+                    store=False,
+                    delay_s=min(max(1, math.ceil(delay_s)), limits.SQS_MAX_DELAY_S),
+                    body=body,
+                )
         return Outcome(
-            prepared.delivery,
+            delivery,
             OutcomeKind.DEFER,
-            prepared.envelope.task_id,
+            envelope.task_id,
             None,
-            delay_s=min(delay_s, self.lease_room_s(prepared.delivery)),
+            delay_s=min(delay_s, self.lease_room_s(delivery)),
         )
 
     @staticmethod

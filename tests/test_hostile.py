@@ -266,3 +266,73 @@ def test_shutdown_still_cancels_an_async_task_past_its_grace(
     assert process.returncode == 0, stderr
     assert result(hostile, task_id) is None
     assert dlq_reasons(hostile) == {}
+
+
+# --- rows 5 and 6: deferrals do not use up a message's receives ------------------------------
+
+
+def test_copies_of_one_key_wait_without_using_their_receives(
+    hostile: Any, worker: Any, tmp_path: Path
+) -> None:
+    """12 copies of one key, a 12 s body, leases of 2 s, maxReceiveCount 5: each copy
+    is deferred several times, none is moved to the DLQ, the body runs once."""
+    from tests.faults.helpers import set_queue
+
+    set_queue(hostile, "default", VisibilityTimeout="2")
+    path = str(tmp_path / "effects")
+    copies = [call("keyed_sleep", "the-key", 12, path) for _ in range(12)]
+    send_bodies(hostile, [body for _, body in copies])
+    process = worker.start(APP, "-c", "4")
+
+    wait_for(
+        lambda: all(result(hostile, t) is not None for t, _ in copies), 110, "every copy's outcome"
+    )
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+
+    assert lines(path) == ["the-key"]
+    records = [result(hostile, t) for t, _ in copies]
+    assert all(r.state is State.SUCCESS and r.value == "the-key" for r in records)
+    assert sum(1 for r in records if "duplicate_of" in r.extra) == 11
+    assert dlq_reasons(hostile) == {}
+    assert "resent=" in stderr  # the copies were sent on, not returned
+
+
+# --- row 7: idempotency keys DynamoDB cannot take as they are ------------------------------
+
+
+def test_long_and_unencodable_idempotency_keys(hostile: Any, worker: Any, tmp_path: Path) -> None:
+    path = str(tmp_path / "effects")
+    long_key = "\U0001d11e" * 511  # 2,044 bytes: over DynamoDB's key limit with the prefix
+    long_id, long_body = call("keyed", long_key, path)
+    bad_id = str(uuid.uuid4())
+    bad_body = json.dumps(
+        {"id": bad_id, "task": "tests.apps.hostile.probe", "args": [1], "idempotency_key": "\ud800"}
+    )  # json.dumps escapes the lone surrogate: the body is valid JSON, its key is not UTF-8
+    surrogate_arg_id = str(uuid.uuid4())
+    surrogate_arg_body = json.dumps(
+        {"id": surrogate_arg_id, "task": "tests.apps.hostile.keyed", "args": ["\udfff", path]}
+    )
+    lone_id_body = '{"id": "x\\udc00y", "task": "tests.apps.hostile.probe", "args": [2]}'
+    neighbour_id, neighbour_body = call("echo", "fine")
+    ids = send_bodies(
+        hostile, [long_body, bad_body, surrogate_arg_body, lone_id_body, neighbour_body]
+    )
+
+    done = worker.run(APP, "-c", "2")
+
+    assert done.returncode == 0, done.stderr
+    assert result(hostile, long_id).value == long_key  # hashed into the key: runs, once
+    assert lines(path) == [long_key]
+    bad = result(hostile, bad_id)
+    assert bad.state is State.FAILURE and bad.dead_letter_reason == "undecodable_message"
+    assert "idempotency_key" in (bad.exc_message or "")
+    assert result(hostile, surrogate_arg_id).dead_letter_reason == "invalid_arguments"
+    lone = result(hostile, ids[3])  # its id is not usable: the MessageId is
+    assert lone.state is State.FAILURE and lone.dead_letter_reason == "undecodable_message"
+    assert result(hostile, neighbour_id).value == "fine"
+    assert dlq_reasons(hostile) == {
+        bad_id: "undecodable_message",
+        surrogate_arg_id: "invalid_arguments",
+        ids[3]: "undecodable_message",
+    }

@@ -26,9 +26,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ..errors import TimeLimitExceeded
+from ..errors import InvalidKey, TimeLimitExceeded
 from ..execution import FINAL_KINDS, CallResult, Executor, Outcome, Prepared, classify
 from ..lease import LeaseTable
+from ..retry import error_code
 from .inbox import WorkItem
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Longest pause of receiving after claims failed, seconds.
+STORE_PAUSE_CAP_S = 30.0
 #: How long a duplicate waits for this worker's own finished run of its key to be
 #: settled before it defers like any other duplicate, seconds.
 LOCAL_SETTLE_WAIT_S = 5.0
@@ -88,6 +91,27 @@ class Runner:
         # idempotency keys whose owner here has finished and waits to be settled:
         # pk -> (owner task id, receipt handle, resolved once let go)
         self.settling_keys: dict[str, tuple[str, str, asyncio.Future[None]]] = {}
+        # DynamoDB unreachable for claims: receiving pauses until this time (monotonic)
+        self.store_errors = 0
+        self.store_down_until = 0.0
+
+    def store_failed(self) -> float:
+        """A claim failed on an AWS error: pause receiving (backoff, seconds)."""
+        self.store_errors += 1
+        pause = min(STORE_PAUSE_CAP_S, 2.0 ** min(self.store_errors, 8))
+        self.store_down_until = max(self.store_down_until, time.monotonic() + pause)
+        return pause
+
+    def store_ok(self) -> None:
+        """A claim got an answer: DynamoDB is reachable."""
+        if self.store_errors:
+            logger.info("DynamoDB answers again: receiving resumes")
+        self.store_errors = 0
+        self.store_down_until = 0.0
+
+    def paused_s(self) -> float:
+        """Seconds receiving stays paused because claims fail (0: not paused)."""
+        return max(0.0, self.store_down_until - time.monotonic())
 
     async def run(self, work: WorkItem) -> None:
         """Run the messages of ``work`` in order, emitting one outcome each."""
@@ -156,16 +180,43 @@ class Runner:
         task, envelope = prepared.task, prepared.envelope
         lease = self.leases.get(prepared.delivery)
         lease_s = lease.lease_s if lease else self.visibility[prepared.delivery.queue]
+        local = self.settling_keys.get(prepared.idempotency_pk)
+        if local is not None:
+            # this worker's own run of the key has finished and waits to be settled
+            # (its DynamoDB lease may have run out meanwhile, e.g. in an outage):
+            # never claim past it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(local[2]), timeout=LOCAL_SETTLE_WAIT_S)
+            if prepared.idempotency_pk in self.settling_keys:
+                return self.executor.defer(
+                    prepared, lease_s, "its idempotency key's last run here is not settled yet"
+                )
         for _ in range(2):
             try:
                 claim = await self.app.idempotency.aclaim(
                     prepared.idempotency_pk, envelope.task_id, lease_s, task.idempotency_ttl_s
                 )
             except Exception as exc:
+                if error_code(exc) == "ValidationException":  # no retry can fix it
+                    return self.executor.dead_letter(
+                        prepared.delivery,
+                        InvalidKey(f"{task.name}: DynamoDB refused the idempotency key: {exc}"),
+                        envelope,
+                    )
+                pause = self.store_failed()
                 logger.warning(
-                    "idempotency claim for %s failed (%s); retrying later", envelope.task_id, exc
+                    "idempotency claim for %s failed (%s: %s); receiving pauses for %.0fs",
+                    envelope.task_id,
+                    type(exc).__name__,
+                    exc,
+                    pause,
                 )
-                return self.executor.defer(prepared, min(lease_s, 30.0))
+                return self.executor.defer(
+                    prepared,
+                    max(pause, min(lease_s, 30.0)),
+                    "its idempotency key cannot be claimed",
+                )
+            self.store_ok()
             if claim.status == "COMPLETED":
                 return self.executor.duplicate(prepared, claim)
             if claim.status == "CLAIMED":

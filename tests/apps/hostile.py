@@ -114,3 +114,11 @@ def keyed_slow(key: str, seconds: float, path: str) -> str:
     time.sleep(seconds)
     mark(path, f"done {key}")
     return key
+
+
+@app.task(idempotency_key="{key}")
+def keyed_sleep(key: str, seconds: float, path: str) -> str:
+    """One effect per key, after ``seconds`` of work."""
+    time.sleep(seconds)
+    mark(path, key)
+    return key
