@@ -253,3 +253,24 @@ class IdempotencyStore:
                 raise
             return False
         return True
+
+    async def arelease(self, pk: str, task_id: str) -> bool:
+        """Delete the key if ``task_id`` still holds it IN_PROGRESS (a run that ended
+        without completing it); False when it is no longer ours."""
+        client = await self.clients.aclient("dynamodb")
+        try:
+            await client.delete_item(
+                TableName=self.table,
+                Key=item_key(pk),
+                ConditionExpression=EXTEND_CONDITION,
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":in_progress": {"S": "IN_PROGRESS"},
+                    ":owner": {"S": task_id},
+                },
+            )
+        except Exception as exc:
+            if _conflict_item(exc) is False:
+                raise
+            return False
+        return True

@@ -336,3 +336,29 @@ def test_long_and_unencodable_idempotency_keys(hostile: Any, worker: Any, tmp_pa
         surrogate_arg_id: "invalid_arguments",
         ids[3]: "undecodable_message",
     }
+
+
+# --- row 8: a thread past its time limit keeps its idempotency key until it ends ------------
+
+
+def test_abandoned_thread_keeps_its_key_until_its_body_ends(
+    hostile: Any, worker: Any, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "effects")
+    first = call("keyed_slow", "k", 6, path)
+    second = call("keyed_slow", "k", 2, path)
+    send_bodies(hostile, [first[1]])
+    process = worker.start(APP, "-c", "2")
+    wait_for(lambda: result(hostile, first[0]) is not None, 60, "the first time limit")
+    assert lines(path) == ["start k"]
+    send_bodies(hostile, [second[1]])  # the first has FAILED, its body still runs
+
+    wait_for(lambda: len(lines(path)) == 4, 90, "both bodies to end")
+    wait_for(lambda: result(hostile, second[0]) is not None, 60, "the second outcome")
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+
+    # never side by side: the second copy started only after the first body ended
+    assert lines(path) == ["start k", "done k", "start k", "done k"]
+    for task_id, _ in (first, second):
+        assert result(hostile, task_id).dead_letter_reason == "time_limit_exceeded"

@@ -24,12 +24,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidKey, TimeLimitExceeded
 from ..execution import FINAL_KINDS, CallResult, Executor, Outcome, Prepared, classify
 from ..lease import LeaseTable
-from ..retry import error_code
+from ..retry import error_code, full_jitter_s
 from .inbox import WorkItem
 
 if TYPE_CHECKING:
@@ -94,6 +94,9 @@ class Runner:
         # DynamoDB unreachable for claims: receiving pauses until this time (monotonic)
         self.store_errors = 0
         self.store_down_until = 0.0
+        # idempotency keys held for abandoned threads still running their body
+        self.held_keys: set[str] = set()
+        self._holders: set[asyncio.Task[None]] = set()
 
     def store_failed(self) -> float:
         """A claim failed on an AWS error: pause receiving (backoff, seconds)."""
@@ -263,9 +266,14 @@ class Runner:
                 limit,
             )
             error = TimeLimitExceeded(f"{task.name} ran past its time limit of {limit:g} s")
-            return self.executor.finish(
+            outcome = self.executor.finish(
                 prepared, started_at, time.perf_counter() - start, classify(task, exc=error)
             )
+            if outcome.idempotency_pk is not None:
+                # the body still runs: its key stays claimed until it really ends
+                self._hold_key(call.future, outcome.idempotency_pk, prepared)
+                outcome.idempotency_pk = None
+            return outcome
         except asyncio.CancelledError:
             self.threads.abandon(call)  # shutdown gave up on it
             raise
@@ -274,6 +282,45 @@ class Runner:
                 prepared, started_at, time.perf_counter() - start, classify(task, exc=exc)
             )
         return self.executor.finish(prepared, *invocation)
+
+    def _hold_key(self, future: asyncio.Future[Any], pk: str, prepared: Prepared) -> None:
+        """Keep the idempotency key ``pk`` claimed (IN_PROGRESS, its lease extended)
+        while an abandoned thread still runs its body; once the body returns, free the
+        key (the FAILURE stands: no copy may run beside the body, but a later one may).
+
+        If the process dies first, the daemon thread dies with it and the key's lease
+        runs out after ``lease_s``: a later copy (a redrive) may then claim it.
+        """
+        owner = prepared.envelope.task_id
+        lease = self.leases.get(prepared.delivery)
+        lease_s = lease.lease_s if lease else self.visibility[prepared.delivery.queue]
+        store = self.app.idempotency
+
+        async def hold() -> None:
+            while True:
+                try:
+                    await asyncio.wait_for(asyncio.shield(future), timeout=lease_s / 2)
+                except TimeoutError:
+                    with contextlib.suppress(Exception):
+                        await store.aextend(pk, owner, lease_s)
+                    continue
+                except BaseException:
+                    pass
+                break
+            for attempt in range(5):
+                try:
+                    await store.arelease(pk, owner)
+                    break
+                except Exception as exc:
+                    logger.warning("freeing the idempotency key of %s failed: %s", owner, exc)
+                    await asyncio.sleep(full_jitter_s(attempt + 1, base_s=0.5, cap_s=10.0))
+            logger.info("abandoned task %s ended: its idempotency key is free", owner)
+            self.held_keys.discard(pk)
+
+        self.held_keys.add(pk)
+        task = asyncio.get_running_loop().create_task(hold(), name=f"sqsq-hold-{owner[:8]}")
+        self._holders.add(task)
+        task.add_done_callback(self._holders.discard)
 
     async def _call_in_child(
         self, prepared: Prepared, limit: float, started_at: datetime, start: float
