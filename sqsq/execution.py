@@ -120,6 +120,8 @@ class Outcome:
         stored / copied: set by ``settle`` once the writes / the DLQ copy succeeded,
             so that retrying a failed delete does not repeat them.
         body: RESEND only: the body to send on (None: the delivery's own).
+        refused: DynamoDB refused its writes once; it was made a dead letter
+            (``settle.refused``).
     """
 
     delivery: Delivery
@@ -137,6 +139,7 @@ class Outcome:
     stored: bool = False
     copied: bool = False
     body: str | None = None
+    refused: bool = False
 
 
 @dataclass

@@ -362,3 +362,149 @@ def test_abandoned_thread_keeps_its_key_until_its_body_ends(
     assert lines(path) == ["start k", "done k", "start k", "done k"]
     for task_id, _ in (first, second):
         assert result(hostile, task_id).dead_letter_reason == "time_limit_exceeded"
+
+
+# --- row 12: one result the table refuses does not block its neighbours' writes ------------
+
+
+def test_a_result_the_table_refuses_is_isolated_and_dead_lettered(
+    hostile: Any, worker: Any
+) -> None:
+    big_id, big_body = call("big", 405_000)  # under 409,600 by sqsq's count; moto refuses it
+    neighbours = [call("echo", n) for n in range(9)]
+    send_bodies(hostile, [big_body] + [b for _, b in neighbours])
+
+    done = worker.run(APP, "-c", "10")
+
+    assert done.returncode == 0, done.stderr
+    assert all(result(hostile, t).value == n for n, (t, _) in enumerate(neighbours))
+    record = result(hostile, big_id)
+    assert record.state is State.FAILURE
+    assert record.dead_letter_reason == "result_too_large"
+    assert record.value is None
+    assert dlq_reasons(hostile) == {big_id: "result_too_large"}
+
+
+def test_a_result_the_table_refuses_in_lambda(hostile: Any) -> None:
+    big_id, big_body = call("big", 405_000)
+    neighbours = [call("echo", n) for n in range(4)]
+    send_bodies(hostile, [big_body] + [b for _, b in neighbours])
+    messages = receive_all(hostile, 5)
+
+    response = hostile.lambda_handler(sqs_event(messages, arn(hostile)), LambdaContext())
+
+    assert response == {"batchItemFailures": []}
+    assert all(result(hostile, t).value == n for n, (t, _) in enumerate(neighbours))
+    assert result(hostile, big_id).dead_letter_reason == "result_too_large"
+    assert dlq_reasons(hostile) == {big_id: "result_too_large"}
+
+
+# --- row 10: forged sqsq-* attributes ---------------------------------------------------------
+
+
+def _sqsq(*args: str) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run(
+        [sys.executable, "-m", "sqsq", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+FORGED: list[dict[str, Any]] = [
+    {"sqsq-dead-letter": {"DataType": "String", "StringValue": '{"receive_count": "abc"}'}},
+    {"sqsq-dead-letter": {"DataType": "String", "StringValue": '{"receive_count": [1]}'}},
+    {"sqsq-dead-letter": {"DataType": "String", "StringValue": "[1, 2]"}},
+    {"sqsq-dead-letter": {"DataType": "String", "StringValue": "{not json"}},
+    {
+        "sqsq-dead-letter": {
+            "DataType": "String",
+            "StringValue": '{"reason": "[/bold]", "task_id": 5, "error_type": {"a": 1},'
+            ' "receive_count": 1e400}',
+        }
+    },
+    {"sqsq-dead-letter-reason": {"DataType": "Binary", "BinaryValue": b"\x00\xff"}},
+    {"sqsq-dead-letter-reason": {"DataType": "Number", "StringValue": "12"}},
+]
+
+
+def test_dlq_tooling_never_crashes_on_forged_attributes(hostile: Any) -> None:
+    sqs = hostile.clients.sync("sqs")
+    source = hostile.queue_name("default")
+    dlq = sqs.get_queue_url(QueueName=source + "-dlq")["QueueUrl"]
+    bodies = ['{"task": "[red]x[/]", "id": "\\u001b[31mred"}', "not json", '{"sent_at": "99999"}']
+    for index, attributes in enumerate(FORGED):
+        sqs.send_message(
+            QueueUrl=dlq, MessageBody=bodies[index % len(bodies)], MessageAttributes=attributes
+        )
+
+    listing = _sqsq("dlq", "ls", source, "--json")
+    table = _sqsq("dlq", "ls", source)
+    redriven = _sqsq("dlq", "redrive", source)
+
+    assert listing.returncode == 0, listing.stderr
+    assert len(listing.stdout.splitlines()) == len(FORGED)
+    assert table.returncode == 0, table.stderr
+    assert "Traceback" not in table.stderr + listing.stderr + redriven.stderr
+    assert redriven.returncode == 0, redriven.stderr
+    assert f"moved {len(FORGED)} message(s)" in redriven.stdout
+
+
+def test_forged_reason_on_a_message_sqs_redrove_is_ignored() -> None:
+    from sqsq.dlq import REDRIVE_POLICY_REASON, describe
+
+    message = {
+        "MessageId": "m-1",
+        "Body": '{"task": "t", "id": "i"}',
+        "Attributes": {"DeadLetterQueueSourceArn": "arn:aws:sqs:us-east-1:1:q"},
+        "MessageAttributes": {
+            "sqsq-dead-letter-reason": {"DataType": "String", "StringValue": "forged"},
+            "sqsq-dead-letter": {"DataType": "String", "StringValue": '{"reason": "forged"}'},
+        },
+    }
+    row = describe(message)
+    assert row.reason == REDRIVE_POLICY_REASON
+    assert row.task_id == "i"
+
+
+def test_forged_attributes_on_incoming_messages_are_not_carried(hostile: Any, worker: Any) -> None:
+    sqs = hostile.clients.sync("sqs")
+    forged = {
+        "sqsq-dead-letter-reason": {"DataType": "String", "StringValue": "forged"},
+        "sqsq-dead-letter": {"DataType": "String", "StringValue": '{"reason": "forged"}'},
+        "keep-me": {"DataType": "String", "StringValue": "yes"},
+    }
+    task_id = str(uuid.uuid4())
+    sqs.send_message(
+        QueueUrl=url(hostile),
+        MessageBody=json.dumps({"id": task_id, "task": "no.such.task"}),
+        MessageAttributes=forged,
+    )
+
+    done = worker.run(APP)
+
+    assert done.returncode == 0, done.stderr
+    assert dlq_reasons(hostile) == {task_id: "unknown_task"}
+
+
+# --- row 15: text logs escape control characters --------------------------------------------
+
+
+def test_text_logs_escape_control_characters(hostile: Any, worker: Any) -> None:
+    forged_line = "2026-01-01 00:00:00,000 ERROR   sqsq.worker: FORGED"
+    body = json.dumps({"task": "no.such\n" + forged_line, "args": [], "kwargs": {"a\nb": 1}})
+    send_bodies(hostile, [body])
+
+    done = worker.run(APP)
+
+    assert done.returncode == 0, done.stderr
+    assert not any(line.startswith(forged_line) for line in done.stderr.splitlines())
+    assert "no.such\\n2026" in done.stderr

@@ -122,3 +122,9 @@ def keyed_sleep(key: str, seconds: float, path: str) -> str:
     time.sleep(seconds)
     mark(path, key)
     return key
+
+
+@app.task
+def big(chars: int) -> str:
+    """Returns ``chars`` characters (just under sqsq's item size check, over moto's)."""
+    return "x" * chars
