@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-
 #: Attributes only sqsq sets, and only on its DLQ copies: on an incoming message
 #: they are forged by its producer and dropped (never carried into a copy).
 RESERVED_ATTRIBUTE_PREFIX = "sqsq-dead-letter"

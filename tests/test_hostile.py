@@ -508,3 +508,78 @@ def test_text_logs_escape_control_characters(hostile: Any, worker: Any) -> None:
     assert done.returncode == 0, done.stderr
     assert not any(line.startswith(forged_line) for line in done.stderr.splitlines())
     assert "no.such\\n2026" in done.stderr
+
+
+# --- row 13: Lambda killed at its timeout -------------------------------------------------
+
+
+def test_lambda_killed_at_its_timeout_keeps_the_outcomes_it_finished(
+    hostile: Any, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    quick = [call("echo", n) for n in range(4)]
+    dying_id, dying = call("die_after", 3)
+    later = [call("echo", n) for n in range(10, 12)]
+    send_bodies(hostile, [b for _, b in quick] + [dying] + [b for _, b in later])
+    messages = receive_all(hostile, 7)
+    order = [t for t, _ in quick] + [dying_id] + [t for t, _ in later]
+    messages.sort(key=lambda m: order.index(json.loads(m["Body"])["id"]))
+    event_file = tmp_path / "event.json"
+    event_file.write_text(json.dumps(sqs_event(messages, arn(hostile))))
+    root = Path(__file__).resolve().parents[1]
+    script = (
+        "import json, sys\n"
+        "from tests.apps.hostile import app\n"
+        "from sqsq.testing import LambdaContext\n"
+        "app.lambda_handler(json.load(open(sys.argv[1])), LambdaContext())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    killed = subprocess.run(
+        [sys.executable, "-c", script, str(event_file)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert killed.returncode == 137, killed.stderr
+    assert [result(hostile, t).value for t, _ in quick] == [0, 1, 2, 3]
+    assert result(hostile, dying_id) is None
+    from tests.helpers import queue_counts
+
+    visible, in_flight = queue_counts(hostile.clients.sync("sqs"), url(hostile))
+    assert visible + in_flight == 3  # the 4 finished messages were deleted
+
+
+# --- row 14: FIFO order when a dead letter's DLQ copy fails ----------------------------------
+
+
+def test_fifo_group_waits_when_its_dead_letter_cannot_be_copied(
+    hostile: Any, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "steps")
+    sqs = hostile.clients.sync("sqs")
+    fifo = url(hostile, "steps.fifo")
+    for n in (1, 2, 3):
+        body = json.dumps(
+            {"task": "tests.apps.hostile.step", "args": [n, path], "kwargs": {"fail": n == 1}}
+        )
+        sqs.send_message(
+            QueueUrl=fifo, MessageBody=body, MessageGroupId="g", MessageDeduplicationId=str(n)
+        )
+    messages = receive_all(hostile, 3, "steps.fifo")
+    dlq_url = next(q for q in sqs.list_queues()["QueueUrls"] if "dlq" in q and "steps" in q)
+    sqs.delete_queue(QueueUrl=dlq_url)  # the DLQ copy of step 1 fails
+
+    response = hostile.lambda_handler(
+        sqs_event(messages, arn(hostile, "steps.fifo")), LambdaContext()
+    )
+
+    listed = [f["itemIdentifier"] for f in response["batchItemFailures"]]
+    assert listed == [m["MessageId"] for m in messages]  # step 1 and the rest of its group
+    assert lines(path) == ["1"]  # steps 2 and 3 did not run before it

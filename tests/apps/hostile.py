@@ -128,3 +128,19 @@ def keyed_sleep(key: str, seconds: float, path: str) -> str:
 def big(chars: int) -> str:
     """Returns ``chars`` characters (just under sqsq's item size check, over moto's)."""
     return "x" * chars
+
+
+@app.task
+def die_after(seconds: float) -> None:
+    """The process dies (as a Lambda killed at its timeout) after ``seconds``."""
+    time.sleep(seconds)
+    os._exit(137)
+
+
+@app.task(queue="steps.fifo")
+def step(n: int, path: str, fail: bool = False) -> int:
+    """One step of a FIFO group; ``fail`` rejects it (FAILURE, to the DLQ at once)."""
+    mark(path, str(n))
+    if fail:
+        raise sqsq.errors.Reject(f"step {n} rejected")
+    return n
