@@ -94,6 +94,8 @@ FINAL_KINDS = frozenset(
         OutcomeKind.RESEND,
     }
 )
+#: Outcomes copied to the DLQ (with their reason) before their message is deleted.
+DEAD_KINDS = frozenset({OutcomeKind.FAILURE, OutcomeKind.DEAD_LETTER})
 #: Outcomes whose message comes back (its visibility is set to ``delay_s``) — in
 #: Lambda, listed in batchItemFailures.
 RETURNED_KINDS = frozenset({OutcomeKind.RETRY, OutcomeKind.DEFER, OutcomeKind.RELEASE})

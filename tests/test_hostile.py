@@ -583,3 +583,50 @@ def test_fifo_group_waits_when_its_dead_letter_cannot_be_copied(
     listed = [f["itemIdentifier"] for f in response["batchItemFailures"]]
     assert listed == [m["MessageId"] for m in messages]  # step 1 and the rest of its group
     assert lines(path) == ["1"]  # steps 2 and 3 did not run before it
+
+
+def test_worker_fifo_group_waits_until_its_dead_letter_is_copied(
+    hostile: Any, worker: Any, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "steps")
+    sqs = hostile.clients.sync("sqs")
+    fifo = url(hostile, "steps.fifo")
+    dlq_url = next(q for q in sqs.list_queues()["QueueUrls"] if "dlq" in q and "steps" in q)
+    dlq_name = dlq_url.rsplit("/", 1)[-1]
+    attributes = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["All"])["Attributes"]
+    sqs.delete_queue(QueueUrl=dlq_url)  # the DLQ copy of step 1 fails
+    for n in (1, 2, 3):
+        body = json.dumps(
+            {"task": "tests.apps.hostile.step", "args": [n, path], "kwargs": {"fail": n == 1}}
+        )
+        sqs.send_message(
+            QueueUrl=fifo, MessageBody=body, MessageGroupId="g", MessageDeduplicationId=str(n)
+        )
+    process = worker.start(APP, "-Q", "steps.fifo", "-c", "2")
+    wait_for(lambda: lines(path) == ["1"], 60, "step 1 to run")
+    wait_for(lambda: "sending 1 messages to" in _peek_stderr(process), 30, "a failed DLQ copy")
+
+    assert lines(path) == ["1"]  # steps 2 and 3 wait for step 1's dead letter
+    sqs.create_queue(
+        QueueName=dlq_name,
+        Attributes={"FifoQueue": "true", **{k: attributes[k] for k in ("MessageRetentionPeriod",)}},
+    )
+    wait_for(lambda: lines(path) == ["1", "2", "3"], 90, "the group to go on once copied")
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+
+
+def _peek_stderr(process: Any) -> str:
+    """What the worker wrote to stderr so far (read without blocking)."""
+    import os
+
+    chunks = getattr(process, "_seen", [])
+    fd = process.stderr.fileno()
+    os.set_blocking(fd, False)
+    try:
+        while data := os.read(fd, 65536):
+            chunks.append(data.decode(errors="replace"))
+    except BlockingIOError:
+        pass
+    process._seen = chunks
+    return "".join(chunks)

@@ -10,7 +10,9 @@
         call: ``async def`` on the loop | sync in the thread pool | a child process,
               under the task's time limit ─► SUCCESS | RETRY | FAILURE (execution core)
         once one message of a FIFO group is not final, the rest of the group is
-        released unrun, so the group's order holds
+        released unrun, so the group's order holds; after a dead letter the group
+        waits until it is stored and copied to the DLQ (if that fails for good, the
+        rest is released)
 
 Each outcome goes to the settler as soon as it exists.
 """
@@ -27,7 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidKey, TimeLimitExceeded
-from ..execution import FINAL_KINDS, CallResult, Executor, Outcome, Prepared, classify
+from ..execution import DEAD_KINDS, FINAL_KINDS, CallResult, Executor, Outcome, Prepared, classify
 from ..lease import LeaseTable
 from ..retry import error_code, full_jitter_s
 from .inbox import WorkItem
@@ -94,6 +96,8 @@ class Runner:
         # DynamoDB unreachable for claims: receiving pauses until this time (monotonic)
         self.store_errors = 0
         self.store_down_until = 0.0
+        # FIFO dead letters whose group waits for their copy: handle -> copied?
+        self.dead_letters: dict[str, asyncio.Future[bool]] = {}
         # idempotency keys held for abandoned threads still running their body
         self.held_keys: set[str] = set()
         self._holders: set[asyncio.Task[None]] = set()
@@ -131,8 +135,20 @@ class Runner:
                     outcome = await self.process(item)
                 except Exception as exc:  # sqsq failed on this one message
                     outcome = self.executor.internal(item.delivery, exc, "running", item)
+            copied = None
+            if (
+                outcome.delivery.message_group_id is not None
+                and outcome.kind in DEAD_KINDS
+                and item is not work.items[-1]
+            ):
+                # FIFO: the group goes on only once this dead letter is stored and
+                # copied; if that fails, the rest of the group is released unrun
+                copied = asyncio.get_running_loop().create_future()
+                self.dead_letters[outcome.delivery.receipt_handle] = copied
             self.put(outcome)
             blocked = blocked or outcome.kind not in FINAL_KINDS
+            if copied is not None and not blocked:
+                blocked = not await copied
 
     def put(self, outcome: Outcome) -> None:
         """Emit ``outcome`` unless its message already has one."""
@@ -150,6 +166,9 @@ class Runner:
         for outcome in outcomes:
             handle = outcome.delivery.receipt_handle
             self.emitted.discard(handle)
+            waiting = self.dead_letters.pop(handle, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(outcome.stored and outcome.copied)
             pk = outcome.idempotency_pk
             entry = self.settling_keys.get(pk) if pk is not None else None
             if entry is not None and entry[1] == handle:

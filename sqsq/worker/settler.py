@@ -266,7 +266,11 @@ class Settler:
         # Storing is retried for as long as the lease can be held (the inbox stops
         # receiving meanwhile): giving up would let the message come back and its
         # body run again once its idempotency lease ran out.
-        storing = lane is self.store_lane and Executor.lease_room_s(entry.outcome.delivery) > 0
+        storing = (
+            lane is self.store_lane
+            and not entry.outcome.stored  # DynamoDB writes (a failed DLQ copy is bounded)
+            and Executor.lease_room_s(entry.outcome.delivery) > 0
+        )
         if (entry.attempts < SETTLE_ATTEMPTS or storing) and not self.closing:
             self._retrying += 1
 
