@@ -23,15 +23,6 @@ from tests.faults.helpers import wait_for
 APP = "tests.apps.hostile:app"
 
 
-@pytest.fixture
-def hostile(local_aws: Any) -> Any:
-    from sqsq.resources import apply
-    from tests.apps.hostile import app
-
-    apply(app)
-    return app
-
-
 def url(app: Any, queue: str = "default") -> str:
     return str(app.directory.url(app.queue_name(queue)))
 
