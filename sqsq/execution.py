@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import limits
+from . import limits, signing
 from .dynamodb import item_size, result_item
 from .envelope import Envelope, decode, encode, to_json, too_deep
 from .errors import (
@@ -378,6 +378,11 @@ class Executor:
         """
         envelope: Envelope | None = None
         try:
+            signing_key = self.app.signing_key
+            if signing_key is not None:
+                refused = signing.check(delivery.body, delivery.message_attributes, signing_key)
+                if refused is not None:
+                    raise _unsigned(refused)
             envelope = decode(delivery.body, delivery.message_id)
             task = self.app.tasks.get(envelope.task)
             if task is None:
@@ -877,6 +882,17 @@ class Executor:
             },
         )
         return outcome
+
+
+def _unsigned(reason: str) -> DeadLetter:
+    error = DeadLetter(
+        "the sqsq-signature attribute does not match the body"
+        if reason == "bad_signature"
+        else "signing is on: an unsigned body may only be the minimal form "
+        '{"task", "args", "kwargs"}'
+    )
+    error.reason = reason
+    return error
 
 
 def _safe_str(exc: BaseException, limit: int = 500) -> str:

@@ -25,6 +25,7 @@ from . import limits
 from .envelope import Envelope, encode, new_task_id, to_json
 from .errors import EnqueueError
 from .retry import full_jitter_s
+from .signing import signature_attribute
 from .sqs import send_batches
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class OutgoingMessage:
     delay_s: int
     message_group_id: str | None = None  # FIFO queues only
     deduplication_id: str | None = None  # FIFO queues only
+    attributes: dict[str, Any] | None = None  # MessageAttributes (the signature)
 
     @property
     def task_id(self) -> str:
@@ -54,6 +56,8 @@ class OutgoingMessage:
     def entry(self, entry_id: str) -> dict[str, Any]:
         """This message as a SendMessage(Batch) entry."""
         entry: dict[str, Any] = {"Id": entry_id, "MessageBody": self.body}
+        if self.attributes:
+            entry["MessageAttributes"] = self.attributes
         if self.delay_s:
             entry["DelaySeconds"] = self.delay_s
         if self.message_group_id is not None:
@@ -125,6 +129,7 @@ def build(
     expires: float | timedelta | datetime | None = None,
     idempotency_key: str | None = None,
     message_group_id: str | None = None,
+    signing_key: bytes | None = None,
 ) -> OutgoingMessage:
     """Check and encode one task call.
 
@@ -138,6 +143,7 @@ def build(
         expires: seconds, timedelta or aware datetime after which it must not run.
         idempotency_key: run the body at most once per key.
         message_group_id: FIFO MessageGroupId (default: the task name).
+        signing_key: sign the body (``sqsq-signature`` attribute, see ``signing.py``).
 
     Raises:
         ArgumentError, NotSerializable, MessageTooLarge, EnqueueError.
@@ -176,7 +182,9 @@ def build(
     )
     group = (message_group_id or task_name) if fifo else None
     dedup = deduplication_id(task_name, idempotency_key) if fifo and idempotency_key else None
-    return OutgoingMessage(envelope, encode(envelope), queue_name, delay, group, dedup)
+    body = encode(envelope)
+    attributes = signature_attribute(body, signing_key) if signing_key else None
+    return OutgoingMessage(envelope, body, queue_name, delay, group, dedup, attributes)
 
 
 # --- sending -----------------------------------------------------------------------------

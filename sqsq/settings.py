@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     #: timeout (ECS ``stopTimeout``, systemd ``TimeoutStopSec``) must be at least
     #: this plus ``worker.SHUTDOWN_MARGIN_S`` (5 s).
     shutdown_grace_s: Seconds = Field(default=25.0, le=115.0)
+    #: Sign messages with an HMAC and verify them in workers (see ``signing.py``):
+    #: the key as text, ``secretsmanager:<secret id>`` or ``ssm:<parameter name>``.
+    #: None (default): no signing.
+    signing_key: str | None = Field(default=None, repr=False)
 
     @field_validator("default_queue")
     @classmethod

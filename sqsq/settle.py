@@ -42,6 +42,7 @@ from .execution import (
 )
 from .idempotency import completed_item, item_key
 from .result import State
+from .signing import signature_attribute
 from .sqs import (
     DeadLetterNote,
     chunks,
@@ -158,8 +159,12 @@ def resend_batches(
             "MessageBody": outcome.body or delivery.body,
             "DelaySeconds": int(min(max(0.0, outcome.delay_s), limits.SQS_MAX_DELAY_S)),
         }
-        if delivery.message_attributes:
-            entry["MessageAttributes"] = delivery.message_attributes
+        attributes = dict(delivery.message_attributes)
+        key = app.signing_key
+        if outcome.body is not None and key is not None:  # a new body: signed anew
+            attributes.update(signature_attribute(outcome.body, key))
+        if attributes:
+            entry["MessageAttributes"] = attributes
         by_queue.setdefault(app.queue_name(delivery.queue), []).append((outcome, entry))
     batches = []
     for queue, pairs in by_queue.items():

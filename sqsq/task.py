@@ -256,6 +256,7 @@ class Task(Generic[P, R]):
             task_id=task_id,
             idempotency_key=idempotency_key,
             message_group_id=message_group_id,
+            signing_key=self.app.signing_key,
         )
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:

@@ -621,3 +621,47 @@ def _peek_stderr(process: Any) -> str:
         pass
     process._seen = chunks
     return "".join(chunks)
+
+
+# --- row 9 (with signing): another task's id or idempotency key cannot be forged ------------
+
+
+def test_signed_messages_and_what_an_unsigned_body_may_be(hostile: Any, worker: Any) -> None:
+    import sqsq
+    from sqsq.signing import signature_attribute
+
+    key = "s3cret"
+    producer = sqsq.App("hostile", signing_key=key)
+    signed = producer.send_task("tests.apps.hostile.probe", [3])  # signed by the producer
+    sqs = hostile.clients.sync("sqs")
+    forged_id = signed.id  # an unsigned body that names the signed task's id
+    forged = json.dumps({"id": forged_id, "task": "tests.apps.hostile.probe", "args": [666]})
+    bad_sig = json.dumps({"id": str(uuid.uuid4()), "task": "tests.apps.hostile.probe", "args": [1]})
+    minimal = json.dumps({"task": "tests.apps.hostile.probe", "args": [4]})
+    keyed = json.dumps(
+        {"task": "tests.apps.hostile.probe", "args": [5], "idempotency_key": "someone-else"}
+    )
+    ids = {}
+    for name, body, attributes in [
+        ("forged", forged, {}),
+        ("bad_sig", bad_sig, signature_attribute(bad_sig, b"wrong")),
+        ("minimal", minimal, {}),
+        ("keyed", keyed, {}),
+    ]:
+        extra = {"MessageAttributes": attributes} if attributes else {}
+        ids[name] = sqs.send_message(QueueUrl=url(hostile), MessageBody=body, **extra)["MessageId"]
+
+    done = worker.run(APP, "-c", "1", SQSQ_SIGNING_KEY=key)
+
+    assert done.returncode == 0, done.stderr
+    assert result(hostile, signed.id).value == 3  # not overwritten by the forged body
+    assert result(hostile, ids["minimal"]).value == 4  # the foreign form, id = MessageId
+    # a body that is not verified is not trusted: its result is under its MessageId
+    assert result(hostile, ids["bad_sig"]).dead_letter_reason == "bad_signature"
+    assert result(hostile, ids["keyed"]).dead_letter_reason == "unsigned_message"
+    assert result(hostile, ids["forged"]).dead_letter_reason == "unsigned_message"
+    assert dlq_reasons(hostile) == {
+        ids["bad_sig"]: "bad_signature",
+        ids["keyed"]: "unsigned_message",
+        ids["forged"]: "unsigned_message",
+    }
