@@ -423,7 +423,11 @@ class Task(Generic[P, R]):
 
         message = self._build(args, kwargs)
         delivery = Delivery(
-            message_id=message.task_id, receipt_handle="", body=message.body, queue=self.queue
+            message_id=message.task_id,
+            receipt_handle="",
+            body=message.body,
+            queue=self.queue,
+            message_attributes=dict(message.attributes or {}),  # signed, when signing is on
         )
         executor = Executor(self.app, worker_id="eager")
         prepared = executor.prepare(delivery)
