@@ -279,9 +279,21 @@ class App:
             queue_name=self.queue_name(logical),
             countdown=countdown,
             task_id=task_id,
+            signing_key=self.signing_key,
         )
         self.sender.send(message)
         return self.AsyncResult(message.task_id)
+
+    @property
+    def signing_key(self) -> bytes | None:
+        """The message signing key (``Settings.signing_key`` resolved; see
+        ``signing.py``), or None when messages are not signed."""
+        spec = self.settings.signing_key
+        if not spec:
+            return None
+        from .signing import resolve_key
+
+        return resolve_key(spec, self.clients)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
         """A handle on the result of task ``task_id`` (no AWS call until read)."""

@@ -16,6 +16,13 @@ a record is listed exactly when SQS must deliver it again:
 A record whose outcome is final — SUCCESS, a FAILURE recorded and copied to the
 DLQ, a dead letter, REVOKED — is not listed, so Lambda deletes it.
 
+Outcomes are stored as they finish (see ``_Batch``): in batches of 25 writes, by
+a thread once the oldest has waited ``STORE_EVERY_S`` (while the next task runs),
+and before a task starts when the remaining time is low; final outcomes of standard queues are deleted then too,
+so an invocation killed at its timeout does not run finished work again. On a
+FIFO queue a dead letter is stored and copied before its group goes on; if that
+fails, it and the rest of its group are listed.
+
 While the batch runs, a heartbeat thread extends the visibility of every record
 the invocation holds — waiting, running, or finished but not yet settled
 (ChangeMessageVisibilityBatch, see ``lease.py``) — so none reappears meanwhile.
@@ -32,12 +39,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import limits
 from .delivery import Delivery
-from .errors import ConfigurationError
-from .execution import RETURNED_KINDS, Executor, Outcome, Prepared
+from .errors import ConfigurationError, InvalidKey
+from .execution import RETURNED_KINDS, Executor, Outcome, OutcomeKind, Prepared
 from .lease import LeaseTable
 from .metrics import emit as emit_metrics
-from .settle import settle
+from .retry import error_code
+from .settle import plan_writes, release, store
 from .sqs import chunks, queue_name_from_arn
 
 if TYPE_CHECKING:
@@ -164,7 +173,8 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
 
     prepared = [executor.prepare_isolated(d) for d in deliveries]
 
-    outcomes: list[Outcome] = []
+    batch = _Batch(app, heartbeat, margin_ms)
+    batch.start()
     not_started: set[str] = set()
     blocked_groups: set[tuple[str, str]] = set()
     try:
@@ -187,21 +197,34 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
                     blocked_groups.add(group)
                 heartbeat.finish(delivery)
                 continue
-            outcome = _run(app, executor, item, heartbeat)
-            outcomes.append(outcome)
+            batch.flush_if_due(remaining_ms)  # before a task that might outlive the invocation
+            try:
+                outcome = _run(app, executor, item, heartbeat)
+            except Exception as exc:  # sqsq failed on this one record: its own dead letter
+                outcome = executor.internal(
+                    delivery, exc, "running", item if isinstance(item, Prepared) else None
+                )
+            batch.add(outcome)
             if group and outcome.kind in RETURNED_KINDS:
                 blocked_groups.add(group)
-        # Leases of finished records last until their outcomes are settled.
-        settlement = settle(app, outcomes, delete=False)
+            elif group and outcome.kind in (OutcomeKind.FAILURE, OutcomeKind.DEAD_LETTER):
+                # FIFO: the group goes on only once its dead letter is stored and copied;
+                # if that fails, the record and the rest of its group are listed
+                batch.flush()
+                if outcome in batch.kept:
+                    blocked_groups.add(group)
     finally:
+        batch.stopped.set()
+        batch.join(timeout=30)
+        batch.flush()
         heartbeat.stopped.set()
         heartbeat.join(timeout=5)
 
-    listed = {o.delivery.message_id for o in settlement.kept}
-    listed |= {o.delivery.message_id for o in settlement.done if o.kind in RETURNED_KINDS}
+    listed = {o.delivery.message_id for o in batch.kept}
+    listed |= {o.delivery.message_id for o in batch.done if o.kind in RETURNED_KINDS}
     listed |= not_started
     try:  # EMF lines on stdout (see metrics.py); never fails the batch
-        emit_metrics(app.name, outcomes, started_s)
+        emit_metrics(app.name, [*batch.done, *batch.kept], started_s)
     except Exception as exc:
         logger.warning("writing the EMF metrics failed: %s", exc)
     return {
@@ -209,6 +232,75 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
             {"itemIdentifier": d.message_id} for d in deliveries if d.message_id in listed
         ]
     }
+
+
+#: An outcome waits at most about this long to be stored, seconds (also while the
+#: next task runs): a Lambda killed at its timeout re-runs at most this much
+#: finished work.
+STORE_EVERY_S = 1.0
+
+
+class _Batch(threading.Thread):
+    """Outcomes of one invocation, stored as they finish: in batches (25 writes),
+    by this thread once the oldest has waited :data:`STORE_EVERY_S` (while the
+    handler's thread runs the next task), or once the remaining time is under
+    twice the safety margin. Final outcomes of standard queues are then deleted
+    at once (an SQS event source's execution role has sqs:DeleteMessage), so a
+    timed-out invocation does not run them again; FIFO records are left to
+    Lambda, which deletes what is not listed."""
+
+    def __init__(self, app: App, heartbeat: _Heartbeat, margin_ms: float) -> None:
+        super().__init__(name="sqsq-lambda-store", daemon=True)
+        self.app = app
+        self.heartbeat = heartbeat
+        self.margin_ms = margin_ms
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.pending: list[Outcome] = []
+        self.writes = 0
+        self.first = 0.0
+        self.done: list[Outcome] = []
+        self.kept: list[Outcome] = []
+
+    def run(self) -> None:
+        while not self.stopped.wait(STORE_EVERY_S / 4):
+            if self.pending and time.monotonic() - self.first >= STORE_EVERY_S:
+                try:
+                    self.flush()
+                except Exception:  # a bug: the handler's own final flush tries again
+                    logger.exception("storing outcomes in the background failed")
+
+    def add(self, outcome: Outcome) -> None:
+        with self.lock:
+            if not self.pending:
+                self.first = time.monotonic()
+            self.pending.append(outcome)
+            self.writes += len(plan_writes([outcome]))
+
+    def flush_if_due(self, remaining_ms: float | None) -> None:
+        low = remaining_ms is not None and remaining_ms < 2 * self.margin_ms
+        if self.pending and (low or self.writes >= limits.DYNAMODB_MAX_BATCH_WRITE_ITEMS):
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            outcomes, self.pending, self.writes = self.pending, [], 0
+            if not outcomes:
+                return
+            kept = store(self.app, outcomes)
+            stored = [o for o in outcomes if o not in kept]
+            early = [
+                o
+                for o in stored
+                if o.kind in RETURNED_KINDS
+                or (o.delivery.message_group_id is None and o.delivery.queue_url)
+            ]
+            if early:  # a failed delete is left to Lambda; a failed visibility change is listed
+                release(self.app, early, delete=True)
+            for outcome in stored:
+                self.heartbeat.finish(outcome.delivery)
+            self.kept += kept
+            self.done += stored
 
 
 def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Heartbeat) -> Outcome:
@@ -224,8 +316,11 @@ def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Hea
                 item.idempotency_pk, item.envelope.task_id, lease_s, item.task.idempotency_ttl_s
             )
         except Exception as exc:
+            if error_code(exc) == "ValidationException":  # no retry can fix it
+                error = InvalidKey(f"{item.task.name}: DynamoDB refused the idempotency key: {exc}")
+                return executor.dead_letter(item.delivery, error, item.envelope)
             logger.warning("idempotency claim for %s failed (%s)", item.envelope.task_id, exc)
-            return executor.defer(item, 30.0)
+            return executor.defer(item, 30.0, "its idempotency key cannot be claimed")
         if claim.status == "COMPLETED":
             return executor.duplicate(item, claim)
         if claim.status == "IN_PROGRESS":
@@ -234,4 +329,4 @@ def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Hea
         if lease is not None:
             with heartbeat.lock:
                 lease.idempotency_pk, lease.owner = item.idempotency_pk, item.envelope.task_id
-    return executor.call(item)
+    return executor.call(item, contain_interrupt=True)

@@ -13,6 +13,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+#: Attributes only sqsq sets, and only on its DLQ copies: on an incoming message
+#: they are forged by its producer and dropped (never carried into a copy).
+RESERVED_ATTRIBUTE_PREFIX = "sqsq-dead-letter"
+
+
+def _own(attributes: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: value
+        for name, value in attributes.items()
+        if not (isinstance(name, str) and name.lower().startswith(RESERVED_ATTRIBUTE_PREFIX))
+    }
+
 
 def _ms_to_datetime(value: str | int | None) -> datetime | None:
     if value in (None, ""):
@@ -34,7 +46,8 @@ class Delivery:
         sent_at: SentTimestamp as a UTC datetime.
         message_attributes: SendMessage-shaped attributes
             (``{name: {"DataType": …, "StringValue"|"BinaryValue": …}}``), kept so
-            a dead-lettered copy carries them.
+            a dead-lettered copy carries them (``sqsq-dead-letter*`` ones are
+            dropped: only sqsq's DLQ copies may carry them).
         message_group_id: FIFO MessageGroupId, if any.
         received_monotonic: ``time.monotonic()`` at receipt (leases count from it).
     """
@@ -62,7 +75,7 @@ class Delivery:
             queue_url=queue_url,
             receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
             sent_at=_ms_to_datetime(attributes.get("SentTimestamp")),
-            message_attributes=dict(message.get("MessageAttributes", {})),
+            message_attributes=_own(dict(message.get("MessageAttributes", {}))),
             message_group_id=attributes.get("MessageGroupId"),
         )
 
@@ -91,6 +104,6 @@ class Delivery:
             queue=queue,
             receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
             sent_at=_ms_to_datetime(attributes.get("SentTimestamp")),
-            message_attributes=message_attributes,
+            message_attributes=_own(message_attributes),
             message_group_id=attributes.get("MessageGroupId"),
         )

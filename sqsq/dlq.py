@@ -79,31 +79,60 @@ class DeadLetterRow:
     age_s: float | None
 
 
+#: The system attribute SQS sets on a message its redrive policy moved to a DLQ
+#: ("Using dead-letter queues in Amazon SQS"). sqsq's own copies never have it, so
+#: ``sqsq-dead-letter*`` attributes on such a message came from its producer.
+MOVED_BY_REDRIVE_ATTRIBUTE = "DeadLetterQueueSourceArn"
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < 1_000_000 else None
+    if isinstance(value, str) and value.isdigit() and len(value) < 7:
+        return int(value)
+    return None
+
+
 def describe(message: dict[str, Any], now: float | None = None) -> DeadLetterRow:
-    """A :class:`DeadLetterRow` from a received DLQ message."""
+    """A :class:`DeadLetterRow` from a received DLQ message. Never raises on what a
+    message carries: attribute values of the wrong type or shape are ignored, and
+    on a message SQS's redrive policy moved, ``sqsq-dead-letter*`` attributes are
+    forged (sqsq sets them only on its own copies) and ignored."""
     now = time.time() if now is None else now
-    details = read_dead_letter(message.get("MessageAttributes", {})) or {}
+    system = message.get("Attributes") or {}
+    details: dict[str, Any] = {}
+    if MOVED_BY_REDRIVE_ATTRIBUTE not in system:
+        try:
+            details = read_dead_letter(message.get("MessageAttributes") or {}) or {}
+        except Exception:  # a forged attribute of an unexpected shape
+            details = {}
     task = task_id = None
     sent_at: float | None = None
     try:
         body = json.loads(message.get("Body", ""))
         if isinstance(body, dict):
-            task = body.get("task") if isinstance(body.get("task"), str) else None
-            task_id = body.get("id") if isinstance(body.get("id"), str) else None
+            task = _text(body.get("task"))
+            task_id = _text(body.get("id"))
             if isinstance(body.get("sent_at"), str):
                 sent_at = datetime.fromisoformat(body["sent_at"]).astimezone(UTC).timestamp()
-    except ValueError:
+    except (ValueError, TypeError, RecursionError, OverflowError):
         pass
-    if sent_at is None and "SentTimestamp" in message.get("Attributes", {}):
-        sent_at = int(message["Attributes"]["SentTimestamp"]) / 1000
-    receive = details.get("receive_count")
+    raw_sent = system.get("SentTimestamp")
+    if sent_at is None and isinstance(raw_sent, str) and raw_sent.isdigit():
+        sent_at = int(raw_sent) / 1000
     return DeadLetterRow(
         message_id=message["MessageId"],
         task=task,
-        task_id=details.get("task_id") or task_id,
-        reason=details.get("reason") or REDRIVE_POLICY_REASON,
-        error_type=details.get("error_type"),
-        attempts=int(receive) if receive is not None else None,
+        task_id=_text(details.get("task_id")) or task_id,
+        reason=_text(details.get("reason")) or REDRIVE_POLICY_REASON,
+        error_type=_text(details.get("error_type")),
+        attempts=_count(details.get("receive_count")),
         age_s=None if sent_at is None else max(0.0, now - sent_at),
     )
 

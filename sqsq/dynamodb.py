@@ -35,7 +35,7 @@ from typing import Any
 from . import limits
 from .envelope import dumps
 from .result import ResultRecord, State
-from .retry import full_jitter_s
+from .retry import error_code, full_jitter_s
 from .revocations import revocation_item
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,16 @@ Item = dict[str, dict[str, Any]]
 def result_key(task_id: str) -> Item:
     """The primary key of a task's result item."""
     return {"pk": {"S": f"task#{task_id}"}, "sk": {"S": "result"}}
+
+
+def utf8(text: str) -> str:
+    """``text`` with any lone surrogate (from a JSON ``\\ud800`` escape, or an
+    exception message) written as ``\\ud800``: DynamoDB takes only UTF-8 strings."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -76,7 +86,7 @@ def result_item(record: ResultRecord) -> Item:
     }
     for name, text in strings.items():
         if text:
-            item[name] = {"S": text}
+            item[name] = {"S": utf8(text)}
     if record.state is State.SUCCESS:
         item["value"] = {"S": dumps(record.value)}
     if record.extra:
@@ -152,7 +162,7 @@ def attempt_item(record: ResultRecord, retry_delay_s: float | None = None) -> It
         ("worker", record.worker),
     ):
         if text:
-            item[name] = {"S": text}
+            item[name] = {"S": utf8(text)}
     if retry_delay_s is not None:
         item["retry_delay_s"] = {"N": f"{retry_delay_s:.3f}"}
     if record.expires_at is not None:
@@ -255,43 +265,102 @@ class ResultStore:
 
     # --- writes ---------------------------------------------------------------
 
-    def write(self, writes: Iterable[Write]) -> set[str]:
+    def write(self, writes: Iterable[Write], rejected: dict[str, str] | None = None) -> set[str]:
         """Carry out writes with BatchWriteItem; returns the tokens NOT written.
 
         UnprocessedItems are retried with backoff (``UNPROCESSED_ATTEMPTS``).
-        Exceptions from the AWS call (after botocore's retries) propagate.
+        Exceptions from the AWS call (after botocore's retries) propagate — except,
+        when ``rejected`` is given, a ValidationException (an item over DynamoDB's
+        size, a key it refuses): BatchWriteItem then fails as a whole, so the batch
+        is split in halves until the refused writes stand alone; the others are
+        written, and each refused write's token maps to DynamoDB's message in
+        ``rejected`` (and is among the tokens returned).
         """
         client = self.clients.sync("dynamodb")
         failed: set[str] = set()
         for batch in write_batches(writes):
-            pending = _unique(batch)
-            for attempt in range(UNPROCESSED_ATTEMPTS):
-                if attempt:
-                    time.sleep(_backoff_s(attempt))
-                response = client.batch_write_item(RequestItems={self.table: pending})
-                pending = _unprocessed(response, self.table)
-                if not pending:
-                    break
-            failed |= _tokens(batch, pending)
+            failed |= self._write_batch(client, batch, rejected)
         return failed
 
-    async def awrite(self, writes: Iterable[Write]) -> set[str]:
-        """Asyncio twin of :meth:`write`."""
-        import asyncio
+    def _write_batch(
+        self, client: Any, batch: list[Write], rejected: dict[str, str] | None
+    ) -> set[str]:
+        pending = _unique(batch)
+        for attempt in range(UNPROCESSED_ATTEMPTS):
+            if attempt:
+                time.sleep(_backoff_s(attempt))
+            try:
+                response = client.batch_write_item(RequestItems={self.table: pending})
+            except Exception as exc:
+                if rejected is None or error_code(exc) != "ValidationException":
+                    raise
+                split = self._split(batch, pending, exc, rejected)
+                if isinstance(split, set):
+                    return split
+                return self._write_batch(client, split[0], rejected) | self._write_batch(
+                    client, split[1], rejected
+                )
+            pending = _unprocessed(response, self.table)
+            if not pending:
+                break
+        return _tokens(batch, pending)
 
+    @staticmethod
+    def _split(
+        batch: list[Write], pending: list[dict[str, Any]], exc: Exception, rejected: dict[str, str]
+    ) -> set[str] | tuple[list[Write], list[Write]]:
+        """A refused batch: the tokens of its one write (now in ``rejected``), or
+        its two halves to write again."""
+        keys = {_request_key(r) for r in pending}
+        groups: dict[tuple[str, str], list[Write]] = {}
+        for write in batch:
+            if _request_key(write[1]) in keys:
+                groups.setdefault(_request_key(write[1]), []).append(write)
+        ordered = list(groups.values())
+        if len(ordered) <= 1:
+            tokens = {token for group in ordered for token, _ in group}
+            for token in tokens:
+                rejected[token] = str(exc)[:1024]
+            return tokens
+        half = len(ordered) // 2
+        return (
+            [w for g in ordered[:half] for w in g],
+            [w for g in ordered[half:] for w in g],
+        )
+
+    async def awrite(
+        self, writes: Iterable[Write], rejected: dict[str, str] | None = None
+    ) -> set[str]:
+        """Asyncio twin of :meth:`write`."""
         client = await self.clients.aclient("dynamodb")
         failed: set[str] = set()
         for batch in write_batches(writes):
-            pending = _unique(batch)
-            for attempt in range(UNPROCESSED_ATTEMPTS):
-                if attempt:
-                    await asyncio.sleep(_backoff_s(attempt))
-                response = await client.batch_write_item(RequestItems={self.table: pending})
-                pending = _unprocessed(response, self.table)
-                if not pending:
-                    break
-            failed |= _tokens(batch, pending)
+            failed |= await self._awrite_batch(client, batch, rejected)
         return failed
+
+    async def _awrite_batch(
+        self, client: Any, batch: list[Write], rejected: dict[str, str] | None
+    ) -> set[str]:
+        import asyncio  # not at import time: ``import sqsq`` stays without asyncio
+
+        pending = _unique(batch)
+        for attempt in range(UNPROCESSED_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(_backoff_s(attempt))
+            try:
+                response = await client.batch_write_item(RequestItems={self.table: pending})
+            except Exception as exc:
+                if rejected is None or error_code(exc) != "ValidationException":
+                    raise
+                split = self._split(batch, pending, exc, rejected)
+                if isinstance(split, set):
+                    return split
+                first = await self._awrite_batch(client, split[0], rejected)
+                return first | await self._awrite_batch(client, split[1], rejected)
+            pending = _unprocessed(response, self.table)
+            if not pending:
+                break
+        return _tokens(batch, pending)
 
     def put_results(self, items: Iterable[tuple[str, Item]]) -> set[str]:
         """Store result items (``(task_id, item)``); returns task ids NOT stored."""

@@ -145,6 +145,37 @@ def _is_pydantic_model(value: Any) -> bool:
     return main is not None and isinstance(value, main.BaseModel)
 
 
+def too_deep(value: Any, limit: int = limits.MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` nests lists/tuples/dicts more than ``limit`` levels deep.
+
+    Iterative and depth-first, so it never recurses itself and ends at once on a
+    structure that contains itself (its depth is unbounded)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def unencodable(text: str) -> bool:
+    """Whether ``text`` cannot be written as UTF-8 (it holds a lone surrogate, which
+    JSON's ``\\ud800`` escapes can produce); AWS refuses such strings in keys and
+    attributes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def dumps(value: Any) -> str:
     """Compact, ASCII-only JSON text (always a valid SQS body: no raw control or
     surrogate characters). ``value`` must already be plain JSON (see :func:`to_json`)."""
@@ -267,12 +298,21 @@ def decode(body: str, message_id: str | None = None) -> Envelope:
         message_id: the SQS MessageId, used as the task id when the body has none.
 
     Raises:
-        UndecodableMessage: the body is not JSON, not an object, or not a valid envelope.
+        UndecodableMessage: the body is not JSON, not an object, nested deeper than
+            ``limits.MAX_JSON_DEPTH``, or not a valid envelope (pydantic refuses
+            strings holding a lone surrogate, which AWS could not store either).
     """
     try:
         raw = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, TypeError, RecursionError) as exc:
+    except RecursionError:
+        raise UndecodableMessage(_too_deep_message()) from None
+    except (ValueError, TypeError) as exc:
         raise UndecodableMessage(f"message body is not JSON: {exc}") from None
+    if too_deep(raw):
+        error = UndecodableMessage(_too_deep_message())
+        if isinstance(raw, dict):
+            _identify(error, raw)
+        raise error
     if not isinstance(raw, dict):
         raise UndecodableMessage(
             f"message body is JSON {type(raw).__name__}, not an object with a 'task' field"
@@ -289,15 +329,30 @@ def decode(body: str, message_id: str | None = None) -> Envelope:
             for err in exc.errors(include_url=False)[:5]
         )
         error = UndecodableMessage(f"message body is not a sqsq envelope: {problems}")
-        # Keep what identifies the task, so its result is found under its own id.
-        if isinstance(raw.get("id"), str) and 0 < len(raw["id"]) <= 128:
-            error.task_id = raw["id"]
-        if isinstance(raw.get("task"), str) and 0 < len(raw["task"]) <= 256:
-            error.task = raw["task"]
+        _identify(error, raw)
         raise error from None
     if envelope.id is None and message_id is not None:
         envelope = envelope.model_copy(update={"id": message_id})
     return envelope
+
+
+def _identify(error: UndecodableMessage, raw: dict[str, Any]) -> None:
+    """Keep what identifies the task, so its result is found under its own id."""
+    if _usable(raw.get("id"), 128):
+        error.task_id = raw["id"]
+    if _usable(raw.get("task"), 256):
+        error.task = raw["task"]
+
+
+def _usable(value: Any, max_chars: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= max_chars and not unencodable(value)
+
+
+def _too_deep_message() -> str:
+    return (
+        f"message body is nested deeper than MAX_JSON_DEPTH={limits.MAX_JSON_DEPTH} "
+        "levels of arrays/objects"
+    )
 
 
 def _reject_constant(name: str) -> Any:

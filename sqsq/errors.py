@@ -12,6 +12,7 @@
     │   ├── UndecodableMessage    body is not JSON, or not an envelope
     │   ├── UnknownTask           no task of that name is registered in this app
     │   ├── InvalidArguments      the arguments do not fit the function's signature/types
+    │   ├── InvalidKey            a key DynamoDB cannot take (too long, not UTF-8)
     │   ├── InternalError         sqsq failed on this one message (its neighbours are unaffected)
     │   └── IdempotencyConflict   a duplicate key whose arguments differ from the first call's
     ├── ResultError               the reader of a result
@@ -128,6 +129,19 @@ class InvalidArguments(DeadLetter):
     """The envelope's args/kwargs do not bind to, or validate against, the function."""
 
     reason = "invalid_arguments"
+
+
+class InvalidKey(DeadLetter):
+    """A key of this message (its idempotency key, its id) is one DynamoDB refuses:
+    over its key size, or not encodable as UTF-8. No retry can fix it.
+
+    Attributes:
+        task_id / task: the message's task id and name, when known.
+    """
+
+    reason = "invalid_key"
+    task_id: str | None = None
+    task: str | None = None
 
 
 class InternalError(DeadLetter):

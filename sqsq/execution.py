@@ -26,19 +26,21 @@ import asyncio
 import enum
 import logging
 import math
+import threading
 import time
 import traceback as tb
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import limits
+from . import limits, signing
 from .dynamodb import item_size, result_item
-from .envelope import Envelope, decode, encode, to_json
+from .envelope import Envelope, decode, encode, to_json, too_deep
 from .errors import (
     DeadLetter,
     IdempotencyConflict,
     InternalError,
+    InvalidKey,
     NotSerializable,
     Reject,
     ResultNotSerializable,
@@ -93,6 +95,8 @@ FINAL_KINDS = frozenset(
         OutcomeKind.RESEND,
     }
 )
+#: Outcomes copied to the DLQ (with their reason) before their message is deleted.
+DEAD_KINDS = frozenset({OutcomeKind.FAILURE, OutcomeKind.DEAD_LETTER})
 #: Outcomes whose message comes back (its visibility is set to ``delay_s``) — in
 #: Lambda, listed in batchItemFailures.
 RETURNED_KINDS = frozenset({OutcomeKind.RETRY, OutcomeKind.DEFER, OutcomeKind.RELEASE})
@@ -120,6 +124,8 @@ class Outcome:
             the follow-ups (``settle.Continuation``) succeeded, so that retrying a
             failed delete does not repeat them.
         body: RESEND only: the body to send on (None: the delivery's own).
+        refused: DynamoDB refused its writes once; it was made a dead letter
+            (``settle.refused``).
     """
 
     delivery: Delivery
@@ -139,6 +145,7 @@ class Outcome:
     copied: bool = False
     followed: bool = False
     body: str | None = None
+    refused: bool = False
 
 
 @dataclass
@@ -183,6 +190,33 @@ class CallResult:
     final: bool = False
 
 
+#: What a task may raise that is not an ``Exception``: each is the task's own
+#: failure (its ``sys.exit()``, its ``raise KeyboardInterrupt``, a generator's exit,
+#: a ``CancelledError`` it raised itself), never the worker's.
+TASK_EXITS: tuple[type[BaseException], ...] = (
+    SystemExit,
+    KeyboardInterrupt,
+    GeneratorExit,
+    asyncio.CancelledError,
+)
+#: Everything a task's call may raise that is the task's own failure.
+TASK_FAILURES: tuple[type[BaseException], ...] = (Exception, *TASK_EXITS)
+
+
+class TaskExit(Exception):
+    """Carries a :data:`TASK_EXITS` exception a task raised across asyncio's
+    machinery (which re-raises ``SystemExit``/``KeyboardInterrupt`` out of the event
+    loop) to :func:`classify`, which records the original.
+
+    Attributes:
+        exc: what the task raised.
+    """
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(f"{type(exc).__name__}: {exc}")
+        self.exc = exc
+
+
 def type_name(exc: BaseException) -> str:
     """``"ValueError"`` for builtins, ``"module.Qualname"`` otherwise."""
     kind = type(exc)
@@ -191,32 +225,101 @@ def type_name(exc: BaseException) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+#: Characters of a stored traceback kept from its start and its end (a recursion
+#: error's thousand frames are cut in the middle).
+TRACEBACK_HEAD_CHARS = 4_000
+TRACEBACK_TAIL_CHARS = 8_000
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc``, cut in the middle when long."""
+    text = "".join(tb.format_exception(exc))
+    if len(text) <= TRACEBACK_HEAD_CHARS + TRACEBACK_TAIL_CHARS:
+        return text
+    cut = len(text) - TRACEBACK_HEAD_CHARS - TRACEBACK_TAIL_CHARS
+    return (
+        text[:TRACEBACK_HEAD_CHARS]
+        + f"\n  ... {cut} characters left out ...\n"
+        + text[-TRACEBACK_TAIL_CHARS:]
+    )
+
+
+def _result_json(value: Any) -> Any:
+    """The return value as plain JSON, bounded in depth (a value nested deeper than
+    ``limits.MAX_JSON_DEPTH``, or containing itself, is not storable)."""
+    if too_deep(value):
+        raise ResultNotSerializable(
+            f"return value is nested deeper than MAX_JSON_DEPTH={limits.MAX_JSON_DEPTH} levels "
+            "(or contains itself)"
+        )
+    try:
+        plain = to_json(value, "return value")
+    except NotSerializable as error:
+        raise ResultNotSerializable(str(error)) from None
+    except RecursionError:  # a pydantic model or Enum value that nests without end
+        raise ResultNotSerializable("return value nests without end (contains itself)") from None
+    if too_deep(plain):
+        raise ResultNotSerializable(
+            f"return value is nested deeper than MAX_JSON_DEPTH={limits.MAX_JSON_DEPTH} levels"
+        )
+    return plain
+
+
 def classify(
     task: Task[Any, Any], value: Any = None, exc: BaseException | None = None
 ) -> CallResult:
-    """Turn a call's return value or exception into a :class:`CallResult`."""
+    """Turn a call's return value or exception into a :class:`CallResult`.
+
+    Never raises (except for a bug in sqsq itself): an exception whose ``str()``
+    fails is recorded by its type.
+    """
     if exc is None:
         try:
-            return CallResult(value=to_json(value, "return value"))
-        except NotSerializable as error:
-            exc = ResultNotSerializable(str(error))
+            return CallResult(value=_result_json(value))
+        except ResultNotSerializable as error:
+            exc = error
+    if isinstance(exc, TaskExit):
+        exc = exc.exc
     cause: BaseException = exc
     retry = False
     countdown = None
     if isinstance(exc, Retry):
         cause = exc.exc or exc
         retry, countdown = True, exc.countdown
-    elif task.retry_policy.should_retry(exc):
+    elif isinstance(exc, Exception) and task.retry_policy.should_retry(exc):
         retry = True
+    try:
+        message = str(cause)[:8192]
+    except Exception:  # a __str__ that fails
+        message = f"<{type_name(cause)}: str() failed>"
+    try:
+        traceback: str | None = format_traceback(cause)
+    except Exception:
+        traceback = None
     return CallResult(
         error_type=type_name(cause),
-        error_message=str(cause)[:8192],
-        traceback="".join(tb.format_exception(cause)),
+        error_message=message,
+        traceback=traceback,
         retry=retry,
         countdown_s=countdown,
         reject=isinstance(exc, Reject),
         final=isinstance(exc, TimeLimitExceeded | ResultNotSerializable),
     )
+
+
+async def guarded(awaitable: Any) -> Any:
+    """Await a task's coroutine; what it raises from :data:`TASK_EXITS` comes out
+    as :class:`TaskExit` — except a ``CancelledError`` that is really this task
+    being cancelled (the worker's shutdown, or a time limit), which propagates."""
+    try:
+        return await awaitable
+    except asyncio.CancelledError as exc:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        raise TaskExit(exc) from None
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+        raise TaskExit(exc) from None
 
 
 #: An ``eta`` this close (seconds) counts as due: clocks differ a little, and a
@@ -235,12 +338,27 @@ def hop_delay_s(envelope: Envelope, now: datetime) -> int | None:
     return min(math.ceil(remaining), limits.SQS_MAX_DELAY_S)
 
 
+#: Envelope header counting how often a message was deferred (sent on unrun).
+DEFERRALS_HEADER = "sqsq-deferrals"
+
+
+def _int(text: str | None) -> int:
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0
+
+
 #: Dead-letter reasons of task failures (``DeadLetterNote.reason``).
 REASON_TASK_FAILED = "task_failed"
 REASON_MAX_RETRIES = "max_retries_exceeded"
 REASON_TIME_LIMIT = "time_limit_exceeded"
 REASON_REJECTED = "rejected"
 REASON_RESULT = "result_not_serializable"
+#: A result item DynamoDB refused (ValidationException: over its item size).
+REASON_RESULT_TOO_LARGE = "result_too_large"
+#: A key DynamoDB refused (ValidationException: too long, not encodable).
+REASON_INVALID_KEY = "invalid_key"
 
 
 class Executor:
@@ -265,6 +383,11 @@ class Executor:
         """
         envelope: Envelope | None = None
         try:
+            signing_key = self.app.signing_key
+            if signing_key is not None:
+                refused = signing.check(delivery.body, delivery.message_attributes, signing_key)
+                if refused is not None:
+                    raise _unsigned(refused)
             envelope = decode(delivery.body, delivery.message_id)
             task = self.app.tasks.get(envelope.task)
             if task is None:
@@ -287,7 +410,10 @@ class Executor:
         except DeadLetter as exc:
             return self.dead_letter(delivery, exc, envelope)
         if key is not None:
-            prepared.idempotency_pk = key_pk(task.name, key)
+            try:
+                prepared.idempotency_pk = key_pk(task.name, key)
+            except ValueError as exc:
+                return self.dead_letter(delivery, InvalidKey(f"{task.name}: {exc}"), envelope)
             if task.idempotency_validate:
                 prepared.payload_hash = payload_hash(
                     task.signature.signature.bind(*args, **kwargs).arguments
@@ -300,9 +426,28 @@ class Executor:
         try:
             return self.prepare(delivery)
         except Exception as exc:
-            logger.error("preparing message %s failed", delivery.message_id, exc_info=True)
-            error = InternalError(f"{type_name(exc)} while decoding: {str(exc)[:500]}")
-            return self.dead_letter(delivery, error)
+            return self.internal(delivery, exc, "decoding")
+
+    def internal(
+        self, delivery: Delivery, exc: BaseException, stage: str, prepared: Prepared | None = None
+    ) -> Outcome:
+        """DEAD_LETTER with reason ``internal_error``: sqsq failed on this one message
+        at ``stage`` (a bug, or input it did not foresee). The outcome frees the
+        idempotency key if this message had claimed it."""
+        logger.error(
+            "message %s: %s while %s: %s",
+            delivery.message_id,
+            type_name(exc),
+            stage,
+            _safe_str(exc),
+            extra={"queue": delivery.queue},
+        )
+        logger.debug("details", exc_info=exc)
+        error = InternalError(f"{type_name(exc)} while {stage}: {_safe_str(exc)}")
+        outcome = self.dead_letter(delivery, error, prepared.envelope if prepared else None)
+        if prepared is not None and prepared.claimed:
+            outcome.idempotency_pk = prepared.idempotency_pk
+        return outcome
 
     def _record(self, delivery: Delivery, task_id: str, **fields: Any) -> ResultRecord:
         now = datetime.now(UTC)
@@ -440,21 +585,59 @@ class Executor:
         )
         return Outcome(prepared.delivery, OutcomeKind.SUCCESS, envelope.task_id, record)
 
-    def defer(self, prepared: Prepared, delay_s: float) -> Outcome:
-        """DEFER: the key is IN_PROGRESS under a live lease; look again later."""
+    def defer(self, prepared: Prepared, delay_s: float, why: str = "") -> Outcome:
+        """Not run now: its idempotency key is IN_PROGRESS under a live lease, or the
+        key could not be claimed (DynamoDB unreachable); look again after ``delay_s``.
+
+        A deferral must not use up the message's receives (SQS's redrive policy
+        counts every receive, run or not, and would move it to the DLQ without a
+        reason). So on a standard queue the message is **sent on** as a new one with
+        DelaySeconds ``delay_s`` (≤ 900 s) and this one deleted (RESEND): its
+        ApproximateReceiveCount starts again at 1, its envelope keeps its id (the
+        MessageId of a foreign body becomes the ``id``) and counts the receives
+        that came before it in ``retries`` and the deferral in ``headers``. On a
+        FIFO queue (no per-message delay; the group's order) it is returned with
+        its visibility set to ``delay_s`` (DEFER).
+        """
+        envelope, delivery = prepared.envelope, prepared.delivery
         logger.info(
-            "task %s[%s] waits %.0fs: its idempotency key is in progress elsewhere",
-            prepared.envelope.task,
-            prepared.envelope.task_id,
+            "task %s[%s] waits %.0fs: %s",
+            envelope.task,
+            envelope.task_id,
             delay_s,
-            extra={"task_id": prepared.envelope.task_id, "queue": prepared.delivery.queue},
+            why or "its idempotency key is in progress elsewhere",
+            extra={"task_id": envelope.task_id, "queue": delivery.queue},
         )
+        if not self.app.queue_name(delivery.queue).endswith(".fifo"):
+            deferrals = _int(envelope.headers.get(DEFERRALS_HEADER)) + 1
+            try:
+                body = encode(
+                    envelope.model_copy(
+                        update={
+                            "id": envelope.task_id,
+                            "retries": envelope.retries + delivery.receive_count - 1,
+                            "headers": {**envelope.headers, DEFERRALS_HEADER: str(deferrals)},
+                        }
+                    )
+                )
+            except Exception:  # e.g. now over 1 MiB: return it instead
+                body = None
+            if body is not None:
+                return Outcome(
+                    delivery,
+                    OutcomeKind.RESEND,
+                    envelope.task_id,
+                    None,
+                    store=False,
+                    delay_s=min(max(1, math.ceil(delay_s)), limits.SQS_MAX_DELAY_S),
+                    body=body,
+                )
         return Outcome(
-            prepared.delivery,
+            delivery,
             OutcomeKind.DEFER,
-            prepared.envelope.task_id,
+            envelope.task_id,
             None,
-            delay_s=min(delay_s, self.lease_room_s(prepared.delivery)),
+            delay_s=min(delay_s, self.lease_room_s(delivery)),
         )
 
     @staticmethod
@@ -500,14 +683,23 @@ class Executor:
 
     # --- the call ------------------------------------------------------------------
 
-    def invoke(self, prepared: Prepared) -> tuple[datetime, float, CallResult]:
+    def invoke(
+        self, prepared: Prepared, *, contain_interrupt: bool | None = None
+    ) -> tuple[datetime, float, CallResult]:
         """Run the function in this thread (``async def`` ones on a fresh loop, under
         their time limit) and classify what it did. Sync functions are not
         interrupted here: runners enforce ``time_limit`` around this call.
 
+        What the function raises is its own failure, ``BaseException`` subclasses
+        (:data:`TASK_EXITS`) included — except ``KeyboardInterrupt`` on the main
+        thread (Ctrl-C during ``task.apply()``) unless ``contain_interrupt`` is True
+        (Lambda). Off the main thread no signal can raise it, so it is the task's.
+
         Returns:
             ``(started_at, duration_s, result)`` for :meth:`finish`.
         """
+        if contain_interrupt is None:
+            contain_interrupt = threading.current_thread() is not threading.main_thread()
         started_at = datetime.now(UTC)
         start = time.perf_counter()
         task = prepared.task
@@ -516,21 +708,26 @@ class Executor:
                 value = asyncio.run(self._limited(prepared))
             else:
                 value = task.fn(*self.call_args(prepared), **prepared.kwargs)
-        except Exception as exc:
+        except KeyboardInterrupt as exc:
+            if not contain_interrupt:
+                raise
+            result = classify(task, exc=exc)
+        except TASK_FAILURES as exc:
             result = classify(task, exc=exc)
         else:
             result = classify(task, value)
         return started_at, time.perf_counter() - start, result
 
-    def call(self, prepared: Prepared) -> Outcome:
+    def call(self, prepared: Prepared, *, contain_interrupt: bool | None = None) -> Outcome:
         """:meth:`invoke`, then :meth:`finish`."""
-        return self.finish(prepared, *self.invoke(prepared))
+        return self.finish(prepared, *self.invoke(prepared, contain_interrupt=contain_interrupt))
 
     async def _limited(self, prepared: Prepared) -> Any:
         limit = self.time_limit_s(prepared)
         try:
             return await asyncio.wait_for(
-                prepared.task.fn(*self.call_args(prepared), **prepared.kwargs), timeout=limit
+                guarded(prepared.task.fn(*self.call_args(prepared), **prepared.kwargs)),
+                timeout=limit,
             )
         except TimeoutError:
             raise TimeLimitExceeded(
@@ -538,7 +735,9 @@ class Executor:
             ) from None
 
     async def acall(self, prepared: Prepared) -> Outcome:
-        """Await an ``async def`` task on the running loop; cancelled at its time limit."""
+        """Await an ``async def`` task on the running loop; cancelled at its time limit.
+        A ``CancelledError`` the task raises itself is its failure; cancelling the
+        task that awaits this (shutdown) propagates."""
         started_at = datetime.now(UTC)
         start = time.perf_counter()
         try:
@@ -701,3 +900,21 @@ class Executor:
             },
         )
         return outcome
+
+
+def _unsigned(reason: str) -> DeadLetter:
+    error = DeadLetter(
+        "the sqsq-signature attribute does not match the body"
+        if reason == "bad_signature"
+        else "signing is on: an unsigned body may only be the minimal form "
+        '{"task", "args", "kwargs"}'
+    )
+    error.reason = reason
+    return error
+
+
+def _safe_str(exc: BaseException, limit: int = 500) -> str:
+    try:
+        return str(exc)[:limit]
+    except Exception:
+        return "<str() failed>"

@@ -97,8 +97,23 @@ def payload_hash(arguments: dict[str, Any]) -> str:
 
 
 def key_pk(task_name: str, key: str) -> str:
-    if len(key) > MAX_KEY_CHARS:
-        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    """The item's partition key: ``idem#<task>#<key>``, a key over ``MAX_KEY_CHARS``
+    characters *or UTF-8 bytes* replaced by its SHA-256, so the whole stays under
+    DynamoDB's 2,048-byte partition key (``limits.DYNAMODB_MAX_PARTITION_KEY_BYTES``;
+    a task name is at most 256 characters, 1,024 bytes).
+
+    Raises:
+        ValueError: the key or task name holds a lone surrogate (not UTF-8).
+    """
+    try:
+        encoded = key.encode("utf-8")
+        task_name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "idempotency key holds a lone surrogate (not encodable as UTF-8)"
+        ) from None
+    if len(key) > MAX_KEY_CHARS or len(encoded) > MAX_KEY_CHARS:
+        key = "sha256:" + hashlib.sha256(encoded).hexdigest()
     return f"idem#{task_name}#{key}"
 
 
@@ -299,6 +314,27 @@ class IdempotencyStore:
         client = await self.clients.aclient("dynamodb")
         try:
             await client.update_item(**extend_request(self.table, pk, task_id, lease_s))
+        except Exception as exc:
+            if _conflict_item(exc) is False:
+                raise
+            return False
+        return True
+
+    async def arelease(self, pk: str, task_id: str) -> bool:
+        """Delete the key if ``task_id`` still holds it IN_PROGRESS (a run that ended
+        without completing it); False when it is no longer ours."""
+        client = await self.clients.aclient("dynamodb")
+        try:
+            await client.delete_item(
+                TableName=self.table,
+                Key=item_key(pk),
+                ConditionExpression=EXTEND_CONDITION,
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":in_progress": {"S": "IN_PROGRESS"},
+                    ":owner": {"S": task_id},
+                },
+            )
         except Exception as exc:
             if _conflict_item(exc) is False:
                 raise

@@ -55,6 +55,16 @@ DYNAMODB_MAX_BATCH_WRITE_ITEMS = 25
 #: "BatchGetItem" API reference.
 DYNAMODB_MAX_BATCH_GET_ITEMS = 100
 
+#: Deepest nesting of arrays/objects sqsq accepts in a message body or a return
+#: value (not an AWS quota: Python's JSON and pydantic recurse, and a value nested
+#: ~1,000 deep exhausts the interpreter's stack). Bodies deeper than this are dead
+#: letters (``undecodable``); return values, ``result_not_serializable``.
+MAX_JSON_DEPTH = 100
+
+#: Largest DynamoDB partition key value, in bytes (UTF-8).
+#: "Service, account, and table quotas in Amazon DynamoDB" — Partition key length.
+DYNAMODB_MAX_PARTITION_KEY_BYTES = 2048
+
 #: Schedule names, 1-64 of letters, digits, '-', '_' and '.'.
 #: "CreateSchedule" (EventBridge Scheduler API reference) — Name.
 SCHEDULER_MAX_NAME_CHARS = 64

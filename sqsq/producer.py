@@ -25,6 +25,7 @@ from . import limits
 from .envelope import encode_fields, new_task_id, to_json
 from .errors import EnqueueError
 from .retry import full_jitter_s
+from .signing import signature_attribute
 from .sqs import send_batches
 
 if TYPE_CHECKING:
@@ -55,8 +56,9 @@ class OutgoingMessage:
     body: str
     queue_name: str
     delay_s: int
-    message_group_id: str | None = None
-    deduplication_id: str | None = None
+    message_group_id: str | None = None  # FIFO queues only
+    deduplication_id: str | None = None  # FIFO queues only
+    attributes: dict[str, Any] | None = None  # MessageAttributes (the signature)
 
     @property
     def envelope(self) -> Envelope:
@@ -68,6 +70,8 @@ class OutgoingMessage:
     def entry(self, entry_id: str) -> dict[str, Any]:
         """This message as a SendMessage(Batch) entry."""
         entry: dict[str, Any] = {"Id": entry_id, "MessageBody": self.body}
+        if self.attributes:
+            entry["MessageAttributes"] = self.attributes
         if self.delay_s:
             entry["DelaySeconds"] = self.delay_s
         if self.message_group_id is not None:
@@ -149,6 +153,7 @@ def build(
     parent_id: str | None = None,
     root_id: str | None = None,
     workflow: dict[str, Any] | None = None,
+    signing_key: bytes | None = None,
 ) -> OutgoingMessage:
     """Check and encode one task call.
 
@@ -163,6 +168,7 @@ def build(
         idempotency_key: run the body at most once per key.
         message_group_id: FIFO MessageGroupId (default: the task name).
         parent_id / root_id / workflow: a workflow's links (``sqsq.workflows``).
+        signing_key: sign the body (``sqsq-signature`` attribute, see ``signing.py``).
 
     Raises:
         ArgumentError, NotSerializable, MessageTooLarge, EnqueueError.
@@ -207,7 +213,8 @@ def build(
     )
     group = (message_group_id or task_name) if fifo else None
     dedup = deduplication_id(task_name, idempotency_key) if fifo and idempotency_key else None
-    return OutgoingMessage(task_id, task_name, body, queue_name, delay, group, dedup)
+    attributes = signature_attribute(body, signing_key) if signing_key else None
+    return OutgoingMessage(task_id, task_name, body, queue_name, delay, group, dedup, attributes)
 
 
 # --- sending ---------------------------------------------------------------------------

@@ -71,3 +71,12 @@ class RetryPolicy:
     def should_retry(self, exc: BaseException) -> bool:
         """Whether ``exc`` (raised by the task) is retried automatically."""
         return bool(self.autoretry_for) and isinstance(exc, self.autoretry_for)
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` ("" for anything else)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    error = response.get("Error")
+    return str(error.get("Code", "")) if isinstance(error, dict) else ""

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     #: timeout (ECS ``stopTimeout``, systemd ``TimeoutStopSec``) must be at least
     #: this plus ``worker.SHUTDOWN_MARGIN_S`` (5 s): 25 fits ECS's default 30.
     shutdown_grace_s: Seconds = Field(default=25.0, le=115.0)
+    #: Sign messages with an HMAC and verify them in workers (see ``signing.py``):
+    #: the key as text, ``secretsmanager:<secret id>`` or ``ssm:<parameter name>``.
+    #: None (default): no signing.
+    signing_key: str | None = Field(default=None, repr=False)
 
     #: Concurrent ``delay()`` / ``adelay()`` calls of one process to one queue share
     #: SendMessageBatch calls; each caller still returns only once SQS acknowledged

@@ -33,14 +33,30 @@ import importlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import limits
 from .dynamodb import Write, attempt_item, delete, put, result_item
-from .execution import FINAL_KINDS, RETURNED_KINDS, Outcome, OutcomeKind
+from .execution import (
+    FINAL_KINDS,
+    REASON_INVALID_KEY,
+    REASON_RESULT_TOO_LARGE,
+    RETURNED_KINDS,
+    Outcome,
+    OutcomeKind,
+)
 from .idempotency import completed_item, item_key
-from .sqs import chunks, dead_letter_entry, dead_letter_name, delete_entries, send_batches
+from .result import State
+from .signing import signature_attribute
+from .sqs import (
+    DeadLetterNote,
+    chunks,
+    dead_letter_entry,
+    dead_letter_name,
+    delete_entries,
+    send_batches,
+)
 
 if TYPE_CHECKING:
     from .app import App
@@ -210,8 +226,12 @@ def resend_batches(
             "MessageBody": outcome.body or delivery.body,
             "DelaySeconds": int(min(max(0.0, outcome.delay_s), limits.SQS_MAX_DELAY_S)),
         }
-        if delivery.message_attributes:
-            entry["MessageAttributes"] = delivery.message_attributes
+        attributes = dict(delivery.message_attributes)
+        key = app.signing_key
+        if outcome.body is not None and key is not None:  # a new body: signed anew
+            attributes.update(signature_attribute(outcome.body, key))
+        if attributes:
+            entry["MessageAttributes"] = attributes
         by_queue.setdefault(app.queue_name(delivery.queue), []).append((outcome, entry))
     batches = []
     for queue, pairs in by_queue.items():
@@ -335,14 +355,26 @@ def store(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     then the follow-ups of workflow envelopes (:class:`Continuation`).
 
     Returns the outcomes that could not be stored or copied (their messages must be
-    kept). AWS errors (after botocore's retries) are logged, not raised.
+    kept). AWS errors (after botocore's retries) are logged, not raised. A write
+    DynamoDB refuses (ValidationException) is isolated from its batch and its
+    outcome becomes a dead letter (:func:`refused`), stored and copied at once.
     """
+    kept = _store_once(app, outcomes)
+    again = [o for o in kept if o.refused]
+    if again:
+        kept = [o for o in kept if not o.refused] + _store_once(app, again)
+    return kept
+
+
+def _store_once(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     writes = plan_writes(outcomes)
+    rejected: dict[str, str] = {}
     try:
-        not_written = app.results.write(writes) if writes else set()
+        not_written = app.results.write(writes, rejected) if writes else set()
     except Exception as exc:
         _warn("storing %d outcomes failed; their messages are kept", len(outcomes), exc)
         not_written = {token for token, _ in writes}
+    _refuse(app, outcomes, rejected)
     kept = _stored(outcomes, not_written)
     stored = [o for o in outcomes if o not in kept]
     client = app.clients.sync("sqs")
@@ -369,12 +401,22 @@ def _followed(pending: list[Outcome], failed: list[Outcome]) -> list[Outcome]:
 
 async def astore(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     """Asyncio twin of :func:`store` (aiobotocore)."""
+    kept = await _astore_once(app, outcomes)
+    again = [o for o in kept if o.refused]
+    if again:
+        kept = [o for o in kept if not o.refused] + await _astore_once(app, again)
+    return kept
+
+
+async def _astore_once(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     writes = plan_writes(outcomes)
+    rejected: dict[str, str] = {}
     try:
-        not_written = await app.results.awrite(writes) if writes else set()
+        not_written = await app.results.awrite(writes, rejected) if writes else set()
     except Exception as exc:
         _warn("storing %d outcomes failed; their messages are kept", len(outcomes), exc)
         not_written = {token for token, _ in writes}
+    _refuse(app, outcomes, rejected)
     kept = _stored(outcomes, not_written)
     stored = [o for o in outcomes if o not in kept]
     client = await app.clients.aclient("sqs")
@@ -392,6 +434,64 @@ async def astore(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     if pending:
         kept += _followed(pending, await _get_continuation().afollow(app, pending))
     return kept
+
+
+def _refuse(app: App, outcomes: Sequence[Outcome], rejected: dict[str, str]) -> None:
+    for index, outcome in enumerate(outcomes):
+        message = rejected.get(_token(index))
+        if message is not None:
+            refused(app, outcome, message)
+
+
+def refused(app: App, outcome: Outcome, message: str) -> None:
+    """DynamoDB refused a write of ``outcome`` (ValidationException: an item over
+    its size, a key it cannot take): no retry can fix it. The outcome becomes a
+    dead letter with reason ``result_too_large`` or ``invalid_key``: a small
+    FAILURE record (no value, no traceback) and the idempotency key freed — or, if
+    that too is refused, no record at all (the DLQ copy carries the reason)."""
+    record = outcome.record
+    reason = REASON_RESULT_TOO_LARGE if "size" in message.lower() else REASON_INVALID_KEY
+    if "key" in message.lower() and "item size" not in message.lower():
+        reason = REASON_INVALID_KEY
+    error_type = (
+        "sqsq.errors.ResultNotSerializable"
+        if reason == REASON_RESULT_TOO_LARGE
+        else "sqsq.errors.InvalidKey"
+    )
+    text = f"DynamoDB refused the outcome: {message}"[:1024]
+    logger.error(
+        "outcome of %s refused by DynamoDB (%s): %s", outcome.task_id, reason, message[:300]
+    )
+    if outcome.refused:  # the small record was refused too: the DLQ copy alone
+        outcome.store, outcome.history, outcome.idempotency_pk = False, False, None
+        outcome.record = None
+        return
+    outcome.refused = True
+    if outcome.kind not in _DEAD:
+        outcome.kind = OutcomeKind.FAILURE
+    outcome.history = False
+    outcome.store = True
+    outcome.completed_value = None
+    outcome.copied = False
+    outcome.note = DeadLetterNote(
+        reason=reason,
+        error_type=error_type,
+        message=text,
+        task_id=outcome.task_id,
+        source_queue=app.queue_name(outcome.delivery.queue),
+        receive_count=outcome.delivery.receive_count,
+    )
+    if record is not None:
+        outcome.record = replace(
+            record,
+            state=State.FAILURE,
+            value=None,
+            traceback=None,
+            exc_type=error_type,
+            exc_message=text,
+            dead_letter_reason=reason,
+            extra={},
+        )
 
 
 def release(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> list[Outcome]:

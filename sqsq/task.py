@@ -264,6 +264,7 @@ class Task(Generic[P, R]):
             task_id=task_id,
             idempotency_key=idempotency_key,
             message_group_id=message_group_id,
+            signing_key=self.app.signing_key,
         )
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
@@ -494,7 +495,11 @@ class Task(Generic[P, R]):
         else:
             message = self._build(args, kwargs)
         delivery = Delivery(
-            message_id=message.task_id, receipt_handle="", body=message.body, queue=self.queue
+            message_id=message.task_id,
+            receipt_handle="",
+            body=message.body,
+            queue=self.queue,
+            message_attributes=dict(message.attributes or {}),  # signed, when signing is on
         )
         executor = Executor(self.app, worker_id="eager")
         prepared = executor.prepare(delivery)

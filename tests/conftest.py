@@ -33,6 +33,16 @@ def quickstart(local_aws: Any) -> Iterator[Any]:
     yield app
 
 
+@pytest.fixture
+def hostile(local_aws: Any) -> Any:
+    """The hostile-input test app (tests/apps/hostile.py) with its queues and table."""
+    from sqsq.resources import apply
+    from tests.apps.hostile import app
+
+    apply(app)
+    return app
+
+
 class WorkerFactory:
     """Runs ``python -m sqsq worker`` in a subprocess (cwd: the repository root)."""
 

@@ -469,16 +469,18 @@ def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from ..logs import escape_controls
 
     table = Table(title=f"{dlq_name}: {visible} visible, {in_flight} in flight")
     for column in ("task", "task id", "reason", "error", "attempts", "age"):
         table.add_column(column)
     for row in rows:
+        # values come from messages: shown as plain text (no rich markup, no controls)
+        cells = (row.task or "?", row.task_id or row.message_id, row.reason, row.error_type or "")
         table.add_row(
-            row.task or "?",
-            row.task_id or row.message_id,
-            row.reason,
-            row.error_type or "",
+            *(Text(escape_controls(cell)) for cell in cells),
             "?" if row.attempts is None else str(row.attempts),
             _age(row.age_s),
         )

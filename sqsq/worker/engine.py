@@ -176,7 +176,9 @@ class Worker:
                 queue_settings = await self._startup_call(self.app.directory.asettings, name)
                 self._visibility[queue] = queue_settings.visibility_timeout_s
             self._start_pools()
-            inbox = self._inbox = Inbox(self.concurrency, self.prefetch, self._settle_backlog)
+            inbox = self._inbox = Inbox(
+                self.concurrency, self.prefetch, self._settle_backlog, self._paused_s
+            )
             settler = self._settler = Settler(
                 self.app,
                 upstream_busy=lambda: inbox.busy,
@@ -520,6 +522,9 @@ class Worker:
         self._settler.put(outcome)
         self._inbox.done(1)
         self._settler.nudge()
+
+    def _paused_s(self) -> float:
+        return self._runner.paused_s() if self._runner is not None else 0.0
 
     def _settle_backlog(self) -> int:
         return self._settler.backlog if self._settler is not None else 0

@@ -14,7 +14,9 @@
 room is free, or for whatever room there is when a run slot would otherwise idle,
 so a busy worker receives 10 messages per ReceiveMessage. The settler's backlog is
 bounded too (:data:`MAX_SETTLE_BACKLOG`): while outcomes cannot be stored, the
-worker stops receiving instead of running what it cannot settle.
+worker stops receiving instead of running what it cannot settle; and while
+idempotency claims fail (DynamoDB unreachable, ``paused_s``), it stops receiving
+instead of receiving and deferring.
 
 Pure bookkeeping on one event loop; nothing here talks to AWS.
 """
@@ -22,6 +24,7 @@ Pure bookkeeping on one event loop; nothing here talks to AWS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,7 +59,11 @@ class Inbox:
     """
 
     def __init__(
-        self, concurrency: int, prefetch: int, settle_backlog: Callable[[], int] = lambda: 0
+        self,
+        concurrency: int,
+        prefetch: int,
+        settle_backlog: Callable[[], int] = lambda: 0,
+        paused_s: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.concurrency = concurrency
         self.capacity = concurrency + prefetch
@@ -68,6 +75,7 @@ class Inbox:
         self.ready: deque[WorkItem] = deque()
         self.closed = False
         self._settle_backlog = settle_backlog
+        self._paused_s = paused_s
         self._changed = asyncio.Event()
 
     # --- receiving -------------------------------------------------------------
@@ -90,6 +98,11 @@ class Inbox:
         """Wait until a receive is worth making; returns how many messages to ask
         for (reserved until :meth:`received`), or 0 once closed."""
         while not self.closed:
+            pause = self._paused_s()
+            if pause > 0:  # DynamoDB unreachable: do not receive what cannot be claimed
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wait(), timeout=pause)
+                continue
             want = self._wanted()
             if want:
                 self.reserved += want

@@ -18,7 +18,7 @@ import multiprocessing
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArguments
-from ..execution import CallResult, classify, type_name
+from ..execution import TASK_FAILURES, CallResult, classify, type_name
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -57,7 +57,7 @@ def run_in_child(
             value = asyncio.run(task.fn(*call_args, **call_kwargs))
         else:
             value = task.fn(*call_args, **call_kwargs)
-    except Exception as exc:
+    except TASK_FAILURES as exc:  # a child's sys.exit() is its task's failure
         return classify(task, exc=exc)
     return classify(task, value)
 

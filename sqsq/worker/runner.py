@@ -10,7 +10,9 @@
         call: ``async def`` on the loop | sync in the thread pool | a child process,
               under the task's time limit ─► SUCCESS | RETRY | FAILURE (execution core)
         once one message of a FIFO group is not final, the rest of the group is
-        released unrun, so the group's order holds
+        released unrun, so the group's order holds; after a dead letter the group
+        waits until it is stored and copied to the DLQ (if that fails for good, the
+        rest is released)
 
 Each outcome goes to the settler as soon as it exists.
 """
@@ -24,11 +26,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..errors import TimeLimitExceeded
-from ..execution import FINAL_KINDS, CallResult, Executor, Outcome, Prepared, classify
+from ..errors import InvalidKey, TimeLimitExceeded
+from ..execution import DEAD_KINDS, FINAL_KINDS, CallResult, Executor, Outcome, Prepared, classify
 from ..lease import LeaseTable
+from ..retry import error_code, full_jitter_s
 from .inbox import WorkItem
 
 if TYPE_CHECKING:
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Longest pause of receiving after claims failed, seconds.
+STORE_PAUSE_CAP_S = 30.0
 #: How long a duplicate waits for this worker's own finished run of its key to be
 #: settled before it defers like any other duplicate, seconds.
 LOCAL_SETTLE_WAIT_S = 5.0
@@ -88,6 +93,32 @@ class Runner:
         # idempotency keys whose owner here has finished and waits to be settled:
         # pk -> (owner task id, receipt handle, resolved once let go)
         self.settling_keys: dict[str, tuple[str, str, asyncio.Future[None]]] = {}
+        # DynamoDB unreachable for claims: receiving pauses until this time (monotonic)
+        self.store_errors = 0
+        self.store_down_until = 0.0
+        # FIFO dead letters whose group waits for their copy: handle -> copied?
+        self.dead_letters: dict[str, asyncio.Future[bool]] = {}
+        # idempotency keys held for abandoned threads still running their body
+        self.held_keys: set[str] = set()
+        self._holders: set[asyncio.Task[None]] = set()
+
+    def store_failed(self) -> float:
+        """A claim failed on an AWS error: pause receiving (backoff, seconds)."""
+        self.store_errors += 1
+        pause = min(STORE_PAUSE_CAP_S, 2.0 ** min(self.store_errors, 8))
+        self.store_down_until = max(self.store_down_until, time.monotonic() + pause)
+        return pause
+
+    def store_ok(self) -> None:
+        """A claim got an answer: DynamoDB is reachable."""
+        if self.store_errors:
+            logger.info("DynamoDB answers again: receiving resumes")
+        self.store_errors = 0
+        self.store_down_until = 0.0
+
+    def paused_s(self) -> float:
+        """Seconds receiving stays paused because claims fail (0: not paused)."""
+        return max(0.0, self.store_down_until - time.monotonic())
 
     async def run(self, work: WorkItem) -> None:
         """Run the messages of ``work`` in order, emitting one outcome each."""
@@ -100,9 +131,24 @@ class Runner:
             elif blocked:
                 outcome = Executor.release(item.delivery, item.envelope.task_id)
             else:
-                outcome = await self.process(item)
+                try:
+                    outcome = await self.process(item)
+                except Exception as exc:  # sqsq failed on this one message
+                    outcome = self.executor.internal(item.delivery, exc, "running", item)
+            copied = None
+            if (
+                outcome.delivery.message_group_id is not None
+                and outcome.kind in DEAD_KINDS
+                and item is not work.items[-1]
+            ):
+                # FIFO: the group goes on only once this dead letter is stored and
+                # copied; if that fails, the rest of the group is released unrun
+                copied = asyncio.get_running_loop().create_future()
+                self.dead_letters[outcome.delivery.receipt_handle] = copied
             self.put(outcome)
             blocked = blocked or outcome.kind not in FINAL_KINDS
+            if copied is not None and not blocked:
+                blocked = not await copied
 
     def put(self, outcome: Outcome) -> None:
         """Emit ``outcome`` unless its message already has one."""
@@ -120,6 +166,9 @@ class Runner:
         for outcome in outcomes:
             handle = outcome.delivery.receipt_handle
             self.emitted.discard(handle)
+            waiting = self.dead_letters.pop(handle, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(outcome.stored and outcome.copied)
             pk = outcome.idempotency_pk
             entry = self.settling_keys.get(pk) if pk is not None else None
             if entry is not None and entry[1] == handle:
@@ -153,16 +202,43 @@ class Runner:
         task, envelope = prepared.task, prepared.envelope
         lease = self.leases.get(prepared.delivery)
         lease_s = lease.lease_s if lease else self.visibility[prepared.delivery.queue]
+        local = self.settling_keys.get(prepared.idempotency_pk)
+        if local is not None:
+            # this worker's own run of the key has finished and waits to be settled
+            # (its DynamoDB lease may have run out meanwhile, e.g. in an outage):
+            # never claim past it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(local[2]), timeout=LOCAL_SETTLE_WAIT_S)
+            if prepared.idempotency_pk in self.settling_keys:
+                return self.executor.defer(
+                    prepared, lease_s, "its idempotency key's last run here is not settled yet"
+                )
         for _ in range(2):
             try:
                 claim = await self.app.idempotency.aclaim(
                     prepared.idempotency_pk, envelope.task_id, lease_s, task.idempotency_ttl_s
                 )
             except Exception as exc:
+                if error_code(exc) == "ValidationException":  # no retry can fix it
+                    return self.executor.dead_letter(
+                        prepared.delivery,
+                        InvalidKey(f"{task.name}: DynamoDB refused the idempotency key: {exc}"),
+                        envelope,
+                    )
+                pause = self.store_failed()
                 logger.warning(
-                    "idempotency claim for %s failed (%s); retrying later", envelope.task_id, exc
+                    "idempotency claim for %s failed (%s: %s); receiving pauses for %.0fs",
+                    envelope.task_id,
+                    type(exc).__name__,
+                    exc,
+                    pause,
                 )
-                return self.executor.defer(prepared, min(lease_s, 30.0))
+                return self.executor.defer(
+                    prepared,
+                    max(pause, min(lease_s, 30.0)),
+                    "its idempotency key cannot be claimed",
+                )
+            self.store_ok()
             if claim.status == "COMPLETED":
                 return self.executor.duplicate(prepared, claim)
             if claim.status == "CLAIMED":
@@ -209,13 +285,61 @@ class Runner:
                 limit,
             )
             error = TimeLimitExceeded(f"{task.name} ran past its time limit of {limit:g} s")
-            return self.executor.finish(
+            outcome = self.executor.finish(
                 prepared, started_at, time.perf_counter() - start, classify(task, exc=error)
             )
+            if outcome.idempotency_pk is not None:
+                # the body still runs: its key stays claimed until it really ends
+                self._hold_key(call.future, outcome.idempotency_pk, prepared)
+                outcome.idempotency_pk = None
+            return outcome
         except asyncio.CancelledError:
             self.threads.abandon(call)  # shutdown gave up on it
             raise
+        except Exception as exc:  # what invoke() let out (TaskExit): the task's failure
+            return self.executor.finish(
+                prepared, started_at, time.perf_counter() - start, classify(task, exc=exc)
+            )
         return self.executor.finish(prepared, *invocation)
+
+    def _hold_key(self, future: asyncio.Future[Any], pk: str, prepared: Prepared) -> None:
+        """Keep the idempotency key ``pk`` claimed (IN_PROGRESS, its lease extended)
+        while an abandoned thread still runs its body; once the body returns, free the
+        key (the FAILURE stands: no copy may run beside the body, but a later one may).
+
+        If the process dies first, the daemon thread dies with it and the key's lease
+        runs out after ``lease_s``: a later copy (a redrive) may then claim it.
+        """
+        owner = prepared.envelope.task_id
+        lease = self.leases.get(prepared.delivery)
+        lease_s = lease.lease_s if lease else self.visibility[prepared.delivery.queue]
+        store = self.app.idempotency
+
+        async def hold() -> None:
+            while True:
+                try:
+                    await asyncio.wait_for(asyncio.shield(future), timeout=lease_s / 2)
+                except TimeoutError:
+                    with contextlib.suppress(Exception):
+                        await store.aextend(pk, owner, lease_s)
+                    continue
+                except BaseException:
+                    pass
+                break
+            for attempt in range(5):
+                try:
+                    await store.arelease(pk, owner)
+                    break
+                except Exception as exc:
+                    logger.warning("freeing the idempotency key of %s failed: %s", owner, exc)
+                    await asyncio.sleep(full_jitter_s(attempt + 1, base_s=0.5, cap_s=10.0))
+            logger.info("abandoned task %s ended: its idempotency key is free", owner)
+            self.held_keys.discard(pk)
+
+        self.held_keys.add(pk)
+        task = asyncio.get_running_loop().create_task(hold(), name=f"sqsq-hold-{owner[:8]}")
+        self._holders.add(task)
+        task.add_done_callback(self._holders.discard)
 
     async def _call_in_child(
         self, prepared: Prepared, limit: float, started_at: datetime, start: float

@@ -20,8 +20,10 @@ a task returns, receiving goes on meanwhile.
 
 "Store, then let go" is not decided here: ``settle.sqs_calls`` refuses an outcome
 that is not stored. What fails is retried with backoff (only the step that
-failed), up to :data:`SETTLE_ATTEMPTS`; after that its message is left to come
-back after its visibility timeout.
+failed): storing for as long as the lease may be held (SQS's 12 h cap; the inbox
+stops receiving meanwhile), deleting and changing visibility up to
+:data:`SETTLE_ATTEMPTS`; after that its message is left to come back after its
+visibility timeout.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import limits
-from ..execution import RETURNED_KINDS, Outcome, OutcomeKind
+from ..execution import RETURNED_KINDS, Executor, Outcome, OutcomeKind
 from ..retry import full_jitter_s
 from ..settle import arelease, astore, needs_store, plan_writes
 
@@ -261,7 +263,15 @@ class Settler:
 
     def _failed(self, entry: _Entry, lane: _Lane) -> None:
         entry.attempts += 1
-        if entry.attempts < SETTLE_ATTEMPTS and not self.closing:
+        # Storing is retried for as long as the lease can be held (the inbox stops
+        # receiving meanwhile): giving up would let the message come back and its
+        # body run again once its idempotency lease ran out.
+        storing = (
+            lane is self.store_lane
+            and not entry.outcome.stored  # DynamoDB writes (a failed DLQ copy is bounded)
+            and Executor.lease_room_s(entry.outcome.delivery) > 0
+        )
+        if (entry.attempts < SETTLE_ATTEMPTS or storing) and not self.closing:
             self._retrying += 1
 
             def again() -> None:

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..execution import TaskExit
+
 
 class Call:
     """One submitted call: ``fn()`` runs in a pool thread, its result (or the
@@ -32,6 +34,11 @@ class Call:
         if self.future.done():
             return
         if error is not None:
+            # SystemExit / KeyboardInterrupt raised in a pool thread are the call's own
+            # (signals only reach the main thread); awaited as they are, asyncio would
+            # re-raise them out of the event loop and end the worker.
+            if not isinstance(error, Exception):
+                error = TaskExit(error)
             self.future.set_exception(error)
         else:
             self.future.set_result(result)

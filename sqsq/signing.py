@@ -1,0 +1,95 @@
+"""Message signing, in the manner of Celery's ``setup_security``: an HMAC over the body.
+
+With ``Settings.signing_key`` (``SQSQ_SIGNING_KEY``) set, producers add the message
+attribute ``sqsq-signature`` = ``v1:`` + HMAC-SHA256(key, body) in hex, and workers
+(and the Lambda handler) verify it before decoding::
+
+    attribute present ─ matches ──────────────────────────────► decode, run
+                      └ does not match ───────────────────────► DLQ, reason bad_signature
+    attribute absent ─ body is the minimal foreign form
+                       {"task", "args", "kwargs"} only ───────► run; its id is the MessageId
+                     └ anything else (an id, an idempotency
+                       key, headers...) ──────────────────────► DLQ, reason unsigned_message
+
+So a producer without the key (an EventBridge rule, a shell) can still enqueue a
+plain call, but cannot choose another task's ``id`` (to overwrite its result) or its
+``idempotency_key`` (to pre-claim it).
+
+The key is text, or a reference resolved once per process: ``secretsmanager:<secret
+id or ARN>`` (AWS Secrets Manager, the SecretString) or ``ssm:<parameter name>``
+(SSM Parameter Store, decrypted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from typing import Any
+
+#: The message attribute that carries the signature.
+SIGNATURE_ATTRIBUTE = "sqsq-signature"
+#: Fields of the minimal foreign form accepted unsigned when signing is on.
+FOREIGN_FIELDS = frozenset({"task", "args", "kwargs"})
+_PREFIX = "v1:"
+
+_lock = threading.Lock()
+_resolved: dict[str, bytes] = {}
+
+
+def resolve_key(spec: str, clients: Any = None) -> bytes:
+    """The key bytes of ``spec`` (text, ``secretsmanager:…`` or ``ssm:…``), cached.
+
+    Raises:
+        Exception: what boto3 raises when the secret or parameter cannot be read.
+    """
+    with _lock:
+        if spec in _resolved:
+            return _resolved[spec]
+    if spec.startswith("secretsmanager:"):
+        import boto3
+
+        client = clients.sync("secretsmanager") if clients else boto3.client("secretsmanager")
+        value = client.get_secret_value(SecretId=spec.removeprefix("secretsmanager:"))
+        text = str(value["SecretString"])
+    elif spec.startswith("ssm:"):
+        import boto3
+
+        client = clients.sync("ssm") if clients else boto3.client("ssm")
+        value = client.get_parameter(Name=spec.removeprefix("ssm:"), WithDecryption=True)
+        text = str(value["Parameter"]["Value"])
+    else:
+        text = spec
+    key = text.encode("utf-8")
+    with _lock:
+        _resolved[spec] = key
+    return key
+
+
+def sign(body: str, key: bytes) -> str:
+    """The signature of ``body``."""
+    return _PREFIX + hmac.new(key, body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def signature_attribute(body: str, key: bytes) -> dict[str, dict[str, str]]:
+    """``{"sqsq-signature": …}`` in SendMessage's MessageAttributes shape."""
+    return {SIGNATURE_ATTRIBUTE: {"DataType": "String", "StringValue": sign(body, key)}}
+
+
+def check(body: str, attributes: dict[str, Any], key: bytes) -> str | None:
+    """None when ``body`` may be decoded, else the dead-letter reason
+    (``bad_signature`` / ``unsigned_message``); see the module docstring."""
+    attribute = attributes.get(SIGNATURE_ATTRIBUTE)
+    if attribute is not None:
+        given = attribute.get("StringValue") if isinstance(attribute, dict) else None
+        if isinstance(given, str) and hmac.compare_digest(given, sign(body, key)):
+            return None
+        return "bad_signature"
+    try:
+        raw = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # not JSON: decoding dead-letters it with its own reason
+    if isinstance(raw, dict) and set(raw) <= FOREIGN_FIELDS:
+        return None
+    return "unsigned_message"
