@@ -437,9 +437,10 @@ def test_dlq_tooling_never_crashes_on_forged_attributes(hostile: Any) -> None:
             QueueUrl=dlq, MessageBody=bodies[index % len(bodies)], MessageAttributes=attributes
         )
 
-    listing = _sqsq("dlq", "ls", source, "--json")
-    table = _sqsq("dlq", "ls", source)
-    redriven = _sqsq("dlq", "redrive", source)
+    app = "tests.apps.hostile:app"
+    listing = _sqsq("dlq", "ls", app, source, "--json")
+    table = _sqsq("dlq", "ls", app, source)
+    redriven = _sqsq("dlq", "redrive", app, source)
 
     assert listing.returncode == 0, listing.stderr
     assert len(listing.stdout.splitlines()) == len(FORGED)
