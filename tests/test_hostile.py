@@ -358,6 +358,16 @@ def test_abandoned_thread_keeps_its_key_until_its_body_ends(
 # --- row 12: one result the table refuses does not block its neighbours' writes ------------
 
 
+def _skip_if_the_table_took_it(record: Any) -> None:
+    """Where sizes are at the edge of DynamoDB's 400 KB, implementations count them
+    differently: dynalite stores this item, moto (like DynamoDB's own accounting of
+    attribute names and values) refuses it. Nothing refused, nothing to isolate."""
+    from sqsq.testing import external_endpoints
+
+    if record.state is State.SUCCESS and external_endpoints() is not None:
+        pytest.skip("this endpoint stored the ~405 KB item (dynalite's size accounting)")
+
+
 def test_a_result_the_table_refuses_is_isolated_and_dead_lettered(
     hostile: Any, worker: Any
 ) -> None:
@@ -370,6 +380,7 @@ def test_a_result_the_table_refuses_is_isolated_and_dead_lettered(
     assert done.returncode == 0, done.stderr
     assert all(result(hostile, t).value == n for n, (t, _) in enumerate(neighbours))
     record = result(hostile, big_id)
+    _skip_if_the_table_took_it(record)
     assert record.state is State.FAILURE
     assert record.dead_letter_reason == "result_too_large"
     assert record.value is None
@@ -386,6 +397,7 @@ def test_a_result_the_table_refuses_in_lambda(hostile: Any) -> None:
 
     assert response == {"batchItemFailures": []}
     assert all(result(hostile, t).value == n for n, (t, _) in enumerate(neighbours))
+    _skip_if_the_table_took_it(result(hostile, big_id))
     assert result(hostile, big_id).dead_letter_reason == "result_too_large"
     assert dlq_reasons(hostile) == {big_id: "result_too_large"}
 
