@@ -93,7 +93,7 @@ class ExternalEndpoint:
 
     def url_for(self, service: str) -> str | None:
         """The endpoint URL of ``service`` (``"sqs"``, …); None for AWS itself."""
-        url = self.urls[service.upper()]
+        url = self.urls.get(service.upper(), AWS)
         return None if url == AWS else url
 
     def environ(self) -> dict[str, str]:

@@ -18,7 +18,9 @@ def test_no_variable_means_moto() -> None:
 
 def test_one_url_for_every_service_or_one_per_service() -> None:
     one = external_endpoints({"SQSQ_TEST_ENDPOINT_URL": "http://127.0.0.1:4566"})
-    assert one == dict.fromkeys(("SQS", "DYNAMODB", "STS", "SCHEDULER"), "http://127.0.0.1:4566")
+    assert one == dict.fromkeys(
+        ("SQS", "DYNAMODB", "STS", "SCHEDULER", "IAM"), "http://127.0.0.1:4566"
+    )
     split = external_endpoints(
         {
             "SQSQ_TEST_ENDPOINT_URL_SQS": "http://127.0.0.1:1",
@@ -30,6 +32,7 @@ def test_one_url_for_every_service_or_one_per_service() -> None:
         "DYNAMODB": "http://127.0.0.1:2",
         "STS": "http://127.0.0.1:1",  # STS follows SQS
         "SCHEDULER": "aws",  # unset: AWS itself
+        "IAM": "http://127.0.0.1:1",  # IAM (the role of `schedule sync`) follows SQS
     }
     endpoint = ExternalEndpoint(split)
     assert endpoint.url_for("scheduler") is None
@@ -37,6 +40,7 @@ def test_one_url_for_every_service_or_one_per_service() -> None:
         "AWS_ENDPOINT_URL_SQS": "http://127.0.0.1:1",
         "AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:2",
         "AWS_ENDPOINT_URL_STS": "http://127.0.0.1:1",
+        "AWS_ENDPOINT_URL_IAM": "http://127.0.0.1:1",
     }
     sandbox = external_endpoints({"SQSQ_TEST_ENDPOINT_URL": "aws"})
     assert sandbox is not None and ExternalEndpoint(sandbox).environ() == {}
