@@ -203,12 +203,7 @@ def dead_letter_batches(
             deduplication_id=delivery.message_id,
         )
         by_dlq.setdefault(dlq, []).append((outcome, entry))
-    batches = []
-    for dlq, pairs in by_dlq.items():
-        by_id = {entry["Id"]: outcome for outcome, entry in pairs}
-        for batch in send_batches([entry for _, entry in pairs]):
-            batches.append((dlq, {e["Id"]: by_id[e["Id"]] for e in batch}, batch))
-    return batches
+    return _send_batches_by_queue(by_dlq)
 
 
 def resend_batches(
@@ -233,8 +228,15 @@ def resend_batches(
         if attributes:
             entry["MessageAttributes"] = attributes
         by_queue.setdefault(app.queue_name(delivery.queue), []).append((outcome, entry))
+    return _send_batches_by_queue(by_queue)
+
+
+def _send_batches_by_queue(
+    pairs_by_queue: dict[str, list[tuple[Outcome, dict[str, Any]]]],
+) -> list[tuple[str, dict[str, Outcome], list[dict[str, Any]]]]:
+    """``(queue_name, {entry_id: outcome}, entries)`` per SendMessageBatch call."""
     batches = []
-    for queue, pairs in by_queue.items():
+    for queue, pairs in pairs_by_queue.items():
         by_id = {entry["Id"]: outcome for outcome, entry in pairs}
         for batch in send_batches([entry for _, entry in pairs]):
             batches.append((queue, {e["Id"]: by_id[e["Id"]] for e in batch}, batch))
