@@ -171,10 +171,11 @@ _settings = settings(
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 7): with these derandomized examples one batch (a body 'null' and an "
-    "echo with 6 attributes) is not settled within 90 s inside the long-running worker, "
-    "though the same pair settles at once in a fresh worker; not yet explained",
+    strict=False,
+    reason="open (issue 7): the old oracle looked for a failed message's task id among DLQ "
+    "bodies (never true); fixed. Still failing: in one generated batch a body "
+    "'{\"kwargs\": <nested ~300 deep>}' (no task, no id) gets no result record within 90 s "
+    "while its 9 neighbours settle",
 )
 def test_worker_property(hostile: Any, worker: Any) -> None:
     process = worker.start(APP, "-c", "4")
@@ -191,10 +192,14 @@ def test_worker_property(hostile: Any, worker: Any) -> None:
 
         def settled() -> bool:
             _drain_dlq(hostile, dead)
-            return all(
-                (r := result(hostile, t)) is not None and (r.state is State.SUCCESS or t in dead)
-                for t, _, _ in sent
-            )
+            failed: dict[str, int] = {}  # body → how many of its messages failed
+            for task_id, body, _ in sent:
+                record = result(hostile, task_id)
+                if record is None:
+                    return False
+                if record.state is not State.SUCCESS:
+                    failed[body] = failed.get(body, 0) + 1
+            return all(len(dead.get(body, [])) >= n for body, n in failed.items())
 
         try:
             wait_for(settled, 90, "every message's outcome")
