@@ -216,18 +216,20 @@ def resend_batches(
         o for o in outcomes if o.kind is OutcomeKind.RESEND and not o.copied
     ):
         delivery = outcome.delivery
-        entry: dict[str, Any] = {
-            "Id": str(index),
-            "MessageBody": outcome.body or delivery.body,
-            "DelaySeconds": int(min(max(0.0, outcome.delay_s), limits.SQS_MAX_DELAY_S)),
-        }
-        attributes = dict(delivery.message_attributes)
-        key = app.signing_key
-        if outcome.body is not None and key is not None:  # a new body: signed anew
-            attributes.update(signature_attribute(outcome.body, key))
-        if attributes:
-            entry["MessageAttributes"] = attributes
-        by_queue.setdefault(app.queue_name(delivery.queue), []).append((outcome, entry))
+        bodies = [outcome.body] if outcome.bodies is None else outcome.bodies
+        for part, body in enumerate(bodies):  # several: a foreign message split (sqsq.events)
+            entry: dict[str, Any] = {
+                "Id": str(index) if outcome.bodies is None else f"{index}-{part}",
+                "MessageBody": body or delivery.body,
+                "DelaySeconds": int(min(max(0.0, outcome.delay_s), limits.SQS_MAX_DELAY_S)),
+            }
+            attributes = dict(delivery.message_attributes)
+            key = app.signing_key
+            if body is not None and key is not None:  # a new body: signed anew
+                attributes.update(signature_attribute(body, key))
+            if attributes:
+                entry["MessageAttributes"] = attributes
+            by_queue.setdefault(app.queue_name(delivery.queue), []).append((outcome, entry))
     return _send_batches_by_queue(by_queue)
 
 
@@ -389,6 +391,8 @@ def _store_once(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
             failed = list(by_id.values())
         _copied(by_id, failed)
         kept += failed
+    for outcome in kept:  # one of several copies failed: all are sent again
+        outcome.copied = False
     pending = [o for o in outcomes if o not in kept and needs_follow_up(o)]
     if pending:
         kept += _followed(pending, _get_continuation().follow(app, pending))
@@ -432,6 +436,8 @@ async def _astore_once(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
             failed = list(by_id.values())
         _copied(by_id, failed)
         kept += failed
+    for outcome in kept:  # one of several copies failed: all are sent again
+        outcome.copied = False
     pending = [o for o in outcomes if o not in kept and needs_follow_up(o)]
     if pending:
         kept += _followed(pending, await _get_continuation().afollow(app, pending))
