@@ -9,14 +9,16 @@ unchanged. The rules followed, from "Amazon EventBridge event patterns" and
   object matches the event's object at that field;
 - a field's value is an array of matchers, any of which may match (OR); when the
   event's value is an array, the field matches if any element matches;
-- a field missing from the event matches only ``{"exists": false}``;
+- a field missing from the event, or holding an object (not a leaf), matches only
+  ``{"exists": false}``;
 - when the event holds an array of objects, a nested pattern must match within one
   element (EventBridge's array consistency).
 
 Matchers supported (the others — ``cidr``, ``anything-but`` with ``wildcard`` lists,
 ``$or`` inside a leaf — raise :class:`~sqsq.errors.ConfigurationError`)::
 
-    "x" / 12 / true / null          exact value (numbers compare by value, 300 == 3.0e2;
+    "x" / 12 / true / null          exact value (strings character by character; numbers
+                                    as written: 300 ≠ 300.0, but 300.0 == 3.0e2 here;
                                     a string never equals a number)
     {"prefix": "us-"}               begins with; {"prefix": {"equals-ignore-case": "us-"}}
     {"suffix": ".png"}              ends with;   {"suffix": {"equals-ignore-case": ".png"}}
@@ -185,12 +187,13 @@ def matches(pattern: Mapping[str, Any], event: Any) -> bool:
 
 
 def _leaf(matchers: list[Any], field: Any) -> bool:
-    if field is _MISSING:
+    leaf = field is not _MISSING and not isinstance(field, Mapping)  # exists: leaf nodes only
+    if not leaf:
         return any(isinstance(m, Mapping) and m.get("exists") is False for m in matchers)
     values = field if isinstance(field, list) else [field]
     for matcher in matchers:
         if isinstance(matcher, Mapping) and "exists" in matcher:
-            if matcher["exists"] is True and not isinstance(field, Mapping):
+            if matcher["exists"] is True:
                 return True
             continue
         if any(_one(matcher, value) for value in values):
@@ -199,11 +202,12 @@ def _leaf(matchers: list[Any], field: Any) -> bool:
 
 
 def _equal(a: Any, b: Any) -> bool:
+    """Exact matching: strings character by character; numbers by their JSON
+    representation, which parsed JSON keeps only as int vs float (300 ≠ 300.0;
+    300.0 and 3.0e2, which EventBridge tells apart, both parse to 300.0)."""
     if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
         return a is b
-    if _number(a) and _number(b):
-        return float(a) == float(b)
-    return isinstance(a, str) and isinstance(b, str) and a == b
+    return type(a) is type(b) and isinstance(a, str | int | float) and a == b
 
 
 def _one(matcher: Any, value: Any) -> bool:
