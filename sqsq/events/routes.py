@@ -193,9 +193,10 @@ def dynamodb_pattern(
     if stream_arn is not None:
         built["eventSourceARN"] = [stream_arn]
     elif table is not None:
-        built["eventSourceARN"] = [
-            {"wildcard": f"arn:aws*:dynamodb:*:*:table/{_escape(table)}/stream/*"}
-        ]
+        table_arn = (
+            f"arn:aws*:dynamodb:*:*:table/{_escape(table)}"  # the stream's ARN, or the table's
+        )
+        built["eventSourceARN"] = [{"wildcard": table_arn}, {"wildcard": f"{table_arn}/stream/*"}]
     if event_name is not None:
         names = _values("event_name", event_name)
         unknown = set(names) - DYNAMODB_EVENT_NAMES
