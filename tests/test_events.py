@@ -90,9 +90,8 @@ def send_rest(queue_url: str, client_body: str) -> str:
     queue (SQS's query protocol). Returns the MessageId."""
     import re
 
-    import requests
-
     import boto3
+    import requests
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 
