@@ -47,9 +47,11 @@ def scheduled(event: dict[str, Any]) -> str:
 
 
 @app.on_event(source="orders", detail_type="Order Placed")
-def order_placed(event: EventBridgeModel) -> Any:
-    mark(f"order {event.id}")
-    return event.detail
+def order_placed(event: dict[str, Any]) -> Any:
+    """(A dict: moto's EventBridge leaves out the event's ``account``, which
+    Powertools' EventBridgeModel requires.)"""
+    mark(f"order {event['id']}")
+    return event["detail"]
 
 
 @app.on_s3(bucket="uploads", prefix="in/", suffix=".csv")
@@ -66,6 +68,14 @@ def uploaded(record: S3RecordModel) -> dict[str, Any]:
 @app.on_s3(bucket="mybucket", events=["s3:ObjectCreated:Put"])
 def docs_upload(record: dict[str, Any]) -> str:
     mark(f"s3 mybucket/{record['s3']['object']['key']}")
+    return str(record["s3"]["object"]["key"])
+
+
+@app.on_s3(bucket="recipes", suffix=".csv")
+def recipe_upload(record: dict[str, Any]) -> str:
+    """(A dict, and a key without "/": moto's S3 notifications leave out fields of
+    S3RecordModel and encode "/" in keys, which S3 does not.)"""
+    mark(f"s3 recipes/{record['s3']['object']['key']}")
     return str(record["s3"]["object"]["key"])
 
 
