@@ -108,14 +108,20 @@ def _get_continuation() -> Continuation:
 
 
 def workflow_of(outcome: Outcome) -> dict[str, Any] | None:
-    """The ``workflow`` field of the outcome's envelope (read from the body), or None."""
+    """The ``workflow`` field of the outcome's envelope (read from the body), or None.
+
+    Only an envelope (a body with ``task``) has one: a foreign event routed to a task
+    (``sqsq.events``) never has follow-ups, whatever fields it carries."""
     body = outcome.delivery.body
     if '"workflow"' not in body:  # cheap pre-check: most envelopes have none
         return None
     try:
-        workflow = json.loads(body).get("workflow")
-    except (ValueError, AttributeError):
+        raw = json.loads(body)
+    except ValueError:
         return None
+    if not isinstance(raw, dict) or "task" not in raw:
+        return None
+    workflow = raw.get("workflow")
     return workflow if isinstance(workflow, dict) and workflow else None
 
 

@@ -120,6 +120,43 @@ def test_an_s3_notification_of_several_records_is_split_and_a_test_event_dropped
     assert may_let_go(dropped)  # nothing to store or send: deleted
 
 
+def test_splitting_is_bounded_and_never_on_a_fifo_queue() -> None:
+    app = make_app()
+    record = S3["Records"][0]
+    many = json.dumps({"Records": [record] * 101})
+    assert reason(prepare(app, many)) == "undecodable_message"
+    fifo = Executor(app, "test").prepare(
+        Delivery("m-1", "r-1", json.dumps({"Records": [record] * 2}), "orders.fifo")
+    )
+    assert reason(fifo) == "undecodable_message"
+    assert "FIFO" in fifo.note.message
+    assert reason(prepare(app, json.dumps({"Records": []}))) == "undecodable_message"
+
+
+def test_a_routed_body_never_has_workflow_follow_ups() -> None:
+    """A foreign body's own ``workflow`` field is not sqsq's: no continuation runs."""
+    from sqsq.settle import needs_follow_up
+
+    app = make_app()
+
+    @app.route({"kind": ["invoice"]})
+    def invoice(body: dict[str, Any]) -> None: ...
+
+    body = json.dumps({"kind": "invoice", "workflow": {"callbacks": [{"task": "add"}]}})
+    prepared = prepare(app, body)
+    assert isinstance(prepared, Prepared) and prepared.task is invoice
+    outcome = Executor(app, "test").call(prepared)
+    assert outcome.kind is OutcomeKind.SUCCESS
+    assert not needs_follow_up(outcome)
+
+
+def test_with_signing_on_unknown_fields_of_a_minimal_envelope_are_allowed_unsigned() -> None:
+    app = make_app(signing_key=KEY)
+    prepared = prepare(app, json.dumps({"task": "add", "args": [1, 2], "source": "curl"}))
+    assert isinstance(prepared, Prepared)
+    assert json.loads(prepared.envelope.headers["sqsq-extra"]) == {"source": "curl"}
+
+
 def test_a_routed_run_is_keyed_by_the_events_identity_scoped_by_its_task() -> None:
     app = make_app()
     prepared = prepare(app, EC2)

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 #: Envelope header naming the route a run came from.
 ROUTE_HEADER = "sqsq-route"
+#: Most records of one S3 notification split into messages of one record each.
+MAX_SPLIT_RECORDS = 100
 
 
 class EventRouter:
@@ -76,11 +78,12 @@ class EventRouter:
         if shapes.is_sns_notification(body):
             return self._sns(delivery, body)
         found = self._event(delivery, body)
-        if found is None and shapes.classify(body) is None and shapes.s3_records(body) is None:
-            return None  # not an event: decoded as an envelope, and fails as one
-        if found is None:
-            raise _no_route(shapes.classify(body) or shapes.json_event(body))
-        return found
+        if found is not None:
+            return found
+        event = shapes.classify(body)
+        if event is None:
+            return None  # not an AWS event: decoded as an envelope, and fails as one
+        raise _no_route(event)
 
     def _event(self, delivery: Delivery, body: dict[str, Any]) -> Envelope | Outcome | None:
         """The run (or outcome) for an event body; None when no route matches."""
@@ -94,6 +97,7 @@ class EventRouter:
             return _let_go(delivery, ())
         records = shapes.s3_records(body)
         if records is not None and len(records) != 1:
+            self._check_split(delivery, len(records))
             logger.info(
                 "message %s: S3 notification of %d records sent on as one message each",
                 delivery.message_id,
@@ -104,6 +108,26 @@ class EventRouter:
         event = shapes.classify(body) or shapes.json_event(body)
         route = self.match(event)
         return None if route is None else self._run(delivery, route, event)
+
+    def _check_split(self, delivery: Delivery, count: int) -> None:
+        """An S3 notification of ``count`` records may be split into as many messages:
+        not on a FIFO queue (S3 cannot notify one; a copy would need a message group),
+        and not beyond :data:`MAX_SPLIT_RECORDS` (S3 sends one record per message: a
+        body of thousands is not S3's, and would fan out into thousands of messages).
+
+        Raises:
+            UndecodableMessage: it may not.
+        """
+        if count > MAX_SPLIT_RECORDS:
+            raise UndecodableMessage(
+                f"S3 notification of {count} records, over MAX_SPLIT_RECORDS="
+                f"{MAX_SPLIT_RECORDS} (S3 sends one record per message)"
+            )
+        if count and self.app.queue_name(delivery.queue).endswith(".fifo"):
+            raise UndecodableMessage(
+                f"S3 notification of {count} records on a FIFO queue: not split "
+                "(S3 cannot notify a FIFO queue)"
+            )
 
     def _sns(self, delivery: Delivery, body: dict[str, Any]) -> Envelope | Outcome:
         try:
@@ -143,6 +167,8 @@ class EventRouter:
         return envelope
 
     def _run(self, delivery: Delivery, route: Route, event: shapes.Event) -> Envelope:
+        from pydantic import ValidationError
+
         from ..envelope_model import Envelope
 
         task = self.app.tasks.get(route.task)
@@ -156,15 +182,18 @@ class EventRouter:
             route.task,
             extra={"queue": delivery.queue},
         )
-        return Envelope.model_validate(
-            {
-                "id": delivery.message_id,
-                "task": route.task,
-                "args": [event.document],
-                "idempotency_key": None if own_key else event.key,
-                "headers": {ROUTE_HEADER: route.name},
-            }
-        )
+        try:
+            return Envelope.model_validate(
+                {
+                    "id": delivery.message_id,
+                    "task": route.task,
+                    "args": [event.document],
+                    "idempotency_key": None if own_key else event.key,
+                    "headers": {ROUTE_HEADER: route.name},
+                }
+            )
+        except ValidationError as exc:  # e.g. an identity pydantic refuses
+            raise UndecodableMessage(f"{event.service} event: {exc.errors()[0]['msg']}") from None
 
 
 def _let_go(delivery: Delivery, bodies: tuple[str, ...]) -> Outcome:

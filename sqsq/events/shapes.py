@@ -104,7 +104,7 @@ def is_s3_test_event(body: dict[str, Any]) -> bool:
 def s3_records(body: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The records of an S3 event notification, or None when ``body`` is not one."""
     records = body.get("Records")
-    if not isinstance(records, list):
+    if not isinstance(records, list) or not records:
         return None
     if not all(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records):
         return None
