@@ -133,6 +133,19 @@ def test_splitting_is_bounded_and_never_on_a_fifo_queue() -> None:
     assert reason(prepare(app, json.dumps({"Records": []}))) == "undecodable_message"
 
 
+def test_a_services_own_routes_come_before_general_ones() -> None:
+    app = sqsq.App("order", region_name="us-east-1")
+
+    @app.route({"source": ["aws.ec2"]})
+    def general(body: dict[str, Any]) -> None: ...
+
+    @app.on_event(source="aws.ec2")
+    def specific(event: dict[str, Any]) -> None: ...
+
+    assert prepare(app, EC2).task is specific
+    assert prepare(app, json.dumps({"source": "aws.ec2"})).task is general
+
+
 def test_a_routed_body_never_has_workflow_follow_ups() -> None:
     """A foreign body's own ``workflow`` field is not sqsq's: no continuation runs."""
     from sqsq.settle import needs_follow_up

@@ -63,12 +63,12 @@ class EventRouter:
         self.routes.append(route)
 
     def match(self, event: shapes.Event) -> Route | None:
-        """The first route of ``event``'s service (or a ``json`` route) it matches."""
-        for route in self.routes:
-            if route.service in (event.service, "json") and patterns.matches(
-                route.pattern, event.document
-            ):
-                return route
+        """The first route of ``event``'s service that matches it, else the first
+        ``json`` route (``app.route``) that does, in declaration order."""
+        for service in dict.fromkeys((event.service, "json")):
+            for route in self.routes:
+                if route.service == service and patterns.matches(route.pattern, event.document):
+                    return route
         return None
 
     # --- the Router protocol ----------------------------------------------------------
