@@ -20,9 +20,13 @@ from .sqs import QueueDirectory
 from .task import TASK_OPTIONS, BoundTask, Task, TaskOptions
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import boto3
     from botocore.config import Config
     from typing_extensions import Unpack
+
+    from .execution import Router
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -85,6 +89,9 @@ class App:
         self.results = ResultStore(self.clients, self.table_name, name)
         self.idempotency = IdempotencyStore(self.clients, self.table_name)
         self._revocations: RevocationView | None = None
+        #: Asked about bodies that are not envelopes (``sqsq.execution.Router``);
+        #: ``sqsq.events`` installs one when a route is declared or such a body arrives.
+        self.router: Router | None = None
 
     def __repr__(self) -> str:
         return f"<App {self.name} tasks={len(self.tasks)}>"
@@ -244,6 +251,154 @@ class App:
         if not isinstance(task, Task):
             raise ConfigurationError(f"add_periodic_task needs a task, got {task!r}")
         return declare(self, schedule, task, **options)
+
+    # --- routes of foreign events (sqsq.events, imported on first use) ----------------
+
+    def on_event(
+        self,
+        *,
+        source: str | Iterable[Any] | None = None,
+        detail_type: str | Iterable[Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
+        pattern: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[..., R]], Task[Any, R]]:
+        """Run the decorated task for each EventBridge event that matches, as a rule's
+        SQS target, a pipe or the Scheduler sends it: ``@app.on_event(source="orders",
+        detail_type="Order Placed")``. The task receives the event (annotate its
+        parameter with Powertools' ``EventBridgeModel``, a pydantic model, or ``dict``)
+        and runs once per event ``id``.
+
+        Args:
+            source / detail_type: the event's ``source`` / ``detail-type`` (a value, or a
+                list of values / EventBridge matchers).
+            detail: a pattern over the event's ``detail``.
+            pattern: any other EventBridge event pattern fields (all must match).
+            **options: any ``@app.task`` option (``queue=``, ``max_retries=``, ...).
+
+        Raises:
+            ConfigurationError: an invalid or unsupported pattern, or task option.
+        """
+        from .events.routes import declare, eventbridge_pattern
+
+        built = eventbridge_pattern(source, detail_type, detail, pattern)
+        return declare(self, "events", built, options)
+
+    def on_s3(
+        self,
+        *,
+        bucket: str | None = None,
+        prefix: str | None = None,
+        suffix: str | None = None,
+        events: Iterable[str] = ("s3:ObjectCreated:*",),
+        pattern: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[..., R]], Task[Any, R]]:
+        """Run the decorated task for each record of an S3 event notification sent
+        directly to the queue: ``@app.on_s3(bucket="uploads", prefix="in/")``. The
+        task receives one record (Powertools' ``S3RecordModel``, or ``dict``) and runs
+        once per bucket + key + ``sequencer``. ``s3:TestEvent`` is dropped.
+
+        Args:
+            bucket: the bucket's name.
+            prefix / suffix: of the object key (as S3 sends it: URL-encoded).
+            events: S3's event types, e.g. ``["s3:ObjectCreated:*", "s3:ObjectRemoved:Delete"]``.
+            pattern: more fields of the record (EventBridge pattern syntax).
+            **options: any ``@app.task`` option.
+
+        Raises:
+            ConfigurationError: an invalid pattern or task option.
+        """
+        from .events.routes import declare, s3_pattern
+
+        built = s3_pattern(bucket, prefix, suffix, events, pattern)
+        return declare(
+            self,
+            "s3",
+            built,
+            options,
+            bucket=bucket,
+            prefix=prefix,
+            suffix=suffix,
+            events=tuple(events),
+        )
+
+    def on_sns(
+        self,
+        *,
+        topic_arn: str | None = None,
+        subject: str | Iterable[Any] | None = None,
+        message_attributes: Mapping[str, Any] | None = None,
+        pattern: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[..., R]], Task[Any, R]]:
+        """Run the decorated task for each SNS notification (raw message delivery off)
+        whose message is not itself an envelope or a routed event:
+        ``@app.on_sns(topic_arn="arn:aws:sns:…:alerts")``. The task receives the
+        notification (Powertools' ``SnsNotificationModel``, or ``dict``) and runs once
+        per SNS ``MessageId``.
+
+        Args:
+            topic_arn: the topic's ARN.
+            subject: the notification's ``Subject`` (value(s) or matchers).
+            message_attributes: attribute name → value(s) or matchers of its ``Value``.
+            pattern: more fields of the notification (EventBridge pattern syntax).
+            **options: any ``@app.task`` option.
+
+        Raises:
+            ConfigurationError: an invalid pattern or task option.
+        """
+        from .events.routes import declare, sns_pattern
+
+        built = sns_pattern(topic_arn, subject, message_attributes, pattern)
+        return declare(self, "sns", built, options, topic_arn=topic_arn)
+
+    def on_dynamodb_stream(
+        self,
+        *,
+        table: str | None = None,
+        stream_arn: str | None = None,
+        event_name: str | Iterable[str] | None = None,
+        pattern: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[..., R]], Task[Any, R]]:
+        """Run the decorated task for each DynamoDB stream record an EventBridge pipe
+        sends to the queue: ``@app.on_dynamodb_stream(table="orders",
+        event_name=["INSERT"])``. The task receives the record (Powertools'
+        ``DynamoDBStreamRecordModel``, or ``dict``) and runs once per ``eventID``.
+
+        Args:
+            table: the table's name (matched in the record's ``eventSourceARN``).
+            stream_arn: or the stream's exact ARN.
+            event_name: ``"INSERT"``, ``"MODIFY"``, ``"REMOVE"`` or a list of them.
+            pattern: more fields of the record, e.g. ``{"dynamodb": {"NewImage": …}}``.
+            **options: any ``@app.task`` option.
+
+        Raises:
+            ConfigurationError: an invalid pattern, event name or task option.
+        """
+        from .events.routes import declare, dynamodb_pattern
+
+        built = dynamodb_pattern(table, stream_arn, event_name, pattern)
+        return declare(self, "dynamodb", built, options, table=table, stream_arn=stream_arn)
+
+    def route(
+        self, pattern: Mapping[str, Any], **options: Any
+    ) -> Callable[[Callable[..., R]], Task[Any, R]]:
+        """Run the decorated task for any JSON object on the queue that is not an
+        envelope and matches ``pattern`` (EventBridge pattern syntax), e.g. a
+        producer's own events: ``@app.route({"kind": ["invoice"]})``. Also matched
+        against EventBridge events, S3 records and stream records after their own
+        routes. The task receives the object; no identity is known, so the task's
+        own ``idempotency_key`` applies.
+
+        Raises:
+            ConfigurationError: an invalid pattern or task option.
+        """
+        from .events import patterns
+        from .events.routes import declare
+
+        return declare(self, "json", patterns.check(pattern), options)
 
     def send_task(
         self,

@@ -302,6 +302,17 @@ def decode(body: str, message_id: str | None = None) -> Envelope:
             ``limits.MAX_JSON_DEPTH``, or not a valid envelope (pydantic refuses
             strings holding a lone surrogate, which AWS could not store either).
     """
+    return from_json(parse(body), message_id)
+
+
+def parse(body: str) -> Any:
+    """The JSON value of a message body, bounded in depth (the first half of
+    :func:`decode`; the execution core looks at it before deciding whether it is an
+    envelope or a foreign event).
+
+    Raises:
+        UndecodableMessage: not JSON, or nested deeper than ``limits.MAX_JSON_DEPTH``.
+    """
     try:
         raw = json.loads(body, parse_constant=_reject_constant)
     except RecursionError:
@@ -313,6 +324,25 @@ def decode(body: str, message_id: str | None = None) -> Envelope:
         if isinstance(raw, dict):
             _identify(error, raw)
         raise error
+    return raw
+
+
+#: Header holding the unknown top-level fields of a foreign envelope, as a JSON object.
+EXTRA_HEADER = "sqsq-extra"
+
+
+def from_json(raw: Any, message_id: str | None = None) -> Envelope:
+    """The :class:`Envelope` of a parsed body (the second half of :func:`decode`).
+
+    A body with sqsq's ``version`` is validated strictly (an unknown field is an
+    error). A body without it is a foreign producer's form (``{"task", "args",
+    "kwargs"}`` and any fields sqsq knows): its unknown top-level fields are
+    tolerated and kept, as a JSON object in ``headers["sqsq-extra"]``
+    (:data:`EXTRA_HEADER`), so a re-sent copy keeps them too.
+
+    Raises:
+        UndecodableMessage: not an object, or not a valid envelope.
+    """
     if not isinstance(raw, dict):
         raise UndecodableMessage(
             f"message body is JSON {type(raw).__name__}, not an object with a 'task' field"
@@ -321,6 +351,8 @@ def decode(body: str, message_id: str | None = None) -> Envelope:
 
     from .envelope_model import Envelope
 
+    if "version" not in raw:
+        raw = _tolerate_extra(raw, Envelope.model_fields.keys())
     try:
         envelope = Envelope.model_validate(raw)
     except ValidationError as exc:
@@ -334,6 +366,18 @@ def decode(body: str, message_id: str | None = None) -> Envelope:
     if envelope.id is None and message_id is not None:
         envelope = envelope.model_copy(update={"id": message_id})
     return envelope
+
+
+def _tolerate_extra(raw: dict[str, Any], known: Any) -> dict[str, Any]:
+    """``raw`` with its unknown fields moved into ``headers[EXTRA_HEADER]``."""
+    extra = {name: value for name, value in raw.items() if name not in known}
+    if not extra:
+        return raw
+    kept = {name: value for name, value in raw.items() if name in known}
+    headers = kept.get("headers", {})
+    if isinstance(headers, dict):  # anything else fails validation as before
+        kept["headers"] = {**headers, EXTRA_HEADER: dumps(extra)}
+    return kept
 
 
 def _identify(error: UndecodableMessage, raw: dict[str, Any]) -> None:

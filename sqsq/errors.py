@@ -14,7 +14,8 @@
     │   ├── InvalidArguments      the arguments do not fit the function's signature/types
     │   ├── InvalidKey            a key DynamoDB cannot take (too long, not UTF-8)
     │   ├── InternalError         sqsq failed on this one message (its neighbours are unaffected)
-    │   └── IdempotencyConflict   a duplicate key whose arguments differ from the first call's
+    │   ├── IdempotencyConflict   a duplicate key whose arguments differ from the first call's
+    │   └── NoRoute               a foreign event (EventBridge, S3, SNS, ...) no declared route matches
     ├── ResultError               the reader of a result
     │   ├── ResultTimeout         not ready within ``get(timeout=...)`` (also a TimeoutError)
     │   ├── TaskFailed            the task raised; carries remote type, message, traceback
@@ -157,6 +158,25 @@ class IdempotencyConflict(DeadLetter):
     get the first call's result; its message goes to the DLQ."""
 
     reason = "idempotency_conflict"
+
+
+class NoRoute(DeadLetter):
+    """A message that is not a sqsq envelope but a foreign event (an EventBridge
+    event, an S3 notification, an SNS notification, a DynamoDB stream record) that
+    no route declared with ``app.on_event`` / ``on_s3`` / ``on_sns`` /
+    ``on_dynamodb_stream`` / ``app.route`` matches (see ``sqsq.events``).
+
+    Attributes:
+        event: what identifies the event, e.g. ``{"kind": "eventbridge",
+            "source": "aws.s3", "type": "Object Created"}``; also in the DLQ
+            copy's ``sqsq-dead-letter-details`` (``event``).
+    """
+
+    reason = "no_route"
+
+    def __init__(self, message: str, event: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.event = dict(event or {})
 
 
 # --- results --------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Shared by the long-poll worker, the Lambda handler and ``task.apply()``::
 
-    Delivery ─► prepare() ─► decode envelope ─► look up task ─► bind/validate args
-                   │             ─► expired? ─► idempotency key
-                   │
+    Delivery ─► prepare() ─► parse JSON ─► decode envelope ─► look up task ─► bind/validate args
+                   │             │           ─► expired? ─► idempotency key
+                   │             └ an object without "task": the app's Router (sqsq.events)
+                   │               unwraps SNS, routes events to tasks ─► envelope | RESEND | no_route
                    ├── DEAD_LETTER (reason) ◄── any of these fails
                    └── REVOKED (expired)
                                   runner: revoked? ─► REVOKED
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import importlib
 import logging
 import math
 import threading
@@ -31,11 +33,11 @@ import time
 import traceback as tb
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import limits, signing
 from .dynamodb import item_size, result_item
-from .envelope import Envelope, decode, encode, to_json, too_deep
+from .envelope import Envelope, encode, from_json, parse, to_json, too_deep
 from .errors import (
     DeadLetter,
     IdempotencyConflict,
@@ -124,6 +126,8 @@ class Outcome:
             the follow-ups (``settle.Continuation``) succeeded, so that retrying a
             failed delete does not repeat them.
         body: RESEND only: the body to send on (None: the delivery's own).
+        bodies: RESEND only: send these bodies on instead (a foreign message split
+            into one message per event, see ``sqsq.events``); None: ``body``.
         refused: DynamoDB refused its writes once; it was made a dead letter
             (``settle.refused``).
     """
@@ -146,6 +150,7 @@ class Outcome:
     followed: bool = False
     body: str | None = None
     refused: bool = False
+    bodies: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -361,6 +366,41 @@ REASON_RESULT_TOO_LARGE = "result_too_large"
 REASON_INVALID_KEY = "invalid_key"
 
 
+class Router(Protocol):
+    """What the core asks about a body that is a JSON object without a ``task``
+    field — not a sqsq envelope, perhaps a foreign event. ``sqsq.events``
+    implements it and installs one on the App (``App.router``); the core knows
+    only this protocol, and loads :data:`ROUTER_MODULE` by name when no router is
+    installed, so it has no import-time dependency on it.
+    """
+
+    def route(self, delivery: Delivery, body: dict[str, Any]) -> Envelope | Outcome | None:
+        """The envelope to run for ``body`` (an SNS notification's message, or a
+        routed event as ``{task, args: [event], idempotency_key}``), an outcome to
+        carry out instead (RESEND: split into several messages, or dropped), or
+        None when ``body`` is none of these (it is then decoded as an envelope
+        and fails as one).
+
+        Raises:
+            DeadLetter: the body cannot be run, e.g. ``NoRoute`` for an event
+                that no declared route matches.
+        """
+        ...
+
+
+#: Imported by name when a foreign body arrives and the app installed no router.
+ROUTER_MODULE = "sqsq.events"
+
+
+def router_of(app: App) -> Router:
+    """The app's :class:`Router`; the first call loads :data:`ROUTER_MODULE`,
+    which installs one (``sqsq.events.install``)."""
+    if app.router is None:
+        importlib.import_module(ROUTER_MODULE).install(app)
+    assert app.router is not None, f"{ROUTER_MODULE} installed no router"
+    return app.router
+
+
 class Executor:
     """Turns deliveries into outcomes for one App.
 
@@ -379,16 +419,27 @@ class Executor:
         """Decode, look up, validate, check expiry and render the idempotency key.
 
         Returns a DEAD_LETTER outcome when the message cannot be run, a REVOKED
-        outcome when it expired, else a :class:`Prepared`.
+        outcome when it expired, else a :class:`Prepared`. A JSON object without a
+        ``task`` field is given to the app's :class:`Router` first: a declared
+        route is the app's allowance for such an unsigned event, so the signature
+        check applies to envelopes only (an SNS notification's message is checked
+        by the router against its own attributes).
         """
         envelope: Envelope | None = None
         try:
-            signing_key = self.app.signing_key
-            if signing_key is not None:
-                refused = signing.check(delivery.body, delivery.message_attributes, signing_key)
-                if refused is not None:
-                    raise _unsigned(refused)
-            envelope = decode(delivery.body, delivery.message_id)
+            raw = parse(delivery.body)
+            if isinstance(raw, dict) and "task" not in raw:
+                routed = router_of(self.app).route(delivery, raw)
+                if isinstance(routed, Outcome):
+                    return routed
+                envelope = routed
+            if envelope is None:
+                signing_key = self.app.signing_key
+                if signing_key is not None:
+                    refused = signing.check(delivery.body, delivery.message_attributes, signing_key)
+                    if refused is not None:
+                        raise _unsigned(refused)
+                envelope = from_json(raw, delivery.message_id)
             task = self.app.tasks.get(envelope.task)
             if task is None:
                 raise UnknownTask(
@@ -472,6 +523,9 @@ class Executor:
         )
         task = envelope.task if envelope else getattr(exc, "task", None)
         note = self._note(delivery, task_id, exc.reason, type_name(exc), str(exc))
+        event = getattr(exc, "event", None)
+        if event:
+            note = replace(note, event=event)
         record = self._record(
             delivery,
             task_id,

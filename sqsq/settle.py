@@ -108,14 +108,20 @@ def _get_continuation() -> Continuation:
 
 
 def workflow_of(outcome: Outcome) -> dict[str, Any] | None:
-    """The ``workflow`` field of the outcome's envelope (read from the body), or None."""
+    """The ``workflow`` field of the outcome's envelope (read from the body), or None.
+
+    Only an envelope (a body with ``task``) has one: a foreign event routed to a task
+    (``sqsq.events``) never has follow-ups, whatever fields it carries."""
     body = outcome.delivery.body
     if '"workflow"' not in body:  # cheap pre-check: most envelopes have none
         return None
     try:
-        workflow = json.loads(body).get("workflow")
-    except (ValueError, AttributeError):
+        raw = json.loads(body)
+    except ValueError:
         return None
+    if not isinstance(raw, dict) or "task" not in raw:
+        return None
+    workflow = raw.get("workflow")
     return workflow if isinstance(workflow, dict) and workflow else None
 
 
@@ -216,18 +222,20 @@ def resend_batches(
         o for o in outcomes if o.kind is OutcomeKind.RESEND and not o.copied
     ):
         delivery = outcome.delivery
-        entry: dict[str, Any] = {
-            "Id": str(index),
-            "MessageBody": outcome.body or delivery.body,
-            "DelaySeconds": int(min(max(0.0, outcome.delay_s), limits.SQS_MAX_DELAY_S)),
-        }
-        attributes = dict(delivery.message_attributes)
-        key = app.signing_key
-        if outcome.body is not None and key is not None:  # a new body: signed anew
-            attributes.update(signature_attribute(outcome.body, key))
-        if attributes:
-            entry["MessageAttributes"] = attributes
-        by_queue.setdefault(app.queue_name(delivery.queue), []).append((outcome, entry))
+        bodies = [outcome.body] if outcome.bodies is None else outcome.bodies
+        for part, body in enumerate(bodies):  # several: a foreign message split (sqsq.events)
+            entry: dict[str, Any] = {
+                "Id": str(index) if outcome.bodies is None else f"{index}-{part}",
+                "MessageBody": body or delivery.body,
+                "DelaySeconds": int(min(max(0.0, outcome.delay_s), limits.SQS_MAX_DELAY_S)),
+            }
+            attributes = dict(delivery.message_attributes)
+            key = app.signing_key
+            if body is not None and key is not None:  # a new body: signed anew
+                attributes.update(signature_attribute(body, key))
+            if attributes:
+                entry["MessageAttributes"] = attributes
+            by_queue.setdefault(app.queue_name(delivery.queue), []).append((outcome, entry))
     return _send_batches_by_queue(by_queue)
 
 
@@ -389,6 +397,8 @@ def _store_once(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
             failed = list(by_id.values())
         _copied(by_id, failed)
         kept += failed
+    for outcome in kept:  # one of several copies failed: all are sent again
+        outcome.copied = False
     pending = [o for o in outcomes if o not in kept and needs_follow_up(o)]
     if pending:
         kept += _followed(pending, _get_continuation().follow(app, pending))
@@ -432,6 +442,8 @@ async def _astore_once(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
             failed = list(by_id.values())
         _copied(by_id, failed)
         kept += failed
+    for outcome in kept:  # one of several copies failed: all are sent again
+        outcome.copied = False
     pending = [o for o in outcomes if o not in kept and needs_follow_up(o)]
     if pending:
         kept += _followed(pending, await _get_continuation().afollow(app, pending))

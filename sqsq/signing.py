@@ -7,9 +7,10 @@ attribute ``sqsq-signature`` = ``v1:`` + HMAC-SHA256(key, body) in hex, and work
     attribute present ─ matches ──────────────────────────────► decode, run
                       └ does not match ───────────────────────► DLQ, reason bad_signature
     attribute absent ─ body is the minimal foreign form
-                       {"task", "args", "kwargs"} only ───────► run; its id is the MessageId
-                     └ anything else (an id, an idempotency
-                       key, headers...) ──────────────────────► DLQ, reason unsigned_message
+                       {"task", "args", "kwargs"}, plus fields
+                       sqsq does not know (kept as headers) ──► run; its id is the MessageId
+                     └ anything else (a version, an id, an
+                       idempotency key, headers...) ──────────► DLQ, reason unsigned_message
 
 So a producer without the key (an EventBridge rule, a shell) can still enqueue a
 plain call, but cannot choose another task's ``id`` (to overwrite its result) or its
@@ -90,6 +91,13 @@ def check(body: str, attributes: dict[str, Any], key: bytes) -> str | None:
         raw = json.loads(body)
     except (ValueError, RecursionError):
         return None  # not JSON: decoding dead-letters it with its own reason
-    if isinstance(raw, dict) and set(raw) <= FOREIGN_FIELDS:
+    if isinstance(raw, dict) and not (set(raw) & _reserved_fields()):
         return None
     return "unsigned_message"
+
+
+def _reserved_fields() -> frozenset[str]:
+    """The envelope's fields an unsigned body may not set: all but :data:`FOREIGN_FIELDS`."""
+    from .envelope_model import Envelope
+
+    return frozenset(Envelope.model_fields) - FOREIGN_FIELDS

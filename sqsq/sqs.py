@@ -120,6 +120,7 @@ class DeadLetterNote:
         task_id: the task id (the MessageId when the body had none).
         source_queue: the physical queue the message came from.
         receive_count: ApproximateReceiveCount when it was dead-lettered.
+        event: a foreign event's kind, source and type (reason ``no_route``), else None.
     """
 
     reason: str
@@ -128,20 +129,21 @@ class DeadLetterNote:
     task_id: str
     source_queue: str
     receive_count: int
+    event: dict[str, str] | None = None
 
     def details(self) -> str:
-        return json.dumps(
-            {
-                "reason": self.reason,
-                "error_type": self.error_type,
-                "message": self.message[:2048],
-                "task_id": self.task_id,
-                "source_queue": self.source_queue,
-                "receive_count": self.receive_count,
-                "dead_lettered_at": datetime.now(UTC).isoformat(),
-            },
-            separators=(",", ":"),
-        )
+        details: dict[str, Any] = {
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "message": self.message[:2048],
+            "task_id": self.task_id,
+            "source_queue": self.source_queue,
+            "receive_count": self.receive_count,
+            "dead_lettered_at": datetime.now(UTC).isoformat(),
+        }
+        if self.event:
+            details["event"] = {k: v[:256] for k, v in self.event.items()}
+        return json.dumps(details, separators=(",", ":"))
 
 
 def dead_letter_entry(

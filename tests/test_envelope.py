@@ -312,7 +312,7 @@ def test_task_alone_is_enough() -> None:
         ("null", "NoneType"),
         ("42", "int"),
         ("{}", "task"),
-        ('{"task": "t", "unknown": 1}', "unknown"),
+        ('{"version": 1, "task": "t", "unknown": 1}', "unknown"),
         ('{"task": "t", "args": {"a": 1}}', "args"),
         ('{"task": "t", "args": "o-1"}', "args"),
         ('{"task": "t", "kwargs": [1]}', "kwargs"),
@@ -398,7 +398,7 @@ def test_schema_accepts_real_envelopes_and_the_minimum_foreign_body() -> None:
     "body",
     [
         {},
-        {"task": "t", "unknown": 1},
+        {"version": 1, "task": "t", "unknown": 1},
         {"task": "t", "version": 2},
         {"task": "t", "args": {}},
         {"task": "t", "kwargs": []},
@@ -411,6 +411,33 @@ def test_schema_rejects_what_decode_rejects(body: dict[str, Any]) -> None:
     assert not validator.is_valid(body)
     with pytest.raises(UndecodableMessage):
         decode(json.dumps(body), message_id="m")
+
+
+def test_a_foreign_envelope_keeps_unknown_fields_in_a_header_and_sqsqs_own_stay_strict() -> None:
+    """Issue 11: a body without sqsq's ``version`` (a foreign producer's minimal form)
+    tolerates fields sqsq does not know and keeps them, as a JSON object in
+    ``headers["sqsq-extra"]``, so a re-sent copy keeps them too; a versioned
+    envelope with the same field is refused (and so is it by the published schema)."""
+    from sqsq.envelope import EXTRA_HEADER
+
+    body = {
+        "task": "t",
+        "args": [1],
+        "source": "billing",
+        "detail": {"n": [1, 2]},
+        "headers": {"traceparent": "00-x"},
+    }
+    envelope = decode(json.dumps(body), message_id="m-9")
+    assert envelope.task == "t" and envelope.args == [1] and envelope.id == "m-9"
+    assert envelope.headers["traceparent"] == "00-x"
+    assert json.loads(envelope.headers[EXTRA_HEADER]) == {
+        "source": "billing",
+        "detail": {"n": [1, 2]},
+    }
+    assert decode(encode(envelope)).headers == envelope.headers  # kept when re-sent
+    with pytest.raises(UndecodableMessage, match="source"):
+        decode(json.dumps({"version": 1, **body}), message_id="m-9")
+    assert not _validator().is_valid(body)  # the schema documents the strict form
 
 
 def test_sqsq_schema_command_prints_the_schema() -> None:

@@ -68,7 +68,7 @@ def _modules_after(code: str, env: dict[str, str] | None = None) -> dict[str, bo
         "import json, sys\n"
         "names = ['aiobotocore', 'aiohttp', 'moto', 'click', 'rich', 'boto3', 'botocore',\n"
         "         'pydantic', 'pydantic_core', 'pydantic_settings', 'asyncio', 'sqsq.worker',\n"
-        "         'sqsq.envelope_model', 'sqsq.workflows']\n"
+        "         'sqsq.envelope_model', 'sqsq.workflows', 'sqsq.events', 'aws_lambda_powertools']\n"
         "print(json.dumps({n: n in sys.modules for n in names}))\n"
     )
     done = subprocess.run(
@@ -188,6 +188,19 @@ def test_worker_is_loaded_on_first_access() -> None:
     assert loaded["sqsq.worker"]
     assert not loaded["moto"]
     assert not loaded["click"]
+
+
+def test_declaring_a_route_loads_sqsq_events_but_not_powertools_or_aws_clients() -> None:
+    loaded = _modules_after(
+        "import sqsq\n"
+        "app = sqsq.App('light', region_name='us-east-1')\n"
+        "@app.on_event(source='orders')\n"
+        "def f(event: dict) -> None: ...\n"
+    )
+    assert loaded["sqsq.events"]
+    assert not loaded["aws_lambda_powertools"]  # only the user's annotations import models
+    assert not loaded["boto3"]
+    assert not loaded["sqsq.worker"]
 
 
 def test_canvas_is_loaded_on_first_access_without_aws_clients() -> None:
