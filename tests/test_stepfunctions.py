@@ -283,6 +283,15 @@ def test_lambda_handler_reports_through_the_same_store_stage(orders: sqsq.App, s
     assert json.loads(success["output"]) == {"sku": "sku-5", "reserved": 1}
     (failure,) = [body for name, body in calls if name == "SendTaskFailure"]
     assert failure["error"] == "examples.stepfunctions.app.OutOfStock"
+    (failed_id,) = [m for m, token in tokens.items() if token == failure["taskToken"]]
+    assert json.loads(failure["cause"]) == {
+        "task_id": failed_id,
+        "task": "orders.reserve_stock",
+        "state": "FAILURE",
+        "error_type": "examples.stepfunctions.app.OutOfStock",
+        "message": "only 100 of sku-6 left, 101 asked for",
+        "reason": "task_failed",
+    }
     assert finished(states, ok)["status"] == "SUCCEEDED"
     assert finished(states, short)["status"] == "FAILED"
     for message_id in tokens:
@@ -490,3 +499,44 @@ def test_reports_stay_within_the_step_functions_limits() -> None:
     assert len(report.kwargs["cause"]) <= limits.STEPFUNCTIONS_MAX_CAUSE_CHARS
     assert json.loads(report.kwargs["cause"])["message"].startswith("\u0001")
     assert not task_tokens.needs_report(_outcome(OutcomeKind.RETRY))
+
+
+# --- IAM ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["lambda", "ecs", "ec2"])
+def test_infra_step_functions_lets_the_task_runner_report(target: str) -> None:
+    from sqsq.deploy import Options, render
+
+    app = sqsq.load_app(APP)
+    role_id = {"lambda": "FunctionRole", "ecs": "TaskRole", "ec2": "InstanceRole"}[target]
+
+    def statements(**options: Any) -> dict[str, Any]:
+        doc = render(app, target, Options(APP, **options))  # type: ignore[arg-type]
+        policy = doc["Resources"][role_id]["Properties"]["Policies"][0]["PolicyDocument"]
+        return {s["Sid"]: s for s in policy["Statement"]}
+
+    assert "StepFunctionsCallbacks" not in statements()
+    statement = statements(step_functions=True)["StepFunctionsCallbacks"]
+    assert statement["Action"] == [
+        "states:SendTaskFailure",
+        "states:SendTaskHeartbeat",
+        "states:SendTaskSuccess",
+    ]
+    # the Service Authorization Reference names no resource type for them
+    assert statement["Resource"] == "*"
+
+
+def test_the_documented_definitions_are_the_tested_ones() -> None:
+    """docs/stepfunctions.md shows each definition after a comment naming its file."""
+    doc = (ROOT / "docs" / "stepfunctions.md").read_text()
+    shown = dict(
+        re.findall(r"<!-- (examples/stepfunctions/\S+) -->\n```json\n(.*?)\n```", doc, re.S)
+    )
+    assert set(shown) == {
+        "examples/stepfunctions/callback.asl.json",
+        "examples/stepfunctions/send.asl.json",
+    }
+    for path, text in shown.items():
+        assert text == (ROOT / path).read_text().rstrip("\n")
+        json.loads(text)
