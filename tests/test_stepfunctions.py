@@ -122,11 +122,13 @@ def states(local_aws: Any) -> Iterator[Any]:
                 os.environ["MOTO_PORT"] = saved
         return
     url = local_aws.url_for("sqs")
+    if url is None:
+        pytest.skip("on AWS itself the state machines need a real role; the kit makes none")
     client = boto3.client("stepfunctions", endpoint_url=url)
     try:
         client.list_state_machines(maxResults=1)
     except Exception as exc:  # e.g. LocalStack started without stepfunctions in SERVICES
-        pytest.skip(f"no Step Functions at {url or 'AWS'} ({type(exc).__name__}): add it there")
+        pytest.skip(f"no Step Functions at {url} ({type(exc).__name__})")
     yield client
 
 
@@ -373,9 +375,9 @@ def test_a_failing_report_is_retried_and_the_message_kept_until_it_went_through(
     orders: sqsq.App, worker: Any
 ) -> None:
     """The endpoint answers 500, then drops the connection, then succeeds. With
-    botocore's own retries off (SQSQ_MAX_ATTEMPTS=1) each failure reaches sqsq:
-    the report is made again, and at every try the outcome is stored and the
-    message still held; it is deleted after the report went through."""
+    SQSQ_MAX_ATTEMPTS=1 (botocore's ``max_attempts`` counts retries: two tries per
+    call) the first call fails and sqsq reports again; at every try the outcome is
+    stored and the message still held; it is deleted after the report went through."""
     url = queue_url(orders)
     box: dict[str, str] = {}
 
@@ -445,6 +447,75 @@ def test_a_dead_letter_with_a_token_is_reported_as_a_failure(orders: sqsq.App, w
     assert body["taskToken"] == "t-dlq" and body["error"] == "sqsq.errors.UnknownTask"
     cause = json.loads(body["cause"])
     assert cause["task_id"] == task_id and cause["reason"] == "unknown_task"
+
+
+@pytest.fixture
+def no_botocore_retries(orders: sqsq.App) -> sqsq.App:
+    """The example's tasks in an App whose clients retry a call once
+    (``max_attempts=1``: botocore counts retries), so failures reach sqsq's own
+    retries quickly."""
+    from examples.stepfunctions.app import pack, reserve_stock
+
+    app = sqsq.App(orders.name, max_attempts=1)
+    app.task(name=reserve_stock.name)(reserve_stock.fn)
+    app.task(name=pack.name)(pack.fn)
+    return app
+
+
+def lambda_event(app: sqsq.App, expected: int) -> tuple[dict[str, Any], list[str]]:
+    sqs = boto3.client("sqs")
+    url = queue_url(app)
+    messages: list[dict[str, Any]] = []
+    while len(messages) < expected:
+        messages += sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["All"]
+        ).get("Messages", [])
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    return sqs_event(messages, arn["QueueArn"]), [m["MessageId"] for m in messages]
+
+
+def test_lambda_retries_a_failing_report_then_lets_the_record_go(
+    no_botocore_retries: sqsq.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = no_botocore_retries
+    url = queue_url(app)
+    box: dict[str, str] = {}
+
+    def probe() -> tuple[State | None, tuple[int, int]]:
+        record = app.results.get_result(box["id"])
+        return (record.state if record else None), counts(url)
+
+    answers = {0: (500, "InternalFailure"), 1: None}
+    with Recorder(lambda action, n: answers.get(n, (200, None)), probe) as recorder:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SFN", recorder.url)
+        box["id"] = send_with_token(app, "orders.reserve_stock", "tok-l", sku="s", quantity=7)
+        event, _ = lambda_event(app, 1)
+        response = app.lambda_handler(event, LambdaContext(remaining_ms=60_000))
+    assert response == {"batchItemFailures": []}
+    reports = recorder.of("SendTaskSuccess")
+    assert len(reports) == 3
+    for body, (state, held) in reports:
+        assert body == {"taskToken": "tok-l", "output": '{"sku":"s","reserved":7}'}
+        assert state is State.SUCCESS and held == (0, 1)
+    assert counts(url) == (0, 0)
+
+
+def test_lambda_lists_a_record_whose_report_never_went_through(
+    no_botocore_retries: sqsq.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = no_botocore_retries
+    url = queue_url(app)
+    with Recorder(lambda action, n: (503, "ServiceUnavailable")) as recorder:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SFN", recorder.url)
+        task_id = send_with_token(app, "orders.reserve_stock", "tok-x", sku="s", quantity=7)
+        event, _ = lambda_event(app, 1)
+        response = app.lambda_handler(event, LambdaContext(remaining_ms=60_000))
+    assert response == {"batchItemFailures": [{"itemIdentifier": task_id}]}
+    # REPORT_ATTEMPTS rounds of one call, each tried twice by botocore
+    assert len(recorder.of("SendTaskSuccess")) == 2 * task_tokens.REPORT_ATTEMPTS
+    record = app.results.get_result(task_id)
+    assert record is not None and record.state is State.SUCCESS  # stored all the same
+    assert counts(url) == (0, 1)  # kept: it comes back, and is reported then
 
 
 # --- the envelope, signing and the report's shape (pure) -----------------------------------
