@@ -105,8 +105,10 @@ def _moto_config(url: str, execute: bool) -> None:
 
 
 @pytest.fixture
-def states(local_aws: Any) -> Iterator[Any]:
-    """A Step Functions client whose endpoint runs state machines for real."""
+def states(local_aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A Step Functions client whose endpoint runs state machines for real; on an
+    external endpoint, botocore's AWS_ENDPOINT_URL_SFN points sqsq (this process
+    and the workers it starts) there too (the kit sets no Step Functions endpoint)."""
     if isinstance(local_aws, LocalEndpoint):
         # moto's executor calls SQS over HTTP on localhost:$MOTO_PORT (its own server)
         saved = os.environ.get("MOTO_PORT")
@@ -129,6 +131,7 @@ def states(local_aws: Any) -> Iterator[Any]:
         client.list_state_machines(maxResults=1)
     except Exception as exc:  # e.g. LocalStack started without stepfunctions in SERVICES
         pytest.skip(f"no Step Functions at {url} ({type(exc).__name__})")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SFN", url)
     yield client
 
 
@@ -268,6 +271,7 @@ def test_lambda_handler_reports_through_the_same_store_stage(orders: sqsq.App, s
     def record(event_name: str, params: dict[str, Any], **_: Any) -> None:
         calls.append((event_name.rsplit(".", 1)[1], json.loads(params["body"])))
 
+    orders.clients.close()  # a client made for another endpoint by an earlier test
     client = orders.clients.sync("stepfunctions")
     client.meta.events.register("before-call.sfn", record)
     try:
