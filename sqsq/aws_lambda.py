@@ -25,7 +25,10 @@ fails, it and the rest of its group are listed.
 
 While the batch runs, a heartbeat thread extends the visibility of every record
 the invocation holds — waiting, running, or finished but not yet settled
-(ChangeMessageVisibilityBatch, see ``lease.py``) — so none reappears meanwhile.
+(ChangeMessageVisibilityBatch, see ``lease.py``) — so none reappears meanwhile;
+a record whose body carries a Step Functions task token also gets a
+SendTaskHeartbeat then (``task_tokens.py``), and its final outcome is reported
+with SendTaskSuccess / SendTaskFailure as it is stored.
 At the end it writes the batch's metrics in CloudWatch's Embedded Metric Format
 on stdout (``metrics.py``). ``time_limit`` is enforced for ``async def`` tasks; for sync tasks the
 function's own Lambda timeout is the hard limit.
@@ -48,6 +51,7 @@ from .metrics import emit as emit_metrics
 from .retry import error_code
 from .settle import plan_writes, release, store
 from .sqs import chunks, queue_name_from_arn
+from .task_tokens import Heartbeats
 
 if TYPE_CHECKING:
     from .app import App
@@ -73,11 +77,13 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:
         client = self.app.clients.sync("sqs")
+        heartbeats = Heartbeats()
         while not self.stopped.wait(self.leases.tick_s()):
             now = time.monotonic()
             with self.lock:
                 due = self.leases.due(now)
                 by_url = self.leases.visibility_entries(due, now)
+            ends = [lease.ends_monotonic for lease in due]
             for url, entries in by_url.items():
                 for chunk in chunks(entries):
                     try:
@@ -88,6 +94,13 @@ class _Heartbeat(threading.Thread):
                         logger.warning("extending %d leases failed: %s", len(chunk), exc)
                         continue
                     LeaseTable.extended(due, list(chunk), response, now)
+            # Step Functions: SendTaskHeartbeat for extended messages with a task token
+            extended = [
+                lease.delivery
+                for lease, end in zip(due, ends, strict=True)
+                if lease.ends_monotonic != end
+            ]
+            heartbeats.start(self.app, extended)
             for lease in due:  # the idempotency claim lives as long as the message's lease
                 if lease.idempotency_pk and lease.owner:
                     try:

@@ -47,6 +47,8 @@ MAX_ID_CHARS = 128
 MAX_TASK_NAME_CHARS = 256
 #: Longest idempotency key, characters.
 MAX_IDEMPOTENCY_KEY_CHARS = 1024
+#: Longest Step Functions task token, characters (limits.STEPFUNCTIONS_MAX_TASK_TOKEN_CHARS).
+MAX_TASK_TOKEN_CHARS = limits.STEPFUNCTIONS_MAX_TASK_TOKEN_CHARS
 
 
 def __getattr__(name: str) -> Any:
@@ -215,6 +217,7 @@ def encode_fields(
     headers: Mapping[str, str] | None = None,
     sent_at: datetime | None = None,
     scheduled_at: datetime | None = None,
+    task_token: str | None = None,
 ) -> str:
     """The SQS message body of an envelope with these fields, built without pydantic.
 
@@ -265,6 +268,8 @@ def encode_fields(
         fields["sent_at"] = _iso(sent_at)
     if scheduled_at is not None:
         fields["scheduled_at"] = _iso(scheduled_at)
+    if _text("task token", task_token, MAX_TASK_TOKEN_CHARS) is not None:
+        fields["task_token"] = task_token
     body = dumps(fields)
     size = len(body)  # dumps() is ASCII-only: characters are bytes
     if size > limits.SQS_MAX_MESSAGE_BYTES:

@@ -16,6 +16,7 @@ from .envelope import (
     MAX_ID_CHARS,
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_TASK_NAME_CHARS,
+    MAX_TASK_TOKEN_CHARS,
     VERSION,
 )
 
@@ -71,6 +72,11 @@ class Envelope(BaseModel):
     scheduled_at: datetime | None = None
     """The fire time of the schedule that sent it (EventBridge Scheduler's
     <aws.scheduler.scheduled-time>, ISO 8601, UTC); None for other tasks."""
+    task_token: str | None = Field(default=None, min_length=1, max_length=MAX_TASK_TOKEN_CHARS)
+    """A Step Functions task token (``"task_token.$": "$$.Task.Token"`` in a
+    ``sqs:sendMessage.waitForTaskToken`` task): the task's final outcome is reported
+    with SendTaskSuccess / SendTaskFailure, and its lease extensions with
+    SendTaskHeartbeat (see ``sqsq/task_tokens.py``)."""
 
     @field_validator("eta", "expires", "sent_at", "scheduled_at")
     @classmethod

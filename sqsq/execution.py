@@ -122,9 +122,10 @@ class Outcome:
         completed_value: the value to keep under the key (SUCCESS).
         idempotency_ttl_s: how long the key is remembered.
         history: also write an attempt item (retries and final failures).
-        stored / copied / followed: set by ``settle`` once the writes / the DLQ copy /
-            the follow-ups (``settle.Continuation``) succeeded, so that retrying a
-            failed delete does not repeat them.
+        stored / copied / followed / reported: set by ``settle`` once the writes / the
+            DLQ copy / the follow-ups (``settle.Continuation``) / the Step Functions
+            report (``task_tokens``) succeeded, so that retrying a failed delete does
+            not repeat them.
         body: RESEND only: the body to send on (None: the delivery's own).
         bodies: RESEND only: send these bodies on instead (a foreign message split
             into one message per event, see ``sqsq.events``); None: ``body``.
@@ -148,6 +149,7 @@ class Outcome:
     stored: bool = False
     copied: bool = False
     followed: bool = False
+    reported: bool = False
     body: str | None = None
     refused: bool = False
     bodies: tuple[str, ...] | None = None
@@ -961,7 +963,7 @@ def _unsigned(reason: str) -> DeadLetter:
         "the sqsq-signature attribute does not match the body"
         if reason == "bad_signature"
         else "signing is on: an unsigned body may only be the minimal form "
-        '{"task", "args", "kwargs"}'
+        '{"task", "args", "kwargs"} (and a Step Functions "task_token")'
     )
     error.reason = reason
     return error

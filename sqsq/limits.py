@@ -87,3 +87,16 @@ LAMBDA_MAX_TIMEOUT_S = 900
 #: Longest ECS container stopTimeout on Fargate, seconds ("ContainerDefinition",
 #: stopTimeout: at most 120 s for tasks on Fargate).
 FARGATE_MAX_STOP_TIMEOUT_S = 120
+
+#: Longest Step Functions task token, characters (``$$.Task.Token``).
+#: "SendTaskSuccess" (AWS Step Functions API reference) — taskToken, 1-2048.
+STEPFUNCTIONS_MAX_TASK_TOKEN_CHARS = 2048
+#: Largest output of SendTaskSuccess, bytes (UTF-8; 256 KiB).
+#: "SendTaskSuccess" (AWS Step Functions API reference) — output, 0-262144.
+STEPFUNCTIONS_MAX_OUTPUT_BYTES = 262_144
+#: Longest ``error`` of SendTaskFailure, characters.
+#: "SendTaskFailure" (AWS Step Functions API reference) — error, 0-256.
+STEPFUNCTIONS_MAX_ERROR_CHARS = 256
+#: Longest ``cause`` of SendTaskFailure, characters.
+#: "SendTaskFailure" (AWS Step Functions API reference) — cause, 0-32768.
+STEPFUNCTIONS_MAX_CAUSE_CHARS = 32_768

@@ -13,6 +13,10 @@ This is the one place where invariant 1 of the design is written down::
                 :class:`Continuation`: next chain step, callbacks, chord counting)
                    │ not done ─► message kept (redelivered, the follow-up is redone)
                    ▼
+                Step Functions reports of final outcomes whose body has a task token
+                (SendTaskSuccess / SendTaskFailure, ``task_tokens.py``)
+                   │ not sent (throttled, 5xx, network) ─► message kept
+                   ▼
                 DeleteMessageBatch (worker) / omitted from batchItemFailures (Lambda)
                    — for SUCCESS, FAILURE, DEAD_LETTER, REVOKED, RESEND
                 ChangeMessageVisibilityBatch — RETRY (backoff), DEFER (lease), RELEASE (0)
@@ -36,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import limits
+from . import limits, task_tokens
 from .dynamodb import Write, attempt_item, delete, put, result_item
 from .execution import (
     FINAL_KINDS,
@@ -275,19 +279,21 @@ _COPIED = (*_DEAD, OutcomeKind.RESEND)
 
 
 def needs_store(outcome: Outcome) -> bool:
-    """Whether ``outcome`` has DynamoDB writes or a copy (DLQ, RESEND) to make
-    before its message may be let go."""
+    """Whether ``outcome`` has DynamoDB writes, a copy (DLQ, RESEND), follow-ups or
+    a Step Functions report to make before its message may be let go."""
     return (
         bool(plan_writes([outcome]))
         or (outcome.kind in _COPIED and not outcome.copied)
         or needs_follow_up(outcome)
+        or task_tokens.needs_report(outcome)
     )
 
 
 def may_let_go(outcome: Outcome) -> bool:
     """The invariant, checked in one place: a message is deleted (or made visible
     again) only once what its outcome must store is stored, for FAILURE and
-    DEAD_LETTER it is copied to the DLQ, and its follow-ups are made."""
+    DEAD_LETTER it is copied to the DLQ, its follow-ups are made and, for a body
+    with a task token, its outcome is reported to Step Functions."""
     return not needs_store(outcome)
 
 
@@ -362,7 +368,8 @@ def _copied(by_id: dict[str, Outcome], failed: list[Outcome]) -> None:
 
 def store(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     """Stage 1 (boto3): BatchWriteItem, then DLQ copies of FAILURE / DEAD_LETTER,
-    then the follow-ups of workflow envelopes (:class:`Continuation`).
+    then the follow-ups of workflow envelopes (:class:`Continuation`), then the
+    Step Functions reports of bodies with a task token (``task_tokens.report``).
 
     Returns the outcomes that could not be stored or copied (their messages must be
     kept). AWS errors (after botocore's retries) are logged, not raised. A write
@@ -402,6 +409,9 @@ def _store_once(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     pending = [o for o in outcomes if o not in kept and needs_follow_up(o)]
     if pending:
         kept += _followed(pending, _get_continuation().follow(app, pending))
+    reported = [o for o in outcomes if o not in kept and task_tokens.needs_report(o)]
+    if reported:
+        kept += task_tokens.report(app, reported)
     return kept
 
 
@@ -447,6 +457,9 @@ async def _astore_once(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     pending = [o for o in outcomes if o not in kept and needs_follow_up(o)]
     if pending:
         kept += _followed(pending, await _get_continuation().afollow(app, pending))
+    reported = [o for o in outcomes if o not in kept and task_tokens.needs_report(o)]
+    if reported:
+        kept += await task_tokens.areport(app, reported)
     return kept
 
 

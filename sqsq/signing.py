@@ -7,14 +7,25 @@ attribute ``sqsq-signature`` = ``v1:`` + HMAC-SHA256(key, body) in hex, and work
     attribute present ─ matches ──────────────────────────────► decode, run
                       └ does not match ───────────────────────► DLQ, reason bad_signature
     attribute absent ─ body is the minimal foreign form
-                       {"task", "args", "kwargs"}, plus fields
-                       sqsq does not know (kept as headers) ──► run; its id is the MessageId
+                       {"task", "args", "kwargs"}, plus a Step
+                       Functions "task_token" and fields sqsq
+                       does not know (kept as headers) ──────► run; its id is the MessageId
                      └ anything else (a version, an id, an
                        idempotency key, headers...) ──────────► DLQ, reason unsigned_message
 
 So a producer without the key (an EventBridge rule, a shell) can still enqueue a
 plain call, but cannot choose another task's ``id`` (to overwrite its result) or its
 ``idempotency_key`` (to pre-claim it).
+
+``task_token`` is allowed unsigned because its producer cannot sign: a Step
+Functions ``sqs:sendMessage.waitForTaskToken`` task builds the body itself and has
+no HMAC. It opens none of the doors signing closes: the task id is still the
+MessageId (no result is overwritten), no key is claimed. The token only says where
+the outcome is *reported*, and it is a secret of the one execution that issued it
+(in its own message and execution history): an unsigned sender who somehow holds
+one can make the worker report to that execution the outcome of a task it could
+enqueue anyway; without one it can only make the report fail (InvalidToken,
+logged, the outcome stored as usual).
 
 The key is text, or a reference resolved once per process: ``secretsmanager:<secret
 id or ARN>`` (AWS Secrets Manager, the SecretString) or ``ssm:<parameter name>``
@@ -31,8 +42,9 @@ from typing import Any
 
 #: The message attribute that carries the signature.
 SIGNATURE_ATTRIBUTE = "sqsq-signature"
-#: Fields of the minimal foreign form accepted unsigned when signing is on.
-FOREIGN_FIELDS = frozenset({"task", "args", "kwargs"})
+#: Fields of the minimal foreign form accepted unsigned when signing is on (the
+#: Step Functions task token included: see the module docstring).
+FOREIGN_FIELDS = frozenset({"task", "args", "kwargs", "task_token"})
 _PREFIX = "v1:"
 
 _lock = threading.Lock()

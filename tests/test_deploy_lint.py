@@ -53,7 +53,10 @@ def _cfn_lint(*files: Path) -> subprocess.CompletedProcess[str]:
 
 def test_cfn_lint_passes_every_generated_document(tmp_path: Path) -> None:
     files = [_write(tmp_path, path, target) for path in APPS for target in TARGETS]
-    files += [_write(tmp_path, APPS[1], target, long_countdowns=True) for target in TARGETS]
+    files += [
+        _write(tmp_path, APPS[1], target, long_countdowns=True, step_functions=True)
+        for target in TARGETS
+    ]
     result = _cfn_lint(*files)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -59,6 +59,12 @@ from .commands import _load
     "group and let the task runner create schedules there.",
 )
 @click.option(
+    "--step-functions",
+    is_flag=True,
+    help="State machines send tasks with a task token (sqs:sendMessage.waitForTaskToken): "
+    "let the task runner call states:SendTaskSuccess/Failure/Heartbeat.",
+)
+@click.option(
     "--omit",
     multiple=True,
     metavar="TYPE",
@@ -77,6 +83,7 @@ def infra(
     memory: int,
     code_uri: str,
     long_countdowns: bool,
+    step_functions: bool,
     omit: tuple[str, ...],
 ) -> None:
     """Render APP's infrastructure for TARGET: its queues, dead-letter queues
@@ -96,6 +103,7 @@ def infra(
         memory_mb=memory,
         code_uri=code_uri,
         long_countdowns=long_countdowns,
+        step_functions=step_functions,
         omit=frozenset(omit),
     )
     text = dump(render(the_app, target, options))  # type: ignore[arg-type]

@@ -44,6 +44,9 @@ class Options:
         long_countdowns: tasks send tasks with countdowns over SQS's 900 s: adds the
             ``<app>-sqsq-eta`` schedule group, the scheduler role, and lets the task
             runner create/delete schedules there and pass that role.
+        step_functions: state machines send the app's tasks with a task token
+            (``sqs:sendMessage.waitForTaskToken``): lets the task runner report
+            outcomes and heartbeats (``states:SendTask*``; see ``iam.py``).
         omit: CloudFormation resource types left out (e.g. for a local endpoint
             whose CloudFormation does not support them).
     """
@@ -57,6 +60,7 @@ class Options:
     memory_mb: int = 512
     code_uri: str = "."
     long_countdowns: bool = False
+    step_functions: bool = False
     omit: frozenset[str] = field(default_factory=frozenset)
 
 

@@ -74,7 +74,13 @@ def template(app: App, options: Options) -> Doc:
         "Properties": {
             "Description": f"sqsq app {app.name}: what the worker instances may do",
             "AssumeRolePolicyDocument": trust("ec2.amazonaws.com"),
-            "Policies": [worker_policy(ids, long_countdowns=options.long_countdowns)],
+            "Policies": [
+                worker_policy(
+                    ids,
+                    long_countdowns=options.long_countdowns,
+                    step_functions=options.step_functions,
+                )
+            ],
         },
     }
     resources["InstanceProfile"] = {

@@ -143,7 +143,13 @@ def template(app: App, options: Options) -> Doc:
         "Properties": {
             "Description": f"sqsq app {app.name}: what the worker may do",
             "AssumeRolePolicyDocument": trust("ecs-tasks.amazonaws.com"),
-            "Policies": [worker_policy(ids, long_countdowns=options.long_countdowns)],
+            "Policies": [
+                worker_policy(
+                    ids,
+                    long_countdowns=options.long_countdowns,
+                    step_functions=options.step_functions,
+                )
+            ],
         },
     }
     env = environment(app, ids)

@@ -1,5 +1,7 @@
 """Least-privilege IAM for whatever runs the app's tasks (Lambda, ECS task, EC2
-instance): exact ARNs of the app's queues, DLQs and table, no ``*`` resource.
+instance): exact ARNs of the app's queues, DLQs and table, no ``*`` resource —
+except, with ``--step-functions``, the Step Functions callback actions, which
+take no other (see :func:`step_functions_statements`).
 
 IAM names no ``*Batch`` actions: SendMessage, DeleteMessage and
 ChangeMessageVisibility also authorize their Batch forms.
@@ -99,12 +101,44 @@ def long_countdown_statements(ids: Declared) -> list[Doc]:
     ]
 
 
+#: What reporting to Step Functions takes (``sqsq/task_tokens.py``).
+STEP_FUNCTIONS_ACTIONS = [
+    "states:SendTaskFailure",
+    "states:SendTaskHeartbeat",
+    "states:SendTaskSuccess",
+]
+
+
+def step_functions_statements() -> list[Doc]:
+    """Report outcomes and heartbeats of tasks sent with a Step Functions task token.
+
+    The one statement with ``"Resource": "*"``, hence behind ``--step-functions``:
+    the Service Authorization Reference lists no resource type for these three
+    actions (they act on the token they are given, not on a state machine ARN), so
+    nothing narrower can be named. What the role can do with it is bounded by the
+    tokens it holds — those in the messages of its own queues.
+    """
+    return [
+        {
+            "Sid": "StepFunctionsCallbacks",
+            "Effect": "Allow",
+            "Action": STEP_FUNCTIONS_ACTIONS,
+            "Resource": "*",
+        }
+    ]
+
+
 def worker_policy(
-    ids: Declared, extra: list[Doc] | None = None, long_countdowns: bool = False
+    ids: Declared,
+    extra: list[Doc] | None = None,
+    long_countdowns: bool = False,
+    step_functions: bool = False,
 ) -> Doc:
     """The inline policy ``sqsq-worker`` of the role that runs the tasks."""
     if long_countdowns:
         extra = [*(extra or []), *long_countdown_statements(ids)]
+    if step_functions:
+        extra = [*(extra or []), *step_functions_statements()]
     return {
         "PolicyName": "sqsq-worker",
         "PolicyDocument": {

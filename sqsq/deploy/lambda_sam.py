@@ -107,7 +107,11 @@ def template(app: App, options: Options) -> Doc:
         "Properties": {
             "Description": f"sqsq app {app.name}: the Lambda function's role",
             "AssumeRolePolicyDocument": trust("lambda.amazonaws.com"),
-            "Policies": [worker_policy(ids, [logs], options.long_countdowns)],
+            "Policies": [
+                worker_policy(
+                    ids, [logs], options.long_countdowns, step_functions=options.step_functions
+                )
+            ],
         },
     }
     resources[FUNCTION_ID] = {
