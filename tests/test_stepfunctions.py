@@ -42,6 +42,7 @@ from sqsq.errors import EnqueueError, UndecodableMessage
 from sqsq.execution import Outcome, OutcomeKind
 from sqsq.local import LocalEndpoint
 from sqsq.testing import LambdaContext, sqs_event
+from tests.helpers import queue_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "stepfunctions"
@@ -85,14 +86,7 @@ def queue_url(app: sqsq.App) -> str:
 
 def counts(url: str) -> tuple[int, int]:
     """(visible, in flight) messages of the queue."""
-    attributes = boto3.client("sqs").get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
+    return queue_counts(boto3.client("sqs"), url)
 
 
 # --- a real Step Functions ---------------------------------------------------------------
