@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
@@ -15,4 +21,22 @@ def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
     return (
         int(attributes["ApproximateNumberOfMessages"]),
         int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+def burst_worker(
+    app: str, cwd: Any, *options: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sqsq worker APP --burst OPTIONS`` from ``cwd`` with the repository on
+    PYTHONPATH and ``env`` added to the environment; returns when it exits (≤ 90 s)."""
+    full = dict(os.environ)
+    full["PYTHONPATH"] = str(ROOT) + os.pathsep + full.get("PYTHONPATH", "")
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "sqsq", "worker", app, "--burst", *options],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=90,
     )

@@ -9,9 +9,7 @@ the result items.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ import sqsq.resources
 from examples.quickstart.app import app as quickstart_app
 from sqsq import ResultRecord, State
 from sqsq.testing import LambdaContext, sqs_event
-from tests.helpers import queue_counts
+from tests.helpers import burst_worker, queue_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "quickstart-default"
@@ -148,16 +146,7 @@ def _receive_all(sqs: Any, url: str, expected: int) -> list[dict[str, Any]]:
 
 
 def _run_worker(tmp: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run(
-        [sys.executable, "-m", "sqsq", "worker", "examples.quickstart.app:app", "--burst"],
-        cwd=tmp,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    return burst_worker("examples.quickstart.app:app", tmp)
 
 
 def _run_lambda(sqs: Any, url: str, expected: int) -> list[dict[str, str]]:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from sqsq import ResultRecord, State
 from sqsq.testing import LambdaContext, sqs_event
 from tests.apps import events as events_app
 from tests.apps.events import app
+from tests.helpers import burst_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "data" / "events"
@@ -178,17 +177,7 @@ def scenario(
     tmp = tmp_path_factory.mktemp(request.param)
     log = tmp / "runs.log"
     if request.param == "worker":
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        env[events_app.LOG_VARIABLE] = str(log)
-        done = subprocess.run(
-            [sys.executable, "-m", "sqsq", "worker", APP, "--burst", "--concurrency", "1"],
-            cwd=tmp,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
+        done = burst_worker(APP, tmp, "--concurrency", "1", env={events_app.LOG_VARIABLE: str(log)})
         result.stderr, result.returncode = done.stderr, done.returncode
     else:
         os.environ[events_app.LOG_VARIABLE] = str(log)

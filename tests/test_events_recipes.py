@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from sqsq import State
 from sqsq.events import routes_of
 from tests.apps import events as events_app
 from tests.apps.events import app
+from tests.helpers import burst_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "enqueue-from-aws.md"
@@ -157,17 +157,7 @@ def recipes(sqsq_endpoint: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
     tmp = tmp_path_factory.mktemp("recipes")
     log = tmp / "runs.log"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env[events_app.LOG_VARIABLE] = str(log)
-    done = subprocess.run(
-        [sys.executable, "-m", "sqsq", "worker", "tests.apps.events:app", "--burst"],
-        cwd=tmp,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    done = burst_worker("tests.apps.events:app", tmp, env={events_app.LOG_VARIABLE: str(log)})
     found.stderr, found.returncode = done.stderr, done.returncode
     found.runs = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
     found.dead = _receive(sqs, app.directory.url(app.queue_name("default") + "-dlq"))
