@@ -24,7 +24,6 @@ from sqsq import ResultRecord, State
 from sqsq.testing import LambdaContext, sqs_event
 from tests.helpers import burst_worker, queue_counts
 
-ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "quickstart-default"
 DLQ = "quickstart-default-dlq"
 REFUND = "examples.quickstart.app.refund"
