@@ -24,7 +24,8 @@ asks for them.
 URL for every service), or one per service — ``SQSQ_TEST_ENDPOINT_URL_SQS``,
 ``SQSQ_TEST_ENDPOINT_URL_DYNAMODB``, ``SQSQ_TEST_ENDPOINT_URL_STS``,
 ``SQSQ_TEST_ENDPOINT_URL_SCHEDULER`` (a service without one uses
-``SQSQ_TEST_ENDPOINT_URL``, then AWS; STS follows SQS) — and the suite runs there
+``SQSQ_TEST_ENDPOINT_URL``, then AWS; STS, IAM, Step Functions (``SFN``),
+``EVENTBRIDGE``, ``SNS`` and ``S3`` follow SQS) — and the suite runs there
 instead of on moto: LocalStack, dynalite, or ``aws`` for a sandbox AWS account
 (credentials and region from the usual chain). Nothing that existed before the
 run is touched: the kit lists the queues and tables at the start and deletes only
@@ -46,7 +47,9 @@ import pytest
 from .local import LOCAL_ENVIRONMENT, LocalEndpoint
 
 #: Services whose endpoint the kit sets (botocore's AWS_ENDPOINT_URL_<SERVICE> names).
-SERVICES = ("SQS", "DYNAMODB", "STS", "SCHEDULER", "IAM")
+SERVICES = ("SQS", "DYNAMODB", "STS", "SCHEDULER", "IAM", "SFN", "EVENTBRIDGE", "SNS", "S3")
+#: Services that follow SQS's endpoint unless named: an emulator serves them together.
+FOLLOW_SQS = ("STS", "IAM", "SFN", "EVENTBRIDGE", "SNS", "S3")
 #: The environment variable that names one endpoint for every service.
 ENDPOINT_VARIABLE = "SQSQ_TEST_ENDPOINT_URL"
 #: The value of an endpoint variable that means "AWS itself" (a sandbox account).
@@ -61,8 +64,8 @@ def external_endpoints(environ: dict[str, str] | None = None) -> dict[str, str] 
     urls = {s: env.get(f"{ENDPOINT_VARIABLE}_{s}", "").strip() or default for s in SERVICES}
     if not any(urls.values()):
         return None
-    urls["STS"] = urls["STS"] or urls["SQS"]
-    urls["IAM"] = urls["IAM"] or urls["SQS"]  # the role of `schedule sync`
+    for service in FOLLOW_SQS:  # e.g. the role of `schedule sync`, a recipe's topic
+        urls[service] = urls[service] or urls["SQS"]
     return {s: url or AWS for s, url in urls.items()}
 
 

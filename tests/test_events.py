@@ -96,6 +96,10 @@ def send_rest(queue_url: str, client_body: str) -> str:
 
     template = fixture("apigateway-rest-sqs-mapping.vtl").strip()
     form = template.replace("$util.urlEncode($input.body)", urllib.parse.quote_plus(client_body))
+    # The integration's path is `<account>/<queue>` on the region's SQS endpoint (the
+    # queue URL's host may be a name only the endpoint's own DNS knows: LocalStack's).
+    endpoint = app.clients.sync("sqs").meta.endpoint_url.rstrip("/")
+    queue_url = endpoint + urllib.parse.urlsplit(queue_url).path
     # API Gateway signs the integration request with its role's credentials (SigV4)
     request = AWSRequest(
         "POST", queue_url, data=form, headers={"Content-Type": "application/x-www-form-urlencoded"}

@@ -11,7 +11,6 @@ tests/test_events.py; here the point is the wiring each recipe configures.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -81,7 +80,7 @@ def recipes(sqsq_endpoint: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 "sqs",
                 "send-message",
                 "--endpoint-url",
-                os.environ["AWS_ENDPOINT_URL"],
+                sqs.meta.endpoint_url,
                 "--queue-url",
                 url,
                 "--message-body",
