@@ -64,6 +64,14 @@ COUNTER = {
 }
 
 
+def counter_of(outcome: Outcome) -> str:
+    """The worker summary's counter for a settled outcome: a RESEND of no bodies (an
+    ``s3:TestEvent``) was ``dropped``, not resent."""
+    if outcome.kind is OutcomeKind.RESEND and not outcome.bodies:
+        return "dropped"
+    return COUNTER[outcome.kind]
+
+
 @dataclass
 class _Entry:
     outcome: Outcome
@@ -256,7 +264,7 @@ class Settler:
                 self.counters["sqs_errors"] += 1
                 self._failed(entry, self.release_lane)
             else:
-                self.counters[COUNTER[entry.outcome.kind]] += 1
+                self.counters[counter_of(entry.outcome)] += 1
                 done.append(entry.outcome)
         if done:
             self._done(done)
