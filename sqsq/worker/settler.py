@@ -65,9 +65,10 @@ COUNTER = {
 
 
 def counter_of(outcome: Outcome) -> str:
-    """The worker summary's counter for a settled outcome: a RESEND of no bodies (an
-    ``s3:TestEvent``) was ``dropped``, not resent."""
-    if outcome.kind is OutcomeKind.RESEND and not outcome.bodies:
+    """The worker summary's counter for a settled outcome: a RESEND of an empty tuple of
+    bodies (an ``s3:TestEvent``) was ``dropped``, not resent (``bodies=None`` re-sends
+    the message's own body: a deferral)."""
+    if outcome.kind is OutcomeKind.RESEND and outcome.bodies == ():
         return "dropped"
     return COUNTER[outcome.kind]
 
