@@ -22,6 +22,24 @@ QUICKSTART = "examples.quickstart.app:app"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+#: Most workers ``-n auto`` starts (pytest-xdist, in addopts): the tests mostly wait on
+#: queues and worker subprocesses, so a few run side by side even on 2 cores.
+MAX_TEST_WORKERS = 4
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Each xdist worker starts its own embedded moto endpoint. An external endpoint
+    (``SQSQ_TEST_ENDPOINT_URL[_<SERVICE>]``) is one shared account whose resources the
+    kit cleans between tests, and the test apps have fixed names: run serially there."""
+    from sqsq.testing import external_endpoints
+
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    if external_endpoints() is not None:
+        return 0
+    return min(MAX_TEST_WORKERS, os.cpu_count() or 1)
+
 
 @pytest.fixture
 def quickstart(local_aws: Any) -> Iterator[Any]:
