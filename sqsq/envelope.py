@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time
@@ -321,7 +322,11 @@ def parse(body: str) -> Any:
     try:
         raw = json.loads(body, parse_constant=_reject_constant)
     except RecursionError:
-        raise UndecodableMessage(_too_deep_message()) from None
+        error = UndecodableMessage(_too_deep_message())
+        # too deep for json.loads itself: its id and task are read without recursion,
+        # so the result is still found under the id its producer holds
+        _identify(error, top_level_strings(body, ("id", "task")))
+        raise error from None
     except (ValueError, TypeError) as exc:
         raise UndecodableMessage(f"message body is not JSON: {exc}") from None
     if too_deep(raw):
@@ -383,6 +388,79 @@ def _tolerate_extra(raw: dict[str, Any], known: Any) -> dict[str, Any]:
     if isinstance(headers, dict):  # anything else fails validation as before
         kept["headers"] = {**headers, EXTRA_HEADER: dumps(extra)}
     return kept
+
+
+#: The characters that change a JSON scanner's state: quotes, brackets, commas.
+_STRUCTURE = re.compile(r'["{}\[\],]')
+
+
+def top_level_strings(body: str, names: tuple[str, ...]) -> dict[str, str]:
+    """The string members ``names`` of a JSON object body, read without recursion.
+
+    For a body too deep for :func:`json.loads` (which recurses once per level):
+    only the top-level object's members are looked at, nested values are skipped
+    by counting brackets outside strings. Members whose value is not a string, and
+    anything after malformed text, are left out. Never raises.
+
+    Args:
+        body: the message body (untrusted).
+        names: member names to return.
+
+    Returns:
+        name → value for each of ``names`` found with a string value (the first
+        occurrence).
+    """
+    found: dict[str, str] = {}
+    if not body.lstrip().startswith("{"):
+        return found
+    depth = 0
+    key: str | None = None  # the current top-level member's name, once read
+    expect_key = False
+    position = 0
+    while (match := _STRUCTURE.search(body, position)) is not None:
+        char, at = match.group(), match.start()
+        position = at + 1
+        if char == '"':
+            end = _string_end(body, at)
+            if end < 0:
+                break
+            position = end + 1
+            if depth != 1:
+                continue
+            try:
+                text = json.loads(body[at:position])
+            except ValueError:
+                break
+            if expect_key:
+                key, expect_key = text, False
+            elif key is not None:
+                if key in names and key not in found:
+                    found[key] = text
+                key = None
+        elif char in "{[":
+            if depth == 1:
+                key = None  # a nested value: skipped
+            depth += 1
+            expect_key = depth == 1
+        elif char in "}]":
+            depth -= 1
+            if depth <= 0:
+                break
+        elif depth == 1:  # a comma between top-level members
+            key, expect_key = None, True
+    return found
+
+
+def _string_end(text: str, start: int) -> int:
+    """Index of the quote closing the JSON string opened at ``start``; -1 if none."""
+    at = start
+    while (at := text.find('"', at + 1)) >= 0:
+        backslashes = 0
+        while text[at - 1 - backslashes] == "\\":
+            backslashes += 1
+        if backslashes % 2 == 0:
+            return at
+    return -1
 
 
 def _identify(error: UndecodableMessage, raw: dict[str, Any]) -> None:

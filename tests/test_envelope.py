@@ -30,6 +30,7 @@ from sqsq.envelope import (
     encode_fields,
     json_schema,
     to_json,
+    top_level_strings,
 )
 from sqsq.errors import EnqueueError, MessageTooLarge, NotSerializable, UndecodableMessage
 
@@ -513,3 +514,16 @@ def test_the_encoder_takes_every_field_of_the_model() -> None:
 
     parameters = set(inspect.signature(encode_fields).parameters)
     assert parameters == set(Envelope.model_fields) - {"version"}
+
+
+def test_a_body_too_deep_for_json_loads_keeps_its_id_and_task() -> None:
+    deep = "[" * 5000 + "]" * 5000
+    body = '{"args": ' + deep + ', "kwargs": {"id": "inner"}, "id": "abc\\"1", "task": "m.t"}'
+    with pytest.raises(UndecodableMessage, match="MAX_JSON_DEPTH") as caught:
+        decode(body)
+    assert (caught.value.task_id, caught.value.task) == ('abc"1', "m.t")
+    # read without recursion: only top-level string members, nothing after bad text
+    assert top_level_strings('{"a": "id", "id": 5}', ("id",)) == {}
+    assert top_level_strings('["id", "x"]', ("id",)) == {}
+    assert top_level_strings('{"id": "unterminated', ("id",)) == {}
+    assert top_level_strings('{"id": "a", "id": "b"}', ("id",)) == {"id": "a"}

@@ -170,13 +170,6 @@ _settings = settings(
 )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open (issue 7): the old oracle looked for a failed message's task id among DLQ "
-    "bodies (never true); fixed. Still failing: in one generated batch a body "
-    "'{\"kwargs\": <nested ~300 deep>}' (no task, no id) gets no result record within 90 s "
-    "while its 9 neighbours settle",
-)
 def test_worker_property(hostile: Any, worker: Any) -> None:
     process = worker.start(APP, "-c", "4")
     # read the worker's logs as they come, so a full pipe never blocks it
