@@ -10,11 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 import sqsq
 from sqsq.deploy import TARGETS, Options, dump, render
 from sqsq.errors import ConfigurationError
+from tests.apps import events as events_app
+from tests.helpers import burst_worker
 
 EVENTS = "tests.apps.events:app"
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,8 +94,10 @@ def test_one_queue_policy_allows_each_routed_source_only() -> None:
         _send(
             "s3",
             {
-                "ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"},
-                "StringEquals": {"aws:SourceAccount": {"Fn::Sub": "${AWS::AccountId}"}},
+                "ArnEquals": {
+                    "aws:SourceArn": {"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{bucket}"}
+                },
+                "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
             },
         )
         for bucket in ("uploads", "mybucket", "recipes")
@@ -131,11 +136,72 @@ def test_s3_routes_become_notification_outputs_not_buckets() -> None:
     assert "RecipesNotification" in doc["Outputs"]
 
 
+def test_a_stream_route_becomes_a_pipe_from_a_stream_parameter_to_the_queue() -> None:
+    doc = _doc()
+    assert doc["Parameters"]["EventSourceTableStreamArn"]["Type"] == "String"
+    stream = {"Ref": "EventSourceTableStreamArn"}
+    pipe = doc["Resources"]["TestsAppsEventsInsertedPipe"]
+    assert pipe == {
+        "Type": "AWS::Pipes::Pipe",
+        "Properties": {
+            "Description": "sqsq route to task tests.apps.events.inserted",
+            "RoleArn": {"Fn::GetAtt": ["TestsAppsEventsInsertedPipeRole", "Arn"]},
+            "Source": stream,
+            "SourceParameters": {
+                "DynamoDBStreamParameters": {"StartingPosition": "LATEST", "BatchSize": 10},
+                # the route's pattern less what the source already is
+                "FilterCriteria": {"Filters": [{"Pattern": '{"eventName": ["INSERT"]}'}]},
+            },
+            "Target": QUEUE_ARN,
+        },
+    }
+    role = doc["Resources"]["TestsAppsEventsInsertedPipeRole"]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "pipes.amazonaws.com"
+    }
+    (policy,) = role["Policies"]
+    read, send = policy["PolicyDocument"]["Statement"]
+    assert read["Resource"] == stream and "dynamodb:GetRecords" in read["Action"]
+    assert send == {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": QUEUE_ARN}
+
+
+def test_a_stream_arn_is_the_pipe_source_and_a_fifo_queue_deduplicates_by_event_id() -> None:
+    stream = "arn:aws:dynamodb:eu-west-1:123456789012:table/orders/stream/2026-01-01T00:00:00.000"
+    app = sqsq.App("piped")
+
+    @app.on_dynamodb_stream(stream_arn=stream, queue="changes.fifo")
+    def changed(record: dict[str, Any]) -> None: ...
+
+    doc = render(app, "ecs", Options("piped:app"))
+    assert not [p for p in doc["Parameters"] if p.endswith("StreamArn")]
+    (pipe,) = [v for v in doc["Resources"].values() if v["Type"] == "AWS::Pipes::Pipe"]
+    assert pipe["Properties"]["Source"] == stream
+    assert "FilterCriteria" not in pipe["Properties"]["SourceParameters"]
+    sqs = pipe["Properties"]["TargetParameters"]["SqsQueueParameters"]
+    assert sqs["MessageDeduplicationId"] == "$.eventID"
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_target_emits_the_routes(target: str) -> None:
-    resources = _doc(target)["Resources"]
+    doc = _doc(target)
+    resources = doc["Resources"]
     assert "TestsAppsEventsNotifiedSubscription" in resources
     assert "DefaultQueueRoutePolicy" in resources
+    assert "TestsAppsEventsInsertedPipe" in resources
+    assert "EventSourceTableStreamArn" in doc["Parameters"]
+
+
+def test_buckets_whose_output_ids_clash_are_a_configuration_error() -> None:
+    app = sqsq.App("clash")
+
+    @app.on_s3(bucket="my-bucket")
+    def one(record: dict[str, Any]) -> None: ...
+
+    @app.on_s3(bucket="my.bucket")
+    def other(record: dict[str, Any]) -> None: ...
+
+    with pytest.raises(ConfigurationError, match=r"my-bucket and my\.bucket"):
+        render(app, "ecs", Options("clash:app"))
 
 
 def test_an_sns_route_without_a_topic_is_a_configuration_error() -> None:
@@ -170,3 +236,74 @@ def test_cfn_lint_passes_the_routed_documents(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+#: What moto's CloudFormation cannot create (it would skip these with a warning).
+MOTO_UNSUPPORTED = frozenset(
+    {
+        "AWS::CloudWatch::Alarm",
+        "AWS::ApplicationAutoScaling::ScalableTarget",
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        "AWS::Scheduler::ScheduleGroup",
+        "AWS::Scheduler::Schedule",
+        "AWS::SNS::Subscription",
+        "AWS::SQS::QueuePolicy",
+        "AWS::Pipes::Pipe",
+    }
+)
+
+
+def test_deployed_rules_deliver_matching_events_to_a_worker(local_aws: Any, tmp_path: Path) -> None:
+    """The stack's rules, not ones the test puts: EventBridge delivers what their
+    patterns match to the stack's queue, and a worker runs the routed task."""
+    from sqsq.testing import ExternalEndpoint
+
+    if isinstance(local_aws, ExternalEndpoint):
+        pytest.skip("stacks are created on the embedded moto endpoint (CloudFormation)")
+
+    def client(name: str) -> Any:
+        return boto3.client(name, endpoint_url=local_aws.url, region_name="us-east-1")
+
+    ec2 = client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    client("ecs").create_cluster(clusterName="events")
+    doc = render(sqsq.load_app(EVENTS), "ecs", Options(EVENTS, omit=MOTO_UNSUPPORTED))
+    parameters = {
+        "Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/events:1.0",
+        "ClusterName": "events",
+        "Subnets": subnet,
+        "SecurityGroups": "sg-12345678",
+        "EventSourceTableStreamArn": (
+            "arn:aws:dynamodb:us-east-1:123456789012:table/EventSourceTable/stream/2026-01-01T00:00"
+        ),
+    }
+    cloudformation = client("cloudformation")
+    cloudformation.create_stack(
+        StackName="events-workers",
+        TemplateBody=dump(doc),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    (stack,) = cloudformation.describe_stacks(StackName="events-workers")["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+
+    put = client("events").put_events(
+        Entries=[
+            {"Source": "orders", "DetailType": "Order Placed", "Detail": '{"order": "o-9"}'},
+            # the ec2 route's rule wants state "terminated": EventBridge drops this one
+            {
+                "Source": "aws.ec2",
+                "DetailType": "EC2 Instance State-change Notification",
+                "Detail": '{"instance-id": "i-1", "state": "running"}',
+            },
+        ]
+    )
+    assert put["FailedEntryCount"] == 0
+    log = tmp_path / "runs.log"
+    done = burst_worker(EVENTS, tmp_path, env={events_app.LOG_VARIABLE: str(log)})
+    assert done.returncode == 0, done.stderr
+    assert log.read_text(encoding="utf-8").splitlines() == [f"order {put['Entries'][0]['EventId']}"]
+    sqs = client("sqs")
+    dlq = sqs.get_queue_url(QueueName="events-default-dlq")["QueueUrl"]
+    assert sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=0).get("Messages", []) == []

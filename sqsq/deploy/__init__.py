@@ -7,6 +7,9 @@ One CloudFormation document per target, rendered from the app's declarations:
   CloudWatch alarm per DLQ, and the schedules from :mod:`sqsq.schedules.scheduler`
   (what ``sqsq schedule sync`` makes);
 - :mod:`.iam` — least-privilege policies with exact ARNs;
+- :mod:`.routes` — the app's foreign-event routes (:mod:`sqsq.events`): EventBridge
+  rules, SNS subscriptions, EventBridge Pipes from DynamoDB streams, queue policies,
+  and each S3 bucket's notification configuration as an output;
 - :mod:`.lambda_sam` (SAM), :mod:`.ecs` (Fargate service), :mod:`.ec2` (launch
   template, Auto Scaling group, systemd unit) — what runs the tasks.
 
@@ -77,7 +80,12 @@ def render(app: App, target: Target, options: Options) -> dict[str, Any]:
         from .ecs import template
     else:
         from .ec2 import template
-    return prune(template(app, options), options.omit)
+    from .resources import declared
+    from .routes import add_routes
+
+    doc = template(app, options)
+    add_routes(doc, declared(app))
+    return prune(doc, options.omit)
 
 
 def _refers(value: Any, ids: set[str]) -> bool:

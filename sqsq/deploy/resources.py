@@ -275,9 +275,6 @@ def app_resources(ids: Declared, long_countdowns: bool = False) -> Doc:
     for queue in ids.resources.dead_letter_queues():
         out[ids.queue_id(queue) + "Alarm"] = alarm_resource(queue, ids)
     out.update(schedule_resources(ids, long_countdowns))
-    from .routes import route_resources  # imports sqsq.events
-
-    out.update(route_resources(ids))
     return out
 
 
@@ -304,7 +301,4 @@ def app_outputs(ids: Declared) -> Doc:
         "Description": "The result table (SQSQ_TABLE_NAME)",
         "Value": ref(ids.table_id),
     }
-    from .routes import route_outputs
-
-    out.update(route_outputs(ids))
     return out
