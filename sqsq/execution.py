@@ -131,6 +131,9 @@ class Outcome:
             into one message per event, see ``sqsq.events``); None: ``body``.
         refused: DynamoDB refused its writes once; it was made a dead letter
             (``settle.refused``).
+        completed_refused: the body ran to SUCCESS but DynamoDB refused its outcome
+            (this reason): its idempotency key is kept COMPLETED without a value, not
+            freed, so the dead letter's redrive does not run the body again.
     """
 
     delivery: Delivery
@@ -153,6 +156,7 @@ class Outcome:
     body: str | None = None
     refused: bool = False
     bodies: tuple[str, ...] | None = None
+    completed_refused: str | None = None
 
 
 @dataclass
@@ -612,6 +616,13 @@ class Executor:
         """SUCCESS without running: the key was COMPLETED by task ``claim.owner``
         (a DEAD_LETTER ``IdempotencyConflict`` when the arguments differ)."""
         envelope = prepared.envelope
+        if claim.refused:
+            refused = DeadLetter(
+                f"{envelope.task}: idempotency key already completed by task {claim.owner}, "
+                f"whose outcome DynamoDB refused ({claim.refused}); not run again"
+            )
+            refused.reason = claim.refused
+            return self.dead_letter(prepared.delivery, refused, envelope)
         if claim.conflicts_with(prepared.payload_hash):
             conflict = IdempotencyConflict(
                 f"{envelope.task}: idempotency key already completed by task {claim.owner} "

@@ -167,17 +167,24 @@ def completed_item(
     ttl_s: float,
     now: float | None = None,
     payload: str | None = None,
+    refused: str | None = None,
 ) -> Item:
     """The COMPLETED item holding the first run's JSON ``value`` (and its
-    arguments' :func:`payload_hash`, when given)."""
+    arguments' :func:`payload_hash`, when given). ``refused``: the body ran but
+    DynamoDB refused its outcome (the dead-letter reason, ``result_too_large`` /
+    ``invalid_key``): the item keeps the reason instead of a value, so that a copy
+    is not run a second time (see :meth:`Claim.refused`)."""
     now = time.time() if now is None else now
     item: Item = {
         **item_key(pk),
         "status": {"S": "COMPLETED"},
         "task_id": {"S": task_id},
-        "value": {"S": dumps(value)},
         "expires_at": {"N": str(int(now + ttl_s))},
     }
+    if refused:
+        item["refused"] = {"S": refused}
+    else:
+        item["value"] = {"S": dumps(value)}
     if payload:
         item["payload_hash"] = {"S": payload}
     return item
@@ -192,6 +199,9 @@ class Claim:
             or ``"IN_PROGRESS"`` (another run holds a live lease: retry after
             ``lease_remaining_s``).
         owner: task id of the run that completed or holds the key.
+        refused: COMPLETED without a value: the run's body ended but DynamoDB refused
+            its outcome (this dead-letter reason); a duplicate is not run either, it
+            is dead-lettered with the same reason.
     """
 
     status: str
@@ -199,6 +209,7 @@ class Claim:
     value: Any = None
     lease_remaining_s: float = 0.0
     payload_hash: str | None = None
+    refused: str | None = None
 
     def conflicts_with(self, payload: str | None) -> bool:
         """Whether a duplicate with arguments hashing to ``payload`` differs from the
@@ -220,7 +231,13 @@ def claim_from_conflict(old: Item | None, now: float | None = None) -> Claim:
     owner = old.get("task_id", {}).get("S")
     if old.get("status", {}).get("S") == "COMPLETED":
         value = json.loads(old["value"]["S"]) if "value" in old else None
-        return Claim("COMPLETED", owner, value, payload_hash=old.get("payload_hash", {}).get("S"))
+        return Claim(
+            "COMPLETED",
+            owner,
+            value,
+            payload_hash=old.get("payload_hash", {}).get("S"),
+            refused=old.get("refused", {}).get("S"),
+        )
     lease = float(old.get("lease_expires_at", {}).get("N", now))
     return Claim("IN_PROGRESS", owner, lease_remaining_s=max(1.0, lease - now))
 

@@ -178,13 +178,14 @@ def plan_writes(outcomes: Sequence[Outcome]) -> list[Write]:
             delay = outcome.delay_s if outcome.kind is OutcomeKind.RETRY else None
             writes.append(put(token, attempt_item(outcome.record, delay)))
         if outcome.idempotency_pk is not None:
-            if outcome.kind is OutcomeKind.SUCCESS:
+            if outcome.kind is OutcomeKind.SUCCESS or outcome.completed_refused:
                 item = completed_item(
                     outcome.idempotency_pk,
                     outcome.task_id,
                     outcome.completed_value,
                     outcome.idempotency_ttl_s,
                     payload=outcome.payload_hash,
+                    refused=outcome.completed_refused,
                 )
                 writes.append(put(token, item))
             else:  # failed or retrying: free the key for the next attempt
@@ -474,8 +475,11 @@ def refused(app: App, outcome: Outcome, message: str) -> None:
     """DynamoDB refused a write of ``outcome`` (ValidationException: an item over
     its size, a key it cannot take): no retry can fix it. The outcome becomes a
     dead letter with reason ``result_too_large`` or ``invalid_key``: a small
-    FAILURE record (no value, no traceback) and the idempotency key freed — or, if
-    that too is refused, no record at all (the DLQ copy carries the reason)."""
+    FAILURE record (no value, no traceback) — or, if that too is refused, no record
+    at all (the DLQ copy carries the reason). Its idempotency key is freed if the
+    body failed, but kept COMPLETED (with the reason, without a value) if it
+    succeeded: its effect happened, and a redrive of the dead letter must not
+    repeat it."""
     record = outcome.record
     reason = REASON_RESULT_TOO_LARGE if "size" in message.lower() else REASON_INVALID_KEY
     if "key" in message.lower() and "item size" not in message.lower():
@@ -494,6 +498,8 @@ def refused(app: App, outcome: Outcome, message: str) -> None:
         outcome.record = None
         return
     outcome.refused = True
+    if outcome.kind is OutcomeKind.SUCCESS and outcome.idempotency_pk is not None:
+        outcome.completed_refused = reason
     if outcome.kind not in _DEAD:
         outcome.kind = OutcomeKind.FAILURE
     outcome.history = False

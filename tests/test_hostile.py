@@ -414,6 +414,32 @@ def test_a_result_the_table_refuses_in_lambda(hostile: Any) -> None:
     assert dlq_reasons(hostile) == {big_id: "result_too_large"}
 
 
+def test_a_refused_success_keeps_its_key_so_a_redrive_does_not_run_it_again(
+    hostile: Any, worker: Any, tmp_path: Path
+) -> None:
+    """The body ran; only its value was refused. The key stays COMPLETED (with the
+    reason, no value): the dead letter redriven, or another call with the key, is
+    dead-lettered with the same reason and its body does not run a second time."""
+    path = str(tmp_path / "effects")
+    first_id, first = call("keyed_big", "k", 405_000, path)
+    send_bodies(hostile, [first])
+    assert worker.run(APP).returncode == 0
+    record = result(hostile, first_id)
+    _skip_if_the_table_took_it(record)
+    assert record.dead_letter_reason == "result_too_large"
+    assert lines(path) == ["k"]
+
+    again_id, again = call("keyed_big", "k", 405_000, path)
+    send_bodies(hostile, [first, again])  # the redriven copy, and a second call
+    done = worker.run(APP)
+
+    assert done.returncode == 0, done.stderr
+    assert lines(path) == ["k"]  # one effect
+    for task_id in (first_id, again_id):
+        assert result(hostile, task_id).dead_letter_reason == "result_too_large"
+    assert "not run again" in result(hostile, again_id).exc_message
+
+
 # --- row 10: forged sqsq-* attributes ---------------------------------------------------------
 
 

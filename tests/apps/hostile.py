@@ -130,6 +130,13 @@ def big(chars: int) -> str:
     return "x" * chars
 
 
+@app.task(idempotency_key="{key}")
+def keyed_big(key: str, chars: int, path: str) -> str:
+    """One effect per key, then a value the table refuses (as ``big``)."""
+    mark(path, key)
+    return "x" * chars
+
+
 @app.task
 def die_after(seconds: float) -> None:
     """The process dies (as a Lambda killed at its timeout) after ``seconds``."""
