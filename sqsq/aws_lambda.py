@@ -48,7 +48,7 @@ from .errors import ConfigurationError, InvalidKey
 from .execution import RETURNED_KINDS, Executor, Outcome, OutcomeKind, Prepared
 from .lease import LeaseTable
 from .metrics import emit as emit_metrics
-from .retry import error_code
+from .retry import error_code, is_permanent
 from .settle import plan_writes, release, store
 from .sqs import chunks, queue_name_from_arn
 from .task_tokens import Heartbeats
@@ -149,6 +149,26 @@ def _sqs_records(event: Any) -> list[dict[str, Any]]:
     return records
 
 
+def _prepare(app: App, executor: Executor, deliveries: list[Delivery]) -> list[Prepared | Outcome]:
+    """Each delivery prepared; if signing is on and its key cannot be read (once per
+    invocation until it is, then cached), none is: each is sent on unchanged
+    (``Executor.key_unavailable``), not dead-lettered and not listed as a failure."""
+    if app.settings.signing_key:
+        try:
+            app.signing_key  # noqa: B018 - resolved (and cached) here, once
+        except Exception as exc:
+            permanent = is_permanent(exc)
+            logger.error(
+                "cannot read the signing key (%s: %s): %d messages sent on unchecked%s",
+                type(exc).__name__,
+                exc,
+                len(deliveries),
+                "; fix Settings.signing_key or the function's IAM" if permanent else "",
+            )
+            return [executor.key_unavailable(d, permanent) for d in deliveries]
+    return [executor.prepare_isolated(d) for d in deliveries]
+
+
 def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Run one SQS event's records; see the module docstring.
 
@@ -184,7 +204,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     heartbeat = _Heartbeat(app, leases)
     heartbeat.start()
 
-    prepared = [executor.prepare_isolated(d) for d in deliveries]
+    prepared = _prepare(app, executor, deliveries)
 
     batch = _Batch(app, heartbeat, margin_ms)
     batch.start()

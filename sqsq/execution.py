@@ -370,6 +370,8 @@ REASON_RESULT = "result_not_serializable"
 REASON_RESULT_TOO_LARGE = "result_too_large"
 #: A key DynamoDB refused (ValidationException: too long, not encodable).
 REASON_INVALID_KEY = "invalid_key"
+#: DelaySeconds of a message sent on because the signing key could not be read.
+KEY_UNAVAILABLE_DELAY_S = 60
 
 
 class Router(Protocol):
@@ -705,6 +707,22 @@ class Executor:
             envelope.task_id,
             None,
             delay_s=min(delay_s, self.lease_room_s(delivery)),
+        )
+
+    def key_unavailable(self, delivery: Delivery, permanent: bool) -> Outcome:
+        """Not checked: signing is on and its key cannot be read (Secrets Manager or
+        SSM unreachable, or refusing). The message is not judged, nor run: on a
+        standard queue it is **sent on** unchanged (its signature attribute with
+        it) with DelaySeconds :data:`KEY_UNAVAILABLE_DELAY_S` — or the longest SQS
+        allows when the error is one no retry fixes (a missing secret, access
+        denied: fix the settings) — so its receives are not used; on a FIFO queue
+        it is returned (DEFER)."""
+        delay_s: float = limits.SQS_MAX_DELAY_S if permanent else KEY_UNAVAILABLE_DELAY_S
+        if self.app.queue_name(delivery.queue).endswith(".fifo"):
+            delay_s = min(delay_s, self.lease_room_s(delivery))
+            return Outcome(delivery, OutcomeKind.DEFER, delivery.message_id, None, delay_s=delay_s)
+        return Outcome(
+            delivery, OutcomeKind.RESEND, delivery.message_id, None, store=False, delay_s=delay_s
         )
 
     @staticmethod

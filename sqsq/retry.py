@@ -80,3 +80,17 @@ def error_code(exc: BaseException) -> str:
         return ""
     error = response.get("Error")
     return str(error.get("Code", "")) if isinstance(error, dict) else ""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether no retry of the AWS call that raised ``exc`` can succeed: no
+    credentials or region, or a 4xx answer other than throttling (access denied, a
+    missing queue, secret or parameter, a bad request)."""
+    from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+
+    if isinstance(exc, NoCredentialsError | NoRegionError):
+        return True
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return 400 <= status < 500 and "Throttl" not in error_code(exc) and status != 429
+    return False

@@ -235,8 +235,10 @@ def resend_batches(
                 "DelaySeconds": int(min(max(0.0, outcome.delay_s), limits.SQS_MAX_DELAY_S)),
             }
             attributes = dict(delivery.message_attributes)
-            key = app.signing_key
-            if body is not None and key is not None:  # a new body: signed anew
+            # a new body is signed anew; the delivery's own keeps its signature (and
+            # needs no key: see Executor.key_unavailable)
+            key = app.signing_key if body is not None else None
+            if body is not None and key is not None:
                 attributes.update(signature_attribute(body, key))
             if attributes:
                 entry["MessageAttributes"] = attributes

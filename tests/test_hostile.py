@@ -19,6 +19,7 @@ from sqsq.result import State
 from sqsq.testing import LambdaContext, sqs_event
 from tests.apps.hostile import lines
 from tests.faults.helpers import wait_for
+from tests.helpers import queue_counts
 
 APP = "tests.apps.hostile:app"
 
@@ -592,7 +593,6 @@ def test_lambda_killed_at_its_timeout_keeps_the_outcomes_it_finished(
     assert killed.returncode == 137, killed.stderr
     assert [result(hostile, t).value for t, _ in quick] == [0, 1, 2, 3]
     assert result(hostile, dying_id) is None
-    from tests.helpers import queue_counts
 
     visible, in_flight = queue_counts(hostile.clients.sync("sqs"), url(hostile))
     assert visible + in_flight == 3  # the 4 finished messages were deleted
@@ -716,3 +716,98 @@ def test_signed_messages_and_what_an_unsigned_body_may_be(hostile: Any, worker: 
         ids["keyed"]: "unsigned_message",
         ids["forged"]: "unsigned_message",
     }
+
+
+# --- the signing key cannot be read (Secrets Manager / SSM down or refusing) --------------
+
+KEY_PARAMETER = "/sqsq/hostile/signing-key"
+
+
+def _ssm_endpoint(endpoint: Any) -> tuple[str, int]:
+    url = endpoint.url_for("ssm")
+    if url is None or getattr(endpoint, "name", "") != "moto":
+        pytest.skip("needs moto's SSM on this machine (to put a proxy in front of)")
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def test_worker_with_a_missing_signing_key_exits_before_receiving(
+    hostile: Any, worker: Any, sqsq_endpoint: Any
+) -> None:
+    _ssm_endpoint(sqsq_endpoint)
+    send_bodies(hostile, [call("probe", 1)[1]])
+
+    done = worker.run(APP, SQSQ_SIGNING_KEY=f"ssm:{KEY_PARAMETER}-missing")
+
+    assert done.returncode == 2, done.stderr
+    assert "cannot use the signing key" in done.stderr and "ParameterNotFound" in done.stderr
+    assert queue_counts(hostile.clients.sync("sqs"), url(hostile)) == (1, 0)  # never received
+
+
+def test_worker_waits_for_an_unreachable_signing_key_without_receiving(
+    hostile: Any, worker: Any, sqsq_endpoint: Any
+) -> None:
+    import sqsq
+    from tests.faults.helpers import TcpProxy
+
+    proxy = TcpProxy(*_ssm_endpoint(sqsq_endpoint))
+    hostile.clients.sync("ssm").put_parameter(
+        Name=KEY_PARAMETER, Value="s3cret", Type="SecureString", Overwrite=True
+    )
+    signed = sqsq.App("hostile", signing_key="s3cret").send_task("tests.apps.hostile.probe", [7])
+    proxy.cut()
+    try:
+        process = worker.start(
+            APP,
+            SQSQ_SIGNING_KEY=f"ssm:{KEY_PARAMETER}",
+            AWS_ENDPOINT_URL_SSM=proxy.url,
+            SQSQ_MAX_ATTEMPTS="1",
+        )
+        try:
+            wait_for(
+                lambda: _peek_stderr(process).count("cannot reach the signing key") >= 2,
+                60,
+                "the worker to retry the key",
+            )
+        except AssertionError:
+            process.kill()
+            raise AssertionError(_peek_stderr(process) + str(process.poll())) from None
+        assert process.poll() is None
+        assert queue_counts(hostile.clients.sync("sqs"), url(hostile)) == (1, 0)  # not received
+        proxy.restore()
+        wait_for(lambda: result(hostile, signed.id) is not None, 90, "the signed task to run")
+        assert result(hostile, signed.id).value == 7
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+        assert process.returncode == 0
+    finally:
+        proxy.close()
+    assert dlq_reasons(hostile) == {}
+
+
+def test_lambda_sends_messages_on_unchecked_when_the_signing_key_cannot_be_read(
+    hostile: Any, sqsq_endpoint: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not dead-lettered as bad_signature or internal_error, not listed (which would use
+    up their receives): sent on unchanged, with their signature, after a delay."""
+    import sqsq
+
+    _ssm_endpoint(sqsq_endpoint)
+    producer = sqsq.App("hostile", signing_key="s3cret")
+    sent = [producer.send_task("tests.apps.hostile.probe", [n]) for n in range(3)]
+    messages = receive_all(hostile, 3)
+    spec = f"ssm:{KEY_PARAMETER}-missing"
+    monkeypatch.setattr(
+        hostile, "settings", hostile.settings.model_copy(update={"signing_key": spec})
+    )
+
+    response = hostile.lambda_handler(sqs_event(messages, arn(hostile)), LambdaContext())
+
+    assert response == {"batchItemFailures": []}
+    assert all(result(hostile, s.id) is None for s in sent)
+    attributes = hostile.clients.sync("sqs").get_queue_attributes(
+        QueueUrl=url(hostile), AttributeNames=["All"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "3"  # the copies, delayed
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"  # the originals deleted
+    assert dlq_reasons(hostile) == {}

@@ -17,7 +17,7 @@ from ..delivery import Delivery
 from ..errors import ConfigurationError
 from ..execution import Executor, Outcome, Prepared
 from ..lease import LeaseTable
-from ..retry import full_jitter_s
+from ..retry import full_jitter_s, is_permanent
 from ..sqs import RECEIVE_ATTRIBUTES
 from .inbox import Inbox, WorkItem
 from .leaser import keep_leases
@@ -51,20 +51,6 @@ POLL_AFTER_DEADLINE_S = 1.2
 #: A supervisor's stop timeout must be at least the grace plus this, seconds: the
 #: worker exits within grace + 2 s (settling after the deadline, closing clients).
 SHUTDOWN_MARGIN_S = 5.0
-
-
-def _is_fatal(exc: Exception) -> bool:
-    """Errors no retry can fix at startup: no credentials or region, access denied,
-    bad request (4xx other than throttling)."""
-    from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
-
-    if isinstance(exc, NoCredentialsError | NoRegionError):
-        return True
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        code = exc.response.get("Error", {}).get("Code", "")
-        return 400 <= int(status) < 500 and "Throttl" not in code and status != 429
-    return False
 
 
 def _backoff_s(errors: int) -> float:
@@ -172,9 +158,14 @@ class Worker:
             urls: dict[str, str] = {}
             for queue in self.queues:
                 name = self.app.queue_name(queue)
-                urls[queue] = await self._startup_call(self.app.directory.aurl, name)
-                queue_settings = await self._startup_call(self.app.directory.asettings, name)
+                what = f"SQS queue {name}"
+                urls[queue] = await self._startup_call(self.app.directory.aurl, name, what)
+                queue_settings = await self._startup_call(self.app.directory.asettings, name, what)
                 self._visibility[queue] = queue_settings.visibility_timeout_s
+            if self.app.settings.signing_key:  # read once, before any message is received
+                await self._startup_call(
+                    asyncio.to_thread, lambda: self.app.signing_key, "the signing key"
+                )
             self._start_pools()
             inbox = self._inbox = Inbox(
                 self.concurrency, self.prefetch, self._settle_backlog, self._paused_s
@@ -236,24 +227,26 @@ class Worker:
         self._log_summary()
         return code
 
-    async def _startup_call(self, fn: Any, name: str) -> Any:
-        """Resolve a queue at startup, riding out a missing endpoint; a missing
-        queue is a configuration error."""
+    async def _startup_call(self, fn: Any, arg: Any, what: str) -> Any:
+        """``await fn(arg)`` at startup (resolving a queue, reading the signing key),
+        riding out an unreachable endpoint with jittered backoff — nothing is
+        received meanwhile; an error no retry can fix (a missing queue, secret or
+        parameter, access denied) is a configuration error."""
         errors = 0
         while True:
             try:
-                return await fn(name)
+                return await fn(arg)
             except ConfigurationError:
                 raise
             except Exception as exc:
-                if _is_fatal(exc):
-                    raise ConfigurationError(f"cannot use SQS queue {name}: {exc}") from None
+                if is_permanent(exc):
+                    raise ConfigurationError(f"cannot use {what}: {exc}") from None
                 errors += 1
                 assert self._stopping is not None
                 if self._stopping.is_set():
-                    raise ConfigurationError(f"stopped before {name} could be reached") from None
+                    raise ConfigurationError(f"stopped before {what} could be reached") from None
                 delay = _backoff_s(errors)
-                logger.warning("cannot reach SQS for %s (%s); retrying in %.1fs", name, exc, delay)
+                logger.warning("cannot reach %s (%s); retrying in %.1fs", what, exc, delay)
                 await self._sleep(delay)
 
     def _start_pools(self) -> None:

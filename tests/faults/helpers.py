@@ -97,6 +97,10 @@ class TcpProxy:
                     s.close()
 
     def cut(self) -> None:
+        # shutdown() first: on Linux, close() alone leaves a thread blocked in
+        # accept() listening, and the next connection would still get through
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(self._socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             connections, self._connections = self._connections, []
