@@ -4,8 +4,6 @@ CodeUri step of ``sam package``. Needs the ``test`` extra."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +11,12 @@ import pytest
 import yaml
 
 from sqsq.deploy import TARGETS, Options, dump, render
+from tests.helpers import cfn_lint
 
 pytest.importorskip("cfnlint", reason="pip install -e '.[test]'")
 pytest.importorskip("samtranslator", reason="pip install -e '.[test]'")
 
 APPS = ["examples.quickstart.app:app", "tests.apps.deployed:app"]
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write(tmp_path: Path, path: str, target: str, **options: Any) -> Path:
@@ -31,33 +29,13 @@ def _write(tmp_path: Path, path: str, target: str, **options: Any) -> Path:
     return out
 
 
-def _cfn_lint(*files: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from cfnlint.runner import main; sys.exit(main())",  # = cfn-lint
-            "--include-checks",
-            "I",
-            "--non-zero-exit-code",
-            "informational",
-            "--",
-            *map(str, files),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-
-
 def test_cfn_lint_passes_every_generated_document(tmp_path: Path) -> None:
     files = [_write(tmp_path, path, target) for path in APPS for target in TARGETS]
     files += [
         _write(tmp_path, APPS[1], target, long_countdowns=True, step_functions=True)
         for target in TARGETS
     ]
-    result = _cfn_lint(*files)
+    result = cfn_lint(*files)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -68,7 +46,7 @@ def test_cfn_lint_fails_a_broken_document(tmp_path: Path) -> None:
     del document["Resources"]["DefaultQueue"]["DeletionPolicy"]
     document["Resources"]["DefaultQueue"]["Properties"]["VisibilityTimeout"] = 50_000
     file.write_text(dump(document))
-    result = _cfn_lint(file)
+    result = cfn_lint(file)
     assert result.returncode != 0
     assert "I3011" in result.stdout and "E3034" in result.stdout, result.stdout
 
@@ -117,5 +95,5 @@ def test_sam_template_transforms_to_cloudformation(
     # and the transformed document passes cfn-lint too
     out = tmp_path / "transformed.yaml"
     out.write_text(dump(output))
-    result = _cfn_lint(out)
+    result = cfn_lint(out)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -5,8 +5,6 @@ notification configuration as an output. Rendered from tests/apps/events.py."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +15,9 @@ import sqsq
 from sqsq.deploy import TARGETS, Options, dump, render
 from sqsq.errors import ConfigurationError
 from tests.apps import events as events_app
-from tests.helpers import burst_worker
+from tests.helpers import MOTO_CFN_UNSUPPORTED, burst_worker, cfn_lint
 
 EVENTS = "tests.apps.events:app"
-ROOT = Path(__file__).resolve().parents[1]
 QUEUE_ARN = {"Fn::GetAtt": ["DefaultQueue", "Arn"]}
 TOPIC = "arn:aws:sns:us-west-2:123456789012:MyTopic"
 
@@ -217,40 +214,9 @@ def test_cfn_lint_passes_the_routed_documents(tmp_path: Path) -> None:
     for target in TARGETS:
         out = tmp_path / f"events-{target}.yaml"
         out.write_text(dump(_doc(target)))
-        files.append(str(out))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from cfnlint.runner import main; sys.exit(main())",
-            "--include-checks",
-            "I",
-            "--non-zero-exit-code",
-            "informational",
-            "--",
-            *files,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
+        files.append(out)
+    result = cfn_lint(*files)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-#: What moto's CloudFormation cannot create (it would skip these with a warning).
-MOTO_UNSUPPORTED = frozenset(
-    {
-        "AWS::CloudWatch::Alarm",
-        "AWS::ApplicationAutoScaling::ScalableTarget",
-        "AWS::ApplicationAutoScaling::ScalingPolicy",
-        "AWS::Scheduler::ScheduleGroup",
-        "AWS::Scheduler::Schedule",
-        "AWS::SNS::Subscription",
-        "AWS::SQS::QueuePolicy",
-        "AWS::Pipes::Pipe",
-    }
-)
 
 
 def test_deployed_rules_deliver_matching_events_to_a_worker(local_aws: Any, tmp_path: Path) -> None:
@@ -268,7 +234,7 @@ def test_deployed_rules_deliver_matching_events_to_a_worker(local_aws: Any, tmp_
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
     client("ecs").create_cluster(clusterName="events")
-    doc = render(sqsq.load_app(EVENTS), "ecs", Options(EVENTS, omit=MOTO_UNSUPPORTED))
+    doc = render(sqsq.load_app(EVENTS), "ecs", Options(EVENTS, omit=MOTO_CFN_UNSUPPORTED))
     parameters = {
         "Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/events:1.0",
         "ClusterName": "events",

@@ -23,18 +23,9 @@ import pytest
 import sqsq
 from sqsq.deploy import Options, dump, render
 from sqsq.result import State
+from tests.helpers import MOTO_CFN_UNSUPPORTED
 
 APP = "examples.quickstart.app:app"
-#: Resource types moto's CloudFormation cannot create.
-UNSUPPORTED = frozenset(
-    {
-        "AWS::CloudWatch::Alarm",
-        "AWS::ApplicationAutoScaling::ScalableTarget",
-        "AWS::ApplicationAutoScaling::ScalingPolicy",
-        "AWS::Scheduler::ScheduleGroup",
-        "AWS::Scheduler::Schedule",
-    }
-)
 
 
 def _client(name: str, endpoint: Any) -> Any:
@@ -66,7 +57,7 @@ def stack(local_aws: Any) -> dict[str, Any]:
     group = ec2.create_security_group(GroupName="workers", Description="w", VpcId=vpc)["GroupId"]
     _client("ecs", local_aws).create_cluster(clusterName="shop")
     app = sqsq.load_app(APP)
-    body = dump(render(app, "ecs", Options(APP, omit=UNSUPPORTED)))
+    body = dump(render(app, "ecs", Options(APP, omit=MOTO_CFN_UNSUPPORTED)))
     cloudformation = _client("cloudformation", local_aws)
     parameters = {
         "Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/shop:1.0",
