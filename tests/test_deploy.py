@@ -14,6 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+import sqsq
 import sqsq.cli.commands
 import sqsq.cli.deploy
 from sqsq.cli import cli
@@ -321,3 +322,93 @@ def test_long_countdowns_add_the_eta_group_and_only_its_schedules(target: str) -
             else [statement["Resource"]]
         )
         assert all(set(r) in ({"Fn::GetAtt"}, {"Ref"}) for r in resources)
+
+
+def _signed_app(spec: str) -> Any:
+    app = sqsq.App("signed", signing_key=spec)
+
+    @app.task
+    def ping() -> str:
+        return "pong"
+
+    return app
+
+
+def _worker_statements(doc: dict[str, Any], target: str) -> list[dict[str, Any]]:
+    role_id = {"lambda": "FunctionRole", "ecs": "TaskRole", "ec2": "InstanceRole"}[target]
+    (policy,) = doc["Resources"][role_id]["Properties"]["Policies"]
+    statements: list[dict[str, Any]] = policy["PolicyDocument"]["Statement"]
+    return statements
+
+
+def _worker_environment(doc: dict[str, Any], target: str) -> dict[str, str]:
+    resources = doc["Resources"]
+    if target == "lambda":
+        variables: dict[str, str] = resources["TaskFunction"]["Properties"]["Environment"][
+            "Variables"
+        ]
+        return variables
+    if target == "ecs":
+        (container,) = resources["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+        return {e["Name"]: e["Value"] for e in container["Environment"]}
+    script = resources["LaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"][
+        "Fn::Base64"
+    ]["Fn::Sub"]
+    pairs = [line.removeprefix("Environment=") for line in script.splitlines()]
+    return dict(p.split("=", 1) for p in pairs if p.startswith("SQSQ_"))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize(
+    ("spec", "action", "arn"),
+    [
+        (
+            "secretsmanager:sqsq/signing",
+            "secretsmanager:GetSecretValue",
+            "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+            "sqsq/signing-??????",
+        ),
+        (
+            "ssm:/sqsq/signing",
+            "ssm:GetParameter",
+            "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/sqsq/signing",
+        ),
+    ],
+)
+def test_a_signing_key_kept_in_a_secret_is_passed_on_and_readable(
+    target: str, spec: str, action: str, arn: str
+) -> None:
+    doc = render(_signed_app(spec), target, Options("signed:app", handler="signed.handler"))  # type: ignore[arg-type]
+    assert _worker_environment(doc, target)["SQSQ_SIGNING_KEY"] == spec
+    (statement,) = [s for s in _worker_statements(doc, target) if s.get("Sid") == "SigningKey"]
+    assert statement == {
+        "Sid": "SigningKey",
+        "Effect": "Allow",
+        "Action": action,
+        "Resource": {"Fn::Sub": arn},
+    }
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_literal_signing_key_is_never_written_into_a_template(target: str) -> None:
+    doc = render(
+        _signed_app("s3cret-literal"), target, Options("signed:app", handler="signed.handler")
+    )  # type: ignore[arg-type]
+    assert "s3cret-literal" not in json.dumps(doc)
+    assert not [s for s in _worker_statements(doc, target) if s.get("Sid") == "SigningKey"]
+
+
+def test_cfn_lint_passes_the_signing_key_statements(tmp_path: Path) -> None:
+    pytest.importorskip("cfnlint", reason="pip install -e '.[test]'")
+    from sqsq.deploy import dump
+    from tests.helpers import cfn_lint
+
+    files = []
+    for spec in ("secretsmanager:sqsq/signing", "ssm:/sqsq/signing"):
+        for target in TARGETS:
+            doc = render(_signed_app(spec), target, Options("signed:app", handler="signed.handler"))
+            out = tmp_path / f"signed-{spec.partition(':')[0]}-{target}.yaml"
+            out.write_text(dump(doc))
+            files.append(out)
+    result = cfn_lint(*files)
+    assert result.returncode == 0, result.stdout + result.stderr

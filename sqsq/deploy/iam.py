@@ -38,9 +38,57 @@ def trust(service: str) -> Doc:
     }
 
 
+def signing_key_reference(app: Any) -> str | None:
+    """The app's ``signing_key`` if it names a secret (``secretsmanager:…`` or
+    ``ssm:…``), which the template passes on as ``SQSQ_SIGNING_KEY``; None for no
+    key, or a literal key (never written into a template: it travels with the app's
+    code or the deployer's own environment)."""
+    spec = app.settings.signing_key or ""
+    return spec if spec.startswith(("secretsmanager:", "ssm:")) else None
+
+
+def signing_environment(app: Any) -> dict[str, str]:
+    """``{"SQSQ_SIGNING_KEY": <reference>}`` when the key is kept in a secret, else ``{}``."""
+    spec = signing_key_reference(app)
+    return {"SQSQ_SIGNING_KEY": spec} if spec else {}
+
+
+def signing_statements(app: Any) -> list[Doc]:
+    """Read the message signing key (``sqsq/signing.py``) where it is kept: Secrets
+    Manager's GetSecretValue on the secret (by name: the ARN ends in ``-`` and six
+    random characters, hence ``-??????``), or SSM's GetParameter on the parameter. A
+    customer-managed KMS key also needs ``kms:Decrypt``, which is not added."""
+    spec = signing_key_reference(app)
+    if spec is None:
+        return []
+    service, _, name = spec.partition(":")
+    if service == "secretsmanager":
+        action = "secretsmanager:GetSecretValue"
+        resource: Any = (
+            name
+            if name.startswith("arn:")
+            else sub(
+                "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+                f"{name}-??????"
+            )
+        )
+    else:
+        action = "ssm:GetParameter"
+        resource = (
+            name
+            if name.startswith("arn:")
+            else sub(
+                "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/"
+                + name.lstrip("/")
+            )
+        )
+    return [{"Sid": "SigningKey", "Effect": "Allow", "Action": action, "Resource": resource}]
+
+
 def worker_statements(ids: Declared) -> list[Doc]:
     """Consume the app's queues, send to them (tasks that enqueue tasks) and to their
-    DLQs (copies with the reason), read and write the table."""
+    DLQs (copies with the reason), read and write the table; read the signing key if
+    it is kept in Secrets Manager or SSM."""
     return [
         {
             "Sid": "ConsumeQueues",
@@ -72,6 +120,7 @@ def worker_statements(ids: Declared) -> list[Doc]:
             "Action": TABLE_ACTIONS,
             "Resource": get_att(ids.table_id),
         },
+        *signing_statements(ids.app),
     ]
 
 

@@ -17,7 +17,7 @@ from .. import limits
 from ..errors import ConfigurationError
 from . import Options
 from . import resources as r
-from .iam import trust, worker_policy
+from .iam import signing_environment, trust, worker_policy
 
 if TYPE_CHECKING:
     from ..app import App
@@ -137,6 +137,7 @@ def template(app: App, options: Options) -> Doc:
                 "Variables": {
                     "SQSQ_QUEUE_PREFIX": app.queue_prefix,
                     "SQSQ_TABLE_NAME": r.ref(ids.table_id),
+                    **signing_environment(app),
                 }
             },
             "Events": _events(ids, options),

@@ -13,6 +13,7 @@ from .. import limits
 from ..errors import ConfigurationError
 from ..worker import SHUTDOWN_MARGIN_S
 from . import resources as r
+from .iam import signing_environment
 
 if TYPE_CHECKING:
     from ..app import App
@@ -41,12 +42,14 @@ def stop_timeout_s(app: App, maximum: int | None = None) -> int:
 
 
 def environment(app: App, ids: r.Declared) -> dict[str, Any]:
-    """``SQSQ_*`` variables of the worker: names of the resources and the grace (one
-    value for the worker and its supervisor's stop timeout)."""
+    """``SQSQ_*`` variables of the worker: names of the resources, the grace (one
+    value for the worker and its supervisor's stop timeout), and the signing key's
+    reference (see :func:`.iam.signing_environment`)."""
     return {
         "SQSQ_QUEUE_PREFIX": app.queue_prefix,
         "SQSQ_TABLE_NAME": r.ref(ids.table_id),
         "SQSQ_SHUTDOWN_GRACE_S": f"{grace_s(app):g}",
+        **signing_environment(app),
     }
 
 
