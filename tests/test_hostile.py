@@ -800,11 +800,27 @@ def test_lambda_sends_messages_on_unchecked_when_the_signing_key_cannot_be_read(
     monkeypatch.setattr(
         hostile, "settings", hostile.settings.model_copy(update={"signing_key": spec})
     )
+    resent: list[dict[str, Any]] = []  # what SendMessageBatch was given (botocore's hook)
 
-    response = hostile.lambda_handler(sqs_event(messages, arn(hostile)), LambdaContext())
+    def seen(params: dict[str, Any], **_: Any) -> None:
+        resent.extend(params["Entries"])
+
+    sqs = hostile.clients.sync("sqs")
+    sqs.meta.events.register("provide-client-params.sqs.SendMessageBatch", seen)
+    try:
+        response = hostile.lambda_handler(sqs_event(messages, arn(hostile)), LambdaContext())
+    finally:
+        sqs.meta.events.unregister("provide-client-params.sqs.SendMessageBatch", seen)
 
     assert response == {"batchItemFailures": []}
     assert all(result(hostile, s.id) is None for s in sent)
+    # the bodies unchanged, with their own signatures; 900 s: the parameter is missing
+    assert sorted((e["MessageBody"], e["DelaySeconds"]) for e in resent) == sorted(
+        (m["Body"], 900) for m in messages
+    )
+    assert sorted(e["MessageAttributes"]["sqsq-signature"]["StringValue"] for e in resent) == (
+        sorted(m["MessageAttributes"]["sqsq-signature"]["StringValue"] for m in messages)
+    )
     attributes = hostile.clients.sync("sqs").get_queue_attributes(
         QueueUrl=url(hostile), AttributeNames=["All"]
     )["Attributes"]
