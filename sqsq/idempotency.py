@@ -7,7 +7,8 @@ are scoped by task name.
 
 The item, in the app's table: ``pk = "idem#<task>#<key>"``, ``sk = "idempotency"``,
 ``status`` IN_PROGRESS | COMPLETED, ``task_id`` of the run that owns it,
-``lease_expires_at`` (IN_PROGRESS only), ``value`` (COMPLETED), ``expires_at`` (TTL),
+``lease_expires_at`` (IN_PROGRESS only), ``value`` (COMPLETED) — or ``refused`` (the
+dead-letter reason) when the body ran but DynamoDB refused its outcome —, ``expires_at`` (TTL),
 ``payload_hash`` (SHA-256 of the validated arguments, when the task validates
 payloads: a duplicate whose arguments differ is an :class:`~sqsq.errors.IdempotencyConflict`,
 as Powertools' payload validation).
