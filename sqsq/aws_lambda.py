@@ -18,8 +18,9 @@ DLQ, a dead letter, REVOKED — is not listed, so Lambda deletes it.
 
 Outcomes are stored as they finish (see ``_Batch``): in batches of 25 writes, by
 a thread once the oldest has waited ``STORE_EVERY_S`` (while the next task runs),
-and before a task starts when the remaining time is low; final outcomes of standard queues are deleted then too,
-so an invocation killed at its timeout does not run finished work again. On a
+and before a task starts when the remaining time is low; final outcomes are deleted
+then too (on FIFO queues as well: always the head of their group), so an invocation
+killed at its timeout does not run finished work again. On a
 FIFO queue a dead letter is stored and copied before its group goes on; if that
 fails, it and the rest of its group are listed.
 
@@ -277,10 +278,12 @@ class _Batch(threading.Thread):
     """Outcomes of one invocation, stored as they finish: in batches (25 writes),
     by this thread once the oldest has waited :data:`STORE_EVERY_S` (while the
     handler's thread runs the next task), or once the remaining time is under
-    twice the safety margin. Final outcomes of standard queues are then deleted
-    at once (an SQS event source's execution role has sqs:DeleteMessage), so a
-    timed-out invocation does not run them again; FIFO records are left to
-    Lambda, which deletes what is not listed."""
+    twice the safety margin. Final outcomes are then deleted at once (an SQS event
+    source's execution role has sqs:DeleteMessage), so a timed-out invocation does
+    not run them again. On a FIFO queue too: records run in their group's order,
+    and a group stops at its first record that is not final (returned, or its dead
+    letter not copied), so what is deleted early is a prefix of its group and what
+    is left comes back in order."""
 
     def __init__(self, app: App, heartbeat: _Heartbeat, margin_ms: float) -> None:
         super().__init__(name="sqsq-lambda-store", daemon=True)
@@ -322,12 +325,7 @@ class _Batch(threading.Thread):
                 return
             kept = store(self.app, outcomes)
             stored = [o for o in outcomes if o not in kept]
-            early = [
-                o
-                for o in stored
-                if o.kind in RETURNED_KINDS
-                or (o.delivery.message_group_id is None and o.delivery.queue_url)
-            ]
+            early = [o for o in stored if o.kind in RETURNED_KINDS or o.delivery.queue_url]
             if early:  # a failed delete is left to Lambda; a failed visibility change is listed
                 release(self.app, early, delete=True)
             for outcome in stored:

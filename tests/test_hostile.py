@@ -556,9 +556,13 @@ def test_text_logs_escape_control_characters(hostile: Any, worker: Any) -> None:
 # --- row 13: Lambda killed at its timeout -------------------------------------------------
 
 
+@pytest.mark.parametrize("queue", ["default", "steps.fifo"])
 def test_lambda_killed_at_its_timeout_keeps_the_outcomes_it_finished(
-    hostile: Any, tmp_path: Path
+    hostile: Any, tmp_path: Path, queue: str
 ) -> None:
+    """The finished records' outcomes are stored and their messages deleted as they
+    finish — on a FIFO queue too (one group: the finished ones are its head), so the
+    retried batch holds only what had not finished, in order."""
     import os
     import subprocess
     import sys
@@ -566,12 +570,23 @@ def test_lambda_killed_at_its_timeout_keeps_the_outcomes_it_finished(
     quick = [call("echo", n) for n in range(4)]
     dying_id, dying = call("die_after", 3)
     later = [call("echo", n) for n in range(10, 12)]
-    send_bodies(hostile, [b for _, b in quick] + [dying] + [b for _, b in later])
-    messages = receive_all(hostile, 7)
+    bodies = [b for _, b in quick] + [dying] + [b for _, b in later]
+    if queue.endswith(".fifo"):  # one group, in this order
+        sqs = hostile.clients.sync("sqs")
+        for n, body in enumerate(bodies):
+            sqs.send_message(
+                QueueUrl=url(hostile, queue),
+                MessageBody=body,
+                MessageGroupId="g",
+                MessageDeduplicationId=str(n),
+            )
+    else:
+        send_bodies(hostile, bodies)
+    messages = receive_all(hostile, 7, queue)
     order = [t for t, _ in quick] + [dying_id] + [t for t, _ in later]
     messages.sort(key=lambda m: order.index(json.loads(m["Body"])["id"]))
     event_file = tmp_path / "event.json"
-    event_file.write_text(json.dumps(sqs_event(messages, arn(hostile))))
+    event_file.write_text(json.dumps(sqs_event(messages, arn(hostile, queue))))
     root = Path(__file__).resolve().parents[1]
     script = (
         "import json, sys\n"
@@ -594,7 +609,7 @@ def test_lambda_killed_at_its_timeout_keeps_the_outcomes_it_finished(
     assert [result(hostile, t).value for t, _ in quick] == [0, 1, 2, 3]
     assert result(hostile, dying_id) is None
 
-    visible, in_flight = queue_counts(hostile.clients.sync("sqs"), url(hostile))
+    visible, in_flight = queue_counts(hostile.clients.sync("sqs"), url(hostile, queue))
     assert visible + in_flight == 3  # the 4 finished messages were deleted
 
 
