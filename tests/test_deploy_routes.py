@@ -1,6 +1,8 @@
 """``sqsq infra`` emits the app's foreign-event routes (issue 11): EventBridge rules,
-SNS subscriptions, one queue policy per routed queue, and each S3 bucket's
-notification configuration as an output. Rendered from tests/apps/events.py."""
+SNS subscriptions, EventBridge pipes from DynamoDB streams, one queue policy per
+routed queue, and each S3 bucket's notification configuration as an output.
+Rendered from tests/apps/events.py, cfn-linted, and deployed as a stack on moto
+whose rules deliver to a real worker."""
 
 from __future__ import annotations
 
