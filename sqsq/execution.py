@@ -52,7 +52,7 @@ from .errors import (
 )
 from .idempotency import Claim, key_pk, payload_hash
 from .result import ResultRecord, State
-from .sqs import DeadLetterNote
+from .sqs import DeadLetterNote, is_fifo
 
 if TYPE_CHECKING:
     from .app import App
@@ -421,6 +421,10 @@ class Executor:
         self.app = app
         self.worker_id = worker_id
 
+    def on_fifo(self, delivery: Delivery) -> bool:
+        """Whether ``delivery`` came from a FIFO queue (no per-message delay there)."""
+        return is_fifo(self.app.queue_name(delivery.queue))
+
     # --- before the call ---------------------------------------------------------
 
     def prepare(self, delivery: Delivery) -> Prepared | Outcome:
@@ -458,7 +462,7 @@ class Executor:
             if envelope.expires is not None and envelope.expires <= datetime.now(UTC):
                 return self.revoked(prepared, expired=True)
             hop_s = hop_delay_s(envelope, datetime.now(UTC))
-            if hop_s is not None and not self.app.queue_name(delivery.queue).endswith(".fifo"):
+            if hop_s is not None and not self.on_fifo(delivery):
                 return self.resend(prepared, hop_s)
             key = envelope.idempotency_key
             if key is None and task.idempotency_key is not None:
@@ -677,7 +681,7 @@ class Executor:
             why or "its idempotency key is in progress elsewhere",
             extra={"task_id": envelope.task_id, "queue": delivery.queue},
         )
-        if not self.app.queue_name(delivery.queue).endswith(".fifo"):
+        if not self.on_fifo(delivery):
             deferrals = _int(envelope.headers.get(DEFERRALS_HEADER)) + 1
             try:
                 body = encode(
@@ -718,7 +722,7 @@ class Executor:
         denied: fix the settings) — so its receives are not used; on a FIFO queue
         it is returned (DEFER)."""
         delay_s: float = limits.SQS_MAX_DELAY_S if permanent else KEY_UNAVAILABLE_DELAY_S
-        if self.app.queue_name(delivery.queue).endswith(".fifo"):
+        if self.on_fifo(delivery):
             delay_s = min(delay_s, self.lease_room_s(delivery))
             return Outcome(delivery, OutcomeKind.DEFER, delivery.message_id, None, delay_s=delay_s)
         return Outcome(
@@ -886,9 +890,7 @@ class Executor:
         if result.retry and not result.final and not result.reject:
             if not policy.exhausted(attempt):
                 wanted = policy.delay_s(attempt, result.countdown_s)
-                if wanted > self.lease_room_s(delivery) and not self.app.queue_name(
-                    delivery.queue
-                ).endswith(".fifo"):
+                if wanted > self.lease_room_s(delivery) and not self.on_fifo(delivery):
                     return self._retry_later(prepared, record, attempt, wanted, duration_s, key)
                 # whole seconds (VisibilityTimeout is an integer), never rounded to 0
                 delay = math.ceil(min(wanted, self.lease_room_s(delivery)))

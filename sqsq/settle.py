@@ -237,8 +237,7 @@ def resend_batches(
             attributes = dict(delivery.message_attributes)
             # a new body is signed anew; the delivery's own keeps its signature (and
             # needs no key: see Executor.key_unavailable)
-            key = app.signing_key if body is not None else None
-            if body is not None and key is not None:
+            if body is not None and (key := app.signing_key) is not None:
                 attributes.update(signature_attribute(body, key))
             if attributes:
                 entry["MessageAttributes"] = attributes

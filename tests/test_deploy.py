@@ -151,13 +151,16 @@ def test_iam_names_exact_resources_never_a_wildcard(path: str, target: str) -> N
         assert set(resource) in ({"Fn::GetAtt"}, {"Ref"}), resource
 
 
+def _worker_statements(doc: dict[str, Any], target: str) -> list[dict[str, Any]]:
+    role_id = {"lambda": "FunctionRole", "ecs": "TaskRole", "ec2": "InstanceRole"}[target]
+    (policy,) = doc["Resources"][role_id]["Properties"]["Policies"]
+    statements: list[dict[str, Any]] = policy["PolicyDocument"]["Statement"]
+    return statements
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_the_task_runner_may_send_to_its_own_queues_and_dlqs(target: str) -> None:
-    doc = _doc(QUICKSTART, target)
-    role_id = {"lambda": "FunctionRole", "ecs": "TaskRole", "ec2": "InstanceRole"}[target]
-    statements = doc["Resources"][role_id]["Properties"]["Policies"][0]["PolicyDocument"][
-        "Statement"
-    ]
+    statements = _worker_statements(_doc(QUICKSTART, target), target)
     senders = [s for s in statements if "sqs:SendMessage" in s["Action"]]
     targets = {r["Fn::GetAtt"][0] for s in senders for r in s["Resource"]}
     assert targets == {
@@ -332,13 +335,6 @@ def _signed_app(spec: str) -> Any:
         return "pong"
 
     return app
-
-
-def _worker_statements(doc: dict[str, Any], target: str) -> list[dict[str, Any]]:
-    role_id = {"lambda": "FunctionRole", "ecs": "TaskRole", "ec2": "InstanceRole"}[target]
-    (policy,) = doc["Resources"][role_id]["Properties"]["Policies"]
-    statements: list[dict[str, Any]] = policy["PolicyDocument"]["Statement"]
-    return statements
 
 
 def _worker_environment(doc: dict[str, Any], target: str) -> dict[str, str]:

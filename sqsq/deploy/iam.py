@@ -64,24 +64,11 @@ def signing_statements(app: Any) -> list[Doc]:
     service, _, name = spec.partition(":")
     if service == "secretsmanager":
         action = "secretsmanager:GetSecretValue"
-        resource: Any = (
-            name
-            if name.startswith("arn:")
-            else sub(
-                "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
-                f"{name}-??????"
-            )
-        )
+        arn = f"secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:{name}-??????"
     else:
         action = "ssm:GetParameter"
-        resource = (
-            name
-            if name.startswith("arn:")
-            else sub(
-                "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/"
-                + name.lstrip("/")
-            )
-        )
+        arn = f"ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter/{name.lstrip('/')}"
+    resource = name if name.startswith("arn:") else sub("arn:${AWS::Partition}:" + arn)
     return [{"Sid": "SigningKey", "Effect": "Allow", "Action": action, "Resource": resource}]
 
 
