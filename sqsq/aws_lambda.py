@@ -9,12 +9,21 @@ a record is listed exactly when SQS must deliver it again:
 - a retry policy sends it back (its visibility is set to the backoff first), or
   its idempotency key is in progress elsewhere;
 - it was not started because the invocation's remaining time
-  (``context.get_remaining_time_in_millis()``) was under the app's
-  ``lambda_safety_margin_s``;
+  (``context.get_remaining_time_in_millis()``) was under its task's ``time_limit``
+  plus the app's ``lambda_safety_margin_s`` (what runs finishes, and the margin is
+  left to store outcomes and delete messages; ``sqsq infra`` derives the function's
+  timeout and the margin together, see ``sqsq.deploy.lambda_timing``);
 - on a FIFO queue, it comes after a listed record of the same message group.
 
 A record whose outcome is final — SUCCESS, a FAILURE recorded and copied to the
-DLQ, a dead letter, REVOKED — is not listed, so Lambda deletes it.
+DLQ, a dead letter, REVOKED — is not listed, so Lambda deletes it. A record whose
+task's ``time_limit`` plus the margin is longer than the function's whole timeout
+(the longest remaining time an invocation of this execution environment began
+with) would never start: it is a dead letter (``does_not_fit_function``), not
+returned until SQS moves it to the DLQ without a reason. A function whose timeout
+leaves no room at all past the margin refuses the invocation: it logs why once
+per execution environment and raises :class:`~sqsq.errors.ConfigurationError`
+(Lambda counts an error; every record comes back).
 
 Outcomes are stored as they finish (see ``_Batch``): in batches of 25 writes, by
 a thread once the oldest has waited ``STORE_EVERY_S`` (while the next task runs),
@@ -45,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import limits
 from .delivery import Delivery
-from .errors import ConfigurationError, InvalidKey
+from .errors import ConfigurationError, DoesNotFitFunction, InvalidKey
 from .execution import RETURNED_KINDS, Executor, Outcome, OutcomeKind, Prepared
 from .lease import LeaseTable
 from .metrics import emit as emit_metrics
@@ -63,6 +72,60 @@ logger = logging.getLogger(__name__)
 def _remaining_ms(context: Any) -> float | None:
     getter = getattr(context, "get_remaining_time_in_millis", None)
     return float(getter()) if callable(getter) else None
+
+
+class _Environment:
+    """What one execution environment (one cold start) has learnt: the longest time an
+    invocation began with (about the function's timeout), and what it has logged."""
+
+    function_ms: float = 0.0
+    refused_logged = False
+    unfit_logged: set[str] = set()  # noqa: RUF012 - one set per process, on purpose
+
+
+def _check_room(app: App, remaining_ms: float | None, margin_ms: float, records: int) -> None:
+    """Refuse an invocation that began with no time past the safety margin (the
+    function's timeout is too short for its margin): log it once per environment."""
+    if remaining_ms is None:
+        return
+    _Environment.function_ms = max(_Environment.function_ms, remaining_ms)
+    if remaining_ms > margin_ms:
+        return
+    message = (
+        f"app {app.name}: this invocation began with {remaining_ms:.0f} ms left and the "
+        f"handler keeps a safety margin of {margin_ms:.0f} ms (lambda_safety_margin_s), so "
+        f"no record can start: raise the function's Timeout (or lower SQSQ_LAMBDA_SAFETY_"
+        f"MARGIN_S); `sqsq infra --target lambda` derives both from the tasks' time_limit"
+    )
+    if not _Environment.refused_logged:
+        _Environment.refused_logged = True
+        logger.error("%s; %d records returned to the queue", message, records)
+    raise ConfigurationError(message)
+
+
+def _never_fits(item: Prepared, margin_ms: float) -> DoesNotFitFunction | None:
+    """A dead letter for a record whose task cannot run in this function at all."""
+    limit_s = item.task.time_limit_s
+    if not limit_s or not _Environment.function_ms:
+        return None
+    need_ms = limit_s * 1000 + margin_ms
+    if need_ms <= _Environment.function_ms:
+        return None
+    if item.task.name not in _Environment.unfit_logged:
+        _Environment.unfit_logged.add(item.task.name)
+        logger.error(
+            "task %s (time_limit %g s) cannot run in this function: invocations begin with "
+            "%.0f ms and the safety margin is %.0f ms; its messages are dead letters",
+            item.task.name,
+            limit_s,
+            _Environment.function_ms,
+            margin_ms,
+        )
+    return DoesNotFitFunction(
+        f"{item.task.name}: time_limit {limit_s:g} s + safety margin {margin_ms / 1000:g} s "
+        f"is longer than this Lambda function's timeout (~{_Environment.function_ms / 1000:.0f} "
+        "s): serve its queue with `sqsq worker`, or raise the function's Timeout"
+    )
 
 
 class _Heartbeat(threading.Thread):
@@ -190,6 +253,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     request_id = getattr(context, "aws_request_id", None) or str(os.getpid())
     executor = Executor(app, worker_id=f"lambda:{request_id}")
     margin_ms = app.settings.lambda_safety_margin_s * 1000
+    _check_room(app, _remaining_ms(context), margin_ms, len(records))
     deliveries = _deliveries(app, records)
 
     leases = LeaseTable()
@@ -217,14 +281,18 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
             group = (
                 (delivery.queue, delivery.message_group_id) if delivery.message_group_id else None
             )
+            if isinstance(item, Prepared) and (unfit := _never_fits(item, margin_ms)):
+                item = executor.dead_letter(delivery, unfit, item.envelope)
             remaining_ms = _remaining_ms(context)
-            if group in blocked_groups or (remaining_ms is not None and remaining_ms < margin_ms):
-                if remaining_ms is not None and remaining_ms < margin_ms:
+            need_ms = margin_ms + _time_limit_ms(item)
+            if group in blocked_groups or (remaining_ms is not None and remaining_ms < need_ms):
+                if remaining_ms is not None and remaining_ms < need_ms:
                     logger.warning(
-                        "not starting message %s: %.0f ms left, margin %.0f ms",
+                        "not starting message %s: %.0f ms left, its time_limit and the "
+                        "margin need %.0f ms",
                         delivery.message_id,
                         remaining_ms,
-                        margin_ms,
+                        need_ms,
                     )
                 not_started.add(delivery.message_id)
                 if group:
@@ -332,6 +400,13 @@ class _Batch(threading.Thread):
                 self.heartbeat.finish(outcome.delivery)
             self.kept += kept
             self.done += stored
+
+
+def _time_limit_ms(item: Prepared | Outcome) -> float:
+    """The time a record's task may take, milliseconds (0: none declared, or no task)."""
+    if isinstance(item, Prepared) and item.task.time_limit_s:
+        return item.task.time_limit_s * 1000
+    return 0.0
 
 
 def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Heartbeat) -> Outcome:

@@ -15,6 +15,7 @@
     │   ├── InvalidKey            a key DynamoDB cannot take (too long, not UTF-8)
     │   ├── InternalError         sqsq failed on this one message (its neighbours are unaffected)
     │   ├── IdempotencyConflict   a duplicate key whose arguments differ from the first call's
+    │   ├── DoesNotFitFunction    its time_limit is longer than the Lambda function can give it
     │   └── NoRoute               a foreign event (EventBridge, S3, SNS, ...) no declared route matches
     ├── ResultError               the reader of a result
     │   ├── ResultTimeout         not ready within ``get(timeout=...)`` (also a TimeoutError)
@@ -158,6 +159,16 @@ class IdempotencyConflict(DeadLetter):
     get the first call's result; its message goes to the DLQ."""
 
     reason = "idempotency_conflict"
+
+
+class DoesNotFitFunction(DeadLetter):
+    """The Lambda function serving this message's queue can never run it: the task's
+    ``time_limit`` plus the handler's safety margin is longer than the function's
+    timeout (``sqsq infra --target lambda`` derives a timeout that fits; this guards
+    hand-made functions). No retry can fix it: serve the queue with ``sqsq worker``,
+    or raise the function's timeout."""
+
+    reason = "does_not_fit_function"
 
 
 class NoRoute(DeadLetter):

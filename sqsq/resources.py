@@ -4,7 +4,9 @@ For each logical queue: a DLQ (14-day retention — longer than the source queue
 per "Using dead-letter queues in Amazon SQS", so a message keeps its original
 enqueue time there — SSE on, RedriveAllowPolicy allowing only its source queue)
 and the queue itself (RedrivePolicy whose maxReceiveCount covers the largest
-``max_retries`` of its tasks, SSE on, the app's visibility timeout). Then the DynamoDB
+``max_retries`` of its tasks, SSE on, the app's visibility timeout — the least it
+may have: a longer one, as ``sqsq infra --target lambda`` gives a queue its function
+consumes, is kept). Then the DynamoDB
 table (on-demand, ``pk``/``sk`` keys) with TTL on ``expires_at`` and point-in-time
 recovery.
 
@@ -199,6 +201,11 @@ def describe(app: App) -> AppResources:
 def _same(key: str, want: str, have: str | None) -> bool:
     if have is None:
         return False
+    if key == "VisibilityTimeout":  # longer is kept: a Lambda-consumed queue needs >= 6 x
+        try:  # its function's timeout (sqsq.deploy.lambda_timing), the app's is the least
+            return int(have) >= int(want)
+        except ValueError:
+            return False
     if key in ("RedrivePolicy", "RedriveAllowPolicy"):
         try:
             a, b = json.loads(want), json.loads(have)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from ..deploy import ARCHITECTURES, RUNTIME, RUNTIMES
+from ..errors import ConfigurationError
 from . import cli
 from .commands import _load
 
@@ -32,8 +34,8 @@ from .commands import _load
     "--function-timeout",
     type=click.IntRange(1, 900),
     default=None,
-    help="Lambda timeout in seconds (default: the longest the app's visibility_timeout_s "
-    "allows, (visibility - batching window) // 6).",
+    help="Lambda timeout in seconds (default: derived from the served tasks' time_limit: the "
+    "longest + 3 s to start + a safety margin of 10 %, at least 2 s).",
 )
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=10, show_default=True)
 @click.option(
@@ -51,7 +53,35 @@ from .commands import _load
     help="ScalingConfig.MaximumConcurrency of each queue's event source.",
 )
 @click.option("--memory", type=click.IntRange(128, 10_240), default=512, show_default=True)
-@click.option("--code-uri", default=".", show_default=True, help="SAM CodeUri.")
+@click.option(
+    "--code-uri",
+    default=None,
+    help="SAM CodeUri, relative to the template's directory: the directory holding the app's "
+    "top-level package and the function's requirements.txt (default: where APP is imported "
+    "from, written relative to --out).",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default=RUNTIME,
+    show_default=True,
+    help="Lambda runtime of the function.",
+)
+@click.option(
+    "--architecture",
+    type=click.Choice(ARCHITECTURES),
+    default="arm64",
+    show_default=True,
+    help="Instruction set of the function.",
+)
+@click.option(
+    "--worker-queue",
+    "worker_queues",
+    multiple=True,
+    metavar="QUEUE",
+    help="A logical queue the function does not consume, left to `sqsq worker` (e.g. for "
+    "tasks whose time_limit is over Lambda's 900 s); repeatable.",
+)
 @click.option(
     "--long-countdowns",
     is_flag=True,
@@ -81,7 +111,10 @@ def infra(
     batching_window: int,
     maximum_concurrency: int,
     memory: int,
-    code_uri: str,
+    code_uri: str | None,
+    runtime: str,
+    architecture: str,
+    worker_queues: tuple[str, ...],
     long_countdowns: bool,
     step_functions: bool,
     omit: tuple[str, ...],
@@ -90,9 +123,11 @@ def infra(
     (with an alarm each), table and schedules — the attributes `sqsq resources
     create` and `sqsq schedule sync` give them — and what runs its tasks, with
     least-privilege IAM."""
-    from ..deploy import Options, dump, render
+    from ..deploy import Options, bundle, dump, render
 
     the_app = _load(app)
+    if code_uri is None:
+        code_uri = bundle.code_uri(app, out) if target == "lambda" else "."
     options = Options(
         app_path=app,
         handler=handler,
@@ -102,11 +137,22 @@ def infra(
         maximum_concurrency=maximum_concurrency,
         memory_mb=memory,
         code_uri=code_uri,
+        runtime=runtime,
+        architecture=architecture,
+        worker_queues=frozenset(worker_queues),
         long_countdowns=long_countdowns,
         step_functions=step_functions,
         omit=frozenset(omit),
     )
     text = dump(render(the_app, target, options))  # type: ignore[arg-type]
+    if target == "lambda":
+        base = out.resolve().parent if out is not None else Path.cwd()
+        missing = bundle.check((base / code_uri).resolve())
+        if missing:
+            raise ConfigurationError(
+                f"{(base / code_uri).resolve() / bundle.REQUIREMENTS_FILE} lacks "
+                f"{', '.join(missing)}, which the handler imports on Lambda: add them"
+            )
     if out is None:
         click.echo(text, nl=False)
     else:

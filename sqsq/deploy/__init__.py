@@ -24,6 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from ..app import App
 
+#: Lambda Python runtimes ``--runtime`` takes ("Lambda runtimes": supported, not
+#: deprecated) and the default, a current one.
+RUNTIMES = ("python3.11", "python3.12", "python3.13", "python3.14")
+RUNTIME = "python3.13"
+#: ``Architectures`` of the function ("Lambda instruction set architectures").
+ARCHITECTURES = ("arm64", "x86_64")
+
 Target = Literal["lambda", "ecs", "ec2"]
 TARGETS: tuple[Target, ...] = ("lambda", "ecs", "ec2")
 
@@ -37,13 +44,19 @@ class Options:
             handler's module).
         handler: Lambda handler ``module.function`` (default: ``<module>.lambda_handler``,
             which the app module must define as ``lambda_handler = app.lambda_handler``).
-        function_timeout_s: Lambda timeout, seconds (default: the longest the queues'
-            visibility timeout allows, ``(visibility - batching window) // 6``).
+        function_timeout_s: Lambda timeout, seconds (1–900; default: derived from the
+            served tasks' ``time_limit``, see :mod:`.lambda_timing`).
         batch_size: records per Lambda invocation (SQS event source, 1-10000).
         batching_window_s: MaximumBatchingWindowInSeconds (0-300; standard queues only).
         maximum_concurrency: ScalingConfig.MaximumConcurrency per queue (2-1000).
         memory_mb: Lambda memory, MiB.
-        code_uri: SAM CodeUri (the directory holding the app and requirements.txt).
+        code_uri: SAM CodeUri, the directory holding the app's top-level package and the
+            function's ``requirements.txt``, relative to the template's directory
+            (default: where the app is imported from, see :mod:`.bundle`).
+        runtime: Lambda runtime (``python3.11``–``python3.14``).
+        architecture: ``arm64`` or ``x86_64``.
+        worker_queues: logical queues the function does not consume (left to ``sqsq
+            worker``), e.g. for tasks whose ``time_limit`` is over Lambda's 900 s.
         long_countdowns: tasks send tasks with countdowns over SQS's 900 s: adds the
             ``<app>-sqsq-eta`` schedule group, the scheduler role, and lets the task
             runner create/delete schedules there and pass that role.
@@ -62,6 +75,9 @@ class Options:
     maximum_concurrency: int = 10
     memory_mb: int = 512
     code_uri: str = "."
+    runtime: str = RUNTIME
+    architecture: str = "arm64"
+    worker_queues: frozenset[str] = field(default_factory=frozenset)
     long_countdowns: bool = False
     step_functions: bool = False
     omit: frozenset[str] = field(default_factory=frozenset)
@@ -134,4 +150,4 @@ def dump(document: dict[str, Any]) -> str:
     return str(yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True))
 
 
-__all__ = ["TARGETS", "Options", "Target", "dump", "render"]
+__all__ = ["ARCHITECTURES", "RUNTIME", "RUNTIMES", "TARGETS", "Options", "Target", "dump", "render"]

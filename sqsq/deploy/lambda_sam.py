@@ -1,11 +1,12 @@
-"""``--target lambda``: a SAM template — the app's resources and one arm64 function
-consuming every queue through SQS event sources with partial batch responses.
+"""``--target lambda``: a SAM template — the app's resources and one function (arm64
+by default) consuming its queues through SQS event sources with partial batch
+responses.
 
-AWS's guidance for SQS event sources: the queue's visibility timeout is at least
-six times the function's timeout plus MaximumBatchingWindowInSeconds. The queues
-get the app's ``visibility_timeout_s`` (as ``resources create`` gives them), so the
-function's timeout is derived from it, and a timeout asked for that does not fit
-is refused rather than silently changing the queues.
+The function's ``Timeout``, the handler's safety margin and the queues'
+visibility timeout are derived together from the tasks it serves
+(:mod:`.lambda_timing`); ``CodeUri`` is the directory the app is imported from,
+written relative to the template's own file (:mod:`.bundle`), so ``sam build``
+packs the app's code and its ``requirements.txt`` wherever the template is written.
 """
 
 from __future__ import annotations
@@ -13,21 +14,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .. import limits
 from ..errors import ConfigurationError
 from . import Options
 from . import resources as r
 from .iam import signing_environment, trust, worker_policy
+from .lambda_timing import Timing, derive
 
 if TYPE_CHECKING:
     from ..app import App
 
 Doc = dict[str, Any]
 
-#: A current Lambda Python runtime ("Lambda runtimes": supported, not deprecated).
-RUNTIME = "python3.13"
-#: AWS guidance: queue visibility timeout >= 6 x function timeout (+ batching window).
-VISIBILITY_FACTOR = 6
 FUNCTION_ID = "TaskFunction"
 
 
@@ -45,31 +42,21 @@ def handler_of(app: App, options: Options) -> str:
     return f"{module_name}.lambda_handler"
 
 
-def function_timeout_s(app: App, options: Options) -> int:
-    """The function timeout that the queues' visibility timeout allows.
-
-    Raises:
-        ConfigurationError: the visibility timeout is too short for it.
-    """
-    visibility = int(app.settings.visibility_timeout_s)
-    window = options.batching_window_s
-    longest = (visibility - window) // VISIBILITY_FACTOR
-    timeout = options.function_timeout_s if options.function_timeout_s is not None else longest
-    if timeout < 1 or timeout > longest:
-        need = VISIBILITY_FACTOR * max(timeout, 1) + window
-        raise ConfigurationError(
-            f"a {max(timeout, 1)} s function with a {window} s batching window needs a queue "
-            f"visibility timeout of at least {need} s (6 x timeout + window, AWS's guidance for "
-            f"SQS event sources); the app's visibility_timeout_s is {visibility} s: set "
-            f"SQSQ_VISIBILITY_TIMEOUT_S / App(visibility_timeout_s=...) to {need} and run "
-            "`sqsq resources create` or deploy again"
-        )
-    return min(timeout, limits.LAMBDA_MAX_TIMEOUT_S)
+def timing(app: App, options: Options) -> Timing:
+    """The function's timing for these options (:func:`.lambda_timing.derive`)."""
+    return derive(
+        app,
+        function_timeout_s=options.function_timeout_s,
+        batching_window_s=options.batching_window_s,
+        worker_queues=options.worker_queues,
+    )
 
 
 def _events(ids: r.Declared, options: Options) -> Doc:
     events: Doc = {}
     for queue in ids.resources.source_queues():
+        if queue.logical in options.worker_queues:
+            continue
         properties: Doc = {
             "Queue": r.get_att(ids.queue_id(queue)),
             "BatchSize": options.batch_size,
@@ -85,9 +72,13 @@ def _events(ids: r.Declared, options: Options) -> Doc:
 def template(app: App, options: Options) -> Doc:
     """The SAM template (see the module docstring)."""
     ids = r.declared(app)
-    timeout = function_timeout_s(app, options)
+    timed = timing(app, options)
     handler = handler_of(app, options)
     resources = r.app_resources(ids, options.long_countdowns)
+    for queue in ids.resources.source_queues():  # AWS's rule for SQS event sources
+        if queue.logical not in options.worker_queues:
+            properties = resources[ids.queue_id(queue)]["Properties"]
+            properties["VisibilityTimeout"] = timed.visibility_timeout_s
     resources["FunctionLogGroup"] = {
         "Type": "AWS::Logs::LogGroup",
         **r.RETAIN,
@@ -120,10 +111,10 @@ def template(app: App, options: Options) -> Doc:
             "Description": f"sqsq tasks of {options.app_path}",
             "CodeUri": options.code_uri,
             "Handler": handler,
-            "Runtime": RUNTIME,
-            "Architectures": ["arm64"],
+            "Runtime": options.runtime,
+            "Architectures": [options.architecture],
             "MemorySize": options.memory_mb,
-            "Timeout": timeout,
+            "Timeout": timed.timeout_s,
             "Role": r.get_att("FunctionRole"),
             "ReservedConcurrentExecutions": {
                 "Fn::If": [
@@ -137,6 +128,7 @@ def template(app: App, options: Options) -> Doc:
                 "Variables": {
                     "SQSQ_QUEUE_PREFIX": app.queue_prefix,
                     "SQSQ_TABLE_NAME": r.ref(ids.table_id),
+                    "SQSQ_LAMBDA_SAFETY_MARGIN_S": str(timed.margin_s),
                     **signing_environment(app),
                 }
             },
