@@ -74,7 +74,7 @@ class Swept:
     deleted: list[Item] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
 
-    def keys(self, *names: str) -> list[tuple[str, ...]]:
+    def deleted_keys(self, *names: str) -> list[tuple[str, ...]]:
         """The deleted items' values of ``names`` (default ``pk``, ``sk``), e.g.
         ``[("task#1", "result")]``."""
         names = names or ("pk", "sk")
