@@ -114,7 +114,10 @@ Flexible = Literal["start", "end"]
 OUTCOMES = ("sent", "retrying", "dead-lettered", "dropped", "computed")
 
 #: Message attributes of a dead-letter event ("Configuring a dead-letter queue for
-#: EventBridge Scheduler", section "Retrieve the dead-letter event").
+#: EventBridge Scheduler", section "Retrieve the dead-letter event"). That section's
+#: example could not be re-read when this was written; the names are the ones two
+#: independent Scheduler emulators use (some emulators use ``X-Amz-Scheduler-*``
+#: names instead): check them against the page, or a real DLQ, before relying on them.
 DLQ_ATTRIBUTES = (
     "ERROR_CODE",
     "ERROR_MESSAGE",
