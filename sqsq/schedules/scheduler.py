@@ -93,15 +93,28 @@ def input_template(periodic: PeriodicTask) -> str:
     )
 
 
-def render(template: str, *, scheduled_at: datetime, execution_id: str, schedule_arn: str) -> str:
+def scheduled_time_text(scheduled_at: datetime) -> str:
+    """``<aws.scheduler.scheduled-time>`` as Scheduler writes it: ISO-8601 UTC to the
+    second, e.g. ``2022-03-22T18:59:43Z``."""
+    return scheduled_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render(
+    template: str,
+    *,
+    scheduled_at: datetime,
+    execution_id: str,
+    schedule_arn: str,
+    attempt: int = 1,
+) -> str:
     """Substitute the context attributes as Scheduler does (used where sqsq fires
-    a schedule itself: ``schedule serve``, ``schedule run``, ``sqsq dev``)."""
-    when = scheduled_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    a schedule itself: ``schedule serve``, ``schedule run``, ``sqsq dev``, and the
+    test kit's :class:`sqsq.testing.scheduler.SimulatedScheduler`)."""
     return (
-        template.replace(SCHEDULED_TIME, when)
+        template.replace(SCHEDULED_TIME, scheduled_time_text(scheduled_at))
         .replace(EXECUTION_ID, execution_id)
         .replace(SCHEDULE_ARN, schedule_arn)
-        .replace(ATTEMPT_NUMBER, "1")
+        .replace(ATTEMPT_NUMBER, str(attempt))
     )
 
 

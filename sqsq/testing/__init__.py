@@ -19,6 +19,22 @@ asks for them.
 - :func:`sqs_event` / :class:`LambdaContext`: an SQS event for a Lambda handler,
   in the documented shape ("Using Lambda with Amazon SQS"), built from messages
   really received from a queue.
+- :class:`EventSourceMapping` (``sqsq.testing.lambda_esm``): an SQS event source
+  mapping run as Lambda runs one — from a SAM template's function and events:
+  batches and batching window, partial batch responses read as AWS reads them, the
+  function's timeout counted down and enforced by killing the execution environment
+  (a real process), FIFO order — since moto's invokes one record at a time and
+  ignores ``batchItemFailures`` and the timeout; :func:`build_bundle` packs what
+  ``sam build`` would.
+- :class:`SimulatedScheduler` (``sqsq.testing.scheduler``): fires EventBridge
+  Scheduler schedules — read from the endpoint or from a CloudFormation template —
+  on a virtual clock, by AWS's rules (context attributes, StartDate/EndDate, time
+  zones, ``at()`` with ActionAfterCompletion DELETE, RetryPolicy, the dead-letter
+  queue and its attributes), since moto and LocalStack store schedules but never
+  fire them.
+- :func:`sweep_ttl` (``sqsq.testing.ttl``): deletes what DynamoDB's TTL would
+  delete at a virtual time (Number attribute, epoch seconds, not more than five
+  years in the past), since no emulator sweeps TTL.
 
 **Any endpoint** (:class:`ExternalEndpoint`): set ``SQSQ_TEST_ENDPOINT_URL`` (one
 URL for every service), or one per service — ``SQSQ_TEST_ENDPOINT_URL_SQS``,
@@ -45,6 +61,40 @@ from typing import Any
 import pytest
 
 from ..local import LOCAL_ENVIRONMENT, LocalEndpoint
+
+#: Public names of the simulators, imported on first use (``sqsq.testing.X``): importing
+#: ``sqsq.testing`` stays light (no boto3, no croniter).
+_LAZY = {
+    "SimulatedScheduler": "scheduler",
+    "SimulatedSchedule": "scheduler",
+    "Fire": "scheduler",
+    "Run": "scheduler",
+    "schedules_from_template": "scheduler",
+    "dead_letter_attributes": "scheduler",
+    "EventSourceMapping": "lambda_esm",
+    "EventSource": "lambda_esm",
+    "Invocation": "lambda_esm",
+    "build_bundle": "lambda_runtime",
+    "sweep_ttl": "ttl",
+    "Swept": "ttl",
+    "ttl_attribute": "ttl",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 #: Services whose endpoint the kit sets (botocore's AWS_ENDPOINT_URL_<SERVICE> names).
 SERVICES = ("SQS", "DYNAMODB", "STS", "SCHEDULER", "IAM", "SFN", "EVENTBRIDGE", "SNS", "S3")
