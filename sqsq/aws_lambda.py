@@ -18,8 +18,7 @@ a record is listed exactly when SQS must deliver it again:
 A record whose outcome is final — SUCCESS, a FAILURE recorded and copied to the
 DLQ, a dead letter, REVOKED — is not listed, so Lambda deletes it. A record whose
 task's ``time_limit`` plus the margin is longer than the function's whole timeout
-(the longest remaining time an invocation of this execution environment began
-with) would never start: it is a dead letter (``does_not_fit_function``), not
+(the remaining time the invocation began with) would never start: it is a dead letter (``does_not_fit_function``), not
 returned until SQS moves it to the DLQ without a reason. A function whose timeout
 leaves no room at all past the margin refuses the invocation: it logs why once
 per execution environment and raises :class:`~sqsq.errors.ConfigurationError`
@@ -75,10 +74,8 @@ def _remaining_ms(context: Any) -> float | None:
 
 
 class _Environment:
-    """What one execution environment (one cold start) has learnt: the longest time an
-    invocation began with (about the function's timeout), and what it has logged."""
+    """What one execution environment (one cold start) has logged already."""
 
-    function_ms: float = 0.0
     refused_logged = False
     unfit_logged: set[str] = set()  # noqa: RUF012 - one set per process, on purpose
 
@@ -86,10 +83,7 @@ class _Environment:
 def _check_room(app: App, remaining_ms: float | None, margin_ms: float, records: int) -> None:
     """Refuse an invocation that began with no time past the safety margin (the
     function's timeout is too short for its margin): log it once per environment."""
-    if remaining_ms is None:
-        return
-    _Environment.function_ms = max(_Environment.function_ms, remaining_ms)
-    if remaining_ms > margin_ms:
+    if remaining_ms is None or remaining_ms > margin_ms:
         return
     message = (
         f"app {app.name}: this invocation began with {remaining_ms:.0f} ms left and the "
@@ -103,13 +97,18 @@ def _check_room(app: App, remaining_ms: float | None, margin_ms: float, records:
     raise ConfigurationError(message)
 
 
-def _never_fits(item: Prepared, margin_ms: float) -> DoesNotFitFunction | None:
-    """A dead letter for a record whose task cannot run in this function at all."""
+def _never_fits(
+    item: Prepared, margin_ms: float, function_ms: float | None
+) -> DoesNotFitFunction | None:
+    """A dead letter for a record whose task cannot run in this function at all:
+    its ``time_limit`` plus the margin is over ``function_ms``, the time this
+    invocation began with (every invocation begins with about the function's
+    timeout: "Configure Lambda function timeout")."""
     limit_s = item.task.time_limit_s
-    if not limit_s or not _Environment.function_ms:
+    if not limit_s or function_ms is None:
         return None
     need_ms = limit_s * 1000 + margin_ms
-    if need_ms <= _Environment.function_ms:
+    if need_ms <= function_ms:
         return None
     if item.task.name not in _Environment.unfit_logged:
         _Environment.unfit_logged.add(item.task.name)
@@ -118,13 +117,13 @@ def _never_fits(item: Prepared, margin_ms: float) -> DoesNotFitFunction | None:
             "%.0f ms and the safety margin is %.0f ms; its messages are dead letters",
             item.task.name,
             limit_s,
-            _Environment.function_ms,
+            function_ms,
             margin_ms,
         )
     return DoesNotFitFunction(
         f"{item.task.name}: time_limit {limit_s:g} s + safety margin {margin_ms / 1000:g} s "
-        f"is longer than this Lambda function's timeout (~{_Environment.function_ms / 1000:.0f} "
-        "s): serve its queue with `sqsq worker`, or raise the function's Timeout"
+        f"is longer than this Lambda function's timeout (~{function_ms / 1000:.1f} s): serve "
+        "its queue with `sqsq worker`, or raise the function's Timeout"
     )
 
 
@@ -253,7 +252,8 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     request_id = getattr(context, "aws_request_id", None) or str(os.getpid())
     executor = Executor(app, worker_id=f"lambda:{request_id}")
     margin_ms = app.settings.lambda_safety_margin_s * 1000
-    _check_room(app, _remaining_ms(context), margin_ms, len(records))
+    function_ms = _remaining_ms(context)  # about the function's timeout
+    _check_room(app, function_ms, margin_ms, len(records))
     deliveries = _deliveries(app, records)
 
     leases = LeaseTable()
@@ -281,7 +281,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
             group = (
                 (delivery.queue, delivery.message_group_id) if delivery.message_group_id else None
             )
-            if isinstance(item, Prepared) and (unfit := _never_fits(item, margin_ms)):
+            if isinstance(item, Prepared) and (unfit := _never_fits(item, margin_ms, function_ms)):
                 item = executor.dead_letter(delivery, unfit, item.envelope)
             remaining_ms = _remaining_ms(context)
             need_ms = margin_ms + _time_limit_ms(item)

@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     result_ttl_s: Seconds = 86_400.0
     #: Long-polling wait of the worker's ReceiveMessage, seconds (0–20).
     wait_time_s: Seconds = Field(default=20.0, le=limits.SQS_MAX_WAIT_TIME_S)
-    #: The Lambda handler starts no record when less time than this remains, seconds.
+    #: The Lambda handler starts a record only while its task's time_limit plus this fits
+    #: in the remaining time, seconds (`sqsq infra` sets it from the function's timeout).
     lambda_safety_margin_s: Seconds = 5.0
     #: Honour ``AsyncResult.revoke()`` (one Query per ``revocation_interval_s`` of a
     #: busy runner); False makes no revocation reads at all.

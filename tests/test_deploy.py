@@ -47,8 +47,12 @@ def _of_type(doc: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_committed_documents_are_what_the_generator_makes(target: str) -> None:
-    """The drift check: regenerate with the CLI and compare byte for byte."""
+def test_committed_documents_are_what_the_generator_makes(
+    target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drift check: regenerate with the CLI and compare byte for byte (from the
+    repository's root, where template.yaml is: its CodeUri is relative to it)."""
+    monkeypatch.chdir(ROOT)
     result = CliRunner().invoke(cli, ["infra", QUICKSTART, "--target", target])
     assert result.exit_code == 0, result.output
     committed = GENERATED[target].read_text()
@@ -89,6 +93,10 @@ def test_queue_properties_are_the_attributes_resources_create_sets(path: str, ta
                     (arn,) = policy["sourceQueueArns"]
                     assert arn["Fn::Sub"].endswith(":" + spec.partner)
         properties.pop("QueueName")
+        if target == "lambda" and "VisibilityTimeout" in want:
+            # a queue the function consumes gets AWS's >= 6 x timeout, never less than
+            # the app's (`resources create` keeps the longer one, see below)
+            assert properties.pop("VisibilityTimeout") >= int(want.pop("VisibilityTimeout"))
         assert {k: _as_sqs_string(v) for k, v in properties.items()} == want, spec.name
 
 
@@ -119,6 +127,38 @@ def test_resources_create_and_the_template_agree_on_aws(local_aws: Any) -> None:
     assert pitr["PointInTimeRecoveryStatus"] == "ENABLED"
     ttl = ddb.describe_time_to_live(TableName=table["TableName"])["TimeToLiveDescription"]
     assert ttl["AttributeName"] == table["TimeToLiveSpecification"]["AttributeName"]
+
+
+def test_resources_create_keeps_the_longer_visibility_a_lambda_stack_gave(
+    local_aws: Any,
+) -> None:
+    """A queue the Lambda template lengthened (6 x its timeout) is not shortened back
+    to the app's visibility_timeout_s by a later `resources create`; a shorter one is
+    raised to it."""
+    app = _app(QUICKSTART)
+    apply(app)
+    sqs = boto3.client("sqs", endpoint_url=local_aws.url_for("sqs"), region_name="us-east-1")
+    urls = {
+        n: sqs.get_queue_url(QueueName=n)["QueueUrl"]
+        for n in ("quickstart-default", "quickstart-emails")
+    }
+    visibility = _doc(QUICKSTART, "lambda")["Resources"]["DefaultQueue"]["Properties"][
+        "VisibilityTimeout"
+    ]
+    sqs.set_queue_attributes(
+        QueueUrl=urls["quickstart-default"], Attributes={"VisibilityTimeout": str(visibility)}
+    )
+    sqs.set_queue_attributes(
+        QueueUrl=urls["quickstart-emails"], Attributes={"VisibilityTimeout": "7"}
+    )
+    apply(app)
+    have = {
+        name: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])[
+            "Attributes"
+        ]["VisibilityTimeout"]
+        for name, url in urls.items()
+    }
+    assert have == {"quickstart-default": str(visibility), "quickstart-emails": "30"}
 
 
 def test_fifo_app_redrive_counts_follow_the_retries() -> None:
@@ -214,16 +254,62 @@ def test_lambda_visibility_is_at_least_six_timeouts_plus_the_window(path: str) -
         assert ("MaximumBatchingWindowInSeconds" in properties) is not fifo
         visibility = queues[queue_id]["Properties"]["VisibilityTimeout"]
         assert visibility >= 6 * function["Timeout"] + window
-    assert _doc(SHOP, "lambda")["Resources"]["TaskFunction"]["Properties"]["Timeout"] == 33
+    # no task of SHOP has a time_limit: 30 s budget + 3 s to start + a 4 s margin
+    assert _doc(SHOP, "lambda")["Resources"]["TaskFunction"]["Properties"]["Timeout"] == 37
 
 
-def test_a_lambda_timeout_the_queues_cannot_hold_is_a_clear_error() -> None:
+def test_a_longer_lambda_timeout_raises_the_queues_visibility_timeout() -> None:
+    """The queues follow AWS's rule for the timeout asked for (they used to refuse it)."""
+    doc = _doc(QUICKSTART, "lambda", function_timeout_s=120, batching_window_s=5)
+    function = doc["Resources"]["TaskFunction"]["Properties"]
+    assert function["Timeout"] == 120
+    assert function["Environment"]["Variables"]["SQSQ_LAMBDA_SAFETY_MARGIN_S"] == "12"
+    for queue_id in function["Events"]:
+        assert doc["Resources"][queue_id]["Properties"]["VisibilityTimeout"] == 6 * 120 + 5
+    dead_letters = _of_type(doc, "AWS::SQS::Queue")["DefaultDeadLetterQueue"]["Properties"]
+    assert "VisibilityTimeout" not in dead_letters
+
+
+def test_a_lambda_timeout_too_short_for_any_task_is_a_clear_error() -> None:
     result = CliRunner().invoke(
-        cli, ["infra", QUICKSTART, "--target", "lambda", "--function-timeout", "30"]
+        cli, ["infra", QUICKSTART, "--target", "lambda", "--function-timeout", "4"]
     )
     assert result.exit_code == 2
-    assert "Error: a 30 s function" in result.output and "at least 180 s" in result.output
+    assert "Error: a 4 s function leaves no time to run a task" in result.output
+    assert "--function-timeout 6" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_code_uri_is_the_apps_directory_relative_to_the_template(tmp_path: Path) -> None:
+    out = tmp_path / "deep" / "infra" / "lambda.yaml"
+    out.parent.mkdir(parents=True)
+    result = CliRunner().invoke(
+        cli,
+        ["infra", QUICKSTART, "--target", "lambda", "--out", str(out), "--runtime", "python3.12"],
+    )
+    assert result.exit_code == 0, result.output
+    function = yaml.safe_load(out.read_text())["Resources"]["TaskFunction"]["Properties"]
+    assert (out.parent / function["CodeUri"]).resolve() == ROOT
+    assert (out.parent / function["CodeUri"] / "examples" / "quickstart" / "app.py").is_file()
+    assert function["Runtime"] == "python3.12" and function["Architectures"] == ["arm64"]
+
+
+def test_a_bundle_whose_requirements_lack_what_the_handler_imports_is_refused(
+    tmp_path: Path,
+) -> None:
+    """CodeUri given by hand: a directory without requirements.txt, then one whose
+    requirements.txt does not name sqsq (the handler would not import on AWS)."""
+    out = tmp_path / "lambda.yaml"
+    args = ["infra", QUICKSTART, "--target", "lambda", "--out", str(out), "--code-uri", "app"]
+    (tmp_path / "app").mkdir()
+    missing = CliRunner().invoke(cli, args)
+    assert missing.exit_code == 2 and "requirements.txt does not exist" in missing.output
+    (tmp_path / "app" / "requirements.txt").write_text("boto3\n# sqsq\n")
+    lacking = CliRunner().invoke(cli, args)
+    assert lacking.exit_code == 2 and "lacks sqsq" in lacking.output, lacking.output
+    (tmp_path / "app" / "requirements.txt").write_text("boto3\nsqsq[worker]>=0.1\n")
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert "Traceback" not in missing.output + lacking.output
 
 
 def test_schedules_are_those_schedule_sync_makes() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -118,42 +119,78 @@ def test_unknown_task_goes_to_the_dlq_and_is_not_listed(quickstart: Any) -> None
     assert record.dead_letter_reason == "unknown_task"
 
 
-def test_records_are_not_started_within_the_safety_margin(quickstart: Any, tmp_path: Path) -> None:
+def test_an_invocation_with_no_room_past_the_margin_is_refused(
+    quickstart: Any, tmp_path: Path
+) -> None:
+    """A function whose timeout is under the safety margin refuses the invocation (an
+    error Lambda counts; every record comes back) instead of listing record by record."""
     out = tmp_path / "mail"
     emails = [render_email.delay(f"m{i}@example.com", "hi", str(out)) for i in range(2)]
     unknown_id = send_raw("quickstart-emails", {"task": "examples.quickstart.app.gone"})
-    event, ids = event_for("quickstart-emails", 3)
+    event, _ = event_for("quickstart-emails", 3)
     assert quickstart.settings.lambda_safety_margin_s == 5
 
-    response = quickstart.lambda_handler(event, LambdaContext(remaining_ms=1_000))
+    with pytest.raises(sqsq.ConfigurationError, match="no record can start"):
+        quickstart.lambda_handler(event, LambdaContext(remaining_ms=1_000))
 
-    assert response == {"batchItemFailures": [{"itemIdentifier": i} for i in ids]}
     assert not out.exists()  # no task body ran
     assert [e.state for e in emails] == [State.PENDING, State.PENDING]
     assert quickstart.AsyncResult(unknown_id).state is State.PENDING
     assert dlq_messages("quickstart-emails-dlq") == []
 
 
-@pytest.mark.parametrize(("remaining_ms", "listed"), [(2_000, False), (400, True)])
-def test_safety_margin_is_the_apps_setting(local_aws: Any, remaining_ms: int, listed: bool) -> None:
+def test_a_record_starts_only_while_its_time_limit_and_the_margin_fit(local_aws: Any) -> None:
+    """Margin 0.5 s (the app's setting), time_limit 1 s, 2 s left: the first record
+    starts and takes 0.7 s; the second no longer fits (1.3 s left, 1.5 s needed), so
+    it is not started and listed — it comes back whole."""
     app = sqsq.App("margin", lambda_safety_margin_s=0.5)
 
-    @app.task(name="margin.ping")
-    def ping() -> str:
-        return "pong"
+    @app.task(name="margin.ping", time_limit=1)
+    def ping(n: int) -> int:
+        time.sleep(0.7)
+        return n
 
     sqsq.resources.apply(app)
-    result = ping.delay()
-    event, ids = event_for("margin-default", 1)
+    results = [ping.delay(n) for n in range(2)]
+    event, ids = event_for("margin-default", 2)
+    first = next(r for r in results if r.id == json.loads(event["Records"][0]["body"])["id"])
+    second = next(r for r in results if r is not first)
 
-    response = app.lambda_handler(event, LambdaContext(remaining_ms=remaining_ms))
+    response = app.lambda_handler(event, LambdaContext(remaining_ms=2_000))
 
-    if listed:
-        assert response == {"batchItemFailures": [{"itemIdentifier": ids[0]}]}
-        assert result.state is State.PENDING
-    else:
-        assert response == {"batchItemFailures": []}
-        assert result.get(timeout=1) == "pong"
+    assert response == {"batchItemFailures": [{"itemIdentifier": ids[1]}]}
+    assert first.get(timeout=1) in (0, 1)
+    assert second.state is State.PENDING
+
+
+def test_a_record_whose_time_limit_never_fits_the_function_is_a_dead_letter(
+    local_aws: Any,
+) -> None:
+    """A function whose invocations begin with 1.2 s cannot run a task of time_limit 1 s
+    with a 0.5 s margin: a dead letter with that reason, its neighbour runs."""
+    app = sqsq.App("margin", lambda_safety_margin_s=0.5)
+
+    @app.task(name="margin.slow", time_limit=1)
+    def slow() -> None:
+        raise AssertionError("never started")
+
+    @app.task(name="margin.quick")
+    def quick() -> str:
+        return "ok"
+
+    sqsq.resources.apply(app)
+    unfit, fine = slow.delay(), quick.delay()
+    event, _ = event_for("margin-default", 2)
+
+    response = app.lambda_handler(event, LambdaContext(remaining_ms=1_200))
+
+    assert response == {"batchItemFailures": []}
+    assert fine.get(timeout=1) == "ok"
+    record = unfit.record
+    assert record is not None and record.dead_letter_reason == "does_not_fit_function"
+    (copy,) = dlq_messages("margin-default-dlq")
+    reason = json.loads(copy["MessageAttributes"]["sqsq-dead-letter"]["StringValue"])
+    assert reason["reason"] == "does_not_fit_function"
 
 
 def test_unstored_outcomes_are_listed_and_nothing_is_dead_lettered(local_aws: Any) -> None:
