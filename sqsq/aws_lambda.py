@@ -177,7 +177,9 @@ def _prepare(app: App, executor: Executor, deliveries: list[Delivery]) -> list[P
                 "; fix Settings.signing_key or the function's IAM" if permanent else "",
             )
             return [
-                executor.prepare_isolated(d) if d.malformed else executor.key_unavailable(d, permanent)
+                executor.prepare_isolated(d)
+                if d.malformed
+                else executor.key_unavailable(d, permanent)
                 for d in deliveries
             ]
     return [executor.prepare_isolated(d) for d in deliveries]

@@ -198,7 +198,9 @@ class Delivery:
         if fields and fields.get("eventSource") != "aws:sqs":
             problems.append(f"eventSource {fields.get('eventSource')!r} is not 'aws:sqs'")
         body = fields.get("body", "")
-        if not isinstance(body, str):
+        if fields and "body" not in fields:
+            problems.append("body missing")
+        elif not isinstance(body, str):
             problems.append(f"body is JSON {type(body).__name__}, not a string")
             body = _json_text(body)
         attributes = fields.get("attributes")
