@@ -306,8 +306,8 @@ class App:
 
         Args:
             bucket: the bucket's name.
-            prefix / suffix: of the object key, decoded (as S3's own notification
-                filter rules and ``GetObject`` take it).
+            prefix / suffix: of the object key, decoded (the object's real key, as
+                ``GetObject`` takes it).
             events: S3's event types, e.g. ``["s3:ObjectCreated:*", "s3:ObjectRemoved:Delete"]``.
             pattern: more fields of the record (EventBridge pattern syntax).
             **options: any ``@app.task`` option.

@@ -201,13 +201,14 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     ``Delivery.from_lambda_record``) is dead-lettered on its own, reason
     ``undecodable_message``; its neighbours run as usual. A record without a usable
     ``messageId`` is dead-lettered and not listed (Lambda deletes it by its own id);
-    only if that dead letter cannot be stored does the whole batch fail, since
+    only if that dead letter cannot be stored (or is not started for lack of time)
+    does the whole batch fail, since
     Lambda treats a ``batchItemFailures`` entry it cannot match as a failure of the
     whole batch ("Reporting batch item failures", AWS Lambda Developer Guide).
 
     Raises:
         ConfigurationError: ``event`` is not an SQS event (see ``_sqs_records``).
-        SqsqError: a record without a ``messageId`` could not be dead-lettered.
+        SqsqError: a record without a ``messageId`` was not dead-lettered.
     """
     started_s = time.time()
     records = _sqs_records(event)
@@ -288,9 +289,9 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     unnamed = [d.message_id for d in deliveries if d.message_id in listed and not d.identified]
     if unnamed:  # Lambda fails the whole batch for an unknown itemIdentifier anyway
         raise SqsqError(
-            f"{len(unnamed)} records without a messageId could not be dead-lettered (their "
-            "DLQ copy or result failed); batchItemFailures cannot name them, so the whole "
-            "batch fails and SQS delivers it again"
+            f"{len(unnamed)} records without a messageId were not dead-lettered (their DLQ "
+            "copy or result failed, or no time was left to start them); batchItemFailures "
+            "cannot name them, so the whole batch fails and SQS delivers it again"
         )
     return {
         "batchItemFailures": [
