@@ -299,9 +299,15 @@ class App:
         task receives one record (Powertools' ``S3RecordModel``, or ``dict``) and runs
         once per bucket + key + ``sequencer``. ``s3:TestEvent`` is dropped.
 
+        S3 URL-encodes the key in its notifications ("Event message structure",
+        Amazon S3 User Guide); sqsq decodes it first (``urllib.parse.unquote_plus``):
+        ``prefix`` / ``suffix`` match, and the task's ``s3.object.key`` holds, the
+        object's real key (``"in/my report.csv"``, not ``"in/my+report.csv"``).
+
         Args:
             bucket: the bucket's name.
-            prefix / suffix: of the object key (as S3 sends it: URL-encoded).
+            prefix / suffix: of the object key, decoded (the object's real key, as
+                ``GetObject`` takes it).
             events: S3's event types, e.g. ``["s3:ObjectCreated:*", "s3:ObjectRemoved:Delete"]``.
             pattern: more fields of the record (EventBridge pattern syntax).
             **options: any ``@app.task`` option.

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import limits
 from .delivery import Delivery
-from .errors import ConfigurationError, DoesNotFitFunction, InvalidKey
+from .errors import ConfigurationError, DoesNotFitFunction, InvalidKey, SqsqError
 from .execution import RETURNED_KINDS, Executor, Outcome, OutcomeKind, Prepared
 from .lease import LeaseTable
 from .metrics import emit as emit_metrics
@@ -180,11 +180,15 @@ class _Heartbeat(threading.Thread):
             self.leases.drop([delivery])
 
 
-def _deliveries(app: App, records: list[dict[str, Any]]) -> list[Delivery]:
+def _deliveries(app: App, records: list[Any]) -> list[Delivery]:
+    """One delivery per record, never raising (see ``Delivery.from_lambda_record``).
+    A record whose ``eventSourceARN`` is not an SQS queue ARN is taken as from the
+    app's default queue."""
     deliveries = []
     for record in records:
+        arn = record.get("eventSourceARN") if isinstance(record, dict) else None
         try:
-            owner, physical = queue_name_from_arn(record.get("eventSourceARN", ""))
+            owner, physical = queue_name_from_arn(arn if isinstance(arn, str) else "")
         except ValueError:
             owner, physical = "", app.queue_name(app.settings.default_queue)
         delivery = Delivery.from_lambda_record(record, app.logical_queue(physical))
@@ -196,12 +200,18 @@ def _deliveries(app: App, records: list[dict[str, Any]]) -> list[Delivery]:
     return deliveries
 
 
-def _sqs_records(event: Any) -> list[dict[str, Any]]:
+def _sqs_records(event: Any) -> list[Any]:
     """The records of an SQS event; a clear error for anything else (a miswired
-    trigger must fail loudly, not report an empty ``batchItemFailures``)."""
+    trigger must fail loudly, not report an empty ``batchItemFailures``).
+
+    An SQS event is an object whose ``Records`` is a list holding at least one
+    record with ``eventSource: "aws:sqs"`` (or no record). Its other elements —
+    not objects, without ``eventSource``, or from another source — are malformed
+    records of an SQS event: each is dead-lettered on its own, never the batch."""
     records = event.get("Records") if isinstance(event, dict) else None
-    if not isinstance(records, list) or not all(
-        isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records
+    if not isinstance(records, list) or (
+        records
+        and not any(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
     ):
         keys = sorted(event)[:5] if isinstance(event, dict) else type(event).__name__
         raise ConfigurationError(
@@ -228,7 +238,12 @@ def _prepare(app: App, executor: Executor, deliveries: list[Delivery]) -> list[P
                 len(deliveries),
                 "; fix Settings.signing_key or the function's IAM" if permanent else "",
             )
-            return [executor.key_unavailable(d, permanent) for d in deliveries]
+            return [
+                executor.prepare_isolated(d)
+                if d.malformed
+                else executor.key_unavailable(d, permanent)
+                for d in deliveries
+            ]
     return [executor.prepare_isolated(d) for d in deliveries]
 
 
@@ -244,8 +259,18 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     Returns:
         ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``.
 
+    A malformed record (a field it needs is missing or of the wrong type, see
+    ``Delivery.from_lambda_record``) is dead-lettered on its own, reason
+    ``undecodable_message``; its neighbours run as usual. A record without a usable
+    ``messageId`` is dead-lettered and not listed (Lambda deletes it by its own id);
+    only if that dead letter cannot be stored (or is not started for lack of time)
+    does the whole batch fail, since
+    Lambda treats a ``batchItemFailures`` entry it cannot match as a failure of the
+    whole batch ("Reporting batch item failures", AWS Lambda Developer Guide).
+
     Raises:
-        ConfigurationError: ``event`` is not an SQS event.
+        ConfigurationError: ``event`` is not an SQS event (see ``_sqs_records``).
+        SqsqError: a record without a ``messageId`` was not dead-lettered.
     """
     started_s = time.time()
     records = _sqs_records(event)
@@ -329,6 +354,13 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
         emit_metrics(app.name, [*batch.done, *batch.kept], started_s)
     except Exception as exc:
         logger.warning("writing the EMF metrics failed: %s", exc)
+    unnamed = [d.message_id for d in deliveries if d.message_id in listed and not d.identified]
+    if unnamed:  # Lambda fails the whole batch for an unknown itemIdentifier anyway
+        raise SqsqError(
+            f"{len(unnamed)} records without a messageId were not dead-lettered (their DLQ "
+            "copy or result failed, or no time was left to start them); batchItemFailures "
+            "cannot name them, so the whole batch fails and SQS delivers it again"
+        )
     return {
         "batchItemFailures": [
             {"itemIdentifier": d.message_id} for d in deliveries if d.message_id in listed

@@ -8,6 +8,9 @@ time with a new receipt handle and a higher ApproximateReceiveCount.
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +19,13 @@ from typing import Any
 #: Attributes only sqsq sets, and only on its DLQ copies: on an incoming message
 #: they are forged by its producer and dropped (never carried into a copy).
 RESERVED_ATTRIBUTE_PREFIX = "sqsq-dead-letter"
+#: Prefix of the id given to a Lambda record without a usable ``messageId`` (SQS's
+#: MessageIds are UUIDs: no real one starts with it). Such a record cannot be named
+#: in ``batchItemFailures``; see :meth:`Delivery.from_lambda_record`.
+UNIDENTIFIED_PREFIX = "sqsq-unidentified-"
+#: The data types of message attributes ("Amazon SQS message attributes"): a type
+#: is one of these, optionally followed by ``.`` and a custom label (``Number.int``).
+ATTRIBUTE_DATA_TYPES = ("String", "Number", "Binary")
 
 
 def _own(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -30,6 +40,58 @@ def _ms_to_datetime(value: str | int | None) -> datetime | None:
     if value in (None, ""):
         return None
     return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+
+
+def _lenient_ms(value: Any) -> datetime | None:
+    """``SentTimestamp`` (epoch milliseconds, a string in Lambda records) as a UTC
+    datetime; None when missing or not such a number (it is only reported)."""
+    try:
+        return _ms_to_datetime(value) if isinstance(value, str | int) else None
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _lenient_count(value: Any) -> int:
+    """``ApproximateReceiveCount`` (a string in Lambda records); 1 when missing or
+    not a positive integer (it counts attempts, it does not decide whether to run)."""
+    try:
+        count = int(value) if isinstance(value, str | int) and not isinstance(value, bool) else 1
+    except ValueError:
+        return 1
+    return count if count >= 1 else 1
+
+
+def _lambda_attribute(attr: Any) -> dict[str, Any]:
+    """One Lambda ``messageAttributes`` entry (``{"dataType", "stringValue" |
+    "binaryValue" (base64)}``) in SendMessage's shape. The value is the one its data
+    type names (a Number's stray ``binaryValue`` is ignored, as are the list values
+    SQS reserves for future use).
+
+    Raises:
+        ValueError: not of that shape (the message names what is wrong).
+    """
+    if not isinstance(attr, dict):
+        raise ValueError(f"is JSON {type(attr).__name__}, not an object")
+    data_type = attr.get("dataType")
+    if not isinstance(data_type, str) or data_type.split(".", 1)[0] not in ATTRIBUTE_DATA_TYPES:
+        raise ValueError(f"dataType {data_type!r} is not String, Number or Binary[.label]")
+    if data_type.startswith("Binary"):
+        value = attr.get("binaryValue")
+        if not isinstance(value, str):
+            raise ValueError(f"{data_type} attribute without a base64 binaryValue")
+        try:
+            return {"DataType": data_type, "BinaryValue": base64.b64decode(value, validate=True)}
+        except (binascii.Error, ValueError):
+            raise ValueError(f"binaryValue {value[:40]!r} is not base64") from None
+    value = attr.get("stringValue")
+    if not isinstance(value, str):
+        raise ValueError(f"{data_type} attribute without a string stringValue")
+    return {"DataType": data_type, "StringValue": value}
+
+
+def _json_text(value: Any) -> str:
+    """``value`` as JSON text (what a malformed record's non-string body is kept as)."""
+    return json.dumps(value, sort_keys=True, default=repr)
 
 
 @dataclass
@@ -50,6 +112,9 @@ class Delivery:
             dropped: only sqsq's DLQ copies may carry them).
         message_group_id: FIFO MessageGroupId, if any.
         received_monotonic: ``time.monotonic()`` at receipt (leases count from it).
+        malformed: why this delivery cannot be run as it came (a Lambda record with
+            a malformed field, see :meth:`from_lambda_record`), else None: the
+            execution core dead-letters it (``undecodable_message``) with this text.
     """
 
     message_id: str
@@ -62,6 +127,13 @@ class Delivery:
     message_attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
     message_group_id: str | None = None
     received_monotonic: float = field(default_factory=time.monotonic)
+    malformed: str | None = None
+
+    @property
+    def identified(self) -> bool:
+        """Whether ``message_id`` is SQS's (False: a Lambda record without a usable
+        ``messageId``, which ``batchItemFailures`` cannot name)."""
+        return not self.message_id.startswith(UNIDENTIFIED_PREFIX)
 
     @classmethod
     def from_sqs(cls, message: dict[str, Any], queue: str, queue_url: str) -> Delivery:
@@ -80,30 +152,85 @@ class Delivery:
         )
 
     @classmethod
-    def from_lambda_record(cls, record: dict[str, Any], queue: str) -> Delivery:
+    def from_lambda_record(cls, record: Any, queue: str) -> Delivery:
         """From one record of an SQS event delivered to Lambda ("Using Lambda with
-        Amazon SQS": camelCase keys, binary attribute values base64-encoded)."""
-        attributes = record.get("attributes", {})
+        Amazon SQS": camelCase keys, attribute values as strings, binary message
+        attribute values base64-encoded).
+
+        Never raises: a record is untrusted input, and one bad record must not fail
+        its batch. Each field is either needed to run the message or only reported:
+
+        - needed — ``messageId`` (a non-empty string), ``body`` (a string),
+          ``eventSource`` (``"aws:sqs"``), ``messageAttributes`` (an object of
+          well-formed attributes: a ``dataType`` of String / Number / Binary, the
+          value it names, binary values base64), ``attributes.MessageGroupId``
+          (a string, when present): when one is malformed the delivery is returned
+          with :attr:`malformed` set, and the core dead-letters it. A malformed
+          attribute is left out of the delivery (its dead-letter copy cannot carry
+          it); a body that is not a string is kept as its JSON text.
+        - reported only — ``attributes`` other than MessageGroupId
+          (``ApproximateReceiveCount``: 1 when missing or not a positive integer;
+          ``SentTimestamp``: None when not epoch milliseconds), ``receiptHandle``
+          ("" when not a string), ``md5OfBody`` (not checked: Lambda's poller
+          received the message; an MD5 is no proof against a forged event),
+          ``eventSourceARN`` and ``awsRegion`` (the queue is resolved by the caller).
+
+        A record without a usable ``messageId`` gets the id
+        :data:`UNIDENTIFIED_PREFIX` + a hash of the record (:attr:`identified` is
+        False) and is always malformed: it is dead-lettered, never run, as it cannot
+        be named in ``batchItemFailures``.
+
+        Args:
+            record: one element of the event's ``Records`` (any JSON value).
+            queue: the logical queue it came from.
+        """
+        problems: list[str] = []
+        if not isinstance(record, dict):
+            problems.append(f"the record is JSON {type(record).__name__}, not an object")
+            fields: dict[str, Any] = {}
+        else:
+            fields = record
+        message_id = fields.get("messageId")
+        if not isinstance(message_id, str) or not message_id:
+            problems.append(f"messageId {message_id!r} is not a non-empty string")
+            digest = hashlib.sha256(_json_text(record).encode("utf-8", "replace")).hexdigest()
+            message_id = UNIDENTIFIED_PREFIX + digest[:32]
+        if fields and fields.get("eventSource") != "aws:sqs":
+            problems.append(f"eventSource {fields.get('eventSource')!r} is not 'aws:sqs'")
+        body = fields.get("body", "")
+        if fields and "body" not in fields:
+            problems.append("body missing")
+        elif not isinstance(body, str):
+            problems.append(f"body is JSON {type(body).__name__}, not a string")
+            body = _json_text(body)
+        attributes = fields.get("attributes")
+        if not isinstance(attributes, dict):
+            attributes = {}
+        group = attributes.get("MessageGroupId")
+        if group is not None and not isinstance(group, str):
+            problems.append(f"attributes.MessageGroupId {group!r} is not a string")
+            group = None
         message_attributes: dict[str, dict[str, Any]] = {}
-        for name, attr in record.get("messageAttributes", {}).items():
-            data_type = attr.get("dataType", "String")
-            if attr.get("binaryValue") is not None:
-                message_attributes[name] = {
-                    "DataType": data_type,
-                    "BinaryValue": base64.b64decode(attr["binaryValue"]),
-                }
-            else:
-                message_attributes[name] = {
-                    "DataType": data_type,
-                    "StringValue": attr.get("stringValue", ""),
-                }
+        raw_attributes = fields.get("messageAttributes", {})
+        if not isinstance(raw_attributes, dict):
+            problems.append(
+                f"messageAttributes is JSON {type(raw_attributes).__name__}, not an object"
+            )
+            raw_attributes = {}
+        for name, attr in raw_attributes.items():
+            try:
+                message_attributes[name] = _lambda_attribute(attr)
+            except ValueError as exc:
+                problems.append(f"messageAttributes[{name!r}]: {exc}")
+        receipt_handle = fields.get("receiptHandle")
         return cls(
-            message_id=record["messageId"],
-            receipt_handle=record.get("receiptHandle", ""),
-            body=record.get("body", ""),
+            message_id=message_id,
+            receipt_handle=receipt_handle if isinstance(receipt_handle, str) else "",
+            body=body,
             queue=queue,
-            receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
-            sent_at=_ms_to_datetime(attributes.get("SentTimestamp")),
+            receive_count=_lenient_count(attributes.get("ApproximateReceiveCount", 1)),
+            sent_at=_lenient_ms(attributes.get("SentTimestamp")),
             message_attributes=_own(message_attributes),
-            message_group_id=attributes.get("MessageGroupId"),
+            message_group_id=group,
+            malformed=f"malformed Lambda record: {'; '.join(problems)}" if problems else None,
         )

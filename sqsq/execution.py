@@ -48,6 +48,7 @@ from .errors import (
     ResultNotSerializable,
     Retry,
     TimeLimitExceeded,
+    UndecodableMessage,
     UnknownTask,
 )
 from .idempotency import Claim, key_pk, payload_hash
@@ -430,7 +431,8 @@ class Executor:
     def prepare(self, delivery: Delivery) -> Prepared | Outcome:
         """Decode, look up, validate, check expiry and render the idempotency key.
 
-        Returns a DEAD_LETTER outcome when the message cannot be run, a REVOKED
+        Returns a DEAD_LETTER outcome when the message cannot be run (also when
+        the delivery is ``malformed``: reason ``undecodable_message``), a REVOKED
         outcome when it expired, else a :class:`Prepared`. A JSON object without a
         ``task`` field is given to the app's :class:`Router` first: a declared
         route is the app's allowance for such an unsigned event, so the signature
@@ -438,6 +440,8 @@ class Executor:
         by the router against its own attributes).
         """
         envelope: Envelope | None = None
+        if delivery.malformed:  # a malformed Lambda record (Delivery.from_lambda_record)
+            return self.dead_letter(delivery, UndecodableMessage(delivery.malformed))
         try:
             raw = parse(delivery.body)
             if isinstance(raw, dict) and "task" not in raw:

@@ -12,7 +12,8 @@ the event (both must match). What each pattern is matched against:
 =====================  ================================================================
 ``on_event``           the EventBridge event (``source``, ``detail-type``, ``detail``…)
 ``on_s3``              one record of the S3 notification (``eventName``, ``s3.bucket.name``,
-                       ``s3.object.key`` — URL-encoded as S3 sends it)
+                       ``s3.object.key`` — the object's key, URL-decoded: S3 sends
+                       ``my+file%C3%A9.csv`` for ``my fileé.csv``; see ``shapes.s3_key``)
 ``on_sns``             the SNS notification (``TopicArn``, ``Subject``,
                        ``MessageAttributes.<name>.Value``)
 ``on_dynamodb_stream`` the stream record as Pipes sends it (``eventName``, ``eventSourceARN``,

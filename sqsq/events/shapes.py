@@ -17,7 +17,8 @@ DynamoDB stream record     ``eventSource: aws:dynamodb``, ``dynamodb``  ``eventI
 A body is looked at only when it is a JSON object without a ``task`` field (so
 not a sqsq envelope). API Gateway's SQS integrations and EventBridge Scheduler's
 universal target send their caller's body as the message body: an envelope or
-one of the events above, nothing of their own.
+one of the events above, nothing of their own. An S3 record's object key, which
+S3 sends URL-encoded, is decoded before anything looks at it (:func:`s3_key`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus
 
 #: The services a route is declared for (``Route.service``); ``json`` is any other
 #: JSON object (``app.route(pattern=...)``).
@@ -111,8 +113,19 @@ def s3_records(body: dict[str, Any]) -> list[dict[str, Any]] | None:
     return records
 
 
+def s3_key(encoded: str) -> str:
+    """An S3 notification's object key, decoded: S3 URL-encodes it ("Event message
+    structure", Amazon S3 User Guide: "The object key name value is URL encoded"),
+    a space as ``+``, other bytes as ``%XX`` of their UTF-8
+    (``urllib.parse.unquote_plus``). ``"in/my+report%C3%A9.csv"`` →
+    ``"in/my reporté.csv"``."""
+    return unquote_plus(encoded)
+
+
 def s3_event(record: dict[str, Any]) -> Event:
-    """One S3 record; its identity is bucket + key + ``sequencer`` (S3's order of
+    """One S3 record, its ``s3.object.key`` decoded (:func:`s3_key`): routes match,
+    and the task receives, the object's real key (the record is copied, never
+    changed in place). Its identity is bucket + key + ``sequencer`` (S3's order of
     events on one key: a repeated delivery carries the same sequencer)."""
     s3 = _object(record.get("s3"))
     bucket, obj = _object(s3.get("bucket")), _object(s3.get("object"))
@@ -121,6 +134,9 @@ def s3_event(record: dict[str, Any]) -> Event:
         _text(obj.get("key")),
         _text(obj.get("sequencer")),
     )
+    if isinstance(obj.get("key"), str):
+        key = s3_key(key)
+        record = {**record, "s3": {**s3, "object": {**obj, "key": key}}}
     identity = f"{name}/{key}@{sequencer}" if name and sequencer else None
     return Event("s3", record, _key("s3", identity), name, _text(record.get("eventName")))
 
