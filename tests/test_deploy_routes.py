@@ -135,6 +135,27 @@ def test_s3_routes_become_notification_outputs_not_buckets() -> None:
     assert "RecipesNotification" in doc["Outputs"]
 
 
+def test_s3_filter_rules_carry_the_prefix_url_encoded_as_s3_wants() -> None:
+    """Routes match the decoded key; S3's filter rule values take special characters
+    URL-encoded (its notifications' keys are): a space is ``+``, ``/`` stays."""
+    from sqsq.deploy.resources import declared
+    from sqsq.deploy.routes import notification_configuration
+    from sqsq.events import routes_of
+
+    app = sqsq.App("s3enc")
+
+    @app.on_s3(bucket="b", prefix="my reports/été/", suffix="+1.csv")
+    def got(record: dict[str, object]) -> None:
+        del record
+
+    (route,) = [r for r in routes_of(app) if r.task.endswith("got")]
+    (configuration,) = notification_configuration([route], declared(app))["QueueConfigurations"]
+    assert configuration["Filter"]["Key"]["FilterRules"] == [
+        {"Name": "prefix", "Value": "my+reports/%C3%A9t%C3%A9/"},
+        {"Name": "suffix", "Value": "%2B1.csv"},
+    ]
+
+
 def test_a_stream_route_becomes_a_pipe_from_a_stream_parameter_to_the_queue() -> None:
     doc = _doc()
     assert doc["Parameters"]["EventSourceTableStreamArn"]["Type"] == "String"

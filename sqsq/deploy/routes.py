@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote_plus
 
 from ..errors import ConfigurationError
 from ..events import Route, routes_of
@@ -215,11 +216,16 @@ def route_resources(ids: Declared, parameters: Doc) -> Doc:
 
 def notification_configuration(routes: list[Route], ids: Declared) -> Doc:
     """One bucket's NotificationConfiguration (S3's shape) for its routes; each
-    QueueArn is a ``${<Queue>.Arn}`` placeholder for ``Fn::Sub``."""
+    QueueArn is a ``${<Queue>.Arn}`` placeholder for ``Fn::Sub``.
+
+    A route's prefix and suffix are the real key's (the router matches the decoded
+    key); S3 wants special characters of a filter rule's value URL-encoded
+    ("Configuring event notifications using object key name filtering"), as the keys
+    in its notifications are — so they are written encoded here (``/`` kept)."""
     configurations: list[Doc] = []
     for route in routes:
         rules = [
-            {"Name": name, "Value": value}
+            {"Name": name, "Value": quote_plus(value, safe="/")}
             for name, value in (("prefix", route.prefix), ("suffix", route.suffix))
             if value
         ]
