@@ -44,7 +44,7 @@ from typing import Any
 
 import pytest
 
-from .local import LOCAL_ENVIRONMENT, LocalEndpoint
+from ..local import LOCAL_ENVIRONMENT, LocalEndpoint
 
 #: Services whose endpoint the kit sets (botocore's AWS_ENDPOINT_URL_<SERVICE> names).
 SERVICES = ("SQS", "DYNAMODB", "STS", "SCHEDULER", "IAM", "SFN", "EVENTBRIDGE", "SNS", "S3")
