@@ -59,7 +59,7 @@ def test_event_routes_become_rules_targeting_the_queue() -> None:
     }
 
 
-def test_sns_route_becomes_a_subscription_without_raw_delivery() -> None:
+def test_sns_route_becomes_a_subscription_in_the_topic_region_without_raw_delivery() -> None:
     resources = _doc()["Resources"]
     subs = {k: v for k, v in resources.items() if v["Type"] == "AWS::SNS::Subscription"}
     assert subs == {
@@ -70,6 +70,7 @@ def test_sns_route_becomes_a_subscription_without_raw_delivery() -> None:
                 "TopicArn": TOPIC,
                 "Endpoint": QUEUE_ARN,
                 "RawMessageDelivery": False,
+                "Region": "us-west-2",  # the topic's, not the stack's
             },
         }
     }

@@ -187,6 +187,9 @@ def route_resources(ids: Declared, parameters: Doc) -> Doc:
                         "TopicArn": topic,
                         "Endpoint": get_att(queue_id),
                         "RawMessageDelivery": False,
+                        # Subscribe is called in the topic's region (without it, in the
+                        # stack's: a topic elsewhere fails the stack)
+                        **({"Region": part[3]} if len(part := topic.split(":")) >= 6 else {}),
                     },
                 },
             )
