@@ -215,6 +215,29 @@ def test_a_task_that_can_never_fit_the_function_is_a_dead_letter_with_its_reason
     assert _dlq_reasons(timed.app) == ["does_not_fit_function"]
 
 
+def test_maximum_concurrency_runs_batches_in_environments_of_their_own(
+    timed: Any, tmp_path: Path
+) -> None:
+    """BatchSize 1 and MaximumConcurrency 2 (over the 10 asked for): two batches, each
+    in an execution environment of its own — two cold starts, where one environment
+    would have run the second batch warm."""
+    template = _template(tmp_path, TIMED, batch_size=1, maximum_concurrency=2)
+    results = [timed.sleepy.delay(2, f"c{n}") for n in range(2)]
+    effects = tmp_path / "effects"
+
+    with EventSourceMapping.from_template(
+        template, environ={"TIMED_EFFECTS": str(effects)}
+    ) as esm:
+        assert {s.maximum_concurrency for s in esm.sources} == {2}
+        invocations = esm.drain(
+            until=lambda: all(r.ready() for r in results), concurrency=10, timeout_s=60
+        )
+
+    assert sorted(r.get(timeout=5) for r in results) == ["c0", "c1"]
+    assert len(invocations) == 2 and all(i.cold_start for i in invocations)
+    assert all(len(i.message_ids) == 1 for i in invocations)
+
+
 def test_a_time_limit_over_lambdas_maximum_is_a_generation_error() -> None:
     result = CliRunner().invoke(cli, ["infra", "tests.apps.too_long:app", "--target", "lambda"])
     assert result.exit_code == 2, result.output

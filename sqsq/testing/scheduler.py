@@ -765,19 +765,7 @@ class SimulatedScheduler:
         message_id: str,
         run: Run,
     ) -> None:
-        run.fires.append(
-            Fire(
-                schedule.name,
-                schedule.group,
-                attempt.scheduled,
-                attempt.due,
-                attempt.number,
-                "sent",
-                execution_id,
-                message_id,
-            )
-        )
-        self._completed(schedule, attempt, run)
+        self._final(schedule, attempt, "sent", execution_id, message_id, None, run)
 
     def _failed(
         self,
@@ -845,6 +833,19 @@ class SimulatedScheduler:
                 outcome = "dead-lettered"
             except Exception as exc:
                 error = f"{error}; dead-letter queue: {_error(exc)}"
+        self._final(schedule, attempt, outcome, execution_id, message_id, error, run)
+
+    def _final(
+        self,
+        schedule: SimulatedSchedule,
+        attempt: _Attempt,
+        outcome: str,
+        execution_id: str,
+        message_id: str | None,
+        error: str | None,
+        run: Run,
+    ) -> None:
+        """Record an attempt whose occurrence is final, then complete it."""
         run.fires.append(
             Fire(
                 schedule.name,
