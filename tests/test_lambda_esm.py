@@ -225,9 +225,7 @@ def test_maximum_concurrency_runs_batches_in_environments_of_their_own(
     results = [timed.sleepy.delay(2, f"c{n}") for n in range(2)]
     effects = tmp_path / "effects"
 
-    with EventSourceMapping.from_template(
-        template, environ={"TIMED_EFFECTS": str(effects)}
-    ) as esm:
+    with EventSourceMapping.from_template(template, environ={"TIMED_EFFECTS": str(effects)}) as esm:
         assert {s.maximum_concurrency for s in esm.sources} == {2}
         invocations = esm.drain(
             until=lambda: all(r.ready() for r in results), concurrency=10, timeout_s=60
