@@ -34,7 +34,6 @@ from sqsq.testing.scheduler import DLQ_ATTRIBUTES
 from tests.helpers import ROOT, burst_worker
 
 APP = "tests.apps.periodic:app"
-ACCOUNT = "123456789012"  # moto's
 
 
 @pytest.fixture
@@ -54,6 +53,13 @@ def sqs(local_aws: Any) -> Any:
     return boto3.client("sqs", region_name="us-east-1")
 
 
+@pytest.fixture
+def account(local_aws: Any) -> str:
+    """The endpoint's account id (moto: 123456789012, LocalStack: 000000000000, AWS:
+    the caller's): queue and schedule ARNs name it."""
+    return str(boto3.client("sts", region_name="us-east-1").get_caller_identity()["Account"])
+
+
 def _receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     while batch := sqs.receive_message(
@@ -64,13 +70,13 @@ def _receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
 
 
 def _schedule(
-    name: str, expression: str, target: dict[str, Any], **extra: Any
+    name: str, expression: str, target: dict[str, Any], account: str, **extra: Any
 ) -> SimulatedSchedule:
     return SimulatedSchedule.from_description(
         {
             "Name": name,
             "GroupName": "tests",
-            "Arn": f"arn:aws:scheduler:us-east-1:{ACCOUNT}:schedule/tests/{name}",
+            "Arn": f"arn:aws:scheduler:us-east-1:{account}:schedule/tests/{name}",
             "ScheduleExpression": expression,
             "FlexibleTimeWindow": {"Mode": "OFF"},
             "Target": target,
@@ -118,7 +124,7 @@ def test_a_synced_periodic_task_fires_runs_and_a_refired_occurrence_runs_once(
 
 
 def test_the_input_carries_the_context_attributes_as_scheduler_fills_them(
-    periodic: sqsq.App, sqs: Any
+    periodic: sqsq.App, sqs: Any, account: str
 ) -> None:
     sim = SimulatedScheduler.for_app(periodic, now=datetime(2026, 12, 1, 11, 59, 30, tzinfo=UTC))
     run = sim.advance(timedelta(minutes=1))
@@ -132,21 +138,21 @@ def test_the_input_carries_the_context_attributes_as_scheduler_fills_them(
     assert body["idempotency_key"] == "schedule:noon@2026-12-01T12:00:00Z"
     assert body["headers"] == {
         "sqsq-schedule": "noon",
-        "sqsq-schedule-arn": f"arn:aws:scheduler:us-east-1:{ACCOUNT}:schedule/periodic-sqsq/noon",
+        "sqsq-schedule-arn": f"arn:aws:scheduler:us-east-1:{account}:schedule/periodic-sqsq/noon",
         "sqsq-attempt": "1",
     }
 
 
 def test_a_year_of_rate_1_minute_counts_525600_occurrences_in_seconds(
-    local_aws: Any, sqs: Any
+    local_aws: Any, sqs: Any, account: str
 ) -> None:
     url = sqs.create_queue(QueueName="minutely")["QueueUrl"]
     target = {
-        "Arn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:minutely",
+        "Arn": f"arn:aws:sqs:us-east-1:{account}:minutely",
         "Input": "<aws.scheduler.scheduled-time>",
     }
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    schedule = _schedule("minutely", "rate(1 minute)", target, StartDate=start)
+    schedule = _schedule("minutely", "rate(1 minute)", target, account, StartDate=start)
 
     # A year computed, nothing sent: every occurrence counted.
     sim = SimulatedScheduler(schedules=[schedule], now=start, delivery="none")
@@ -168,17 +174,17 @@ def test_a_year_of_rate_1_minute_counts_525600_occurrences_in_seconds(
 
 
 def test_a_send_to_a_missing_queue_is_retried_then_dead_lettered_with_schedulers_attributes(
-    local_aws: Any, sqs: Any
+    local_aws: Any, sqs: Any, account: str
 ) -> None:
     dlq = sqs.create_queue(QueueName="schedule-dlq")["QueueUrl"]
     start = datetime(2026, 6, 1, tzinfo=UTC)
     target = {
-        "Arn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:gone",  # never created
+        "Arn": f"arn:aws:sqs:us-east-1:{account}:gone",  # never created
         "Input": '{"attempt": <aws.scheduler.attempt-number>}',
         "RetryPolicy": {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600},
-        "DeadLetterConfig": {"Arn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:schedule-dlq"},
+        "DeadLetterConfig": {"Arn": f"arn:aws:sqs:us-east-1:{account}:schedule-dlq"},
     }
-    schedule = _schedule("once", "at(2026-06-01T00:00:30)", target)
+    schedule = _schedule("once", "at(2026-06-01T00:00:30)", target, account)
     sim = SimulatedScheduler(schedules=[schedule], now=start)
     run = sim.advance(timedelta(minutes=1))
     assert [(f.attempt, f.outcome) for f in run] == [
@@ -207,18 +213,18 @@ def test_a_send_to_a_missing_queue_is_retried_then_dead_lettered_with_schedulers
 
 
 def test_retries_stop_at_the_maximum_event_age_and_a_retry_can_succeed_later(
-    local_aws: Any, sqs: Any
+    local_aws: Any, sqs: Any, account: str
 ) -> None:
     dlq = sqs.create_queue(QueueName="schedule-dlq")["QueueUrl"]
     start = datetime(2026, 6, 1, tzinfo=UTC)
     target = {
-        "Arn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:late",
+        "Arn": f"arn:aws:sqs:us-east-1:{account}:late",
         "Input": "<aws.scheduler.attempt-number>",
         "RetryPolicy": {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 60},
-        "DeadLetterConfig": {"Arn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:schedule-dlq"},
+        "DeadLetterConfig": {"Arn": f"arn:aws:sqs:us-east-1:{account}:schedule-dlq"},
     }
     sim = SimulatedScheduler(
-        schedules=[_schedule("aged", "at(2026-06-01T00:00:00)", target)],
+        schedules=[_schedule("aged", "at(2026-06-01T00:00:00)", target, account)],
         now=start - timedelta(seconds=1),
     )
     run = sim.advance(timedelta(minutes=5))
@@ -231,9 +237,9 @@ def test_retries_stop_at_the_maximum_event_age_and_a_retry_can_succeed_later(
 
     # A retry due after the end of an advance happens in the next one: the queue
     # created in between receives attempt 2.
-    target = {**target, "Arn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:later"}
+    target = {**target, "Arn": f"arn:aws:sqs:us-east-1:{account}:later"}
     sim = SimulatedScheduler(
-        schedules=[_schedule("later", "at(2026-06-02T00:00:00)", target)], now=start
+        schedules=[_schedule("later", "at(2026-06-02T00:00:00)", target, account)], now=start
     )
     first = sim.run_until(datetime(2026, 6, 2, tzinfo=UTC))
     assert [(f.attempt, f.outcome) for f in first] == [(1, "retrying")]
@@ -276,15 +282,26 @@ def test_a_long_countdown_fires_at_its_time_and_its_schedule_is_deleted(
 
 
 def test_schedules_from_a_generated_template_fire_in_their_time_zone(
-    quickstart: sqsq.App, sqs: Any
+    quickstart: sqsq.App, sqs: Any, account: str
 ) -> None:
+    # AWS::AccountId is the caller's on the endpoint, as CloudFormation would resolve it.
     (schedule,) = schedules_from_template(Path(ROOT) / "template.yaml")
     assert (schedule.group, schedule.name) == ("quickstart-sqsq", "daily-sales-report")
-    assert schedule.queue_arn == f"arn:aws:sqs:us-east-1:{ACCOUNT}:quickstart-default"
-    assert schedule.dead_letter_arn == f"arn:aws:sqs:us-east-1:{ACCOUNT}:quickstart-default-dlq"
+    assert schedule.queue_arn == f"arn:aws:sqs:us-east-1:{account}:quickstart-default"
+    assert schedule.dead_letter_arn == f"arn:aws:sqs:us-east-1:{account}:quickstart-default-dlq"
+    assert (
+        schedule.arn
+        == f"arn:aws:scheduler:us-east-1:{account}:schedule/{schedule.group}/{schedule.name}"
+    )
+    # Or as given, without asking the endpoint.
+    (elsewhere,) = schedules_from_template(
+        Path(ROOT) / "template.yaml", region="eu-west-3", account="111122223333"
+    )
+    assert elsewhere.queue_arn == "arn:aws:sqs:eu-west-3:111122223333:quickstart-default"
     # cron(0 6 * * ? *) in Europe/Paris across the spring change (29 March 2026).
     sim = SimulatedScheduler(schedules=[schedule], now=datetime(2026, 3, 28, tzinfo=UTC))
     run = sim.advance(timedelta(days=2))
+    assert run.outcomes() == {"sent": 2}, [f.error for f in run]
     assert run.times() == [
         datetime(2026, 3, 28, 5, 0, tzinfo=UTC),
         datetime(2026, 3, 29, 4, 0, tzinfo=UTC),
@@ -298,18 +315,19 @@ def test_schedules_from_a_generated_template_fire_in_their_time_zone(
 
 
 def test_state_start_and_end_dates_flexible_windows_and_fifo_targets(
-    local_aws: Any, sqs: Any
+    local_aws: Any, sqs: Any, account: str
 ) -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    hourly = {"Arn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:q", "Input": "{}"}
+    hourly = {"Arn": f"arn:aws:sqs:us-east-1:{account}:q", "Input": "{}"}
     bounded = _schedule(
         "bounded",
         "rate(1 hour)",
         hourly,
+        account,
         StartDate=start + timedelta(hours=2),
         EndDate=start + timedelta(hours=5),
     )
-    disabled = _schedule("off", "rate(1 hour)", hourly, State="DISABLED")
+    disabled = _schedule("off", "rate(1 hour)", hourly, account, State="DISABLED")
     run = SimulatedScheduler(schedules=[bounded, disabled], now=start, delivery="none").advance(
         timedelta(days=1)
     )
@@ -324,10 +342,11 @@ def test_state_start_and_end_dates_flexible_windows_and_fifo_targets(
         "fifo",
         "cron(0 9 * * ? *)",
         {
-            "Arn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:q.fifo",
+            "Arn": f"arn:aws:sqs:us-east-1:{account}:q.fifo",
             "Input": "<aws.scheduler.scheduled-time>",
             "SqsParameters": {"MessageGroupId": "g1"},
         },
+        account,
         FlexibleTimeWindow={"Mode": "FLEXIBLE", "MaximumWindowInMinutes": 15},
     )
     run = SimulatedScheduler(schedules=[fifo], now=start, flexible="end").advance(timedelta(days=1))

@@ -1,7 +1,11 @@
 """sqsq.testing.ttl: DynamoDB TTL deletion at a virtual time, against the local
 endpoint (moto keeps TTL settings and never deletes), and what sqsq does when its
 items expire: a result reads PENDING, an idempotency key is forgotten (a duplicate
-then runs again, as documented: a key is remembered for ``idempotency_ttl``)."""
+then runs again, as documented: a key is remembered for ``idempotency_ttl``).
+
+dynalite (the conformance pass's DynamoDB) cannot enable TTL: no UpdateTimeToLive,
+and DescribeTimeToLive answers DISABLED for every table. There the sweeps name the
+attribute the table would have (``fallback_attribute``, sqsq's ``expires_at``)."""
 
 from __future__ import annotations
 
@@ -14,8 +18,16 @@ import boto3
 import pytest
 
 from sqsq import State
+from sqsq.resources import TTL_ATTRIBUTE
 from sqsq.testing import sweep_ttl
-from sqsq.testing.ttl import FIVE_YEARS_S, MISSING, NOT_A_NUMBER, NOT_EXPIRED, TOO_OLD
+from sqsq.testing.ttl import (
+    FIVE_YEARS_S,
+    MISSING,
+    NOT_A_NUMBER,
+    NOT_EXPIRED,
+    TOO_OLD,
+    can_enable_ttl,
+)
 from tests.apps import reliability as rel
 from tests.helpers import ROOT, burst_worker
 
@@ -46,10 +58,19 @@ def test_the_sweep_deletes_only_what_ttl_would(local_aws: Any) -> None:
     off = sweep_ttl("ttl", now, client=ddb)
     assert off.attribute is None and off.deleted == []
 
-    ddb.update_time_to_live(
-        TableName="ttl", TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
-    )
-    swept = sweep_ttl("ttl", now, client=ddb)
+    if local_aws.has_ttl:
+        assert can_enable_ttl(client=ddb)
+        # Where TTL can be enabled, a disabled one deletes nothing, fallback or not.
+        off = sweep_ttl("ttl", now, fallback_attribute="expires_at", client=ddb)
+        assert off.attribute is None and off.deleted == []
+        ddb.update_time_to_live(
+            TableName="ttl",
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+        )
+        swept = sweep_ttl("ttl", now, client=ddb)  # the attribute from DescribeTimeToLive
+    else:  # dynalite: no UpdateTimeToLive; its DescribeTimeToLive says DISABLED
+        assert not can_enable_ttl(client=ddb)
+        swept = sweep_ttl("ttl", now, fallback_attribute="expires_at", client=ddb)
     assert swept.attribute == "expires_at"
     assert sorted(swept.deleted_keys("pk")) == [("expired",), ("expired-float",), ("five-years",)]
     assert swept.ignored == {MISSING: 1, NOT_A_NUMBER: 1, TOO_OLD: 1, NOT_EXPIRED: 2}
@@ -71,8 +92,16 @@ def test_an_expired_result_reads_pending(local_aws: Any) -> None:
     assert app.AsyncResult(result.id).get(timeout=0) == 3
     ddb = app.clients.sync("dynamodb")
     # The day after: nothing has expired yet (result_ttl is one day).
-    assert sweep_ttl(app.table_name, time.time() + 3600, client=ddb).deleted == []
-    swept = sweep_ttl(app.table_name, time.time() + app.settings.result_ttl_s + 60, client=ddb)
+    day = sweep_ttl(
+        app.table_name, time.time() + 3600, fallback_attribute=TTL_ATTRIBUTE, client=ddb
+    )
+    assert day.attribute == TTL_ATTRIBUTE and day.deleted == []
+    swept = sweep_ttl(
+        app.table_name,
+        time.time() + app.settings.result_ttl_s + 60,
+        fallback_attribute=TTL_ATTRIBUTE,
+        client=ddb,
+    )
     assert (f"task#{result.id}", "result") in swept.deleted_keys()
     fresh = app.AsyncResult(result.id)
     assert fresh.state is State.PENDING and fresh.record is None
@@ -95,7 +124,9 @@ def test_an_expired_idempotency_key_lets_a_duplicate_run_again(
     ttl_s = rel.counted.idempotency_ttl_s  # how long a key is remembered
     assert ttl_s == pytest.approx(86_400)
     # The key is remembered for idempotency_ttl; past it (and after TTL's sweep) it is gone
-    swept = sweep_ttl(rel.app.table_name, time.time() + ttl_s + 60, client=ddb)
+    swept = sweep_ttl(
+        rel.app.table_name, time.time() + ttl_s + 60, fallback_attribute=TTL_ATTRIBUTE, client=ddb
+    )
     assert any(pk.startswith("idem#") for pk, _ in swept.deleted_keys())
 
     third = rel.counted.apply_async((path, "a"), idempotency_key="order-1")

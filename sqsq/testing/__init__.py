@@ -130,7 +130,8 @@ class ExternalEndpoint:
     #: LocalStack and AWS have StartMessageMoveTask.
     has_message_move_tasks = True
     #: Whether DynamoDB's UpdateTimeToLive works here (probed at start; dynalite has
-    #: no TTL calls — sqsq warns and goes on, tests of the TTL setting skip).
+    #: none, and its DescribeTimeToLive says DISABLED — sqsq warns and goes on, tests
+    #: of the TTL setting skip, ``sweep_ttl`` sweeps its ``fallback_attribute``).
     has_ttl = True
 
     def __init__(self, urls: dict[str, str]) -> None:

@@ -20,7 +20,8 @@ Where the schedules come from:
 - **a CloudFormation template** (:func:`schedules_from_template`): the
   ``AWS::Scheduler::Schedule`` resources of a generated template (``sqsq infra``),
   with ``Ref`` / ``Fn::GetAtt`` / ``Fn::Sub`` resolved from the template itself
-  (queue names, role names, group names, ``AWS::Region`` / ``AWS::AccountId``).
+  (queue names, role names, group names, ``AWS::Region`` / ``AWS::AccountId``: by
+  default the session's region and the caller's account, as CloudFormation would).
 
 What each occurrence does — AWS's rules, with the page each comes from:
 
@@ -360,25 +361,36 @@ class _Resolver:
 def schedules_from_template(
     template: Mapping[str, Any] | str | Path,
     *,
-    region: str = "us-east-1",
-    account: str = "123456789012",
+    region: str | None = None,
+    account: str | None = None,
     resolve: Mapping[str, str] | None = None,
+    sts_client: Any = None,
 ) -> list[SimulatedSchedule]:
     """The ``AWS::Scheduler::Schedule`` resources of a CloudFormation template.
 
     Args:
         template: the template (a dict, or a YAML/JSON file in CloudFormation's long
             form, as ``sqsq infra`` writes it).
-        region / account: what ``AWS::Region`` / ``AWS::AccountId`` stand for (moto's
-            account is 123456789012, LocalStack's 000000000000).
+        region / account: what ``AWS::Region`` / ``AWS::AccountId`` stand for. As
+            CloudFormation would, by default the account the stack would be created
+            in — the caller's (STS GetCallerIdentity on the endpoint: moto's account is
+            123456789012, LocalStack's 000000000000, AWS's your own) — and the
+            region of boto3's default session (us-east-1 when it has none). Pass
+            ``account`` to read a template without asking an endpoint.
         resolve: values for what the template cannot tell: ``{"Logical": ref,
-            "Logical.Arn": arn, "Param": value}``.
+            "Logical.Arn": arn, "Param": value}`` (``"AWS::AccountId"`` and
+            ``"AWS::Region"`` are read there too).
+        sts_client: the boto3 STS client asked for the account (default: a new one,
+            which follows ``AWS_ENDPOINT_URL``).
 
     Raises:
         ValueError: a reference it cannot resolve (the message says what to pass).
     """
+    given = resolve or {}
+    region = region or given.get("AWS::Region") or _default_region()
+    account = account or given.get("AWS::AccountId") or _caller_account(sts_client, region)
     document = _load_template(template)
-    resolver = _Resolver(document, region, account, resolve or {})
+    resolver = _Resolver(document, region, account, given)
     out: list[SimulatedSchedule] = []
     for logical, resource in document.get("Resources", {}).items():
         if resource.get("Type") != "AWS::Scheduler::Schedule":
@@ -394,6 +406,20 @@ def schedules_from_template(
         }
         out.append(SimulatedSchedule.from_description(description, on_endpoint=False))
     return out
+
+
+def _default_region() -> str:
+    import boto3
+
+    return boto3.session.Session().region_name or "us-east-1"
+
+
+def _caller_account(client: Any, region: str) -> str:
+    if client is None:
+        import boto3
+
+        client = boto3.client("sts", region_name=region)
+    return str(client.get_caller_identity()["Account"])
 
 
 # --- what fired -----------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 DynamoDB deletes an expired item "typically within two days of expiration"
 in the background; moto and LocalStack store the TTL setting and never delete
-anything, and dynalite has no TTL calls at all. :func:`sweep_ttl` does the
+anything, and dynalite cannot even have TTL enabled (it has no UpdateTimeToLive,
+and its DescribeTimeToLive always answers DISABLED). :func:`sweep_ttl` does the
 deletion DynamoDB would do, now, as of a **virtual** time::
 
     swept = sweep_ttl(app.table_name, now=datetime.now(UTC) + timedelta(days=8))
@@ -13,8 +14,11 @@ The rules ("Using DynamoDB Time to Live (TTL)", section "Formatting an item's
 TTL attribute", DynamoDB Developer Guide — time-to-live-ttl-before-you-start):
 
 - the attribute is the table's (DescribeTimeToLive); a table with TTL disabled
-  has nothing deleted. Where DescribeTimeToLive does not exist (dynalite), pass
-  ``fallback_attribute``; ``attribute`` names it outright.
+  has nothing deleted. On an endpoint where TTL cannot be enabled — no
+  DescribeTimeToLive, or no UpdateTimeToLive (dynalite, whose DescribeTimeToLive
+  says DISABLED for every table) — ``fallback_attribute`` is used instead: the
+  attribute the table would have (sqsq's is ``expires_at``). ``attribute`` names
+  it outright, on any endpoint.
 - an item is eligible when it **has** the attribute, it is a top-level **Number**
   (an ``S`` "1700000000" is ignored), holding epoch **seconds**, and it is
   **no more than five years in the past** (older ones are never expired: "The TTL
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -84,10 +89,12 @@ class Swept:
 
 
 def ttl_attribute(table: str, *, client: Any = None) -> str | None:
-    """The TTL attribute of ``table`` (DescribeTimeToLive), None when TTL is off.
+    """The TTL attribute of ``table`` (DescribeTimeToLive), None when TTL is off
+    (dynalite, which cannot enable TTL, says off for every table: see
+    :func:`can_enable_ttl`).
 
     Raises:
-        NotImplementedError: the endpoint has no DescribeTimeToLive (dynalite).
+        NotImplementedError: the endpoint has no DescribeTimeToLive.
     """
     client = client or _client()
     try:
@@ -99,6 +106,24 @@ def ttl_attribute(table: str, *, client: Any = None) -> str | None:
     if description.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
         return str(description["AttributeName"])
     return None
+
+
+def can_enable_ttl(*, client: Any = None) -> bool:
+    """Whether the endpoint has UpdateTimeToLive (dynalite has not).
+
+    Asked without changing anything: UpdateTimeToLive of a table that does not exist
+    (DynamoDB, moto, LocalStack: ResourceNotFoundException; an endpoint without the
+    operation: UnknownOperationException).
+    """
+    client = client or _client()
+    try:
+        client.update_time_to_live(
+            TableName=f"sqsq-ttl-probe-absent-{uuid.uuid4().hex}",
+            TimeToLiveSpecification={"Enabled": False, "AttributeName": "expires_at"},
+        )
+    except client.exceptions.ClientError as exc:
+        return bool(exc.response.get("Error", {}).get("Code") != "UnknownOperationException")
+    return True
 
 
 def _client() -> Any:
@@ -149,7 +174,9 @@ def sweep_ttl(
         table: the table name.
         now: the virtual time (aware datetime or epoch seconds; default: the real now).
         attribute: the TTL attribute, without asking DescribeTimeToLive.
-        fallback_attribute: used when the endpoint has no DescribeTimeToLive (dynalite).
+        fallback_attribute: the TTL attribute where the endpoint cannot have TTL
+            enabled (no DescribeTimeToLive, or no UpdateTimeToLive: dynalite); where
+            it can, a table with TTL disabled has nothing deleted, as on AWS.
         client: a boto3 DynamoDB client (default: a new one, which follows
             ``AWS_ENDPOINT_URL``).
 
@@ -168,6 +195,8 @@ def sweep_ttl(
                     "this endpoint has no DescribeTimeToLive: pass fallback_attribute="
                 ) from None
             name = fallback_attribute
+        if name is None and fallback_attribute is not None and not can_enable_ttl(client=client):
+            name = fallback_attribute  # "DISABLED" from an endpoint without TTL (dynalite)
     swept = Swept(table, name, at)
     if name is None:
         return swept
@@ -206,6 +235,7 @@ __all__ = [
     "NOT_EXPIRED",
     "TOO_OLD",
     "Swept",
+    "can_enable_ttl",
     "expiry_reason",
     "sweep_ttl",
     "ttl_attribute",
