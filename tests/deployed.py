@@ -216,8 +216,11 @@ def stack_resources(
 def _delete_earlier_stacks(endpoint: Any, kind: str, doc: dict[str, Any], region: str) -> None:
     """On an external endpoint (moto is reset between tests): delete the stacks this
     helper made before (their event source mappings and alarms would outlive the
-    queues the ``local_aws`` reset deletes), and the log groups ``doc`` names, which
-    outlive their stack (DeletionPolicy Retain)."""
+    queues the ``local_aws`` reset deletes), and the log groups and queues ``doc``
+    names, which outlive their stack (DeletionPolicy Retain) — the reset lists only
+    the default region's queues, and a queue left by a stack of another target
+    differs in its attributes (the Lambda target lengthens the visibility timeout),
+    which CreateQueue refuses (QueueAlreadyExists)."""
     if kind == "moto":
         return
     cloudformation = _client(endpoint, "cloudformation", region)
@@ -236,11 +239,17 @@ def _delete_earlier_stacks(endpoint: Any, kind: str, doc: dict[str, Any], region
                 StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
             )
     logs = _client(endpoint, "logs", region)
+    sqs = _client(endpoint, "sqs", region)
     for resource in doc["Resources"].values():
-        name = resource.get("Properties", {}).get("LogGroupName")
+        properties = resource.get("Properties", {})
+        name = properties.get("LogGroupName")
         if resource["Type"] == "AWS::Logs::LogGroup" and isinstance(name, str):
             with contextlib.suppress(logs.exceptions.ResourceNotFoundException):
                 logs.delete_log_group(logGroupName=name)
+        queue = properties.get("QueueName")
+        if resource["Type"] == "AWS::SQS::Queue" and isinstance(queue, str):
+            with contextlib.suppress(sqs.exceptions.QueueDoesNotExist):
+                sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=queue)["QueueUrl"])
 
 
 def _wait_for_stack(cloudformation: Any, name: str, timeout_s: float) -> dict[str, Any]:
