@@ -80,7 +80,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import limits
 
 #: The message attribute that carries the signature of what sqsq sends through SQS.
 SIGNATURE_ATTRIBUTE = "sqsq-signature"
@@ -293,18 +292,15 @@ def check(body: str, attributes: dict[str, Any], keys: bytes | Sequence[bytes]) 
 
 def _bounded(body: str) -> Any:
     """The JSON value of ``body``, or None when it is not JSON or nests deeper than
-    ``limits.MAX_JSON_DEPTH`` (``envelope.parse`` without identifying anything)."""
-    from .envelope import too_deep
+    ``limits.MAX_JSON_DEPTH``: ``envelope.parse`` itself, so that the verdict and the
+    decoding read the same value (its error, which names the body's id, is dropped)."""
+    from .envelope import parse
+    from .errors import UndecodableMessage
 
     try:
-        raw = json.loads(body, parse_constant=_reject)
-    except (ValueError, TypeError, RecursionError):
+        return parse(body)
+    except UndecodableMessage:
         return None
-    return None if too_deep(raw, limits.MAX_JSON_DEPTH) else raw
-
-
-def _reject(name: str) -> Any:
-    raise ValueError(name)
 
 
 def _body_key(raw: dict[str, Any], keys: list[bytes]) -> int | None:
