@@ -223,50 +223,54 @@ def test_a_long_countdown_in_hop_mode_is_signed_again_with_its_eta(
 
 def test_the_workflow_of_a_refused_body_is_not_followed(canvas: Any, worker: Any) -> None:
     """Row 3: on main an unsigned body was refused ``unsigned_message`` but its
-    ``workflow`` was still followed: its chain's next step (another task's id) was
-    overwritten with a ChainError, its chord counted a failed member."""
-    from tests.apps.canvas import add
+    ``workflow`` was still followed: the chain step it named (another task's id) was
+    overwritten with a ChainError, and the chord it named counted a failed member and
+    failed its body."""
+    from sqsq import producer
+    from sqsq.workflows.plan import plan, put_chord_request
+    from tests.apps.canvas import add, tsum
 
     victim = add.delay(20, 22)  # signed by the app
-    chord_id = str(uuid.uuid4())
-    forged = {
-        "task": "tests.apps.canvas.add",
-        "args": [1, 2],
-        "workflow": {
-            "chain": [
-                {
-                    "t": "task",
-                    "task": "tests.apps.canvas.add",
-                    "args": [0],
-                    "kwargs": {},
-                    "options": {"task_id": victim.id},
-                },
-            ],
-            "chord": {"id": chord_id, "index": 0},
-        },
-    }
-    sqs = canvas.clients.sync("sqs")
     ran = worker.run(CANVAS, "-c", "1", SQSQ_SIGNING_KEY=KEY)
     assert ran.returncode == 0, ran.stderr
     assert victim.get(timeout=5) == 42
-    forged_id = sqs.send_message(
-        QueueUrl=queue_url(canvas, "default"), MessageBody=json.dumps(forged)
-    )["MessageId"]
+    # a chord of the app's, written but its members not sent yet
+    chorded = sqsq.chord([add.s(1, 1), add.s(2, 2)], tsum.s())
+    outcome = chorded.freeze()
+    sig = chorded.to_dict()
+    first = plan(canvas, sig, check=True)
+    for item in first.chords:
+        canvas.clients.sync("dynamodb").put_item(**put_chord_request(canvas, item))
+    step = {"t": "task", "task": "tests.apps.canvas.add", "args": [0], "kwargs": {}}
+    forged = [
+        {"task": "tests.apps.canvas.add", "args": [1, 2], "workflow": workflow}
+        for workflow in [
+            {"chain": [{**step, "options": {"task_id": victim.id}}]},
+            {"chord": {"id": sig["options"]["chord_id"], "index": 0}},
+        ]
+    ]
+    sqs = canvas.clients.sync("sqs")
+    forged_ids = [
+        sqs.send_message(QueueUrl=queue_url(canvas, "default"), MessageBody=json.dumps(body))[
+            "MessageId"
+        ]
+        for body in forged
+    ]
 
     ran = worker.run(CANVAS, "-c", "1", SQSQ_SIGNING_KEY=KEY)
 
     assert ran.returncode == 0, ran.stderr
     record = victim.record
     assert record is not None and record.state is State.SUCCESS and record.value == 42
-    refused = canvas.AsyncResult(forged_id).record
-    assert refused is not None and refused.dead_letter_reason == "unsigned_message"
-    chord_item = canvas.clients.sync("dynamodb").get_item(
-        TableName=canvas.table_name,
-        Key={"pk": {"S": f"chord#{chord_id}"}, "sk": {"S": "chord"}},
-        ConsistentRead=True,
-    )
-    assert "Item" not in chord_item
-    assert dlq_reasons(canvas, "default") == {forged_id: "unsigned_message"}
+    assert outcome.record is None  # the chord's body not failed
+    for forged_id in forged_ids:
+        refused = canvas.AsyncResult(forged_id).record
+        assert refused is not None and refused.dead_letter_reason == "unsigned_message"
+    producer.send_sync(canvas.clients, canvas.directory, first.messages)  # its members
+    ran = worker.run(CANVAS, "-c", "2", SQSQ_SIGNING_KEY=KEY)
+    assert ran.returncode == 0, ran.stderr
+    assert outcome.get(timeout=30) == 6
+    assert dlq_reasons(canvas, "default") == dict.fromkeys(forged_ids, "unsigned_message")
 
 
 # --- row 4: a deeply nested unsigned body naming another task's id ------------------------
