@@ -80,7 +80,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-
 #: The message attribute that carries the signature of what sqsq sends through SQS.
 SIGNATURE_ATTRIBUTE = "sqsq-signature"
 #: The top-level body member that carries the signature of what EventBridge Scheduler
