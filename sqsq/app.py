@@ -448,13 +448,24 @@ class App:
     @property
     def signing_key(self) -> bytes | None:
         """The message signing key (``Settings.signing_key`` resolved; see
-        ``signing.py``), or None when messages are not signed."""
+        ``signing.py``), or None when messages are not signed. The previous keys
+        (``Settings.signing_previous_keys``) are resolved with it, so that a process
+        that could read it can also verify: the worker and the Lambda handler read
+        it once, before they judge any message."""
+        keys = self.verification_keys
+        return keys[0] if keys else None
+
+    @property
+    def verification_keys(self) -> list[bytes]:
+        """The keys a signature is accepted from: the signing key first, then
+        ``Settings.signing_previous_keys``; ``[]`` when messages are not signed."""
         spec = self.settings.signing_key
         if not spec:
-            return None
+            return []
         from .signing import resolve_key
 
-        return resolve_key(spec, self.clients)
+        specs = [spec, *self.settings.signing_previous_keys]
+        return [resolve_key(s, self.clients) for s in specs]
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
         """A handle on the result of task ``task_id`` (no AWS call until read)."""

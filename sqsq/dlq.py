@@ -12,12 +12,16 @@ Redrive has two paths:
   ("Configure a dead-letter queue redrive" in the SQS Developer Guide). The task
   is then followed with ListMessageMoveTasks until it is COMPLETED, FAILED or
   CANCELLED (:func:`wait_move_task`).
-- **Fallback** (filters, or no move tasks: moto answers 500): sqsq receives,
+- **Fallback** (filters, no move tasks — moto answers 500 — or signing keys being
+  rotated, ``signing_previous_keys``: a move task cannot re-sign): sqsq receives,
   sends to the source queue and only then deletes from the DLQ — an interrupted
   redrive duplicates at worst, never loses. It moves what was in the DLQ when it
   started, each message once: a copy of a task it already moved (the task failed
   again at once while a worker runs) is left in the DLQ, so the command ends.
-  Messages that a filter skips are released when it ends.
+  Messages that a filter skips are released when it ends. With signing on, a
+  message a previous key signed goes back signed with the current key, so that it
+  still runs once the previous key is retired; one no accepted key signed goes
+  back as it came (and is refused again).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -198,12 +202,16 @@ def _matches(message: dict[str, Any], task: str | None, error: str | None) -> bo
     return error in (error_type, error_type.rsplit(".", 1)[-1], row.reason)
 
 
-def _resend_entry(index: int, message: dict[str, Any], fifo: bool) -> dict[str, Any]:
+def _resend_entry(
+    index: int, message: dict[str, Any], fifo: bool, keys: Sequence[bytes] = ()
+) -> dict[str, Any]:
     attributes = {
         k: v
         for k, v in message.get("MessageAttributes", {}).items()
         if k not in (DEAD_LETTER_REASON_ATTRIBUTE, DEAD_LETTER_DETAILS_ATTRIBUTE)
     }
+    if keys:
+        attributes.update(resigned(message["Body"], attributes, keys))
     entry: dict[str, Any] = {"Id": str(index), "MessageBody": message["Body"]}
     if attributes:
         entry["MessageAttributes"] = {
@@ -219,6 +227,22 @@ def _resend_entry(index: int, message: dict[str, Any], fifo: bool) -> dict[str, 
         entry["MessageGroupId"] = system.get("MessageGroupId", "sqsq-redrive")
         entry["MessageDeduplicationId"] = f"redrive-{message['MessageId']}"[:128]
     return entry
+
+
+def resigned(
+    body: str, attributes: dict[str, Any], keys: Sequence[bytes]
+) -> dict[str, dict[str, str]]:
+    """The signature attribute to send a redriven message with: the current key's
+    (``keys[0]``) over ``body`` when a previous accepted key signed it (in an
+    attribute or in the body), else ``{}`` — what the current key signed keeps its
+    signature, and what no accepted key signed is never signed (it is refused again
+    as it was)."""
+    from .signing import signature_attribute, verify
+
+    verdict = verify(body, attributes, keys)
+    if verdict.key is None or verdict.key == 0:
+        return {}
+    return signature_attribute(body, keys[0])
 
 
 @dataclass
@@ -252,8 +276,13 @@ def redrive(
     task: str | None = None,
     error: str | None = None,
     progress: Callable[[int], None] | None = None,
+    keys: Sequence[bytes] = (),
 ) -> RedriveReport:
     """Move matching messages from the DLQ back to the source queue, each once.
+
+    ``keys``: the app's accepted signing keys, the current one first
+    (``App.verification_keys``): a message a previous key signed is sent back
+    signed with the current one (:func:`resigned`).
 
     Each batch is sent (SendMessageBatch) before it is deleted from the DLQ
     (DeleteMessageBatch, only the entries that were sent). A message whose
@@ -287,7 +316,7 @@ def redrive(
                     wanted.append(message)
             if not wanted:
                 continue
-            entries = [_resend_entry(i, m, fifo) for i, m in enumerate(wanted)]
+            entries = [_resend_entry(i, m, fifo, keys) for i, m in enumerate(wanted)]
             response = client.send_message_batch(QueueUrl=source_url, Entries=entries)
             sent = []
             for success in response.get("Successful", []):

@@ -135,6 +135,8 @@ class Outcome:
         completed_refused: the body ran to SUCCESS but DynamoDB refused its outcome
             (this reason): its idempotency key is kept COMPLETED without a value, not
             freed, so the dead letter's redrive does not run the body again.
+        untrusted: signing refused its body (``signing.py``): nothing of the body is
+            acted on — no workflow follow-up, no task token report.
     """
 
     delivery: Delivery
@@ -158,6 +160,7 @@ class Outcome:
     refused: bool = False
     bodies: tuple[str, ...] | None = None
     completed_refused: str | None = None
+    untrusted: bool = False
 
 
 @dataclass
@@ -442,20 +445,38 @@ class Executor:
         envelope: Envelope | None = None
         if delivery.malformed:  # a malformed Lambda record (Delivery.from_lambda_record)
             return self.dead_letter(delivery, UndecodableMessage(delivery.malformed))
+        # signing on: the verdict comes first, so that nothing of a body no accepted
+        # key signed is taken at its word (its id, workflow, key: see signing.py)
+        keys = self.app.verification_keys
+        verdict = signing.verify(delivery.body, delivery.message_attributes, keys) if keys else None
+        trusted = verdict is None or verdict.signed
+        routed = False  # a foreign event a declared route allowed (keys of its own)
         try:
-            raw = parse(delivery.body)
+            try:
+                raw = parse(delivery.body)
+            except UndecodableMessage as exc:
+                if not trusted:  # undecodable and unsigned: under its MessageId
+                    exc.task_id = None
+                raise
             if isinstance(raw, dict) and "task" not in raw:
-                routed = router_of(self.app).route(delivery, raw)
-                if isinstance(routed, Outcome):
-                    return routed
-                envelope = routed
+                found = router_of(self.app).route(delivery, raw)
+                if isinstance(found, Outcome):
+                    return found
+                envelope, routed = found, found is not None
             if envelope is None:
-                signing_key = self.app.signing_key
-                if signing_key is not None:
-                    refused = signing.check(delivery.body, delivery.message_attributes, signing_key)
-                    if refused is not None:
-                        raise _unsigned(refused)
+                if verdict is not None and verdict.reason is not None:
+                    return self._refused(delivery, verdict.reason)
+                if isinstance(raw, dict) and verdict is not None and verdict.signed:
+                    raw.pop(signing.BODY_FIELD, None)  # Scheduler's signature, checked
                 envelope = from_json(raw, delivery.message_id)
+                if not trusted:  # kept when sqsq re-sends it signed (a deferral, a retry)
+                    headers = {**envelope.headers, signing.UNSIGNED_HEADER: "1"}
+                    envelope = envelope.model_copy(update={"headers": headers})
+            # an unsigned call (or sqsq's signed re-send of one) never reaches a signed
+            # call's idempotency key: its keys live in a namespace of their own
+            unsigned_call = not routed and (
+                not trusted or (verdict is not None and signing.UNSIGNED_HEADER in envelope.headers)
+            )
             task = self.app.tasks.get(envelope.task)
             if task is None:
                 raise UnknownTask(
@@ -479,6 +500,8 @@ class Executor:
         if key is not None:
             try:
                 prepared.idempotency_pk = key_pk(task.name, key)
+                if unsigned_call:
+                    prepared.idempotency_pk = signing.UNSIGNED_KEY_PREFIX + prepared.idempotency_pk
             except ValueError as exc:
                 return self.dead_letter(delivery, InvalidKey(f"{task.name}: {exc}"), envelope)
             if task.idempotency_validate:
@@ -529,6 +552,13 @@ class Executor:
             finished_at=now,
             **fields,
         )
+
+    def _refused(self, delivery: Delivery, reason: str) -> Outcome:
+        """DEAD_LETTER of a body signing refused: under its MessageId, and marked
+        ``untrusted`` (its workflow is not followed, its task token not reported)."""
+        outcome = self.dead_letter(delivery, _unsigned(reason))
+        outcome.untrusted = True
+        return outcome
 
     def dead_letter(
         self, delivery: Delivery, exc: DeadLetter, envelope: Envelope | None = None

@@ -5,13 +5,27 @@ See ``settings.py`` for the precedence rule; every field is also ``SQSQ_<FIELD>`
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import limits
 from .settings import ENV_PREFIX, check_queue_name, seconds
+
+
+def _key_list(value: Any) -> Any:
+    """``signing_previous_keys`` from the environment: a JSON list, or one key."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return ()
+        if text.startswith("["):
+            return json.loads(text)
+        return (value,)
+    return value
+
 
 #: A non-negative duration in seconds; ``timedelta`` is accepted and converted.
 Seconds = Annotated[float, BeforeValidator(seconds), Field(ge=0)]
@@ -97,6 +111,13 @@ class Settings(BaseSettings):
     #: the key as text, ``secretsmanager:<secret id>`` or ``ssm:<parameter name>``.
     #: None (default): no signing.
     signing_key: str | None = Field(default=None, repr=False)
+    #: Keys that still verify but no longer sign (rotation): messages an earlier key
+    #: signed, in flight or in a dead-letter queue, keep running; ``sqsq dlq redrive``
+    #: re-signs them with ``signing_key``. Each as ``signing_key``; from the
+    #: environment a JSON list, or one key. Empty (default): only ``signing_key``.
+    signing_previous_keys: Annotated[
+        tuple[str, ...], NoDecode, BeforeValidator(_key_list), Field(repr=False)
+    ] = ()
 
     #: Concurrent ``delay()`` / ``adelay()`` calls of one process to one queue share
     #: SendMessageBatch calls; each caller still returns only once SQS acknowledged

@@ -117,7 +117,7 @@ def workflow_of(outcome: Outcome) -> dict[str, Any] | None:
     Only an envelope (a body with ``task``) has one: a foreign event routed to a task
     (``sqsq.events``) never has follow-ups, whatever fields it carries."""
     body = outcome.delivery.body
-    if '"workflow"' not in body:  # cheap pre-check: most envelopes have none
+    if '"workflow"' not in body or outcome.untrusted:  # untrusted: refused by signing
         return None
     try:
         raw = json.loads(body)

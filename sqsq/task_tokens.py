@@ -108,6 +108,7 @@ def needs_report(outcome: Outcome) -> bool:
     return (
         outcome.kind in REPORTED_KINDS
         and not outcome.reported
+        and not outcome.untrusted  # refused by signing: its token is not taken
         and token_of(outcome.delivery.body) is not None
     )
 
@@ -190,7 +191,8 @@ def reports(outcomes: Iterable[Outcome]) -> list[Report]:
     """The calls the outcomes still need (pure)."""
     calls = []
     for outcome in outcomes:
-        token = token_of(outcome.delivery.body) if outcome.kind in REPORTED_KINDS else None
+        reported = outcome.kind in REPORTED_KINDS and not outcome.untrusted
+        token = token_of(outcome.delivery.body) if reported else None
         if token is not None and not outcome.reported:
             calls.append(report_of(outcome, token))
     return calls

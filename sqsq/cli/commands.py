@@ -504,15 +504,20 @@ def dlq_redrive(
 
     Without filters: an SQS message move task (StartMessageMoveTask to the source
     queue), followed until it ends; exit 1 if it FAILED or was CANCELLED. With
-    --task/--error, or where move tasks are not available: sqsq moves the messages
-    that are in the DLQ now, each once, and ends.
+    --task/--error, where move tasks are not available, or while signing keys
+    rotate (signing_previous_keys set: a previous key's signature is replaced with
+    the current key's): sqsq moves the messages that are in the DLQ now, each
+    once, and ends.
     """
     from ..dlq import MoveTask, redrive, start_move_task, wait_move_task
 
     the_app = _load(app)
     client = the_app.clients.sync("sqs")
     source, dlq_name, source_url, dlq_url = _dlq_pair(the_app, queue)
-    if task_name is None and error is None:
+    keys = the_app.verification_keys
+    # a move task moves messages as they are: while keys rotate, sqsq moves them
+    # itself, re-signing with the current key what a previous one signed
+    if task_name is None and error is None and len(keys) < 2:
 
         def arn(url: str) -> str:
             attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
@@ -557,6 +562,7 @@ def dlq_redrive(
             task=task_name,
             error=error,
             progress=lambda n: progress.advance(bar, n),
+            keys=keys,
         )
     again = f"; {report.again} failed again while this ran" if report.again else ""
     click.echo(

@@ -39,6 +39,7 @@ from .. import limits
 from ..envelope import encode
 from ..errors import ConfigurationError, EnqueueError
 from ..result import AsyncResult
+from ..signing import signature_attribute, signed_body
 from ..sqs import dead_letter_name, is_fifo
 from . import scheduler
 
@@ -133,7 +134,7 @@ def at_schedule(app: App, message: OutgoingMessage, due: datetime) -> dict[str, 
         "ScheduleExpressionTimezone": "UTC",
         "FlexibleTimeWindow": {"Mode": "OFF"},
         "ActionAfterCompletion": "DELETE",
-        "Description": f"sqsq {message.envelope.task} [{message.task_id}]",
+        "Description": f"sqsq {message.task_name} [{message.task_id}]",
         "Target": target,
     }
 
@@ -154,13 +155,19 @@ def send_later(app: App, message: OutgoingMessage, due: datetime) -> AsyncResult
         )
     envelope = message.envelope.model_copy(update={"eta": due.astimezone(UTC)})
     body = encode(envelope)
+    key = app.signing_key
     if app.settings.long_eta == "hop":
         from ..producer import send_sync
 
-        hop = dataclasses.replace(message, body=body, delay_s=limits.SQS_MAX_DELAY_S)
+        attributes = signature_attribute(body, key) if key is not None else None
+        hop = dataclasses.replace(
+            message, body=body, delay_s=limits.SQS_MAX_DELAY_S, attributes=attributes
+        )
         send_sync(app.clients, app.directory, [hop])
         return app.AsyncResult(message.task_id)
-    held = dataclasses.replace(message, body=body, delay_s=0)
+    if key is not None:  # Scheduler's SQS target sets no message attribute: in the body
+        body = signed_body(body, key)
+    held = dataclasses.replace(message, body=body, delay_s=0, attributes=None)
     client = app.clients.sync("scheduler")
     request = at_schedule(app, held, due)
     try:

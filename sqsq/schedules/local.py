@@ -89,7 +89,7 @@ def send_fire(
     execution_id = str(uuid.uuid4())
     arns = arns or scheduler.Arns(app)
     body = scheduler.render(
-        scheduler.input_template(periodic),
+        scheduler.input_template(periodic, app.signing_key),
         scheduled_at=scheduled_at,
         execution_id=execution_id,
         schedule_arn=arns.schedule(scheduler.group_name(app), periodic.name),

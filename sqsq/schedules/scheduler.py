@@ -70,14 +70,16 @@ def idempotency_key(name: str, scheduled_time: str) -> str:
     return f"schedule:{name}@{scheduled_time}"
 
 
-def input_template(periodic: PeriodicTask) -> str:
+def input_template(periodic: PeriodicTask, signing_key: bytes | None = None) -> str:
     """The envelope a fire sends, with Scheduler's context attributes in place of
-    the id, the fire time and the idempotency key (see :func:`render`)."""
+    the id, the fire time and the idempotency key (see :func:`render`); with
+    ``signing_key``, signed as a template (``signing.signed_body``: the HMAC covers
+    the placeholders, which the verifier puts back)."""
     envelope = Envelope(
         task=periodic.task, args=periodic.args, kwargs=periodic.kwargs, queue=periodic.queue
     )
     fields = envelope.model_dump(mode="json", exclude_defaults=True, exclude={"version"})
-    return dumps(
+    template = dumps(
         {
             "version": envelope.version,
             "id": EXECUTION_ID,
@@ -91,6 +93,11 @@ def input_template(periodic: PeriodicTask) -> str:
             },
         }
     )
+    if signing_key is None:
+        return template
+    from ..signing import signed_body
+
+    return signed_body(template, signing_key, template=True)
 
 
 def scheduled_time_text(scheduled_at: datetime) -> str:
@@ -155,7 +162,7 @@ def definition(
     target: dict[str, Any] = {
         "Arn": arns.queue(physical),
         "RoleArn": role_arn,
-        "Input": input_template(periodic),
+        "Input": input_template(periodic, app.signing_key),
         "RetryPolicy": {
             "MaximumEventAgeInSeconds": periodic.max_event_age_s,
             "MaximumRetryAttempts": periodic.retry_attempts,

@@ -268,6 +268,7 @@ def _message(
         parent_id=parent_id,
         root_id=root_id,
         workflow=workflow or None,
+        signing_key=app.signing_key,
     )
     return message
 
