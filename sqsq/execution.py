@@ -1091,6 +1091,8 @@ class Executor:
                 note,
                 duration_s=duration_s,
                 idempotency_pk=key,
+                idempotency_ttl_s=task.idempotency_ttl_s,  # the failure is kept under the key
+                payload_hash=prepared.payload_hash,
                 history=attempt > 1,
             )
         )
