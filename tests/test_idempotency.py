@@ -209,6 +209,26 @@ def test_claim_in_progress_takeover_and_completed(local_aws: LocalEndpoint) -> N
     assert store.extend(pk, "task-3", 30) is False  # COMPLETED is no lease to extend
 
 
+def test_a_failed_key_resolves_to_its_failure_unless_a_redriven_copy_retakes_it(
+    local_aws: LocalEndpoint,
+) -> None:
+    rel.setup()
+    store = rel.app.idempotency
+    pk = key_pk("tests.claim", "failed")
+    failure = {"exc_type": "ValueError", "exc_message": "x" * 5000, "reason": "task_failed"}
+    item = completed_item(pk, "task-1", None, 60, failed=failure)
+    rel.app.clients.sync("dynamodb").put_item(TableName=rel.app.table_name, Item=item)
+    claim = store.claim(pk, "task-2", lease_s=30, ttl_s=60)
+    assert (claim.status, claim.owner, claim.value) == ("COMPLETED", "task-1", None)
+    assert claim.failed == {**failure, "exc_message": "x" * 1024}  # cut to FAILED_MESSAGE_CHARS
+    assert store.claim(pk, "task-3", 30, 60, retake=True) == Claim("CLAIMED", "task-3")
+    # a key completed with a value is never retaken, redrive or not
+    rel.app.clients.sync("dynamodb").put_item(
+        TableName=rel.app.table_name, Item=completed_item(pk, "task-3", 7, 60)
+    )
+    assert store.claim(pk, "task-4", 30, 60, retake=True) == Claim("COMPLETED", "task-3", 7)
+
+
 def _without_old_item(params: dict[str, Any], **_: Any) -> None:
     """As an endpoint without ReturnValuesOnConditionCheckFailure answers (dynalite)."""
     params.pop("ReturnValuesOnConditionCheckFailure", None)

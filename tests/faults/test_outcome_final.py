@@ -30,6 +30,7 @@ import pytest
 
 import sqsq
 from sqsq import State, TaskFailed
+from sqsq.dlq import redrive
 from sqsq.schedules.scheduler import input_template, render
 from sqsq.sqs import dead_letter_name
 from sqsq.testing import LambdaContext, sqs_event
@@ -75,10 +76,10 @@ def max_receives(app: Any, queue: str, count: int, **attributes: str) -> None:
 
 def dead_letters(app: Any, queue: str) -> list[str | None]:
     """The ``sqsq-dead-letter-reason`` of every message in ``queue``'s DLQ (None: moved
-    by SQS's redrive policy, without a reason). Received with a long visibility: read once."""
+    by SQS's redrive policy, without a reason); the messages are left in place."""
     sqs = app.clients.sync("sqs")
     url = sqs.get_queue_url(QueueName=dead_letter_name(app.queue_name(queue)))["QueueUrl"]
-    reasons: list[str | None] = []
+    seen: list[dict[str, Any]] = []
     while True:
         messages = sqs.receive_message(
             QueueUrl=url,
@@ -87,10 +88,19 @@ def dead_letters(app: Any, queue: str) -> list[str | None]:
             MessageAttributeNames=["All"],
         ).get("Messages", [])
         if not messages:
-            return reasons
-        for message in messages:
-            reason = message.get("MessageAttributes", {}).get("sqsq-dead-letter-reason", {})
-            reasons.append(reason.get("StringValue"))
+            break
+        seen += messages
+    for message in seen:
+        sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
+    return sorted(
+        (
+            m.get("MessageAttributes", {}).get("sqsq-dead-letter-reason", {}).get("StringValue")
+            for m in seen
+        ),
+        key=str,
+    )
 
 
 def stop(process: Any) -> str:
@@ -336,3 +346,15 @@ def test_a_duplicate_of_a_failed_schedule_fire_resolves_to_its_failure(
     assert duplicate.extra == {"duplicate_of": "exec-1"}
     assert duplicate.exc_message == "the fire failed"
     assert dead_letters(final, "fires") == ["task_failed"] * 3
+    # Redriving is asking for a run: each redriven copy may retake the failed key (the
+    # fire fails again each time; had it succeeded, the next copies would resolve to
+    # its value)
+    report = redrive(
+        sqs,
+        sqs.get_queue_url(QueueName=dead_letter_name(final.queue_name("fires")))["QueueUrl"],
+        url,
+    )
+    assert report.moved == 3
+    third = worker.run(APP, "-Q", "fires", "-c", "1", FINAL_FIRES=str(fires))
+    assert third.returncode == 0, third.stderr
+    assert len(lines(fires)) == 4, third.stderr[-3000:]
