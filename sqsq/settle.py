@@ -16,6 +16,13 @@ This is the one place where invariant 1 of the design is written down::
                 Step Functions reports of final outcomes whose body has a task token
                 (SendTaskSuccess / SendTaskFailure, ``task_tokens.py``)
                    │ not sent (throttled, 5xx, network) ─► message kept
+                   │
+                   │ A stored outcome is final for the body: a redelivery of a kept
+                   │ message finds it (``Executor.resume``) and makes only the missing
+                   │ steps; a step that spent its budget (:func:`missing_step`, then
+                   │ ``execution.give_up``) is given up on: the result records its
+                   │ reason (followup_failed / task_token_report_failed) and the
+                   │ message is copied to the DLQ with it
                    ▼
                 DeleteMessageBatch (worker) / omitted from batchItemFailures (Lambda)
                    — for SUCCESS, FAILURE, DEAD_LETTER, REVOKED, RESEND
