@@ -5,7 +5,12 @@ For an SQS event source mapping with ``FunctionResponseTypes:
 Lambda"). Lambda deletes every record *not* listed in ``batchItemFailures``, so
 a record is listed exactly when SQS must deliver it again:
 
-- its outcome could not be stored (DynamoDB or the DLQ copy failed);
+- its outcome could not be stored (DynamoDB or the DLQ copy failed), or a step after
+  storing failed (its follow-ups, its Step Functions report): its redelivery finds
+  the stored outcome and makes only the missing steps (``Executor.resume``), and
+  on its last receive (the queue's maxReceiveCount) a step that fails again is given
+  up on: the message goes to the DLQ with the step's reason (``followup_failed``,
+  ``task_token_report_failed``), never run again;
 - a retry policy sends it back (its visibility is set to the backoff first), or
   its idempotency key is in progress elsewhere;
 - it was not started because the invocation's remaining time
@@ -54,12 +59,12 @@ from typing import TYPE_CHECKING, Any
 from . import limits
 from .delivery import Delivery
 from .errors import ConfigurationError, DoesNotFitFunction, InvalidKey, SqsqError
-from .execution import RETURNED_KINDS, Executor, Outcome, OutcomeKind, Prepared
+from .execution import RETURNED_KINDS, Executor, Outcome, OutcomeKind, Prepared, give_up
 from .lease import LeaseTable
 from .metrics import emit as emit_metrics
 from .retry import error_code, is_permanent
-from .settle import plan_writes, release, store
-from .sqs import chunks, queue_name_from_arn
+from .settle import missing_step, plan_writes, release, store
+from .sqs import chunks, queue_name_from_arn, redriven
 from .task_tokens import Heartbeats
 
 if TYPE_CHECKING:
@@ -424,6 +429,18 @@ class _Batch(threading.Thread):
             if not outcomes:
                 return
             kept = store(self.app, outcomes)
+            last = [o for o in kept if missing_step(o) and self._last_receive(o)]
+            if last:  # the step's budget is spent: the outcome stands, the message to the DLQ
+                for outcome in last:
+                    step = missing_step(outcome)
+                    assert step is not None
+                    give_up(
+                        outcome,
+                        step,
+                        self.app.queue_name(outcome.delivery.queue),
+                        f"receive {outcome.delivery.receive_count}, the last its queue allows",
+                    )
+                kept = [o for o in kept if o not in last] + store(self.app, last)
             stored = [o for o in outcomes if o not in kept]
             early = [o for o in stored if o.kind in RETURNED_KINDS or o.delivery.queue_url]
             if early:  # a failed delete is left to Lambda; a failed visibility change is listed
@@ -432,6 +449,17 @@ class _Batch(threading.Thread):
                 self.heartbeat.finish(outcome.delivery)
             self.kept += kept
             self.done += stored
+
+    def _last_receive(self, outcome: Outcome) -> bool:
+        """Whether SQS will not deliver this message again: its receive count has
+        reached the queue's maxReceiveCount (the next receive moves it to the DLQ
+        without a reason)."""
+        try:
+            name = self.app.queue_name(outcome.delivery.queue)
+            limit = self.app.directory.settings(name).max_receive_count
+        except Exception:  # not known: the app's own setting (what resources create)
+            limit = self.app.settings.max_receive_count
+        return limit is not None and outcome.delivery.receive_count >= limit
 
 
 def _time_limit_ms(item: Prepared | Outcome) -> float:
@@ -444,6 +472,15 @@ def _time_limit_ms(item: Prepared | Outcome) -> float:
 def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Heartbeat) -> Outcome:
     if isinstance(item, Outcome):
         return item
+    if item.delivery.receive_count > 1:  # run before? (Executor.resume; the worker's too)
+        try:
+            record = app.results.get_result(item.envelope.task_id)
+        except Exception as exc:
+            logger.warning("reading the result of %s failed (%s)", item.envelope.task_id, exc)
+            return executor.defer(item, 30.0, "its stored outcome cannot be read")
+        resumed = executor.resume(item, record)
+        if resumed is not None:
+            return resumed
     if app.settings.check_revocations and app.revocations.check(item.envelope.task_id):
         return executor.revoked(item)
     if item.idempotency_pk is not None:
@@ -451,7 +488,11 @@ def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Hea
         lease_s = lease.lease_s if lease else app.settings.visibility_timeout_s
         try:
             claim = app.idempotency.claim(
-                item.idempotency_pk, item.envelope.task_id, lease_s, item.task.idempotency_ttl_s
+                item.idempotency_pk,
+                item.envelope.task_id,
+                lease_s,
+                item.task.idempotency_ttl_s,
+                retake=redriven(item.delivery.message_attributes),
             )
         except Exception as exc:
             if error_code(exc) == "ValidationException":  # no retry can fix it

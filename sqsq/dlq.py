@@ -34,10 +34,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from . import limits
 from .sqs import (
     DEAD_LETTER_DETAILS_ATTRIBUTE,
     DEAD_LETTER_REASON_ATTRIBUTE,
     RECEIVE_ATTRIBUTES,
+    REDRIVEN_ATTRIBUTE,
     chunks,
     dead_letter_name,
     delete_entries,
@@ -212,6 +214,12 @@ def _resend_entry(
     }
     if keys:
         attributes.update(resigned(message["Body"], attributes, keys))
+    reason = message.get("MessageAttributes", {}).get(DEAD_LETTER_REASON_ATTRIBUTE, {})
+    if len(attributes) < limits.SQS_MAX_MESSAGE_ATTRIBUTES:  # marks it redriven (see sqs.redriven)
+        attributes[REDRIVEN_ATTRIBUTE] = {
+            "DataType": "String",
+            "StringValue": str(reason.get("StringValue") or "redrive")[:256],
+        }
     entry: dict[str, Any] = {"Id": str(index), "MessageBody": message["Body"]}
     if attributes:
         entry["MessageAttributes"] = {

@@ -16,7 +16,10 @@
     │   ├── InternalError         sqsq failed on this one message (its neighbours are unaffected)
     │   ├── IdempotencyConflict   a duplicate key whose arguments differ from the first call's
     │   ├── DoesNotFitFunction    its time_limit is longer than the Lambda function can give it
-    │   └── NoRoute               a foreign event (EventBridge, S3, SNS, ...) no declared route matches
+    │   ├── NoRoute               a foreign event (EventBridge, S3, SNS, ...) no declared route matches
+    │   ├── FollowUpFailed        its outcome is stored, its follow-ups (chain, callbacks, chord) never went out
+    │   ├── TaskTokenReportFailed its outcome is stored, Step Functions never took its report
+    │   └── ChordBodyTooLarge     a chord's body with its members' results is over SQS's message size
     ├── ResultError               the reader of a result
     │   ├── ResultTimeout         not ready within ``get(timeout=...)`` (also a TimeoutError)
     │   ├── TaskFailed            the task raised; carries remote type, message, traceback
@@ -188,6 +191,33 @@ class NoRoute(DeadLetter):
     def __init__(self, message: str, event: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.event = dict(event or {})
+
+
+class FollowUpFailed(DeadLetter):
+    """The task's outcome is stored, but its follow-ups (the next chain step, its
+    callbacks or errbacks, counting it in a chord) could not be made within their
+    budget. The body is not run again: the message goes to the DLQ with this reason
+    and the result records it (its state stays what the body ended with)."""
+
+    reason = "followup_failed"
+
+
+class TaskTokenReportFailed(DeadLetter):
+    """The task's outcome is stored, but Step Functions could not be told
+    (SendTaskSuccess / SendTaskFailure failed within their budget: throttled,
+    unreachable). The body is not run again: the message goes to the DLQ with this
+    reason and the result records it; the state machine waits on its own timeout."""
+
+    reason = "task_token_report_failed"
+
+
+class ChordBodyTooLarge(DeadLetter):
+    """A chord's body, given its members' results, is over SQS's message size
+    (``limits.SQS_MAX_MESSAGE_BYTES``; there is no S3 claim check yet): it is never
+    sent, and the chord fails with this reason (the body's result is a FAILURE,
+    its errbacks run). No message is dead-lettered: the members succeeded."""
+
+    reason = "chord_body_too_large"
 
 
 # --- results --------------------------------------------------------------------

@@ -40,6 +40,7 @@ from .dynamodb import item_size, result_item
 from .envelope import Envelope, encode, from_json, parse, to_json, too_deep
 from .errors import (
     DeadLetter,
+    FollowUpFailed,
     IdempotencyConflict,
     InternalError,
     InvalidKey,
@@ -47,6 +48,7 @@ from .errors import (
     Reject,
     ResultNotSerializable,
     Retry,
+    TaskTokenReportFailed,
     TimeLimitExceeded,
     UndecodableMessage,
     UnknownTask,
@@ -137,6 +139,10 @@ class Outcome:
             freed, so the dead letter's redrive does not run the body again.
         untrusted: signing refused its body (``signing.py``): nothing of the body is
             acted on — no workflow follow-up, no task token report.
+        gave_up: a step after storing (follow-ups, the Step Functions report) spent its
+            budget (this reason, :func:`give_up`): the outcome stays what the body
+            ended with, the result records the reason, and the message goes to the
+            DLQ with it.
     """
 
     delivery: Delivery
@@ -161,6 +167,7 @@ class Outcome:
     bodies: tuple[str, ...] | None = None
     completed_refused: str | None = None
     untrusted: bool = False
+    gave_up: str | None = None
 
 
 @dataclass
@@ -374,6 +381,58 @@ REASON_RESULT = "result_not_serializable"
 REASON_RESULT_TOO_LARGE = "result_too_large"
 #: A key DynamoDB refused (ValidationException: too long, not encodable).
 REASON_INVALID_KEY = "invalid_key"
+#: A step after the outcome was stored spent its budget (see :func:`give_up`).
+REASON_FOLLOWUP_FAILED = FollowUpFailed.reason
+REASON_REPORT_FAILED = TaskTokenReportFailed.reason
+_STEP_ERRORS: dict[str, type[DeadLetter]] = {
+    REASON_FOLLOWUP_FAILED: FollowUpFailed,
+    REASON_REPORT_FAILED: TaskTokenReportFailed,
+}
+_STEP_WHAT = {
+    REASON_FOLLOWUP_FAILED: "its follow-ups (next chain step, callbacks, chord counting)",
+    REASON_REPORT_FAILED: "its Step Functions report (SendTaskSuccess / SendTaskFailure)",
+}
+
+
+def give_up(outcome: Outcome, reason: str, source_queue: str, detail: str = "") -> None:
+    """A step after ``outcome`` was stored (``reason``: :data:`REASON_FOLLOWUP_FAILED`,
+    :data:`REASON_REPORT_FAILED`) spent its budget: it is not tried again. The body is
+    never run again for it: the outcome keeps its kind and value, its result is
+    stored again with ``dead_letter_reason = reason``, and its message is copied to
+    the DLQ with that reason (``settle``), then deleted."""
+    error = _STEP_ERRORS[reason]
+    what = _STEP_WHAT[reason]
+    state = outcome.record.state.value if outcome.record is not None else outcome.kind.value
+    message = (
+        f"{what} could not be made; the outcome ({state}) is stored, the body is not run again"
+    )
+    if detail:
+        message += f": {detail}"
+    outcome.gave_up = reason
+    outcome.followed = True  # given up (a report may still go out after follow-ups)
+    if reason == REASON_REPORT_FAILED:
+        outcome.reported = True
+    if outcome.record is not None:
+        outcome.record = replace(outcome.record, dead_letter_reason=reason)
+        outcome.stored, outcome.store = False, True
+    outcome.note = DeadLetterNote(
+        reason=reason,
+        error_type=type_name(error()),
+        message=message,
+        task_id=outcome.task_id,
+        source_queue=source_queue,
+        receive_count=outcome.delivery.receive_count,
+    )
+    outcome.copied = False
+    logger.error(
+        "task %s: %s; its message goes to the DLQ (%s)",
+        outcome.task_id,
+        message,
+        reason,
+        extra={"task_id": outcome.task_id, "queue": outcome.delivery.queue, "reason": reason},
+    )
+
+
 #: DelaySeconds of a message sent on because the signing key could not be read.
 KEY_UNAVAILABLE_DELAY_S = 60
 
@@ -663,6 +722,8 @@ class Executor:
             )
             refused.reason = claim.refused
             return self.dead_letter(prepared.delivery, refused, envelope)
+        if claim.failed is not None and not claim.conflicts_with(prepared.payload_hash):
+            return self._duplicate_failure(prepared, claim, claim.failed)
         if claim.conflicts_with(prepared.payload_hash):
             conflict = IdempotencyConflict(
                 f"{envelope.task}: idempotency key already completed by task {claim.owner} "
@@ -691,6 +752,105 @@ class Executor:
             },
         )
         return Outcome(prepared.delivery, OutcomeKind.SUCCESS, envelope.task_id, record)
+
+    def _duplicate_failure(
+        self, prepared: Prepared, claim: Claim, failed: dict[str, Any]
+    ) -> Outcome:
+        """FAILURE without running: the key's run (task ``claim.owner``) failed for good.
+        The duplicate resolves to that failure — same error type and message, its
+        reason — and goes to the DLQ as the first one did (only sqsq's own retries run
+        a body again; a redrive from the DLQ retakes the key). When it is the same
+        task id (a chord's body sent twice), its stored result already says so."""
+        envelope, delivery = prepared.envelope, prepared.delivery
+        exc_type = str(failed.get("exc_type") or "sqsq.errors.TaskFailed")
+        exc_message = str(failed.get("exc_message") or "")
+        reason = str(failed.get("reason") or REASON_TASK_FAILED)
+        note = self._note(
+            delivery,
+            envelope.task_id,
+            reason,
+            exc_type,
+            f"idempotency key already failed for good by task {claim.owner}; not run again: "
+            f"{exc_message}",
+        )
+        record = self._record(
+            delivery,
+            envelope.task_id,
+            state=State.FAILURE,
+            task=envelope.task,
+            exc_type=exc_type,
+            exc_message=exc_message,
+            dead_letter_reason=reason,
+            enqueued_at=envelope.sent_at or delivery.sent_at,
+            extra={"duplicate_of": claim.owner},
+            expires_at=int(time.time() + prepared.task.result_ttl_s),
+        )
+        logger.warning(
+            "task %s[%s] not run: its idempotency key's run %s failed for good (%s)",
+            envelope.task,
+            envelope.task_id,
+            claim.owner,
+            reason,
+            extra={"task_id": envelope.task_id, "task": envelope.task, "queue": delivery.queue},
+        )
+        return Outcome(
+            delivery,
+            OutcomeKind.FAILURE,
+            envelope.task_id,
+            record,
+            note,
+            store=claim.owner != envelope.task_id,
+        )
+
+    def resume(self, prepared: Prepared, record: ResultRecord | None) -> Outcome | None:
+        """The outcome an earlier receive of this very message stored, or None (run it).
+
+        A redelivered message (``receive_count > 1``) whose result item is final
+        (SUCCESS or FAILURE) and names this message id was run already: a later step
+        (a follow-up, the Step Functions report, the DLQ copy, the delete) failed, or
+        the worker died before it. The body is not run again: the stored outcome is
+        carried out once more — stored again (with its idempotency key, unless it was
+        itself a duplicate), copied to the DLQ if it is a FAILURE, its follow-ups and
+        report made — and a step that gave up before (``dead_letter_reason``
+        :data:`REASON_FOLLOWUP_FAILED` / :data:`REASON_REPORT_FAILED`) is not tried
+        again. A RETRY record is sqsq's own retry: run."""
+        delivery, envelope, task = prepared.delivery, prepared.envelope, prepared.task
+        if (
+            record is None
+            or record.message_id != delivery.message_id
+            or record.state not in (State.SUCCESS, State.FAILURE)
+        ):
+            return None
+        key = None if "duplicate_of" in record.extra else prepared.idempotency_pk
+        logger.warning(
+            "task %s[%s] not run again: its %s outcome is stored (receive %d of its message); "
+            "the steps after it are made again",
+            envelope.task,
+            envelope.task_id,
+            record.state.value,
+            delivery.receive_count,
+            extra={"task_id": envelope.task_id, "task": envelope.task, "queue": delivery.queue},
+        )
+        if record.state is State.SUCCESS:
+            outcome = Outcome(delivery, OutcomeKind.SUCCESS, envelope.task_id, record)
+            outcome.completed_value = record.value
+        else:
+            note = self._note(
+                delivery,
+                envelope.task_id,
+                record.dead_letter_reason or REASON_TASK_FAILED,
+                record.exc_type or "",
+                record.exc_message or "",
+            )
+            outcome = Outcome(delivery, OutcomeKind.FAILURE, envelope.task_id, record, note)
+        outcome.idempotency_pk = key
+        outcome.idempotency_ttl_s = task.idempotency_ttl_s
+        outcome.payload_hash = prepared.payload_hash
+        step = record.dead_letter_reason
+        if step in _STEP_ERRORS:
+            assert step is not None
+            give_up(outcome, step, self.app.queue_name(delivery.queue), "given up on before")
+        return outcome
 
     def defer(self, prepared: Prepared, delay_s: float, why: str = "") -> Outcome:
         """Not run now: its idempotency key is IN_PROGRESS under a live lease, or the
@@ -961,6 +1121,8 @@ class Executor:
                 note,
                 duration_s=duration_s,
                 idempotency_pk=key,
+                idempotency_ttl_s=task.idempotency_ttl_s,  # the failure is kept under the key
+                payload_hash=prepared.payload_hash,
                 history=attempt > 1,
             )
         )

@@ -8,7 +8,8 @@ are scoped by task name.
 The item, in the app's table: ``pk = "idem#<task>#<key>"``, ``sk = "idempotency"``,
 ``status`` IN_PROGRESS | COMPLETED, ``task_id`` of the run that owns it,
 ``lease_expires_at`` (IN_PROGRESS only), ``value`` (COMPLETED) — or ``refused`` (the
-dead-letter reason) when the body ran but DynamoDB refused its outcome —, ``expires_at`` (TTL),
+dead-letter reason) when the body ran but DynamoDB refused its outcome, or ``failed``
+(JSON ``{exc_type, exc_message, reason}``) when the body failed for good —, ``expires_at`` (TTL),
 ``payload_hash`` (SHA-256 of the validated arguments, when the task validates
 payloads: a duplicate whose arguments differ is an :class:`~sqsq.errors.IdempotencyConflict`,
 as Powertools' payload validation).
@@ -24,6 +25,8 @@ conflict (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)::
       │
       ├─ COMPLETED (condition fails, old item read) ─────────────────────────────────► DUPLICATE:
       │                                                   don't run; this task id gets the stored value
+      │                                                   (or the stored failure: a dead letter)
+      ├─ COMPLETED with ``failed``, and the message came back from the DLQ (a redrive) ─► run
       └─ IN_PROGRESS under a live lease ─────────────────────────────────────────────► DEFER:
                                                           the message comes back after the lease
 
@@ -33,7 +36,8 @@ conflict (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)::
     failed and deleted it), the claim is tried again.
 
     time ──►  claim ─── lease_s ───┬─ heartbeat extends ─┬─ … ─► COMPLETED (settle, batched)
-                                   │                     │       or item deleted on FAILURE/RETRY
+                                   │                     │       on SUCCESS and final FAILURE,
+                                   │                     │       or item deleted on RETRY
                                    └ UpdateItem, only while status = IN_PROGRESS and task_id = owner
 """
 
@@ -56,6 +60,8 @@ _NO_ITEM = "attribute_not_exists(pk)"
 _LEASE_OVER = "lease_expires_at < :now"
 _ITEM_EXPIRED = "expires_at < :now"
 CLAIM_CONDITION = f"{_NO_ITEM} OR {_LEASE_OVER} OR {_ITEM_EXPIRED}"
+#: A redriven dead letter may also take over a key whose run failed for good.
+_FAILED = "attribute_exists(failed)"
 #: A heartbeat extends only a lease it still owns.
 EXTEND_CONDITION = "#status = :in_progress AND task_id = :owner"
 
@@ -123,10 +129,18 @@ def item_key(pk: str) -> Item:
 
 
 def claim_request(
-    table: str, pk: str, task_id: str, lease_s: float, ttl_s: float, now: float | None = None
+    table: str,
+    pk: str,
+    task_id: str,
+    lease_s: float,
+    ttl_s: float,
+    now: float | None = None,
+    retake: bool = False,
 ) -> dict[str, Any]:
-    """PutItem arguments that claim ``pk`` for ``task_id`` (see the drawing)."""
+    """PutItem arguments that claim ``pk`` for ``task_id`` (see the drawing);
+    ``retake``: also over a key whose run failed for good (a redriven dead letter)."""
     now = time.time() if now is None else now
+    condition = f"{CLAIM_CONDITION} OR {_FAILED}" if retake else CLAIM_CONDITION
     return {
         "TableName": table,
         "Item": {
@@ -136,7 +150,7 @@ def claim_request(
             "lease_expires_at": {"N": str(int(now + lease_s) + 1)},
             "expires_at": {"N": str(int(now + ttl_s))},
         },
-        "ConditionExpression": CLAIM_CONDITION,
+        "ConditionExpression": condition,
         "ExpressionAttributeValues": {":now": {"N": str(int(now))}},
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     }
@@ -161,6 +175,10 @@ def extend_request(
     }
 
 
+#: Characters of a failure's message kept under its key.
+FAILED_MESSAGE_CHARS = 1024
+
+
 def completed_item(
     pk: str,
     task_id: str,
@@ -169,12 +187,16 @@ def completed_item(
     now: float | None = None,
     payload: str | None = None,
     refused: str | None = None,
+    failed: dict[str, str | None] | None = None,
 ) -> Item:
     """The COMPLETED item holding the first run's JSON ``value`` (and its
     arguments' :func:`payload_hash`, when given). ``refused``: the body ran but
     DynamoDB refused its outcome (the dead-letter reason, ``result_too_large`` /
     ``invalid_key``): the item keeps the reason instead of a value, so that a copy
-    is not run a second time (see :meth:`Claim.refused`)."""
+    is not run a second time (see :meth:`Claim.refused`). ``failed``: the body failed
+    for good (``{exc_type, exc_message, reason}``, the message cut to
+    :data:`FAILED_MESSAGE_CHARS`): a duplicate resolves to that failure
+    (:attr:`Claim.failed`)."""
     now = time.time() if now is None else now
     item: Item = {
         **item_key(pk),
@@ -184,6 +206,10 @@ def completed_item(
     }
     if refused:
         item["refused"] = {"S": refused}
+    elif failed is not None:
+        message = failed.get("exc_message") or ""
+        failed = {**failed, "exc_message": message[:FAILED_MESSAGE_CHARS]}
+        item["failed"] = {"S": dumps(failed)}
     else:
         item["value"] = {"S": dumps(value)}
     if payload:
@@ -203,6 +229,8 @@ class Claim:
         refused: COMPLETED without a value: the run's body ended but DynamoDB refused
             its outcome (this dead-letter reason); a duplicate is not run either, it
             is dead-lettered with the same reason.
+        failed: COMPLETED by a final failure (``{exc_type, exc_message, reason}``):
+            a duplicate is not run, it resolves to this failure.
     """
 
     status: str
@@ -211,6 +239,7 @@ class Claim:
     lease_remaining_s: float = 0.0
     payload_hash: str | None = None
     refused: str | None = None
+    failed: dict[str, Any] | None = None
 
     def conflicts_with(self, payload: str | None) -> bool:
         """Whether a duplicate with arguments hashing to ``payload`` differs from the
@@ -238,6 +267,7 @@ def claim_from_conflict(old: Item | None, now: float | None = None) -> Claim:
             value,
             payload_hash=old.get("payload_hash", {}).get("S"),
             refused=old.get("refused", {}).get("S"),
+            failed=json.loads(old["failed"]["S"]) if "failed" in old else None,
         )
     lease = float(old.get("lease_expires_at", {}).get("N", now))
     return Claim("IN_PROGRESS", owner, lease_remaining_s=max(1.0, lease - now))
@@ -274,14 +304,18 @@ class IdempotencyStore:
         self.clients = clients
         self.table = table
 
-    def claim(self, pk: str, task_id: str, lease_s: float, ttl_s: float) -> Claim:
+    def claim(
+        self, pk: str, task_id: str, lease_s: float, ttl_s: float, retake: bool = False
+    ) -> Claim:
         """One conditional PutItem; a read only on conflict (ALL_OLD, else a
-        consistent GetItem)."""
+        consistent GetItem). ``retake``: see :func:`claim_request`."""
         client = self.clients.sync("dynamodb")
         old: Item | None = None
         for _ in range(CLAIM_TRIES):
             try:
-                client.put_item(**claim_request(self.table, pk, task_id, lease_s, ttl_s))
+                client.put_item(
+                    **claim_request(self.table, pk, task_id, lease_s, ttl_s, retake=retake)
+                )
             except Exception as exc:
                 if _conflict_item(exc) is False:
                     raise
@@ -294,13 +328,17 @@ class IdempotencyStore:
             return Claim("CLAIMED", task_id)
         return claim_from_conflict(old)
 
-    async def aclaim(self, pk: str, task_id: str, lease_s: float, ttl_s: float) -> Claim:
+    async def aclaim(
+        self, pk: str, task_id: str, lease_s: float, ttl_s: float, retake: bool = False
+    ) -> Claim:
         """Asyncio twin of :meth:`claim`."""
         client = await self.clients.aclient("dynamodb")
         old: Item | None = None
         for _ in range(CLAIM_TRIES):
             try:
-                await client.put_item(**claim_request(self.table, pk, task_id, lease_s, ttl_s))
+                await client.put_item(
+                    **claim_request(self.table, pk, task_id, lease_s, ttl_s, retake=retake)
+                )
             except Exception as exc:
                 if _conflict_item(exc) is False:
                     raise

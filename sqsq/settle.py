@@ -16,6 +16,13 @@ This is the one place where invariant 1 of the design is written down::
                 Step Functions reports of final outcomes whose body has a task token
                 (SendTaskSuccess / SendTaskFailure, ``task_tokens.py``)
                    │ not sent (throttled, 5xx, network) ─► message kept
+                   │
+                   │ A stored outcome is final for the body: a redelivery of a kept
+                   │ message finds it (``Executor.resume``) and makes only the missing
+                   │ steps; a step that spent its budget (:func:`missing_step`, then
+                   │ ``execution.give_up``) is given up on: the result records its
+                   │ reason (followup_failed / task_token_report_failed) and the
+                   │ message is copied to the DLQ with it
                    ▼
                 DeleteMessageBatch (worker) / omitted from batchItemFailures (Lambda)
                    — for SUCCESS, FAILURE, DEAD_LETTER, REVOKED, RESEND
@@ -44,7 +51,9 @@ from . import limits, task_tokens
 from .dynamodb import Write, attempt_item, delete, put, result_item
 from .execution import (
     FINAL_KINDS,
+    REASON_FOLLOWUP_FAILED,
     REASON_INVALID_KEY,
+    REASON_REPORT_FAILED,
     REASON_RESULT_TOO_LARGE,
     RETURNED_KINDS,
     Outcome,
@@ -188,9 +197,30 @@ def plan_writes(outcomes: Sequence[Outcome]) -> list[Write]:
                     refused=outcome.completed_refused,
                 )
                 writes.append(put(token, item))
-            else:  # failed or retrying: free the key for the next attempt
+            elif outcome.kind is OutcomeKind.FAILURE:  # failed for good: a duplicate gets it
+                item = completed_item(
+                    outcome.idempotency_pk,
+                    outcome.task_id,
+                    None,
+                    outcome.idempotency_ttl_s,
+                    payload=outcome.payload_hash,
+                    failed=_failure_of(outcome),
+                )
+                writes.append(put(token, item))
+            else:  # retrying (sqsq's own retry), or sqsq failed on it: free the key
                 writes.append(delete(token, item_key(outcome.idempotency_pk)))
     return writes
+
+
+def _failure_of(outcome: Outcome) -> dict[str, str | None]:
+    """What a key whose run failed for good keeps (``idempotency.completed_item``)."""
+    record, note = outcome.record, outcome.note
+    return {
+        "exc_type": (record.exc_type if record else None) or (note.error_type if note else None),
+        "exc_message": (record.exc_message if record else None) or (note.message if note else ""),
+        "reason": (record.dead_letter_reason if record else None)
+        or (note.reason if note else None),
+    }
 
 
 def dead_letter_batches(
@@ -198,7 +228,7 @@ def dead_letter_batches(
 ) -> list[tuple[str, dict[str, Outcome], list[dict[str, Any]]]]:
     """``(dlq_name, {entry_id: outcome}, entries)`` per SendMessageBatch call."""
     by_dlq: dict[str, list[tuple[Outcome, dict[str, Any]]]] = {}
-    for index, outcome in enumerate(o for o in outcomes if o.kind in _DEAD and not o.copied):
+    for index, outcome in enumerate(o for o in outcomes if dead(o) and not o.copied):
         assert outcome.note is not None
         delivery = outcome.delivery
         dlq = dead_letter_name(app.queue_name(delivery.queue))
@@ -280,15 +310,38 @@ def copies(
 _COPIED = (*_DEAD, OutcomeKind.RESEND)
 
 
+def dead(outcome: Outcome) -> bool:
+    """Whether ``outcome``'s message goes to the DLQ: a FAILURE, a DEAD_LETTER, or an
+    outcome a later step gave up on (``execution.give_up``)."""
+    return outcome.kind in _DEAD or outcome.gave_up is not None
+
+
 def needs_store(outcome: Outcome) -> bool:
     """Whether ``outcome`` has DynamoDB writes, a copy (DLQ, RESEND), follow-ups or
     a Step Functions report to make before its message may be let go."""
     return (
         bool(plan_writes([outcome]))
-        or (outcome.kind in _COPIED and not outcome.copied)
+        or ((outcome.kind in _COPIED or outcome.gave_up is not None) and not outcome.copied)
         or needs_follow_up(outcome)
         or task_tokens.needs_report(outcome)
     )
+
+
+def missing_step(outcome: Outcome) -> str | None:
+    """The dead-letter reason naming the step after storing that ``outcome`` still
+    misses — ``followup_failed`` (its follow-ups) or ``task_token_report_failed`` (its
+    Step Functions report) — or None: nothing stored yet (storing is retried for as
+    long as the lease holds), its DLQ / RESEND copy missing, or given up already.
+    Once a runner has spent the step's budget it calls ``execution.give_up`` with it."""
+    if not outcome.stored or outcome.gave_up is not None:
+        return None
+    if (dead(outcome) or outcome.kind is OutcomeKind.RESEND) and not outcome.copied:
+        return None
+    if needs_follow_up(outcome):
+        return REASON_FOLLOWUP_FAILED
+    if task_tokens.needs_report(outcome):
+        return REASON_REPORT_FAILED
+    return None
 
 
 def may_let_go(outcome: Outcome) -> bool:
@@ -477,10 +530,10 @@ def refused(app: App, outcome: Outcome, message: str) -> None:
     its size, a key it cannot take): no retry can fix it. The outcome becomes a
     dead letter with reason ``result_too_large`` or ``invalid_key``: a small
     FAILURE record (no value, no traceback) — or, if that too is refused, no record
-    at all (the DLQ copy carries the reason). Its idempotency key is freed if the
-    body failed, but kept COMPLETED (with the reason, without a value) if it
-    succeeded: its effect happened, and a redrive of the dead letter must not
-    repeat it."""
+    at all (the DLQ copy carries the reason). Its idempotency key is kept COMPLETED:
+    with the reason and without a value if the body succeeded (its effect happened,
+    and a redrive of the dead letter must not repeat it), with the failure if it
+    failed (a duplicate resolves to it)."""
     record = outcome.record
     reason = REASON_RESULT_TOO_LARGE if "size" in message.lower() else REASON_INVALID_KEY
     if "key" in message.lower() and "item size" not in message.lower():

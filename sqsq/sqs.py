@@ -26,6 +26,18 @@ from .errors import ConfigurationError
 DEAD_LETTER_REASON_ATTRIBUTE = "sqsq-dead-letter-reason"
 #: Message attribute carrying dead-letter details as JSON (String).
 DEAD_LETTER_DETAILS_ATTRIBUTE = "sqsq-dead-letter"
+#: Message attribute ``sqsq dlq redrive`` (fallback path) sets on what it moves back
+#: (String: the dead-letter reason), in place of the two above.
+REDRIVEN_ATTRIBUTE = "sqsq-redriven"
+
+
+def redriven(attributes: dict[str, Any]) -> bool:
+    """Whether a delivery with these message attributes came back from a DLQ: moved
+    by a move task (its ``sqsq-dead-letter*`` attributes kept) or by ``sqsq dlq
+    redrive``'s fallback. Such a message may run a key whose run failed for good
+    (``idempotency.claim_request(retake=True)``): redriving is asking for a run."""
+    return DEAD_LETTER_REASON_ATTRIBUTE in attributes or REDRIVEN_ATTRIBUTE in attributes
+
 
 #: What ReceiveMessage asks for: every system attribute (ApproximateReceiveCount,
 #: SentTimestamp, MessageGroupId, …) and every message attribute.

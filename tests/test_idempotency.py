@@ -1,5 +1,5 @@
 """Idempotency keys: at most one run per key on a real worker, duplicates resolve to the
-first run's value, failures free the key; the claim's condition builders and the claim
+first run's value (or its final failure); the claim's condition builders and the claim
 itself against the local DynamoDB table."""
 
 from __future__ import annotations
@@ -154,15 +154,21 @@ def test_per_call_key_dedupes_and_keys_are_scoped_by_task(scenario: Scenario) ->
     assert scenario.value("call_nokey") == "third"
 
 
-def test_failure_frees_the_key_for_the_next_enqueue(scenario: Scenario) -> None:
-    assert scenario.runs["fail"] == ["k-1", "k-1"]
-    records = sorted(
-        (scenario.record("fail_1"), scenario.record("fail_2")), key=lambda r: r.state.value
-    )
-    failed, succeeded = records
+def test_a_final_failure_is_kept_under_the_key_and_a_duplicate_resolves_to_it(
+    scenario: Scenario,
+) -> None:
+    # issue 18: a duplicate of a failed run ran the body again (the key was freed);
+    # only sqsq's own retries (and a redrive from the DLQ) run a body again
+    assert scenario.runs["fail"] == ["k-1"]
+    failed, duplicate = pair(scenario, "fail_1", "fail_2")
     assert failed.state is State.FAILURE and failed.dead_letter_reason == "task_failed"
-    assert succeeded.state is State.SUCCESS and succeeded.value == 2
-    assert succeeded.extra == {}  # it ran; it is not a duplicate of the failed run
+    assert "duplicate_of" not in failed.extra
+    assert duplicate.state is State.FAILURE
+    assert duplicate.extra == {"duplicate_of": failed.task_id}
+    assert duplicate.dead_letter_reason == "task_failed"
+    assert (duplicate.exc_type, duplicate.exc_message) == (failed.exc_type, failed.exc_message)
+    with pytest.raises(sqsq.TaskFailed, match="first run fails"):
+        scenario.results["fail_2"].get(timeout=0)
 
 
 # --- the claim against the table ----------------------------------------------------------
@@ -201,6 +207,26 @@ def test_claim_in_progress_takeover_and_completed(local_aws: LocalEndpoint) -> N
         "COMPLETED", "task-3", {"total": 5}
     )
     assert store.extend(pk, "task-3", 30) is False  # COMPLETED is no lease to extend
+
+
+def test_a_failed_key_resolves_to_its_failure_unless_a_redriven_copy_retakes_it(
+    local_aws: LocalEndpoint,
+) -> None:
+    rel.setup()
+    store = rel.app.idempotency
+    pk = key_pk("tests.claim", "failed")
+    failure = {"exc_type": "ValueError", "exc_message": "x" * 5000, "reason": "task_failed"}
+    item = completed_item(pk, "task-1", None, 60, failed=failure)
+    rel.app.clients.sync("dynamodb").put_item(TableName=rel.app.table_name, Item=item)
+    claim = store.claim(pk, "task-2", lease_s=30, ttl_s=60)
+    assert (claim.status, claim.owner, claim.value) == ("COMPLETED", "task-1", None)
+    assert claim.failed == {**failure, "exc_message": "x" * 1024}  # cut to FAILED_MESSAGE_CHARS
+    assert store.claim(pk, "task-3", 30, 60, retake=True) == Claim("CLAIMED", "task-3")
+    # a key completed with a value is never retaken, redrive or not
+    rel.app.clients.sync("dynamodb").put_item(
+        TableName=rel.app.table_name, Item=completed_item(pk, "task-3", 7, 60)
+    )
+    assert store.claim(pk, "task-4", 30, 60, retake=True) == Claim("COMPLETED", "task-3", 7)
 
 
 def _without_old_item(params: dict[str, Any], **_: Any) -> None:

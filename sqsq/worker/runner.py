@@ -3,10 +3,14 @@
 ::
 
     WorkItem ─► for each message, in order:
+        redelivered and its outcome stored already (GetItem)? ─► that outcome, not run
         revoked (view ≤ revocation_interval_s old)? ─► REVOKED
         shutting down?                              ─► RELEASE
         idempotency key: claim ─► COMPLETED elsewhere ─► SUCCESS (duplicate, not run)
+                                                     (or its final FAILURE)
                                ─► held elsewhere       ─► DEFER
+                               ─► DynamoDB unreachable ─► receiving pauses; sent on
+                                  (standard) or held and claimed again (FIFO)
         call: ``async def`` on the loop | sync in the thread pool | a child process,
               under the task's time limit ─► SUCCESS | RETRY | FAILURE (execution core)
         once one message of a FIFO group is not final, the rest of the group is
@@ -24,14 +28,15 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import InvalidKey, TimeLimitExceeded
 from ..execution import DEAD_KINDS, FINAL_KINDS, CallResult, Executor, Outcome, Prepared, classify
 from ..lease import LeaseTable
 from ..retry import error_code, full_jitter_s
+from ..sqs import redriven
 from .inbox import WorkItem
 
 if TYPE_CHECKING:
@@ -41,6 +46,8 @@ if TYPE_CHECKING:
     from .threads import ThreadPool
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Longest pause of receiving after claims failed, seconds.
 STORE_PAUSE_CAP_S = 30.0
@@ -189,11 +196,75 @@ class Runner:
     async def process(self, prepared: Prepared) -> Outcome:
         """The outcome of one decoded message."""
         task_id = prepared.envelope.task_id
+        resumed = await self._resume(prepared)
+        if resumed is not None:
+            return resumed
         if self.revocations is not None and await self.revocations.acheck(task_id):
             return self.executor.revoked(prepared)
         if self.stopping.is_set():
             return Executor.release(prepared.delivery, task_id)
         return await self._claim(prepared) or await self._call(prepared)
+
+    async def _resume(self, prepared: Prepared) -> Outcome | None:
+        """A redelivered message whose outcome an earlier receive stored: that outcome,
+        not a second run (``Executor.resume``; one consistent GetItem, redeliveries only)."""
+        if prepared.delivery.receive_count <= 1:
+            return None
+        task_id = prepared.envelope.task_id
+        answer = await self._ask_dynamodb(
+            prepared,
+            lambda: self.app.results.aget_result(task_id),
+            "its stored outcome cannot be read",
+        )
+        if isinstance(answer, Outcome):
+            return answer
+        return self.executor.resume(prepared, answer)
+
+    async def _ask_dynamodb(
+        self, prepared: Prepared, call: Callable[[], Awaitable[T]], why: str
+    ) -> T | Outcome:
+        """``call()``'s answer, or the outcome to give instead when DynamoDB does not
+        answer: receiving pauses (:meth:`store_failed`); a message of a standard
+        queue is deferred (sent on unrun, its receives kept); a message of a FIFO
+        queue, which can only be returned (using one of its receives: SQS moves a
+        message whose receives ran out to the DLQ without a reason), is held instead
+        — its lease kept by the leaser — and asked about again after the pause, until
+        DynamoDB answers or the worker stops.
+
+        Raises:
+            what ``call()`` raised when it is a ValidationException (no retry fixes it).
+        """
+        delivery = prepared.delivery
+        while True:
+            try:
+                answer = await call()
+            except Exception as exc:
+                if error_code(exc) == "ValidationException":
+                    raise
+                pause = self.store_failed()
+                hold = (
+                    self.executor.on_fifo(delivery)
+                    and not self.stopping.is_set()
+                    and Executor.lease_room_s(delivery) > pause
+                )
+                logger.warning(
+                    "task %s: %s (%s: %s); receiving pauses for %.0fs%s",
+                    prepared.envelope.task_id,
+                    why,
+                    type(exc).__name__,
+                    exc,
+                    pause,
+                    ", the FIFO message is held meanwhile" if hold else "",
+                )
+                if hold:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), timeout=pause)
+                    continue
+                lease = self.leases.get(delivery)
+                lease_s = lease.lease_s if lease else self.visibility[delivery.queue]
+                return self.executor.defer(prepared, max(pause, min(lease_s, 30.0)), why)
+            self.store_ok()
+            return answer
 
     async def _claim(self, prepared: Prepared) -> Outcome | None:
         """Claim the idempotency key; an outcome when the body must not run now."""
@@ -213,32 +284,26 @@ class Runner:
                 return self.executor.defer(
                     prepared, lease_s, "its idempotency key's last run here is not settled yet"
                 )
+        pk = prepared.idempotency_pk
+        retake = redriven(prepared.delivery.message_attributes)
         for _ in range(2):
             try:
-                claim = await self.app.idempotency.aclaim(
-                    prepared.idempotency_pk, envelope.task_id, lease_s, task.idempotency_ttl_s
-                )
-            except Exception as exc:
-                if error_code(exc) == "ValidationException":  # no retry can fix it
-                    return self.executor.dead_letter(
-                        prepared.delivery,
-                        InvalidKey(f"{task.name}: DynamoDB refused the idempotency key: {exc}"),
-                        envelope,
-                    )
-                pause = self.store_failed()
-                logger.warning(
-                    "idempotency claim for %s failed (%s: %s); receiving pauses for %.0fs",
-                    envelope.task_id,
-                    type(exc).__name__,
-                    exc,
-                    pause,
-                )
-                return self.executor.defer(
+                answer = await self._ask_dynamodb(
                     prepared,
-                    max(pause, min(lease_s, 30.0)),
+                    lambda: self.app.idempotency.aclaim(
+                        pk, envelope.task_id, lease_s, task.idempotency_ttl_s, retake=retake
+                    ),
                     "its idempotency key cannot be claimed",
                 )
-            self.store_ok()
+            except Exception as exc:  # ValidationException: no retry can fix it
+                return self.executor.dead_letter(
+                    prepared.delivery,
+                    InvalidKey(f"{task.name}: DynamoDB refused the idempotency key: {exc}"),
+                    envelope,
+                )
+            if isinstance(answer, Outcome):
+                return answer
+            claim = answer
             if claim.status == "COMPLETED":
                 return self.executor.duplicate(prepared, claim)
             if claim.status == "CLAIMED":

@@ -20,10 +20,14 @@ a task returns, receiving goes on meanwhile.
 
 "Store, then let go" is not decided here: ``settle.sqs_calls`` refuses an outcome
 that is not stored. What fails is retried with backoff (only the step that
-failed): storing for as long as the lease may be held (SQS's 12 h cap; the inbox
-stops receiving meanwhile), deleting and changing visibility up to
+failed): the store stage for as long as the lease may be held (SQS's 12 h cap; the
+inbox stops receiving meanwhile), deleting and changing visibility up to
 :data:`SETTLE_ATTEMPTS`; after that its message is left to come back after its
-visibility timeout.
+visibility timeout. A step after the outcome is stored — follow-ups, the Step
+Functions report — has a budget of its own, :data:`SETTLE_ATTEMPTS` tries: then it
+is given up on (``execution.give_up``) and the message goes to the DLQ with the
+step's reason (``followup_failed``, ``task_token_report_failed``); the body is
+never run again for it.
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import limits
-from ..execution import RETURNED_KINDS, Executor, Outcome, OutcomeKind
+from ..execution import RETURNED_KINDS, Executor, Outcome, OutcomeKind, give_up
 from ..retry import full_jitter_s
-from ..settle import arelease, astore, needs_store, plan_writes
+from ..settle import arelease, astore, missing_step, needs_store, plan_writes
 
 if TYPE_CHECKING:
     from ..app import App
@@ -272,14 +276,25 @@ class Settler:
 
     def _failed(self, entry: _Entry, lane: _Lane) -> None:
         entry.attempts += 1
-        # Storing is retried for as long as the lease can be held (the inbox stops
-        # receiving meanwhile): giving up would let the message come back and its
-        # body run again once its idempotency lease ran out.
-        storing = (
-            lane is self.store_lane
-            and not entry.outcome.stored  # DynamoDB writes (a failed DLQ copy is bounded)
-            and Executor.lease_room_s(entry.outcome.delivery) > 0
-        )
+        outcome = entry.outcome
+        # A step after storing (follow-ups, the Step Functions report) gets
+        # SETTLE_ATTEMPTS tries; then it is given up on: the outcome stands, the
+        # message goes to the DLQ with the step's reason (execution.give_up).
+        step = missing_step(outcome) if lane is self.store_lane and not self.closing else None
+        if step is not None and entry.attempts >= SETTLE_ATTEMPTS:
+            give_up(
+                outcome,
+                step,
+                self.app.queue_name(outcome.delivery.queue),
+                f"{entry.attempts} tries failed",
+            )
+            entry.attempts = 0
+            entry.weight = max(1, len(plan_writes([outcome])))
+        # The store stage (writes, DLQ copies, the steps after) is retried for as
+        # long as the lease can be held (the inbox stops receiving meanwhile): letting
+        # the message come back would use one of its receives, and SQS moves a
+        # message whose receives ran out to the DLQ without a reason.
+        storing = lane is self.store_lane and Executor.lease_room_s(outcome.delivery) > 0
         if (entry.attempts < SETTLE_ATTEMPTS or storing) and not self.closing:
             self._retrying += 1
 
@@ -290,7 +305,6 @@ class Settler:
             delay = full_jitter_s(entry.attempts, base_s=0.5, cap_s=MAX_BACKOFF_S)
             asyncio.get_running_loop().call_later(delay, again)
             return
-        outcome = entry.outcome
         logger.error(
             "giving up settling the outcome of %s (%s); its message returns after its "
             "visibility timeout",

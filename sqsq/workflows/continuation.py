@@ -10,6 +10,8 @@ Per outcome whose envelope has a ``workflow``::
                    │     BatchGetItem of the results (100 keys a call, in order)
                    │     ─► send the body with them, id frozen and an
                    │     idempotency key "chord:<id>:<task_id>" ─► SET fired
+                   │     (a body too large for one message with them: the chord
+                   │     fails, reason chord_body_too_large, as below)
                    └ condition failed (a duplicate or a re-run): read the item
                        (ALL_OLD); if done == size and not fired, send again (the key
                        makes a second send run nothing)
@@ -19,7 +21,11 @@ Per outcome whose envelope has a ``workflow``::
                    member) and sends the body's errbacks with the body's id, then SET fired
 
 A crash anywhere before the message is deleted redelivers it; every step above
-is safe to repeat. The AWS calls are yielded by generators (:func:`follow_up`), so
+is safe to repeat, and the redelivery does not run the member's body again (its
+stored outcome is found: ``Executor.resume``). The body's key makes a second send
+run nothing — also when the body failed (a failure is recorded under its key).
+Follow-ups that fail past their budget are given up on: the member's message goes
+to the DLQ with reason ``followup_failed``. The AWS calls are yielded by generators (:func:`follow_up`), so
 the boto3 (Lambda) and aiobotocore (worker) drivers share all the logic.
 """
 
@@ -35,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import limits
 from ..dynamodb import record_from_item, result_item, result_key
-from ..execution import Outcome, OutcomeKind
+from ..errors import ChordBodyTooLarge, MessageTooLarge
+from ..execution import Outcome, OutcomeKind, type_name
 from ..result import ResultRecord, State
 from ..settle import workflow_of
 from ..sqs import send_batches
@@ -192,21 +199,12 @@ def _count(
     saved = json.loads(saved_item["body"]["S"])
     body, rest, outer = saved["body"], saved.get("rest", []), saved.get("member")
     if failed_by is not None:
-        reason = item["failed"]["S"]
-        for leaf_id, name in [leaf for step in (body, *rest) for leaf in leaves(step)]:
-            work.marks.append(_failure(app, leaf_id, name, CHORD_ERROR, reason))
-        chord_result = result_id(body) if body["t"] != "group" else chord_id
-        for errback in body.get("link_error", []):
-            work.plan.extend(plan(app, errback, value=chord_result, **ids))
-        work.fired.append(chord_id)
-        if outer is not None:  # a chord inside a chord's header: the outer one fails too
-            outer_reason = f"member {outer['index']} of chord {outer['id']}: chord {reason}"
-            yield from _count(app, outer, outer_reason, work, ids)
+        yield from _fail(app, chord_id, saved, item["failed"]["S"], CHORD_ERROR, None, work, ids)
         return
     result_ids = [r["S"] for r in saved_item["results"]["L"]]
     values_in_order = yield from _results(app, result_ids)
-    work.plan.extend(
-        plan(
+    try:
+        body_plan = plan(
             app,
             body,
             value=values_in_order,
@@ -215,8 +213,41 @@ def _count(
             key_prefix=f"chord:{chord_id}",
             **ids,
         )
-    )
+    except MessageTooLarge as exc:  # no retry makes it smaller (no S3 claim check yet)
+        reason = f"chord {chord_id}: its body with the members' results cannot be sent: {exc}"
+        logger.error("%s; the chord fails (%s)", reason, ChordBodyTooLarge.reason)
+        too_large = type_name(ChordBodyTooLarge())
+        yield from _fail(
+            app, chord_id, saved, reason, too_large, ChordBodyTooLarge.reason, work, ids
+        )
+        return
+    work.plan.extend(body_plan)
     work.fired.append(chord_id)
+
+
+def _fail(
+    app: App,
+    chord_id: str,
+    saved: dict[str, Any],
+    reason: str,
+    exc_type: str,
+    dead_letter_reason: str | None,
+    work: _Work,
+    ids: dict[str, Any],
+) -> Steps:
+    """The chord fails: its body (and the chain steps after it) marked FAILURE with
+    ``reason``, the body's errbacks sent, the chord marked fired; a chord inside an
+    outer chord's header fails the outer one too."""
+    body, rest, outer = saved["body"], saved.get("rest", []), saved.get("member")
+    for leaf_id, name in [leaf for step in (body, *rest) for leaf in leaves(step)]:
+        work.marks.append(_failure(app, leaf_id, name, exc_type, reason, dead_letter_reason))
+    chord_result = result_id(body) if body["t"] != "group" else chord_id
+    for errback in body.get("link_error", []):
+        work.plan.extend(plan(app, errback, value=chord_result, **ids))
+    work.fired.append(chord_id)
+    if outer is not None:  # a chord inside a chord's header: the outer one fails too
+        outer_reason = f"member {outer['index']} of chord {outer['id']}: chord {reason}"
+        yield from _count(app, outer, outer_reason, work, ids)
 
 
 def _results(app: App, result_ids: list[str]) -> Steps:
@@ -248,7 +279,14 @@ def _results(app: App, result_ids: list[str]) -> Steps:
     return values
 
 
-def _failure(app: App, task_id: str, name: str, exc_type: str, message: str) -> ResultRecord:
+def _failure(
+    app: App,
+    task_id: str,
+    name: str,
+    exc_type: str,
+    message: str,
+    dead_letter_reason: str | None = None,
+) -> ResultRecord:
     now = datetime.now(UTC)
     return ResultRecord(
         task_id=task_id,
@@ -256,6 +294,7 @@ def _failure(app: App, task_id: str, name: str, exc_type: str, message: str) -> 
         task=name,
         exc_type=exc_type,
         exc_message=message,
+        dead_letter_reason=dead_letter_reason,
         finished_at=now,
         expires_at=int(time.time() + app.settings.result_ttl_s),
     )
