@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 INTERVAL_S = 0.1
 #: A loop that has not stamped for this long is blocked, seconds.
 BLOCKED_S = 1.0
+#: While the loop stays blocked, "so far" lines come at doubling lags, at most this
+#: far apart, seconds (a wedged worker keeps its leases: it must be seen).
+MAX_REPORT_INTERVAL_S = 300.0
 
 
 class LoopWatchdog(threading.Thread):
@@ -72,34 +75,38 @@ class LoopWatchdog(threading.Thread):
     def run(self) -> None:
         since: float | None = None  # the last stamp before the block
         culprit = ""
+        report_at = self.blocked_s  # lag of the next "so far" line (doubles, ≤ 5 min apart)
         while not self._stopped.wait(self.interval_s):
             if self._loop_thread is None:
                 continue  # beat() has not run yet
             stamp = self._stamp
             lag = time.monotonic() - stamp
-            if since is None and lag >= self.blocked_s:
-                since, culprit = stamp, self.culprit()
+            if since is not None and stamp != since:  # the loop is back
+                blocked_s = stamp - since - self.interval_s
+                self.blocks += 1
+                logger.warning(
+                    "event loop was blocked for %.1f s by %s: a sync call in an async def "
+                    "task blocks every other task; await instead, or make it a sync task "
+                    "(run in the thread pool)",
+                    blocked_s,
+                    culprit,
+                    extra={
+                        "event": "worker.loop_blocked",
+                        "blocked_s": round(blocked_s, 3),
+                        "culprit": culprit,
+                    },
+                )
+                since, report_at = None, self.blocked_s
+            elif lag >= report_at:
+                if since is None:
+                    since, culprit = stamp, self.culprit()
                 logger.warning(
                     "event loop blocked for %.1f s so far by %s; every other task, receive "
                     "and settle waits (leases are still extended)",
                     lag,
                     culprit,
                 )
-            elif since is not None and stamp != since:
-                self.blocks += 1
-                logger.warning(
-                    "event loop was blocked for %.1f s by %s: a sync call in an async def "
-                    "task blocks every other task; await instead, or make it a sync task "
-                    "(run in the thread pool)",
-                    stamp - since - self.interval_s,
-                    culprit,
-                    extra={
-                        "event": "worker.loop_blocked",
-                        "blocked_s": round(stamp - since - self.interval_s, 3),
-                        "culprit": culprit,
-                    },
-                )
-                since = None
+                report_at = lag + min(lag, MAX_REPORT_INTERVAL_S)
 
     def culprit(self) -> str:
         """What the loop's thread runs now: ``task <name> at <file>:<line>`` when a
