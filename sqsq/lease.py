@@ -11,13 +11,16 @@ While its task runs, the runner extends it before it ends::
     never past receive + 12 h (limits.SQS_MAX_VISIBILITY_TIMEOUT_S): a task that
     would need longer is stopped with TimeLimitExceeded (see ``Executor.time_limit_s``)
 
-The table and what is due are pure; the worker (asyncio) and the Lambda handler
-(a thread) send the requests.
+The table and what is due are pure; the requests are sent from a thread of their
+own — the worker's leaser (``worker/leaser.py``), the Lambda handler's heartbeat — so
+that neither a task blocking the worker's event loop nor the handler's busy thread
+starves them. The table is shared with that thread: its methods hold its lock.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,6 +68,7 @@ class LeaseTable:
 
     def __init__(self) -> None:
         self._leases: dict[str, Lease] = {}
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._leases)
@@ -72,32 +76,38 @@ class LeaseTable:
     def add(self, delivery: Delivery, lease_s: float, visibility_s: float) -> Lease:
         """Track ``delivery``; its current visibility ends ``visibility_s`` after receipt."""
         lease = Lease(delivery, lease_s, delivery.received_monotonic + visibility_s)
-        self._leases[delivery.receipt_handle] = lease
+        with self._lock:
+            self._leases[delivery.receipt_handle] = lease
         return lease
 
     def get(self, delivery: Delivery) -> Lease | None:
-        return self._leases.get(delivery.receipt_handle)
+        with self._lock:
+            return self._leases.get(delivery.receipt_handle)
 
     def drop(self, deliveries: Iterable[Delivery]) -> None:
-        for delivery in deliveries:
-            self._leases.pop(delivery.receipt_handle, None)
+        with self._lock:
+            for delivery in deliveries:
+                self._leases.pop(delivery.receipt_handle, None)
 
     def due(self, now: float | None = None) -> list[Lease]:
         """Leases with less than half their length left, that can still grow."""
         now = time.monotonic() if now is None else now
+        with self._lock:
+            leases = list(self._leases.values())
         return [
             lease
-            for lease in self._leases.values()
+            for lease in leases
             if lease.ends_monotonic - now < lease.lease_s * EXTEND_AT_FRACTION
             and lease.extension_s(now) > 0
         ]
 
     def tick_s(self) -> float:
         """How long to sleep before the next check."""
-        if not self._leases:  # a message may arrive with a short lease at any moment
+        with self._lock:
+            lengths = [lease.lease_s for lease in self._leases.values()]
+        if not lengths:  # a message may arrive with a short lease at any moment
             return MIN_TICK_S
-        shortest = min(lease.lease_s for lease in self._leases.values())
-        return max(MIN_TICK_S, min(MAX_TICK_S, shortest / 6))
+        return max(MIN_TICK_S, min(MAX_TICK_S, min(lengths) / 6))
 
     @staticmethod
     def extended(

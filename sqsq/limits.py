@@ -77,6 +77,16 @@ SCHEDULER_MAX_FLEXIBLE_WINDOW_MIN = 1440
 #: "RetryPolicy" (EventBridge Scheduler API reference).
 SCHEDULER_MAX_RETRY_ATTEMPTS = 185
 
+#: Longest rate() period sqsq takes, days: the span of the years a cron() expression
+#: may name, 1970-2199 ("Cron expressions reference"), so every fire time is a date
+#: sqsq and Scheduler both compute. EventBridge documents no largest rate() value
+#: ("Schedule types in EventBridge Scheduler": a positive number).
+SCHEDULER_MAX_RATE_DAYS = 84_006
+
+#: ScheduleExpression, 1-256 characters.
+#: "CreateSchedule" (EventBridge Scheduler API reference) — ScheduleExpression.
+SCHEDULER_MAX_EXPRESSION_CHARS = 256
+
 #: RetryPolicy.MaximumEventAgeInSeconds, 60-86400 seconds (the maximum is the default).
 #: "RetryPolicy" (EventBridge Scheduler API reference).
 SCHEDULER_MIN_EVENT_AGE_S = 60

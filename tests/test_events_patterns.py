@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sqsq.errors import ConfigurationError
-from sqsq.events.patterns import check, matches
+from sqsq.events.patterns import Steps, check, matches, wildcard_match
 
 #: eb-event-patterns.md: the EC2 event.
 EC2 = {
@@ -352,3 +352,111 @@ def test_prefix_suffix_and_wildcard_agree_with_str_methods(text: str, cut: int) 
     assert matches(check({"f": [{"prefix": head + "\x00"}]}), event) is text.startswith(
         head + "\x00"
     )
+
+
+# --- wildcard: linear work, checked against a reference that cannot backtrack -----------
+
+
+def _wildcard_tokens(text: str) -> list[str | None]:
+    """A wildcard as tokens: a character, or None for a star (``\\*`` is a literal
+    star and ``\\\\`` a backslash, as EventBridge reads them)."""
+    tokens: list[str | None] = []
+    i = 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in "*\\":
+            tokens.append(text[i + 1])
+            i += 2
+        else:
+            tokens.append(None if text[i] == "*" else text[i])
+            i += 1
+    return tokens
+
+
+def _reference(text: str, value: str) -> bool:
+    """Wildcard matching by dynamic programming over (token, character): the classic
+    table, filled once (no ``re``, no ``fnmatch``, nothing that backtracks)."""
+    tokens = _wildcard_tokens(text)
+    # row[j]: the tokens so far match value[:j]
+    row = [True] + [False] * len(value)
+    for token in tokens:
+        nxt = [False] * (len(value) + 1)
+        if token is None:
+            nxt[0] = row[0]
+            for j in range(1, len(value) + 1):
+                nxt[j] = nxt[j - 1] or row[j]
+        else:
+            for j in range(1, len(value) + 1):
+                nxt[j] = row[j - 1] and value[j - 1] == token
+        row = nxt
+    return row[len(value)]
+
+
+_ALPHABET = st.sampled_from("ab-.*\\")
+_WILDCARDS = st.text(_ALPHABET, max_size=12)
+_SUBJECTS = st.text(st.sampled_from("ab-.*\\"), max_size=40)
+
+
+@given(text=_WILDCARDS, value=_SUBJECTS)
+def test_wildcard_agrees_with_the_reference_within_one_step_per_character(
+    text: str, value: str
+) -> None:
+    steps = Steps()
+    assert wildcard_match(text, value, steps) is _reference(text, value)
+    assert steps.count <= len(value)  # each character of the value examined at most once
+
+
+@given(text=_WILDCARDS, data=st.data())
+def test_values_built_from_the_wildcard_match_it(text: str, data: st.DataObject) -> None:
+    # fill each star with random characters: the value must match (and the reference agrees)
+    value = "".join(
+        data.draw(st.text(_ALPHABET, max_size=5)) if token is None else token
+        for token in _wildcard_tokens(text)
+    )
+    steps = Steps()
+    assert wildcard_match(text, value, steps)
+    assert _reference(text, value)
+    assert steps.count <= len(value)
+
+
+@pytest.mark.parametrize(
+    "wildcard",
+    ["*-*-*.log", "*a*a*a*a*a*a*b", "a*" * 20 + "b", "*" + "-*" * 30 + ".log", "**-**-**"],
+)
+@pytest.mark.parametrize(
+    "value", ["-" * 10_000, "a" * 10_000, ("a-" * 5_000)[:-1] + ".lo", "-" * 10_000 + ".log"]
+)
+def test_adversarial_wildcards_do_bounded_work_on_a_10_kb_value(wildcard: str, value: str) -> None:
+    pattern = check(
+        {"detail": {"file": [{"wildcard": wildcard}, {"anything-but": {"wildcard": wildcard}}]}}
+    )
+    event = {"detail": {"file": value}}
+    steps = Steps()
+    matches(pattern, event, steps)
+    # two matchers read the value: at most its length each
+    assert steps.count <= 2 * len(value)
+    assert wildcard_match(wildcard, value) is _reference(wildcard, value)
+
+
+@given(
+    text=st.text(max_size=30),
+    head=st.text(max_size=6),
+    value=st.lists(st.text(max_size=30), max_size=6),
+)
+def test_every_string_matcher_examines_each_value_once(
+    text: str, head: str, value: list[str]
+) -> None:
+    pattern = check(
+        {
+            "f": [
+                {"prefix": head},
+                {"suffix": {"equals-ignore-case": head}},
+                {"equals-ignore-case": text},
+                {"anything-but": {"prefix": head}},
+                {"wildcard": head + "*" + head},
+                text,
+            ]
+        }
+    )
+    steps = Steps()
+    matches(pattern, {"f": value}, steps)
+    assert steps.count <= 6 * sum(len(v) for v in value)

@@ -224,6 +224,11 @@ def test_at_fires_once_in_its_time_zone_and_end_date_stops_a_schedule() -> None:
         ("at(2027-02-30T09:00:00)", ["at()", "day is out of range"]),
         ("at(2027-01-01 09:00)", ["yyyy-mm-ddThh:mm:ss"]),
         ("every 5 minutes", ["not an EventBridge schedule expression"]),
+        ("rate(84006 days)", []),  # valid: the span of the years 1970-2199
+        ("rate(84007 days)", ["at most 84006 days", "1970-2199"]),
+        ("rate(3000000 days)", ["at most 84006 days"]),
+        ("rate(99999999999999999999999 minutes)", ["at most 84006 days"]),
+        (f"cron(0 12 * * ? {','.join(['2030'] * 60)})", ["at most 256 characters"]),
     ],
 )
 def test_invalid_expressions_name_the_field_and_the_rule(text: str, names: list[str]) -> None:
@@ -268,3 +273,26 @@ def test_import_sqsq_loads_neither_the_schedules_package_nor_croniter() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_rate_whose_fire_times_cannot_be_computed_is_refused_naming_the_schedule() -> None:
+    app = sqsq.App("bounded")
+
+    @app.task
+    def job() -> None: ...
+
+    # accepted before: every tick of the local scheduler then failed (year 10183)
+    with pytest.raises(InvalidScheduleExpression, match=r"periodic task 'forever': .*84006"):
+        app.add_periodic_task("rate(3000000 days)", job, name="forever")
+    with pytest.raises(InvalidScheduleExpression, match="periodic task 'forever'"):
+
+        @app.periodic_task("rate(3000000 days)", name="forever")
+        def forever() -> None: ...
+
+    assert app.periodic_tasks == {}
+    # the largest rate() has fire times, far away
+    periodic = app.add_periodic_task("rate(84006 days)", job, name="longest")
+    assert periodic.next_fire_times(_utc(2026, 1, 1), count=2) == [
+        datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=84006),
+        datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=2 * 84006),
+    ]

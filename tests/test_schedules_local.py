@@ -5,6 +5,8 @@ runs its body once."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -20,8 +22,10 @@ import sqsq
 from sqsq.envelope import decode
 from sqsq.resources import apply as create_resources
 from sqsq.schedules import scheduler
+from sqsq.schedules.expressions import Expression
 from sqsq.schedules.local import Fire, LocalScheduler
 from tests.conftest import ROOT, WorkerFactory
+from tests.faults.helpers import TcpProxy
 
 APP = "tests.apps.periodic:app"
 T0 = datetime(2026, 12, 1, 11, 59, 30, tzinfo=UTC)  # a Tuesday
@@ -239,3 +243,95 @@ def test_killing_the_serving_leader_hands_over_to_the_other_process(periodic: sq
                 process.kill()
             if process is not None:
                 process.communicate(timeout=30)
+
+
+# --- issue 18: trust under partial failure -------------------------------------------
+
+
+@pytest.fixture
+def sqs_through_proxy(
+    periodic: sqsq.App, sqsq_endpoint: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TcpProxy]:
+    """The periodic app's SQS requests go through a cuttable TCP proxy (DynamoDB does
+    not): "SQS is down" while the scheduler's lease and cursors still work."""
+    host, port = sqsq_endpoint.url_for("sqs").removeprefix("http://").split(":")
+    proxy = TcpProxy(host, int(port))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", proxy.url)
+    # one attempt per send: botocore's retries would only slow the outage down
+    quick = periodic.clients.settings.model_copy(update={"max_attempts": 1})
+    monkeypatch.setattr(periodic.clients, "settings", quick)
+    periodic.clients.close()  # made again, through the proxy
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+        monkeypatch.undo()
+        periodic.clients.close()
+
+
+def _bodies(app: sqsq.App) -> list[tuple[str, datetime | None]]:
+    envelopes = [decode(m["Body"]) for m in _drain(app)]
+    return sorted((e.task, e.scheduled_at) for e in envelopes)  # type: ignore[type-var]
+
+
+def test_a_fire_sqs_refused_is_sent_when_sqs_is_back_within_its_window(
+    periodic: sqsq.App,
+    sqs_through_proxy: TcpProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tick = dataclasses.replace(periodic.periodic_tasks["tick"], max_event_age_s=60)
+    monkeypatch.setitem(periodic.periodic_tasks, "tick", tick)
+    noon = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    clock = FakeClock(T0)  # 11:59:30
+    local = LocalScheduler(periodic, clock=clock)
+    assert local.tick() == []
+
+    sqs_through_proxy.cut()  # SQS is down at the boundary
+    clock.advance(seconds=40)  # 12:00:10: "tick" and "noon" are due
+    with contextlib.suppress(Exception):  # as serve() does: logged, the next tick tries again
+        assert local.tick() == []
+    sqs_through_proxy.restore()
+    clock.advance(seconds=20)  # 12:00:30
+    fires = local.tick()
+    assert (_when(fires, "tick"), _when(fires, "noon")) == ([noon], [noon])  # not lost
+    assert "schedule tick: the fire of 2026-12-01T12:00:00+00:00 was not sent" in caplog.text
+    assert local.tick() == []  # recorded as sent: not again
+    assert _bodies(periodic) == [("noon", noon), ("tick", noon)]
+
+    # Down for longer than the fire's max_event_age (60 s here): dropped, as Scheduler
+    # drops it; the next one is sent.
+    sqs_through_proxy.cut()
+    clock.advance(seconds=40)  # 12:01:10
+    with contextlib.suppress(Exception):
+        assert local.tick() == []
+    sqs_through_proxy.restore()
+    clock.advance(seconds=70)  # 12:02:20: 12:01 is 80 s old
+    assert _when(local.tick(), "tick") == [noon + timedelta(minutes=2)]
+    assert _bodies(periodic) == [("tick", noon + timedelta(minutes=2))]
+
+
+def test_one_broken_schedule_does_not_stop_the_others(
+    periodic: sqsq.App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    healthy = periodic.periodic_tasks["tick"]
+    broken = {
+        # declared before sqsq bounded rate(): its fire times overflow datetime
+        "forever": dataclasses.replace(
+            healthy, name="forever", expression=Expression("rate(3000000 days)", "rate")
+        ),
+        # its queue was deleted: every fire fails
+        "orphan": dataclasses.replace(healthy, name="orphan", queue="gone"),
+    }
+    monkeypatch.setattr(periodic, "periodic_tasks", {**broken, **periodic.periodic_tasks})
+    clock = FakeClock(T0)
+    local = LocalScheduler(periodic, clock=clock)
+    assert local.tick() == []
+    clock.advance(seconds=40)  # 12:00:10
+    fires = local.tick()
+    noon = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    assert (_when(fires, "tick"), _when(fires, "noon")) == ([noon], [noon])
+    assert _when(fires, "forever") == _when(fires, "orphan") == []
+    assert "schedule orphan: the fire of 2026-12-01T12:00:00+00:00 was not sent" in caplog.text
+    clock.advance(minutes=1)
+    assert _when(local.tick(), "tick") == [noon + timedelta(minutes=1)]

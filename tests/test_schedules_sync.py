@@ -204,6 +204,56 @@ def test_sync_updates_and_deletes_what_changed_in_the_code(
     assert scheduler.plan(gone).pending == []
 
 
+def test_sync_repairs_schedules_whose_input_it_cannot_read_and_only_in_its_group(
+    periodic: sqsq.App, aws: dict[str, Any]
+) -> None:
+    assert _invoke("schedule", "sync", APP).exit_code == 0
+    client = aws["scheduler"]
+
+    def with_input(group: str, name: str, text: str, **changes: Any) -> None:
+        have = client.get_schedule(GroupName=group, Name=name)
+        fields = {
+            k: have[k]
+            for k in ("ScheduleExpression", "FlexibleTimeWindow", "Target", "State", "Description")
+            if k in have
+        }
+        fields["Target"] = {**fields["Target"], "Input": text}
+        client.update_schedule(GroupName=group, Name=name, **{**fields, **changes})
+
+    with_input("periodic-sqsq", "tick", "not JSON {")  # edited by hand in the console
+    with_input("periodic-sqsq", "noon", "{}", ScheduleExpression="rate(7 minutes)")  # drift
+    stray = {
+        "FlexibleTimeWindow": {"Mode": "OFF"},
+        "ScheduleExpression": "rate(5 minutes)",
+        "Target": {
+            "Arn": "arn:aws:sqs:us-east-1:123456789012:x",
+            "RoleArn": "arn:aws:iam::123456789012:role/r",
+            "Input": "<not json>",
+        },
+    }
+    client.create_schedule(GroupName="periodic-sqsq", Name="stray", **stray)
+    client.create_schedule_group(Name="someone-else")
+    client.create_schedule(GroupName="someone-else", Name="tick", **stray)
+
+    result = _invoke("schedule", "sync", APP)
+    assert result.exit_code == 0, result.output
+    assert "update  schedule        tick  (Target.Input)" in result.output
+    assert "update  schedule        noon  (ScheduleExpression, Target.Input)" in result.output
+    assert "delete  schedule        stray" in result.output
+    schedules = _schedules(aws, "periodic-sqsq")
+    assert sorted(schedules) == ["nightly-cleanup", "noon", "tick"]
+    for name in ("tick", "noon"):
+        template = scheduler.input_template(periodic.periodic_tasks[name])
+        assert json.loads(schedules[name]["Target"]["Input"]) == json.loads(template)
+    assert schedules["noon"]["ScheduleExpression"] == "cron(0 12 * * ? *)"
+    # another group is never read nor touched
+    assert _schedules(aws, "someone-else")["tick"]["Target"]["Input"] == "<not json>"
+    again = _invoke("schedule", "sync", APP)
+    assert "nothing to change: every schedule is up to date" in again.output
+    listed = _invoke("schedule", "ls", APP)
+    assert listed.exit_code == 0, listed.output
+
+
 def test_sync_with_an_existing_role_manages_no_role(local_aws: Any, aws: dict[str, Any]) -> None:
     app = _nightly_app("rate(1 hour)")
     create_resources(app)

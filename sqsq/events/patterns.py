@@ -31,14 +31,19 @@ Matchers supported (the others — ``cidr``, ``anything-but`` with ``wildcard`` 
     {"exists": true|false}          the field is present as a leaf (true) / absent (false)
     "$or": [pattern, …]             (as a field of an object) any of the sub-patterns
 
+Matching never backtracks: every matcher examines an event value at most once per
+character (``wildcard`` included, see :func:`wildcard_match`), so the work is linear
+in the event for a given pattern — a worker matches routes on its event loop, and an
+event is at most an SQS message (``limits.SQS_MAX_MESSAGE_BYTES``).
+
 Everything here is pure and has no dependency; tested against the documentation's
-examples in tests/test_events_patterns.py.
+examples, and against a dynamic-programming reference with a step budget, in
+tests/test_events_patterns.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -165,28 +170,46 @@ def _numeric_checked(arg: Any, where: str) -> list[tuple[str, float]]:
 # --- matching ----------------------------------------------------------------------
 
 
-def matches(pattern: Mapping[str, Any], event: Any) -> bool:
-    """Whether ``event`` (parsed JSON) matches ``pattern`` (a :func:`check`-ed pattern)."""
+class Steps:
+    """A budget meter for matching: counts the characters of event values the string
+    matchers examine (tests assert a match's work from it, not from the clock).
+
+    Pass one to :func:`matches` (``steps=``); ``count`` is the total afterwards."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+def matches(pattern: Mapping[str, Any], event: Any, steps: Steps | None = None) -> bool:
+    """Whether ``event`` (parsed JSON) matches ``pattern`` (a :func:`check`-ed pattern).
+
+    The work is linear in the event for a given pattern: every matcher examines a
+    value at most once per character (:func:`wildcard_match` included), and each
+    array element is visited once per matcher that reads it. ``steps`` (optional)
+    adds up the characters examined.
+    """
     if not isinstance(event, Mapping):
         return False
     for name, value in pattern.items():
         if name == "$or":
-            if not any(matches(sub, event) for sub in value):
+            if not any(matches(sub, event, steps) for sub in value):
                 return False
             continue
         field = event.get(name, _MISSING)
         if isinstance(value, Mapping):
             if isinstance(field, list):
-                if not any(matches(value, item) for item in field):
+                if not any(matches(value, item, steps) for item in field):
                     return False
-            elif not matches(value, field):
+            elif not matches(value, field, steps):
                 return False
-        elif not _leaf(value, field):
+        elif not _leaf(value, field, steps):
             return False
     return True
 
 
-def _leaf(matchers: list[Any], field: Any) -> bool:
+def _leaf(matchers: list[Any], field: Any, steps: Steps | None) -> bool:
     leaf = field is not _MISSING and not isinstance(field, Mapping)  # exists: leaf nodes only
     if not leaf:
         return any(isinstance(m, Mapping) and m.get("exists") is False for m in matchers)
@@ -196,7 +219,7 @@ def _leaf(matchers: list[Any], field: Any) -> bool:
             if matcher["exists"] is True:
                 return True
             continue
-        if any(_one(matcher, value) for value in values):
+        if any(_one(matcher, value, steps) for value in values):
             return True
     return False
 
@@ -210,8 +233,10 @@ def _equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and isinstance(a, str | int | float) and a == b
 
 
-def _one(matcher: Any, value: Any) -> bool:
+def _one(matcher: Any, value: Any, steps: Steps | None) -> bool:
     if not isinstance(matcher, Mapping):
+        if steps is not None and isinstance(value, str) and isinstance(matcher, str):
+            steps.count += min(len(value), len(matcher))
         return _equal(matcher, value)
     ((op, arg),) = matcher.items()
     if op == "numeric":
@@ -219,17 +244,22 @@ def _one(matcher: Any, value: Any) -> bool:
             return False
         return all(_compare(float(value), o, n) for o, n in _numeric_checked(arg, "numeric"))
     if op == "anything-but":
-        return _anything_but(arg, value)
+        return _anything_but(arg, value, steps)
     if not isinstance(value, str):
         return False
-    return _string_op(op, arg, value)
+    return _string_op(op, arg, value, steps)
 
 
-def _string_op(op: str, arg: Any, value: str) -> bool:
+def _string_op(op: str, arg: Any, value: str, steps: Steps | None) -> bool:
+    """prefix / suffix (optionally ignoring case), equals-ignore-case, wildcard: each
+    examines ``value`` once (``casefold`` and ``startswith`` / ``endswith`` / ``==`` are
+    linear; :func:`wildcard_match` scans once)."""
+    if op == "wildcard":
+        return wildcard_match(arg, value, steps)
+    if steps is not None:
+        steps.count += len(value)
     if op == "equals-ignore-case":
         return value.casefold() == str(arg).casefold()
-    if op == "wildcard":
-        return _wildcard(arg).fullmatch(value) is not None
     if isinstance(arg, Mapping):  # prefix / suffix with equals-ignore-case
         text, value = str(arg["equals-ignore-case"]).casefold(), value.casefold()
     else:
@@ -237,14 +267,14 @@ def _string_op(op: str, arg: Any, value: str) -> bool:
     return value.startswith(text) if op == "prefix" else value.endswith(text)
 
 
-def _anything_but(arg: Any, value: Any) -> bool:
+def _anything_but(arg: Any, value: Any, steps: Steps | None) -> bool:
     if isinstance(arg, Mapping):
         ((op, inner),) = arg.items()
         if not isinstance(value, str):
             return True
         if isinstance(inner, list):  # equals-ignore-case over a list
-            return not any(_string_op(op, item, value) for item in inner)
-        return not _string_op(op, inner, value)
+            return not any(_string_op(op, item, value, steps) for item in inner)
+        return not _string_op(op, inner, value, steps)
     excluded = arg if isinstance(arg, list) else [arg]
     return not any(_equal(item, value) for item in excluded)
 
@@ -261,9 +291,14 @@ def _compare(value: float, op: str, bound: float) -> bool:
     return value >= bound
 
 
-@lru_cache(maxsize=256)
-def _wildcard(text: str) -> re.Pattern[str]:
-    parts, literal, i = [], [], 0
+@lru_cache(maxsize=1024)
+def wildcard_parts(text: str) -> tuple[str, ...]:
+    """A ``wildcard`` matcher's literal runs between its stars: ``"*-*-*.log"`` →
+    ``("", "-", "-", ".log")`` (``\\*`` is a literal star, ``\\\\`` a backslash).
+    One part: no star (the value must equal it)."""
+    parts: list[str] = []
+    literal: list[str] = []
+    i = 0
     while i < len(text):
         char = text[i]
         if char == "\\" and i + 1 < len(text) and text[i + 1] in "*\\":
@@ -271,11 +306,44 @@ def _wildcard(text: str) -> re.Pattern[str]:
             i += 2
             continue
         if char == "*":
-            parts.append(re.escape("".join(literal)))
-            parts.append(".*")
+            parts.append("".join(literal))
             literal = []
         else:
             literal.append(char)
         i += 1
-    parts.append(re.escape("".join(literal)))
-    return re.compile("".join(parts), re.DOTALL)
+    parts.append("".join(literal))
+    return tuple(parts)
+
+
+def wildcard_match(text: str, value: str, steps: Steps | None = None) -> bool:
+    """Whether ``value`` matches the wildcard ``text`` (``*``: any run of characters).
+
+    Never backtracks: the first part must begin the value, the last must end it,
+    and each part between is found at its leftmost place after the one before
+    (``str.find``), which is a match whenever any is — a star only asks for the
+    parts in order. Each search starts where the previous match ended, so the
+    value is scanned once: at most ``len(value)`` characters examined (counted in
+    ``steps``), whatever the pattern; ``re`` backtracks to O(n^k) on
+    ``*-*-*.log`` against a long value.
+    """
+    parts = wildcard_parts(text)
+    if len(parts) == 1:
+        if steps is not None:
+            steps.count += min(len(value), len(text))
+        return value == parts[0]
+    first, *middle, last = parts
+    if len(first) + len(last) > len(value):
+        return False
+    if steps is not None:
+        steps.count += len(first) + len(last)
+    if not (value.startswith(first) and value.endswith(last)):
+        return False
+    position, end = len(first), len(value) - len(last)
+    for part in middle:
+        found = value.find(part, position, end)
+        if steps is not None:
+            steps.count += (end if found < 0 else found + len(part)) - position
+        if found < 0:
+            return False
+        position = found + len(part)
+    return True

@@ -64,7 +64,12 @@ class EventRouter:
 
     def match(self, event: shapes.Event) -> Route | None:
         """The first route of ``event``'s service that matches it, else the first
-        ``json`` route (``app.route``) that does, in declaration order."""
+        ``json`` route (``app.route``) that does, in declaration order.
+
+        Runs on the worker's event loop (``Worker._accept``): matching is linear in
+        the event for each route (``patterns.matches`` never backtracks), and an event
+        is one SQS message (at most ``limits.SQS_MAX_MESSAGE_BYTES``), already parsed
+        on the loop — so a hostile value costs about what decoding it did."""
         for service in dict.fromkeys((event.service, "json")):
             for route in self.routes:
                 if route.service == service and patterns.matches(route.pattern, event.document):

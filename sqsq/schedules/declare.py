@@ -19,7 +19,7 @@ from .. import limits
 from ..envelope import to_json
 from ..errors import ConfigurationError
 from ..settings import check_queue_name, seconds
-from .expressions import Expression, schedule_expression, zone_info
+from .expressions import Expression, InvalidScheduleExpression, schedule_expression, zone_info
 
 if TYPE_CHECKING:
     from ..app import App
@@ -101,13 +101,18 @@ def declare(
     """Check and register one periodic task in ``app.periodic_tasks``.
 
     Raises:
-        ConfigurationError: a bad expression (naming the field and rule), name,
-            time zone, window, date, or arguments that do not bind to the task;
-            a name declared twice.
+        InvalidScheduleExpression: a bad expression or time zone; the message names
+            the periodic task, the field and the rule (a ``rate()`` is bounded:
+            ``limits.SCHEDULER_MAX_RATE_DAYS``).
+        ConfigurationError: a bad name, window, date, or arguments that do not bind
+            to the task; a name declared twice.
     """
-    expression = schedule_expression(schedule)
-    zone_info(timezone)
     name = name or task.name
+    expression = named_expression(schedule, name)
+    try:
+        zone_info(timezone)
+    except InvalidScheduleExpression as exc:
+        raise InvalidScheduleExpression(f"periodic task {name!r}: {exc}") from None
     if not SCHEDULE_NAME.match(name):
         raise ConfigurationError(
             f"invalid periodic task name {name!r}: EventBridge schedule names are 1-64 "
@@ -159,6 +164,20 @@ def declare(
     return periodic
 
 
+def named_expression(schedule: str | timedelta, name: str | None) -> Expression:
+    """:func:`~sqsq.schedules.expressions.schedule_expression`, its error naming the
+    periodic task ``name`` (when known).
+
+    Raises:
+        InvalidScheduleExpression: as ``schedule_expression``.
+    """
+    try:
+        return schedule_expression(schedule)
+    except InvalidScheduleExpression as exc:
+        who = f"periodic task {name!r}" if name else "@app.periodic_task"
+        raise InvalidScheduleExpression(f"{who}: {exc}") from None
+
+
 def periodic_task_decorator(
     app: App, schedule: str | timedelta, options: dict[str, Any]
 ) -> Callable[[Any], Any]:
@@ -186,7 +205,7 @@ def periodic_task_decorator(
     unknown = set(options) - TASK_OPTIONS
     if unknown:
         raise ConfigurationError(f"unknown periodic_task option(s) {sorted(unknown)}")
-    schedule_expression(schedule)  # fail at the decorator line, before the function
+    named_expression(schedule, options.get("name"))  # fail at the decorator line
 
     def register(fn: Any) -> Any:
         make: Callable[[Any], Task[Any, Any]] = app.task(**options)

@@ -4,7 +4,8 @@ The grammar is EventBridge Scheduler's ("Schedule types in EventBridge Scheduler
 "Cron expressions reference")::
 
     rate(value unit)        unit: minute | minutes | hour | hours | day | days
-                            (singular exactly when value is 1)
+                            (singular exactly when value is 1); at most
+                            limits.SCHEDULER_MAX_RATE_DAYS (the cron years' span)
     cron(Minutes Hours Day-of-month Month Day-of-week Year)
         Minutes 0-59  , - * /        Day-of-month 1-31  , - * ? / L W
         Hours   0-23  , - * /        Month 1-12 or JAN-DEC  , - * /
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .. import limits
 from ..errors import ConfigurationError
 
 #: Fields of an EventBridge cron expression, in order.
@@ -129,7 +131,10 @@ class Expression:
         self, after: datetime, zone: ZoneInfo, start: datetime | None
     ) -> Iterator[datetime]:
         if self.kind == "at":
-            fire = self.at_time.replace(tzinfo=zone).astimezone(UTC)
+            try:
+                fire = self.at_time.replace(tzinfo=zone).astimezone(UTC)
+            except (OverflowError, ValueError):
+                return  # e.g. at(9999-12-31T23:00:00) west of UTC: not a date here
             if fire > after:
                 yield fire
             return
@@ -138,7 +143,10 @@ class Expression:
             anchor = (start or datetime(1970, 1, 1, tzinfo=UTC)).timestamp()
             n = max(0, int((after.timestamp() - anchor) // period) + 1)
             while True:
-                yield datetime.fromtimestamp(anchor + n * period, UTC)
+                try:
+                    yield datetime.fromtimestamp(anchor + n * period, UTC)
+                except (OverflowError, ValueError, OSError):
+                    return  # past the last date Python represents (year 9999): no more
                 n += 1
         from croniter import croniter
 
@@ -201,10 +209,17 @@ def parse(text: str) -> Expression:
         text: ``rate(...)``, ``cron(...)`` or ``at(...)``.
 
     Raises:
-        InvalidScheduleExpression: the expression breaks EventBridge's grammar;
-            the message names the field and the rule.
+        InvalidScheduleExpression: the expression breaks EventBridge's grammar, is
+            over ``limits.SCHEDULER_MAX_EXPRESSION_CHARS`` (256), or is a ``rate()``
+            over ``limits.SCHEDULER_MAX_RATE_DAYS``; the message names the field
+            and the rule.
     """
     text = text.strip()
+    if len(text) > limits.SCHEDULER_MAX_EXPRESSION_CHARS:
+        raise InvalidScheduleExpression(
+            f"{text[:40]!r}…: a ScheduleExpression is at most "
+            f"{limits.SCHEDULER_MAX_EXPRESSION_CHARS} characters (CreateSchedule)"
+        )
     if text.startswith("rate("):
         return _parse_rate(text)
     if text.startswith("at("):
@@ -248,6 +263,12 @@ def _parse_rate(text: str) -> Expression:
     if value > 1 and not plural:
         raise InvalidScheduleExpression(
             f"{text!r}: rate() unit must be plural for a value over 1: rate({value} {unit}s)"
+        )
+    if value * _RATE_UNITS[unit.rstrip("s")] > limits.SCHEDULER_MAX_RATE_DAYS * 86_400:
+        raise InvalidScheduleExpression(
+            f"{text!r}: rate() is at most {limits.SCHEDULER_MAX_RATE_DAYS} days "
+            "(SCHEDULER_MAX_RATE_DAYS: the span of the years 1970-2199 that cron() "
+            "may name), so that its fire times can be computed"
         )
     return Expression(f"rate({value} {unit})", "rate")
 

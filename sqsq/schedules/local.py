@@ -21,10 +21,24 @@ DynamoDB table, and only the leader fires::
     ──other──[no]────[no]────[no]──────────[lease_until passed: leads]──
 
 A leader that stops cleanly deletes the lease, so another takes over at once.
-Each fire also advances a per-schedule cursor with a conditional write
-(``last < fire``) before it is sent, so even two leaders at once (a paused
-process whose lease ran out) never send the same fire twice; and every fire
-carries the idempotency key of (schedule, scheduled time) besides.
+Each schedule has a cursor, the last fire time SQS accepted; a fire is sent in
+three steps::
+
+    item  pk "scheduler#<app>#<schedule>"  sk "cursor"   last, [sending, claim_owner, claim_until]
+
+    claim   UpdateItem IF last < fire AND (no claim OR claim_owner = me
+                                           OR claim_until < now)
+    send    SendMessage ── fails (SQS down) ─► the claim stays; the next tick sends
+                                               it again, while it is younger than
+                                               the schedule's max_event_age_s
+    sent    UpdateItem last = fire, claim removed  IF claim_owner = me
+
+so a fire is recorded only once SQS has it, and even two leaders at once (a paused
+process whose lease ran out) do not both send it while a claim lives. A process
+that dies between the send and the record leaves a claim that expires after
+``lease_s``: that fire may be sent twice, and every fire carries the idempotency
+key of (schedule, scheduled time) for that. One schedule failing (its queue gone,
+an error) is logged with its name; the others fire.
 
 The clock is injectable (``clock=``), so tests drive time by hand.
 """
@@ -59,7 +73,9 @@ DEFAULT_INTERVAL_S = 1.0
 MAX_FIRES_PER_TICK = 100
 
 _LEASE_FREE = "attribute_not_exists(pk) OR lease_until < :now OR #owner = :me"
-_CURSOR_BEHIND = "attribute_not_exists(pk) OR #last < :fire"
+_CLAIMABLE = (
+    "#last < :fire AND (attribute_not_exists(#claim) OR #claim = :me OR claim_until < :now)"
+)
 
 
 @dataclass(frozen=True)
@@ -198,22 +214,68 @@ class LocalScheduler:
         item = client.get_item(
             TableName=self._table, Key=self._cursor_key(name), ConsistentRead=True
         ).get("Item")
-        if item:
+        if item and "last" in item:
             self._cursors[name] = datetime.fromtimestamp(float(item["last"]["N"]), UTC)
             return self._cursors[name]
-        self._advance(name, now)
-        return now
-
-    def _advance(self, name: str, fire: datetime) -> bool:
-        """Move the cursor to ``fire`` if it is behind (conditional write)."""
-        client = self.app.clients.sync("dynamodb")
         try:
             client.put_item(
                 TableName=self._table,
-                Item={**self._cursor_key(name), "last": {"N": repr(fire.timestamp())}},
-                ConditionExpression=_CURSOR_BEHIND,
-                ExpressionAttributeNames={"#last": "last"},
-                ExpressionAttributeValues={":fire": {"N": repr(fire.timestamp())}},
+                Item={**self._cursor_key(name), "last": {"N": repr(now.timestamp())}},
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return self._cursor(name, now)  # another scheduler made it meanwhile
+        self._cursors[name] = now
+        return now
+
+    def _claim(self, name: str, fire: datetime, now: datetime) -> bool:
+        """Claim the sending of ``fire`` (conditional write): its cursor is behind it
+        and no other scheduler holds a live claim. A claim that is not marked sent
+        (the send failed, the process died) is taken again by its owner at the next
+        tick, or by another scheduler once ``lease_s`` has passed."""
+        client = self.app.clients.sync("dynamodb")
+        try:
+            client.update_item(
+                TableName=self._table,
+                Key=self._cursor_key(name),
+                UpdateExpression="SET #sending = :fire, #claim = :me, claim_until = :until",
+                ConditionExpression=_CLAIMABLE,
+                ExpressionAttributeNames={
+                    "#last": "last",
+                    "#claim": "claim_owner",
+                    "#sending": "sending",
+                },
+                ExpressionAttributeValues={
+                    ":fire": {"N": repr(fire.timestamp())},
+                    ":me": {"S": self.owner},
+                    ":now": {"N": repr(now.timestamp())},
+                    ":until": {"N": repr(now.timestamp() + self.lease_s)},
+                },
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            self._cursors.pop(name, None)
+            return False
+        return True
+
+    def _sent(self, name: str, fire: datetime) -> bool:
+        """Record ``fire`` as sent (SQS accepted it): the cursor moves to it and the
+        claim goes. False when another scheduler took the claim over meanwhile."""
+        client = self.app.clients.sync("dynamodb")
+        try:
+            client.update_item(
+                TableName=self._table,
+                Key=self._cursor_key(name),
+                UpdateExpression="SET #last = :fire REMOVE #sending, #claim, claim_until",
+                ConditionExpression="#claim = :me AND #last < :fire",
+                ExpressionAttributeNames={
+                    "#last": "last",
+                    "#claim": "claim_owner",
+                    "#sending": "sending",
+                },
+                ExpressionAttributeValues={
+                    ":fire": {"N": repr(fire.timestamp())},
+                    ":me": {"S": self.owner},
+                },
             )
         except client.exceptions.ConditionalCheckFailedException:
             self._cursors.pop(name, None)
@@ -229,18 +291,69 @@ class LocalScheduler:
         Scheduler drops them."""
         cursor = self._cursor(periodic.name, now)
         oldest = now - timedelta(seconds=periodic.max_event_age_s)
+        after = max(cursor, oldest - timedelta(microseconds=1))  # never walk dropped ones
         times: list[datetime] = []
         for fire in periodic.expression.fire_times(
-            cursor, periodic.timezone, start=periodic.start, end=periodic.end
+            after, periodic.timezone, start=periodic.start, end=periodic.end
         ):
             if fire > now or len(times) == MAX_FIRES_PER_TICK:
                 break
-            if fire >= oldest:
-                times.append(fire)
+            times.append(fire)
         return times
+
+    def fire(self, periodic: PeriodicTask, now: datetime) -> list[Fire]:
+        """Send the due fires of one schedule, in order: each is claimed, sent, then
+        recorded as sent. A fire SQS did not take stops the schedule for this tick and
+        is sent again at the next one, as long as it is younger than the schedule's
+        ``max_event_age_s`` (Scheduler's retry window).
+
+        Raises:
+            Exception: an AWS error of DynamoDB, or a fire time that cannot be
+                computed (the caller logs it, naming the schedule).
+        """
+        fires: list[Fire] = []
+        for when in self.due(periodic, now):
+            if not self._claim(periodic.name, when, now):
+                break  # another scheduler sent it, or is sending it
+            try:
+                fire = send_fire(self.app, periodic, when, self._arns)
+            except Exception as exc:
+                logger.warning(
+                    "schedule %s: the fire of %s was not sent (%s: %s); it is sent again "
+                    "at the next tick while younger than %d s (max_event_age)",
+                    periodic.name,
+                    when.isoformat(),
+                    type(exc).__name__,
+                    exc,
+                    periodic.max_event_age_s,
+                    extra={"schedule": periodic.name},
+                )
+                break
+            logger.info(
+                "fired %s for %s (task %s)",
+                periodic.name,
+                when.isoformat(),
+                fire.task_id,
+                extra={"task_id": fire.task_id, "schedule": periodic.name},
+            )
+            fires.append(fire)
+            if not self._sent(periodic.name, when):
+                logger.warning(
+                    "schedule %s: the fire of %s was sent, but another scheduler took it "
+                    "over meanwhile (its idempotency key runs the task once)",
+                    periodic.name,
+                    when.isoformat(),
+                    extra={"schedule": periodic.name},
+                )
+                break
+        return fires
 
     def tick(self) -> list[Fire]:
         """Renew or take the lease; if leading, send every fire that is due.
+
+        Each schedule is fired on its own: one that fails (its queue is gone, its
+        fire times cannot be computed, an AWS error) is logged with its name, and the
+        others still fire.
 
         Returns:
             The fires sent in this tick.
@@ -252,22 +365,27 @@ class LocalScheduler:
         for periodic in list(self.app.periodic_tasks.values()):
             if not periodic.enabled:
                 continue
-            for when in self.due(periodic, now):
-                if not self._advance(periodic.name, when):
-                    break  # another scheduler sent it
-                fire = send_fire(self.app, periodic, when, self._arns)
-                logger.info(
-                    "fired %s for %s (task %s)",
+            try:
+                fires += self.fire(periodic, now)
+            except Exception as exc:
+                logger.warning(
+                    "schedule %s: tick failed: %s: %s",
                     periodic.name,
-                    when.isoformat(),
-                    fire.task_id,
-                    extra={"task_id": fire.task_id, "schedule": periodic.name},
+                    type(exc).__name__,
+                    exc,
+                    extra={"schedule": periodic.name},
                 )
-                fires.append(fire)
         if self.fire_eta:
             from .eta import fire_due
 
-            fires += fire_due(self.app, now)
+            try:
+                fires += fire_due(self.app, now)
+            except Exception as exc:
+                logger.warning(
+                    "long countdowns (at() schedules): tick failed: %s: %s",
+                    type(exc).__name__,
+                    exc,
+                )
         return fires
 
     def serve(self, stop: threading.Event, interval_s: float = DEFAULT_INTERVAL_S) -> None:

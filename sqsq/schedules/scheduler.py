@@ -193,9 +193,20 @@ def definition(
     return result
 
 
+def _input(text: Any) -> Any:
+    """A target's Input, parsed; one that is not JSON (made by hand, by another tool)
+    stays its text, which never equals a parsed envelope: it differs, and is repaired."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return ("not JSON", str(text))
+
+
 def _comparable(value: dict[str, Any]) -> dict[str, Any]:
     """The fields sqsq sets, normalised (dates to epoch seconds, Input parsed)."""
-    target = value.get("Target", {})
+    target = value.get("Target") or {}
     out: dict[str, Any] = {
         "ScheduleExpression": value.get("ScheduleExpression"),
         "ScheduleExpressionTimezone": value.get("ScheduleExpressionTimezone") or "UTC",
@@ -204,7 +215,7 @@ def _comparable(value: dict[str, Any]) -> dict[str, Any]:
         "Description": value.get("Description") or "",
         "Target.Arn": target.get("Arn"),
         "Target.RoleArn": target.get("RoleArn"),
-        "Target.Input": json.loads(target["Input"]) if target.get("Input") else None,
+        "Target.Input": _input(target.get("Input")),
         "Target.RetryPolicy": target.get("RetryPolicy"),
         "Target.DeadLetterConfig": target.get("DeadLetterConfig"),
         "Target.SqsParameters": target.get("SqsParameters"),
@@ -299,6 +310,10 @@ def _group_exists(app: App, group: str) -> bool:
 
 def plan(app: App, *, role_arn: str | None = None) -> SchedulePlan:
     """What :func:`apply` would do, reading the current state (no writes).
+
+    Only the app's own schedule group (:func:`group_name`) is read and changed. A
+    schedule there that sqsq cannot read — an Input that is not JSON, an expression
+    sqsq refuses — is updated when the app declares it, and deleted when it does not.
 
     Args:
         role_arn: an existing role for Scheduler to assume; None manages the
@@ -395,7 +410,8 @@ class ScheduleInfo:
 def listing(app: App, now: datetime | None = None, count: int = 3) -> list[ScheduleInfo]:
     """The app's schedules as on AWS (state, expression) with their next ``count``
     fire times computed locally in their time zone; declared-only ones too."""
-    from .expressions import parse
+    from ..errors import ConfigurationError
+    from .expressions import Expression, parse
 
     now = now or datetime.now(UTC)
     group = group_name(app)
@@ -406,15 +422,20 @@ def listing(app: App, now: datetime | None = None, count: int = 3) -> list[Sched
         periodic = app.periodic_tasks.get(name)
         if name in names:
             have = client.get_schedule(GroupName=group, Name=name)
-            expression = parse(have["ScheduleExpression"])
-            timezone = have.get("ScheduleExpressionTimezone") or "UTC"
-            start = have.get("StartDate") or (periodic.start if periodic else None)
-            if start is None and expression.kind == "rate":
-                start = have.get("CreationDate")
-            fires = expression.next_fire_times(
-                now, timezone, count, start=start, end=have.get("EndDate")
-            )
             state = have.get("State", "ENABLED")
+            timezone = have.get("ScheduleExpressionTimezone") or "UTC"
+            try:
+                expression = parse(have["ScheduleExpression"])
+                start = have.get("StartDate") or (periodic.start if periodic else None)
+                if start is None and expression.kind == "rate":
+                    start = have.get("CreationDate")
+                fires = expression.next_fire_times(
+                    now, timezone, count, start=start, end=have.get("EndDate")
+                )
+            except ConfigurationError as exc:  # made elsewhere: listed, not computed
+                logger.warning("schedule %s: %s", name, exc)
+                expression = Expression(str(have.get("ScheduleExpression")), "unknown")
+                fires = []
         else:
             assert periodic is not None
             expression, timezone, state = periodic.expression, periodic.timezone, "NOT SYNCED"

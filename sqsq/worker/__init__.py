@@ -5,7 +5,9 @@
     receivers (one per queue) ── ReceiveMessage(MaxNumberOfMessages ≤ 10, WaitTimeSeconds ≤ 20)
         │   whenever a full batch fits (or a run slot would idle): inbox.py
         ▼
-    ready buffer ─ at most concurrency + prefetch messages held, leases kept (leaser.py)
+    ready buffer ─ at most concurrency + prefetch messages held, leases kept (leaser.py,
+        │          a thread: a task blocking the loop cannot starve them; watchdog.py
+        │          logs such a task)
         │
     dispatcher ── a free run slot ─► runner.py: revoked? claim key, call (loop / threads.py /
         │                                        processes.py), execution core → outcome

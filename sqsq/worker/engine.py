@@ -20,9 +20,10 @@ from ..lease import LeaseTable
 from ..retry import full_jitter_s, is_permanent
 from ..sqs import RECEIVE_ATTRIBUTES
 from .inbox import Inbox, WorkItem
-from .leaser import keep_leases
+from .leaser import Leaser
 from .runner import Runner
 from .settler import Settler
+from .watchdog import LoopWatchdog
 
 if TYPE_CHECKING:
     from ..app import App
@@ -154,6 +155,8 @@ class Worker:
                 loop.add_signal_handler(sig, self._on_signal, sig)
                 installed.append(sig)
         code = EXIT_OK
+        leaser: Leaser | None = None
+        watchdog: LoopWatchdog | None = None
         try:
             urls: dict[str, str] = {}
             for queue in self.queues:
@@ -201,9 +204,12 @@ class Worker:
                 extra={"worker": self.worker_id, "queues": self.queues},
             )
             settling = asyncio.create_task(settler.run(), name="sqsq-settler")
-            leasing = asyncio.create_task(
-                keep_leases(self.app, self.leases, self.counters), name="sqsq-leaser"
-            )
+            # threads: a task that blocks the loop must not starve the leases
+            leaser = Leaser(self.app, self.leases, self.counters)
+            leaser.start()
+            watchdog = LoopWatchdog(self.app)
+            beating = asyncio.create_task(watchdog.beat(), name="sqsq-watchdog-beat")
+            watchdog.start()
             dispatching = asyncio.create_task(self._dispatch(), name="sqsq-dispatcher")
             receivers = [
                 asyncio.create_task(self._receive(q, url), name=f"sqsq-receive-{q}")
@@ -211,12 +217,18 @@ class Worker:
             ]
             await stopping.wait()
             await self._shutdown(receivers, dispatching, settling)
-            leasing.cancel()
-            await asyncio.gather(leasing, return_exceptions=True)
+            await asyncio.to_thread(leaser.stop)  # everything held is let go by now
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
         except ConfigurationError as exc:
             logger.error("%s", exc)
             code = EXIT_USAGE
         finally:
+            if leaser is not None:
+                leaser.stop(timeout_s=0)
+            if watchdog is not None:
+                watchdog.stop()
+                self.counters["loop_blocked"] += watchdog.blocks
             for sig in installed:
                 loop.remove_signal_handler(sig)
             if self._processes is not None:
