@@ -20,6 +20,12 @@ a record is listed exactly when SQS must deliver it again:
   timeout and the margin together, see ``sqsq.deploy.lambda_timing``);
 - on a FIFO queue, it comes after a listed record of the same message group.
 
+On a FIFO queue a deferral (idempotency key held elsewhere, DynamoDB unreachable)
+uses a receive — there is no per-message delay, and Lambda cannot stop its event
+source receiving as a worker pauses — so a record deferred on the last receive its
+queue's maxReceiveCount allows is a dead letter ``deferrals_exhausted`` instead
+(``DeferralsExhausted``): SQS would move it next without a reason.
+
 A record whose outcome is final — SUCCESS, a FAILURE recorded and copied to the
 DLQ, a dead letter, REVOKED — is not listed, so Lambda deletes it. A record whose
 task's ``time_limit`` plus the margin is longer than the function's whole timeout
@@ -58,7 +64,13 @@ from typing import TYPE_CHECKING, Any
 
 from . import limits
 from .delivery import Delivery
-from .errors import ConfigurationError, DoesNotFitFunction, InvalidKey, SqsqError
+from .errors import (
+    ConfigurationError,
+    DeferralsExhausted,
+    DoesNotFitFunction,
+    InvalidKey,
+    SqsqError,
+)
 from .execution import RETURNED_KINDS, Executor, Outcome, OutcomeKind, Prepared, give_up
 from .lease import LeaseTable
 from .metrics import emit as emit_metrics
@@ -336,6 +348,8 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
                 outcome = executor.internal(
                     delivery, exc, "running", item if isinstance(item, Prepared) else None
                 )
+            if group and outcome.kind == OutcomeKind.DEFER and batch.last_receive(outcome):
+                outcome = _deferrals_exhausted(executor, item, outcome)
             batch.add(outcome)
             if group and outcome.kind in RETURNED_KINDS:
                 blocked_groups.add(group)
@@ -429,7 +443,7 @@ class _Batch(threading.Thread):
             if not outcomes:
                 return
             kept = store(self.app, outcomes)
-            last = [o for o in kept if missing_step(o) and self._last_receive(o)]
+            last = [o for o in kept if missing_step(o) and self.last_receive(o)]
             if last:  # the step's budget is spent: the outcome stands, the message to the DLQ
                 for outcome in last:
                     step = missing_step(outcome)
@@ -450,7 +464,7 @@ class _Batch(threading.Thread):
             self.kept += kept
             self.done += stored
 
-    def _last_receive(self, outcome: Outcome) -> bool:
+    def last_receive(self, outcome: Outcome) -> bool:
         """Whether SQS will not deliver this message again: its receive count has
         reached the queue's maxReceiveCount (the next receive moves it to the DLQ
         without a reason)."""
@@ -460,6 +474,20 @@ class _Batch(threading.Thread):
         except Exception:  # not known: the app's own setting (what resources create)
             limit = self.app.settings.max_receive_count
         return limit is not None and outcome.delivery.receive_count >= limit
+
+
+def _deferrals_exhausted(
+    executor: Executor, item: Prepared | Outcome, deferred: Outcome
+) -> Outcome:
+    """A FIFO record deferred on its last receive: a dead letter with the reason
+    (``DeferralsExhausted``) instead of SQS's move without one."""
+    envelope = item.envelope if isinstance(item, Prepared) else None
+    error = DeferralsExhausted(
+        f"message {deferred.delivery.message_id} was deferred on receive "
+        f"{deferred.delivery.receive_count}, the last its FIFO queue allows (its idempotency "
+        "key held elsewhere, or DynamoDB unreachable): not run; redrive it"
+    )
+    return executor.dead_letter(deferred.delivery, error, envelope)
 
 
 def _time_limit_ms(item: Prepared | Outcome) -> float:

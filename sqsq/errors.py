@@ -19,6 +19,7 @@
     │   ├── NoRoute               a foreign event (EventBridge, S3, SNS, ...) no declared route matches
     │   ├── FollowUpFailed        its outcome is stored, its follow-ups (chain, callbacks, chord) never went out
     │   ├── TaskTokenReportFailed its outcome is stored, Step Functions never took its report
+    │   ├── DeferralsExhausted    Lambda on FIFO: deferred on every receive its queue allows
     │   └── ChordBodyTooLarge     a chord's body with its members' results is over SQS's message size
     ├── ResultError               the reader of a result
     │   ├── ResultTimeout         not ready within ``get(timeout=...)`` (also a TimeoutError)
@@ -209,6 +210,18 @@ class TaskTokenReportFailed(DeadLetter):
     reason and the result records it; the state machine waits on its own timeout."""
 
     reason = "task_token_report_failed"
+
+
+class DeferralsExhausted(DeadLetter):
+    """Lambda on a FIFO queue: the message was deferred — its idempotency key held by
+    another run, or DynamoDB unreachable — on the last receive its queue's
+    maxReceiveCount allows. A FIFO queue has no per-message delay, so each deferral
+    uses a receive, and Lambda cannot stop its event source receiving (a worker
+    pauses instead); rather than let SQS move it to the DLQ without a reason, it goes
+    there with this one. It did not run: redrive it once DynamoDB answers (a
+    duplicate then resolves to the first run's outcome)."""
+
+    reason = "deferrals_exhausted"
 
 
 class ChordBodyTooLarge(DeadLetter):
