@@ -219,16 +219,24 @@ def signed_body(body: str, key: bytes, *, template: bool = False) -> str:
     return dumps({**raw, BODY_FIELD: version + _mac(key, version + text)})
 
 
+def _slot_holder(out: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    """The object holding a slot's last field in ``out``, each object on the way
+    copied first (``out`` is a shallow copy of a parsed body: the body itself is
+    never changed); None when the way is not objects."""
+    holder: dict[str, Any] = out
+    for name in path[:-1]:
+        inner = holder.get(name)
+        if not isinstance(inner, dict):
+            return None
+        holder[name] = holder = dict(inner)
+    return holder
+
+
 def _masked(raw: dict[str, Any]) -> dict[str, Any]:
     """``raw`` with its slot fields blanked (to find placeholders elsewhere)."""
     out = dict(raw)
     for path, _ in TEMPLATE_SLOTS:
-        holder: Any = out
-        for name in path[:-1]:
-            if not isinstance(holder.get(name), dict):
-                holder = None
-                break
-            holder[name] = holder = dict(holder[name])
+        holder = _slot_holder(out, path)
         if holder is not None and path[-1] in holder:
             holder[path[-1]] = ""
     return out
@@ -335,12 +343,7 @@ def _restore(raw: dict[str, Any]) -> dict[str, Any] | None:
     out = dict(raw)
     fills: dict[str, str] = {}
     for path, pattern in TEMPLATE_SLOTS:
-        holder: Any = out
-        for name in path[:-1]:
-            if not isinstance(holder.get(name), dict):
-                holder = None
-                break
-            holder[name] = holder = dict(holder[name])
+        holder = _slot_holder(out, path)
         if holder is None or path[-1] not in holder:
             continue  # absent: the HMAC decides
         value = holder[path[-1]]
