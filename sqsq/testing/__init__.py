@@ -209,9 +209,7 @@ class ExternalEndpoint:
             iam = self._client("iam")
             for role in sorted(roles - base_roles):
                 with contextlib.suppress(Exception):
-                    for name in iam.list_role_policies(RoleName=role).get("PolicyNames", []):
-                        iam.delete_role_policy(RoleName=role, PolicyName=name)
-                    iam.delete_role(RoleName=role)
+                    _delete_role(iam, role)
 
     def start(self) -> ExternalEndpoint:
         """Remember what exists (:meth:`reset` never deletes it); probe TTL support."""
@@ -269,6 +267,22 @@ class ExternalEndpoint:
             )
         # SQS forbids a queue of the same name for 60 s after DeleteQueue on AWS; the
         # per-run prefix (sqsq_prefix) is how suites on AWS avoid reusing names.
+
+
+def _delete_role(iam: Any, role: str) -> None:
+    """Delete a role the run created, with what holds it: its inline and attached
+    policies, and the instance profiles it is in (a stack's EC2 instance role; those
+    profiles were made with it, by the same run)."""
+    for name in iam.list_role_policies(RoleName=role).get("PolicyNames", []):
+        iam.delete_role_policy(RoleName=role, PolicyName=name)
+    for policy in iam.list_attached_role_policies(RoleName=role).get("AttachedPolicies", []):
+        iam.detach_role_policy(RoleName=role, PolicyArn=policy["PolicyArn"])
+    for profile in iam.list_instance_profiles_for_role(RoleName=role).get("InstanceProfiles", []):
+        name = profile["InstanceProfileName"]
+        iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=role)
+        with contextlib.suppress(Exception):
+            iam.delete_instance_profile(InstanceProfileName=name)
+    iam.delete_role(RoleName=role)
 
 
 def _endpoint() -> LocalEndpoint | ExternalEndpoint:
