@@ -27,7 +27,9 @@ from sqsq.deploy import Options, dump, render
 from sqsq.deploy import bundle as bundle_module
 from sqsq.deploy.lambda_timing import MAX_TIME_LIMIT_S, safety_margin_s
 from sqsq.testing.lambda_esm import (
+    EventSource,
     EventSourceMapping,
+    InProcess,
     build_bundle,
     failed_items,
     fifo_violations,
@@ -234,6 +236,32 @@ def test_maximum_concurrency_runs_batches_in_environments_of_their_own(
     assert sorted(r.get(timeout=5) for r in results) == ["c0", "c1"]
     assert len(invocations) == 2 and all(i.cold_start for i in invocations)
     assert all(len(i.message_ids) == 1 for i in invocations)
+
+
+def test_an_in_process_handler_under_the_mapping(timed: Any) -> None:
+    """The fast runtime: the handler called in this process, the same rules applied —
+    here a handler that returns one record to the queue: it stays, the rest go."""
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=timed.app.queue_name("default"))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    results = [timed.quick.delay(n) for n in range(3)]
+    kept: list[str] = []
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        response = timed.app.lambda_handler({"Records": event["Records"][1:]}, context)
+        kept.append(event["Records"][0]["messageId"])
+        return {"batchItemFailures": [{"itemIdentifier": kept[-1]}, *response["batchItemFailures"]]}
+
+    esm = EventSourceMapping(InProcess(handler), [EventSource(url, arn)], timeout_s=30)
+    (invocation,) = esm.drain(idle_polls=1, until=lambda: len(esm.invocations) == 1)
+
+    assert invocation.returned == kept and len(invocation.deleted) == 2
+    assert invocation.cold_start and not invocation.error
+    assert sorted(r.state for r in results).count(State.SUCCESS) == 2
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"  # the one it kept
 
 
 def test_a_time_limit_over_lambdas_maximum_is_a_generation_error() -> None:
