@@ -160,14 +160,24 @@ class Clients:
                 if self._session is not None:
                     client = self._session.client(service, **self._kwargs(service))
                 else:
-                    import botocore.session
-
-                    if self._botocore is None:
-                        self._botocore = botocore.session.get_session()
-                    client = self._botocore.create_client(service, **self._kwargs(service))
+                    client = self._botocore_session().create_client(
+                        service, **self._kwargs(service)
+                    )
                 client.meta.events.register("before-send", self.counter)
                 self._sync[service] = client
         return client
+
+    def _botocore_session(self) -> Any:
+        """The botocore session of the sync clients (the caller's boto3 session's own,
+        ``boto3.Session._session``, where it has one)."""
+        inner = getattr(self._session, "_session", None)
+        if inner is not None:
+            return inner
+        if self._botocore is None:
+            import botocore.session
+
+            self._botocore = botocore.session.get_session()
+        return self._botocore
 
     # --- aiobotocore ------------------------------------------------------------
 
@@ -192,6 +202,11 @@ class Clients:
         from aiobotocore.session import get_session
 
         session = get_session()
+        # One data loader for sync and async clients: the service models and endpoint
+        # data are parsed once (~10 MiB less for a worker, whose leaser uses sync).
+        with self._lock:
+            loader = self._botocore_session().get_component("data_loader")
+        session.register_component("data_loader", loader)
         if self._session is not None:
             creds = self._session.get_credentials()
             if creds is not None:
