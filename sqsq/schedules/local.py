@@ -73,6 +73,8 @@ DEFAULT_INTERVAL_S = 1.0
 MAX_FIRES_PER_TICK = 100
 
 _LEASE_FREE = "attribute_not_exists(pk) OR lease_until < :now OR #owner = :me"
+#: The cursor item's attributes named in the claim and record updates.
+_CURSOR_NAMES = {"#last": "last", "#claim": "claim_owner", "#sending": "sending"}
 _CLAIMABLE = (
     "#last < :fire AND (attribute_not_exists(#claim) OR #claim = :me OR claim_until < :now)"
 )
@@ -240,11 +242,7 @@ class LocalScheduler:
                 Key=self._cursor_key(name),
                 UpdateExpression="SET #sending = :fire, #claim = :me, claim_until = :until",
                 ConditionExpression=_CLAIMABLE,
-                ExpressionAttributeNames={
-                    "#last": "last",
-                    "#claim": "claim_owner",
-                    "#sending": "sending",
-                },
+                ExpressionAttributeNames=_CURSOR_NAMES,
                 ExpressionAttributeValues={
                     ":fire": {"N": repr(fire.timestamp())},
                     ":me": {"S": self.owner},
@@ -267,11 +265,7 @@ class LocalScheduler:
                 Key=self._cursor_key(name),
                 UpdateExpression="SET #last = :fire REMOVE #sending, #claim, claim_until",
                 ConditionExpression="#claim = :me AND #last < :fire",
-                ExpressionAttributeNames={
-                    "#last": "last",
-                    "#claim": "claim_owner",
-                    "#sending": "sending",
-                },
+                ExpressionAttributeNames=_CURSOR_NAMES,
                 ExpressionAttributeValues={
                     ":fire": {"N": repr(fire.timestamp())},
                     ":me": {"S": self.owner},
