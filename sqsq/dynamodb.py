@@ -17,7 +17,8 @@ idempotency key        ``idem#<task>#<key>``  ``idempotency``  see ``idempotency
 =====================  ==============  ==========  ========================================
 
 Item builders and parsers are pure functions over DynamoDB's low-level attribute
-values; :class:`ResultStore` only executes them with boto3 or aiobotocore.
+values; :class:`ResultStore`'s call sequences (:mod:`sqsq.calls`) execute them with
+boto3 or aiobotocore.
 Outcomes that finish together go out as one BatchWriteItem (25 items,
 ``limits.DYNAMODB_MAX_BATCH_WRITE_ITEMS``); unprocessed items are retried with
 backoff and, if still unprocessed, reported so their messages are *not* deleted.
@@ -33,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import limits
+from .calls import Call, Sleep, Steps, arun, run
 from .envelope import dumps
 from .result import ResultRecord, State
 from .retry import error_code, full_jitter_s
@@ -248,17 +250,18 @@ class ResultStore:
 
     def get_result(self, task_id: str) -> ResultRecord | None:
         """One consistent GetItem; None when absent or expired."""
-        response = self.clients.sync("dynamodb").get_item(
-            TableName=self.table, Key=result_key(task_id), ConsistentRead=True
-        )
-        item = response.get("Item")
-        return record_from_item(item) if item else None
+        return run(self.getting(task_id), self.clients)
 
     async def aget_result(self, task_id: str) -> ResultRecord | None:
         """Asyncio twin of :meth:`get_result`."""
-        client = await self.clients.aclient("dynamodb")
-        response = await client.get_item(
-            TableName=self.table, Key=result_key(task_id), ConsistentRead=True
+        return await arun(self.getting(task_id), self.clients)
+
+    def getting(self, task_id: str) -> Steps[ResultRecord | None]:
+        """The call of :meth:`get_result` (see :mod:`sqsq.calls`)."""
+        response = yield Call(
+            "dynamodb",
+            "get_item",
+            {"TableName": self.table, "Key": result_key(task_id), "ConsistentRead": True},
         )
         item = response.get("Item")
         return record_from_item(item) if item else None
@@ -276,30 +279,40 @@ class ResultStore:
         written, and each refused write's token maps to DynamoDB's message in
         ``rejected`` (and is among the tokens returned).
         """
-        client = self.clients.sync("dynamodb")
+        return run(self.writing(writes, rejected), self.clients)
+
+    async def awrite(
+        self, writes: Iterable[Write], rejected: dict[str, str] | None = None
+    ) -> set[str]:
+        """Asyncio twin of :meth:`write`."""
+        return await arun(self.writing(writes, rejected), self.clients)
+
+    def writing(
+        self, writes: Iterable[Write], rejected: dict[str, str] | None = None
+    ) -> Steps[set[str]]:
+        """The calls of :meth:`write` (see :mod:`sqsq.calls`)."""
         failed: set[str] = set()
         for batch in write_batches(writes):
-            failed |= self._write_batch(client, batch, rejected)
+            failed |= yield from self._write_batch(batch, rejected)
         return failed
 
-    def _write_batch(
-        self, client: Any, batch: list[Write], rejected: dict[str, str] | None
-    ) -> set[str]:
+    def _write_batch(self, batch: list[Write], rejected: dict[str, str] | None) -> Steps[set[str]]:
         pending = _unique(batch)
         for attempt in range(UNPROCESSED_ATTEMPTS):
             if attempt:
-                time.sleep(_backoff_s(attempt))
+                yield Sleep(_backoff_s(attempt))
             try:
-                response = client.batch_write_item(RequestItems={self.table: pending})
+                response = yield Call(
+                    "dynamodb", "batch_write_item", {"RequestItems": {self.table: pending}}
+                )
             except Exception as exc:
                 if rejected is None or error_code(exc) != "ValidationException":
                     raise
                 split = self._split(batch, pending, exc, rejected)
                 if isinstance(split, set):
                     return split
-                return self._write_batch(client, split[0], rejected) | self._write_batch(
-                    client, split[1], rejected
-                )
+                first = yield from self._write_batch(split[0], rejected)
+                return first | (yield from self._write_batch(split[1], rejected))
             pending = _unprocessed(response, self.table)
             if not pending:
                 break
@@ -328,40 +341,6 @@ class ResultStore:
             [w for g in ordered[half:] for w in g],
         )
 
-    async def awrite(
-        self, writes: Iterable[Write], rejected: dict[str, str] | None = None
-    ) -> set[str]:
-        """Asyncio twin of :meth:`write`."""
-        client = await self.clients.aclient("dynamodb")
-        failed: set[str] = set()
-        for batch in write_batches(writes):
-            failed |= await self._awrite_batch(client, batch, rejected)
-        return failed
-
-    async def _awrite_batch(
-        self, client: Any, batch: list[Write], rejected: dict[str, str] | None
-    ) -> set[str]:
-        import asyncio  # not at import time: ``import sqsq`` stays without asyncio
-
-        pending = _unique(batch)
-        for attempt in range(UNPROCESSED_ATTEMPTS):
-            if attempt:
-                await asyncio.sleep(_backoff_s(attempt))
-            try:
-                response = await client.batch_write_item(RequestItems={self.table: pending})
-            except Exception as exc:
-                if rejected is None or error_code(exc) != "ValidationException":
-                    raise
-                split = self._split(batch, pending, exc, rejected)
-                if isinstance(split, set):
-                    return split
-                first = await self._awrite_batch(client, split[0], rejected)
-                return first | await self._awrite_batch(client, split[1], rejected)
-            pending = _unprocessed(response, self.table)
-            if not pending:
-                break
-        return _tokens(batch, pending)
-
     def put_results(self, items: Iterable[tuple[str, Item]]) -> set[str]:
         """Store result items (``(task_id, item)``); returns task ids NOT stored."""
         return self.write(put(task_id, item) for task_id, item in items)
@@ -371,14 +350,16 @@ class ResultStore:
     def revoke(self, task_id: str, ttl_s: float) -> None:
         """Store a revocation of ``task_id`` that lasts ``ttl_s`` seconds (see
         ``revocations.py``)."""
-        item = revocation_item(self.app_name, task_id, ttl_s)
-        self.clients.sync("dynamodb").put_item(TableName=self.table, Item=item)
+        run(self.revoking(task_id, ttl_s), self.clients)
 
     async def arevoke(self, task_id: str, ttl_s: float) -> None:
         """Asyncio twin of :meth:`revoke`."""
+        await arun(self.revoking(task_id, ttl_s), self.clients)
+
+    def revoking(self, task_id: str, ttl_s: float) -> Steps[None]:
+        """The call of :meth:`revoke` (see :mod:`sqsq.calls`)."""
         item = revocation_item(self.app_name, task_id, ttl_s)
-        client = await self.clients.aclient("dynamodb")
-        await client.put_item(TableName=self.table, Item=item)
+        yield Call("dynamodb", "put_item", {"TableName": self.table, "Item": item})
 
     # --- history ----------------------------------------------------------------
 

@@ -39,7 +39,6 @@ does not allow: invariant 1 is checked here and nowhere else.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import logging
@@ -48,6 +47,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import limits, task_tokens
+from .calls import Call, Gather, Steps, arun, run
 from .dynamodb import Write, attempt_item, delete, put, result_item
 from .execution import (
     FINAL_KINDS,
@@ -88,13 +88,12 @@ class Continuation(Protocol):
     Called in the store stage after the outcomes' writes and copies, before any of
     their messages may be let go; so a follow-up is never sent before the outcome
     is stored, and never lost (a message whose follow-up failed is kept and comes
-    back). Follow-ups must therefore be idempotent. Both methods return the
-    outcomes whose follow-ups failed; AWS errors are absorbed, not raised.
+    back). Follow-ups must therefore be idempotent. ``follow_up`` yields its AWS
+    calls (:mod:`sqsq.calls`) and returns the outcomes whose follow-ups failed; AWS
+    errors are absorbed, not raised.
     """
 
-    def follow(self, app: App, outcomes: Sequence[Outcome]) -> list[Outcome]: ...
-
-    async def afollow(self, app: App, outcomes: Sequence[Outcome]) -> list[Outcome]: ...
+    def follow_up(self, app: App, outcomes: Sequence[Outcome]) -> Steps[list[Outcome]]: ...
 
 
 #: The registered continuation (``sqsq.workflows`` registers itself on import).
@@ -418,7 +417,7 @@ def _copied(by_id: dict[str, Outcome], failed: list[Outcome]) -> None:
         outcome.copied = outcome not in failed
 
 
-# --- the stages, with boto3 (Lambda) and aiobotocore (worker) --------------------------
+# --- the stages: one call sequence each, run by boto3 (Lambda) or aiobotocore (worker) ---
 
 
 def store(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
@@ -431,28 +430,40 @@ def store(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     DynamoDB refuses (ValidationException) is isolated from its batch and its
     outcome becomes a dead letter (:func:`refused`), stored and copied at once.
     """
-    kept = _store_once(app, outcomes)
+    return run(storing(app, outcomes, task_tokens.REPORT_ATTEMPTS), app.clients, app.directory)
+
+
+async def astore(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """Asyncio twin of :func:`store` (aiobotocore); Step Functions reports get one
+    round (the worker's settler retries)."""
+    return await arun(storing(app, outcomes, 1), app.clients, app.directory)
+
+
+def storing(app: App, outcomes: Sequence[Outcome], report_rounds: int) -> Steps[list[Outcome]]:
+    """The calls of :func:`store` (see :mod:`sqsq.calls`); returns the outcomes kept."""
+    kept = yield from _store_once(app, outcomes, report_rounds)
     again = [o for o in kept if o.refused]
     if again:
-        kept = [o for o in kept if not o.refused] + _store_once(app, again)
+        kept = [o for o in kept if not o.refused] + (
+            yield from _store_once(app, again, report_rounds)
+        )
     return kept
 
 
-def _store_once(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
+def _store_once(app: App, outcomes: Sequence[Outcome], report_rounds: int) -> Steps[list[Outcome]]:
     writes = plan_writes(outcomes)
     rejected: dict[str, str] = {}
     try:
-        not_written = app.results.write(writes, rejected) if writes else set()
+        not_written = (yield from app.results.writing(writes, rejected)) if writes else set()
     except Exception as exc:
         _warn("storing %d outcomes failed; their messages are kept", len(outcomes), exc)
         not_written = {token for token, _ in writes}
     _refuse(app, outcomes, rejected)
     kept = _stored(outcomes, not_written)
     stored = [o for o in outcomes if o not in kept]
-    client = app.clients.sync("sqs")
     for dlq, by_id, entries in copies(app, stored):
         try:
-            response = client.send_message_batch(QueueUrl=app.directory.url(dlq), Entries=entries)
+            response = yield Call("sqs", "send_message_batch", {"Entries": entries}, queue=dlq)
             failed = [by_id[f["Id"]] for f in response.get("Failed", [])]
         except Exception as exc:
             _warn("sending %d messages to %s failed; they are kept", (len(entries), dlq), exc)
@@ -463,10 +474,10 @@ def _store_once(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
         outcome.copied = False
     pending = [o for o in outcomes if o not in kept and needs_follow_up(o)]
     if pending:
-        kept += _followed(pending, _get_continuation().follow(app, pending))
+        kept += _followed(pending, (yield from _get_continuation().follow_up(app, pending)))
     reported = [o for o in outcomes if o not in kept and task_tokens.needs_report(o)]
     if reported:
-        kept += task_tokens.report(app, reported)
+        kept += yield from task_tokens.reporting(reported, report_rounds)
     return kept
 
 
@@ -474,48 +485,6 @@ def _followed(pending: list[Outcome], failed: list[Outcome]) -> list[Outcome]:
     for outcome in pending:
         outcome.followed = outcome not in failed
     return failed
-
-
-async def astore(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
-    """Asyncio twin of :func:`store` (aiobotocore)."""
-    kept = await _astore_once(app, outcomes)
-    again = [o for o in kept if o.refused]
-    if again:
-        kept = [o for o in kept if not o.refused] + await _astore_once(app, again)
-    return kept
-
-
-async def _astore_once(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
-    writes = plan_writes(outcomes)
-    rejected: dict[str, str] = {}
-    try:
-        not_written = await app.results.awrite(writes, rejected) if writes else set()
-    except Exception as exc:
-        _warn("storing %d outcomes failed; their messages are kept", len(outcomes), exc)
-        not_written = {token for token, _ in writes}
-    _refuse(app, outcomes, rejected)
-    kept = _stored(outcomes, not_written)
-    stored = [o for o in outcomes if o not in kept]
-    client = await app.clients.aclient("sqs")
-    for dlq, by_id, entries in copies(app, stored):
-        try:
-            url = await app.directory.aurl(dlq)
-            response = await client.send_message_batch(QueueUrl=url, Entries=entries)
-            failed = [by_id[f["Id"]] for f in response.get("Failed", [])]
-        except Exception as exc:
-            _warn("sending %d messages to %s failed; they are kept", (len(entries), dlq), exc)
-            failed = list(by_id.values())
-        _copied(by_id, failed)
-        kept += failed
-    for outcome in kept:  # one of several copies failed: all are sent again
-        outcome.copied = False
-    pending = [o for o in outcomes if o not in kept and needs_follow_up(o)]
-    if pending:
-        kept += _followed(pending, await _get_continuation().afollow(app, pending))
-    reported = [o for o in outcomes if o not in kept and task_tokens.needs_report(o)]
-    if reported:
-        kept += await task_tokens.areport(app, reported)
-    return kept
 
 
 def _refuse(app: App, outcomes: Sequence[Outcome], rejected: dict[str, str]) -> None:
@@ -584,32 +553,26 @@ def refused(app: App, outcome: Outcome, message: str) -> None:
 def release(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> list[Outcome]:
     """Stage 2 (boto3): DeleteMessageBatch / ChangeMessageVisibilityBatch of stored
     outcomes. Returns the outcomes whose call failed (to be released again)."""
-    client = app.clients.sync("sqs")
-    failed: list[Outcome] = []
-    for call in sqs_calls(outcomes, delete=delete):
-        try:
-            failed += _failed_entries(call, getattr(client, call.method)(**call.kwargs()))
-        except Exception as exc:
-            _warn("%s of %d messages failed", (call.method, len(call.chunk)), exc)
-            failed += list(call.chunk)
-    return failed
+    return run(releasing(outcomes, delete=delete), app.clients)
 
 
 async def arelease(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     """Asyncio twin of :func:`release` (always deletes): the calls run concurrently."""
-    client = await app.clients.aclient("sqs")
-    calls = sqs_calls(outcomes, delete=True)
+    return await arun(releasing(outcomes, delete=True), app.clients)
 
-    async def one(call: SqsCall) -> list[Outcome]:
-        try:
-            return _failed_entries(call, await getattr(client, call.method)(**call.kwargs()))
-        except Exception as exc:
-            _warn("%s of %d messages failed", (call.method, len(call.chunk)), exc)
-            return list(call.chunk)
 
+def releasing(outcomes: Sequence[Outcome], *, delete: bool) -> Steps[list[Outcome]]:
+    """The calls of :func:`release`, gathered (see :mod:`sqsq.calls`); returns the
+    outcomes whose call failed."""
+    calls = sqs_calls(outcomes, delete=delete)
+    answers = yield Gather(tuple(Call("sqs", call.method, call.kwargs()) for call in calls))
     failed: list[Outcome] = []
-    for result in await asyncio.gather(*(one(call) for call in calls)):
-        failed += result
+    for call, answer in zip(calls, answers, strict=True):
+        if isinstance(answer, Exception):
+            _warn("%s of %d messages failed", (call.method, len(call.chunk)), answer)
+            failed += list(call.chunk)
+        else:
+            failed += _failed_entries(call, answer)
     return failed
 
 

@@ -48,12 +48,12 @@ import contextlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import limits
+from .calls import Call, Gather, Sleep, Steps, arun, run
 from .envelope import dumps, unencodable
 from .execution import Outcome, OutcomeKind
 from .retry import error_code, full_jitter_s
@@ -233,56 +233,34 @@ def report(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     Returns the outcomes whose report failed after :data:`REPORT_ATTEMPTS` rounds
     (their messages must be kept); AWS errors are logged, not raised.
     """
-    pending = reports(outcomes)
-    if not pending:
-        return []
-    client = app.clients.sync(SERVICE)
-    for attempt in range(REPORT_ATTEMPTS):
-        if attempt:
-            time.sleep(full_jitter_s(attempt, base_s=0.2, cap_s=2.0))
-        failed: list[Report] = []
-        last: BaseException | None = None
-        for call in pending:
-            try:
-                getattr(client, call.method)(**call.kwargs)
-                error: BaseException | None = None
-            except Exception as exc:
-                error = exc
-            if not _settled(call, error):
-                failed.append(call)
-                last = error
-        if not failed:
-            return []
-        assert last is not None
-        _warn(failed, last)
-        pending = failed
-    return [call.outcome for call in pending]
+    return run(reporting(outcomes, REPORT_ATTEMPTS), app.clients)
 
 
 async def areport(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     """Asyncio twin of :func:`report` (aiobotocore): the reports run concurrently,
     :data:`CONCURRENCY` at a time, one round (the worker's settler retries)."""
+    return await arun(reporting(outcomes, 1), app.clients)
+
+
+def reporting(outcomes: Sequence[Outcome], rounds: int) -> Steps[list[Outcome]]:
+    """The calls of :func:`report` (see :mod:`sqsq.calls`), in ``rounds`` rounds
+    with backoff between them; returns the outcomes whose report failed."""
     pending = reports(outcomes)
-    if not pending:
-        return []
-    client = await app.clients.aclient(SERVICE)
-    gate = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(call: Report) -> BaseException | None:
-        async with gate:
-            try:
-                await getattr(client, call.method)(**call.kwargs)
-            except Exception as exc:
-                return exc
-            return None
-
-    errors = await asyncio.gather(*(one(call) for call in pending))
-    failed = [(c, e) for c, e in zip(pending, errors, strict=True) if not _settled(c, e)]
-    if failed:
-        error = failed[-1][1]
-        assert error is not None
-        _warn([c for c, _ in failed], error)
-    return [call.outcome for call, _ in failed]
+    for attempt in range(rounds):
+        if not pending:
+            break
+        if attempt:
+            yield Sleep(full_jitter_s(attempt, base_s=0.2, cap_s=2.0))
+        calls = tuple(Call(SERVICE, c.method, c.kwargs) for c in pending)
+        answers = yield Gather(calls, concurrency=CONCURRENCY)
+        errors = [a if isinstance(a, Exception) else None for a in answers]
+        failed = [(c, e) for c, e in zip(pending, errors, strict=True) if not _settled(c, e)]
+        if failed:
+            error = failed[-1][1]
+            assert error is not None
+            _warn([c for c, _ in failed], error)
+        pending = [c for c, _ in failed]
+    return [call.outcome for call in pending]
 
 
 class Heartbeats:
@@ -325,35 +303,26 @@ class Heartbeats:
 
     def beat(self, app: App, deliveries: Iterable[Delivery]) -> int:
         """Send the heartbeats (boto3); returns how many went through."""
-        sent = 0
-        found = self.tokens(deliveries)
-        if not found:
-            return 0
-        client = app.clients.sync(SERVICE)
-        for delivery, token in found:
-            try:
-                client.send_task_heartbeat(taskToken=token)
-                sent += 1
-            except Exception as exc:
-                self._failed(delivery, token, exc)
-        return sent
+        return run(self.beating(deliveries), app.clients)
 
     async def abeat(self, app: App, deliveries: Iterable[Delivery]) -> int:
         """Send the heartbeats concurrently (aiobotocore); returns how many went through."""
+        return await arun(self.beating(deliveries), app.clients)
+
+    def beating(self, deliveries: Iterable[Delivery]) -> Steps[int]:
+        """The calls of :meth:`beat` (see :mod:`sqsq.calls`)."""
         found = self.tokens(deliveries)
         if not found:
             return 0
-        client = await app.clients.aclient(SERVICE)
-
-        async def one(delivery: Delivery, token: str) -> bool:
-            try:
-                await client.send_task_heartbeat(taskToken=token)
-            except Exception as exc:
-                self._failed(delivery, token, exc)
-                return False
-            return True
-
-        return sum(await asyncio.gather(*(one(d, t) for d, t in found)))
+        calls = (Call(SERVICE, "send_task_heartbeat", {"taskToken": t}) for _, t in found)
+        answers = yield Gather(tuple(calls))
+        sent = 0
+        for (delivery, token), answer in zip(found, answers, strict=True):
+            if isinstance(answer, Exception):
+                self._failed(delivery, token, answer)
+            else:
+                sent += 1
+        return sent
 
     # A slow or unreachable Step Functions endpoint must never hold up the lease
     # extensions that come next: heartbeats go out beside them, one round at a time

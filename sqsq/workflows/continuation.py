@@ -25,8 +25,9 @@ is safe to repeat, and the redelivery does not run the member's body again (its
 stored outcome is found: ``Executor.resume``). The body's key makes a second send
 run nothing — also when the body failed (a failure is recorded under its key).
 Follow-ups that fail past their budget are given up on: the member's message goes
-to the DLQ with reason ``followup_failed``. The AWS calls are yielded by generators (:func:`follow_up`), so
-the boto3 (Lambda) and aiobotocore (worker) drivers share all the logic.
+to the DLQ with reason ``followup_failed``. The AWS calls are yielded by generators
+(:func:`follow_up`, :mod:`sqsq.calls`) inside settle's store sequence, so the boto3
+(Lambda) and aiobotocore (worker) drivers share all the logic.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import limits
+from ..calls import Call, Steps
 from ..dynamodb import record_from_item, result_item, result_key
 from ..errors import ChordBodyTooLarge, MessageTooLarge
 from ..execution import Outcome, OutcomeKind, type_name
@@ -67,20 +69,6 @@ CHAIN_ERROR = "sqsq.workflows.ChainError"
 CHORD_ERROR = "sqsq.workflows.ChordError"
 
 
-@dataclass(frozen=True)
-class Call:
-    """One AWS call a follow-up needs: ``queue`` names an SQS queue whose URL the
-    driver fills in as ``QueueUrl``."""
-
-    service: str
-    method: str
-    kwargs: dict[str, Any]
-    queue: str | None = None
-
-
-Steps = Generator[Call, Any, Any]
-
-
 @dataclass
 class _Work:
     """What one outcome's follow-ups add up to."""
@@ -98,7 +86,7 @@ def _code(exc: Exception) -> str:
 # --- per outcome -------------------------------------------------------------------
 
 
-def _one(app: App, outcome: Outcome, workflow: dict[str, Any]) -> Steps:
+def _one(app: App, outcome: Outcome, workflow: dict[str, Any]) -> Steps[_Work]:
     """The follow-ups of one outcome; returns its :class:`_Work`."""
     envelope = json.loads(outcome.delivery.body)
     task_id = outcome.task_id
@@ -137,7 +125,7 @@ def _count(
     failure: str | None,
     work: _Work,
     ids: dict[str, Any],
-) -> Steps:
+) -> Steps[None]:
     """Count one chord member (once), and fire or fail the chord when due."""
     from botocore.exceptions import ClientError
 
@@ -234,7 +222,7 @@ def _fail(
     dead_letter_reason: str | None,
     work: _Work,
     ids: dict[str, Any],
-) -> Steps:
+) -> Steps[None]:
     """The chord fails: its body (and the chain steps after it) marked FAILURE with
     ``reason``, the body's errbacks sent, the chord marked fired; a chord inside an
     outer chord's header fails the outer one too."""
@@ -250,7 +238,7 @@ def _fail(
         yield from _count(app, outer, outer_reason, work, ids)
 
 
-def _results(app: App, result_ids: list[str]) -> Steps:
+def _results(app: App, result_ids: list[str]) -> Steps[list[Any]]:
     """The members' values in order: BatchGetItem, 100 keys a call, consistent reads."""
     found: dict[str, Any] = {}
     for start in range(0, len(result_ids), limits.DYNAMODB_MAX_BATCH_GET_ITEMS):
@@ -303,7 +291,7 @@ def _failure(
 # --- a batch of outcomes -------------------------------------------------------------
 
 
-def follow_up(app: App, outcomes: Sequence[Outcome]) -> Steps:
+def follow_up(app: App, outcomes: Sequence[Outcome]) -> Steps[list[Outcome]]:
     """All follow-ups of ``outcomes``; returns the outcomes whose follow-ups failed.
 
     Order: each outcome's DynamoDB steps (chord counting), then the chord items of
@@ -367,7 +355,7 @@ def follow_up(app: App, outcomes: Sequence[Outcome]) -> Steps:
     return failed
 
 
-def _put_chord(app: App, item: dict[str, Any]) -> Steps:
+def _put_chord(app: App, item: dict[str, Any]) -> Steps[None]:
     from botocore.exceptions import ClientError
 
     try:
@@ -377,7 +365,7 @@ def _put_chord(app: App, item: dict[str, Any]) -> Steps:
             raise  # else: written by an earlier run of this follow-up
 
 
-def _write(app: App, records: list[ResultRecord]) -> Steps:
+def _write(app: App, records: list[ResultRecord]) -> Steps[None]:
     request: dict[str, Any] = {
         app.table_name: [{"PutRequest": {"Item": result_item(r)}} for r in records]
     }
@@ -399,59 +387,14 @@ def _warn(outcome: Outcome, exc: Exception) -> None:
     logger.debug("details", exc_info=exc)
 
 
-# --- drivers ---------------------------------------------------------------------------
-
-
-def run(app: App, steps: Steps) -> Any:
-    """Carry out ``steps`` with boto3; returns the generator's value."""
-    try:
-        call = next(steps)
-        while True:
-            try:
-                kwargs = dict(call.kwargs)
-                if call.queue is not None:
-                    kwargs["QueueUrl"] = app.directory.url(call.queue)
-                response = getattr(app.clients.sync(call.service), call.method)(**kwargs)
-            except Exception as exc:
-                call = steps.throw(exc)
-            else:
-                call = steps.send(response)
-    except StopIteration as stop:
-        return stop.value
-
-
-async def arun(app: App, steps: Steps) -> Any:
-    """Carry out ``steps`` with aiobotocore; returns the generator's value."""
-    try:
-        call = next(steps)
-        while True:
-            try:
-                kwargs = dict(call.kwargs)
-                if call.queue is not None:
-                    kwargs["QueueUrl"] = await app.directory.aurl(call.queue)
-                client = await app.clients.aclient(call.service)
-                response = await getattr(client, call.method)(**kwargs)
-            except Exception as exc:
-                call = steps.throw(exc)
-            else:
-                call = steps.send(response)
-    except StopIteration as stop:
-        return stop.value
-
-
 class Continuation:
     """The :class:`sqsq.settle.Continuation` this package registers."""
 
-    def follow(self, app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
+    def follow_up(self, app: App, outcomes: Sequence[Outcome]) -> Steps[list[Outcome]]:
+        """:func:`follow_up`, absorbing a bug's exception: the messages are kept
+        (they come back)."""
         try:
-            return list(run(app, follow_up(app, outcomes)))
-        except Exception as exc:  # a bug: keep the messages, they come back
-            logger.exception("follow-ups failed unexpectedly: %s", exc)
-            return list(outcomes)
-
-    async def afollow(self, app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
-        try:
-            return list(await arun(app, follow_up(app, outcomes)))
+            return list((yield from follow_up(app, outcomes)))
         except Exception as exc:
             logger.exception("follow-ups failed unexpectedly: %s", exc)
             return list(outcomes)
