@@ -25,6 +25,8 @@ request             answer
                     ``Exception`` it raised (returned, not thrown). aiobotocore
                     runs them concurrently, boto3 one after another
 :class:`Sleep`      None, after ``delay_s`` seconds (``asyncio.sleep`` / ``time.sleep``)
+:class:`QueueUrl`   the queue's URL (``directory.url`` / ``directory.aurl``); its
+                    error (a missing queue: ``ConfigurationError``) is thrown in
 ==================  ==================================================================
 
 A generator's ``return`` value is what the driver returns.
@@ -79,7 +81,14 @@ class Sleep:
     delay_s: float
 
 
-Request = Call | Gather | Sleep
+@dataclass(frozen=True)
+class QueueUrl:
+    """The URL of SQS queue ``queue`` (the directory's cached GetQueueUrl)."""
+
+    queue: str
+
+
+Request = Call | Gather | Sleep | QueueUrl
 #: A sans-IO call sequence returning ``T``.
 Steps = Generator[Request, Any, T]
 
@@ -93,14 +102,22 @@ def _one(call: Call, clients: Any, directory: Any) -> Any:
     return getattr(clients.sync(call.service), call.method)(**_kwargs(call, url))
 
 
-def _gathered(calls: tuple[Call, ...], clients: Any, directory: Any) -> list[Any]:
-    answers: list[Any] = []
-    for call in calls:
-        try:
-            answers.append(_one(call, clients, directory))
-        except Exception as exc:
-            answers.append(exc)
-    return answers
+def _answer(request: Request, clients: Any, directory: Any) -> Any:
+    if isinstance(request, Sleep):
+        if request.delay_s > 0:
+            time.sleep(request.delay_s)
+        return None
+    if isinstance(request, QueueUrl):
+        return directory.url(request.queue)
+    if isinstance(request, Gather):
+        answers: list[Any] = []
+        for call in request.calls:
+            try:
+                answers.append(_one(call, clients, directory))
+            except Exception as exc:
+                answers.append(exc)
+        return answers
+    return _one(request, clients, directory)
 
 
 def run(steps: Steps[T], clients: Any, directory: Any = None) -> T:
@@ -110,7 +127,7 @@ def run(steps: Steps[T], clients: Any, directory: Any = None) -> T:
         steps: the call sequence.
         clients: the client factory (``sqsq.clients.Clients``: ``.sync(service)``).
         directory: the queue-URL directory (``sqsq.sqs.QueueDirectory``), needed
-            only when a :class:`Call` names a ``queue``.
+            only for a :class:`Call` that names a ``queue`` and for :class:`QueueUrl`.
 
     Raises:
         Whatever the generator raises (including a call's exception it does not catch).
@@ -118,19 +135,12 @@ def run(steps: Steps[T], clients: Any, directory: Any = None) -> T:
     try:
         request = next(steps)
         while True:
-            if isinstance(request, Sleep):
-                if request.delay_s > 0:
-                    time.sleep(request.delay_s)
-                request = steps.send(None)
-            elif isinstance(request, Gather):
-                request = steps.send(_gathered(request.calls, clients, directory))
+            try:
+                answer = _answer(request, clients, directory)
+            except Exception as exc:
+                request = steps.throw(exc)
             else:
-                try:
-                    response = _one(request, clients, directory)
-                except Exception as exc:
-                    request = steps.throw(exc)
-                else:
-                    request = steps.send(response)
+                request = steps.send(answer)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
 
@@ -141,41 +151,40 @@ async def _aone(call: Call, clients: Any, directory: Any) -> Any:
     return await getattr(client, call.method)(**_kwargs(call, url))
 
 
-async def _agathered(gather: Gather, clients: Any, directory: Any) -> list[Any]:
-    import asyncio
+async def _aanswer(request: Request, clients: Any, directory: Any) -> Any:
+    import asyncio  # not at import time: ``import sqsq`` stays without asyncio
 
-    gate = asyncio.Semaphore(gather.concurrency or max(len(gather.calls), 1))
+    if isinstance(request, Sleep):
+        await asyncio.sleep(max(request.delay_s, 0))
+        return None
+    if isinstance(request, QueueUrl):
+        return await directory.aurl(request.queue)
+    if isinstance(request, Gather):
+        gate = asyncio.Semaphore(request.concurrency or max(len(request.calls), 1))
 
-    async def one(call: Call) -> Any:
-        async with gate:
-            try:
-                return await _aone(call, clients, directory)
-            except Exception as exc:
-                return exc
+        async def one(call: Call) -> Any:
+            async with gate:
+                try:
+                    return await _aone(call, clients, directory)
+                except Exception as exc:
+                    return exc
 
-    return list(await asyncio.gather(*(one(call) for call in gather.calls)))
+        return list(await asyncio.gather(*(one(call) for call in request.calls)))
+    return await _aone(request, clients, directory)
 
 
 async def arun(steps: Steps[T], clients: Any, directory: Any = None) -> T:
     """Asyncio twin of :func:`run`: the same ``steps`` with aiobotocore
     (``await clients.aclient(service)``, ``await directory.aurl(name)``,
     ``asyncio.sleep``), a :class:`Gather`'s calls run concurrently."""
-    import asyncio  # not at import time: ``import sqsq`` stays without asyncio
-
     try:
         request = next(steps)
         while True:
-            if isinstance(request, Sleep):
-                await asyncio.sleep(max(request.delay_s, 0))
-                request = steps.send(None)
-            elif isinstance(request, Gather):
-                request = steps.send(await _agathered(request, clients, directory))
+            try:
+                answer = await _aanswer(request, clients, directory)
+            except Exception as exc:
+                request = steps.throw(exc)
             else:
-                try:
-                    response = await _aone(request, clients, directory)
-                except Exception as exc:
-                    request = steps.throw(exc)
-                else:
-                    request = steps.send(response)
+                request = steps.send(answer)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]

@@ -49,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .calls import Call, Steps, arun, run
 from .dynamodb import Item
 from .envelope import dumps
 
@@ -309,18 +310,37 @@ class IdempotencyStore:
     ) -> Claim:
         """One conditional PutItem; a read only on conflict (ALL_OLD, else a
         consistent GetItem). ``retake``: see :func:`claim_request`."""
-        client = self.clients.sync("dynamodb")
+        return run(self.claiming(pk, task_id, lease_s, ttl_s, retake), self.clients)
+
+    async def aclaim(
+        self, pk: str, task_id: str, lease_s: float, ttl_s: float, retake: bool = False
+    ) -> Claim:
+        """Asyncio twin of :meth:`claim`."""
+        return await arun(self.claiming(pk, task_id, lease_s, ttl_s, retake), self.clients)
+
+    def claiming(
+        self, pk: str, task_id: str, lease_s: float, ttl_s: float, retake: bool = False
+    ) -> Steps[Claim]:
+        """The calls of :meth:`claim` (see :mod:`sqsq.calls`)."""
         old: Item | None = None
         for _ in range(CLAIM_TRIES):
             try:
-                client.put_item(
-                    **claim_request(self.table, pk, task_id, lease_s, ttl_s, retake=retake)
+                yield Call(
+                    "dynamodb",
+                    "put_item",
+                    claim_request(self.table, pk, task_id, lease_s, ttl_s, retake=retake),
                 )
             except Exception as exc:
                 if _conflict_item(exc) is False:
                     raise
                 old = _old_item(exc) or _read(
-                    client.get_item(TableName=self.table, Key=item_key(pk), ConsistentRead=True)
+                    (
+                        yield Call(
+                            "dynamodb",
+                            "get_item",
+                            {"TableName": self.table, "Key": item_key(pk), "ConsistentRead": True},
+                        )
+                    )
                 )
                 if old:
                     break
@@ -328,48 +348,18 @@ class IdempotencyStore:
             return Claim("CLAIMED", task_id)
         return claim_from_conflict(old)
 
-    async def aclaim(
-        self, pk: str, task_id: str, lease_s: float, ttl_s: float, retake: bool = False
-    ) -> Claim:
-        """Asyncio twin of :meth:`claim`."""
-        client = await self.clients.aclient("dynamodb")
-        old: Item | None = None
-        for _ in range(CLAIM_TRIES):
-            try:
-                await client.put_item(
-                    **claim_request(self.table, pk, task_id, lease_s, ttl_s, retake=retake)
-                )
-            except Exception as exc:
-                if _conflict_item(exc) is False:
-                    raise
-                old = _old_item(exc) or _read(
-                    await client.get_item(
-                        TableName=self.table, Key=item_key(pk), ConsistentRead=True
-                    )
-                )
-                if old:
-                    break
-                continue
-            return Claim("CLAIMED", task_id)
-        return claim_from_conflict(old)
-
     def extend(self, pk: str, task_id: str, lease_s: float) -> bool:
         """Extend a held lease; False when it is no longer ours."""
-        try:
-            self.clients.sync("dynamodb").update_item(
-                **extend_request(self.table, pk, task_id, lease_s)
-            )
-        except Exception as exc:
-            if _conflict_item(exc) is False:
-                raise
-            return False
-        return True
+        return run(self.extending(pk, task_id, lease_s), self.clients)
 
     async def aextend(self, pk: str, task_id: str, lease_s: float) -> bool:
         """Asyncio twin of :meth:`extend`."""
-        client = await self.clients.aclient("dynamodb")
+        return await arun(self.extending(pk, task_id, lease_s), self.clients)
+
+    def extending(self, pk: str, task_id: str, lease_s: float) -> Steps[bool]:
+        """The call of :meth:`extend` (see :mod:`sqsq.calls`)."""
         try:
-            await client.update_item(**extend_request(self.table, pk, task_id, lease_s))
+            yield Call("dynamodb", "update_item", extend_request(self.table, pk, task_id, lease_s))
         except Exception as exc:
             if _conflict_item(exc) is False:
                 raise

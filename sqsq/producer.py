@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import limits
+from .calls import Call, QueueUrl, Sleep, Steps, arun, run
 from .envelope import encode_fields, new_task_id, to_json
 from .errors import EnqueueError
 from .retry import full_jitter_s
@@ -312,15 +312,24 @@ def send_sync(clients: Any, directory: Any, messages: Sequence[OutgoingMessage])
         EnqueueError: some entries were refused (``.sent`` / ``.failed`` say which).
         ConfigurationError: a queue does not exist.
     """
+    run(sending(directory, messages), clients, directory)
+
+
+async def send_async(clients: Any, directory: Any, messages: Sequence[OutgoingMessage]) -> None:
+    """Asyncio twin of :func:`send_sync` (aiobotocore)."""
+    await arun(sending(directory, messages), clients, directory)
+
+
+def sending(directory: Any, messages: Sequence[OutgoingMessage]) -> Steps[None]:
+    """The calls of :func:`send_sync` (see :mod:`sqsq.calls`)."""
     try:
-        client = clients.sync("sqs")
         if len(messages) == 1:
-            send_one_sync(client, directory, messages[0])
+            yield from sending_one(messages[0])
             return
         failed: list[tuple[str, str]] = []
         for batch in _batches(messages):
-            url = directory.url(next(iter(batch.values())).queue_name)
-            refused = send_batch_sync(client, url, batch)
+            queue = next(iter(batch.values())).queue_name
+            refused = yield from sending_batch(queue, batch)
             failed.extend((batch[i].task_id, reason) for i, reason in refused.items())
     except Exception as exc:
         raise_if_missing_queue(directory, messages, exc)
@@ -328,18 +337,19 @@ def send_sync(clients: Any, directory: Any, messages: Sequence[OutgoingMessage])
     _raise_if_failed(messages, failed)
 
 
-def send_one_sync(client: Any, directory: Any, message: OutgoingMessage) -> None:
-    url = directory.url(message.queue_name)
+def sending_one(message: OutgoingMessage) -> Steps[None]:
+    """One SendMessage; a request SQS refuses (HTTP 400) raises EnqueueError."""
+    url = yield QueueUrl(message.queue_name)
     try:
-        client.send_message(QueueUrl=url, **_single_kwargs(message))
+        yield Call("sqs", "send_message", {"QueueUrl": url, **_single_kwargs(message)})
     except Exception as exc:
         if is_request_error(exc):
             raise _refused(message, exc) from exc
         raise
 
 
-def send_batch_sync(client: Any, url: str, batch: dict[str, OutgoingMessage]) -> dict[str, str]:
-    """One SendMessageBatch, retrying SenderFault=false entries with backoff.
+def sending_batch(queue: str, batch: dict[str, OutgoingMessage]) -> Steps[dict[str, str]]:
+    """One SendMessageBatch to ``queue``, retrying SenderFault=false entries with backoff.
 
     Returns:
         The refused entries, ``{entry id: reason}``.
@@ -347,59 +357,9 @@ def send_batch_sync(client: Any, url: str, batch: dict[str, OutgoingMessage]) ->
     refused: dict[str, str] = {}
     for attempt in range(BATCH_ATTEMPTS):
         if attempt:
-            time.sleep(_backoff_s(attempt))
-        response = client.send_message_batch(
-            QueueUrl=url, Entries=[m.entry(i) for i, m in batch.items()]
-        )
-        batch, permanent = _split_failed(response, batch)
-        refused.update(permanent)
-        if not batch:
-            return refused
-    refused.update((i, "still failing after retries") for i in batch)
-    return refused
-
-
-async def send_async(clients: Any, directory: Any, messages: Sequence[OutgoingMessage]) -> None:
-    """Asyncio twin of :func:`send_sync` (aiobotocore)."""
-    try:
-        client = await clients.aclient("sqs")
-        if len(messages) == 1:
-            await send_one_async(client, directory, messages[0])
-            return
-        failed: list[tuple[str, str]] = []
-        for batch in _batches(messages):
-            url = await directory.aurl(next(iter(batch.values())).queue_name)
-            refused = await send_batch_async(client, url, batch)
-            failed.extend((batch[i].task_id, reason) for i, reason in refused.items())
-    except Exception as exc:
-        raise_if_missing_queue(directory, messages, exc)
-        raise
-    _raise_if_failed(messages, failed)
-
-
-async def send_one_async(client: Any, directory: Any, message: OutgoingMessage) -> None:
-    url = await directory.aurl(message.queue_name)
-    try:
-        await client.send_message(QueueUrl=url, **_single_kwargs(message))
-    except Exception as exc:
-        if is_request_error(exc):
-            raise _refused(message, exc) from exc
-        raise
-
-
-async def send_batch_async(
-    client: Any, url: str, batch: dict[str, OutgoingMessage]
-) -> dict[str, str]:
-    """Asyncio twin of :func:`send_batch_sync`."""
-    import asyncio
-
-    refused: dict[str, str] = {}
-    for attempt in range(BATCH_ATTEMPTS):
-        if attempt:
-            await asyncio.sleep(_backoff_s(attempt))
-        response = await client.send_message_batch(
-            QueueUrl=url, Entries=[m.entry(i) for i, m in batch.items()]
-        )
+            yield Sleep(_backoff_s(attempt))
+        entries = [m.entry(i) for i, m in batch.items()]
+        response = yield Call("sqs", "send_message_batch", {"Entries": entries}, queue=queue)
         batch, permanent = _split_failed(response, batch)
         refused.update(permanent)
         if not batch:

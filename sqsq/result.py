@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import limits
+from .calls import Sleep, Steps, arun, run
 from .errors import ResultError, ResultTimeout, TaskExpired, TaskFailed, TaskRevoked
 
 if TYPE_CHECKING:
@@ -95,11 +96,12 @@ class ResultRecord:
 
 
 class ResultBackend(Protocol):
-    """What :class:`AsyncResult` needs: look a record up by task id."""
+    """What :class:`AsyncResult` needs: look a record up by task id, revoke a task."""
 
-    def get_result(self, task_id: str) -> ResultRecord | None: ...
+    #: The client factory the call sequences run with (``sqsq.clients.Clients``).
+    clients: Any
 
-    def aget_result(self, task_id: str) -> Awaitable[ResultRecord | None]: ...
+    def getting(self, task_id: str) -> Steps[ResultRecord | None]: ...
 
     def revoke(self, task_id: str, ttl_s: float) -> None: ...
 
@@ -139,24 +141,20 @@ class AsyncResult:
     # --- reading --------------------------------------------------------------
 
     def _fetch(self) -> ResultRecord | None:
+        return run(self._fetching(), self._clients())
+
+    def _fetching(self) -> Steps[ResultRecord | None]:
         if self._record is not None and self._record.ready:
             return self._record
         if self._backend is None:
             return self._record
-        record = self._backend.get_result(self.id)
+        record = yield from self._backend.getting(self.id)
         if record is not None:
             self._record = record
         return record
 
-    async def _afetch(self) -> ResultRecord | None:
-        if self._record is not None and self._record.ready:
-            return self._record
-        if self._backend is None:
-            return self._record
-        record = await self._backend.aget_result(self.id)
-        if record is not None:
-            self._record = record
-        return record
+    def _clients(self) -> Any:
+        return None if self._backend is None else self._backend.clients
 
     @property
     def record(self) -> ResultRecord | None:
@@ -255,28 +253,22 @@ class AsyncResult:
                 traceback attached); :class:`TaskRevoked` when it was REVOKED.
             ResultTimeout: not ready within ``timeout`` seconds.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            record = self._fetch()
-            if record is not None and record.ready:
-                return self._outcome(record, propagate)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeout(f"task {self.id} not ready after {timeout} s")
-            wait = interval if deadline is None else min(interval, deadline - time.monotonic())
-            time.sleep(max(wait, 0))
+        return run(self._waiting(timeout, interval, propagate), self._clients())
 
     async def aget(
         self, timeout: float | None = None, interval: float = 0.5, propagate: bool = True
     ) -> Any:
         """Asyncio twin of :meth:`get` (aiobotocore GetItem)."""
-        import asyncio
+        return await arun(self._waiting(timeout, interval, propagate), self._clients())
 
+    def _waiting(self, timeout: float | None, interval: float, propagate: bool) -> Steps[Any]:
+        """The polls of :meth:`get` (see :mod:`sqsq.calls`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            record = await self._afetch()
+            record = yield from self._fetching()
             if record is not None and record.ready:
                 return self._outcome(record, propagate)
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(f"task {self.id} not ready after {timeout} s")
             wait = interval if deadline is None else min(interval, deadline - time.monotonic())
-            await asyncio.sleep(max(wait, 0))
+            yield Sleep(wait)

@@ -32,6 +32,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from .calls import Call, Steps, arun, run
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -131,17 +133,7 @@ class RevocationView:
 
     def refresh(self) -> None:
         """One Query (all pages) with boto3; raises AWS errors."""
-        started = time.monotonic()
-        client = self.clients.sync("dynamodb")
-        request = query_request(self.table, self.app_name, self._since_ms())
-        items: list[Item] = []
-        while True:
-            response = client.query(**request)
-            items += response.get("Items", [])
-            if not response.get("LastEvaluatedKey"):
-                break
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        self._absorb(items, started)
+        run(self.refreshing(), self.clients)
 
     async def arefresh(self) -> None:
         """Asyncio twin of :meth:`refresh`; concurrent callers share one Query."""
@@ -151,17 +143,7 @@ class RevocationView:
             return await asyncio.shield(self._pending)
         self._pending = asyncio.get_running_loop().create_future()
         try:
-            started = time.monotonic()
-            client = await self.clients.aclient("dynamodb")
-            request = query_request(self.table, self.app_name, self._since_ms())
-            items: list[Item] = []
-            while True:
-                response = await client.query(**request)
-                items += response.get("Items", [])
-                if not response.get("LastEvaluatedKey"):
-                    break
-                request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-            self._absorb(items, started)
+            await arun(self.refreshing(), self.clients)
             self._pending.set_result(None)
         except BaseException as exc:
             self._pending.set_exception(exc)
@@ -169,6 +151,19 @@ class RevocationView:
             raise
         finally:
             self._pending = None
+
+    def refreshing(self) -> Steps[None]:
+        """The calls of :meth:`refresh` (see :mod:`sqsq.calls`)."""
+        started = time.monotonic()
+        request = query_request(self.table, self.app_name, self._since_ms())
+        items: list[Item] = []
+        while True:
+            response = yield Call("dynamodb", "query", dict(request))
+            items += response.get("Items", [])
+            if not response.get("LastEvaluatedKey"):
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        self._absorb(items, started)
 
     def check(self, task_id: str) -> bool:
         """Refresh if stale (boto3), then :meth:`is_revoked`. A failed refresh is

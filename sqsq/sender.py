@@ -35,22 +35,21 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import limits
+from .calls import Steps, arun, run
 from .errors import EnqueueError
 from .producer import (
     OutgoingMessage,
     is_request_error,
     raise_if_missing_queue,
     send_async,
-    send_batch_async,
-    send_batch_sync,
-    send_one_async,
-    send_one_sync,
     send_sync,
+    sending_batch,
+    sending_one,
 )
 from .sqs import entry_size
 
@@ -219,27 +218,7 @@ class Sender:
 
     def _send_batch(self, messages: list[OutgoingMessage]) -> list[BaseException | None]:
         """Send one coalesced batch; the error of each message (None: acknowledged)."""
-        return _outcomes(
-            messages,
-            self.directory,
-            lambda: self._sync_attempt(messages),
-            lambda message: self._sync_alone(message),
-        )
-
-    def _sync_attempt(self, messages: list[OutgoingMessage]) -> dict[str, str]:
-        client = self.clients.sync("sqs")
-        if len(messages) == 1:
-            send_one_sync(client, self.directory, messages[0])
-            return {}
-        batch = {str(i): m for i, m in enumerate(messages)}
-        return send_batch_sync(client, self.directory.url(messages[0].queue_name), batch)
-
-    def _sync_alone(self, message: OutgoingMessage) -> BaseException | None:
-        try:
-            send_one_sync(self.clients.sync("sqs"), self.directory, message)
-        except Exception as exc:
-            return _error_of([message], self.directory, exc)
-        return None
+        return run(_batch(messages, self.directory), self.clients, self.directory)
 
     # --- asyncio ---------------------------------------------------------------------
 
@@ -289,28 +268,7 @@ class Sender:
             wakeup.notify()
 
     async def _asend_batch(self, messages: list[OutgoingMessage]) -> list[BaseException | None]:
-        return await _aoutcomes(
-            messages,
-            self.directory,
-            lambda: self._async_attempt(messages),
-            lambda message: self._async_alone(message),
-        )
-
-    async def _async_attempt(self, messages: list[OutgoingMessage]) -> dict[str, str]:
-        client = await self.clients.aclient("sqs")
-        if len(messages) == 1:
-            await send_one_async(client, self.directory, messages[0])
-            return {}
-        batch = {str(i): m for i, m in enumerate(messages)}
-        url = await self.directory.aurl(messages[0].queue_name)
-        return await send_batch_async(client, url, batch)
-
-    async def _async_alone(self, message: OutgoingMessage) -> BaseException | None:
-        try:
-            await send_one_async(await self.clients.aclient("sqs"), self.directory, message)
-        except Exception as exc:
-            return _error_of([message], self.directory, exc)
-        return None
+        return await arun(_batch(messages, self.directory), self.clients, self.directory)
 
 
 class _Wakeup:
@@ -363,32 +321,25 @@ def _refusals(
     return errors
 
 
-def _outcomes(
-    messages: list[OutgoingMessage],
-    directory: Any,
-    attempt: Callable[[], dict[str, str]],
-    alone: Callable[[OutgoingMessage], BaseException | None],
-) -> list[BaseException | None]:
+def _batch(messages: list[OutgoingMessage], directory: Any) -> Steps[list[BaseException | None]]:
+    """The calls of one coalesced batch (see :mod:`sqsq.calls`): SendMessage for one
+    message, SendMessageBatch for more — each sent alone after a request error of
+    the batch; returns the error of each message (None: acknowledged)."""
     try:
-        return _refusals(messages, attempt())
+        if len(messages) == 1:
+            yield from sending_one(messages[0])
+            return [None]
+        batch = {str(i): m for i, m in enumerate(messages)}
+        return _refusals(messages, (yield from sending_batch(messages[0].queue_name, batch)))
     except Exception as exc:
-        if len(messages) > 1 and is_request_error(exc):
-            logger.warning("a shared SendMessageBatch was refused (%s); sending alone", exc)
-            return [alone(m) for m in messages]
-        return [_error_of(messages, directory, exc)] * len(messages)
-
-
-async def _aoutcomes(
-    messages: list[OutgoingMessage],
-    directory: Any,
-    attempt: Callable[[], Any],
-    alone: Callable[[OutgoingMessage], Any],
-) -> list[BaseException | None]:
-    """Asyncio twin of :func:`_outcomes`."""
-    try:
-        return _refusals(messages, await attempt())
-    except Exception as exc:
-        if len(messages) > 1 and is_request_error(exc):
-            logger.warning("a shared SendMessageBatch was refused (%s); sending alone", exc)
-            return [await alone(m) for m in messages]
-        return [_error_of(messages, directory, exc)] * len(messages)
+        if not (len(messages) > 1 and is_request_error(exc)):
+            return [_error_of(messages, directory, exc)] * len(messages)
+        logger.warning("a shared SendMessageBatch was refused (%s); sending alone", exc)
+    errors: list[BaseException | None] = []
+    for message in messages:
+        try:
+            yield from sending_one(message)
+            errors.append(None)
+        except Exception as exc:
+            errors.append(_error_of([message], directory, exc))
+    return errors

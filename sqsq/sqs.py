@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import limits
+from .calls import Call, Steps, arun, run
 from .errors import ConfigurationError
 
 #: Message attribute carrying the dead-letter reason code (String).
@@ -245,34 +246,25 @@ class QueueDirectory:
             ConfigurationError: the queue does not exist.
         """
         url = self._urls.get(name)
-        if url is None:
-            kwargs = {"QueueName": name}
-            if owner:
-                kwargs["QueueOwnerAWSAccountId"] = owner
-            try:
-                url = self.clients.sync("sqs").get_queue_url(**kwargs)["QueueUrl"]
-            except Exception as exc:
-                if self.is_missing_queue(exc):
-                    raise self.missing_queue(name) from None
-                raise
-            with self._lock:
-                self._urls[name] = url
-        return url
+        return url if url is not None else run(self.looking_up(name, owner), self.clients)
 
     async def aurl(self, name: str, owner: str | None = None) -> str:
         """The URL of queue ``name`` (aiobotocore)."""
         url = self._urls.get(name)
-        if url is None:
-            kwargs = {"QueueName": name}
-            if owner:
-                kwargs["QueueOwnerAWSAccountId"] = owner
-            client = await self.clients.aclient("sqs")
-            try:
-                url = (await client.get_queue_url(**kwargs))["QueueUrl"]
-            except Exception as exc:
-                if self.is_missing_queue(exc):
-                    raise self.missing_queue(name) from None
-                raise
+        return url if url is not None else await arun(self.looking_up(name, owner), self.clients)
+
+    def looking_up(self, name: str, owner: str | None = None) -> Steps[str]:
+        """The GetQueueUrl of :meth:`url` (see :mod:`sqsq.calls`); caches the URL."""
+        kwargs = {"QueueName": name}
+        if owner:
+            kwargs["QueueOwnerAWSAccountId"] = owner
+        try:
+            url: str = (yield Call("sqs", "get_queue_url", kwargs))["QueueUrl"]
+        except Exception as exc:
+            if self.is_missing_queue(exc):
+                raise self.missing_queue(name) from None
+            raise
+        with self._lock:
             self._urls[name] = url
         return url
 
@@ -298,24 +290,18 @@ class QueueDirectory:
     def settings(self, name: str) -> QueueSettings:
         """The queue's visibility timeout and maxReceiveCount (GetQueueAttributes, cached)."""
         cached = self._attributes.get(name)
-        if cached is None:
-            response = self.clients.sync("sqs").get_queue_attributes(
-                QueueUrl=self.url(name), AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
-            )
-            cached = self._settings_of(name, response.get("Attributes", {}))
-        return cached
+        return cached if cached is not None else run(self.reading(name), self.clients, self)
 
     async def asettings(self, name: str) -> QueueSettings:
         """Asyncio twin of :meth:`settings`."""
         cached = self._attributes.get(name)
-        if cached is None:
-            client = await self.clients.aclient("sqs")
-            response = await client.get_queue_attributes(
-                QueueUrl=await self.aurl(name),
-                AttributeNames=["VisibilityTimeout", "RedrivePolicy"],
-            )
-            cached = self._settings_of(name, response.get("Attributes", {}))
-        return cached
+        return cached if cached is not None else await arun(self.reading(name), self.clients, self)
+
+    def reading(self, name: str) -> Steps[QueueSettings]:
+        """The GetQueueAttributes of :meth:`settings` (see :mod:`sqsq.calls`); caches them."""
+        names = ["VisibilityTimeout", "RedrivePolicy"]
+        response = yield Call("sqs", "get_queue_attributes", {"AttributeNames": names}, name)
+        return self._settings_of(name, response.get("Attributes", {}))
 
 
 @dataclass(frozen=True)
