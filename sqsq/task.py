@@ -319,7 +319,28 @@ class Task(Generic[P, R]):
         Raises:
             The errors of :meth:`delay`, and EnqueueError for a bad countdown/eta/expires.
         """
-        long = self._long_delay(countdown, eta)  # over 900 s: sqsq.schedules.eta
+        options = (countdown, eta, expires, queue, task_id, idempotency_key, message_group_id)
+        message, long = self._message(args, kwargs, *options)
+        if long:
+            return self._send_later(message, long)
+        self.app.sender.send(message)
+        return self.app.AsyncResult(message.task_id)
+
+    def _message(
+        self,
+        args: Iterable[Any] | None,
+        kwargs: dict[str, Any] | None,
+        countdown: float | timedelta | None,
+        eta: datetime | None,
+        expires: float | timedelta | datetime | None,
+        queue: str | None,
+        task_id: str | None,
+        idempotency_key: str | None,
+        message_group_id: str | None,
+    ) -> tuple[producer.OutgoingMessage, datetime | None]:
+        """The message of an :meth:`apply_async` call, and its due time when that is
+        over 900 s away (sent by :mod:`sqsq.schedules.eta`; None otherwise)."""
+        long = self._long_delay(countdown, eta)
         message = self._build(
             args,
             kwargs,
@@ -331,12 +352,12 @@ class Task(Generic[P, R]):
             idempotency_key=idempotency_key,
             message_group_id=message_group_id,
         )
-        if long:
-            from .schedules.eta import send_later
+        return message, long
 
-            return send_later(self.app, message, long)
-        self.app.sender.send(message)
-        return self.app.AsyncResult(message.task_id)
+    def _send_later(self, message: producer.OutgoingMessage, due: datetime) -> AsyncResult:
+        from .schedules.eta import send_later
+
+        return send_later(self.app, message, due)
 
     @staticmethod
     def _long_delay(countdown: float | timedelta | None, eta: datetime | None) -> datetime | None:
@@ -388,24 +409,12 @@ class Task(Generic[P, R]):
         message_group_id: str | None = None,
     ) -> AsyncResult:
         """Asyncio twin of :meth:`apply_async` (aiobotocore)."""
-        long = self._long_delay(countdown, eta)  # over 900 s: sqsq.schedules.eta
-        message = self._build(
-            args,
-            kwargs,
-            countdown=None if long else countdown,
-            eta=None if long else eta,
-            expires=expires,
-            queue=queue,
-            task_id=task_id,
-            idempotency_key=idempotency_key,
-            message_group_id=message_group_id,
-        )
+        options = (countdown, eta, expires, queue, task_id, idempotency_key, message_group_id)
+        message, long = self._message(args, kwargs, *options)
         if long:
             import asyncio
 
-            from .schedules.eta import send_later
-
-            return await asyncio.to_thread(send_later, self.app, message, long)
+            return await asyncio.to_thread(self._send_later, message, long)
         await self.app.sender.asend(message)
         return self.app.AsyncResult(message.task_id)
 

@@ -54,7 +54,7 @@ from .plan import (
     chord_key,
     leaves,
     plan,
-    put_chord_request,
+    putting_chord,
     result_id,
 )
 
@@ -308,7 +308,7 @@ def follow_up(app: App, outcomes: Sequence[Outcome]) -> Steps[list[Outcome]]:
         try:
             work = yield from _one(app, outcome, workflow)
             for chord in work.plan.chords:
-                yield from _put_chord(app, chord)
+                yield from putting_chord(app, chord)
             for start in range(0, len(work.marks), limits.DYNAMODB_MAX_BATCH_WRITE_ITEMS):
                 yield from _write(
                     app, work.marks[start : start + limits.DYNAMODB_MAX_BATCH_WRITE_ITEMS]
@@ -353,16 +353,6 @@ def follow_up(app: App, outcomes: Sequence[Outcome]) -> Steps[list[Outcome]]:
             except Exception as exc:  # only an optimization: a re-send runs nothing twice
                 _warn(outcome, exc)
     return failed
-
-
-def _put_chord(app: App, item: dict[str, Any]) -> Steps[None]:
-    from botocore.exceptions import ClientError
-
-    try:
-        yield Call("dynamodb", "put_item", put_chord_request(app, item))
-    except ClientError as exc:
-        if _code(exc) != "ConditionalCheckFailedException":
-            raise  # else: written by an earlier run of this follow-up
 
 
 def _write(app: App, records: list[ResultRecord]) -> Steps[None]:

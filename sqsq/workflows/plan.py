@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import producer
+from ..calls import Call, Steps, arun, run
 from ..dynamodb import Item
 
 if TYPE_CHECKING:
@@ -280,34 +281,32 @@ def send(app: App, sig: dict[str, Any]) -> None:
     Raises:
         The errors of ``Task.apply_async``.
     """
-    from botocore.exceptions import ClientError
-
-    first = plan(app, sig, check=True)
-    if first.chords:
-        client = app.clients.sync("dynamodb")
-        for item in first.chords:
-            try:
-                client.put_item(**put_chord_request(app, item))
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                    raise
-    producer.send_sync(app.clients, app.directory, first.messages)
+    run(sending(app, sig), app.clients, app.directory)
 
 
 async def asend(app: App, sig: dict[str, Any]) -> None:
     """Asyncio twin of :func:`send` (aiobotocore)."""
+    await arun(sending(app, sig), app.clients, app.directory)
+
+
+def sending(app: App, sig: dict[str, Any]) -> Steps[None]:
+    """The calls of :func:`send` (see :mod:`sqsq.calls`)."""
+    first = plan(app, sig, check=True)
+    for item in first.chords:
+        yield from putting_chord(app, item)
+    yield from producer.sending(app.directory, first.messages)
+
+
+def putting_chord(app: App, item: Item) -> Steps[None]:
+    """PutItem of a chord's counter item (:func:`put_chord_request`); one already
+    there (an earlier run wrote it) is left as it is."""
     from botocore.exceptions import ClientError
 
-    first = plan(app, sig, check=True)
-    if first.chords:
-        client = await app.clients.aclient("dynamodb")
-        for item in first.chords:
-            try:
-                await client.put_item(**put_chord_request(app, item))
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                    raise
-    await producer.send_async(app.clients, app.directory, first.messages)
+    try:
+        yield Call("dynamodb", "put_item", put_chord_request(app, item))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
 
 
 def put_chord_request(app: App, item: Item) -> dict[str, Any]:
