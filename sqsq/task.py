@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, overload
 
 from . import limits, producer
+from .calls import Steps, arun, run
 from .errors import ConfigurationError, EnqueueError, Retry
 from .idempotency import KeySpec, render_key
 from .retry import (
@@ -385,10 +386,7 @@ class Task(Generic[P, R]):
             The errors of :meth:`delay`; EnqueueError when entries still failed,
             with ``.sent`` (task ids enqueued) and ``.failed`` (id, reason).
         """
-        messages = [self._build(args, None) for args in arg_tuples]
-        if messages:
-            producer.send_sync(self.app.clients, self.app.directory, messages)
-        return [self.app.AsyncResult(m.task_id) for m in messages]
+        return run(self._sending_many(arg_tuples), self.app.clients, self.app.directory)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
         """Asyncio twin of :meth:`delay` (aiobotocore); coroutines of one event loop
@@ -420,9 +418,14 @@ class Task(Generic[P, R]):
 
     async def adelay_many(self, arg_tuples: Iterable[Iterable[Any]]) -> list[AsyncResult]:
         """Asyncio twin of :meth:`delay_many`."""
+        return await arun(self._sending_many(arg_tuples), self.app.clients, self.app.directory)
+
+    def _sending_many(self, arg_tuples: Iterable[Iterable[Any]]) -> Steps[list[AsyncResult]]:
+        """The calls of :meth:`delay_many` (see :mod:`sqsq.calls`): every message is
+        built (and checked) before the first call."""
         messages = [self._build(args, None) for args in arg_tuples]
         if messages:
-            await producer.send_async(self.app.clients, self.app.directory, messages)
+            yield from producer.sending(self.app.directory, messages)
         return [self.app.AsyncResult(m.task_id) for m in messages]
 
     # --- canvas (sqsq.workflows, imported on first use) ---------------------------

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from ..calls import Steps, arun, run
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -145,12 +146,8 @@ class Canvas:
             ArgumentError, NotSerializable, MessageTooLarge, EnqueueError,
             ConfigurationError: as ``Task.apply_async``.
         """
-        from .plan import send
-
-        canvas = self._prepared(args, kwargs, options)
-        result = canvas.freeze()
-        send(self._app(), canvas.to_dict())
-        return result  # type: ignore[no-any-return]
+        app = self._app()
+        return run(self._sending(app, args, kwargs, options), app.clients, app.directory)
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult | GroupResult:
         """``apply_async(args, kwargs)``."""
@@ -163,16 +160,27 @@ class Canvas:
         **options: Any,
     ) -> AsyncResult | GroupResult:
         """Asyncio twin of :meth:`apply_async` (aiobotocore)."""
-        from .plan import asend
-
-        canvas = self._prepared(args, kwargs, options)
-        result = canvas.freeze()
-        await asend(self._app(), canvas.to_dict())
-        return result  # type: ignore[no-any-return]
+        app = self._app()
+        return await arun(self._sending(app, args, kwargs, options), app.clients, app.directory)
 
     async def adelay(self, *args: Any, **kwargs: Any) -> AsyncResult | GroupResult:
         """``aapply_async(args, kwargs)``."""
         return await self.aapply_async(args, kwargs)
+
+    def _sending(
+        self,
+        app: App,
+        args: Iterable[Any] | None,
+        kwargs: dict[str, Any] | None,
+        options: dict[str, Any],
+    ) -> Steps[AsyncResult | GroupResult]:
+        """The calls of :meth:`apply_async` (see :mod:`sqsq.calls`): frozen, then sent."""
+        from .plan import sending
+
+        canvas = self._prepared(args, kwargs, options)
+        result = canvas.freeze()
+        yield from sending(app, canvas.to_dict())
+        return result  # type: ignore[no-any-return]
 
     def _prepared(
         self, args: Iterable[Any] | None, kwargs: dict[str, Any] | None, options: dict[str, Any]
