@@ -358,31 +358,36 @@ class IdempotencyStore:
 
     def extending(self, pk: str, task_id: str, lease_s: float) -> Steps[bool]:
         """The call of :meth:`extend` (see :mod:`sqsq.calls`)."""
-        try:
-            yield Call("dynamodb", "update_item", extend_request(self.table, pk, task_id, lease_s))
-        except Exception as exc:
-            if _conflict_item(exc) is False:
-                raise
-            return False
-        return True
+        request = extend_request(self.table, pk, task_id, lease_s)
+        return (yield from _if_ours(Call("dynamodb", "update_item", request)))
 
     async def arelease(self, pk: str, task_id: str) -> bool:
         """Delete the key if ``task_id`` still holds it IN_PROGRESS (a run that ended
         without completing it); False when it is no longer ours."""
-        client = await self.clients.aclient("dynamodb")
-        try:
-            await client.delete_item(
-                TableName=self.table,
-                Key=item_key(pk),
-                ConditionExpression=EXTEND_CONDITION,
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":in_progress": {"S": "IN_PROGRESS"},
-                    ":owner": {"S": task_id},
-                },
-            )
-        except Exception as exc:
-            if _conflict_item(exc) is False:
-                raise
-            return False
-        return True
+        return await arun(self.releasing(pk, task_id), self.clients)
+
+    def releasing(self, pk: str, task_id: str) -> Steps[bool]:
+        """The call of :meth:`arelease` (see :mod:`sqsq.calls`)."""
+        request = {
+            "TableName": self.table,
+            "Key": item_key(pk),
+            "ConditionExpression": EXTEND_CONDITION,
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {
+                ":in_progress": {"S": "IN_PROGRESS"},
+                ":owner": {"S": task_id},
+            },
+        }
+        return (yield from _if_ours(Call("dynamodb", "delete_item", request)))
+
+
+def _if_ours(call: Call) -> Steps[bool]:
+    """A conditional write on a key we hold: False when the condition failed (the
+    key is no longer ours); other errors propagate."""
+    try:
+        yield call
+    except Exception as exc:
+        if _conflict_item(exc) is False:
+            raise
+        return False
+    return True
