@@ -99,13 +99,24 @@ _CREATE_WITH = (
     "(its schedules with `sqsq schedule sync APP`)"
 )
 #: Service names in messages, by botocore's hyphenized service id (a boto3 client's name).
-_SERVICE_NAMES = {"sqs": "SQS", "dynamodb": "DynamoDB", "scheduler": "EventBridge Scheduler"}
+_SERVICE_NAMES = {
+    "sqs": "SQS",
+    "dynamodb": "DynamoDB",
+    "scheduler": "EventBridge Scheduler",
+    "iam": "IAM",
+    "sts": "STS",
+    "ssm": "SSM",
+    "secrets-manager": "Secrets Manager",
+    "sfn": "Step Functions",
+    "lambda": "Lambda",
+    "s3": "S3",
+}
 
 #: The attribute :func:`note_call` sets on a botocore exception: (service, action).
 CALL_ATTRIBUTE = "_sqsq_call"
 
 
-def note_call(event_name: str = "", exception: BaseException | None = None, **_: Any) -> None:
+def note_call(event_name: str = "", exception: BaseException | None = None, **kwargs: Any) -> None:
     """botocore's ``after-call-error`` handler (``sqsq.clients`` registers it on every
     client): notes ``(service, operation)`` on an exception raised without an AWS
     answer, which names neither. ``event_name`` is
