@@ -215,51 +215,54 @@ class aws_boundary:  # lower case: used as a decorator, as contextlib's are
     def __init__(self, resource: str | Callable[..., str | None] | None = None) -> None:
         self.resource = resource
 
-    def _error(
-        self, exc: Exception, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> AWSError | None:
-        if not is_botocore(exc):
-            return None
-        resource = self.resource
-        if callable(resource):
-            try:
-                resource = resource(*args, **kwargs)
-            except Exception:  # the name is a courtesy: never hide the AWS error behind it
-                resource = None
-        return from_botocore(exc, resource=resource)
-
     def __call__(self, fn: F) -> F:
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                try:
+                with _Call(self.resource, args, kwargs):
                     return await fn(*args, **kwargs)
-                except Exception as exc:
-                    error = self._error(exc, args, kwargs)
-                    if error is None:
-                        raise
-                    raise error from exc
 
             return cast(F, awrapper)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
+            with _Call(self.resource, args, kwargs):
                 return fn(*args, **kwargs)
-            except Exception as exc:
-                error = self._error(exc, args, kwargs)
-                if error is None:
-                    raise
-                raise error from exc
 
         return cast(F, wrapper)
 
-    def __enter__(self) -> aws_boundary:
-        return self
+    def __enter__(self) -> None:
+        return None
 
     def __exit__(self, kind: Any, exc: BaseException | None, traceback: Any) -> None:
-        if isinstance(exc, Exception):
-            error = self._error(exc, (), {})
-            if error is not None:
-                raise error from exc
+        _Call(self.resource, (), {}).__exit__(kind, exc, traceback)
+
+
+class _Call:
+    """One call through an :class:`aws_boundary`: translates what escapes it. The
+    resource's name is worked out only then (``delay()`` pays nothing for it)."""
+
+    def __init__(
+        self,
+        resource: str | Callable[..., str | None] | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.resource = resource
+        self.args = args
+        self.kwargs = kwargs
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, traceback: Any) -> None:
+        if not isinstance(exc, Exception) or not is_botocore(exc):
+            return
+        resource = self.resource
+        if callable(resource):
+            try:
+                resource = resource(*self.args, **self.kwargs)
+            except Exception:  # the name is a courtesy: never hide the AWS error behind it
+                resource = None
+        raise from_botocore(exc, resource=resource) from exc

@@ -16,7 +16,7 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -263,17 +263,22 @@ def test_delay_against_a_closed_port(unreachable: sqsq.App) -> None:
     _assert_unreachable(by_name.value, "GetQueueUrl", "unreachable-other")
 
 
+def _run(app: sqsq.App, call: Callable[[], Awaitable[Any]]) -> None:
+    """``await call()`` in a new event loop, closing the app's aiobotocore clients."""
+
+    async def run() -> None:
+        try:
+            await call()
+        finally:
+            await app.aclose()
+
+    asyncio.run(run())
+
+
 def test_adelay_against_a_closed_port(unreachable: sqsq.App) -> None:
     add = unreachable.tasks[next(iter(unreachable.tasks))]
-
-    async def send() -> None:
-        try:
-            await add.adelay(1, 2)
-        finally:
-            await unreachable.aclose()
-
     with pytest.raises(sqsq.AWSConnectionError) as raised:
-        asyncio.run(send())
+        _run(unreachable, lambda: add.adelay(1, 2))
     _assert_unreachable(raised.value, "GetQueueUrl", "unreachable-default")
 
 
@@ -290,14 +295,8 @@ def test_get_against_a_closed_port(unreachable: sqsq.App) -> None:
 
 
 def test_aget_against_a_closed_port(unreachable: sqsq.App) -> None:
-    async def wait() -> None:
-        try:
-            await unreachable.AsyncResult("some-id").aget(timeout=5)
-        finally:
-            await unreachable.aclose()
-
     with pytest.raises(sqsq.AWSConnectionError) as raised:
-        asyncio.run(wait())
+        _run(unreachable, lambda: unreachable.AsyncResult("some-id").aget(timeout=5))
     _assert_unreachable(raised.value, "GetItem", "unreachable-sqsq")
 
 
@@ -329,14 +328,8 @@ def test_a_missing_queue_is_resource_not_found(local_aws: Any, sqsq_prefix: str)
     assert error.__cause__.response["Error"]["Code"] == error.code
     assert "sqsq resources create" in str(error)
 
-    async def asend() -> None:
-        try:
-            await noop.adelay()
-        finally:
-            await app.aclose()
-
     with pytest.raises(sqsq.AWSResourceNotFound) as araised:
-        asyncio.run(asend())
+        _run(app, noop.adelay)
     assert (araised.value.resource, araised.value.code) == (queue, error.code)
     assert isinstance(araised.value.__cause__, ClientError)
 
