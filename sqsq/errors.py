@@ -34,6 +34,9 @@
     Retry(SqsqError)              raised by a task (or ``self.retry()``) to be retried
     Reject(SqsqError)             raised by a task to send its message to the DLQ now
 
+    A bug in sqsq, never the user's (the message is kept, never deleted):
+    UnstoredOutcome(SqsqError)    a message was about to be let go of before its outcome was stored
+
 At shutdown the worker cancels ``async def`` tasks still running after the
 grace period: ``asyncio.CancelledError`` is a ``BaseException``, so a task's
 ``except Exception`` cannot swallow it.
@@ -315,3 +318,23 @@ class Retry(SqsqError):
 class Reject(SqsqError):
     """Raise from a task to move its message to the dead-letter queue now
     (reason ``rejected``), without retries."""
+
+
+# --- a bug in sqsq ---------------------------------------------------------------
+
+
+class UnstoredOutcome(SqsqError):
+    """An outcome was about to be let go of (its message deleted or made visible)
+    before it was stored: a bug in sqsq, refused whatever Python's ``-O``.
+    ``settle.release`` keeps such a message (it comes back after its visibility
+    timeout) and lets the rest of its batch go.
+
+    Attributes:
+        task_ids: the task ids of the outcomes refused.
+    """
+
+    def __init__(self, task_ids: list[str]) -> None:
+        super().__init__(
+            f"letting go of {', '.join(task_ids)} before its outcome is stored: a bug in sqsq"
+        )
+        self.task_ids = task_ids
