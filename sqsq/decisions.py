@@ -143,6 +143,19 @@ class Decisions:
         )
         return Outcome(delivery, OutcomeKind.DEAD_LETTER, task_id, record, note)
 
+    def _task_record(self, prepared: Prepared, **fields: Any) -> ResultRecord:
+        """A result of ``prepared``'s task: enqueued when its envelope (or message) was
+        sent, kept for the task's ``result_ttl``."""
+        envelope, delivery = prepared.envelope, prepared.delivery
+        fields.setdefault("expires_at", int(time.time() + prepared.task.result_ttl_s))
+        return self._record(
+            delivery,
+            envelope.task_id,
+            task=envelope.task,
+            enqueued_at=envelope.sent_at or delivery.sent_at,
+            **fields,
+        )
+
     def _note(
         self, delivery: Delivery, task_id: str, reason: str, error_type: str, message: str
     ) -> DeadLetterNote:
@@ -223,15 +236,8 @@ class Decisions:
                 "with other arguments; not run (idempotency_validate=False accepts it)"
             )
             return self.dead_letter(prepared.delivery, conflict, envelope)
-        record = self._record(
-            prepared.delivery,
-            envelope.task_id,
-            state=State.SUCCESS,
-            task=envelope.task,
-            value=claim.value,
-            enqueued_at=envelope.sent_at or prepared.delivery.sent_at,
-            extra={"duplicate_of": claim.owner},
-            expires_at=int(time.time() + prepared.task.result_ttl_s),
+        record = self._task_record(
+            prepared, state=State.SUCCESS, value=claim.value, extra={"duplicate_of": claim.owner}
         )
         logger.info(
             "task %s[%s] not run: idempotency key completed by %s",
@@ -266,17 +272,13 @@ class Decisions:
             f"idempotency key already failed for good by task {claim.owner}; not run again: "
             f"{exc_message}",
         )
-        record = self._record(
-            delivery,
-            envelope.task_id,
+        record = self._task_record(
+            prepared,
             state=State.FAILURE,
-            task=envelope.task,
             exc_type=exc_type,
             exc_message=exc_message,
             dead_letter_reason=reason,
-            enqueued_at=envelope.sent_at or delivery.sent_at,
             extra={"duplicate_of": claim.owner},
-            expires_at=int(time.time() + prepared.task.result_ttl_s),
         )
         logger.warning(
             "task %s[%s] not run: its idempotency key's run %s failed for good (%s)",

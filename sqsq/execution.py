@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -285,15 +284,8 @@ class Executor(Decisions):
         delivery, envelope, task = prepared.delivery, prepared.envelope, prepared.task
         # attempts before this message (a retry sent on as a new one) + SQS's count
         attempt = envelope.retries + delivery.receive_count
-        base = self._record(
-            delivery,
-            envelope.task_id,
-            attempts=attempt,
-            state=State.SUCCESS,
-            task=task.name,
-            started_at=started_at,
-            enqueued_at=envelope.sent_at or delivery.sent_at,
-            expires_at=int(time.time() + task.result_ttl_s),
+        base = self._task_record(
+            prepared, attempts=attempt, state=State.SUCCESS, started_at=started_at
         )
         key = prepared.idempotency_pk if prepared.claimed else None
         if result.error_type is None:
