@@ -20,7 +20,7 @@ This is the one place where invariant 1 of the design is written down::
                    │ A stored outcome is final for the body: a redelivery of a kept
                    │ message finds it (``Executor.resume``) and makes only the missing
                    │ steps; a step that spent its budget (:func:`missing_step`, then
-                   │ ``execution.give_up``) is given up on: the result records its
+                   │ ``outcome.give_up``) is given up on: the result records its
                    │ reason (followup_failed / task_token_report_failed) and the
                    │ message is copied to the DLQ with it
                    ▼
@@ -298,7 +298,7 @@ _COPIED = (*_DEAD, OutcomeKind.RESEND)
 
 def dead(outcome: Outcome) -> bool:
     """Whether ``outcome``'s message goes to the DLQ: a FAILURE, a DEAD_LETTER, or an
-    outcome a later step gave up on (``execution.give_up``)."""
+    outcome a later step gave up on (``outcome.give_up``)."""
     return outcome.kind in _DEAD or outcome.gave_up is not None
 
 
@@ -318,7 +318,7 @@ def missing_step(outcome: Outcome) -> str | None:
     misses — ``followup_failed`` (its follow-ups) or ``task_token_report_failed`` (its
     Step Functions report) — or None: nothing stored yet (storing is retried for as
     long as the lease holds), its DLQ / RESEND copy missing, or given up already.
-    Once a runner has spent the step's budget it calls ``execution.give_up`` with it."""
+    Once a runner has spent the step's budget it calls ``outcome.give_up`` with it."""
     if not outcome.stored or outcome.gave_up is not None:
         return None
     if (dead(outcome) or outcome.kind is OutcomeKind.RESEND) and not outcome.copied:
