@@ -50,6 +50,7 @@ from .errors import (
     TimeLimitExceeded,
     UndecodableMessage,
     UnknownTask,
+    UnstoredOutcome,
 )
 from .result import AsyncResult, ResultRecord, State
 from .task import Task
@@ -118,6 +119,7 @@ __all__ = [
     "AWSThrottled",
     "AWSAccessDenied",
     "AWSResourceNotFound",
+    "UnstoredOutcome",
     "Retry",
     "Reject",
     "__version__",

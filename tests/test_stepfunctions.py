@@ -39,8 +39,8 @@ import sqsq.resources
 from sqsq import State, limits, signing, task_tokens
 from sqsq.envelope import decode, encode, encode_fields
 from sqsq.errors import EnqueueError, UndecodableMessage
-from sqsq.execution import Outcome, OutcomeKind
 from sqsq.local import LocalEndpoint
+from sqsq.outcome import Outcome, OutcomeKind
 from sqsq.testing import LambdaContext, sqs_event
 from tests.helpers import queue_counts
 
