@@ -15,8 +15,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import limits
+from .aws_errors import aws_boundary
 from .calls import Sleep, Steps, arun, run
-from .errors import ResultError, ResultTimeout, TaskExpired, TaskFailed, TaskRevoked
+from .errors import (
+    ResultError,
+    ResultTimeout,
+    TaskExpired,
+    TaskFailed,
+    TaskRevoked,
+    failure_class,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -79,7 +87,9 @@ class ResultRecord:
         return self.state in READY_STATES
 
     def error(self) -> TaskFailed:
-        """The :class:`TaskFailed` (or :class:`TaskRevoked`) this record stands for."""
+        """The :class:`TaskFailed` this record stands for: a :class:`TaskRevoked` (or
+        :class:`TaskExpired`) when REVOKED, a ``ChainError``/``ChordError`` for a
+        canvas step that never ran."""
         if self.state is State.REVOKED:
             kind = TaskExpired if self.exc_type == "sqsq.errors.TaskExpired" else TaskRevoked
             return kind(
@@ -87,7 +97,7 @@ class ResultRecord:
                 self.exc_type or "sqsq.errors.TaskRevoked",
                 self.exc_message or "revoked",
             )
-        return TaskFailed(
+        return failure_class(self.exc_type)(
             self.task_id,
             self.exc_type or "UnknownError",
             self.exc_message or "",
@@ -106,6 +116,11 @@ class ResultBackend(Protocol):
     def revoke(self, task_id: str, ttl_s: float) -> None: ...
 
     def arevoke(self, task_id: str, ttl_s: float) -> Awaitable[None]: ...
+
+
+def _table(result: AsyncResult, *_: Any, **__: Any) -> str | None:
+    """The table an AsyncResult reads (named in its AWSError)."""
+    return getattr(result._backend, "table", None)
 
 
 class AsyncResult:
@@ -140,6 +155,7 @@ class AsyncResult:
 
     # --- reading --------------------------------------------------------------
 
+    @aws_boundary(_table)
     def _fetch(self) -> ResultRecord | None:
         return run(self._fetching(), self._clients())
 
@@ -203,6 +219,7 @@ class AsyncResult:
 
     # --- revoking --------------------------------------------------------------
 
+    @aws_boundary(_table)
     def revoke(self, ttl: float = limits.SQS_MAX_RETENTION_S) -> None:
         """Revoke the task: a worker that receives it later does not run it, records
         REVOKED and deletes its message. A task already running is not stopped.
@@ -218,6 +235,7 @@ class AsyncResult:
             raise ResultError("an eager (apply) result cannot be revoked")
         self._backend.revoke(self.id, ttl)
 
+    @aws_boundary(_table)
     async def arevoke(self, ttl: float = limits.SQS_MAX_RETENTION_S) -> None:
         """Asyncio twin of :meth:`revoke`."""
         if self._backend is None:
@@ -235,6 +253,7 @@ class AsyncResult:
             raise error
         return error
 
+    @aws_boundary(_table)
     def get(
         self, timeout: float | None = None, interval: float = 0.5, propagate: bool = True
     ) -> Any:
@@ -252,9 +271,12 @@ class AsyncResult:
             TaskFailed: the task ended in FAILURE (remote type, message and
                 traceback attached); :class:`TaskRevoked` when it was REVOKED.
             ResultTimeout: not ready within ``timeout`` seconds.
+            AWSError: DynamoDB could not be read (unreachable, throttled, no table:
+                :class:`~sqsq.AWSResourceNotFound`); the task's fate is unknown.
         """
         return run(self._waiting(timeout, interval, propagate), self._clients())
 
+    @aws_boundary(_table)
     async def aget(
         self, timeout: float | None = None, interval: float = 0.5, propagate: bool = True
     ) -> Any:

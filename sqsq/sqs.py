@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import limits
+from .aws_errors import from_botocore
 from .calls import Call, Steps, arun, run
-from .errors import ConfigurationError
+from .errors import AWSError
 
 #: Message attribute carrying the dead-letter reason code (String).
 DEAD_LETTER_REASON_ATTRIBUTE = "sqsq-dead-letter-reason"
@@ -226,12 +227,10 @@ class QueueDirectory:
         self._lock = threading.Lock()
 
     @staticmethod
-    def missing_queue(name: str) -> ConfigurationError:
-        """The error for a queue that does not exist (names the fix)."""
-        return ConfigurationError(
-            f"SQS queue {name!r} does not exist; create the app's queues with "
-            "`sqsq resources create APP`"
-        )
+    def missing_queue(name: str, exc: Exception) -> AWSError:
+        """The error for a queue that does not exist (an AWSResourceNotFound, also a
+        ConfigurationError, naming the fix); raise it ``from exc``."""
+        return from_botocore(exc, resource=name)
 
     @staticmethod
     def is_missing_queue(exc: Exception) -> bool:
@@ -243,7 +242,7 @@ class QueueDirectory:
         """The URL of queue ``name`` (boto3).
 
         Raises:
-            ConfigurationError: the queue does not exist.
+            AWSResourceNotFound: the queue does not exist (a ConfigurationError).
         """
         url = self._urls.get(name)
         return url if url is not None else run(self.looking_up(name, owner), self.clients)
@@ -262,7 +261,7 @@ class QueueDirectory:
             url: str = (yield Call("sqs", "get_queue_url", kwargs))["QueueUrl"]
         except Exception as exc:
             if self.is_missing_queue(exc):
-                raise self.missing_queue(name) from None
+                raise self.missing_queue(name, exc) from exc
             raise
         with self._lock:
             self._urls[name] = url

@@ -41,10 +41,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import limits
+from ..calling import type_name
 from ..calls import Call, Steps
 from ..dynamodb import record_from_item, result_item, result_key
 from ..errors import ChordBodyTooLarge, MessageTooLarge
-from ..execution import Outcome, OutcomeKind, type_name
+from ..outcome import Outcome, OutcomeKind
 from ..result import ResultRecord, State
 from ..settle import workflow_of
 from ..sqs import send_batches
@@ -378,7 +379,7 @@ def _warn(outcome: Outcome, exc: Exception) -> None:
 
 
 class Continuation:
-    """The :class:`sqsq.settle.Continuation` this package registers."""
+    """The :class:`sqsq.settle.Continuation` this package installs on the App (:func:`sqsq.workflows.install`)."""
 
     def follow_up(self, app: App, outcomes: Sequence[Outcome]) -> Steps[list[Outcome]]:
         """:func:`follow_up`, absorbing a bug's exception: the messages are kept
