@@ -32,9 +32,9 @@ This is the one place where invariant 1 of the design is written down::
 Two stages execute them — :func:`store` (writes and DLQ copies) and :func:`release`
 (deletes and visibility changes). Each stage is one call sequence (:func:`storing`,
 :func:`releasing`; see :mod:`sqsq.calls`) that boto3 runs for :func:`store` /
-:func:`release` and aiobotocore for :func:`astore` / :func:`arelease`. :func:`settle` runs both in order for the Lambda handler; the
-worker's settler (``worker/settler.py``) runs them as a pipeline, batching across
-receives. Either way :func:`sqs_calls` refuses an outcome that :func:`may_let_go`
+:func:`release` and aiobotocore for :func:`astore` / :func:`arelease`. :func:`settle`
+runs both in order for the Lambda handler; the worker's settler (``worker/settler.py``)
+runs them as a pipeline, batching across receives. Either way :func:`sqs_calls` refuses an outcome that :func:`may_let_go`
 does not allow: invariant 1 is checked here and nowhere else, with a raised
 :class:`~sqsq.errors.UnstoredOutcome` (not an ``assert``: ``python -O`` keeps it).
 :func:`release` / :func:`arelease` keep such an outcome's message (:func:`held_back`,

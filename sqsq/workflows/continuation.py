@@ -379,7 +379,8 @@ def _warn(outcome: Outcome, exc: Exception) -> None:
 
 
 class Continuation:
-    """The :class:`sqsq.settle.Continuation` this package installs on the App (:func:`sqsq.workflows.install`)."""
+    """The :class:`sqsq.settle.Continuation` this package installs on the App
+    (:func:`sqsq.workflows.install`)."""
 
     def follow_up(self, app: App, outcomes: Sequence[Outcome]) -> Steps[list[Outcome]]:
         """:func:`follow_up`, absorbing a bug's exception: the messages are kept
