@@ -29,6 +29,26 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 
+#: The endpoint prefixes of the services sqsq's own clients call (``stepfunctions`` is
+#: ``states``). Of botocore's endpoint data — every service in every partition, ~7 MiB
+#: once parsed, a tenth of a worker's memory — only these services' entries are
+#: kept; a client of another service still resolves from its partition's defaults
+#: and its endpoint rule set.
+ENDPOINT_SERVICES = frozenset(
+    {"dynamodb", "iam", "s3", "scheduler", "secretsmanager", "sqs", "ssm", "states", "sts"}
+)
+
+
+def trim_endpoint_data(loader: Any) -> None:
+    """Drop other services from the endpoint data ``loader`` (a botocore data loader)
+    has cached; its sessions' endpoint resolvers read that cached copy."""
+    endpoints, _ = loader.load_data_with_path("endpoints")
+    for partition in endpoints.get("partitions", ()):
+        services = partition.get("services", {})
+        for name in [n for n in services if n not in ENDPOINT_SERVICES]:
+            del services[name]
+
+
 class RequestCounter:
     """Counts HTTP requests per ``service.Action`` (retries included).
 
@@ -177,6 +197,7 @@ class Clients:
             import botocore.session
 
             self._botocore = botocore.session.get_session()
+            trim_endpoint_data(self._botocore.get_component("data_loader"))
         return self._botocore
 
     # --- aiobotocore ------------------------------------------------------------
