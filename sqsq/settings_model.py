@@ -109,8 +109,10 @@ class Settings(BaseSettings):
     #: a receive brought runs at once; a message waits at most this long before it is
     #: received. While the trickle lasts, settles linger too (``settle_linger_s``). 0
     #: receives again at once (one ReceiveMessage, DeleteMessageBatch and
-    #: BatchWriteItem per message of a slow trickle). At most
-    #: ``limits.LAMBDA_MAX_BATCHING_WINDOW_S`` (300).
+    #: BatchWriteItem per message of a slow trickle). Measured at ~55 tasks/s with
+    #: 12 ms SQS and 6 ms DynamoDB round trips (the peer benchmark's stream mode):
+    #: 0.1 s → the worker's 0.31 SQS and 0.16 DynamoDB requests per task; 0 → 1.99
+    #: and 0.96. At most ``limits.LAMBDA_MAX_BATCHING_WINDOW_S`` (300).
     receive_batching_window_s: Seconds = Field(default=0.1, le=limits.LAMBDA_MAX_BATCHING_WINDOW_S)
     #: A busy runner Queries for new revocations at most this often, seconds
     #: (see ``revocations.py``); a revocation reaches it within this time. 2 s: one
