@@ -264,7 +264,7 @@ def test_an_in_process_handler_under_the_mapping(timed: Any) -> None:
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"  # the one it kept
 
 
-def test_a_time_limit_over_lambdas_maximum_is_a_generation_error() -> None:
+def test_a_time_limit_over_lambdas_maximum_is_a_generation_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["infra", "tests.apps.too_long:app", "--target", "lambda"])
     assert result.exit_code == 2, result.output
     assert "task tests.apps.too_long.nightly has time_limit=3600 s" in result.output
@@ -272,10 +272,12 @@ def test_a_time_limit_over_lambdas_maximum_is_a_generation_error() -> None:
     assert "--worker-queue batch" in result.output
     assert "Traceback" not in result.output
 
-    routed = CliRunner().invoke(
-        cli,
-        ["infra", "tests.apps.too_long:app", "--target", "lambda", "--worker-queue", "batch"],
-    )
+    code = tmp_path / "code"  # a function's code directory: the app and its requirements
+    code.mkdir()
+    (code / "tests").symlink_to(ROOT / "tests")
+    (code / "requirements.txt").write_text("sqsq\n")
+    args = ["infra", "tests.apps.too_long:app", "--target", "lambda", "--worker-queue", "batch"]
+    routed = CliRunner().invoke(cli, [*args, "--code-uri", str(code)])
     assert routed.exit_code == 0, routed.output
     doc = yaml.safe_load(routed.output)
     assert set(doc["Resources"]["TaskFunction"]["Properties"]["Events"]) == {"DefaultQueue"}
