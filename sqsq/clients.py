@@ -205,9 +205,7 @@ class Clients:
         try:
             from aiobotocore.session import get_session
         except ImportError as exc:  # a core install: aiobotocore comes with sqsq[worker]
-            raise MissingExtra(
-                "worker", "the async API (adelay, aget) and the worker", exc
-            ) from exc
+            raise MissingExtra("worker", "the async API (adelay, aget, the worker)", exc) from exc
 
         session = get_session()
         # One data loader for sync and async clients: the service models and endpoint

@@ -62,7 +62,7 @@ class MissingExtra(ConfigurationError):
 
     Attributes:
         extra: the extra to install (``"worker"``).
-        feature: what needed it (``"the async API (adelay, aget) and the worker"``).
+        feature: what needed it (``"the async API (adelay, aget, the worker)"``).
     """
 
     def __init__(self, extra: str, feature: str, cause: ImportError) -> None:
