@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from . import producer
+from .aws_errors import aws_boundary
 from .clients import Clients
 from .dynamodb import ResultStore
 from .errors import ConfigurationError
@@ -406,6 +407,9 @@ class App:
 
         return declare(self, "json", patterns.check(pattern), options)
 
+    @aws_boundary(
+        lambda app, name, *_, queue=None, **__: app.queue_name(app._send_queue(name, queue))
+    )
     def send_task(
         self,
         name: str,
@@ -424,10 +428,10 @@ class App:
                 knows it, else the default queue.
 
         Raises:
-            NotSerializable, MessageTooLarge, EnqueueError, ConfigurationError.
+            NotSerializable, MessageTooLarge, EnqueueError, ConfigurationError,
+            AWSError: as :meth:`Task.apply_async`.
         """
-        known = self.tasks.get(name)
-        logical = queue or (known.queue if known else self.settings.default_queue)
+        logical = self._send_queue(name, queue)
         try:
             check_queue_name(logical)
         except ValueError as exc:
@@ -444,6 +448,11 @@ class App:
         )
         self.sender.send(message)
         return self.AsyncResult(message.task_id)
+
+    def _send_queue(self, name: str, queue: str | None) -> str:
+        """The logical queue ``send_task(name, queue=queue)`` sends to."""
+        known = self.tasks.get(name)
+        return queue or (known.queue if known else self.settings.default_queue)
 
     @property
     def signing_key(self) -> bytes | None:

@@ -18,6 +18,7 @@ from collections import Counter
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
+from .aws_errors import note_call
 from .errors import ConfigurationError, MissingExtra
 
 if TYPE_CHECKING:
@@ -164,6 +165,7 @@ class Clients:
                         service, **self._kwargs(service)
                     )
                 client.meta.events.register("before-send", self.counter)
+                client.meta.events.register("after-call-error", note_call)
                 self._sync[service] = client
         return client
 
@@ -222,6 +224,7 @@ class Clients:
             session.create_client(service, **self._kwargs(service))
         )
         client.meta.events.register("before-send", self.counter)
+        client.meta.events.register("after-call-error", note_call)
         self._async[key] = (loop, client)
         return client
 

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import limits
+from .aws_errors import aws_boundary
 from .sqs import (
     DEAD_LETTER_DETAILS_ATTRIBUTE,
     DEAD_LETTER_REASON_ATTRIBUTE,
@@ -51,6 +52,11 @@ from .sqs import (
 HOLD_S = 120
 #: Reason shown for messages SQS moved itself (maxReceiveCount reached).
 REDRIVE_POLICY_REASON = "max_receive_count (moved by the redrive policy)"
+
+
+def _queue(client: Any, url_or_arn: str, *_: Any, **__: Any) -> str:
+    """The queue's name from its URL or ARN (named in an AWSError)."""
+    return url_or_arn.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
 
 
 def queue_pair(name: str) -> tuple[str, str]:
@@ -143,6 +149,7 @@ def describe(message: dict[str, Any], now: float | None = None) -> DeadLetterRow
     )
 
 
+@aws_boundary(_queue)
 def queue_counts(client: Any, url: str) -> tuple[int, int]:
     """``(visible, in flight)``: ApproximateNumberOfMessages and
     ApproximateNumberOfMessagesNotVisible (received, not yet deleted or released)."""
@@ -176,6 +183,7 @@ def _release(client: Any, url: str, messages: list[dict[str, Any]]) -> None:
         client.change_message_visibility_batch(QueueUrl=url, Entries=entries)
 
 
+@aws_boundary(_queue)
 def peek(client: Any, url: str, limit: int | None = None) -> list[dict[str, Any]]:
     """Every message of the queue (up to ``limit``), released again before returning."""
     seen: dict[str, dict[str, Any]] = {}
@@ -276,6 +284,7 @@ def _keys(message: dict[str, Any]) -> set[str]:
     return {message["MessageId"], *([row.task_id] if row.task_id else [])}
 
 
+@aws_boundary(_queue)
 def redrive(
     client: Any,
     dlq_url: str,
@@ -386,6 +395,7 @@ class MoveTask:
         return max(0, self.to_move - self.moved)
 
 
+@aws_boundary(_queue)
 def start_move_task(
     client: Any, dlq_arn: str, source_arn: str, rate: int | None = None
 ) -> str | None:
@@ -396,8 +406,7 @@ def start_move_task(
         (moto answers 500): the caller then moves messages itself.
 
     Raises:
-        botocore.exceptions.ClientError: any other refusal (permissions, a move
-            task already running, …).
+        AWSError: any other refusal (permissions, a move task already running, …).
     """
     kwargs: dict[str, Any] = {"SourceArn": dlq_arn, "DestinationArn": source_arn}
     if rate:
@@ -415,6 +424,7 @@ def start_move_task(
     return str(response.get("TaskHandle", ""))
 
 
+@aws_boundary(_queue)
 def move_task_status(client: Any, dlq_arn: str) -> MoveTask | None:
     """The most recent move task of the DLQ (ListMessageMoveTasks lists it first)."""
     results = client.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=1).get("Results", [])
@@ -430,6 +440,7 @@ def move_task_status(client: Any, dlq_arn: str) -> MoveTask | None:
     )
 
 
+@aws_boundary(_queue)
 def wait_move_task(
     client: Any,
     dlq_arn: str,

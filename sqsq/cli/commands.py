@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from ..aws_errors import aws_boundary
 from ..errors import ConfigurationError
 from . import EXIT_FAILURE, _UsageError, cli
 
@@ -383,7 +384,7 @@ def result(app: str, task_id: str, as_json: bool) -> None:
     Exits 1 when the task failed or was revoked (as `send --wait` does), 0 otherwise.
     """
     the_app = _load(app)
-    record = the_app.results.get_result(task_id)
+    record = the_app.AsyncResult(task_id).record
     _print_record(record, as_json)
     if record is not None and record.state.value in ("FAILURE", "REVOKED"):
         sys.exit(EXIT_FAILURE)  # as `send --wait`: the task did not succeed
@@ -400,6 +401,7 @@ def schema() -> None:
 # --- dlq -------------------------------------------------------------------------------
 
 
+@aws_boundary(lambda the_app, queue: queue)
 def _dlq_pair(the_app: Any, queue: str) -> tuple[str, str, str, str]:
     """``(source, dlq, source_url, dlq_url)`` for a logical queue of the app (as
     ``send -Q`` and ``worker -Q`` take it) or a physical queue or DLQ name."""
@@ -519,6 +521,7 @@ def dlq_redrive(
     # itself, re-signing with the current key what a previous one signed
     if task_name is None and error is None and len(keys) < 2:
 
+        @aws_boundary(lambda url: url)
         def arn(url: str) -> str:
             attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
             return str(attributes["Attributes"]["QueueArn"])
@@ -592,5 +595,6 @@ def dlq_purge(app: str, queue: str, yes: bool) -> None:
             f"Delete all {visible + in_flight} message(s) in {dlq_name}? This cannot be undone",
             abort=True,
         )
-    client.purge_queue(QueueUrl=url)
+    with aws_boundary(dlq_name):
+        client.purge_queue(QueueUrl=url)
     click.echo(f"purged {dlq_name}")

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ..aws_errors import aws_boundary
 from ..sqs import is_fifo
 from . import scheduler
 
@@ -93,6 +94,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@aws_boundary(lambda app, periodic, *_, **__: app.queue_name(periodic.queue))
 def send_fire(
     app: App, periodic: PeriodicTask, scheduled_at: datetime, arns: scheduler.Arns | None = None
 ) -> Fire:

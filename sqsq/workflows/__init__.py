@@ -12,15 +12,31 @@ Modules, in the order data flows::
     plan.py          frozen canvas -> chord counter items + messages (pure); send()
     continuation.py  after an outcome is stored: next step, callbacks, chord counting
     result.py        GroupResult (BatchGetItem)
+
+A failed step stops what depends on it: ``AsyncResult.get()`` of a chain step that
+never ran raises :class:`ChainError`, of a chord's body whose member failed
+:class:`ChordError` (both ``sqsq.TaskFailed``; their ``remote_message`` names the
+step or member that failed).
 """
 
 from __future__ import annotations
 
+from ..errors import ChainError, ChordError
 from ..settle import register_continuation
 from .canvas import Canvas, Signature, chain, chord, group, signature
 from .continuation import Continuation
 from .result import GroupResult
 
-__all__ = ["Canvas", "GroupResult", "Signature", "chain", "chord", "group", "signature"]
+__all__ = [
+    "Canvas",
+    "ChainError",
+    "ChordError",
+    "GroupResult",
+    "Signature",
+    "chain",
+    "chord",
+    "group",
+    "signature",
+]
 
 register_continuation(Continuation())
