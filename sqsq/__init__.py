@@ -51,6 +51,7 @@ from .errors import (
     TimeLimitExceeded,
     UndecodableMessage,
     UnknownTask,
+    UnstoredOutcome,
 )
 from .result import AsyncResult, ResultRecord, State
 from .task import Task
@@ -120,6 +121,7 @@ __all__ = [
     "AWSThrottled",
     "AWSAccessDenied",
     "AWSResourceNotFound",
+    "UnstoredOutcome",
     "Retry",
     "Reject",
     "__version__",

@@ -79,7 +79,13 @@ class DeadLetterRow:
         reason: dead-letter reason code, or :data:`REDRIVE_POLICY_REASON`.
         error_type: the error type, if sqsq recorded one.
         attempts: receives of the source message when it was dead-lettered.
-        age_s: seconds since the task was first enqueued.
+        age_s: seconds since the time ``age_since`` names; None when the message
+            says nothing usable.
+        age_since: what ``age_s`` counts from — :data:`AGE_SINCE_DEAD_LETTERED`, or
+            :data:`AGE_SINCE_ENQUEUED` for a message without sqsq's dead-letter
+            attributes on a standard queue: one SQS's redrive policy moved keeps its
+            enqueue time and SQS records no move time, so its age includes the time
+            it spent in its own queue.
     """
 
     message_id: str
@@ -89,6 +95,21 @@ class DeadLetterRow:
     error_type: str | None
     attempts: int | None
     age_s: float | None
+    age_since: str | None = None
+
+
+#: ``age_since``: the age counts from when the message was dead-lettered — sqsq's own
+#: copies (the ``dead_lettered_at`` it records, else the copy's SentTimestamp: when
+#: sqsq sent it to the DLQ), and FIFO messages SQS's redrive policy moved ("For FIFO
+#: queues, the enqueue timestamp resets when the message is moved to a dead-letter
+#: queue", "Setting-up dead-letter queue retention in Amazon SQS").
+AGE_SINCE_DEAD_LETTERED = "dead_lettered"
+#: ``age_since``: the age counts from the message's SentTimestamp — a message without
+#: sqsq's dead-letter attributes in a standard DLQ: moved there by SQS's redrive
+#: policy, which leaves the enqueue time unchanged ("When a message is moved to a
+#: dead-letter queue, the enqueue timestamp is unchanged", same page), or sent there
+#: by hand.
+AGE_SINCE_ENQUEUED = "enqueued"
 
 
 #: The system attribute SQS sets on a message its redrive policy moved to a DLQ
@@ -125,19 +146,14 @@ def describe(message: dict[str, Any], now: float | None = None) -> DeadLetterRow
         except Exception:  # a forged attribute of an unexpected shape
             details = {}
     task = task_id = None
-    sent_at: float | None = None
     try:
         body = json.loads(message.get("Body", ""))
         if isinstance(body, dict):
             task = _text(body.get("task"))
             task_id = _text(body.get("id"))
-            if isinstance(body.get("sent_at"), str):
-                sent_at = datetime.fromisoformat(body["sent_at"]).astimezone(UTC).timestamp()
     except (ValueError, TypeError, RecursionError, OverflowError):
         pass
-    raw_sent = system.get("SentTimestamp")
-    if sent_at is None and isinstance(raw_sent, str) and raw_sent.isdigit():
-        sent_at = int(raw_sent) / 1000
+    since, start = _age_start(system, details)
     return DeadLetterRow(
         message_id=message["MessageId"],
         task=task,
@@ -145,8 +161,31 @@ def describe(message: dict[str, Any], now: float | None = None) -> DeadLetterRow
         reason=_text(details.get("reason")) or REDRIVE_POLICY_REASON,
         error_type=_text(details.get("error_type")),
         attempts=_count(details.get("receive_count")),
-        age_s=None if sent_at is None else max(0.0, now - sent_at),
+        age_s=None if start is None else max(0.0, now - start),
+        age_since=None if start is None else since,
     )
+
+
+def _age_start(system: dict[str, Any], details: dict[str, Any]) -> tuple[str, float | None]:
+    """``(age_since, epoch seconds)`` a DLQ message's age counts from (see
+    :class:`DeadLetterRow`); the time is None when nothing usable says it."""
+    raw = system.get("SentTimestamp")  # epoch milliseconds, as SQS sends it
+    sent = int(raw) / 1000 if isinstance(raw, str) and raw.isdigit() and len(raw) < 16 else None
+    if details:  # sqsq's own copy (never read on a message SQS moved: see describe)
+        return AGE_SINCE_DEAD_LETTERED, _epoch(details.get("dead_lettered_at")) or sent
+    fifo = "SequenceNumber" in system or "MessageGroupId" in system
+    return (AGE_SINCE_DEAD_LETTERED if fifo else AGE_SINCE_ENQUEUED), sent
+
+
+def _epoch(value: Any) -> float | None:
+    """An ISO 8601 time (UTC when it names no zone) as epoch seconds, or None."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):
+        return None
 
 
 @aws_boundary(_queue)

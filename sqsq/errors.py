@@ -37,6 +37,7 @@
     │   ├── AWSThrottled          AWS still throttled the call after botocore's retries
     │   ├── AWSAccessDenied       no credentials, or IAM refused (also a ConfigurationError)
     │   └── AWSResourceNotFound   the queue, table or schedule does not exist (also a ConfigurationError)
+    ├── UnstoredOutcome           a bug in sqsq: a message about to be let go before its outcome was stored (it is kept)
     ├── Retry                     control flow: raised by a task (or ``self.retry()``) to be retried
     └── Reject                    control flow: raised by a task to send its message to the DLQ now
 
@@ -456,3 +457,23 @@ class Retry(SqsqError):
 class Reject(SqsqError):
     """Raise from a task to move its message to the dead-letter queue now
     (reason ``rejected``), without retries."""
+
+
+# --- a bug in sqsq ---------------------------------------------------------------
+
+
+class UnstoredOutcome(SqsqError):
+    """An outcome was about to be let go of (its message deleted or made visible)
+    before it was stored: a bug in sqsq, refused whatever Python's ``-O``.
+    ``settle.release`` keeps such a message (it comes back after its visibility
+    timeout) and lets the rest of its batch go.
+
+    Attributes:
+        task_ids: the task ids of the outcomes refused.
+    """
+
+    def __init__(self, task_ids: list[str]) -> None:
+        super().__init__(
+            f"letting go of {', '.join(task_ids)} before its outcome is stored: a bug in sqsq"
+        )
+        self.task_ids = task_ids

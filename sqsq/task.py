@@ -493,7 +493,8 @@ class Task(Generic[P, R]):
             ArgumentError / NotSerializable: as :meth:`delay` would.
         """
         from .delivery import Delivery
-        from .execution import Executor, Prepared
+        from .execution import Executor
+        from .outcome import Prepared
         from .result import AsyncResult
 
         params = self.signature.signature.parameters

@@ -499,7 +499,6 @@ def test_a_literal_signing_key_is_never_written_into_a_template(target: str) -> 
 
 
 def test_cfn_lint_passes_the_signing_key_statements(tmp_path: Path) -> None:
-    pytest.importorskip("cfnlint", reason="pip install -e '.[test]'")
     from sqsq.deploy import dump
     from tests.helpers import cfn_lint
 

@@ -74,6 +74,7 @@ EXPECTED_ALL = [
     "AWSThrottled",
     "AWSAccessDenied",
     "AWSResourceNotFound",
+    "UnstoredOutcome",
     "Retry",
     "Reject",
     "__version__",

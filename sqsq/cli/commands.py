@@ -454,10 +454,14 @@ def dlq() -> None:
 def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
     """List dead-lettered messages: task, id, reason, attempts, age (none is consumed).
 
-    The title counts the DLQ's visible and in-flight messages (in flight: received
-    by someone and not yet deleted or released; those cannot be listed now).
+    The age counts from when the message was dead-lettered; for a message SQS's
+    redrive policy moved out of a standard queue it counts from its enqueue time
+    (SQS keeps that, and records no move time), marked * (JSON: age_since
+    "enqueued"). The title counts the DLQ's visible and in-flight messages (in
+    flight: received by someone and not yet deleted or released; those cannot be
+    listed now).
     """
-    from ..dlq import describe, peek, queue_counts
+    from ..dlq import AGE_SINCE_ENQUEUED, describe, peek, queue_counts
 
     the_app = _load(app)
     client = the_app.clients.sync("sqs")
@@ -476,15 +480,23 @@ def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
     from ..logs import escape_controls
 
     table = Table(title=f"{dlq_name}: {visible} visible, {in_flight} in flight")
-    for column in ("task", "task id", "reason", "error", "attempts", "age"):
+    for column in ("task", "task id", "reason", "error", "attempts", "age (dead-lettered)"):
         table.add_column(column)
+    since_enqueued = False
     for row in rows:
         # values come from messages: shown as plain text (no rich markup, no controls)
         cells = (row.task or "?", row.task_id or row.message_id, row.reason, row.error_type or "")
+        marked = row.age_since == AGE_SINCE_ENQUEUED
+        since_enqueued |= marked
         table.add_row(
             *(Text(escape_controls(cell)) for cell in cells),
             "?" if row.attempts is None else str(row.attempts),
-            _age(row.age_s),
+            _age(row.age_s) + (" *" if marked else ""),
+        )
+    if since_enqueued:
+        table.caption = (
+            "* since enqueued: SQS's redrive policy moved it and keeps the enqueue time "
+            "(standard queues)"
         )
     Console(width=160).print(table)
 
