@@ -1,4 +1,25 @@
-"""App: the task registry, its settings and the AWS clients they share."""
+"""App: the task registry, its settings and the AWS clients they share.
+
+The App (with ``Task``) is also the facade through which the capabilities built on
+the core — ``sqsq.workflows``, ``sqsq.events``, ``sqsq.schedules`` — reach it. The
+core (execution, settle, the worker, the Lambda handler) never imports a capability
+subpackage, not even by name at run time (``tests/test_architecture.py`` scans for
+it); what it needs of one it asks the App for, through a slot the capability fills
+itself::
+
+    slot                     filled by                               asked for by
+    App.router              sqsq.events.install(app): app.on_*(),   Executor.prepare (a body
+                            app.route(), or event_router()          without "task")
+    App.continuation        sqsq.workflows.install(app), or         settle.store / astore (an
+                            follow_ups()                            envelope with "workflow")
+
+A worker or Lambda function whose app module never touched a capability must still
+act on what another process sent it (an envelope with a ``workflow``, an S3
+notification): :meth:`App.follow_ups` and :meth:`App.event_router` are the bridge —
+each returns what the slot holds, or loads the built-in capability into it on first
+use (one import, in this module, never in the core). ``app.periodic_task`` and
+``task.s()`` / ``app.on_*`` load their subpackages the same way, on first use.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +29,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from . import producer
+from .aws_errors import aws_boundary
 from .clients import Clients
 from .dynamodb import ResultStore
 from .errors import ConfigurationError
@@ -27,6 +49,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .execution import Router
+    from .settle import Continuation
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -90,8 +113,13 @@ class App:
         self.idempotency = IdempotencyStore(self.clients, self.table_name)
         self._revocations: RevocationView | None = None
         #: Asked about bodies that are not envelopes (``sqsq.execution.Router``);
-        #: ``sqsq.events`` installs one when a route is declared or such a body arrives.
+        #: ``sqsq.events`` installs one when a route is declared or such a body
+        #: arrives (:meth:`event_router`).
         self.router: Router | None = None
+        #: Follows up stored outcomes whose envelope carries a ``workflow``
+        #: (``sqsq.settle.Continuation``); ``sqsq.workflows`` installs it
+        #: (:meth:`follow_ups`).
+        self.continuation: Continuation | None = None
 
     def __repr__(self) -> str:
         return f"<App {self.name} tasks={len(self.tasks)}>"
@@ -406,6 +434,9 @@ class App:
 
         return declare(self, "json", patterns.check(pattern), options)
 
+    @aws_boundary(
+        lambda app, name, *_, queue=None, **__: app.queue_name(app._send_queue(name, queue))
+    )
     def send_task(
         self,
         name: str,
@@ -424,10 +455,10 @@ class App:
                 knows it, else the default queue.
 
         Raises:
-            NotSerializable, MessageTooLarge, EnqueueError, ConfigurationError.
+            NotSerializable, MessageTooLarge, EnqueueError, ConfigurationError,
+            AWSError: as :meth:`Task.apply_async`.
         """
-        known = self.tasks.get(name)
-        logical = queue or (known.queue if known else self.settings.default_queue)
+        logical = self._send_queue(name, queue)
         try:
             check_queue_name(logical)
         except ValueError as exc:
@@ -444,6 +475,11 @@ class App:
         )
         self.sender.send(message)
         return self.AsyncResult(message.task_id)
+
+    def _send_queue(self, name: str, queue: str | None) -> str:
+        """The logical queue ``send_task(name, queue=queue)`` sends to."""
+        known = self.tasks.get(name)
+        return queue or (known.queue if known else self.settings.default_queue)
 
     @property
     def signing_key(self) -> bytes | None:
@@ -470,6 +506,31 @@ class App:
     def AsyncResult(self, task_id: str) -> AsyncResult:
         """A handle on the result of task ``task_id`` (no AWS call until read)."""
         return AsyncResult(task_id, self.results)
+
+    # --- capabilities the core asks for (the bridge: see the module docstring) ------
+
+    def event_router(self) -> Router:
+        """The router the execution core asks about a body that is not an envelope
+        (``App.router``), installing ``sqsq.events``' on first use — so a worker
+        whose app declared no route still unwraps SNS notifications and dead-letters
+        unrouted events with reason ``no_route``."""
+        if self.router is None:
+            from .events import install
+
+            return install(self)
+        return self.router
+
+    def follow_ups(self) -> Continuation:
+        """The continuation ``settle`` calls for stored outcomes whose envelope carries
+        a ``workflow`` (``App.continuation``), installing ``sqsq.workflows``' on first
+        use — so a worker whose app module never built a canvas still sends the next
+        chain step, the callbacks and the chord count of workflows another process
+        started."""
+        if self.continuation is None:
+            from .workflows import install
+
+            return install(self)
+        return self.continuation
 
     # --- Lambda -------------------------------------------------------------------
 

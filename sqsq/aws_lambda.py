@@ -71,9 +71,10 @@ from .errors import (
     InvalidKey,
     SqsqError,
 )
-from .execution import RETURNED_KINDS, Executor, Outcome, OutcomeKind, Prepared, give_up
+from .execution import Executor
 from .lease import LeaseTable
 from .metrics import emit as emit_metrics
+from .outcome import RETURNED_KINDS, Outcome, OutcomeKind, Prepared, give_up
 from .retry import error_code, is_permanent
 from .settle import missing_step, plan_writes, release, store
 from .sqs import chunks, queue_name_from_arn, redriven

@@ -18,7 +18,8 @@ from collections import Counter
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError
+from .aws_errors import note_call
+from .errors import ConfigurationError, MissingExtra
 
 if TYPE_CHECKING:
     import asyncio
@@ -184,6 +185,7 @@ class Clients:
                         service, **self._kwargs(service)
                     )
                 client.meta.events.register("before-send", self.counter)
+                client.meta.events.register("after-call-error", note_call)
                 self._sync[service] = client
         return client
 
@@ -206,6 +208,9 @@ class Clients:
         """The aiobotocore client for ``service``, cached per running event loop.
 
         Close them with :meth:`aclose` before the loop ends.
+
+        Raises:
+            MissingExtra: aiobotocore is not installed (``pip install 'sqsq[worker]'``).
         """
         import asyncio
 
@@ -220,7 +225,10 @@ class Clients:
             self._stacks[id(loop)] = entry
             for stale in [k for k in self._async if k[0] == id(loop)]:
                 del self._async[stale]
-        from aiobotocore.session import get_session
+        try:
+            from aiobotocore.session import get_session
+        except ImportError as exc:  # a core install: aiobotocore comes with sqsq[worker]
+            raise MissingExtra("worker", "the async API (adelay, aget, the worker)", exc) from exc
 
         session = get_session()
         # One data loader for sync and async clients: the service models and endpoint
@@ -237,6 +245,7 @@ class Clients:
             session.create_client(service, **self._kwargs(service))
         )
         client.meta.events.register("before-send", self.counter)
+        client.meta.events.register("after-call-error", note_call)
         self._async[key] = (loop, client)
         return client
 

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import limits
+from .aws_errors import aws_boundary
 from .sqs import (
     DEAD_LETTER_DETAILS_ATTRIBUTE,
     DEAD_LETTER_REASON_ATTRIBUTE,
@@ -51,6 +52,11 @@ from .sqs import (
 HOLD_S = 120
 #: Reason shown for messages SQS moved itself (maxReceiveCount reached).
 REDRIVE_POLICY_REASON = "max_receive_count (moved by the redrive policy)"
+
+
+def _queue(client: Any, url_or_arn: str, *_: Any, **__: Any) -> str:
+    """The queue's name from its URL or ARN (named in an AWSError)."""
+    return url_or_arn.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
 
 
 def queue_pair(name: str) -> tuple[str, str]:
@@ -73,7 +79,13 @@ class DeadLetterRow:
         reason: dead-letter reason code, or :data:`REDRIVE_POLICY_REASON`.
         error_type: the error type, if sqsq recorded one.
         attempts: receives of the source message when it was dead-lettered.
-        age_s: seconds since the task was first enqueued.
+        age_s: seconds since the time ``age_since`` names; None when the message
+            says nothing usable.
+        age_since: what ``age_s`` counts from — :data:`AGE_SINCE_DEAD_LETTERED`, or
+            :data:`AGE_SINCE_ENQUEUED` for a message without sqsq's dead-letter
+            attributes on a standard queue: one SQS's redrive policy moved keeps its
+            enqueue time and SQS records no move time, so its age includes the time
+            it spent in its own queue.
     """
 
     message_id: str
@@ -83,6 +95,21 @@ class DeadLetterRow:
     error_type: str | None
     attempts: int | None
     age_s: float | None
+    age_since: str | None = None
+
+
+#: ``age_since``: the age counts from when the message was dead-lettered — sqsq's own
+#: copies (the ``dead_lettered_at`` it records, else the copy's SentTimestamp: when
+#: sqsq sent it to the DLQ), and FIFO messages SQS's redrive policy moved ("For FIFO
+#: queues, the enqueue timestamp resets when the message is moved to a dead-letter
+#: queue", "Setting-up dead-letter queue retention in Amazon SQS").
+AGE_SINCE_DEAD_LETTERED = "dead_lettered"
+#: ``age_since``: the age counts from the message's SentTimestamp — a message without
+#: sqsq's dead-letter attributes in a standard DLQ: moved there by SQS's redrive
+#: policy, which leaves the enqueue time unchanged ("When a message is moved to a
+#: dead-letter queue, the enqueue timestamp is unchanged", same page), or sent there
+#: by hand.
+AGE_SINCE_ENQUEUED = "enqueued"
 
 
 #: The system attribute SQS sets on a message its redrive policy moved to a DLQ
@@ -119,19 +146,14 @@ def describe(message: dict[str, Any], now: float | None = None) -> DeadLetterRow
         except Exception:  # a forged attribute of an unexpected shape
             details = {}
     task = task_id = None
-    sent_at: float | None = None
     try:
         body = json.loads(message.get("Body", ""))
         if isinstance(body, dict):
             task = _text(body.get("task"))
             task_id = _text(body.get("id"))
-            if isinstance(body.get("sent_at"), str):
-                sent_at = datetime.fromisoformat(body["sent_at"]).astimezone(UTC).timestamp()
     except (ValueError, TypeError, RecursionError, OverflowError):
         pass
-    raw_sent = system.get("SentTimestamp")
-    if sent_at is None and isinstance(raw_sent, str) and raw_sent.isdigit():
-        sent_at = int(raw_sent) / 1000
+    since, start = _age_start(system, details)
     return DeadLetterRow(
         message_id=message["MessageId"],
         task=task,
@@ -139,10 +161,34 @@ def describe(message: dict[str, Any], now: float | None = None) -> DeadLetterRow
         reason=_text(details.get("reason")) or REDRIVE_POLICY_REASON,
         error_type=_text(details.get("error_type")),
         attempts=_count(details.get("receive_count")),
-        age_s=None if sent_at is None else max(0.0, now - sent_at),
+        age_s=None if start is None else max(0.0, now - start),
+        age_since=None if start is None else since,
     )
 
 
+def _age_start(system: dict[str, Any], details: dict[str, Any]) -> tuple[str, float | None]:
+    """``(age_since, epoch seconds)`` a DLQ message's age counts from (see
+    :class:`DeadLetterRow`); the time is None when nothing usable says it."""
+    raw = system.get("SentTimestamp")  # epoch milliseconds, as SQS sends it
+    sent = int(raw) / 1000 if isinstance(raw, str) and raw.isdigit() and len(raw) < 16 else None
+    if details:  # sqsq's own copy (never read on a message SQS moved: see describe)
+        return AGE_SINCE_DEAD_LETTERED, _epoch(details.get("dead_lettered_at")) or sent
+    fifo = "SequenceNumber" in system or "MessageGroupId" in system
+    return (AGE_SINCE_DEAD_LETTERED if fifo else AGE_SINCE_ENQUEUED), sent
+
+
+def _epoch(value: Any) -> float | None:
+    """An ISO 8601 time (UTC when it names no zone) as epoch seconds, or None."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):
+        return None
+
+
+@aws_boundary(_queue)
 def queue_counts(client: Any, url: str) -> tuple[int, int]:
     """``(visible, in flight)``: ApproximateNumberOfMessages and
     ApproximateNumberOfMessagesNotVisible (received, not yet deleted or released)."""
@@ -176,6 +222,7 @@ def _release(client: Any, url: str, messages: list[dict[str, Any]]) -> None:
         client.change_message_visibility_batch(QueueUrl=url, Entries=entries)
 
 
+@aws_boundary(_queue)
 def peek(client: Any, url: str, limit: int | None = None) -> list[dict[str, Any]]:
     """Every message of the queue (up to ``limit``), released again before returning."""
     seen: dict[str, dict[str, Any]] = {}
@@ -276,6 +323,7 @@ def _keys(message: dict[str, Any]) -> set[str]:
     return {message["MessageId"], *([row.task_id] if row.task_id else [])}
 
 
+@aws_boundary(_queue)
 def redrive(
     client: Any,
     dlq_url: str,
@@ -386,6 +434,7 @@ class MoveTask:
         return max(0, self.to_move - self.moved)
 
 
+@aws_boundary(_queue)
 def start_move_task(
     client: Any, dlq_arn: str, source_arn: str, rate: int | None = None
 ) -> str | None:
@@ -396,8 +445,7 @@ def start_move_task(
         (moto answers 500): the caller then moves messages itself.
 
     Raises:
-        botocore.exceptions.ClientError: any other refusal (permissions, a move
-            task already running, …).
+        AWSError: any other refusal (permissions, a move task already running, …).
     """
     kwargs: dict[str, Any] = {"SourceArn": dlq_arn, "DestinationArn": source_arn}
     if rate:
@@ -415,6 +463,7 @@ def start_move_task(
     return str(response.get("TaskHandle", ""))
 
 
+@aws_boundary(_queue)
 def move_task_status(client: Any, dlq_arn: str) -> MoveTask | None:
     """The most recent move task of the DLQ (ListMessageMoveTasks lists it first)."""
     results = client.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=1).get("Results", [])
@@ -430,6 +479,7 @@ def move_task_status(client: Any, dlq_arn: str) -> MoveTask | None:
     )
 
 
+@aws_boundary(_queue)
 def wait_move_task(
     client: Any,
     dlq_arn: str,

@@ -88,6 +88,11 @@ class Envelope(BaseModel):
 
     @property
     def task_id(self) -> str:
-        """The id, which a decoded envelope always has (see :func:`sqsq.envelope.decode`)."""
-        assert self.id is not None, "decode() fills id from the SQS MessageId"
+        """The id, which a decoded envelope always has (see :func:`sqsq.envelope.decode`).
+
+        Raises:
+            ValueError: an envelope built without an ``id`` and not decoded.
+        """
+        if self.id is None:
+            raise ValueError("an envelope without an id: decode() fills it from the SQS MessageId")
         return self.id

@@ -4,6 +4,8 @@
 
     SqsqError
     ├── ConfigurationError        the developer: a bad App/task option, an unknown app path
+    │   ├── InvalidScheduleExpression  an expression or time zone EventBridge would refuse
+    │   └── MissingExtra          the install lacks an extra (``pip install 'sqsq[worker]'``)
     ├── EnqueueError              the producer: nothing was sent (or only part, see .sent)
     │   ├── ArgumentError         the arguments do not bind to the task's signature
     │   ├── NotSerializable       an argument the envelope's JSON rules cannot encode
@@ -24,15 +26,46 @@
     ├── ResultError               the reader of a result
     │   ├── ResultTimeout         not ready within ``get(timeout=...)`` (also a TimeoutError)
     │   ├── TaskFailed            the task raised; carries remote type, message, traceback
-    │   │   └── TaskRevoked       the task was revoked before it ran
-    │   │       └── TaskExpired   its ``expires`` time passed before it ran
+    │   │   ├── TaskRevoked       the task was revoked before it ran
+    │   │   │   └── TaskExpired   its ``expires`` time passed before it ran
+    │   │   ├── ChainError        a chain step that never ran: an earlier step failed
+    │   │   └── ChordError        a chord's body that never ran: a member failed
     │   └── ResultNotSerializable the return value cannot be stored as JSON / is too large
     ├── TimeLimitExceeded         a task ran past its ``time_limit`` (or SQS's 12 h lease)
-    └── AWSError                  an AWS call failed after botocore's own retries
+    ├── AWSError                  an AWS call failed after botocore's own retries
+    │   ├── AWSConnectionError    the endpoint could not be reached, or did not answer in time
+    │   ├── AWSThrottled          AWS still throttled the call after botocore's retries
+    │   ├── AWSAccessDenied       no credentials, or IAM refused (also a ConfigurationError)
+    │   └── AWSResourceNotFound   the queue, table or schedule does not exist (also a ConfigurationError)
+    ├── UnstoredOutcome           a bug in sqsq: a message about to be let go before its outcome was stored (it is kept)
+    ├── Retry                     control flow: raised by a task (or ``self.retry()``) to be retried
+    └── Reject                    control flow: raised by a task to send its message to the DLQ now
 
-    Control flow, never logged as errors:
-    Retry(SqsqError)              raised by a task (or ``self.retry()``) to be retried
-    Reject(SqsqError)             raised by a task to send its message to the DLQ now
+``Retry`` and ``Reject`` are control flow, never logged as errors. Every class drawn
+here is exported from ``sqsq``; ``ChainError`` and ``ChordError`` also from
+``sqsq.workflows``, whose stored type names (``"sqsq.workflows.ChordError"``) they
+carry.
+
+What to catch, by who acts:
+
+- around ``delay()``/``apply_async()``: :class:`EnqueueError` (nothing, or only part,
+  was sent), :class:`AWSError` (SQS failed; the message was not sent);
+- around ``AsyncResult.get()``: :class:`TaskFailed` (the task's own failure, its
+  remote type and traceback attached), :class:`ResultTimeout`, :class:`AWSError`
+  (DynamoDB failed: the task's fate is unknown, not failed);
+- at start-up: :class:`ConfigurationError`, which also catches a missing queue or
+  table (:class:`AWSResourceNotFound`) and missing credentials or permissions
+  (:class:`AWSAccessDenied`) — no retry fixes those.
+
+Every AWS failure that reaches a caller of sqsq's API (``delay``, ``get``, the canvas,
+``sqsq.dlq``, schedules, resources) or its command line is an :class:`AWSError`
+carrying ``action`` (the AWS API operation, e.g. ``SendMessage``), ``resource`` (the
+queue, table or schedule) and ``code`` (AWS's error code, or botocore's exception
+name for a failure without an answer, e.g. ``EndpointConnectionError``), with the
+botocore exception as ``__cause__``. ``sqsq.aws_errors.from_botocore`` is the one
+place where botocore's exceptions are mapped; ``sqsq.aws_errors.aws_boundary``
+applies it where the public API ends. Inside, sqsq keeps catching botocore's ``ClientError`` where it decides
+on a code (a missing key, a failed condition).
 
 At shutdown the worker cancels ``async def`` tasks still running after the
 grace period: ``asyncio.CancelledError`` is a ``BaseException``, so a task's
@@ -52,6 +85,27 @@ class SqsqError(Exception):
 
 class ConfigurationError(SqsqError):
     """An App or task option is invalid, or an app path cannot be imported."""
+
+
+class InvalidScheduleExpression(ConfigurationError):
+    """A schedule expression that EventBridge would refuse; the message names the
+    field and the rule (``sqsq.schedules.expressions``)."""
+
+
+class MissingExtra(ConfigurationError):
+    """What was called needs an optional extra this install lacks: a core install
+    (``pip install sqsq``: producers, results, the Lambda handler) has no worker, no
+    async API and no command line; ``pip install 'sqsq[worker]'`` adds them.
+
+    Attributes:
+        extra: the extra to install (``"worker"``).
+        feature: what needed it (``"the async API (adelay, aget, the worker)"``).
+    """
+
+    def __init__(self, extra: str, feature: str, cause: ImportError) -> None:
+        self.extra = extra
+        self.feature = feature
+        super().__init__(f"{feature} needs sqsq[{extra}] ({cause}): pip install 'sqsq[{extra}]'")
 
 
 # --- producer ------------------------------------------------------------------
@@ -277,6 +331,34 @@ class TaskExpired(TaskRevoked):
     """The task's ``expires`` time passed before a worker could run it (state REVOKED)."""
 
 
+class ChainError(TaskFailed):
+    """A chain step that never ran because an earlier step failed (state FAILURE;
+    ``remote_message`` names the failed step). Stored as ``"sqsq.workflows.ChainError"``,
+    which is this class's name (it is exported from ``sqsq.workflows``)."""
+
+
+class ChordError(TaskFailed):
+    """A chord's body that never ran because one of its members failed (state
+    FAILURE; ``remote_message`` names the member). Stored as
+    ``"sqsq.workflows.ChordError"``, which is this class's name (it is exported from
+    ``sqsq.workflows``)."""
+
+
+# The stored type names of the canvas' failures are where users import them from.
+ChainError.__module__ = ChordError.__module__ = "sqsq.workflows"
+
+#: Stored exception types that :meth:`sqsq.result.ResultRecord.error` raises as
+#: their own class rather than as a plain :class:`TaskFailed`.
+_REMOTE_FAILURES: dict[str, type[TaskFailed]] = {
+    f"{cls.__module__}.{cls.__qualname__}": cls for cls in (ChainError, ChordError)
+}
+
+
+def failure_class(remote_type: str | None) -> type[TaskFailed]:
+    """The :class:`TaskFailed` class a stored FAILURE of ``remote_type`` is raised as."""
+    return _REMOTE_FAILURES.get(remote_type or "", TaskFailed)
+
+
 class ResultNotSerializable(ResultError):
     """A task's return value cannot be stored: not JSON-encodable, or too large
     for a DynamoDB item (``limits.DYNAMODB_MAX_ITEM_BYTES``, 400 KB)."""
@@ -286,7 +368,67 @@ class ResultNotSerializable(ResultError):
 
 
 class AWSError(SqsqError):
-    """An AWS call failed after botocore's retries; ``__cause__`` is the botocore error."""
+    """An AWS call failed after botocore's retries; ``__cause__`` is the botocore error.
+
+    The four subclasses are the four things a caller does differently: wait and try
+    again (:class:`AWSConnectionError`, :class:`AWSThrottled`), or fix the setup
+    (:class:`AWSAccessDenied`, :class:`AWSResourceNotFound` — both also a
+    :class:`ConfigurationError`, as no retry fixes them and ``sqsq worker`` refuses
+    to start on them). Any other AWS error code (a 5xx, a validation error) is a
+    plain AWSError: ``code`` says which.
+
+    Attributes:
+        action: the AWS API operation, e.g. ``"SendMessage"``, ``"GetItem"``
+            (``"unknown"`` when botocore failed before naming it).
+        resource: what the call was about, as the user names it: a queue name or
+            URL, a table name, a schedule name; None when several were.
+        code: AWS's error code, e.g. ``"AWS.SimpleQueueService.NonExistentQueue"``,
+            ``"ResourceNotFoundException"``, ``"ThrottlingException"``,
+            ``"AccessDenied"``; for a failure without an answer, botocore's
+            exception name, e.g. ``"EndpointConnectionError"``,
+            ``"ReadTimeoutError"``, ``"NoCredentialsError"``.
+        service: botocore's service id, e.g. ``"SQS"``, ``"DynamoDB"``, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        action: str,
+        resource: str | None,
+        code: str,
+        service: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.action = action
+        self.resource = resource
+        self.code = code
+        self.service = service
+
+
+class AWSConnectionError(AWSError):
+    """The endpoint could not be reached or did not answer in time (connection
+    refused, DNS, TLS, connect or read timeout) after botocore's retries. Nothing
+    says the call did not take effect: a send may have been made. Try again later;
+    check ``endpoint_url`` and the region."""
+
+
+class AWSThrottled(AWSError):
+    """AWS throttled the call (``ThrottlingException``, ``RequestThrottled``,
+    ``ProvisionedThroughputExceededException``, HTTP 429, ...) through all of
+    botocore's retries. Slow down, raise ``max_attempts``, or ask AWS for a quota."""
+
+
+class AWSAccessDenied(AWSError, ConfigurationError):
+    """No usable credentials, or IAM refused the action (``AccessDenied``,
+    ``AccessDeniedException``, an unknown or expired key). The message names the
+    action: grant it to the role, or fix the credentials."""
+
+
+class AWSResourceNotFound(AWSError, ConfigurationError):
+    """The queue, table or schedule does not exist (``AWS.SimpleQueueService.NonExistentQueue``,
+    ``ResourceNotFoundException``). Create the app's queues and table with
+    ``sqsq resources create APP``, its schedules with ``sqsq schedule sync APP``."""
 
 
 class TimeLimitExceeded(SqsqError):
@@ -315,3 +457,23 @@ class Retry(SqsqError):
 class Reject(SqsqError):
     """Raise from a task to move its message to the dead-letter queue now
     (reason ``rejected``), without retries."""
+
+
+# --- a bug in sqsq ---------------------------------------------------------------
+
+
+class UnstoredOutcome(SqsqError):
+    """An outcome was about to be let go of (its message deleted or made visible)
+    before it was stored: a bug in sqsq, refused whatever Python's ``-O``.
+    ``settle.release`` keeps such a message (it comes back after its visibility
+    timeout) and lets the rest of its batch go.
+
+    Attributes:
+        task_ids: the task ids of the outcomes refused.
+    """
+
+    def __init__(self, task_ids: list[str]) -> None:
+        super().__init__(
+            f"letting go of {', '.join(task_ids)} before its outcome is stored: a bug in sqsq"
+        )
+        self.task_ids = task_ids

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable
 from typing import IO, Any
 
-from .execution import Outcome, OutcomeKind
+from .outcome import Outcome, OutcomeKind
 
 #: The CloudWatch namespace of sqsq's metrics.
 NAMESPACE = "sqsq"

@@ -271,7 +271,7 @@ def raise_if_missing_queue(
         names = {m.queue_name for m in messages}
         for name in names:
             directory.forget(name)
-        raise directory.missing_queue(", ".join(sorted(names))) from None
+        raise directory.missing_queue(", ".join(sorted(names)), exc) from exc
 
 
 def is_request_error(exc: Exception) -> bool:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import limits
+from .aws_errors import aws_boundary
 from .sqs import dead_letter_name, is_fifo
 
 logger = logging.getLogger(__name__)
@@ -264,6 +265,7 @@ def _queue_change(
     return Change(kind, name, "update", detail, diffs)
 
 
+@aws_boundary()  # several queues and a table: the error's action says which call
 def plan(app: App) -> list[Change]:
     """What :func:`apply` would do, reading current state (no writes)."""
     sqs = app.clients.sync("sqs")
@@ -321,6 +323,7 @@ def _table_changes(app: App, table: TableSpec) -> list[Change]:
     return changes
 
 
+@aws_boundary()  # several queues and a table: the error's action says which call
 def apply(app: App, changes: list[Change] | None = None) -> list[Change]:
     """Create or update what :func:`plan` found missing or different.
 

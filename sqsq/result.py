@@ -15,7 +15,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import limits
-from .errors import ResultError, ResultTimeout, TaskExpired, TaskFailed, TaskRevoked
+from .aws_errors import aws_boundary
+from .errors import (
+    ResultError,
+    ResultTimeout,
+    TaskExpired,
+    TaskFailed,
+    TaskRevoked,
+    failure_class,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -78,7 +86,9 @@ class ResultRecord:
         return self.state in READY_STATES
 
     def error(self) -> TaskFailed:
-        """The :class:`TaskFailed` (or :class:`TaskRevoked`) this record stands for."""
+        """The :class:`TaskFailed` this record stands for: a :class:`TaskRevoked` (or
+        :class:`TaskExpired`) when REVOKED, a ``ChainError``/``ChordError`` for a
+        canvas step that never ran."""
         if self.state is State.REVOKED:
             kind = TaskExpired if self.exc_type == "sqsq.errors.TaskExpired" else TaskRevoked
             return kind(
@@ -86,7 +96,7 @@ class ResultRecord:
                 self.exc_type or "sqsq.errors.TaskRevoked",
                 self.exc_message or "revoked",
             )
-        return TaskFailed(
+        return failure_class(self.exc_type)(
             self.task_id,
             self.exc_type or "UnknownError",
             self.exc_message or "",
@@ -104,6 +114,11 @@ class ResultBackend(Protocol):
     def revoke(self, task_id: str, ttl_s: float) -> None: ...
 
     def arevoke(self, task_id: str, ttl_s: float) -> Awaitable[None]: ...
+
+
+def _table(result: AsyncResult, *_: Any) -> str | None:
+    """The table an AsyncResult reads (named in its AWSError)."""
+    return getattr(result._backend, "table", None)
 
 
 class AsyncResult:
@@ -138,6 +153,7 @@ class AsyncResult:
 
     # --- reading --------------------------------------------------------------
 
+    @aws_boundary(_table)
     def _fetch(self) -> ResultRecord | None:
         if self._record is not None and self._record.ready:
             return self._record
@@ -148,6 +164,7 @@ class AsyncResult:
             self._record = record
         return record
 
+    @aws_boundary(_table)
     async def _afetch(self) -> ResultRecord | None:
         if self._record is not None and self._record.ready:
             return self._record
@@ -205,6 +222,7 @@ class AsyncResult:
 
     # --- revoking --------------------------------------------------------------
 
+    @aws_boundary(_table)
     def revoke(self, ttl: float = limits.SQS_MAX_RETENTION_S) -> None:
         """Revoke the task: a worker that receives it later does not run it, records
         REVOKED and deletes its message. A task already running is not stopped.
@@ -220,6 +238,7 @@ class AsyncResult:
             raise ResultError("an eager (apply) result cannot be revoked")
         self._backend.revoke(self.id, ttl)
 
+    @aws_boundary(_table)
     async def arevoke(self, ttl: float = limits.SQS_MAX_RETENTION_S) -> None:
         """Asyncio twin of :meth:`revoke`."""
         if self._backend is None:
@@ -254,6 +273,8 @@ class AsyncResult:
             TaskFailed: the task ended in FAILURE (remote type, message and
                 traceback attached); :class:`TaskRevoked` when it was REVOKED.
             ResultTimeout: not ready within ``timeout`` seconds.
+            AWSError: DynamoDB could not be read (unreachable, throttled, no table:
+                :class:`~sqsq.AWSResourceNotFound`); the task's fate is unknown.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

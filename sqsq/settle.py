@@ -20,7 +20,7 @@ This is the one place where invariant 1 of the design is written down::
                    │ A stored outcome is final for the body: a redelivery of a kept
                    │ message finds it (``Executor.resume``) and makes only the missing
                    │ steps; a step that spent its budget (:func:`missing_step`, then
-                   │ ``execution.give_up``) is given up on: the result records its
+                   │ ``outcome.give_up``) is given up on: the result records its
                    │ reason (followup_failed / task_token_report_failed) and the
                    │ message is copied to the DLQ with it
                    ▼
@@ -34,13 +34,15 @@ Two stages execute them — :func:`store` (writes and DLQ copies) and :func:`rel
 :func:`arelease`. :func:`settle` runs both in order for the Lambda handler; the
 worker's settler (``worker/settler.py``) runs them as a pipeline, batching across
 receives. Either way :func:`sqs_calls` refuses an outcome that :func:`may_let_go`
-does not allow: invariant 1 is checked here and nowhere else.
+does not allow: invariant 1 is checked here and nowhere else, with a raised
+:class:`~sqsq.errors.UnstoredOutcome` (not an ``assert``: ``python -O`` keeps it).
+:func:`release` / :func:`arelease` keep such an outcome's message (:func:`held_back`,
+logged as the bug it is) and still let the rest of the batch go.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 from collections.abc import Sequence
@@ -49,7 +51,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import limits, task_tokens
 from .dynamodb import Write, attempt_item, delete, put, result_item
-from .execution import (
+from .errors import UnstoredOutcome
+from .idempotency import completed_item, item_key
+from .outcome import (
     FINAL_KINDS,
     REASON_FOLLOWUP_FAILED,
     REASON_INVALID_KEY,
@@ -59,7 +63,6 @@ from .execution import (
     Outcome,
     OutcomeKind,
 )
-from .idempotency import completed_item, item_key
 from .result import State
 from .signing import signature_attribute
 from .sqs import (
@@ -79,13 +82,15 @@ logger = logging.getLogger(__name__)
 _DEAD = (OutcomeKind.FAILURE, OutcomeKind.DEAD_LETTER)
 
 
-# --- follow-ups (the one hook for capabilities built on the core, e.g. sqsq.workflows) ---
+# --- follow-ups (the hook a capability installs on the App: sqsq.workflows) -----------
 
 
 class Continuation(Protocol):
     """Follow-ups of stored outcomes whose envelope carries a ``workflow``.
 
-    Called in the store stage after the outcomes' writes and copies, before any of
+    ``sqsq.workflows`` installs one on the App (``App.continuation``); the store
+    stage asks the App for it (``App.follow_ups()``, which installs it when nothing
+    has yet), so this module never names that package. Called in the store stage after the outcomes' writes and copies, before any of
     their messages may be let go; so a follow-up is never sent before the outcome
     is stored, and never lost (a message whose follow-up failed is kept and comes
     back). Follow-ups must therefore be idempotent. Both methods return the
@@ -97,27 +102,8 @@ class Continuation(Protocol):
     async def afollow(self, app: App, outcomes: Sequence[Outcome]) -> list[Outcome]: ...
 
 
-#: The registered continuation (``sqsq.workflows`` registers itself on import).
-_continuation: Continuation | None = None
-#: Imported by name when an envelope carries a ``workflow`` and nothing is registered
-#: (a worker whose app module never imported it): a plugin loaded by name, so the
-#: core has no import-time dependency on it.
-CONTINUATION_MODULE = "sqsq.workflows"
 #: Outcomes that have follow-ups: the task ended (a value, or a failure for good).
 FOLLOWED_KINDS = frozenset({OutcomeKind.SUCCESS, OutcomeKind.FAILURE, OutcomeKind.DEAD_LETTER})
-
-
-def register_continuation(continuation: Continuation | None) -> None:
-    """Set the continuation that :func:`store` / :func:`astore` call."""
-    global _continuation
-    _continuation = continuation
-
-
-def _get_continuation() -> Continuation:
-    if _continuation is None:
-        importlib.import_module(CONTINUATION_MODULE)
-    assert _continuation is not None, f"{CONTINUATION_MODULE} registered no continuation"
-    return _continuation
 
 
 def workflow_of(outcome: Outcome) -> dict[str, Any] | None:
@@ -312,7 +298,7 @@ _COPIED = (*_DEAD, OutcomeKind.RESEND)
 
 def dead(outcome: Outcome) -> bool:
     """Whether ``outcome``'s message goes to the DLQ: a FAILURE, a DEAD_LETTER, or an
-    outcome a later step gave up on (``execution.give_up``)."""
+    outcome a later step gave up on (``outcome.give_up``)."""
     return outcome.kind in _DEAD or outcome.gave_up is not None
 
 
@@ -332,7 +318,7 @@ def missing_step(outcome: Outcome) -> str | None:
     misses — ``followup_failed`` (its follow-ups) or ``task_token_report_failed`` (its
     Step Functions report) — or None: nothing stored yet (storing is retried for as
     long as the lease holds), its DLQ / RESEND copy missing, or given up already.
-    Once a runner has spent the step's budget it calls ``execution.give_up`` with it."""
+    Once a runner has spent the step's budget it calls ``outcome.give_up`` with it."""
     if not outcome.stored or outcome.gave_up is not None:
         return None
     if (dead(outcome) or outcome.kind is OutcomeKind.RESEND) and not outcome.copied:
@@ -378,15 +364,29 @@ class SqsCall:
         return {"QueueUrl": self.url, "Entries": entries}
 
 
+def held_back(outcomes: Sequence[Outcome]) -> tuple[list[Outcome], list[Outcome]]:
+    """``(may_go, kept)``: the outcomes :func:`may_let_go` allows, and those it
+    refuses — a bug in sqsq, logged as one (:class:`~sqsq.errors.UnstoredOutcome`):
+    their messages are kept (they come back after their visibility timeout and the
+    stored outcome is resumed, or the body run again), the rest still go."""
+    may_go = [o for o in outcomes if may_let_go(o)]
+    kept = [o for o in outcomes if not may_let_go(o)]
+    if kept:
+        logger.error("%s; their messages are kept", UnstoredOutcome([o.task_id for o in kept]))
+    return may_go, kept
+
+
 def sqs_calls(outcomes: Sequence[Outcome], *, delete: bool) -> list[SqsCall]:
     """The calls that let messages go: deletes of final outcomes (unless ``delete``
     is False: Lambda deletes them itself), visibility changes of the others.
 
     Raises:
-        AssertionError: an outcome is not yet stored (see :func:`may_let_go`).
+        UnstoredOutcome: an outcome is not yet stored (see :func:`may_let_go`); no
+            call is built. Raised, never asserted, so ``python -O`` keeps the check.
     """
-    for outcome in outcomes:
-        assert may_let_go(outcome), f"letting go of {outcome.task_id} before it is stored"
+    unstored = [o.task_id for o in outcomes if not may_let_go(o)]
+    if unstored:
+        raise UnstoredOutcome(unstored)
     groups = [("change_message_visibility_batch", _by_url(outcomes, RETURNED_KINDS))]
     if delete:
         groups.insert(0, ("delete_message_batch", _by_url(outcomes, FINAL_KINDS)))
@@ -463,7 +463,7 @@ def _store_once(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
         outcome.copied = False
     pending = [o for o in outcomes if o not in kept and needs_follow_up(o)]
     if pending:
-        kept += _followed(pending, _get_continuation().follow(app, pending))
+        kept += _followed(pending, app.follow_ups().follow(app, pending))
     reported = [o for o in outcomes if o not in kept and task_tokens.needs_report(o)]
     if reported:
         kept += task_tokens.report(app, reported)
@@ -511,7 +511,7 @@ async def _astore_once(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
         outcome.copied = False
     pending = [o for o in outcomes if o not in kept and needs_follow_up(o)]
     if pending:
-        kept += _followed(pending, await _get_continuation().afollow(app, pending))
+        kept += _followed(pending, await app.follow_ups().afollow(app, pending))
     reported = [o for o in outcomes if o not in kept and task_tokens.needs_report(o)]
     if reported:
         kept += await task_tokens.areport(app, reported)
@@ -583,9 +583,10 @@ def refused(app: App, outcome: Outcome, message: str) -> None:
 
 def release(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> list[Outcome]:
     """Stage 2 (boto3): DeleteMessageBatch / ChangeMessageVisibilityBatch of stored
-    outcomes. Returns the outcomes whose call failed (to be released again)."""
+    outcomes. Returns the outcomes whose call failed (to be released again) — and
+    any that is not stored yet, kept (a bug in sqsq, :func:`held_back`)."""
     client = app.clients.sync("sqs")
-    failed: list[Outcome] = []
+    outcomes, failed = held_back(outcomes)
     for call in sqs_calls(outcomes, delete=delete):
         try:
             failed += _failed_entries(call, getattr(client, call.method)(**call.kwargs()))
@@ -598,6 +599,7 @@ def release(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> li
 async def arelease(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     """Asyncio twin of :func:`release` (always deletes): the calls run concurrently."""
     client = await app.clients.aclient("sqs")
+    outcomes, kept = held_back(outcomes)
     calls = sqs_calls(outcomes, delete=True)
 
     async def one(call: SqsCall) -> list[Outcome]:
@@ -607,7 +609,7 @@ async def arelease(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
             _warn("%s of %d messages failed", (call.method, len(call.chunk)), exc)
             return list(call.chunk)
 
-    failed: list[Outcome] = []
+    failed = kept
     for result in await asyncio.gather(*(one(call) for call in calls)):
         failed += result
     return failed

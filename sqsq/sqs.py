@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import limits
-from .errors import ConfigurationError
+from .aws_errors import from_botocore
+from .errors import AWSError
 
 #: Message attribute carrying the dead-letter reason code (String).
 DEAD_LETTER_REASON_ATTRIBUTE = "sqsq-dead-letter-reason"
@@ -225,12 +226,10 @@ class QueueDirectory:
         self._lock = threading.Lock()
 
     @staticmethod
-    def missing_queue(name: str) -> ConfigurationError:
-        """The error for a queue that does not exist (names the fix)."""
-        return ConfigurationError(
-            f"SQS queue {name!r} does not exist; create the app's queues with "
-            "`sqsq resources create APP`"
-        )
+    def missing_queue(name: str, exc: Exception) -> AWSError:
+        """The error for a queue that does not exist (an AWSResourceNotFound, also a
+        ConfigurationError, naming the fix); raise it ``from exc``."""
+        return from_botocore(exc, resource=name)
 
     @staticmethod
     def is_missing_queue(exc: Exception) -> bool:
@@ -242,7 +241,7 @@ class QueueDirectory:
         """The URL of queue ``name`` (boto3).
 
         Raises:
-            ConfigurationError: the queue does not exist.
+            AWSResourceNotFound: the queue does not exist (a ConfigurationError).
         """
         url = self._urls.get(name)
         if url is None:
@@ -253,7 +252,7 @@ class QueueDirectory:
                 url = self.clients.sync("sqs").get_queue_url(**kwargs)["QueueUrl"]
             except Exception as exc:
                 if self.is_missing_queue(exc):
-                    raise self.missing_queue(name) from None
+                    raise self.missing_queue(name, exc) from exc
                 raise
             with self._lock:
                 self._urls[name] = url
@@ -271,7 +270,7 @@ class QueueDirectory:
                 url = (await client.get_queue_url(**kwargs))["QueueUrl"]
             except Exception as exc:
                 if self.is_missing_queue(exc):
-                    raise self.missing_queue(name) from None
+                    raise self.missing_queue(name, exc) from exc
                 raise
             self._urls[name] = url
         return url

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, overload
 
 from . import limits, producer
+from .aws_errors import aws_boundary
 from .errors import ConfigurationError, EnqueueError, Retry
 from .idempotency import KeySpec, render_key
 from .retry import (
@@ -108,6 +109,11 @@ class BoundTask:
         """Raise :class:`~sqsq.errors.Retry`: retry after ``countdown`` seconds (or the
         task's backoff), recording ``exc``. Use as ``raise self.retry(exc=exc)`` or call it."""
         raise Retry(exc=exc, countdown=countdown)
+
+
+def _queue(task: Task[Any, Any], *_: Any, queue: str | None = None, **__: Any) -> str:
+    """The SQS queue a send goes to (named in its AWSError)."""
+    return task.app.queue_name(queue or task.queue)
 
 
 class Task(Generic[P, R]):
@@ -281,10 +287,13 @@ class Task(Generic[P, R]):
             NotSerializable: an argument is not encodable (see ``sqsq.envelope``).
             MessageTooLarge: the message is over SQS's 1 MiB limit.
             EnqueueError: SQS refused the message (``.failed`` says why).
-            ConfigurationError: the queue does not exist.
+            AWSResourceNotFound: the queue does not exist (also a ConfigurationError).
+            AWSError: SQS could not be reached, throttled, or refused the call
+                (``.action``, ``.resource``, ``.code``; ``__cause__`` is botocore's).
         """
         return self.apply_async(args, kwargs)
 
+    @aws_boundary(_queue)
     def apply_async(
         self,
         args: Iterable[Any] | None = None,
@@ -348,6 +357,7 @@ class Task(Generic[P, R]):
 
         return due_time(countdown, eta)
 
+    @aws_boundary(_queue)
     def delay_many(self, arg_tuples: Iterable[Iterable[Any]]) -> list[AsyncResult]:
         """Enqueue one task per argument tuple with SendMessageBatch.
 
@@ -374,6 +384,7 @@ class Task(Generic[P, R]):
         that enqueue together share SendMessageBatch calls."""
         return await self.aapply_async(args, kwargs)
 
+    @aws_boundary(_queue)
     async def aapply_async(
         self,
         args: Iterable[Any] | None = None,
@@ -409,6 +420,7 @@ class Task(Generic[P, R]):
         await self.app.sender.asend(message)
         return self.app.AsyncResult(message.task_id)
 
+    @aws_boundary(_queue)
     async def adelay_many(self, arg_tuples: Iterable[Iterable[Any]]) -> list[AsyncResult]:
         """Asyncio twin of :meth:`delay_many`."""
         messages = [self._build(args, None) for args in arg_tuples]
@@ -481,7 +493,8 @@ class Task(Generic[P, R]):
             ArgumentError / NotSerializable: as :meth:`delay` would.
         """
         from .delivery import Delivery
-        from .execution import Executor, Prepared
+        from .execution import Executor
+        from .outcome import Prepared
         from .result import AsyncResult
 
         params = self.signature.signature.parameters

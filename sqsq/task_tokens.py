@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import limits
 from .envelope import dumps, unencodable
-from .execution import Outcome, OutcomeKind
+from .outcome import Outcome, OutcomeKind
 from .retry import error_code, full_jitter_s
 
 if TYPE_CHECKING:

@@ -3,11 +3,19 @@ that runs ``sqsq worker`` as a real subprocess.
 
 The endpoint fixtures (``sqsq_endpoint``, ``local_aws``) come from the
 ``sqsq.testing`` plugin, which the package registers with pytest.
+
+Property tests (hypothesis) run under the ``ci`` profile: random inputs every run,
+no deadline (a loaded machine is not a failure), ``print_blob`` (a failure prints its
+``@reproduce_failure``). Each session draws one seed, shown in the header and in the
+report of every failed test of a module that uses hypothesis; ``--hypothesis-seed=N``
+replays a session's inputs. ``SQSQ_HYPOTHESIS_EXAMPLES=N`` runs at least N examples
+per property (``tests.helpers.examples``).
 """
 
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = "examples.quickstart.app:app"
@@ -22,9 +31,41 @@ QUICKSTART = "examples.quickstart.app:app"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.helpers import examples  # noqa: E402  (needs ROOT on sys.path)
+
 #: Most workers ``-n auto`` starts (pytest-xdist, in addopts): the tests mostly wait on
 #: queues and worker subprocesses, so a few run side by side even on 2 cores.
 MAX_TEST_WORKERS = 4
+
+settings.register_profile(
+    "ci", max_examples=examples(100), deadline=None, print_blob=True, derandomize=False
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Draw the session's hypothesis seed unless ``--hypothesis-seed`` gave one, before
+    hypothesis' plugin reads it. The controller's seed reaches pytest-xdist's workers
+    through the environment they inherit (``SQSQ_HYPOTHESIS_SEED``)."""
+    seed = config.getoption("hypothesis_seed", None) or os.environ.get("SQSQ_HYPOTHESIS_SEED")
+    seed = seed or str(random.SystemRandom().randrange(2**32))
+    config.option.hypothesis_seed = os.environ["SQSQ_HYPOTHESIS_SEED"] = seed
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    seed = config.getoption("hypothesis_seed")
+    return f"hypothesis seed {seed}: replay with --hypothesis-seed={seed}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    module = getattr(item, "module", None)
+    if report.failed and module is not None and hasattr(module, "given"):
+        seed = item.config.getoption("hypothesis_seed")
+        report.sections.append(("hypothesis seed", f"{seed}: replay with --hypothesis-seed={seed}"))
 
 
 @pytest.hookimpl(optionalhook=True)

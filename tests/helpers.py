@@ -11,6 +11,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def examples(default: int) -> int:
+    """``max_examples`` for a property test: ``default``, or more when the environment
+    variable ``SQSQ_HYPOTHESIS_EXAMPLES`` asks for more (a deeper run than CI's, e.g.
+    ``SQSQ_HYPOTHESIS_EXAMPLES=1000``). Never fewer than ``default``."""
+    return max(default, int(os.environ.get("SQSQ_HYPOTHESIS_EXAMPLES") or 0))
+
+
 def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
     """``(visible, in flight)``: ApproximateNumberOfMessages and
     ApproximateNumberOfMessagesNotVisible of the queue at ``url``."""

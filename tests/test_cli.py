@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,12 @@ from click.testing import CliRunner, Result
 import sqsq
 import sqsq.cli.commands  # registers the commands
 from sqsq.cli import EXIT_USAGE, cli
+from sqsq.dlq import (
+    AGE_SINCE_DEAD_LETTERED,
+    AGE_SINCE_ENQUEUED,
+    REDRIVE_POLICY_REASON,
+    describe,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "examples.quickstart.app:app"
@@ -365,3 +373,99 @@ def test_dlq_ls_counts_messages_in_flight(quickstart: sqsq.App) -> None:
     physical = _invoke("dlq", "ls", APP, "quickstart-default-dlq", "--json")
     assert physical.exit_code == 0, physical.output
     assert len(physical.stdout.splitlines()) == 2
+
+
+def test_dlq_ls_age_counts_from_dead_lettering(quickstart: sqsq.App, worker: Any) -> None:
+    """A message sqsq dead-letters: its age counts from then — not from the
+    envelope's ``sent_at`` (here a producer's send two hours before)."""
+    sqs = quickstart.clients.sync("sqs")
+    sent_at = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    body = {"task": "examples.quickstart.app.nope", "id": "lost-1", "sent_at": sent_at}
+    sqs.send_message(
+        QueueUrl=quickstart.directory.url("quickstart-default"), MessageBody=json.dumps(body)
+    )
+    done = worker.run(APP, "-Q", "default", "--wait-time", "0")
+    assert done.returncode == 0, done.stderr
+
+    listing = _invoke("dlq", "ls", APP, "default", "--json")
+    assert listing.exit_code == 0, listing.output
+    (row,) = [json.loads(line) for line in listing.stdout.splitlines()]
+    assert (row["task_id"], row["reason"]) == ("lost-1", "unknown_task")
+    assert row["age_since"] == AGE_SINCE_DEAD_LETTERED
+    assert 0 <= row["age_s"] < 3_600, row  # minutes at most, not the 2 h since sent_at
+    table = _invoke("dlq", "ls", APP, "default")
+    assert "age (dead-lettered)" in table.stdout and "since enqueued" not in table.stdout
+
+
+def test_dlq_ls_marks_the_age_of_a_message_the_redrive_policy_moved(
+    quickstart: sqsq.App,
+) -> None:
+    """SQS's redrive policy (maxReceiveCount) moves a message out of a standard queue
+    keeping its enqueue time: its age counts from that, and says so."""
+    sqs = quickstart.clients.sync("sqs")
+    url = quickstart.directory.url("quickstart-default")
+    policy = json.loads(
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"][
+            "RedrivePolicy"
+        ]
+    )
+    policy["maxReceiveCount"] = 1
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": json.dumps(policy)})
+    sqs.send_message(QueueUrl=url, MessageBody='{"task": "t", "id": "moved-1"}')
+    first = sqs.receive_message(QueueUrl=url, VisibilityTimeout=0)["Messages"]
+    assert len(first) == 1
+    # the second receive exceeds maxReceiveCount: SQS moves it to the DLQ instead
+    assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", []) == []
+
+    listing = _invoke("dlq", "ls", APP, "default", "--json")
+    assert listing.exit_code == 0, listing.output
+    (row,) = [json.loads(line) for line in listing.stdout.splitlines()]
+    assert (row["task_id"], row["reason"]) == ("moved-1", REDRIVE_POLICY_REASON)
+    assert row["age_since"] == AGE_SINCE_ENQUEUED and row["age_s"] is not None
+    table = _invoke("dlq", "ls", APP, "default")
+    assert "s *" in table.stdout, table.stdout
+    assert "* since enqueued: SQS's redrive policy" in " ".join(table.stdout.split())
+
+
+def test_dlq_age_counts_from_what_each_message_records() -> None:
+    """:func:`sqsq.dlq.describe` on received messages, at a fixed ``now``."""
+    now = 1_800_000_000.0
+    enqueued, dead_lettered, copied = now - 7_200, now - 600, now - 590
+    envelope = json.dumps({"task": "t", "id": "i", "sent_at": "2020-01-01T00:00:00+00:00"})
+    details = json.dumps(
+        {
+            "reason": "task_failed",
+            "dead_lettered_at": datetime.fromtimestamp(dead_lettered, UTC).isoformat(),
+        }
+    )
+
+    def message(system: dict[str, str], attributes: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "MessageId": "m",
+            "Body": envelope,
+            "Attributes": system,
+            "MessageAttributes": attributes,
+        }
+
+    ours = {"sqsq-dead-letter": {"DataType": "String", "StringValue": details}}
+    sent = {"SentTimestamp": str(int(copied * 1000))}
+    # sqsq's copy: the dead_lettered_at it records; without it, the copy's SentTimestamp
+    row = describe(message(sent, ours), now=now)
+    assert (row.age_since, row.age_s) == (AGE_SINCE_DEAD_LETTERED, 600)
+    reason_only = {"sqsq-dead-letter-reason": {"DataType": "String", "StringValue": "x"}}
+    row = describe(message(sent, reason_only), now=now)  # the details did not fit
+    assert (row.age_since, row.age_s) == (AGE_SINCE_DEAD_LETTERED, 590)
+    forged = {"sqsq-dead-letter": {"DataType": "String", "StringValue": '{"dead_lettered_at": 1}'}}
+    assert describe(message(sent, forged), now=now).age_s == 590
+    # moved by SQS's redrive policy: a standard queue keeps the enqueue time...
+    moved = {"SentTimestamp": str(int(enqueued * 1000)), "DeadLetterQueueSourceArn": "arn:q"}
+    row = describe(message(moved, ours), now=now)  # forged attributes are not read
+    assert (row.age_since, row.age_s) == (AGE_SINCE_ENQUEUED, 7_200)
+    # (moto sets no DeadLetterQueueSourceArn: a message without sqsq's attributes)
+    row = describe(message({"SentTimestamp": moved["SentTimestamp"]}, {}), now=now)
+    assert (row.age_since, row.age_s) == (AGE_SINCE_ENQUEUED, 7_200)
+    # ... a FIFO queue resets it at the move
+    row = describe(message({**moved, "SequenceNumber": "1"}, {}), now=now)
+    assert row.age_since == AGE_SINCE_DEAD_LETTERED
+    row = describe(message({}, {}), now=now)
+    assert (row.age_since, row.age_s) == (None, None)

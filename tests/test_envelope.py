@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
@@ -33,6 +34,7 @@ from sqsq.envelope import (
     top_level_strings,
 )
 from sqsq.errors import EnqueueError, MessageTooLarge, NotSerializable, UndecodableMessage
+from tests.helpers import examples
 
 
 class Color(enum.Enum):
@@ -228,7 +230,7 @@ _json_values = st.recursive(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60))
 @given(value=_json_values)
 def test_plain_json_round_trips_through_an_envelope(value: Any) -> None:
     assert to_json(value) == value
@@ -371,7 +373,6 @@ def test_size_counts_encoded_bytes_of_non_ascii_text() -> None:
 
 
 def _validator() -> Any:
-    jsonschema = pytest.importorskip("jsonschema")
     schema = json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
@@ -474,7 +475,7 @@ _fields = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150))
 @given(fields=_fields)
 def test_an_encoded_body_always_decodes_to_the_envelope_of_its_fields(
     fields: dict[str, Any],

@@ -15,8 +15,9 @@ import pytest
 import sqsq
 from sqsq.delivery import Delivery
 from sqsq.errors import ConfigurationError
-from sqsq.execution import Executor, Outcome, OutcomeKind, Prepared
+from sqsq.execution import Executor
 from sqsq.idempotency import key_pk
+from sqsq.outcome import Outcome, OutcomeKind, Prepared
 from sqsq.settle import may_let_go
 from sqsq.signing import signature_attribute
 

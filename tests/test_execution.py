@@ -7,7 +7,8 @@ from typing import Any
 
 import sqsq
 from sqsq.delivery import Delivery
-from sqsq.execution import Executor, OutcomeKind, Prepared
+from sqsq.execution import Executor
+from sqsq.outcome import OutcomeKind, Prepared
 
 app = sqsq.App("core")
 

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from sqsq.result import State
 from sqsq.testing import LambdaContext, sqs_event
 from tests.faults.helpers import wait_for
+from tests.helpers import examples
 from tests.test_hostile import APP, arn, nested, result, url
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -158,10 +159,8 @@ def _check(app: Any, sent: list[Any], dead: dict[str, list[str]]) -> None:
 
 
 _settings = settings(
-    max_examples=15,
-    deadline=None,
+    max_examples=examples(15),  # each example is a batch through SQS: ~1 s
     phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: each try is slow
-    derandomize=True,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
         HealthCheck.too_slow,

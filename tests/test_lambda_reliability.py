@@ -157,6 +157,7 @@ def test_heartbeat_keeps_the_next_record_invisible_during_a_long_one(
     slow = rel.lease_step.delay(path, "slow", 3.0)  # 3 x the queue's visibility timeout
     waiting = rel.lease_step.delay(path, "next", 0.0)
     event, _ = event_of(LEASE, 2)
+    received_at = time.monotonic()
     responses: list[dict[str, Any]] = []
     handler = threading.Thread(
         target=lambda: responses.append(rapp.lambda_handler(event, LambdaContext()))
@@ -164,11 +165,16 @@ def test_heartbeat_keeps_the_next_record_invisible_during_a_long_one(
 
     handler.start()
     stolen: list[str] = []
+    polled_at: list[float] = []
     while handler.is_alive():  # another consumer polls the queue meanwhile
+        polled_at.append(time.monotonic())
         stolen += task_ids(rel.receive(LEASE))
         time.sleep(0.2)
     handler.join()
 
+    # it polled after the 1 s visibility timeout of the receive had run out: without
+    # the heartbeat, "next" would have been visible to it then
+    assert any(t - received_at > 1.5 for t in polled_at), polled_at
     assert stolen == []
     assert responses == [{"batchItemFailures": []}]
     assert rel.lines(path) == ["slow", "next"]

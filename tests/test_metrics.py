@@ -86,8 +86,8 @@ def test_large_batches_split_value_arrays_at_the_specification_limit() -> None:
     from datetime import UTC, datetime
 
     from sqsq.delivery import Delivery
-    from sqsq.execution import Outcome, OutcomeKind
     from sqsq.metrics import documents
+    from sqsq.outcome import Outcome, OutcomeKind
 
     sent = datetime(2026, 1, 1, tzinfo=UTC)
     outcomes = [

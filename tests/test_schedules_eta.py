@@ -160,8 +160,8 @@ def test_hop_mode_sends_with_the_largest_delay_and_the_due_time(local_aws: Any) 
 
 
 def test_hop_mode_delivers_on_time_with_a_fake_clock() -> None:
+    from sqsq.decisions import hop_delay_s
     from sqsq.envelope import Envelope
-    from sqsq.execution import hop_delay_s
 
     sent = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     envelope = Envelope(task="t", eta=sent + timedelta(hours=2))
@@ -180,8 +180,8 @@ def test_hop_mode_delivers_on_time_with_a_fake_clock() -> None:
 def test_a_message_received_before_its_eta_is_sent_on_and_runs_once_without_an_attempt(
     periodic: sqsq.App, worker: Any
 ) -> None:
+    from sqsq.decisions import HOP_TOLERANCE_S
     from sqsq.envelope import Envelope, encode
-    from sqsq.execution import HOP_TOLERANCE_S
 
     sqs = periodic.clients.sync("sqs")
     url = periodic.directory.url("periodic-default")
@@ -246,7 +246,8 @@ def test_a_retry_backoff_longer_than_the_lease_is_sent_on_and_counts_its_attempt
 ) -> None:
     from sqsq.delivery import Delivery
     from sqsq.envelope import encode
-    from sqsq.execution import Executor, OutcomeKind, Prepared
+    from sqsq.execution import Executor
+    from sqsq.outcome import OutcomeKind, Prepared
     from sqsq.settle import settle
     from tests.apps.periodic import retry_tomorrow
 

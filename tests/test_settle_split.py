@@ -10,7 +10,7 @@ from typing import Any
 import sqsq
 import sqsq.resources
 from sqsq.delivery import Delivery
-from sqsq.execution import Outcome, OutcomeKind
+from sqsq.outcome import Outcome, OutcomeKind
 from sqsq.settle import may_let_go, store
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from ..aws_errors import aws_boundary
 from ..errors import ConfigurationError
 from . import EXIT_FAILURE, _UsageError, cli
 
@@ -383,7 +384,7 @@ def result(app: str, task_id: str, as_json: bool) -> None:
     Exits 1 when the task failed or was revoked (as `send --wait` does), 0 otherwise.
     """
     the_app = _load(app)
-    record = the_app.results.get_result(task_id)
+    record = the_app.AsyncResult(task_id).record
     _print_record(record, as_json)
     if record is not None and record.state.value in ("FAILURE", "REVOKED"):
         sys.exit(EXIT_FAILURE)  # as `send --wait`: the task did not succeed
@@ -400,6 +401,7 @@ def schema() -> None:
 # --- dlq -------------------------------------------------------------------------------
 
 
+@aws_boundary(lambda the_app, queue: queue)
 def _dlq_pair(the_app: Any, queue: str) -> tuple[str, str, str, str]:
     """``(source, dlq, source_url, dlq_url)`` for a logical queue of the app (as
     ``send -Q`` and ``worker -Q`` take it) or a physical queue or DLQ name."""
@@ -452,10 +454,14 @@ def dlq() -> None:
 def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
     """List dead-lettered messages: task, id, reason, attempts, age (none is consumed).
 
-    The title counts the DLQ's visible and in-flight messages (in flight: received
-    by someone and not yet deleted or released; those cannot be listed now).
+    The age counts from when the message was dead-lettered; for a message SQS's
+    redrive policy moved out of a standard queue it counts from its enqueue time
+    (SQS keeps that, and records no move time), marked * (JSON: age_since
+    "enqueued"). The title counts the DLQ's visible and in-flight messages (in
+    flight: received by someone and not yet deleted or released; those cannot be
+    listed now).
     """
-    from ..dlq import describe, peek, queue_counts
+    from ..dlq import AGE_SINCE_ENQUEUED, describe, peek, queue_counts
 
     the_app = _load(app)
     client = the_app.clients.sync("sqs")
@@ -474,15 +480,23 @@ def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
     from ..logs import escape_controls
 
     table = Table(title=f"{dlq_name}: {visible} visible, {in_flight} in flight")
-    for column in ("task", "task id", "reason", "error", "attempts", "age"):
+    for column in ("task", "task id", "reason", "error", "attempts", "age (dead-lettered)"):
         table.add_column(column)
+    since_enqueued = False
     for row in rows:
         # values come from messages: shown as plain text (no rich markup, no controls)
         cells = (row.task or "?", row.task_id or row.message_id, row.reason, row.error_type or "")
+        marked = row.age_since == AGE_SINCE_ENQUEUED
+        since_enqueued |= marked
         table.add_row(
             *(Text(escape_controls(cell)) for cell in cells),
             "?" if row.attempts is None else str(row.attempts),
-            _age(row.age_s),
+            _age(row.age_s) + (" *" if marked else ""),
+        )
+    if since_enqueued:
+        table.caption = (
+            "* since enqueued: SQS's redrive policy moved it and keeps the enqueue time "
+            "(standard queues)"
         )
     Console(width=160).print(table)
 
@@ -519,6 +533,7 @@ def dlq_redrive(
     # itself, re-signing with the current key what a previous one signed
     if task_name is None and error is None and len(keys) < 2:
 
+        @aws_boundary(lambda url: url)
         def arn(url: str) -> str:
             attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
             return str(attributes["Attributes"]["QueueArn"])
@@ -592,5 +607,6 @@ def dlq_purge(app: str, queue: str, yes: bool) -> None:
             f"Delete all {visible + in_flight} message(s) in {dlq_name}? This cannot be undone",
             abort=True,
         )
-    client.purge_queue(QueueUrl=url)
+    with aws_boundary(dlq_name):
+        client.purge_queue(QueueUrl=url)
     click.echo(f"purged {dlq_name}")

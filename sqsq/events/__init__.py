@@ -17,15 +17,17 @@ The task's parameter annotation decides what it receives: a Powertools parser
 model (``pip install 'sqsq[events]'``), any pydantic model, or a plain ``dict``.
 Matching follows EventBridge's event patterns (``patterns.py``); unwrapping and
 identities are in ``shapes.py``; the router the execution core asks is
-``router.py``. The core never imports this package at import time: it loads it
-by name (``sqsq.execution.ROUTER_MODULE``) when a foreign body arrives, and
-``app.on_*`` load it when a route is declared.
+``router.py``. The core never imports this package: :func:`install` puts the
+router in the App's slot (``App.router``), which ``app.on_*`` / ``app.route`` do
+when a route is declared and the App's facade (``App.event_router()``) does when
+the core first meets a foreign body.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..errors import ConfigurationError
 from .patterns import matches
 from .router import EventRouter
 from .routes import Route
@@ -37,11 +39,17 @@ __all__ = ["EventRouter", "Route", "install", "matches", "routes_of"]
 
 
 def install(app: App) -> EventRouter:
-    """The app's :class:`EventRouter`, installed as ``app.router`` on first use."""
+    """The app's :class:`EventRouter`, installed as ``app.router`` on first use.
+
+    Raises:
+        ConfigurationError: ``app.router`` holds a router of the user's own, on
+            which routes cannot be declared.
+    """
     if app.router is None:
         app.router = EventRouter(app)
     router = app.router
-    assert isinstance(router, EventRouter), f"app.router is {router!r}, not sqsq's EventRouter"
+    if not isinstance(router, EventRouter):
+        raise ConfigurationError(f"app.router is {router!r}, not sqsq's EventRouter")
     return router
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .. import signing
 from ..envelope import Envelope, dumps, from_json, parse
 from ..errors import DeadLetter, NoRoute, UndecodableMessage
-from ..execution import Outcome, OutcomeKind
+from ..outcome import Outcome, OutcomeKind
 from . import patterns, shapes
 from .routes import Route
 

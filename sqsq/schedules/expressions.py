@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .. import limits
-from ..errors import ConfigurationError
+from ..errors import InvalidScheduleExpression as InvalidScheduleExpression  # (re-exported)
 
 #: Fields of an EventBridge cron expression, in order.
 CRON_FIELDS = ("Minutes", "Hours", "Day-of-month", "Month", "Day-of-week", "Year")
@@ -62,11 +62,6 @@ _RATE = re.compile(r"^rate\(\s*(\d+)\s+([a-z]+)\s*\)$")
 _RATE_UNITS = {"minute": 60, "hour": 3600, "day": 86_400}
 _AT = re.compile(r"^at\((\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\)$")
 _CRON = re.compile(r"^cron\((.*)\)$")
-
-
-class InvalidScheduleExpression(ConfigurationError):
-    """A schedule expression that EventBridge would refuse; the message names the
-    field and the rule."""
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ..aws_errors import aws_boundary
 from ..sqs import is_fifo
 from . import scheduler
 
@@ -93,6 +94,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@aws_boundary(lambda app, periodic, *_, **__: app.queue_name(periodic.queue))
 def send_fire(
     app: App, periodic: PeriodicTask, scheduled_at: datetime, arns: scheduler.Arns | None = None
 ) -> Fire:
@@ -147,6 +149,7 @@ class LocalScheduler:
         self.clock = clock
         self.fire_eta = fire_eta
         self.leader = False
+        self._standing_by = False  # the "stands by" line is logged once per wait
         self._table = app.table_name
         self._pk = f"scheduler#{app.name}"
         self._arns = scheduler.Arns(app)
@@ -178,12 +181,18 @@ class LocalScheduler:
         except client.exceptions.ConditionalCheckFailedException:
             if self.leader:
                 logger.warning("scheduler %s lost the leader lease", self.owner)
-            self.leader = False
+            elif not self._standing_by:
+                logger.info(
+                    "scheduler %s stands by: another scheduler leads app %s",
+                    self.owner,
+                    self.app.name,
+                )
+            self.leader, self._standing_by = False, True
             return False
         if not self.leader:
             logger.info("scheduler %s leads app %s", self.owner, self.app.name)
             self._cursors.clear()  # another may have fired meanwhile: read them again
-        self.leader = True
+        self.leader, self._standing_by = True, False
         return True
 
     def release(self) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ..aws_errors import aws_boundary
 from ..envelope import Envelope, dumps
 from ..resources import Change
 from ..sqs import dead_letter_name, is_fifo
@@ -308,6 +309,7 @@ def _group_exists(app: App, group: str) -> bool:
     return True
 
 
+@aws_boundary(lambda app, *_, **__: group_name(app))
 def plan(app: App, *, role_arn: str | None = None) -> SchedulePlan:
     """What :func:`apply` would do, reading the current state (no writes).
 
@@ -356,6 +358,7 @@ def plan(app: App, *, role_arn: str | None = None) -> SchedulePlan:
     )
 
 
+@aws_boundary(lambda app, *_, **__: group_name(app))
 def apply(app: App, schedule_plan: SchedulePlan | None = None, **options: Any) -> SchedulePlan:
     """Carry out a :func:`plan` (made now unless given): role, group, schedules.
 
@@ -407,6 +410,7 @@ class ScheduleInfo:
     on_aws: bool
 
 
+@aws_boundary(lambda app, *_, **__: group_name(app))
 def listing(app: App, now: datetime | None = None, count: int = 3) -> list[ScheduleInfo]:
     """The app's schedules as on AWS (state, expression) with their next ``count``
     fire times computed locally in their time zone; declared-only ones too."""

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from .. import limits
 from ..delivery import Delivery
 from ..errors import ConfigurationError
-from ..execution import Executor, Outcome, Prepared
+from ..execution import Executor
 from ..lease import LeaseTable
+from ..outcome import Outcome, Prepared
 from ..retry import full_jitter_s, is_permanent
 from ..sqs import RECEIVE_ATTRIBUTES
 from .inbox import Inbox, WorkItem

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from .. import limits
 from ..delivery import Delivery
-from ..execution import Outcome, Prepared
+from ..outcome import Outcome, Prepared
 
 #: Messages with an outcome not yet settled, beyond which receivers wait.
 MAX_SETTLE_BACKLOG = 4 * limits.DYNAMODB_MAX_BATCH_WRITE_ITEMS

@@ -17,8 +17,8 @@ from __future__ import annotations
 import multiprocessing
 from typing import TYPE_CHECKING, Any
 
+from ..calling import TASK_FAILURES, CallResult, classify, type_name
 from ..errors import InvalidArguments
-from ..execution import TASK_FAILURES, CallResult, classify, type_name
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

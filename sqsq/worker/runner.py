@@ -32,9 +32,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..calling import CallResult, classify
 from ..errors import InvalidKey, TimeLimitExceeded
-from ..execution import DEAD_KINDS, FINAL_KINDS, CallResult, Executor, Outcome, Prepared, classify
+from ..execution import Executor
 from ..lease import LeaseTable
+from ..outcome import DEAD_KINDS, FINAL_KINDS, Outcome, Prepared
 from ..retry import error_code, full_jitter_s
 from ..sqs import redriven
 from .inbox import WorkItem

@@ -46,7 +46,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import limits
-from ..execution import RETURNED_KINDS, Executor, Outcome, OutcomeKind, give_up
+from ..execution import Executor
+from ..outcome import RETURNED_KINDS, Outcome, OutcomeKind, give_up
 from ..retry import full_jitter_s
 from ..settle import arelease, astore, missing_step, needs_store, plan_writes
 

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..execution import TaskExit
+from ..calling import TaskExit
 
 
 class Call:

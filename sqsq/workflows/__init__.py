@@ -1,10 +1,10 @@
 """Celery's canvas on SQS and DynamoDB: signatures, chain, group, chord, callbacks.
 
-Importing this package registers its :class:`~sqsq.workflows.continuation.Continuation`
-with the core (``sqsq.settle.register_continuation``): the one hook through which
-follow-ups are sent after an outcome is stored and before its message is deleted.
-The core never imports this package at import time (settle loads it by name when
-an envelope carries a ``workflow`` and nothing is registered yet).
+:func:`install` puts its :class:`~sqsq.workflows.continuation.Continuation` in the
+App's slot (``App.continuation``): the one hook through which follow-ups are sent
+after an outcome is stored and before its message is deleted. The core never
+imports this package: settle asks the App (``App.follow_ups()``), whose facade
+installs it on first use.
 
 Modules, in the order data flows::
 
@@ -12,15 +12,43 @@ Modules, in the order data flows::
     plan.py          frozen canvas -> chord counter items + messages (pure); send()
     continuation.py  after an outcome is stored: next step, callbacks, chord counting
     result.py        GroupResult (BatchGetItem)
+
+A failed step stops what depends on it: ``AsyncResult.get()`` of a chain step that
+never ran raises :class:`ChainError`, of a chord's body whose member failed
+:class:`ChordError` (both ``sqsq.TaskFailed``; their ``remote_message`` names the
+step or member that failed).
 """
 
 from __future__ import annotations
 
-from ..settle import register_continuation
+from typing import TYPE_CHECKING
+
+from ..errors import ChainError, ChordError
 from .canvas import Canvas, Signature, chain, chord, group, signature
 from .continuation import Continuation
 from .result import GroupResult
 
-__all__ = ["Canvas", "GroupResult", "Signature", "chain", "chord", "group", "signature"]
+if TYPE_CHECKING:
+    from ..app import App
+    from ..settle import Continuation as Hook
 
-register_continuation(Continuation())
+__all__ = [
+    "Canvas",
+    "ChainError",
+    "ChordError",
+    "GroupResult",
+    "Signature",
+    "chain",
+    "chord",
+    "group",
+    "install",
+    "signature",
+]
+
+
+def install(app: App) -> Hook:
+    """``app.continuation``, holding this package's :class:`Continuation` unless one
+    is installed already (``App.follow_ups()`` calls this when settle first needs it)."""
+    if app.continuation is None:
+        app.continuation = Continuation()
+    return app.continuation

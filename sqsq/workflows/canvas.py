@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from ..aws_errors import aws_boundary
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ class Canvas:
             )
         return self.app
 
+    @aws_boundary()
     def apply_async(
         self,
         args: Iterable[Any] | None = None,
@@ -143,7 +145,8 @@ class Canvas:
 
         Raises:
             ArgumentError, NotSerializable, MessageTooLarge, EnqueueError,
-            ConfigurationError: as ``Task.apply_async``.
+            ConfigurationError, AWSError: as ``Task.apply_async`` (an AWSError of a
+            chord names no resource: its table and queues are several).
         """
         from .plan import send
 
@@ -156,6 +159,7 @@ class Canvas:
         """``apply_async(args, kwargs)``."""
         return self.apply_async(args, kwargs)
 
+    @aws_boundary()
     async def aapply_async(
         self,
         args: Iterable[Any] | None = None,

@@ -40,9 +40,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import limits
+from ..calling import type_name
 from ..dynamodb import record_from_item, result_item, result_key
 from ..errors import ChordBodyTooLarge, MessageTooLarge
-from ..execution import Outcome, OutcomeKind, type_name
+from ..outcome import Outcome, OutcomeKind
 from ..result import ResultRecord, State
 from ..settle import workflow_of
 from ..sqs import send_batches

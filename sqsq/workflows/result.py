@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import limits
+from ..aws_errors import aws_boundary
 from ..dynamodb import record_from_item, result_key
 from ..errors import ResultTimeout
 from ..result import READY_STATES, AsyncResult, ResultRecord, State
@@ -53,6 +54,7 @@ class GroupResult:
     def _ids(self) -> list[str]:
         return [r.id for r in self.results if isinstance(r, AsyncResult)]
 
+    @aws_boundary(lambda group, *_: group.app.table_name)
     def refresh(self) -> None:
         """Read every member not yet final: BatchGetItem, 100 keys per call."""
         wanted = [i for i in self._ids() if i not in self._records]

@@ -2,8 +2,8 @@
 and tasks whose every run is appended to a file, so a test can count exactly how
 often a callback or an errback ran, whatever process ran it.
 
-It does not import ``sqsq.workflows``: the worker loads it by name when an
-envelope carries a workflow (``sqsq.settle.CONTINUATION_MODULE``).
+It does not import ``sqsq.workflows``: the worker's App loads it when an envelope
+carries a workflow (``App.follow_ups()``, the facade's bridge to the capability).
 """
 
 from __future__ import annotations

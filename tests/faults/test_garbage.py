@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.faults.helpers import counts, wait_for
+from tests.helpers import examples
 
 APP = "tests.faults.faultapp:app"
 
@@ -102,9 +103,7 @@ def test_garbage_ends_in_the_dlq_with_a_reason(faults: Any, worker: Any) -> None
     sent_ids: list[tuple[str, str]] = []  # (MessageId, body)
 
     @settings(
-        max_examples=40,
-        deadline=None,
-        derandomize=True,
+        max_examples=examples(40),
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
     @given(st.lists(st.tuples(_bodies, _attributes), min_size=1, max_size=10))
