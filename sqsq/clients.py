@@ -19,7 +19,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 from .aws_errors import note_call
-from .errors import ConfigurationError
+from .errors import ConfigurationError, MissingExtra
 
 if TYPE_CHECKING:
     import asyncio
@@ -28,6 +28,26 @@ if TYPE_CHECKING:
     from botocore.config import Config
 
     from .settings import Settings
+
+
+#: The endpoint prefixes of the services sqsq's own clients call (``stepfunctions`` is
+#: ``states``). Of botocore's endpoint data — every service in every partition, ~7 MiB
+#: once parsed, a tenth of a worker's memory — only these services' entries are
+#: kept; a client of another service still resolves from its partition's defaults
+#: and its endpoint rule set.
+ENDPOINT_SERVICES = frozenset(
+    {"dynamodb", "iam", "s3", "scheduler", "secretsmanager", "sqs", "ssm", "states", "sts"}
+)
+
+
+def trim_endpoint_data(loader: Any) -> None:
+    """Drop other services from the endpoint data ``loader`` (a botocore data loader)
+    has cached; its sessions' endpoint resolvers read that cached copy."""
+    endpoints, _ = loader.load_data_with_path("endpoints")
+    for partition in endpoints.get("partitions", ()):
+        services = partition.get("services", {})
+        for name in [n for n in services if n not in ENDPOINT_SERVICES]:
+            del services[name]
 
 
 class RequestCounter:
@@ -179,6 +199,7 @@ class Clients:
             import botocore.session
 
             self._botocore = botocore.session.get_session()
+            trim_endpoint_data(self._botocore.get_component("data_loader"))
         return self._botocore
 
     # --- aiobotocore ------------------------------------------------------------
@@ -187,6 +208,9 @@ class Clients:
         """The aiobotocore client for ``service``, cached per running event loop.
 
         Close them with :meth:`aclose` before the loop ends.
+
+        Raises:
+            MissingExtra: aiobotocore is not installed (``pip install 'sqsq[worker]'``).
         """
         import asyncio
 
@@ -201,7 +225,10 @@ class Clients:
             self._stacks[id(loop)] = entry
             for stale in [k for k in self._async if k[0] == id(loop)]:
                 del self._async[stale]
-        from aiobotocore.session import get_session
+        try:
+            from aiobotocore.session import get_session
+        except ImportError as exc:  # a core install: aiobotocore comes with sqsq[worker]
+            raise MissingExtra("worker", "the async API (adelay, aget, the worker)", exc) from exc
 
         session = get_session()
         # One data loader for sync and async clients: the service models and endpoint

@@ -4,7 +4,8 @@
 
     SqsqError
     ├── ConfigurationError        the developer: a bad App/task option, an unknown app path
-    │   └── InvalidScheduleExpression  an expression or time zone EventBridge would refuse
+    │   ├── InvalidScheduleExpression  an expression or time zone EventBridge would refuse
+    │   └── MissingExtra          the install lacks an extra (``pip install 'sqsq[worker]'``)
     ├── EnqueueError              the producer: nothing was sent (or only part, see .sent)
     │   ├── ArgumentError         the arguments do not bind to the task's signature
     │   ├── NotSerializable       an argument the envelope's JSON rules cannot encode
@@ -89,6 +90,22 @@ class ConfigurationError(SqsqError):
 class InvalidScheduleExpression(ConfigurationError):
     """A schedule expression that EventBridge would refuse; the message names the
     field and the rule (``sqsq.schedules.expressions``)."""
+
+
+class MissingExtra(ConfigurationError):
+    """What was called needs an optional extra this install lacks: a core install
+    (``pip install sqsq``: producers, results, the Lambda handler) has no worker, no
+    async API and no command line; ``pip install 'sqsq[worker]'`` adds them.
+
+    Attributes:
+        extra: the extra to install (``"worker"``).
+        feature: what needed it (``"the async API (adelay, aget, the worker)"``).
+    """
+
+    def __init__(self, extra: str, feature: str, cause: ImportError) -> None:
+        self.extra = extra
+        self.feature = feature
+        super().__init__(f"{feature} needs sqsq[{extra}] ({cause}): pip install 'sqsq[{extra}]'")
 
 
 # --- producer ------------------------------------------------------------------

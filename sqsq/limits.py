@@ -94,6 +94,9 @@ SCHEDULER_MAX_EVENT_AGE_S = 86_400
 
 #: Longest Lambda function timeout, seconds ("Lambda quotas": function timeout 900 s).
 LAMBDA_MAX_TIMEOUT_S = 900
+#: Longest batching window of an SQS event source mapping, seconds
+#: ("CreateEventSourceMapping": MaximumBatchingWindowInSeconds, 0–300).
+LAMBDA_MAX_BATCHING_WINDOW_S = 300
 #: Longest ECS container stopTimeout on Fargate, seconds ("ContainerDefinition",
 #: stopTimeout: at most 120 s for tasks on Fargate).
 FARGATE_MAX_STOP_TIMEOUT_S = 120

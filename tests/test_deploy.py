@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 import sqsq
 import sqsq.cli.commands
 import sqsq.cli.deploy
+import sqsq.deploy.bundle
 from sqsq.cli import cli
 from sqsq.deploy import TARGETS, Options, render
 from sqsq.resources import apply, describe
@@ -53,7 +55,9 @@ def test_committed_documents_are_what_the_generator_makes(
     """The drift check: regenerate with the CLI and compare byte for byte (from the
     repository's root, where template.yaml is: its CodeUri is relative to it)."""
     monkeypatch.chdir(ROOT)
-    result = CliRunner().invoke(cli, ["infra", QUICKSTART, "--target", target])
+    # the function's code is infra/lambda (the app and sqsq, linked), not the repository
+    code = ["--code-uri", "infra/lambda"] if target == "lambda" else []
+    result = CliRunner().invoke(cli, ["infra", QUICKSTART, "--target", target, *code])
     assert result.exit_code == 0, result.output
     committed = GENERATED[target].read_text()
     assert result.output == committed, (
@@ -281,27 +285,41 @@ def test_a_lambda_timeout_too_short_for_any_task_is_a_clear_error() -> None:
 
 
 def test_the_code_uri_is_the_apps_directory_relative_to_the_template(tmp_path: Path) -> None:
+    """By default CodeUri is where the app is imported from, relative to --out; this
+    repository's root holds no requirements.txt (its function's code is infra/lambda),
+    so there the default is refused, naming --code-uri."""
     out = tmp_path / "deep" / "infra" / "lambda.yaml"
     out.parent.mkdir(parents=True)
+    default = sqsq.deploy.bundle.code_uri(QUICKSTART, out)
+    assert (out.parent / default).resolve() == ROOT
+    assert (out.parent / default / "examples" / "quickstart" / "app.py").is_file()
+    args = ["infra", QUICKSTART, "--target", "lambda", "--out", str(out)]
+    refused = CliRunner().invoke(cli, [*args, "--runtime", "python3.12"])
+    assert refused.exit_code == 2 and "--code-uri" in refused.output, refused.output
+
+    code = ROOT / "infra" / "lambda"
     result = CliRunner().invoke(
-        cli,
-        ["infra", QUICKSTART, "--target", "lambda", "--out", str(out), "--runtime", "python3.12"],
+        cli, [*args, "--runtime", "python3.12", "--code-uri", os.path.relpath(code, out.parent)]
     )
     assert result.exit_code == 0, result.output
     function = yaml.safe_load(out.read_text())["Resources"]["TaskFunction"]["Properties"]
-    assert (out.parent / function["CodeUri"]).resolve() == ROOT
-    assert (out.parent / function["CodeUri"] / "examples" / "quickstart" / "app.py").is_file()
+    assert (out.parent / function["CodeUri"]).resolve() == code
     assert function["Runtime"] == "python3.12" and function["Architectures"] == ["arm64"]
 
 
 def test_a_bundle_whose_requirements_lack_what_the_handler_imports_is_refused(
     tmp_path: Path,
 ) -> None:
-    """CodeUri given by hand: a directory without requirements.txt, then one whose
-    requirements.txt does not name sqsq (the handler would not import on AWS)."""
+    """CodeUri given by hand: a directory without the app's module, then one without
+    requirements.txt, then one whose requirements.txt does not name sqsq (the handler
+    would not import on AWS)."""
     out = tmp_path / "lambda.yaml"
     args = ["infra", QUICKSTART, "--target", "lambda", "--out", str(out), "--code-uri", "app"]
     (tmp_path / "app").mkdir()
+    no_module = CliRunner().invoke(cli, args)
+    assert no_module.exit_code == 2, no_module.output
+    assert "does not hold examples.quickstart.app (examples/quickstart/app.py)" in no_module.output
+    (tmp_path / "app" / "examples").symlink_to(ROOT / "examples")
     missing = CliRunner().invoke(cli, args)
     assert missing.exit_code == 2 and "requirements.txt does not exist" in missing.output
     (tmp_path / "app" / "requirements.txt").write_text("boto3\n# sqsq\n")
@@ -309,7 +327,7 @@ def test_a_bundle_whose_requirements_lack_what_the_handler_imports_is_refused(
     assert lacking.exit_code == 2 and "lacks sqsq" in lacking.output, lacking.output
     (tmp_path / "app" / "requirements.txt").write_text("boto3\nsqsq[worker]>=0.1\n")
     assert CliRunner().invoke(cli, args).exit_code == 0
-    assert "Traceback" not in missing.output + lacking.output
+    assert "Traceback" not in no_module.output + missing.output + lacking.output
 
 
 def test_schedules_are_those_schedule_sync_makes() -> None:

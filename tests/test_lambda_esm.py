@@ -264,7 +264,7 @@ def test_an_in_process_handler_under_the_mapping(timed: Any) -> None:
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"  # the one it kept
 
 
-def test_a_time_limit_over_lambdas_maximum_is_a_generation_error() -> None:
+def test_a_time_limit_over_lambdas_maximum_is_a_generation_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["infra", "tests.apps.too_long:app", "--target", "lambda"])
     assert result.exit_code == 2, result.output
     assert "task tests.apps.too_long.nightly has time_limit=3600 s" in result.output
@@ -272,10 +272,12 @@ def test_a_time_limit_over_lambdas_maximum_is_a_generation_error() -> None:
     assert "--worker-queue batch" in result.output
     assert "Traceback" not in result.output
 
-    routed = CliRunner().invoke(
-        cli,
-        ["infra", "tests.apps.too_long:app", "--target", "lambda", "--worker-queue", "batch"],
-    )
+    code = tmp_path / "code"  # a function's code directory: the app and its requirements
+    code.mkdir()
+    (code / "tests").symlink_to(ROOT / "tests")
+    (code / "requirements.txt").write_text("sqsq\n")
+    args = ["infra", "tests.apps.too_long:app", "--target", "lambda", "--worker-queue", "batch"]
+    routed = CliRunner().invoke(cli, [*args, "--code-uri", str(code)])
     assert routed.exit_code == 0, routed.output
     doc = yaml.safe_load(routed.output)
     assert set(doc["Resources"]["TaskFunction"]["Properties"]["Events"]) == {"DefaultQueue"}
@@ -291,8 +293,10 @@ def test_the_committed_template_bundle_imports_and_runs_a_task_with_nothing_else
     quickstart: Any, tmp_path: Path
 ) -> None:
     """What ``sam build`` packs for template.yaml — CodeUri copied, its requirements.txt
-    installed into an empty directory — runs a task in a process with only that
-    directory and the standard library on its path (``python -I -S``)."""
+    installed into an empty directory — is the handler's requirements and the app's code
+    only (no tests, docs or benchmarks of the repository; 33 MB unzipped when measured,
+    botocore 21 MB of it, sqsq 0.9 MB, the app 10 kB), and runs a task in a process with only that directory and the
+    standard library on its path (``python -I -S``)."""
     from examples.quickstart.app import Order, charge
 
     template = ROOT / "template.yaml"
@@ -300,6 +304,14 @@ def test_the_committed_template_bundle_imports_and_runs_a_task_with_nothing_else
         "CodeUri"
     ]
     bundle = build_bundle((ROOT / code_uri).resolve(), tmp_path / "bundle")
+    installed = {"bin"}  # pip --target's scripts
+    for record in bundle.glob("*.dist-info/RECORD"):
+        installed |= {line.split(",")[0].split("/")[0] for line in record.read_text().splitlines()}
+    code = {p.name for p in bundle.iterdir()} - installed
+    size_mb = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file()) / 1e6
+    assert code == {"sqsq", "examples", "requirements.txt"}, f"{code} ({size_mb:.0f} MB)"
+    assert {p.name for p in (bundle / "examples").iterdir()} <= {"__init__.py", "quickstart"}
+    assert size_mb < 50, f"the bundle is {size_mb:.0f} MB (33 MB when measured)"
     result = charge.delay(Order(order_id="b-1", cents=250))
 
     with EventSourceMapping.from_template(template, code_dir=bundle, isolated=True) as esm:

@@ -1,5 +1,7 @@
-"""Packaging: the Lambda requirements stay a subset of the package's dependencies, and
-the Lambda handler path imports nothing outside them."""
+"""Packaging: the core dependencies are what a producer and the Lambda handler need, the
+worker's stack is the ``worker`` extra, the Lambda requirements are the core, and the
+Lambda handler path imports nothing outside them (tests/test_install_window.py installs
+the core for real)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,11 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+#: What template.yaml's function installs (its CodeUri, infra/lambda).
+LAMBDA_REQUIREMENTS = "infra/lambda/requirements.txt"
 
 
 def _names(requirements: list[str]) -> dict[str, str]:
@@ -21,13 +26,30 @@ def _names(requirements: list[str]) -> dict[str, str]:
     return out
 
 
-def test_lambda_requirements_are_package_dependencies() -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    package = _names(project["dependencies"])
-    lambda_reqs = _names((ROOT / "requirements.txt").read_text().splitlines())
-    assert lambda_reqs, "requirements.txt is empty"
-    for name, line in lambda_reqs.items():
-        assert package.get(name) == line, f"{line!r} differs from pyproject's {package.get(name)!r}"
+def _project() -> dict[str, Any]:
+    return dict(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"])
+
+
+def test_lambda_requirements_are_the_core_dependencies() -> None:
+    """template.yaml's function installs exactly sqsq's core (what its handler imports),
+    with pyproject's specifiers: no worker extra on Lambda."""
+    from sqsq.deploy.bundle import HANDLER_REQUIREMENTS
+
+    core = _names(_project()["dependencies"])
+    lambda_reqs = _names((ROOT / LAMBDA_REQUIREMENTS).read_text().splitlines())
+    assert lambda_reqs == core
+    assert set(core) == set(HANDLER_REQUIREMENTS)
+
+
+def test_the_worker_stack_is_the_worker_extra_only() -> None:
+    """A core install (`pip install sqsq`) brings none of the worker's or the CLI's
+    packages; `test` pulls the worker with the local endpoint and the event models."""
+    project = _project()
+    extras = project["optional-dependencies"]
+    worker = set(_names(extras["worker"]))
+    assert {"aiobotocore", "click", "rich", "pebble", "python-json-logger", "pyyaml"} <= worker
+    assert not (worker - {"boto3"}) & set(_names(project["dependencies"]))
+    assert "sqsq[worker,local,events]" in extras["test"]
 
 
 def test_lambda_handler_imports_only_the_lambda_requirements() -> None:
@@ -50,25 +72,31 @@ def test_lambda_handler_imports_only_the_lambda_requirements() -> None:
 
 
 def test_boto3_is_pinned_to_aiobotocores_botocore_window() -> None:
-    """pip resolves at once only when every allowed boto3 fits the botocore window
-    aiobotocore allows: boto3 X needs botocore >= X, so boto3's upper bound must
-    not pass botocore's (else pip backtracks through boto3 releases)."""
+    """pip resolves sqsq[worker] at once only when every boto3 the extra allows fits the
+    botocore window aiobotocore allows: boto3 X needs botocore >= X, so the extra's
+    boto3 upper bound must not pass botocore's (else pip backtracks through boto3
+    releases); and that window lies inside the core's wide boto3 range."""
     from importlib.metadata import requires, version
 
     from packaging.requirements import Requirement
     from packaging.version import Version
 
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    deps = {Requirement(d).name: Requirement(d) for d in project["dependencies"]}
+    project = _project()
+    worker = {
+        Requirement(d).name: Requirement(d) for d in project["optional-dependencies"]["worker"]
+    }
+    core = {Requirement(d).name: Requirement(d) for d in project["dependencies"]}
     botocore = next(
         Requirement(r) for r in requires("aiobotocore") or [] if r.startswith("botocore")
     )
-    boto3 = deps["boto3"]
-    assert deps["aiobotocore"].specifier.contains(version("aiobotocore"))
+    boto3 = worker["boto3"]
+    assert worker["aiobotocore"].specifier.contains(version("aiobotocore"))
     upper = {Version(s.version) for s in botocore.specifier if s.operator == "<"}
     boto3_upper = {Version(s.version) for s in boto3.specifier if s.operator == "<"}
     assert boto3_upper and boto3_upper <= upper, (boto3, botocore)
     assert boto3.specifier.contains(version("boto3"))
+    lower = [Version(s.version) for s in boto3.specifier if s.operator == ">="]
+    assert lower and all(core["boto3"].specifier.contains(v) for v in lower), (boto3, core)
 
 
 def test_local_extra_has_no_heavy_server_dependencies() -> None:

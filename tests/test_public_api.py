@@ -42,6 +42,7 @@ EXPECTED_ALL = [
     "SqsqError",
     "ConfigurationError",
     "InvalidScheduleExpression",
+    "MissingExtra",
     "EnqueueError",
     "ArgumentError",
     "NotSerializable",

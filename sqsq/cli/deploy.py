@@ -147,7 +147,7 @@ def infra(
     text = dump(render(the_app, target, options))  # type: ignore[arg-type]
     if target == "lambda":
         base = out.resolve().parent if out is not None else Path.cwd()
-        missing = bundle.check((base / code_uri).resolve())
+        missing = bundle.check((base / code_uri).resolve(), app.partition(":")[0])
         if missing:
             raise ConfigurationError(
                 f"{(base / code_uri).resolve() / bundle.REQUIREMENTS_FILE} lacks "

@@ -1,16 +1,24 @@
 """What ``sam build`` packs for the function: ``CodeUri`` and its ``requirements.txt``.
 
 SAM resolves ``CodeUri`` against the template's own directory and, for a Python
-function, copies that directory and installs the ``requirements.txt`` found there
-("Building Python Lambda functions with AWS SAM"). So:
+function, copies that whole directory (less caches such as ``.git`` and
+``__pycache__``) and installs the ``requirements.txt`` found there ("Building Python
+Lambda functions with AWS SAM"). So:
 
 - ``CodeUri`` is the directory the app's top-level package is imported from (the
   ``sys.path`` entry holding ``examples/`` for ``examples.quickstart.app``), written
   relative to the directory of ``--out`` — the same template works wherever it is
-  written, and ``sam build`` never packs a directory of YAML files only;
-- its ``requirements.txt`` must name what the handler imports on Lambda:
+  written, and ``sam build`` never packs a directory of YAML files only. Where that
+  directory holds more than the function's code (a project's tests, docs,
+  benchmarks), give ``--code-uri`` a directory of its own holding only the app's
+  top-level package and ``requirements.txt``: sqsq's own ``template.yaml`` uses
+  ``infra/lambda``, whose ``sqsq`` and ``examples`` are links into the repository
+  (``sam build`` copies what they point to);
+- the app's module must be under ``CodeUri`` (else the handler cannot import on
+  Lambda), and its ``requirements.txt`` must name what the handler imports:
   ``sqsq`` itself, or — where the code directory holds sqsq's source, as in
-  sqsq's own repository — sqsq's run-time dependencies (:data:`HANDLER_REQUIREMENTS`).
+  sqsq's own repository — sqsq's core dependencies (:data:`HANDLER_REQUIREMENTS`;
+  the handler needs no ``sqsq[worker]``).
   A missing file or name is a :class:`~sqsq.errors.ConfigurationError` at
   generation time, not a ``ModuleNotFoundError`` on AWS.
 """
@@ -71,23 +79,35 @@ def requirement_names(text: str) -> set[str]:
     return names
 
 
-def check(code_dir: Path) -> list[str]:
+def check(code_dir: Path, module: str | None = None) -> list[str]:
     """The requirements the function needs that ``code_dir/requirements.txt`` lacks.
 
     Args:
         code_dir: the resolved ``CodeUri`` directory.
+        module: the app's module (``examples.quickstart.app``), which must be in
+            ``code_dir``.
 
     Returns:
         Missing distribution names (empty: the bundle has what the handler imports).
 
     Raises:
-        ConfigurationError: there is no ``requirements.txt`` in ``code_dir``.
+        ConfigurationError: ``module`` is not in ``code_dir``, or there is no
+            ``requirements.txt`` in ``code_dir``.
     """
+    if module is not None:
+        path = code_dir.joinpath(*module.split("."))
+        if not (path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()):
+            raise ConfigurationError(
+                f"CodeUri {code_dir} does not hold {module} ({path.relative_to(code_dir)}.py): "
+                "sam build packs CodeUri only, so the handler could not import it on Lambda"
+            )
     path = code_dir / REQUIREMENTS_FILE
     if not path.is_file():
         raise ConfigurationError(
             f"{path} does not exist: sam build installs the function's dependencies from "
-            f"the requirements.txt of CodeUri ({code_dir}); write one naming at least `sqsq`"
+            f"the requirements.txt of CodeUri ({code_dir}); write one naming at least `sqsq`, "
+            "or pass --code-uri a directory holding only the function's code and its "
+            "requirements.txt"
         )
     have = requirement_names(path.read_text())
     vendored = (code_dir / "sqsq" / "__init__.py").is_file()

@@ -1,6 +1,7 @@
 """``--target ec2``: the app's resources, a launch template whose instances run
 ``sqsq worker APP`` under systemd, and an Auto Scaling group scaled by target
-tracking on backlog per instance.
+tracking on backlog per instance. The user data installs ``PipInstall`` (the app's
+package) with ``sqsq[worker]`` — the worker's extra — into ``/opt/sqsq``.
 
 The unit restarts the worker whenever it exits (``Restart=always``), stops it with
 SIGTERM to the worker alone (``KillMode=mixed``: pool children are the worker's to
@@ -56,7 +57,7 @@ set -euo pipefail
 dnf install -y python3.12 python3.12-pip
 useradd --system --home-dir /opt/sqsq sqsq || true
 python3.12 -m venv /opt/sqsq
-/opt/sqsq/bin/pip install ${{PipInstall}}
+/opt/sqsq/bin/pip install ${{PipInstall}} 'sqsq[worker]'
 cat > /etc/systemd/system/{UNIT} <<'UNIT'
 {unit(app, options, lines)}UNIT
 systemctl daemon-reload
@@ -157,7 +158,8 @@ def template(app: App, options: Options) -> Doc:
             },
             "PipInstall": {
                 "Type": "String",
-                "Description": "What `pip install` puts in /opt/sqsq: the app's package and sqsq.",
+                "Description": "What `pip install` puts in /opt/sqsq: the app's package "
+                "(sqsq[worker], which runs it, is added).",
             },
             "Subnets": {
                 "Type": "List<AWS::EC2::Subnet::Id>",

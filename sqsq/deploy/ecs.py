@@ -37,7 +37,8 @@ def _parameters() -> Doc:
     return {
         "Image": {
             "Type": "String",
-            "Description": "Container image with the app and sqsq installed (`sqsq` on PATH).",
+            "Description": "Container image with the app and sqsq[worker] installed "
+            "(`sqsq` on PATH).",
         },
         "ClusterName": {
             "Type": "String",

@@ -411,13 +411,29 @@ class Worker:
     # --- receiving ------------------------------------------------------------------
 
     async def _receive(self, queue: str, url: str) -> None:
-        """One queue's receive loop: a long poll whenever there is room."""
+        """One queue's receive loop: a long poll whenever there is room.
+
+        A receive that brings a full batch (a backlog) is followed by the next one at
+        once. One that brings fewer (a trickle) is followed by a pause of
+        ``receive_batching_window_s`` (what it brought runs meanwhile), so that what
+        arrives in the window comes in one receive. While more is expected — after a
+        full or, with a window, a non-empty receive, until a receive comes back empty
+        — the settler's batches linger for more outcomes (``Inbox.busy``).
+        """
         assert self._inbox is not None
         inbox = self._inbox
         client = await self.app.clients.aclient("sqs")
+        window_s = self.app.settings.receive_batching_window_s
         errors = 0
         backlogged = True  # until a receive says otherwise
+        trickle = False  # the last receive brought some messages, not a full batch
         while True:
+            if trickle:  # what arrives in the window comes in one receive
+                inbox.expecting += 1
+                try:
+                    await self._sleep(window_s)
+                finally:
+                    inbox.expecting -= 1
             want = await inbox.reserve()
             if not want:
                 return
@@ -455,7 +471,10 @@ class Worker:
                 errors = 0
             messages = response.get("Messages", [])
             inbox.expecting -= backlogged
-            backlogged = len(messages) == want  # a full batch: more is probably waiting
+            trickle = window_s > 0 and 0 < len(messages) < want
+            if backlogged and not messages and self._settler is not None:
+                self._settler.nudge()  # nothing more on its way: lingering batches go now
+            backlogged = len(messages) == want or trickle  # more is probably on its way
             inbox.received(want, len(messages))
             self._empty[queue] = not messages
             if messages:

@@ -71,7 +71,9 @@ class Inbox:
         self.held = 0  # messages received (or reserved by an open receive) and not yet run
         self.reserved = 0
         self.running = 0  # work items running
-        self.expecting = 0  # open receives on a queue whose last receive came back full
+        # receivers whose last receive came back full (a backlog) or, with a batching
+        # window, not empty (a trickle): their open receive or window pause
+        self.expecting = 0
         self.ready: deque[WorkItem] = deque()
         self.closed = False
         self._settle_backlog = settle_backlog
@@ -159,7 +161,7 @@ class Inbox:
     @property
     def busy(self) -> bool:
         """Something is about to produce an outcome: a message held, or a receive
-        open on a queue with a backlog (its last receive came back full)."""
+        open (or a batching window pausing) on a queue with a backlog or a trickle."""
         return self.held > 0 or self.expecting > 0
 
     def changed(self) -> None:

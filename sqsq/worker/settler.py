@@ -11,12 +11,16 @@
 
 Each lane sends one batch at a time; what arrives meanwhile waits for the next.
 A lane flushes a batch as soon as it is **full** (25 writes; 10 entries for one
-queue), when **nothing else is about to finish** (no message held upstream, and for
-the release lane nothing waiting to be stored), or once its oldest outcome has
-waited ``linger_s`` (``Settings.settle_linger_s``). So a backlog settles in full
-batches, and a lone task settles at once: a batch waits only while more outcomes
-are on their way, and never on the critical path — run slots are free as soon as
-a task returns, receiving goes on meanwhile.
+queue), when **nothing else is about to finish** (no message held upstream, no
+backlog or trickle being received — ``Inbox.busy`` — and for the release lane
+nothing waiting to be stored), or once its oldest outcome has waited ``linger_s``
+(``Settings.settle_linger_s``). So a backlog settles in full batches, a trickle
+in one batch per ``linger_s``, and a lone task settles at once: a batch waits only
+while more outcomes are on their way, and never on the critical path — run slots
+are free as soon as a task returns, receiving goes on meanwhile. The store lane
+never lingers over an idempotency key's item (its completion, or its release):
+the longer a body's effect goes without its stored completion, the likelier a
+kill makes the body run again.
 
 "Store, then let go" is not decided here: ``settle.sqs_calls`` refuses an outcome
 that is not stored. What fails is retried with backoff (only the step that
@@ -83,6 +87,7 @@ class _Entry:
     outcome: Outcome
     attempts: int = 0  # failed tries of the current step
     weight: int = 1  # writes (store lane) it adds to a batch
+    at_once: bool = False  # flush without lingering (an idempotency key's item)
 
 
 class _Lane:
@@ -124,6 +129,8 @@ class _Lane:
     def wait_s(self, now: float) -> float:
         """0 to flush now, else how long to wait at most."""
         if self.closing or self._full(self.entries) or not self._upstream_busy():
+            return 0.0
+        if any(e.at_once for e in self.entries):
             return 0.0
         return max(0.0, self._first + self.linger_s - now)
 
@@ -206,7 +213,10 @@ class Settler:
         """Settle ``outcome`` (from the event loop's thread)."""
         if needs_store(outcome):
             weight = max(1, len(plan_writes([outcome])))
-            self.store_lane.add(_Entry(outcome, attempts, weight))
+            # an idempotency key's completion (or release) is written at once: a kill
+            # between the body's effect and its stored completion runs the body again
+            at_once = outcome.idempotency_pk is not None
+            self.store_lane.add(_Entry(outcome, attempts, weight, at_once))
         else:
             self.release_lane.add(_Entry(outcome, attempts))
 
