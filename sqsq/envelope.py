@@ -14,7 +14,7 @@ finite float, str, list/tuple, dict with str keys, datetime/date/time (ISO 8601)
 UUID (str), Decimal (str), bytes (base64), Enum (its value), pydantic models
 (``model_dump(mode="json")``). Anything else raises
 :class:`~sqsq.errors.NotSerializable` at enqueue time. The worker turns values
-back into the annotated parameter types with pydantic (see ``signature.py``).
+back into the annotated parameter types with pydantic (see ``arguments.py``).
 A message body is untrusted input: no pickle, no eval, only this model.
 
 Producers encode without pydantic (:func:`encode_fields`, the same rules as the

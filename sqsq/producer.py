@@ -29,8 +29,8 @@ from .signing import signature_attribute
 from .sqs import send_batches
 
 if TYPE_CHECKING:
+    from .arguments import Signature
     from .envelope_model import Envelope
-    from .signature import Signature
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, overload
 
 from . import limits, producer
+from .arguments import Signature
 from .aws_errors import aws_boundary
 from .calls import Steps, arun, run
 from .errors import ConfigurationError, EnqueueError, Retry
@@ -26,7 +27,6 @@ from .retry import (
     RetryPolicy,
 )
 from .settings import check_queue_name, seconds
-from .signature import Signature
 
 if TYPE_CHECKING:
     from .app import App

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,7 @@ def test_a_cold_producer_loads_no_envelope_model_boto3_or_aiobotocore(
     assert not loaded["boto3"]  # a botocore session: boto3 would import s3transfer too
     assert not loaded["sqsq.envelope_model"]  # encoded without the pydantic model
     # pydantic and pydantic-settings load with the first App (settings) and producer-side
-    # argument validation (signature.py); `import sqsq` alone loads neither (above)
+    # argument validation (arguments.py); `import sqsq` alone loads neither (above)
     assert not loaded["aiobotocore"]
     assert not loaded["sqsq.worker"]
     assert not loaded["sqsq.workflows"]  # the canvas too
@@ -246,3 +247,15 @@ def test_star_import_gives_exactly_all() -> None:
     namespace.pop("__builtins__", None)
     assert sorted(namespace) == sorted(EXPECTED_ALL)
     assert namespace["Worker"] is sqsq.Worker
+
+
+def test_every_public_name_is_the_object_it_names() -> None:
+    """A submodule must not shadow a lazy public name (``sqsq.signature`` was the
+    argument-binding module, not the canvas function, once ``task.py`` imported it)."""
+    import sqsq.task  # the imports an app makes first
+    from sqsq.workflows import signature
+
+    assert sqsq.signature is signature
+    for name in sqsq.__all__:
+        value = getattr(sqsq, name)
+        assert not isinstance(value, types.ModuleType), name

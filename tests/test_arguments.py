@@ -13,9 +13,9 @@ import pytest
 from pydantic import BaseModel
 
 import sqsq
+from sqsq.arguments import Signature
 from sqsq.envelope import decode, to_json
 from sqsq.errors import ArgumentError, InvalidArguments
-from sqsq.signature import Signature
 
 
 class Order(BaseModel):
@@ -176,7 +176,7 @@ def test_arity_and_unknown_keywords_raise_invalid_arguments(
     with pytest.raises(InvalidArguments, match=hint) as info:
         Signature(typed).validate(args, kwargs)
     assert info.value.reason == "invalid_arguments"
-    assert "test_signature.typed" in str(info.value)
+    assert "test_arguments.typed" in str(info.value)
 
 
 _GOOD: dict[str, Any] = {
@@ -307,7 +307,7 @@ def test_celery_apply_form(sqsq_endpoint: Any) -> None:
 
 
 def test_the_validation_model_is_built_on_first_use_not_at_declaration() -> None:
-    """signature.py imports pydantic inside its functions; declaring a task builds
+    """arguments.py imports pydantic inside its functions; declaring a task builds
     nothing (cheap imports of task modules, e.g. a Lambda cold start)."""
     app = sqsq.App("siglazy", region_name="us-east-1")
 
