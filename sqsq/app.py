@@ -137,11 +137,13 @@ class App:
 
     @property
     def queue_prefix(self) -> str:
+        """The prefix of the app's queue names (``queue_prefix``; default ``"<app name>-"``)."""
         prefix = self.settings.queue_prefix
         return f"{self.name}-" if prefix is None else prefix
 
     @property
     def table_name(self) -> str:
+        """The app's DynamoDB table (``table_name``; default ``"<app name>-sqsq"``)."""
         return self.settings.table_name or f"{self.name}-sqsq"
 
     def queue_name(self, queue: str) -> str:
@@ -455,8 +457,8 @@ class App:
                 knows it, else the default queue.
 
         Raises:
-            NotSerializable, MessageTooLarge, EnqueueError, ConfigurationError,
-            AWSError: as :meth:`Task.apply_async`.
+            EnqueueError: as :meth:`Task.apply_async` (also its NotSerializable and
+                MessageTooLarge); ConfigurationError and AWSError as there too.
         """
         logical = self._send_queue(name, queue)
         try:

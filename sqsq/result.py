@@ -84,6 +84,7 @@ class ResultRecord:
 
     @property
     def ready(self) -> bool:
+        """Whether the state is final (SUCCESS, FAILURE or REVOKED)."""
         return self.state in READY_STATES
 
     def error(self) -> TaskFailed:
@@ -193,9 +194,11 @@ class AsyncResult:
         return self.state in READY_STATES
 
     def successful(self) -> bool:
+        """Whether the task succeeded (state SUCCESS)."""
         return self.state is State.SUCCESS
 
     def failed(self) -> bool:
+        """Whether the task failed (state FAILURE)."""
         return self.state is State.FAILURE
 
     @property

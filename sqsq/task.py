@@ -393,8 +393,8 @@ class Task(Generic[P, R]):
             One AsyncResult per tuple, in order.
 
         Raises:
-            The errors of :meth:`delay`; EnqueueError when entries still failed,
-            with ``.sent`` (task ids enqueued) and ``.failed`` (id, reason).
+            EnqueueError: the errors of :meth:`delay`; also when entries still
+                failed, with ``.sent`` (task ids enqueued) and ``.failed`` (id, reason).
         """
         return run(self._sending_many(arg_tuples), self.app.clients, self.app.directory)
 

@@ -1,4 +1,4 @@
-"""The recipes of docs/enqueue-from-aws.md, run against the local endpoint's own
+"""The recipes of docs/guides/enqueue-from-aws.md, run against the local endpoint's own
 EventBridge, SNS and S3 (moto's server delivers to the SQS queue as the services
 do) and one real ``sqsq worker --burst``. The strings the recipes configure
 (input template, universal target input, patterns) are the constants below, and a
@@ -28,7 +28,7 @@ from tests.apps.events import app
 from tests.helpers import burst_worker
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "enqueue-from-aws.md"
+DOC = ROOT / "docs" / "guides" / "enqueue-from-aws.md"
 ADD = "tests.apps.events.add"
 
 #: The AWS CLI recipe's message body.

@@ -1,11 +1,11 @@
 """Step Functions callbacks: a state machine's ``sqs:sendMessage.waitForTaskToken``
 task runs a sqsq task and gets its outcome back (SendTaskSuccess / SendTaskFailure),
-with SendTaskHeartbeat while its lease is extended (docs/stepfunctions.md).
+with SendTaskHeartbeat while its lease is extended (docs/guides/stepfunctions.md).
 
 Two kinds of Step Functions endpoint:
 
 - a **real** one that runs the state machines of ``examples/stepfunctions/*.asl.json``
-  (the definitions docs/stepfunctions.md includes): moto's state-machine executor
+  (the definitions docs/guides/stepfunctions.md includes): moto's state-machine executor
   (``moto.stepfunctions.parser``, switched on through ``/moto-api/config``), or on
   an external endpoint its own Step Functions if it serves one;
 - a **recording** one (:class:`Recorder`, a tiny HTTP server in this process) that
@@ -631,8 +631,8 @@ def test_infra_step_functions_lets_the_task_runner_report(target: str) -> None:
 
 
 def test_the_documented_definitions_are_the_tested_ones() -> None:
-    """docs/stepfunctions.md shows each definition after a comment naming its file."""
-    doc = (ROOT / "docs" / "stepfunctions.md").read_text()
+    """docs/guides/stepfunctions.md shows each definition after a comment naming its file."""
+    doc = (ROOT / "docs" / "guides" / "stepfunctions.md").read_text()
     shown = dict(
         re.findall(r"<!-- (examples/stepfunctions/\S+) -->\n```json\n(.*?)\n```", doc, re.S)
     )

@@ -1,4 +1,4 @@
-"""Tasks a Step Functions state machine runs through sqsq (docs/stepfunctions.md).
+"""Tasks a Step Functions state machine runs through sqsq (docs/guides/stepfunctions.md).
 
 - ``orders.reserve_stock``: reserves stock; raises :class:`OutOfStock` past 100 items,
   which fails the waiting execution (error ``examples.stepfunctions.app.OutOfStock``);

@@ -258,7 +258,7 @@ def route_outputs(ids: Declared) -> Doc:
         if other != bucket:
             raise ConfigurationError(
                 f"buckets {other} and {bucket} share the output id {output_id}: "
-                "route one of them by hand (docs/enqueue-from-aws.md)"
+                "route one of them by hand (docs/guides/enqueue-from-aws.md)"
             )
         out[output_id] = {
             "Description": (

@@ -356,6 +356,7 @@ class LambdaContext:
         self.function_name = "sqsq-test"
 
     def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left before the invocation's deadline."""
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 

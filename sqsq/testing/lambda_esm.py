@@ -105,6 +105,7 @@ class EventSource:
 
     @property
     def fifo(self) -> bool:
+        """Whether the source queue is a FIFO queue (``.fifo``)."""
         return self.queue_arn.endswith(".fifo")
 
 

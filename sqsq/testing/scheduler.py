@@ -220,10 +220,12 @@ class SimulatedSchedule:
 
     @property
     def key(self) -> tuple[str, str]:
+        """The schedule's identity: (group name, schedule name)."""
         return (self.group, self.name)
 
     @property
     def queue_arn(self) -> str:
+        """The ARN of the SQS queue the schedule targets."""
         return str(self.target.get("Arn", ""))
 
     @property
@@ -233,21 +235,25 @@ class SimulatedSchedule:
 
     @property
     def retry_attempts(self) -> int:
+        """The target's RetryPolicy ``MaximumRetryAttempts`` (Scheduler's default 185)."""
         policy = self.target.get("RetryPolicy") or {}
         return int(policy.get("MaximumRetryAttempts", DEFAULT_RETRY_ATTEMPTS))
 
     @property
     def max_event_age_s(self) -> int:
+        """The target's RetryPolicy ``MaximumEventAgeInSeconds`` (Scheduler's default 86400)."""
         policy = self.target.get("RetryPolicy") or {}
         return int(policy.get("MaximumEventAgeInSeconds", DEFAULT_MAX_EVENT_AGE_S))
 
     @property
     def dead_letter_arn(self) -> str | None:
+        """The ARN of the target's dead-letter queue, if it has one."""
         config = self.target.get("DeadLetterConfig") or {}
         return config.get("Arn") or None
 
     @property
     def message_group_id(self) -> str | None:
+        """The ``MessageGroupId`` of a FIFO target, if any."""
         return (self.target.get("SqsParameters") or {}).get("MessageGroupId")
 
     def fire_times(self, after: datetime) -> Iterator[datetime]:
@@ -574,6 +580,7 @@ class SimulatedScheduler:
 
     @property
     def scheduler_client(self) -> Any:
+        """The boto3 EventBridge Scheduler client the schedules are read with."""
         if self._scheduler is None:
             import boto3
 
@@ -582,6 +589,7 @@ class SimulatedScheduler:
 
     @property
     def sqs_client(self) -> Any:
+        """The boto3 SQS client the fires are sent with."""
         if self._sqs is None:
             import boto3
 

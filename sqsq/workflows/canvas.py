@@ -145,9 +145,10 @@ class Canvas:
             :class:`~sqsq.workflows.GroupResult` (group; chain or chord ending in one).
 
         Raises:
-            ArgumentError, NotSerializable, MessageTooLarge, EnqueueError,
-            ConfigurationError, AWSError: as ``Task.apply_async`` (an AWSError of a
-            chord names no resource: its table and queues are several).
+            EnqueueError: as ``Task.apply_async`` (also its ArgumentError,
+                NotSerializable and MessageTooLarge); ConfigurationError and AWSError as
+                there too (an AWSError of a chord names no resource: its table and
+                queues are several).
         """
         app = self._app()
         return run(self._sending(app, args, kwargs, options), app.clients, app.directory)
