@@ -1,0 +1,1 @@
+"""The same app on sqsq (see ``tasks.py``)."""

@@ -1,0 +1,1 @@
+"""The Celery app, as it was (see ``tasks.py``)."""
