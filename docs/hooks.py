@@ -93,10 +93,8 @@ def public_names() -> dict[str, Any]:
             if name in NOT_API:
                 continue
             value = getattr(module, name)
-            if inspect.ismodule(value) and hasattr(module, "__getattr__"):
-                # a lazy name shadowed by a submodule of the same name once that is
-                # imported (sqsq.signature the function vs sqsq/signature.py)
-                value = module.__getattr__(name)
+            if inspect.ismodule(value):  # a public name shadowed by a submodule
+                raise RuntimeError(f"{module_name}.{name} is a module, not what it names")
             names[f"{module_name}.{name}"] = value
     return names
 
