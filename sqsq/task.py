@@ -327,7 +327,10 @@ class Task(Generic[P, R]):
             message_group_id: FIFO MessageGroupId (default: the task name).
 
         Raises:
-            The errors of :meth:`delay`, and EnqueueError for a bad countdown/eta/expires.
+            EnqueueError: as :meth:`delay` (the arguments do not bind or encode, the
+                envelope is over SQS's 1 MiB), or a bad countdown/eta/expires.
+            AWSError: SQS (or, for a long countdown, EventBridge Scheduler) refused
+                the send after botocore's retries; nothing was sent.
         """
         options = (countdown, eta, expires, queue, task_id, idempotency_key, message_group_id)
         message, long = self._message(args, kwargs, *options)
