@@ -40,6 +40,8 @@ def test_the_sweep_deletes_only_what_ttl_would(local_aws: Any) -> None:
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
+    # AWS (and dynalite) create a table asynchronously: CREATING refuses PutItem
+    ddb.get_waiter("table_exists").wait(TableName="ttl", WaiterConfig={"Delay": 1})
     now = datetime(2030, 1, 1, tzinfo=UTC).timestamp()
     items = {
         "expired": {"N": str(int(now - 1))},

@@ -60,6 +60,7 @@ def _table(ddb: Any, name: str) -> None:
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
+    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1})
 
 
 def test_reset_deletes_only_what_the_run_created(local_aws: Any) -> None:
