@@ -43,13 +43,14 @@ def test_lambda_requirements_are_the_core_dependencies() -> None:
 
 def test_the_worker_stack_is_the_worker_extra_only() -> None:
     """A core install (`pip install sqsq`) brings none of the worker's or the CLI's
-    packages; `test` pulls the worker with the local endpoint and the event models."""
+    packages; `test` pulls the worker with the local endpoint, the event models and
+    the documentation site's toolchain."""
     project = _project()
     extras = project["optional-dependencies"]
     worker = set(_names(extras["worker"]))
     assert {"aiobotocore", "click", "rich", "pebble", "python-json-logger", "pyyaml"} <= worker
     assert not (worker - {"boto3"}) & set(_names(project["dependencies"]))
-    assert "sqsq[worker,local,events]" in extras["test"]
+    assert "sqsq[worker,local,events,docs]" in extras["test"]
 
 
 def test_lambda_handler_imports_only_the_lambda_requirements() -> None:
