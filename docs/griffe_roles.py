@@ -2,7 +2,8 @@
 name other objects with Sphinx roles (``:class:`~sqsq.result.AsyncResult```) and end
 examples with ``Example::``; rendered as they are, both show literally. Each role
 becomes inline code of the name it shows (``~`` keeps the last part, as Sphinx
-does), and ``Example::`` the Google section ``Example:``.
+does), and ``Example::`` with its indented block a Google ``Example:`` section
+holding a fenced python block.
 """
 
 from __future__ import annotations
@@ -21,10 +22,40 @@ def _name(match: re.Match[str]) -> str:
     return f"`{shown}`"
 
 
+def _examples(text: str) -> str:
+    """``Example::`` and its indented block -> ``Example:`` and a fenced python block."""
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        heading = re.match(r"^(\s*)(Examples?)::\s*$", lines[i])
+        if not heading:
+            out.append(lines[i])
+            i += 1
+            continue
+        indent = len(heading.group(1))
+        out.append(f"{heading.group(1)}{heading.group(2)}:")
+        i += 1
+        block: list[str] = []
+        while i < len(lines) and (
+            not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > indent
+        ):
+            block.append(lines[i])
+            i += 1
+        while block and not block[-1].strip():  # trailing blank lines stay outside
+            block.pop()
+            i -= 1
+        while block and not block[0].strip():
+            block.pop(0)
+        if block:
+            pad = " " * min(len(line) - len(line.lstrip()) for line in block if line.strip())
+            out.extend([f"{pad}```python", *block, f"{pad}```"])
+    return "\n".join(out)
+
+
 def plain(text: str) -> str:
-    """``text`` without Sphinx roles and with Google's ``Example:`` heading."""
-    text = _ROLE.sub(_name, text)
-    return re.sub(r"^(\s*)(Examples?)::\s*$", r"\1\2:", text, flags=re.M)
+    """``text`` without Sphinx roles, its ``Example::`` blocks as Google sections."""
+    return _examples(_ROLE.sub(_name, text))
 
 
 class SphinxRoles(griffe.Extension):
