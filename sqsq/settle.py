@@ -369,8 +369,10 @@ def held_back(outcomes: Sequence[Outcome]) -> tuple[list[Outcome], list[Outcome]
     refuses — a bug in sqsq, logged as one (:class:`~sqsq.errors.UnstoredOutcome`):
     their messages are kept (they come back after their visibility timeout and the
     stored outcome is resumed, or the body run again), the rest still go."""
-    may_go = [o for o in outcomes if may_let_go(o)]
-    kept = [o for o in outcomes if not may_let_go(o)]
+    may_go: list[Outcome] = []
+    kept: list[Outcome] = []
+    for outcome in outcomes:
+        (may_go if may_let_go(outcome) else kept).append(outcome)
     if kept:
         logger.error("%s; their messages are kept", UnstoredOutcome([o.task_id for o in kept]))
     return may_go, kept
