@@ -459,7 +459,13 @@ class App:
         Raises:
             EnqueueError: as :meth:`Task.apply_async` (also its NotSerializable and
                 MessageTooLarge); ConfigurationError and AWSError as there too.
+
+        With ``task_always_eager``, a task this app registers runs here instead, as
+        ``Task.apply`` (its signature checked); an unknown name is still sent.
         """
+        known = self.tasks.get(name)
+        if known is not None and self.settings.task_always_eager:
+            return known._eager(args, kwargs, task_id)  # run here (see sqsq.eager)
         logical = self._send_queue(name, queue)
         try:
             check_queue_name(logical)

@@ -144,6 +144,16 @@ class Settings(BaseSettings):
     #: sequential producer never waits.
     send_linger_s: Seconds = Field(default=0.002, le=1.0)
 
+    # --- eager mode (Celery's names; see ``sqsq.eager``) ----------------------------
+    #: ``delay()`` / ``apply_async()`` / ``delay_many()`` / ``send_task()`` of a
+    #: registered task run the task here, as ``apply()`` (retries in place, no AWS
+    #: request), and return the eager result. For tests; never in production.
+    task_always_eager: bool = False
+    #: An eager run that fails raises :class:`~sqsq.TaskFailed` at once (from
+    #: ``apply()`` and, with ``task_always_eager``, from ``delay()``) instead of
+    #: returning a FAILURE result.
+    task_eager_propagates: bool = False
+
     @field_validator("default_queue")
     @classmethod
     def _logical_queue(cls, value: str) -> str:
