@@ -204,6 +204,9 @@ class App:
             time_limit: longest run in seconds; past it the task fails with
                 TimeLimitExceeded (async: cancelled; processes: killed; threads:
                 abandoned — a thread cannot be killed).
+            soft_time_limit: seconds after which :class:`~sqsq.SoftTimeLimitExceeded`
+                is raised inside the body (Celery's name), < ``time_limit`` when both
+                are set; how each pool delivers it: ``sqsq.soft_time_limit``.
             visibility_timeout: lease of its message while it runs, seconds
                 (≤ 12 h); default: the queue's visibility timeout.
             idempotency_key: ``str.format`` template over the arguments

@@ -55,6 +55,7 @@ class TaskOptions(TypedDict, total=False):
     retry_jitter: bool
     default_retry_delay: float | timedelta
     time_limit: float | timedelta | None
+    soft_time_limit: float | timedelta | None
     visibility_timeout: float | timedelta | None
     idempotency_key: str | Callable[..., str] | None
     idempotency_ttl: float | timedelta
@@ -127,6 +128,8 @@ class Task(Generic[P, R]):
         result_ttl_s: how long the result stays readable, seconds.
         retry_policy: Celery-style retry options (see ``sqsq.retry``).
         time_limit_s: longest run, seconds; None for no limit (12 h lease cap still applies).
+        soft_time_limit_s: seconds after which ``SoftTimeLimitExceeded`` is raised in
+            the body (see ``sqsq.soft_time_limit``); None for none.
         visibility_timeout_s: lease of its message while it runs, seconds; None
             uses the queue's visibility timeout.
         idempotency_key: template or callable for the idempotency key, or None.
@@ -155,6 +158,7 @@ class Task(Generic[P, R]):
         retry_jitter: bool = True,
         default_retry_delay: float | timedelta = DEFAULT_RETRY_DELAY_S,
         time_limit: float | timedelta | None = None,
+        soft_time_limit: float | timedelta | None = None,
         visibility_timeout: float | timedelta | None = None,
         idempotency_key: KeySpec = None,
         idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL_S,
@@ -185,6 +189,14 @@ class Task(Generic[P, R]):
             default_retry_delay_s=_nonneg("default_retry_delay", seconds(default_retry_delay)),
         )
         self.time_limit_s = _positive("time_limit", time_limit, None) if time_limit else None
+        self.soft_time_limit_s = (
+            _positive("soft_time_limit", soft_time_limit, None) if soft_time_limit else None
+        )
+        soft, hard = self.soft_time_limit_s, self.time_limit_s
+        if soft and hard and soft >= hard:
+            raise ValueError(
+                f"soft_time_limit ({soft:g} s) must be less than time_limit ({hard:g} s)"
+            )
         self.visibility_timeout_s = (
             _positive("visibility_timeout", visibility_timeout, None)
             if visibility_timeout
