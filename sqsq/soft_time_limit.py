@@ -85,6 +85,7 @@ def _alarm(soft_s: float, name: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _async_exc(soft_s: float, name: str) -> Iterator[None]:
     thread_id = ctypes.c_ulong(threading.get_ident())
+    kind = _with_message(_message(name, soft_s))
     lock = threading.Lock()
     state = {"armed": True, "fired": False}
 
@@ -92,25 +93,33 @@ def _async_exc(soft_s: float, name: str) -> Iterator[None]:
         with lock:
             if state["armed"]:
                 state["fired"] = True
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    thread_id, ctypes.py_object(SoftTimeLimitExceeded)
-                )
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(thread_id, ctypes.py_object(kind))
 
     timer = threading.Timer(soft_s, fire)
     timer.daemon = True
     timer.start()
     try:
         yield
-    except SoftTimeLimitExceeded as exc:
-        if state["fired"] and exc.args == SoftTimeLimitExceeded().args:  # ours: say which
-            exc.args = (_message(name, soft_s),)
-        raise
     finally:
         timer.cancel()
         with lock:
             state["armed"] = False
             if state["fired"]:  # raised already, or still pending: clear a pending one
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(thread_id, None)
+
+
+def _with_message(message: str) -> type[SoftTimeLimitExceeded]:
+    """A SoftTimeLimitExceeded whose construction without arguments carries
+    ``message``: ``PyThreadState_SetAsyncExc`` takes a class, and raises it so. It
+    is named as its base (stored as ``sqsq.errors.SoftTimeLimitExceeded``)."""
+
+    def init(self: SoftTimeLimitExceeded) -> None:
+        SoftTimeLimitExceeded.__init__(self, message)
+
+    names = {"__module__": SoftTimeLimitExceeded.__module__, "__init__": init}
+    kind = type(SoftTimeLimitExceeded.__name__, (SoftTimeLimitExceeded,), names)
+    kind.__qualname__ = SoftTimeLimitExceeded.__qualname__
+    return kind
 
 
 class _SoftLimited:
@@ -158,9 +167,7 @@ class _SoftLimited:
             self.coro.close()
 
 
-def guard_async(
-    coro: Coroutine[Any, Any, Any], soft_s: float | None, name: str
-) -> Awaitable[Any]:
+def guard_async(coro: Coroutine[Any, Any, Any], soft_s: float | None, name: str) -> Awaitable[Any]:
     """``coro``, with :class:`SoftTimeLimitExceeded` raised at its current ``await``
     once it has run ``soft_s`` seconds (None: ``coro`` as it is)."""
     if soft_s is None:
