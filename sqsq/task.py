@@ -523,20 +523,8 @@ class Task(Generic[P, R]):
     @overload
     def apply(
         self,
-        *,
-        args: Iterable[Any] | None = ...,
+        args: tuple[Any, ...] | list[Any] | None = ...,
         kwargs: dict[str, Any] | None = ...,
-        task_id: str | None = ...,
-        throw: bool | None = ...,
-        sleep: bool = ...,
-    ) -> AsyncResult: ...
-
-    @overload
-    def apply(
-        self,
-        args: tuple[Any, ...] | list[Any],
-        kwargs: dict[str, Any] | None = ...,
-        /,
         *,
         task_id: str | None = ...,
         throw: bool | None = ...,
