@@ -245,3 +245,27 @@ def test_always_eager_from_the_environment(
 
     assert f.delay().get() == "here"
     app.close()
+
+
+def test_always_eager_runs_a_chain_step_after_step(always: sqsq.App) -> None:
+    from sqsq.workflows import chain, group
+
+    @always.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @always.task
+    def halve(x: int) -> int:
+        if x % 2:
+            raise ValueError(f"{x} is odd")
+        return x // 2
+
+    result = (add.s(1, 3) | halve.s() | add.si(10, 10)).delay()
+    assert result.get() == 20
+    assert result.parent.get() == 2 and result.parent.parent.get() == 4
+    stopped = chain(add.s(1, 2), halve.s(), add.s(100)).apply_async()
+    assert stopped.state is State.FAILURE  # the odd sum stopped it at halve
+    assert stopped.record is not None and stopped.record.task == halve.name
+    with pytest.raises(sqsq.ConfigurationError, match="not run eagerly"):
+        group(add.s(1, 1), add.s(2, 2)).delay()
+    assert always.clients.counter.snapshot() == {}
