@@ -295,3 +295,38 @@ def test_refused_naming_the_field(kwargs: dict[str, Any], named: list[str]) -> N
     for name in named:
         assert name in str(caught.value)
     assert isinstance(caught.value, sqsq.ConfigurationError)
+
+
+def test_synced_crontab_schedules_fire_on_celerys_days_in_the_simulator(
+    local_aws: Any, sqsq_prefix: str
+) -> None:
+    """End to end: ``sqsq.crontab`` declared, synced to the endpoint as EventBridge
+    Scheduler schedules, read back and fired by the Scheduler simulator over nine
+    weeks — on the days Celery's crontab is due."""
+    from datetime import timedelta
+
+    from sqsq.resources import apply as create_resources
+    from sqsq.schedules.scheduler import apply as sync
+    from sqsq.testing import SimulatedScheduler
+
+    declared = {
+        "weekdays": {"minute": 0, "hour": 9, "day_of_week": "1-5"},
+        "first-monday": {"minute": 0, "hour": 0, "day_of_week": 1, "day_of_month": "1-7"},
+        "even-days": {"minute": 30, "hour": "*/12", "day_of_week": "*/2"},
+    }
+    app = sqsq.App(sqsq_prefix + "crontab")
+
+    @app.task(name="noop")
+    def noop() -> None: ...
+
+    for name, kwargs in declared.items():
+        app.add_periodic_task(sqsq.crontab(**kwargs), noop, name=name)
+    create_resources(app)
+    sync(app)
+
+    sim = SimulatedScheduler.for_app(app, now=START, delivery="none")
+    run = sim.advance(timedelta(weeks=9))
+    for name, kwargs in declared.items():
+        fired = [fire.scheduled_time for fire in run.select(name)]
+        assert fired
+        assert fired == celery_fires(kwargs, len(fired)), name
