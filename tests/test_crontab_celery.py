@@ -225,7 +225,7 @@ def test_day_of_week_1_is_monday_not_eventbridge_sunday() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "written"),
     [
-        ({"minute": "*/15"}, "cron(*/15 * * * ? *)"),
+        ({"minute": "*/15"}, "cron(0/15 * * * ? *)"),
         ({"minute": "5-59/15"}, "cron(5/15 * * * ? *)"),
         ({"hour": "22-2", "minute": 0}, "cron(0 0-2,22,23 * * ? *)"),
         ({"minute": 0, "day_of_week": "*/2"}, "cron(0 * ? * SUN,TUE,THU,SAT *)"),
@@ -233,7 +233,7 @@ def test_day_of_week_1_is_monday_not_eventbridge_sunday() -> None:
         ({"minute": 0, "day_of_week": "0-6"}, "cron(0 * * * ? *)"),
         ({"minute": 0, "day_of_week": "mon", "day_of_month": "1-7"}, "cron(0 * ? * 2#1 *)"),
         ({"minute": 0, "day_of_month": "1-31", "day_of_week": 3}, "cron(0 * ? * WED *)"),
-        ({"minute": 0, "month_of_year": "*/3"}, "cron(0 * * */3 ? *)"),
+        ({"minute": 0, "month_of_year": "*/3"}, "cron(0 * * 1/3 ? *)"),
         ({"minute": 0, "month_of_year": "2-12/2"}, "cron(0 * * 2/2 ? *)"),
         ({"minute": 0, "hour": 0, "day_of_month": "L"}, "cron(0 0 L * ? *)"),
         ({"minute": 0, "hour": 0, "day_of_month": "15W"}, "cron(0 0 15W * ? *)"),

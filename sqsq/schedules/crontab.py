@@ -10,7 +10,7 @@ becomes the *set* of values it stands for, and the set is written out in
 EventBridge's dialect (``sqsq.schedules.expressions``)::
 
     Celery                      set                 EventBridge
-    minute="*/15"               {0, 15, 30, 45}     */15
+    minute="*/15"               {0, 15, 30, 45}     0/15
     minute="5-59/15"            {5, 20, 35, 50}     5/15
     hour="22-2"                 {22, 23, 0, 1, 2}   0-2,22,23
     day_of_week="mon-fri"       {1, …, 5}           MON-FRI     (Celery: SUN = 0,
@@ -131,7 +131,7 @@ def crontab(
 
         sqsq.crontab(minute=0, hour=12)                         # 'cron(0 12 * * ? *)'
         sqsq.crontab(minute=30, hour=7, day_of_week="1-5")      # 'cron(30 7 ? * MON-FRI *)'
-        sqsq.crontab(minute="*/15", day_of_week=0)              # 'cron(*/15 * ? * SUN *)'
+        sqsq.crontab(minute="*/15", day_of_week=0)              # 'cron(0/15 * ? * SUN *)'
 
     Returns:
         The expression, e.g. ``"cron(30 7 ? * MON-FRI *)"``, at most
@@ -273,8 +273,8 @@ def _render(spec_field: _Field, values: frozenset[int]) -> str:
     if spec_field.steps and len(ordered) >= 3:
         step = ordered[1] - ordered[0]
         every = list(range(ordered[0], spec_field.low + spec_field.size, step))
-        if ordered == every:  # '*/s' from the field's first value, as Celery writes it
-            return f"{'*' if ordered[0] == spec_field.low else ordered[0]}/{step}"
+        if ordered == every:  # 'start/step', the form "Cron expressions reference" shows
+            return f"{ordered[0]}/{step}"
     day = _DAYS if spec_field is _DOW else None
     parts: list[str] = []
     for start, stop in _runs(ordered):
