@@ -31,7 +31,7 @@ Which form a call is in (:func:`split_call`):
 
 ``apply``'s own keywords — ``args``, ``kwargs``, ``task_id``, ``throw``, ``sleep`` —
 are apply's unless the function has a parameter of that very name (then they are
-the function's). A call that fits both the direct and Celery's form (a function
+the function's; ``*args`` / ``**kwargs`` do not count). A call that fits both the direct and Celery's form (a function
 taking a list and a dict) is run in the direct form; pass ``args=`` / ``kwargs=`` to
 mean Celery's. A call that fits neither raises :class:`~sqsq.ArgumentError`
 naming the task's signature.
@@ -71,7 +71,8 @@ def split_call(
     Raises:
         ArgumentError: no form fits; the message names the task's signature.
     """
-    params = task.signature.signature.parameters
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    params = {n for n, p in task.signature.signature.parameters.items() if p.kind not in variadic}
     options = {k: kwargs.pop(k) for k in APPLY_OPTIONS if k in kwargs and k not in params}
     if "args" in options or "kwargs" in options:  # Celery's keyword form
         if "args" not in options and len(args) == 1 and isinstance(args[0], tuple | list):

@@ -181,6 +181,15 @@ def test_a_parameter_named_like_an_option_is_the_functions(app: sqsq.App) -> Non
     assert takes.apply(args=[1, 2], sleep=4).get() == 7
 
 
+def test_variadic_parameters_are_not_named_like_an_option(app: sqsq.App) -> None:
+    @app.task
+    def anything(*args: int, **kwargs: int) -> list[int]:
+        return [*args, *kwargs.values()]
+
+    assert anything.apply(args=(1, 2), kwargs={"z": 3}).get() == [1, 2, 3]  # Celery's
+    assert anything.apply(1, 2, z=3).get() == [1, 2, 3]  # direct
+
+
 def test_wrong_arguments_name_the_signature(app: sqsq.App) -> None:
     @app.task
     def add(x: int, y: int = 0) -> int:
