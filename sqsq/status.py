@@ -191,6 +191,7 @@ def collect(
     queues: list[str] | None = None,
     window_s: float = FAILURE_WINDOW_S,
     failure_sample: int = FAILURE_SAMPLE,
+    host: str | None = None,
 ) -> Status:
     """Read the app's queues, DLQs, workers and recent failures, concurrently.
 
@@ -199,6 +200,7 @@ def collect(
         queues: logical queues (default: every queue the app uses).
         window_s: failures dead-lettered this many seconds back are listed.
         failure_sample: most messages read per DLQ (0: no failures are read).
+        host: list only the workers on this host (a container's own health check).
 
     Returns:
         A :class:`Status`; ``requests`` counts the calls made (from the app's
@@ -253,7 +255,10 @@ def collect(
                     age_note=None if age is not None else age_note,
                 )
             )
-        alive = sorted(workers.result(), key=lambda w: w.worker_id)
+        alive = sorted(
+            (w for w in workers.result() if host is None or w.host == host),
+            key=lambda w: w.worker_id,
+        )
     after = app.clients.counter.snapshot()
     groups = [
         FailureGroup(task, error, n, round(latest[(task, error)], 1))

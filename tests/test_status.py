@@ -64,6 +64,12 @@ def test_status_lists_two_running_workers(quickstart: sqsq.App, worker: Any) -> 
     assert "workers alive: 2" in table.stdout
     for process in (first, second):
         assert f":{process.pid}" in table.stdout
+    # a container's own health check: only the workers on its host count
+    here, result = _status_json("--host", os.uname().nodename, "--min-workers", "2")
+    assert result.exit_code == 0 and len(here["workers"]) == 2, result.output
+    elsewhere = _invoke("status", QUICKSTART, "--host", "elsewhere", "--min-workers", "1")
+    assert elsewhere.exit_code == EXIT_FAILURE
+    assert "0 worker(s) alive < --min-workers 1" in elsewhere.stderr
 
 
 def test_a_backlog_shows_its_depth_and_says_why_its_age_is_unknown(

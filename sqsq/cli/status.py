@@ -64,6 +64,11 @@ def _since(epoch: float, now: float) -> str:
     "--min-workers", type=click.IntRange(min=0), help="Exit 1 if fewer than N workers are alive."
 )
 @click.option(
+    "--host",
+    help="Count only the workers on this host (with --min-workers: a container's own "
+    'health check, e.g. --host "$(hostname)").',
+)
+@click.option(
     "--window",
     type=click.FloatRange(min=0),
     default=3600.0,
@@ -86,6 +91,7 @@ def status(
     max_age: float | None,
     max_dlq: int | None,
     min_workers: int | None,
+    host: str | None,
     window: float,
     failure_sample: int,
 ) -> None:
@@ -108,7 +114,13 @@ def status(
     thresholds = Thresholds(max_age_s=max_age, max_dlq=max_dlq, min_workers=min_workers)
 
     def take() -> Status:
-        return collect(the_app, queues=selected, window_s=window, failure_sample=failure_sample)
+        return collect(
+            the_app,
+            queues=selected,
+            window_s=window,
+            failure_sample=failure_sample,
+            host=host,
+        )
 
     if watch:
         _watch(take, thresholds, interval)
