@@ -370,7 +370,6 @@ def _age_query(index: int, name: str) -> dict[str, Any]:
 
 
 __all__ = [
-    "AGE_METRIC",
     "FailureGroup",
     "QueueStatus",
     "Status",
