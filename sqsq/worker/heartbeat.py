@@ -41,6 +41,9 @@ Item = dict[str, dict[str, Any]]
 #: A worker whose item was not refreshed for this many intervals is gone: its
 #: ``expires_at`` is ``last_seen + HEARTBEAT_MISSES * interval_s``.
 HEARTBEAT_MISSES = 3
+#: Longest a clean exit waits for its heartbeat's DeleteItem, seconds (part of the
+#: shutdown's ``worker.SHUTDOWN_MARGIN_S``).
+DELETE_TIMEOUT_S = 0.5
 #: The worker counters (``Worker.counters``) that count as processed: settled outcomes.
 PROCESSED_COUNTERS = ("succeeded", "failed", "dead_lettered", "retried", "revoked")
 #: The worker counters that count as failed: FAILURE and DEAD_LETTER outcomes.
@@ -247,13 +250,19 @@ class WorkerHeartbeat:
         return True
 
     async def stop(self) -> None:
-        """Stop writing and delete the item (a clean exit); never raises."""
+        """Stop writing and delete the item (a clean exit), waiting at most
+        :data:`DELETE_TIMEOUT_S` (an unreachable table must not hold up the shutdown:
+        the item then expires by itself); never raises."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         with contextlib.suppress(Exception):
             client = await self.app.clients.aclient("dynamodb")
-            await client.delete_item(
-                TableName=self.app.table_name, Key=heartbeat_key(self.app.name, self.worker_id)
+            await asyncio.wait_for(
+                client.delete_item(
+                    TableName=self.app.table_name,
+                    Key=heartbeat_key(self.app.name, self.worker_id),
+                ),
+                timeout=DELETE_TIMEOUT_S,
             )
