@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -238,3 +239,33 @@ def test_an_unreachable_endpoint_is_one_line() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), lines
     assert "cannot reach AWS" in lines[0]
+
+
+def test_watch_redraws_until_ctrl_c(quickstart: sqsq.App) -> None:
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TTY_COMPATIBLE": "1",  # rich draws as on a terminal
+        "TTY_INTERACTIVE": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sqsq", "status", QUICKSTART, "--watch", "--interval", "1"],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        drawn = 0
+        while drawn < 2:  # two redraws of the whole view
+            line = process.stdout.readline()
+            assert line, f"exited early: {process.wait()} {process.stderr.read()}"  # type: ignore[union-attr]
+            drawn += "quickstart: queues" in line
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
