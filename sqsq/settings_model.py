@@ -143,6 +143,11 @@ class Settings(BaseSettings):
     #: alone waits up to this long for others to join its batch, seconds. A lone
     #: sequential producer never waits.
     send_linger_s: Seconds = Field(default=0.002, le=1.0)
+    #: A ``sqsq worker`` writes its heartbeat item (``worker/heartbeat.py``: host,
+    #: pid, queues, busy slots, counts) every this many seconds, for ``sqsq status``;
+    #: a worker not heard from for 3 intervals is presumed gone. One DynamoDB write
+    #: per interval (2 a minute at 30 s); 0 writes none. The Lambda handler writes none.
+    heartbeat_interval_s: Seconds = 30.0
 
     # --- eager mode (Celery's names; see ``sqsq.eager``) ----------------------------
     #: ``delay()`` / ``apply_async()`` / ``delay_many()`` / ``send_task()`` of a
