@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import Options
 from . import resources as r
+from .alarms import alarm_condition, alarm_parameter, alarm_resources
+from .dashboard import DASHBOARD_ID, dashboard_resource
 from .iam import trust, worker_policy
 from .workers import (
     FARGATE_MAX_STOP_TIMEOUT_S,
@@ -75,7 +77,45 @@ def _parameters() -> Doc:
             "Description": "ARN of the ECR repository of Image (empty: a public image).",
         },
         **scaling_parameters(),
-        **r.alarm_parameter(),
+        **r.log_retention_parameter(),
+        **alarm_parameter(),
+    }
+
+
+#: The container health check's timing, seconds ("HealthCheck", ECS API Reference:
+#: interval 5-300, timeout 2-120, start period 0-300, retries 1-10). The start period
+#: covers the image's start and the first heartbeat; three failed checks in a row
+#: (about 90 s) mark the task unhealthy and the service replaces it.
+HEALTH_INTERVAL_S = 30
+HEALTH_TIMEOUT_S = 20
+HEALTH_START_PERIOD_S = 60
+HEALTH_RETRIES = 3
+
+
+def health_command(app_path: str) -> str:
+    """The shell command of the container's health check: ``sqsq status`` exits 1
+    unless a worker of this container (``--host``: its host name, the one its
+    heartbeat records) has written a live heartbeat; ``--failure-sample 0`` reads
+    no dead-lettered message. An AWS error exits 3, also unhealthy."""
+    return (
+        f'sqsq status {app_path} --host "$(hostname)" --min-workers 1 '
+        "--failure-sample 0 > /dev/null"
+    )
+
+
+def health_check(app: App, options: Options) -> Doc:
+    """The container's ``HealthCheck`` (none when heartbeats are off:
+    ``heartbeat_interval_s`` 0 leaves ``sqsq status`` nothing to read)."""
+    if not app.settings.heartbeat_interval_s:
+        return {}
+    return {
+        "HealthCheck": {
+            "Command": ["CMD-SHELL", health_command(options.app_path)],
+            "Interval": HEALTH_INTERVAL_S,
+            "Timeout": HEALTH_TIMEOUT_S,
+            "StartPeriod": HEALTH_START_PERIOD_S,
+            "Retries": HEALTH_RETRIES,
+        }
     }
 
 
@@ -84,11 +124,7 @@ def template(app: App, options: Options) -> Doc:
     ids = r.declared(app)
     stop_timeout = stop_timeout_s(app, FARGATE_MAX_STOP_TIMEOUT_S)
     resources = r.app_resources(ids, options.long_countdowns)
-    resources["LogGroup"] = {
-        "Type": "AWS::Logs::LogGroup",
-        **r.RETAIN,
-        "Properties": {"LogGroupName": f"/sqsq/{app.name}/worker", "RetentionInDays": 14},
-    }
+    resources["LogGroup"] = r.log_group(f"/sqsq/{app.name}/worker")
     pull: list[Doc] = [
         {
             "Sid": "Logs",
@@ -176,6 +212,7 @@ def template(app: App, options: Options) -> Doc:
                     "StopTimeout": stop_timeout,
                     # An init as PID 1 forwards signals and reaps pool children.
                     "LinuxParameters": {"InitProcessEnabled": True},
+                    **health_check(app, options),
                     "Environment": [
                         {"Name": k, "Value": v}
                         for k, v in {**env, "AWS_DEFAULT_REGION": r.ref("AWS::Region")}.items()
@@ -244,6 +281,21 @@ def template(app: App, options: Options) -> Doc:
             },
         },
     }
+    resources.update(alarm_resources(ids))
+    resources[DASHBOARD_ID] = dashboard_resource(
+        ids,
+        [
+            [
+                "ECS/ContainerInsights",
+                "RunningTaskCount",
+                "ClusterName",
+                "${ClusterName}",
+                "ServiceName",
+                "${Service}",
+            ]
+        ],
+        {"Service": r.get_att("Service", "Name")},
+    )
     outputs = r.app_outputs(ids)
     outputs["ServiceName"] = {
         "Description": "The worker service",
@@ -256,7 +308,7 @@ def template(app: App, options: Options) -> Doc:
         "Parameters": _parameters(),
         "Conditions": {
             "HasEcrRepository": {"Fn::Not": [{"Fn::Equals": [r.ref("EcrRepositoryArn"), ""]}]},
-            r.HAS_ALARM_TOPIC: {"Fn::Not": [{"Fn::Equals": [r.ref(r.ALARM_TOPIC), ""]}]},
+            **alarm_condition(),
         },
         "Resources": resources,
         "Outputs": outputs,
