@@ -366,7 +366,7 @@ def test_the_ecs_container_checks_its_health_with_sqsq_status() -> None:
     doc = _doc(QUICKSTART, "ecs")
     (container,) = doc["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
     check = container["HealthCheck"]
-    assert check["Command"] == ["CMD-SHELL", health_command(QUICKSTART)]
+    assert check["Command"] == ["CMD-SHELL", health_command(sqsq.load_app(QUICKSTART), QUICKSTART)]
     # within ECS's bounds ("HealthCheck", ECS API Reference)
     assert 5 <= check["Interval"] <= 300 and 2 <= check["Timeout"] <= 120
     assert check["Timeout"] < check["Interval"] and 1 <= check["Retries"] <= 10
@@ -379,11 +379,11 @@ def test_no_health_check_without_heartbeats() -> None:
     assert "HealthCheck" not in container
 
 
-def _check(worker: Any) -> subprocess.CompletedProcess[str]:
+def _check(worker: Any, command: str | None = None) -> subprocess.CompletedProcess[str]:
     """The container's health check command, run by a shell as ECS runs it."""
     env = worker.env(PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
     return subprocess.run(
-        ["/bin/sh", "-c", health_command(QUICKSTART)],
+        ["/bin/sh", "-c", command or health_command(sqsq.load_app(QUICKSTART), QUICKSTART)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -411,6 +411,15 @@ def test_the_health_check_command_passes_while_this_hosts_worker_is_alive(
     last: list[subprocess.CompletedProcess[str]] = []
     assert _until(lambda: last.append(_check(worker)) or last[-1].returncode == 0), last[-1].stderr
     assert last[-1].stdout == ""  # the report goes to /dev/null, a breach to stderr
+    # what one check costs, from a new process (the report's own request count)
+    command = health_command(sqsq.load_app(QUICKSTART), QUICKSTART)
+    report = json.loads(_check(worker, command.replace("> /dev/null", "--json")).stdout)
+    assert report["requests"] == {
+        "sqs.GetQueueUrl": 2,  # the default queue and its DLQ
+        "sqs.GetQueueAttributes": 2,
+        "dynamodb.Query": 1,  # the heartbeats
+        "cloudwatch.GetMetricData": 1,  # refused on ECS: the task role does not allow it
+    }
     process.send_signal(signal.SIGKILL)  # a dead worker's heartbeat expires (3 intervals)
     process.wait(timeout=30)
     assert _until(lambda: last.append(_check(worker)) or last[-1].returncode == 1), last[-1].stderr

@@ -92,14 +92,18 @@ HEALTH_START_PERIOD_S = 60
 HEALTH_RETRIES = 3
 
 
-def health_command(app_path: str) -> str:
+def health_command(app: App, app_path: str) -> str:
     """The shell command of the container's health check: ``sqsq status`` exits 1
     unless a worker of this container (``--host``: its host name, the one its
-    heartbeat records) has written a live heartbeat; ``--failure-sample 0`` reads
-    no dead-lettered message. An AWS error exits 3, also unhealthy."""
+    heartbeat records) has written a live heartbeat; an AWS error exits 3, also
+    unhealthy. ``--failure-sample 0`` reads no dead-lettered message and ``-Q`` one
+    queue, so a check costs 6 requests from a new process: GetQueueUrl and
+    GetQueueAttributes of the default queue and its DLQ, one DynamoDB Query of the
+    heartbeats, and a GetMetricData the task role does not allow (the age is not
+    needed: no ``--max-age``)."""
     return (
         f'sqsq status {app_path} --host "$(hostname)" --min-workers 1 '
-        "--failure-sample 0 > /dev/null"
+        f"--failure-sample 0 -Q {app.settings.default_queue} > /dev/null"
     )
 
 
@@ -110,7 +114,7 @@ def health_check(app: App, options: Options) -> Doc:
         return {}
     return {
         "HealthCheck": {
-            "Command": ["CMD-SHELL", health_command(options.app_path)],
+            "Command": ["CMD-SHELL", health_command(app, options.app_path)],
             "Interval": HEALTH_INTERVAL_S,
             "Timeout": HEALTH_TIMEOUT_S,
             "StartPeriod": HEALTH_START_PERIOD_S,
