@@ -63,6 +63,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import limits
+from .calls import run
 from .delivery import Delivery
 from .errors import (
     ConfigurationError,
@@ -512,6 +513,15 @@ def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Hea
             return resumed
     if app.settings.check_revocations and app.revocations.check(item.envelope.task_id):
         return executor.revoked(item)
+    flow = app.flow_control()  # a rate limit: put back for the refill (FIFO: a receive)
+    if flow is not None:
+        try:
+            hold = run(flow.gating(item), app.clients)
+        except Exception as exc:
+            logger.warning("rate limit of %s cannot be checked (%s)", item.envelope.task_id, exc)
+            return executor.defer(item, 30.0, "its rate limit cannot be checked")
+        if hold is not None:
+            return executor.defer(item, hold.delay_s, hold.why)
     if item.idempotency_pk is not None:
         lease = heartbeat.leases.get(item.delivery)
         lease_s = lease.lease_s if lease else app.settings.visibility_timeout_s

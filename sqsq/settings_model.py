@@ -143,6 +143,11 @@ class Settings(BaseSettings):
     #: alone waits up to this long for others to join its batch, seconds. A lone
     #: sequential producer never waits.
     send_linger_s: Seconds = Field(default=0.002, le=1.0)
+    #: Rate limits of logical queues, shared by every worker of the app: the poller
+    #: receives only what the queue's token bucket admits (``{"default": "100/s"}``;
+    #: Celery's syntax, see ``Task``'s ``rate_limit``). From the environment:
+    #: ``SQSQ_QUEUE_RATE_LIMITS`` as JSON. Empty (default): none.
+    queue_rate_limits: dict[str, str | float] = Field(default_factory=dict)
 
     @field_validator("default_queue")
     @classmethod

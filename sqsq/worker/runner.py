@@ -6,6 +6,8 @@
         redelivered and its outcome stored already (GetItem)? ─► that outcome, not run
         revoked (view ≤ revocation_interval_s old)? ─► REVOKED
         shutting down?                              ─► RELEASE
+        rate limit (App.flow_control): no token ─► DEFER (sent on for the refill;
+                               FIFO: waits for its token here)
         idempotency key: claim ─► COMPLETED elsewhere ─► SUCCESS (duplicate, not run)
                                                      (or its final FAILURE)
                                ─► held elsewhere       ─► DEFER
@@ -33,6 +35,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..calling import CallResult, classify
+from ..calls import arun
 from ..errors import InvalidKey, TimeLimitExceeded
 from ..execution import Executor
 from ..lease import LeaseTable
@@ -205,7 +208,33 @@ class Runner:
             return self.executor.revoked(prepared)
         if self.stopping.is_set():
             return Executor.release(prepared.delivery, task_id)
-        return await self._claim(prepared) or await self._call(prepared)
+        return (
+            await self._gate(prepared) or await self._claim(prepared) or await self._call(prepared)
+        )
+
+    async def _gate(self, prepared: Prepared) -> Outcome | None:
+        """The task's rate limit (the App's flow control, asked only when the app has
+        a limit): None to run now, else the message is put back for when its bucket
+        refills (``Executor.defer``: on a standard queue sent on with DelaySeconds,
+        never an attempt, never a receive). On a FIFO queue, where putting it back
+        would spend one of its receives, it waits for its token here instead."""
+        flow = self.app.flow_control()
+        if flow is None:
+            return None
+        while True:
+            hold = await self._ask_dynamodb(
+                prepared,
+                lambda: arun(flow.gating(prepared), self.app.clients),
+                "its rate limit cannot be checked",
+            )
+            if hold is None or isinstance(hold, Outcome):
+                return hold
+            if not self.executor.on_fifo(prepared.delivery):
+                return self.executor.defer(prepared, hold.delay_s, hold.why)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=hold.delay_s)
+            if self.stopping.is_set():
+                return Executor.release(prepared.delivery, prepared.envelope.task_id)
 
     async def _resume(self, prepared: Prepared) -> Outcome | None:
         """A redelivered message whose outcome an earlier receive stored: that outcome,
