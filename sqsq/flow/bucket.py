@@ -14,8 +14,9 @@ that clock; it is allowed while the clock stays within the tolerance ``τ`` of n
 Both writes are conditional (``_IDLE`` / ``_BUSY``), so takers on any number of
 workers never hand out a token twice; ``busy`` adds to ``tat`` atomically, so
 concurrent takers of a busy bucket do not conflict. A taker writes first and reads
-only on conflict (ALL_OLD, else a consistent GetItem), then takes what fits
-(fewer tokens, or none and the wait).
+only on conflict (ALL_OLD, else a consistent GetItem), then takes a whole batch
+if it fits, or none and the wait (never a part: a part would cost a write for
+fewer tokens; the clock loses nothing while it runs ahead of now).
 
 A worker spends the tokens of one write locally, one per task, until they run out
 or their window closes (``tat`` of the write + ``τ`` / 3: a token is never spent
@@ -27,8 +28,11 @@ Items (the app's table; :mod:`sqsq.dynamodb` lists every kind)::
     pk = "rate#<app>#<bucket>"   sk = "shard#<i>"   tat_us (N, epoch µs), expires_at
 
 Cost: ``1 / batch`` conditional UpdateItem per token in steady state (batch: see
-``rates.py``), plus one read per conflict of a full bucket (a worker then waits
-out the computed refill before it asks again, so a full bucket is not polled).
+``rates.py``), plus a failed write (and a read where the conflict does not return the old item)
+per conflict: a taker that found the bucket full waits for a whole batch to fit,
+plus a jitter of up to one batch per miss in a row (at most
+:data:`MAX_JITTER_BATCHES`), so a full bucket is not polled and contending takers
+spread out.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ Item = dict[str, dict[str, Any]]
 TOLERANCE_BATCHES = 1.5
 #: Conditional writes one take tries before it answers "wait".
 TAKE_TRIES = 3
+#: Most batches of clock a taker's retry after a full bucket is spread over.
+MAX_JITTER_BATCHES = 8
 #: An idle bucket item lives this long after its clock, seconds (TTL).
 BUCKET_TTL_S = 86_400
 
@@ -85,7 +91,9 @@ class TokenBucket:
     tokens: int = 0
     until: float = 0.0  # epoch s: local tokens are not spent after this
     retry_at: float = 0.0  # epoch s: a full bucket is not asked before this
-    writes: int = 0
+    writes: int = 0  # conditional writes made (a failed condition counts: it is billed)
+    conflicts: int = 0  # of those, writes whose condition failed
+    misses: int = 0  # takes in a row that found the bucket full
     shards: list[_Shard] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -132,9 +140,8 @@ class TokenBucket:
         batch = self.rate.batch
         rate, tol_us = self.shard_rate, int(self.tolerance_s * _US)
         now_us = int(now * _US)
-        count = batch
         for _ in range(TAKE_TRIES):
-            cost_us = math.ceil(count * _US / rate)
+            cost_us = math.ceil(batch * _US / rate)
             busy = shard.tat_us > now_us
             request = self._request(key, now_us, cost_us, tol_us, busy)
             try:
@@ -143,6 +150,7 @@ class TokenBucket:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
                 self.writes += 1
+                self.conflicts += 1
                 old = getattr(exc, "response", {}).get("Item") or (
                     (
                         yield Call(
@@ -154,18 +162,28 @@ class TokenBucket:
                 )
                 shard.tat_us = int(old["tat_us"]["N"]) if old and "tat_us" in old else 0
                 room_us = now_us + tol_us - max(shard.tat_us, now_us)
-                count = min(batch, math.floor(room_us * rate / _US))
-                if count < 1:
-                    wait_s = (shard.tat_us + _US / rate - tol_us - now_us) / _US
-                    self.retry_at = now + max(wait_s, 0.0)
-                    return 0, max(wait_s, 0.001)
+                if room_us * rate / _US < batch:  # a whole batch or nothing: fewer writes
+                    return 0, self._full(shard, now_us, now)
                 continue
             self.writes += 1
+            self.misses = 0
             shard.tat_us = int(response["Attributes"]["tat_us"]["N"])
-            self.tokens += count
+            self.tokens += batch
             self.until = max(self.until, shard.tat_us / _US + self.tolerance_s / 3)
             return self.local(want, now), 0.0
         return 0, 1.0 / rate
+
+    def _full(self, shard: _Shard, now_us: int, now: float) -> float:
+        """No room: the seconds to wait. The bucket is not asked again until
+        a whole batch fits, plus a jitter that grows with the misses in a row, so
+        the takers of a contended bucket do not all write at the same moment."""
+        rate, tol_us = self.shard_rate, self.tolerance_s * _US
+        one_s = (shard.tat_us + _US / rate - tol_us - now_us) / _US
+        batch_s = (shard.tat_us + self.rate.batch * _US / rate - tol_us - now_us) / _US
+        self.misses += 1
+        jitter_s = random.uniform(0, self.rate.batch / rate * min(self.misses, MAX_JITTER_BATCHES))
+        self.retry_at = now + max(batch_s, one_s, 0.0) + jitter_s
+        return max(self.retry_at - now, 0.001)
 
     def _request(
         self, key: Item, now_us: int, cost_us: int, tol_us: int, busy: bool

@@ -1,0 +1,158 @@
+"""The token bucket on the local DynamoDB table: Celery's syntax, batching, refill,
+sharding, concurrent takers; runtime overrides read with the revocation Query.
+
+Clocks are passed in (``taking(want, now=…)``): the bucket's arithmetic is checked
+exactly, with no timed assertion."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import sqsq
+from sqsq.calls import run
+from sqsq.errors import ConfigurationError
+from sqsq.flow.bucket import TOLERANCE_BATCHES, TokenBucket, bucket_pk
+from sqsq.flow.overrides import clearing, listing, rates_of, setting
+from sqsq.flow.rates import MAX_BATCH, parse_rate
+from sqsq.local import LocalEndpoint
+from tests.apps import flow
+
+
+@pytest.mark.parametrize(
+    ("text", "per_s"),
+    [("100/s", 100.0), ("10/m", 10 / 60), ("1000/h", 1000 / 3600), (5, 5.0), ("2.5", 2.5)],
+)
+def test_celery_rate_syntax(text: str | float, per_s: float) -> None:
+    assert parse_rate(text).per_s == pytest.approx(per_s)
+
+
+@pytest.mark.parametrize("text", ["10/d", "fast", "-1/s", "0/s", 0, "", "10/s/s", True])
+def test_bad_rate_is_a_value_error(text: object) -> None:
+    with pytest.raises(ValueError, match="rate_limit"):
+        parse_rate(text)  # type: ignore[arg-type]
+
+
+def test_bad_rate_fails_at_declaration() -> None:
+    app = sqsq.App("flowdecl")
+    with pytest.raises(ConfigurationError, match="10/d"):
+        app.task(rate_limit="10/d")(lambda: None)
+    with pytest.raises(ConfigurationError, match="rate_key needs a rate_limit"):
+        app.task(rate_key="{x}")(lambda x: None)
+    with pytest.raises(ConfigurationError, match="concurrency_limit"):
+        app.task(concurrency_limit=0)(lambda: None)
+    with pytest.raises(ConfigurationError, match="queue_rate_limits"):
+        sqsq.App("flowdecl", queue_rate_limits={"default": "often"})
+
+
+def test_batch_and_shards_follow_the_rate() -> None:
+    assert parse_rate("20/s").batch == 10  # ≤ 0.1 writes per task from 20/s on
+    assert parse_rate("1/s").batch == 1
+    assert parse_rate("10/m").batch == 1
+    assert parse_rate("100000/s").batch == MAX_BATCH
+    assert parse_rate("1000/s").shards == 1
+    assert parse_rate("100000/s").shards == 20  # 2,000 writes/s over items of 100
+
+
+def _bucket(rate: str, name: str = "t") -> TokenBucket:
+    return TokenBucket(flow.app.table_name, bucket_pk(flow.app.name, name), parse_rate(rate))
+
+
+def test_tokens_are_taken_in_batches(local_aws: LocalEndpoint) -> None:
+    flow.setup()
+    bucket = _bucket("20/s")
+    now = 1_000_000.0
+    granted = [run(bucket.taking(1, now=now + i * 0.01), flow.app.clients) for i in range(10)]
+    assert granted == [(1, 0.0)] * 10
+    assert bucket.writes == 1  # one conditional write for the batch of 10
+
+
+def test_a_full_bucket_says_when_it_refills(local_aws: LocalEndpoint) -> None:
+    flow.setup()
+    bucket = _bucket("2/s")  # batch 1, tolerance 1.5 tokens
+    now = 2_000_000.0
+    assert run(bucket.taking(1, now=now), flow.app.clients) == (1, 0.0)
+    granted, wait_s = run(bucket.taking(1, now=now), flow.app.clients)
+    assert granted == 0
+    # the clock is at now + 0.5 s; one more token fits once tat + 0.5 ≤ now' + 0.75,
+    # plus a jitter of up to one batch (0.5 s) after a first miss
+    assert 0.25 - 1e-3 <= wait_s <= 0.75 + 1e-3
+    assert run(bucket.taking(1, now=now + 0.1), flow.app.clients)[0] == 0  # not asked again
+    assert run(bucket.taking(1, now=now + wait_s), flow.app.clients) == (1, 0.0)
+
+
+def test_concurrent_takers_never_exceed_the_rate(local_aws: LocalEndpoint) -> None:
+    """Eight takers (as eight workers) ask every 10 ms for 30 s of clock: the tokens
+    handed out are the rate × time plus at most the tolerance."""
+    flow.setup()
+    rate = parse_rate("20/s")
+    takers = [_bucket("20/s") for _ in range(8)]
+    start = 3_000_000.0
+    spent = 0
+    for step in range(3000):
+        now = start + step * 0.01
+        taker = takers[step % len(takers)]
+        spent += run(taker.taking(1, now=now), flow.app.clients)[0]
+    tolerance = math.ceil(TOLERANCE_BATCHES * rate.batch)
+    assert 30 * 20 - 8 * rate.batch <= spent <= 30 * 20 + tolerance
+    writes = sum(t.writes for t in takers)
+    conflicts = sum(t.conflicts for t in takers)
+    # one write per batch of 10 (a taker's last batch may go partly unspent)
+    assert writes - conflicts <= math.ceil(spent / rate.batch) + len(takers)
+    # five times more demand than tokens, eight takers: failed conditions (billed as
+    # writes) come on top; measured ~0.4 per token
+    assert writes / spent < 0.8
+
+
+def test_a_sharded_bucket_spreads_over_items(local_aws: LocalEndpoint) -> None:
+    flow.setup()
+    bucket = _bucket("100000/s", "big")
+    assert len(bucket.shards) == 20
+    now = 4_000_000.0
+    for i in range(200):
+        run(bucket.taking(1, now=now + i * 1e-4), flow.app.clients)
+    client = flow.app.clients.sync("dynamodb")
+    items = client.query(
+        TableName=flow.app.table_name,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": bucket_pk(flow.app.name, "big")}},
+    )["Items"]
+    assert len({item["sk"]["S"] for item in items}) > 1
+    assert bucket.writes == 4  # 200 tokens in batches of 50
+
+
+def test_overrides_are_read_with_the_revocation_query(local_aws: LocalEndpoint) -> None:
+    flow.setup()
+    app, table = flow.app, flow.app.table_name
+    run(
+        setting(table, app.name, "task", "tests.apps.flow.limited", parse_rate("50/s")), app.clients
+    )
+    run(setting(table, app.name, "queue", "metered", parse_rate("3/m")), app.clients)
+    app.revocations.refresh()
+    assert app.revocations.queries == 1
+    assert {sk: str(r) for sk, r in rates_of(app.revocations.controls).items()} == {
+        "limit#task#tests.apps.flow.limited": "50/s",
+        "limit#queue#metered": "3/m",
+    }
+    control = app.flow_control()
+    assert control is not None
+    assert str(control.task_rate(flow.limited)) == "50/s"
+    assert str(control.queue_rate("metered")) == "3/m"
+    assert run(listing(table, app.name), app.clients) == [
+        ("queue", "metered", "3/m"),
+        ("task", "tests.apps.flow.limited", "50/s"),
+    ]
+    assert run(clearing(table, app.name, "task", "tests.apps.flow.limited"), app.clients)
+    app.revocations.refresh()
+    assert str(control.task_rate(flow.limited)) == "20/s"  # the declared one again
+
+
+def test_an_app_without_limits_installs_nothing(local_aws: LocalEndpoint) -> None:
+    app = sqsq.App("flownone")
+
+    @app.task
+    def plain() -> None: ...
+
+    assert app.flow_control() is None
+    assert app.flow is None
