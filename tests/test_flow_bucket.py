@@ -59,43 +59,53 @@ def _bucket(rate: str, name: str = "t") -> TokenBucket:
     return TokenBucket(flow.app.table_name, bucket_pk(flow.app.name, name), parse_rate(rate))
 
 
-def test_tokens_are_taken_in_batches(local_aws: LocalEndpoint) -> None:
+def test_slots_are_booked_in_batches(local_aws: LocalEndpoint) -> None:
     flow.setup()
     bucket = _bucket("20/s")
     now = 1_000_000.0
-    granted = [run(bucket.taking(1, now=now + i * 0.01), flow.app.clients) for i in range(10)]
-    assert granted == [(1, 0.0)] * 10
-    assert bucket.writes == 1  # one conditional write for the batch of 10
+    slots = [run(bucket.booking(now=now), flow.app.clients)[0] for _ in range(25)]
+    assert bucket.writes == 3  # batches of 10: one conditional write each
+    assert slots == [pytest.approx(now + i / 20) for i in range(25)]  # the rate's slots, in order
 
 
-def test_a_full_bucket_says_when_it_refills(local_aws: LocalEndpoint) -> None:
+def test_the_poller_takes_slots_due_now_and_waits_for_the_next(local_aws: LocalEndpoint) -> None:
     flow.setup()
-    bucket = _bucket("2/s")  # batch 1, tolerance 1.5 tokens
+    bucket = _bucket("20/s")  # batch 10 (0.5 s of clock), horizon 1.5 batches
     now = 2_000_000.0
-    assert run(bucket.taking(1, now=now), flow.app.clients) == (1, 0.0)
-    granted, wait_s = run(bucket.taking(1, now=now), flow.app.clients)
-    assert granted == 0
-    # the clock is at now + 0.5 s; one more token fits once tat + 0.5 ≤ now' + 0.75,
-    # plus a jitter of up to one batch (0.5 s) after a first miss
-    assert 0.25 - 1e-3 <= wait_s <= 0.75 + 1e-3
-    assert run(bucket.taking(1, now=now + 0.1), flow.app.clients)[0] == 0  # not asked again
-    assert run(bucket.taking(1, now=now + wait_s), flow.app.clients) == (1, 0.0)
+    slots, wait_s = run(bucket.admitting(10, now=now), flow.app.clients)
+    assert len(slots) == 10 and wait_s == 0  # due within one batch window
+    slots, wait_s = run(bucket.admitting(10, now=now), flow.app.clients)
+    # the next batch would end 1 s ahead, past the 0.75 s horizon: none, and no
+    # write before it fits (0.25 s) plus a jitter of up to the slack (0.25 s)
+    assert slots == [] and 0.25 <= wait_s <= 0.5 + 1e-6
+    assert bucket.conflicts == 1
+    assert run(bucket.admitting(10, now=now + 0.1), flow.app.clients)[0] == []
+    assert bucket.writes == 2  # not asked again meanwhile
+    slots, wait_s = run(bucket.admitting(10, now=now + wait_s), flow.app.clients)
+    assert slots == [pytest.approx(now + 0.5 + i / 20) for i in range(10)]
+
+
+def test_an_idle_queue_books_one_slot_per_poll(local_aws: LocalEndpoint) -> None:
+    flow.setup()
+    bucket = _bucket("20/s")
+    slots, _ = run(bucket.admitting(10, idle=True, now=3_000_000.0), flow.app.clients)
+    assert len(slots) == 1 and bucket.writes == 1
 
 
 def test_concurrent_takers_never_exceed_the_rate(local_aws: LocalEndpoint) -> None:
-    """Eight takers (as eight workers) ask every 10 ms for 30 s of clock: the tokens
-    handed out are the rate × time plus at most the tolerance."""
+    """Eight takers (as eight workers' pollers) ask every 10 ms for 30 s of clock:
+    the slots handed out are the rate × time plus at most the horizon."""
     flow.setup()
     rate = parse_rate("20/s")
     takers = [_bucket("20/s") for _ in range(8)]
-    start = 3_000_000.0
+    start = 4_000_000.0
     spent = 0
     for step in range(3000):
         now = start + step * 0.01
         taker = takers[step % len(takers)]
-        spent += run(taker.taking(1, now=now), flow.app.clients)[0]
-    tolerance = math.ceil(TOLERANCE_BATCHES * rate.batch)
-    assert 30 * 20 - 8 * rate.batch <= spent <= 30 * 20 + tolerance
+        spent += len(run(taker.admitting(1, now=now), flow.app.clients)[0])
+    horizon = math.ceil(TOLERANCE_BATCHES * rate.batch)
+    assert 30 * 20 - 8 * rate.batch <= spent <= 30 * 20 + horizon
     writes = sum(t.writes for t in takers)
     conflicts = sum(t.conflicts for t in takers)
     # one write per batch of 10 (a taker's last batch may go partly unspent)
@@ -105,13 +115,31 @@ def test_concurrent_takers_never_exceed_the_rate(local_aws: LocalEndpoint) -> No
     assert writes / spent < 0.8
 
 
+def test_bookings_of_many_takers_do_not_conflict(local_aws: LocalEndpoint) -> None:
+    """Four runners book slots for a backlog at 24/s against 20/s: every booking is
+    a distinct slot of the clock, and a write books ten."""
+    flow.setup()
+    takers = [_bucket("20/s") for _ in range(4)]
+    now, slots = 5_000_000.0, []
+    for step in range(24 * 20):
+        now += 1 / 24
+        slot, _ = run(takers[step % 4].booking(now=now), flow.app.clients)
+        assert slot is not None
+        slots.append(slot)
+    assert len(set(slots)) == len(slots)
+    span = max(slots) - min(slots)
+    assert span >= (len(slots) - 1) / 20 - 1e-6  # never closer than the rate
+    writes = sum(t.writes for t in takers)
+    assert writes <= len(slots) / 10 + 8  # ≤ 0.1 per task, plus first guesses
+
+
 def test_a_sharded_bucket_spreads_over_items(local_aws: LocalEndpoint) -> None:
     flow.setup()
     bucket = _bucket("100000/s", "big")
-    assert len(bucket.shards) == 20
-    now = 4_000_000.0
+    assert len(bucket.tats) == 20
+    now = 6_000_000.0
     for i in range(200):
-        run(bucket.taking(1, now=now + i * 1e-4), flow.app.clients)
+        run(bucket.booking(now=now + i * 1e-4), flow.app.clients)
     client = flow.app.clients.sync("dynamodb")
     items = client.query(
         TableName=flow.app.table_name,
@@ -119,7 +147,7 @@ def test_a_sharded_bucket_spreads_over_items(local_aws: LocalEndpoint) -> None:
         ExpressionAttributeValues={":pk": {"S": bucket_pk(flow.app.name, "big")}},
     )["Items"]
     assert len({item["sk"]["S"] for item in items}) > 1
-    assert bucket.writes == 4  # 200 tokens in batches of 50
+    assert bucket.writes == 4  # 200 slots in batches of 50
 
 
 def test_overrides_are_read_with_the_revocation_query(local_aws: LocalEndpoint) -> None:

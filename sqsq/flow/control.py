@@ -15,9 +15,14 @@ wins over the declared one. Overrides are read from the revocation view's
 poller refreshes the view when it is stale, as the runner does before a task.
 
 Put back, not waited for: a limited message never holds a run slot another task
-could use. Its delay is its bucket's refill, spread over the messages this process
-put back already (one slot of the rate each), so put-back messages do not all
-return at the same moment.
+could use. It is put back for a slot of the bucket booked for it (``bucket.py``)
+and carries that slot in its envelope's headers, so it runs when it comes back —
+one put-back per message over the rate, and put-back messages return spread over
+the rate's slots, not all at once.
+
+A producer that can write to the queue can also write that header (as it can
+send any task): a rate limit is a courtesy to downstream services, not a security
+boundary; sign messages (``signing_key``) where producers are not trusted.
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: The envelope header of a message put back for a booked slot: ``<bucket>@<epoch s>``.
+SLOT_HEADER = "sqsq-rate-slot"
+#: A booked slot a message comes back to more than this late is not used, seconds.
+PREPAID_LATE_S = 10.0
+
 
 @dataclass(frozen=True)
 class Hold:
@@ -59,7 +69,8 @@ class FlowControl:
         self.app = app
         self.buckets: dict[str, TokenBucket] = {}
         self._queue_rates = {q: parse_rate(r) for q, r in app.settings.queue_rate_limits.items()}
-        self._returns: dict[str, float] = {}  # bucket -> epoch s of its last put-back slot
+        self._admitted: dict[str, list[float]] = {}  # queue -> the slots of its last admission
+        self._idle: set[str] = set()  # queues whose last receive was empty
 
     # --- the limits in force ------------------------------------------------------
 
@@ -98,13 +109,19 @@ class FlowControl:
         rate = self.queue_rate(queue)
         if rate is None:
             return want, 0.0
-        return (yield from self._bucket(f"queue#{queue}", rate).taking(want))
+        bucket = self._bucket(f"queue#{queue}", rate)
+        slots, wait_s = yield from bucket.admitting(want, idle=queue in self._idle)
+        self._admitted[queue] = slots
+        self._idle.discard(queue)  # until a receive brings nothing (:meth:`unadmit`)
+        return len(slots), wait_s
 
     def unadmit(self, queue: str, count: int) -> None:
-        """Tokens :meth:`admitting` granted that a receive did not use."""
-        bucket = self.buckets.get(f"queue#{queue}")
-        if bucket is not None:
-            bucket.put_back(count)
+        """Slots :meth:`admitting` granted that a receive did not use (its last ``count``)."""
+        bucket, slots = self.buckets.get(f"queue#{queue}"), self._admitted.pop(queue, [])
+        if count >= len(slots):
+            self._idle.add(queue)
+        if bucket is not None and count > 0:
+            bucket.put_back(slots[-count:])
 
     # --- the runner / the Lambda handler --------------------------------------------
 
@@ -125,19 +142,47 @@ class FlowControl:
             return name
         return f"{name}#{key}"
 
-    def gating(self, prepared: Prepared) -> Steps[Hold | None]:
-        """None: the task may run now (a token is spent); else a :class:`Hold`."""
+    def gating(self, prepared: Prepared, now: float | None = None) -> Steps[Hold | None]:
+        """None: the task may run now (its slot is due); else a :class:`Hold`.
+
+        A message put back for a booked slot carries it in the header
+        :data:`SLOT_HEADER` (``<bucket>@<epoch s>``): when it comes back it runs on
+        that slot — if the slot is due, and not more than :data:`PREPAID_LATE_S`
+        past (a later one books a new slot: an old slot spent late would bunch up
+        with the current ones).
+        """
         rate = self.task_rate(prepared.task)
         if rate is None:
             return None
+        now = time.time() if now is None else now
         name = self.bucket_name(prepared)
-        granted, wait_s = yield from self._bucket(name, rate).taking(1)
-        if granted:
+        bucket = self._bucket(name, rate)
+        booked = _booked(prepared.envelope.headers.get(SLOT_HEADER), name)
+        slot = booked if booked is not None and booked >= now - PREPAID_LATE_S else None
+        if slot is None:
+            slot, wait_s = yield from bucket.booking(now)
+            if slot is None:
+                why = f"rate limit {rate} of {name[5:]}: booked {wait_s:.0f}s ahead"
+                return Hold(wait_s, why)
+        if slot <= now + bucket.window_s:
             return None
-        now = time.time()
-        slot = max(now + wait_s, self._returns.get(name, 0.0) + 1.0 / rate.per_s)
-        self._returns[name] = slot
-        return Hold(slot - now, f"rate limit {rate} of {name.removeprefix('task#')}")
+        if booked != slot:
+            headers = {**prepared.envelope.headers, SLOT_HEADER: f"{name}@{slot:.6f}"}
+            prepared.envelope = prepared.envelope.model_copy(update={"headers": headers})
+        return Hold(
+            slot - now, f"rate limit {rate} of {name[5:]}: its slot is in {slot - now:.1f}s"
+        )
+
+
+def _booked(header: str | None, bucket: str) -> float | None:
+    """The slot a put-back message carries for ``bucket``, or None."""
+    name, _, slot = (header or "").rpartition("@")
+    if name != bucket:
+        return None
+    try:
+        return float(slot)
+    except ValueError:
+        return None
 
 
 def install(app: App) -> FlowControl:
