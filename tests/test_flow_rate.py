@@ -48,7 +48,7 @@ def _start(worker: Any, count: int) -> list[subprocess.Popen[str]]:
     processes = []
     for n in range(count):
         log = open(worker.tmp_path / f"worker-{n}.log", "w+", encoding="utf-8")  # noqa: SIM115
-        command = worker.command(APP, "--concurrency", "8", "--log-format", "json")
+        command = worker.command(APP, "-Q", "default", "--concurrency", "8", "--log-format", "json")
         process = subprocess.Popen(
             [*command, "--wait-time", "2"],
             cwd=worker.tmp_path,
@@ -169,4 +169,4 @@ def test_four_workers_hold_a_rate_limit_and_leave_the_unlimited_task_alone(worke
         f"limited task {bucket_writes:.3f}; SQS: "
         f"{ {k: v for k, v in requests.items() if k.startswith('sqs.')} }"
     )
-    assert bucket_writes <= 0.5
+    assert bucket_writes <= 0.25  # 0.1 per task in batches, plus wrong first guesses

@@ -64,7 +64,8 @@ TOLERANCE_BATCHES = 1.5
 BOOKING_HORIZON_S = 600.0
 #: A pooled slot this far in the past is dropped unused, seconds.
 POOL_LATE_S = 2.0
-#: A shard whose clock was ahead of now less than this long ago is taken as busy, seconds.
+#: A shard whose last write found it busy, with a clock ahead of now less than this
+#: long ago, is taken as busy (others keep it ahead), seconds.
 BUSY_GUESS_S = 5.0
 #: Conditional writes one take tries before it answers "wait".
 TAKE_TRIES = 3
@@ -105,9 +106,11 @@ class TokenBucket:
     dropped: int = 0  # slots that passed unused
     misses: int = 0  # takes in a row that found the bucket full
     tats: list[int] = field(default_factory=list)  # per shard: the last clock seen (µs)
+    busy: list[bool] = field(default_factory=list)  # per shard: the last write found it busy
 
     def __post_init__(self) -> None:
         self.tats = [0] * self.rate.shards
+        self.busy = [False] * self.rate.shards
 
     @property
     def shard_rate(self) -> float:
@@ -177,8 +180,8 @@ class TokenBucket:
         cost_us = math.ceil(batch * _US / rate)
         for _ in range(TAKE_TRIES):
             # other takers keep a contended clock ahead of now: guess busy while the
-            # last clock seen is recent (a wrong guess costs one failed write)
-            busy = self.tats[index] > now_us - int(BUSY_GUESS_S * _US)
+            # last clock seen was ahead, recently (a wrong guess costs a failed write)
+            busy = self.tats[index] > now_us - int(BUSY_GUESS_S * _US) * self.busy[index]
             request = self._request(key, now_us, cost_us, horizon_us, busy)
             try:
                 response = yield Call("dynamodb", "update_item", request)
@@ -203,6 +206,7 @@ class TokenBucket:
                 continue
             self.writes += 1
             self.misses = 0
+            self.busy[index] = busy
             tat_us = self.tats[index] = int(response["Attributes"]["tat_us"]["N"])
             first_us = tat_us - cost_us
             slots = [(first_us + i * _US / rate) / _US for i in range(batch)]
