@@ -610,3 +610,6 @@ def dlq_purge(app: str, queue: str, yes: bool) -> None:
     with aws_boundary(dlq_name):
         client.purge_queue(QueueUrl=url)
     click.echo(f"purged {dlq_name}")
+
+
+from . import limits as _limits  # noqa: E402, F401  (registers `sqsq limits`)
