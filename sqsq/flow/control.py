@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..calls import Steps
 from ..idempotency import render_key
 from .bucket import TokenBucket, bucket_pk
+from .concurrency import SlotLease, acquiring, slots_pk
 from .overrides import LIMIT_PREFIX, rates_of
 from .rates import Rate, parse_rate
 
@@ -58,6 +60,15 @@ class Hold:
     why: str
 
 
+@dataclass(frozen=True)
+class Entry:
+    """The answer of :meth:`FlowControl.entering`: ``hold`` (not now), or run —
+    holding ``slot`` (a concurrency slot to release when the body ends) if any."""
+
+    hold: Hold | None = None
+    slot: SlotLease | None = None
+
+
 class FlowControl:
     """An app's rate limits, for one process (its buckets' local tokens).
 
@@ -71,6 +82,7 @@ class FlowControl:
         self._queue_rates = {q: parse_rate(r) for q, r in app.settings.queue_rate_limits.items()}
         self._admitted: dict[str, list[float]] = {}  # queue -> the slots of its last admission
         self._idle: set[str] = set()  # queues whose last receive was empty
+        self._nonce = uuid.uuid4().hex[:8]  # tells this process's slot holders apart
 
     # --- the limits in force ------------------------------------------------------
 
@@ -125,22 +137,52 @@ class FlowControl:
 
     # --- the runner / the Lambda handler --------------------------------------------
 
-    def bucket_name(self, prepared: Prepared) -> str:
-        """The bucket of a task's message: ``task#<name>`` or ``task#<name>#<key>``."""
+    @staticmethod
+    def _key(prepared: Prepared, spec: Any, option: str) -> str | None:
+        """The rendered ``rate_key`` / ``concurrency_key`` of a message (None: no key,
+        or one that cannot be rendered: the task-wide limit applies)."""
+        if spec is None:
+            return None
         task = prepared.task
-        name = f"task#{task.name}"
-        if task.rate_key is None:
-            return name
         try:
             bound = task.signature.signature.bind(*prepared.args, **prepared.kwargs)
             bound.apply_defaults()
-            key = render_key(task.rate_key, dict(bound.arguments), prepared.args, prepared.kwargs)
-        except Exception as exc:  # a key that cannot be rendered: the task-wide bucket
+            return render_key(spec, dict(bound.arguments), prepared.args, prepared.kwargs)
+        except Exception as exc:
             logger.warning(
-                "%s: rate_key cannot be rendered (%s); the task's bucket is used", task.name, exc
+                "%s: %s cannot be rendered (%s); the task-wide limit applies",
+                task.name,
+                option,
+                exc,
             )
-            return name
-        return f"{name}#{key}"
+            return None
+
+    def bucket_name(self, prepared: Prepared) -> str:
+        """The bucket of a task's message: ``task#<name>`` or ``task#<name>#<key>``."""
+        name = f"task#{prepared.task.name}"
+        key = self._key(prepared, prepared.task.rate_key, "rate_key")
+        return name if key is None else f"{name}#{key}"
+
+    def entering(self, prepared: Prepared, lease_s: float) -> Steps[Entry]:
+        """What a message may do now, in the order rate limit → concurrency slot:
+        wait (``Entry.hold``), or run — holding ``Entry.slot`` when the task has a
+        concurrency limit (the caller releases it when the body ends)."""
+        hold = yield from self.gating(prepared)
+        if hold is not None:
+            return Entry(hold=hold)
+        task = prepared.task
+        if task.concurrency_limit is None:
+            return Entry()
+        key = self._key(prepared, task.concurrency_key, "concurrency_key")
+        pk = slots_pk(self.app.name, task.name, key)
+        holder = f"{prepared.envelope.task_id}#{self._nonce}"
+        taken = yield from acquiring(
+            self.app.table_name, pk, task.concurrency_limit, holder, lease_s, self.app.clients
+        )
+        if isinstance(taken, SlotLease):
+            return Entry(slot=taken)
+        limit = f"concurrency limit {task.concurrency_limit} of {pk.split('#', 2)[2]}"
+        return Entry(hold=Hold(taken, limit))
 
     def gating(self, prepared: Prepared, now: float | None = None) -> Steps[Hold | None]:
         """None: the task may run now (its slot is due); else a :class:`Hold`.

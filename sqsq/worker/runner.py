@@ -6,8 +6,10 @@
         redelivered and its outcome stored already (GetItem)? ─► that outcome, not run
         revoked (view ≤ revocation_interval_s old)? ─► REVOKED
         shutting down?                              ─► RELEASE
-        rate limit (App.flow_control): no token ─► DEFER (sent on for the refill;
-                               FIFO: waits for its token here)
+        limits (App.flow_control): rate limit, then concurrency slot; not now ─►
+                               DEFER (sent on until its slot; FIFO: waits here);
+                               a held concurrency slot is renewed while the body
+                               runs and freed when it ends (whatever the outcome)
         idempotency key: claim ─► COMPLETED elsewhere ─► SUCCESS (duplicate, not run)
                                                      (or its final FAILURE)
                                ─► held elsewhere       ─► DEFER
@@ -208,27 +210,40 @@ class Runner:
             return self.executor.revoked(prepared)
         if self.stopping.is_set():
             return Executor.release(prepared.delivery, task_id)
-        return (
-            await self._gate(prepared) or await self._claim(prepared) or await self._call(prepared)
-        )
+        gate = await self._gate(prepared)
+        if isinstance(gate, Outcome):
+            return gate
+        if gate is not None:  # a concurrency slot: renewed while the body runs, then freed
+            held: Outcome = await gate.aholding(self._claim_and_call(prepared))
+            return held
+        return await self._claim_and_call(prepared)
 
-    async def _gate(self, prepared: Prepared) -> Outcome | None:
-        """The task's rate limit (the App's flow control, asked only when the app has
-        a limit): None to run now, else the message is put back for when its bucket
-        refills (``Executor.defer``: on a standard queue sent on with DelaySeconds,
-        never an attempt, never a receive). On a FIFO queue, where putting it back
-        would spend one of its receives, it waits for its token here instead."""
+    async def _claim_and_call(self, prepared: Prepared) -> Outcome:
+        return await self._claim(prepared) or await self._call(prepared)
+
+    async def _gate(self, prepared: Prepared) -> Any:
+        """The task's limits (the App's flow control, asked only when the app has
+        one): rate limit, then concurrency slot. None to run now; a held slot (its
+        ``aholding`` frees it) to run now in it; else the outcome that puts the message
+        back for later (``Executor.defer``: on a standard queue sent on with
+        DelaySeconds, never an attempt, never a receive). On a FIFO queue, where
+        putting it back would spend one of its receives, it waits here instead."""
         flow = self.app.flow_control()
         if flow is None:
             return None
+        lease = self.leases.get(prepared.delivery)
+        lease_s = lease.lease_s if lease else self.visibility[prepared.delivery.queue]
         while True:
-            hold = await self._ask_dynamodb(
+            entry = await self._ask_dynamodb(
                 prepared,
-                lambda: arun(flow.gating(prepared), self.app.clients),
-                "its rate limit cannot be checked",
+                lambda: arun(flow.entering(prepared, lease_s), self.app.clients),
+                "its limits cannot be checked",
             )
-            if hold is None or isinstance(hold, Outcome):
-                return hold
+            if isinstance(entry, Outcome):
+                return entry
+            hold = entry.hold
+            if hold is None:
+                return entry.slot
             if not self.executor.on_fifo(prepared.delivery):
                 return self.executor.defer(prepared, hold.delay_s, hold.why)
             with contextlib.suppress(TimeoutError):

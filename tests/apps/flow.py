@@ -53,6 +53,23 @@ def exclusive(account: str, path: str, hold_s: float) -> str:
     return account
 
 
+#: The lease of ``solo``'s slot (its message's visibility timeout), seconds.
+SOLO_LEASE_S = 4
+
+
+@app.task(concurrency_limit=1, concurrency_key="{account}", visibility_timeout=SOLO_LEASE_S)
+def solo(account: str, path: str, hold_s: float) -> str:
+    """One at a time per account. Holds ``hold_s`` only on the first run of all
+    (``path`` did not exist), so a redelivered copy of a killed run is short."""
+    first = not os.path.exists(path)
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(f"start {time.time():.6f} {os.getpid()}\n")
+    time.sleep(hold_s if first else 0.1)
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(f"end {time.time():.6f} {os.getpid()}\n")
+    return account
+
+
 def setup() -> sqsq.App:
     """Create the app's queues and table; forget cached queue URLs."""
     from sqsq.resources import apply
