@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.limits import queue_left, result_items
 from sqsq.sqs import dead_letter_name
 from tests.apps import flow
 from tests.helpers import queue_counts
@@ -28,18 +29,6 @@ WINDOW_S = 10.0
 #: put-backs come back up to a second late (SQS's DelaySeconds are whole seconds),
 #: a shift of the start, not of the rate.
 WARM_UP_S = 3.0
-
-
-def _results(app: Any) -> list[dict[str, Any]]:
-    """Every result item of the table (a Scan: the test's own reading, not sqsq's)."""
-    client = app.clients.sync("dynamodb")
-    items, request = [], {"TableName": app.table_name}
-    while True:
-        page = client.scan(**request)
-        items += [i for i in page["Items"] if i["sk"]["S"] == "result"]
-        if "LastEvaluatedKey" not in page:
-            return items
-        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _start(worker: Any, count: int) -> list[subprocess.Popen[str]]:
@@ -71,17 +60,6 @@ def _stopped(process: subprocess.Popen[str]) -> str:
     text: str = log.read()
     log.close()
     return text
-
-
-def _left(sqs: Any, url: str) -> int:
-    """Messages still in the queue: visible, in flight or delayed (put back)."""
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
-    return sum(int(attributes[name]) for name in names)
 
 
 def _ts(item: dict[str, Any], name: str) -> float:
@@ -119,13 +97,13 @@ def test_four_workers_hold_a_rate_limit_and_leave_the_unlimited_task_alone(worke
     sqs = app.clients.sync("sqs")
     url = sqs.get_queue_url(QueueName=app.queue_name("default"))["QueueUrl"]
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and _left(sqs, url):  # the backlog drains at 20/s
+    while time.monotonic() < deadline and queue_left(sqs, url):  # the backlog drains at 20/s
         time.sleep(1.0)
     for process in workers:
         process.send_signal(signal.SIGTERM)
     summaries = [_summary(_stopped(process)) for process in workers]
-    print("workers:", [s["counters"] for s in summaries], "left:", _left(sqs, url))
-    items = _results(app)
+    print("workers:", [s["counters"] for s in summaries], "left:", queue_left(sqs, url))
+    items = result_items(app)
 
     by_task: dict[str, list[dict[str, Any]]] = {"limited": [], "unlimited": []}
     for item in items:
