@@ -3,6 +3,7 @@ and a SIGKILLed holder's slot is taken by another worker once its lease runs out
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -104,3 +105,53 @@ def test_a_killed_holders_slot_is_taken_within_one_lease(worker: Any, tmp_path: 
     assert min(starts[1:]) <= killed_at + flow.SOLO_LEASE_S + RECHECK_S + 2
     spans = _spans(path)
     assert _most_at_once(spans) == 1
+
+
+def test_lambda_puts_back_what_is_over_a_keyed_rate_and_runs_it_on_its_slot(
+    local_aws: LocalEndpoint,
+) -> None:
+    """The Lambda handler meets a task's limit at the same point as the worker: over
+    the rate, a record is sent on with its booked slot (not listed as a failure, not
+    an attempt); when it comes back, it runs on that slot without a new one."""
+    from sqsq.testing import LambdaContext, sqs_event
+    from tests.test_lambda import queue_arn, receive
+
+    app = flow.setup()
+    name = app.queue_name("default")
+    flow.per_customer.delay_many([("acme", i) for i in range(8)])  # 5/s: batches of 3
+    event = sqs_event(receive(name, 8), queue_arn(name))
+    response = app.lambda_handler(event, LambdaContext())
+    assert response == {"batchItemFailures": []}
+    ran = [i for i in _items(app) if i.get("state", {}).get("S") == "SUCCESS"]
+    # slots due within one batch window (0.6 s) run now: the first batch and the
+    # first slot of the next
+    assert 3 <= len(ran) <= 5
+    deadline = time.monotonic() + 10  # put back with DelaySeconds until their slots
+    while _delayed(app) < 8 - len(ran) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.5)  # DelaySeconds of up to 2 s (slots ≤ 1.2 s ahead, rounded up)
+    back = receive(name, 8 - len(ran))
+    slots = [json.loads(m["Body"])["headers"]["sqsq-rate-slot"] for m in back]
+    assert all(s.startswith("task#tests.apps.flow.per_customer#acme@") for s in slots)
+    time.sleep(max(0.0, max(float(s.rpartition("@")[2]) for s in slots) - time.time()))
+    response = app.lambda_handler(sqs_event(back, queue_arn(name)), LambdaContext())
+    assert response == {"batchItemFailures": []}
+    done = [i for i in _items(app) if i.get("state", {}).get("S") == "SUCCESS"]
+    assert len(done) == 8
+    assert {i["attempts"]["N"] for i in done} == {"1"}
+
+
+def _delayed(app: Any) -> int:
+    sqs = app.clients.sync("sqs")
+    url = sqs.get_queue_url(QueueName=app.queue_name("default"))["QueueUrl"]
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessagesDelayed", "ApproximateNumberOfMessages"],
+    )["Attributes"]
+    return sum(int(v) for v in attributes.values())
+
+
+def _items(app: Any) -> list[dict[str, Any]]:
+    from benchmarks.limits import result_items
+
+    return result_items(app)
