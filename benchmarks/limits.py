@@ -52,12 +52,12 @@ UNLIMITED_PER_S = 10.0
 app = sqsq.App("benchlim", visibility_timeout_s=30)
 
 
-@app.task(rate_limit=RATE)
+@app.task(name="bench.limited", rate_limit=RATE)  # named: this module also runs as __main__
 def limited(i: int) -> int:
     return i
 
 
-@app.task
+@app.task(name="bench.unlimited")
 def unlimited(i: int) -> int:
     return i
 

@@ -143,6 +143,21 @@ class Settings(BaseSettings):
     #: alone waits up to this long for others to join its batch, seconds. A lone
     #: sequential producer never waits.
     send_linger_s: Seconds = Field(default=0.002, le=1.0)
+    #: A ``sqsq worker`` writes its heartbeat item (``worker/heartbeat.py``: host,
+    #: pid, queues, busy slots, counts) every this many seconds, for ``sqsq status``;
+    #: a worker not heard from for 3 intervals is presumed gone. One DynamoDB write
+    #: per interval (2 a minute at 30 s); 0 writes none. The Lambda handler writes none.
+    heartbeat_interval_s: Seconds = 30.0
+
+    # --- eager mode (Celery's names; see ``sqsq.eager``) ----------------------------
+    #: ``delay()`` / ``apply_async()`` / ``delay_many()`` / ``send_task()`` of a
+    #: registered task run the task here, as ``apply()`` (retries in place, no AWS
+    #: request), and return the eager result. For tests; never in production.
+    task_always_eager: bool = False
+    #: An eager run that fails raises :class:`~sqsq.TaskFailed` at once (from
+    #: ``apply()`` and, with ``task_always_eager``, from ``delay()``) instead of
+    #: returning a FAILURE result.
+    task_eager_propagates: bool = False
     #: Rate limits of logical queues, shared by every worker of the app: the poller
     #: receives only what the queue's token bucket admits (``{"default": "100/s"}``;
     #: Celery's syntax, see ``Task``'s ``rate_limit``). From the environment:

@@ -612,4 +612,14 @@ def dlq_purge(app: str, queue: str, yes: bool) -> None:
     click.echo(f"purged {dlq_name}")
 
 
+# --- status, revoke, purge (cli/status.py) ----------------------------------------------
+
+from .status import purge, revoke, status  # noqa: E402  (after cli's own commands)
+
+cli.add_command(status)
+cli.add_command(revoke)
+cli.add_command(purge)
+
+# --- limits (cli/limits.py) -------------------------------------------------------------
+
 from . import limits as _limits  # noqa: E402, F401  (registers `sqsq limits`)
