@@ -5,7 +5,7 @@
     python -m sqsq.local            (own process)
          ▲          ▲
          │          └── N × python -m sqsq worker benchmarks.limits:app --log-format json
-    this process: feeds ``limited`` (rate_limit = --rate) at 1.2 × its rate and
+    this process: sends ``limited`` (rate_limit = --rate) a 3 s backlog, then feeds it at 1.3 × its rate and
                   ``unlimited`` beside it on the same queue, for --seconds
 
 Reported: the limited task's starts per 10 s window (sliding by 1 s, from
@@ -46,6 +46,8 @@ WINDOW_S = 10.0
 #: Seconds after the first limited start before the windows begin (put-backs of the
 #: first slots come back up to a second late: whole-second DelaySeconds).
 WARM_UP_S = 3.0
+#: Seconds of the limited task's rate sent before the feed starts (its backlog).
+BACKLOG_S = 3
 #: The unlimited task's feed, tasks per second.
 UNLIMITED_PER_S = 10.0
 
@@ -87,9 +89,14 @@ def result_items(app: sqsq.App) -> list[dict[str, Any]]:
 
 
 def _feed(seconds: float) -> tuple[Counter[str], float]:
-    """Send ``limited`` at 1.2 × RATE and ``unlimited`` at UNLIMITED_PER_S, in ticks."""
-    tick_s, sent, i = 0.25, Counter[str](), 0
-    per_tick = max(1, round(RATE * 1.2 * tick_s)), max(1, round(UNLIMITED_PER_S * tick_s))
+    """Send a backlog of ``limited``, then ``limited`` at 1.3 × RATE and ``unlimited``
+    at UNLIMITED_PER_S, in ticks (on a loaded machine the feed may fall behind:
+    ``feed_per_s`` reports what it reached)."""
+    tick_s, sent, i = 0.25, Counter[str](), BACKLOG_S * int(RATE)
+    per_tick = max(1, round(RATE * 1.3 * tick_s)), max(1, round(UNLIMITED_PER_S * tick_s))
+    for first in range(0, i, 10):  # a backlog from the start: the limit, not the feed, binds
+        limited.delay_many([(n,) for n in range(first, min(first + 10, i))])
+    sent["limited"] = i
     start = time.time()
     while time.time() - start < seconds:
         began = time.monotonic()
@@ -125,6 +132,7 @@ def run(workers: int, seconds: float) -> dict[str, Any]:
             processes.append((process, log))
         for process, log in processes:
             worker_consuming(process, log, 60)
+        feed_start = time.time()
         sent, feed_end = _feed(seconds)
         sqs = app.clients.sync("sqs")
         queue_url = sqs.get_queue_url(QueueName=app.queue_name("default"))["QueueUrl"]
@@ -160,6 +168,7 @@ def run(workers: int, seconds: float) -> dict[str, Any]:
         "workers": workers,
         "rate_per_s": RATE,
         "sent": dict(sent),
+        "limited_feed_per_s": round(sent["limited"] / (feed_end - feed_start), 1),
         "succeeded": sum(i["state"]["S"] == "SUCCESS" for i in items),
         "states": dict(Counter(i["state"]["S"] for i in items)),
         "windows": [round(w, 3) for w in windows],

@@ -7,6 +7,8 @@ exactly, with no timed assertion."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -18,6 +20,7 @@ from sqsq.flow.overrides import clearing, listing, rates_of, setting
 from sqsq.flow.rates import MAX_BATCH, parse_rate
 from sqsq.local import LocalEndpoint
 from tests.apps import flow
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize(
@@ -186,3 +189,16 @@ def test_an_app_without_limits_installs_nothing(local_aws: LocalEndpoint) -> Non
 
     assert app.flow_control() is None
     assert app.flow is None
+
+
+def test_an_app_without_limits_does_not_import_the_flow_package() -> None:
+    code = (
+        "import sys, sqsq\n"
+        "app = sqsq.App('flownone')\n"
+        "app.task(lambda: None)\n"
+        "assert app.flow_control() is None\n"
+        "print(sorted(m for m in sys.modules if m.startswith('sqsq.flow')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
