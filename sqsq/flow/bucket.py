@@ -29,7 +29,10 @@ Two horizons:
 A worker keeps the slots of one write in a local pool and hands them out in order;
 a slot more than :data:`POOL_LATE_S` in the past is dropped unused (a slot is never
 spent long after its time, which keeps the rate over any window within about one
-batch of the configured rate).
+batch of the configured rate). A worker whose share of the work is too small to use
+a whole batch in time (it dropped slots) halves its batch, and grows it back by one
+slot per write: many workers sharing a modest rate waste few slots, at the cost of
+more writes per task.
 
 Items (the app's table; :mod:`sqsq.dynamodb` lists every kind)::
 
@@ -105,10 +108,12 @@ class TokenBucket:
     conflicts: int = 0  # of those, writes whose condition failed
     dropped: int = 0  # slots that passed unused
     misses: int = 0  # takes in a row that found the bucket full
+    batch: int = 0  # slots per write now: the rate's batch, halved after slots passed unused
     tats: list[int] = field(default_factory=list)  # per shard: the last clock seen (µs)
     busy: list[bool] = field(default_factory=list)  # per shard: the last write found it busy
 
     def __post_init__(self) -> None:
+        self.batch = self.rate.batch
         self.tats = [0] * self.rate.shards
         self.busy = [False] * self.rate.shards
 
@@ -128,9 +133,13 @@ class TokenBucket:
         return TOLERANCE_BATCHES * self.window_s
 
     def _prune(self, now: float) -> None:
+        dropped = 0
         while self.pool and self.pool[0] < now - POOL_LATE_S:
             self.pool.popleft()
-            self.dropped += 1
+            dropped += 1
+        if dropped:  # this process's share is below a batch per POOL_LATE_S: take fewer
+            self.dropped += dropped
+            self.batch = max(1, self.batch // 2)
 
     def put_back(self, slots: list[float]) -> None:
         """Slots handed out but not used (a receive brought fewer messages)."""
@@ -175,7 +184,7 @@ class TokenBucket:
             return self.retry_at - now
         index = random.randrange(len(self.tats))
         key = {"pk": {"S": self.pk}, "sk": {"S": f"shard#{index}"}}
-        batch, rate = batch or self.rate.batch, self.shard_rate
+        batch, rate = batch or self.batch, self.shard_rate
         now_us, horizon_us = int(now * _US), int(horizon_s * _US)
         cost_us = math.ceil(batch * _US / rate)
         for _ in range(TAKE_TRIES):
@@ -207,6 +216,7 @@ class TokenBucket:
             self.writes += 1
             self.misses = 0
             self.busy[index] = busy
+            self.batch = min(self.rate.batch, self.batch + 1)  # back up, one slot a write
             tat_us = self.tats[index] = int(response["Attributes"]["tat_us"]["N"])
             first_us = tat_us - cost_us
             slots = [(first_us + i * _US / rate) / _US for i in range(batch)]
