@@ -58,8 +58,27 @@ def test_batch_and_shards_follow_the_rate() -> None:
     assert parse_rate("100000/s").shards == 20  # 2,000 writes/s over items of 100
 
 
-def _bucket(rate: str, name: str = "t") -> TokenBucket:
-    return TokenBucket(flow.app.table_name, bucket_pk(flow.app.name, name), parse_rate(rate))
+def _bucket(rate: str, name: str = "t", warm: bool = True) -> TokenBucket:
+    """A bucket as one process sees it; ``warm``: past its slow start (full batches)."""
+    bucket = TokenBucket(flow.app.table_name, bucket_pk(flow.app.name, name), parse_rate(rate))
+    if warm:
+        bucket.batch = bucket.rate.batch
+    return bucket
+
+
+def test_a_process_starts_with_small_batches_and_halves_them_when_slots_pass_unused(
+    local_aws: LocalEndpoint,
+) -> None:
+    flow.setup()
+    bucket = _bucket("20/s", warm=False)
+    now = 1_500_000.0
+    for _ in range(1 + 2 + 3):
+        run(bucket.booking(now=now), flow.app.clients)
+    assert bucket.writes == 3 and bucket.batch == 4  # one more slot a write
+    run(bucket.booking(now=now), flow.app.clients)  # 4 slots: 3 left in the pool
+    run(bucket.booking(now=now + 10), flow.app.clients)  # they passed unused
+    assert bucket.dropped == 3
+    assert bucket.batch == 3  # halved (5 // 2), then one more for the write it made
 
 
 def test_slots_are_booked_in_batches(local_aws: LocalEndpoint) -> None:

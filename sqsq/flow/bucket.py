@@ -29,10 +29,11 @@ Two horizons:
 A worker keeps the slots of one write in a local pool and hands them out in order;
 a slot more than :data:`POOL_LATE_S` in the past is dropped unused (a slot is never
 spent long after its time, which keeps the rate over any window within about one
-batch of the configured rate). A worker whose share of the work is too small to use
-a whole batch in time (it dropped slots) halves its batch, and grows it back by one
-slot per write: many workers sharing a modest rate waste few slots, at the cost of
-more writes per task.
+batch of the configured rate). A worker starts with one slot per write and grows
+its batch by one slot a write up to the rate's batch; one whose share of the work
+is too small to use a whole batch in time (it dropped slots) halves it: many
+workers sharing a modest rate waste few slots, at the cost of more writes per task
+while they start.
 
 Items (the app's table; :mod:`sqsq.dynamodb` lists every kind)::
 
@@ -108,12 +109,12 @@ class TokenBucket:
     conflicts: int = 0  # of those, writes whose condition failed
     dropped: int = 0  # slots that passed unused
     misses: int = 0  # takes in a row that found the bucket full
-    batch: int = 0  # slots per write now: the rate's batch, halved after slots passed unused
+    batch: int = 0  # slots per write now: 1 at first, up to the rate's batch (see above)
     tats: list[int] = field(default_factory=list)  # per shard: the last clock seen (µs)
     busy: list[bool] = field(default_factory=list)  # per shard: the last write found it busy
 
     def __post_init__(self) -> None:
-        self.batch = self.rate.batch
+        self.batch = 1  # a slow start: grown by a slot a write up to the rate's batch
         self.tats = [0] * self.rate.shards
         self.busy = [False] * self.rate.shards
 

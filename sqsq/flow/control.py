@@ -211,9 +211,10 @@ class FlowControl:
         if booked != slot:
             headers = {**prepared.envelope.headers, SLOT_HEADER: f"{name}@{slot:.6f}"}
             prepared.envelope = prepared.envelope.model_copy(update={"headers": headers})
-        return Hold(
-            slot - now, f"rate limit {rate} of {name[5:]}: its slot is in {slot - now:.1f}s"
-        )
+        # SQS rounds a delay up to whole seconds: aim half a window early, so that the
+        # message comes back within the early allowance rather than late
+        delay_s = slot - now - min(0.5, bucket.window_s / 2)
+        return Hold(delay_s, f"rate limit {rate} of {name[5:]}: its slot is in {slot - now:.1f}s")
 
 
 def _booked(header: str | None, bucket: str) -> float | None:
