@@ -12,7 +12,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import limits
-from .settings import ENV_PREFIX, check_queue_name, seconds
+from .settings import ENV_PREFIX, check_queue_name, check_weight, seconds
 
 
 def _key_list(value: Any) -> Any:
@@ -143,8 +143,21 @@ class Settings(BaseSettings):
     #: alone waits up to this long for others to join its batch, seconds. A lone
     #: sequential producer never waits.
     send_linger_s: Seconds = Field(default=0.002, le=1.0)
+    #: Weighted polling of ``sqsq worker``: logical queue → weight (a whole number
+    #: ≥ 1; a queue left out weighs 1), as ``-Q high:5,default:1``; from the
+    #: environment a JSON object. Empty (default): no priorities. See the Flow
+    #: control guide, "Priorities".
+    queue_weights: dict[str, int] = Field(default_factory=dict)
+    #: ``"weighted"`` (default: shares by ``queue_weights``) or ``"strict"`` (a queue
+    #: is received from only while every higher one is empty; a lower one can starve).
+    queue_priority: Literal["weighted", "strict"] = "weighted"
 
     @field_validator("default_queue")
     @classmethod
     def _logical_queue(cls, value: str) -> str:
         return check_queue_name(value)
+
+    @field_validator("queue_weights")
+    @classmethod
+    def _queue_weights(cls, value: dict[str, int]) -> dict[str, int]:
+        return {check_queue_name(q): check_weight(q, w) for q, w in value.items()}

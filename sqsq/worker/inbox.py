@@ -16,7 +16,8 @@ so a busy worker receives 10 messages per ReceiveMessage. The settler's backlog 
 bounded too (:data:`MAX_SETTLE_BACKLOG`): while outcomes cannot be stored, the
 worker stops receiving instead of running what it cannot settle; and while
 idempotency claims fail (DynamoDB unreachable, ``paused_s``), it stops receiving
-instead of receiving and deferring.
+instead of receiving and deferring. With queue priorities (``priorities.py``),
+the room goes to the receiver whose turn it is, by weight or in strict order.
 
 Pure bookkeeping on one event loop; nothing here talks to AWS.
 """
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from .. import limits
 from ..delivery import Delivery
 from ..outcome import Outcome, Prepared
+from .priorities import Priorities
 
 #: Messages with an outcome not yet settled, beyond which receivers wait.
 MAX_SETTLE_BACKLOG = 4 * limits.DYNAMODB_MAX_BATCH_WRITE_ITEMS
@@ -56,6 +58,8 @@ class Inbox:
         concurrency: run slots (work items running at once).
         prefetch: messages held ready beyond the running ones.
         settle_backlog: how many outcomes wait to be settled (a callable).
+        paused_s: how long receiving is paused now, seconds (a callable).
+        priorities: which queue's receiver gets the room (None: the first to wake).
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class Inbox:
         prefetch: int,
         settle_backlog: Callable[[], int] = lambda: 0,
         paused_s: Callable[[], float] = lambda: 0.0,
+        priorities: Priorities | None = None,
     ) -> None:
         self.concurrency = concurrency
         self.capacity = concurrency + prefetch
@@ -79,6 +84,9 @@ class Inbox:
         self._settle_backlog = settle_backlog
         self._paused_s = paused_s
         self._changed = asyncio.Event()
+        self.priorities = priorities
+        self._waiting: set[str] = set()  # queues whose receiver waits in reserve()
+        self._empty: dict[str, bool] = {}  # queue -> its last receive came back empty
 
     # --- receiving -------------------------------------------------------------
 
@@ -96,26 +104,43 @@ class Inbox:
             return room  # a run slot would idle: take what fits
         return 0
 
-    async def reserve(self) -> int:
-        """Wait until a receive is worth making; returns how many messages to ask
-        for (reserved until :meth:`received`), or 0 once closed."""
-        while not self.closed:
-            pause = self._paused_s()
-            if pause > 0:  # DynamoDB unreachable: do not receive what cannot be claimed
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wait(), timeout=pause)
-                continue
-            want = self._wanted()
-            if want:
-                self.reserved += want
-                return want
-            await self.wait()
-        return 0
+    async def reserve(self, queue: str = "") -> int:
+        """Wait until a receive from ``queue`` is worth making (and, with priorities,
+        is its turn); returns how many messages to ask for (reserved until
+        :meth:`received`), or 0 once closed."""
+        self._waiting.add(queue)
+        try:
+            while not self.closed:
+                pause = self._paused_s()
+                if pause > 0:  # DynamoDB unreachable: do not receive what cannot be claimed
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wait(), timeout=pause)
+                    continue
+                want = self._wanted()
+                if want and self._turn(queue):
+                    self.reserved += want
+                    return want
+                await self.wait()
+            return 0
+        finally:
+            self._waiting.discard(queue)
 
-    def received(self, reserved: int, messages: int) -> None:
-        """A receive that reserved ``reserved`` came back with ``messages``."""
+    def _turn(self, queue: str) -> bool:
+        if self.priorities is None:
+            return True
+        if self.priorities.pick(self._waiting, self._empty) != queue:
+            return False
+        self.priorities.granted(queue, self._waiting)
+        self.changed()  # the next turn may be another waiting receiver's
+        return True
+
+    def received(self, reserved: int, messages: int, queue: str | None = None) -> None:
+        """A receive that reserved ``reserved`` came back with ``messages`` (from
+        ``queue``: whether it came back empty steers strict priorities)."""
         self.reserved -= reserved
         self.held += messages
+        if queue is not None:
+            self._empty[queue] = messages == 0
         self.changed()
 
     def put(self, item: WorkItem) -> None:
@@ -130,9 +155,21 @@ class Inbox:
         while not self.closed:
             if self.ready and self.running < self.concurrency:
                 self.running += 1
-                return self.ready.popleft()
+                return self._take()
             await self.wait()
         return None
+
+    def _take(self) -> WorkItem:
+        """The next ready work item: the oldest, or with strict priorities the
+        oldest of the highest queue."""
+        if self.priorities is None or self.priorities.mode != "strict":
+            return self.ready.popleft()
+        rank = self.priorities.rank
+        ready = self.ready
+        best = min(range(len(ready)), key=lambda i: rank[ready[i].items[0].delivery.queue])
+        work = ready[best]
+        del ready[best]
+        return work
 
     def done(self, messages: int = 1) -> None:
         """``messages`` held messages have their outcome (run, or released)."""
