@@ -104,3 +104,10 @@ def test_a_fair_key_that_cannot_be_rendered_names_the_option(prio_app: sqsq.App)
             bad.delay("acme")
     finally:
         del prio_app.tasks["prio.bad_fair_key"]
+
+
+def test_canvas_sends_carry_the_fair_key(prio_app: sqsq.App, sent: list[dict[str, Any]]) -> None:
+    result = sqsq.group(prio.tenant_job.s("acme", 1), prio.tenant_job.s("globex", 2)).apply_async()
+
+    assert result.id
+    assert sorted(str(e.get("MessageGroupId")) for e in sent) == ["acme", "globex"]
