@@ -492,7 +492,7 @@ class Worker:
             except Exception as exc:
                 inbox.expecting -= backlogged
                 backlogged = False
-                inbox.received(want, 0)
+                inbox.received(want, 0, queue)  # as if empty: priorities do not wait for it
                 errors += 1
                 delay = _backoff_s(errors)
                 logger.warning(

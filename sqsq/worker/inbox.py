@@ -86,7 +86,7 @@ class Inbox:
         self._changed = asyncio.Event()
         self.priorities = priorities
         self._waiting: set[str] = set()  # queues whose receiver waits in reserve()
-        self._empty: dict[str, bool] = {}  # queue -> its last receive came back empty
+        self._receiving: set[str] = set()  # queues with a receive granted and open
 
     # --- receiving -------------------------------------------------------------
 
@@ -117,7 +117,7 @@ class Inbox:
                         await asyncio.wait_for(self.wait(), timeout=pause)
                     continue
                 want = self._wanted()
-                if want and self._turn(queue):
+                if want and self._turn(queue, want):
                     self.reserved += want
                     return want
                 await self.wait()
@@ -125,22 +125,24 @@ class Inbox:
         finally:
             self._waiting.discard(queue)
 
-    def _turn(self, queue: str) -> bool:
+    def _turn(self, queue: str, want: int) -> bool:
         if self.priorities is None:
             return True
-        if self.priorities.pick(self._waiting, self._empty) != queue:
+        if self.priorities.pick(self._waiting, self._receiving) != queue:
             return False
-        self.priorities.granted(queue, self._waiting)
+        self.priorities.granted(queue, want, self._waiting, self._receiving)
+        self._receiving.add(queue)
         self.changed()  # the next turn may be another waiting receiver's
         return True
 
     def received(self, reserved: int, messages: int, queue: str | None = None) -> None:
         """A receive that reserved ``reserved`` came back with ``messages`` (from
-        ``queue``: whether it came back empty steers strict priorities)."""
+        ``queue``: whether it came back full steers the priorities)."""
         self.reserved -= reserved
         self.held += messages
-        if queue is not None:
-            self._empty[queue] = messages == 0
+        if queue is not None and self.priorities is not None:
+            self.priorities.received(queue, messages == reserved)
+            self._receiving.discard(queue)
         self.changed()
 
     def put(self, item: WorkItem) -> None:

@@ -10,16 +10,18 @@ Every queue has its own receive loop (``engine.py``), and each waits in
 loop to wake takes the room. With them, the room goes to one of the *waiting* loops:
 
 - **weighted** — smooth weighted round robin (nginx's): each grant adds every
-  waiting queue's weight to its credit and takes the sum from the chosen one, the
-  queue with the most credit. With weights 5:1 and both queues backlogged, 5 of
-  every 6 receives (so of the messages run) are the high queue's, spread out
-  (``H H H L H H``), and the low queue gets one in every 6: it never starves. A
-  queue whose receive is open (an empty queue long-polling) is not waiting, so
-  the others share its part: no room idles behind an empty queue.
-- **strict** — a queue is received from only while every higher queue's last
-  receive came back empty (unknown at start counts as not empty), and the
-  dispatcher starts the highest queue's ready work first. A lower queue can
-  starve, by design.
+  contending queue's weight to its credit and takes the sum from the chosen one,
+  the queue with the most credit, each times the messages granted. With weights
+  5:1 and both queues backlogged, 5 of every 6 messages received (so run) are the
+  high queue's, spread out, and the low queue gets its sixth: it never starves. The
+  contenders are the waiting receivers and a backlogged queue whose receive is
+  open (it is back in a moment); a queue that is drained (its long poll open) or
+  failing does not contend, so no room idles behind it.
+- **strict** — a queue is received from only while every higher queue is not
+  backlogged (its last receive brought fewer messages than asked: drained at that
+  moment; before the first receive it counts as backlogged), and the dispatcher
+  starts the highest queue's ready work first. While no queue is backlogged, the
+  waiting receivers take turns. A lower queue can starve, by design.
 
 Higher means a larger weight; equal weights keep the order listed. Pure
 bookkeeping, no I/O.
@@ -63,6 +65,10 @@ def parse_queues(text: str) -> tuple[list[str], dict[str, int]]:
 class Priorities:
     """Who gets the next receive (see the module docstring).
 
+    A queue is *backlogged* while its last receive brought as many messages as it
+    asked for (and before its first receive): more are probably waiting. One whose
+    last receive brought fewer, none, or failed is not.
+
     Args:
         queues: the worker's logical queues, in the order listed.
         weights: queue → weight ≥ 1 (missing: 1).
@@ -83,31 +89,49 @@ class Priorities:
         #: Highest first: larger weight, then the order listed.
         self.order = sorted(listed, key=lambda q: -self.weights[q])
         self.rank = {q: i for i, q in enumerate(self.order)}
+        self.backlogged = dict.fromkeys(listed, True)
         self._credit = dict.fromkeys(listed, 0)
+        self._turns = 0
 
-    def pick(self, waiting: Collection[str], empty: Mapping[str, bool]) -> str | None:
-        """The waiting queue whose turn it is, or None (strict: a higher queue that
-        may have messages is not waiting). ``empty``: queue → its last receive came
-        back empty."""
+    def received(self, queue: str, full: bool) -> None:
+        """``queue``'s receive came back: ``full`` (as many as asked) or not."""
+        self.backlogged[queue] = full
+
+    def pick(self, waiting: Collection[str], receiving: Collection[str]) -> str | None:
+        """The waiting queue whose turn it is, or None (the turn is a backlogged
+        queue's whose receive is open: it is back in a moment). ``waiting``: queues
+        whose receiver waits for room; ``receiving``: queues with a receive open."""
         if self.mode == "strict":
             for queue in self.order:
-                if queue in waiting:
-                    return queue
-                if not empty.get(queue, False):
-                    return None
+                if self.backlogged[queue]:
+                    return queue if queue in waiting else None
+            # none backlogged: the waiting ones take turns, least recent first
+            idle = [q for q in self.order if q in waiting]
+            return min(idle, key=lambda q: self._credit[q]) if idle else None
+        contenders = self._contenders(waiting, receiving)
+        if not contenders:
             return None
-        candidates = [q for q in self.order if q in waiting]
-        if not candidates:
-            return None
-        return max(candidates, key=lambda q: self._credit[q] + self.weights[q])
+        turn = max(contenders, key=lambda q: self._credit[q] + self.weights[q])
+        return turn if turn in waiting else None
 
-    def granted(self, queue: str, waiting: Collection[str]) -> None:
-        """``queue`` got a receive while ``waiting`` (which includes it) waited."""
-        if self.mode == "strict":
+    def granted(
+        self, queue: str, messages: int, waiting: Collection[str], receiving: Collection[str]
+    ) -> None:
+        """``queue`` got the receive that :meth:`pick` chose, for up to ``messages``
+        (credit is per message: a receive of 1 counts a tenth of one of 10)."""
+        if self.mode == "strict":  # credit: when it last got a turn
+            self._turns += 1
+            self._credit[queue] = self._turns
             return
-        for q in waiting:
-            self._credit[q] += self.weights[q]
-        self._credit[queue] -= sum(self.weights[q] for q in waiting)
+        contenders = self._contenders(waiting, receiving)
+        for q in contenders:
+            self._credit[q] += self.weights[q] * messages
+        self._credit[queue] -= sum(self.weights[q] for q in contenders) * messages
+
+    def _contenders(self, waiting: Collection[str], receiving: Collection[str]) -> list[str]:
+        """Weighted: the queues in the draw, highest first — every waiting one, and
+        a backlogged one whose receive is open."""
+        return [q for q in self.order if q in waiting or (q in receiving and self.backlogged[q])]
 
     def describe(self) -> str:
         """For the worker's start line: ``"weighted high:5, default:1"``."""
