@@ -70,6 +70,19 @@ def check_weight(queue: str, weight: object) -> int:
     return value
 
 
+def check_maximum_concurrency(value: int) -> int:
+    """An SQS event source's ``ScalingConfig.MaximumConcurrency``. Raises ValueError
+    outside ``limits.LAMBDA_MIN/MAX_SQS_MAXIMUM_CONCURRENCY`` (2-1000)."""
+    low, high = limits.LAMBDA_MIN_SQS_MAXIMUM_CONCURRENCY, limits.LAMBDA_MAX_SQS_MAXIMUM_CONCURRENCY
+    if not low <= value <= high:
+        raise ValueError(
+            f"ScalingConfig.MaximumConcurrency {value} is outside {low}-{high} "
+            '(LAMBDA_MIN/MAX_SQS_MAXIMUM_CONCURRENCY, "Configuring maximum concurrency for '
+            'Amazon SQS event sources")'
+        )
+    return value
+
+
 def __getattr__(name: str) -> Any:
     if name == "Settings":  # the pydantic-settings model: built on first use
         from .settings_model import Settings
