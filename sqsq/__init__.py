@@ -58,7 +58,8 @@ from .task import Task
 
 if TYPE_CHECKING:
     from .envelope_model import Envelope
-    from .schedules.expressions import crontab, every
+    from .schedules.crontab import crontab
+    from .schedules.expressions import every
     from .worker import Worker
     from .workflows import chain, chord, group, signature
 
@@ -135,10 +136,14 @@ def __getattr__(name: str) -> Any:
         from .worker import Worker
 
         return Worker
-    if name in ("crontab", "every"):
-        from .schedules import expressions
+    if name == "crontab":
+        from .schedules.crontab import crontab
 
-        return getattr(expressions, name)
+        return crontab
+    if name == "every":
+        from .schedules.expressions import every
+
+        return every
     if name == "Envelope":  # a pydantic model: built on first use
         from .envelope_model import Envelope
 

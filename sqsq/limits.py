@@ -124,3 +124,10 @@ STEPFUNCTIONS_MAX_ERROR_CHARS = 256
 #: Longest ``cause`` of SendTaskFailure, characters.
 #: "SendTaskFailure" (AWS Step Functions API reference) — cause, 0-32768.
 STEPFUNCTIONS_MAX_CAUSE_CHARS = 32_768
+
+#: Most metric queries in one GetMetricData call.
+#: "GetMetricData" (Amazon CloudWatch API reference) — MetricDataQueries, at most 500.
+CLOUDWATCH_MAX_METRIC_DATA_QUERIES = 500
+#: CloudWatch's period of the SQS metrics, seconds ("Available CloudWatch metrics for
+#: Amazon SQS": SQS sends them to CloudWatch every minute).
+SQS_METRICS_PERIOD_S = 60

@@ -149,6 +149,11 @@ class Settings(BaseSettings):
     #: alone waits up to this long for others to join its batch, seconds. A lone
     #: sequential producer never waits.
     send_linger_s: Seconds = Field(default=0.002, le=1.0)
+    #: A ``sqsq worker`` writes its heartbeat item (``worker/heartbeat.py``: host,
+    #: pid, queues, busy slots, counts) every this many seconds, for ``sqsq status``;
+    #: a worker not heard from for 3 intervals is presumed gone. One DynamoDB write
+    #: per interval (2 a minute at 30 s); 0 writes none. The Lambda handler writes none.
+    heartbeat_interval_s: Seconds = 30.0
     #: Weighted polling of ``sqsq worker``: logical queue → weight (a whole number
     #: ≥ 1; a queue left out weighs 1), as ``-Q high:5,default:1``; from the
     #: environment a JSON object. Empty (default): no priorities. See the Flow

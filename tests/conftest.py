@@ -68,6 +68,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append(("hypothesis seed", f"{seed}: replay with --hypothesis-seed={seed}"))
 
 
+#: The fixture through which a test reaches the AWS endpoint (directly or through
+#: ``local_aws``, ``worker``, ``quickstart`` …).
+ENDPOINT_FIXTURE = "sqsq_endpoint"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an external endpoint (the conformance pass, ``.ci/conformance``) run only the
+    tests that reach it: a test whose fixtures never start ``sqsq_endpoint`` talks to
+    no AWS endpoint (or starts its own moto server), so it ran already, identically, in
+    the moto pass. ``SQSQ_TEST_ALL=1`` runs everything anyway."""
+    from sqsq.testing import external_endpoints
+
+    if external_endpoints() is None or os.environ.get("SQSQ_TEST_ALL") == "1":
+        return
+    kept = [item for item in items if ENDPOINT_FIXTURE in getattr(item, "fixturenames", ())]
+    dropped = [item for item in items if item not in kept]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """Each xdist worker starts its own embedded moto endpoint. An external endpoint

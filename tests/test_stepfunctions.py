@@ -156,6 +156,23 @@ def finished(states: Any, execution: str, timeout_s: float = 60) -> dict[str, An
     return result
 
 
+def consuming(process: Any, timeout_s: float = 60) -> None:
+    """Wait until the worker logs that it consumes its queues (its stderr is read up
+    to that line; the rest stays for :func:`stop`)."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in process.stderr:
+            lines.append(line)
+            if " consuming " in line:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    assert lines and " consuming " in lines[-1], f"the worker did not start: {''.join(lines)}"
+
+
 def stop(process: Any) -> str:
     """SIGTERM the worker; its stderr (the summary line is in it)."""
     process.send_signal(signal.SIGTERM)
@@ -242,9 +259,12 @@ def test_heartbeats_keep_a_long_task_alive(orders: sqsq.App, states: Any, worker
     machine = states.create_state_machine(
         name=f"pack-{uuid.uuid4().hex[:8]}", definition=json.dumps(document), roleArn=ROLE
     )["stateMachineArn"]
-    execution = start(states, machine, {"sku": "sku-4"})
-    wait_for(lambda: counts(url)[0] == 1, what="the message")
+    # Step Functions counts HeartbeatSeconds from the state's start: the worker must
+    # be consuming before the message is sent (a start slower than 3 s on a loaded
+    # machine would time the execution out before its first receive).
     process = worker.start(APP)
+    consuming(process)
+    execution = start(states, machine, {"sku": "sku-4"})
     described = finished(states, execution, timeout_s=90)
     stderr = stop(process)
     assert described["status"] == "SUCCEEDED", (described, stderr[-2000:])

@@ -626,3 +626,12 @@ def dlq_purge(app: str, queue: str, yes: bool) -> None:
     with aws_boundary(dlq_name):
         client.purge_queue(QueueUrl=url)
     click.echo(f"purged {dlq_name}")
+
+
+# --- status, revoke, purge (cli/status.py) ----------------------------------------------
+
+from .status import purge, revoke, status  # noqa: E402  (after cli's own commands)
+
+cli.add_command(status)
+cli.add_command(revoke)
+cli.add_command(purge)

@@ -369,43 +369,7 @@ def _to_croniter(fields: list[str]) -> str:
     return f"{minutes} {hours} {dom} {month} {dow} 0 {year}"
 
 
-# --- helpers that build expressions (Celery's crontab, and every()) ----------------------
-
-
-def crontab(
-    minute: str | int = "*",
-    hour: str | int = "*",
-    day_of_week: str | int = "*",
-    day_of_month: str | int = "*",
-    month_of_year: str | int = "*",
-    year: str | int = "*",
-) -> str:
-    """An EventBridge ``cron()`` expression from Celery's ``crontab()`` arguments.
-
-    Day-of-week takes EventBridge's numbering (1-7, SUN = 1) or names (``"MON-FRI"``);
-    Celery's 0-6 numbering is refused when ambiguous, so pass names. The ``?`` rule
-    is applied for you: the unrestricted one of day-of-month / day-of-week becomes ``?``.
-
-    Example::
-
-        sqsq.crontab(minute=0, hour=12)                      # 'cron(0 12 * * ? *)'
-        sqsq.crontab(minute=30, hour=7, day_of_week="MON")   # 'cron(30 7 ? * MON *)'
-
-    Raises:
-        InvalidScheduleExpression: the result breaks EventBridge's grammar.
-    """
-    dom, dow = str(day_of_month), str(day_of_week)
-    if dom != "*" and dow != "*":
-        raise InvalidScheduleExpression(
-            f"crontab(day_of_month={dom!r}, day_of_week={dow!r}): EventBridge cannot match "
-            "both; one must be '*'"
-        )
-    if dow == "*":
-        dow = "?"
-    else:
-        dom = "?"
-    text = f"cron({minute} {hour} {dom} {month_of_year} {dow} {year})"
-    return parse(text).text
+# --- helpers that build expressions (every(); Celery's crontab is crontab.py) ------------
 
 
 def every(

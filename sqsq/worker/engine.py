@@ -21,6 +21,7 @@ from ..lease import LeaseTable
 from ..outcome import Outcome, Prepared
 from ..retry import full_jitter_s, is_permanent
 from ..sqs import RECEIVE_ATTRIBUTES
+from .heartbeat import WorkerHeartbeat
 from .inbox import Inbox, WorkItem
 from .leaser import Leaser
 from .priorities import Mode, Priorities
@@ -193,6 +194,7 @@ class Worker:
         code = EXIT_OK
         leaser: Leaser | None = None
         watchdog: LoopWatchdog | None = None
+        heartbeat: WorkerHeartbeat | None = None
         try:
             urls: dict[str, str] = {}
             for queue in self.queues:
@@ -251,6 +253,18 @@ class Worker:
             watchdog = LoopWatchdog(self.app)
             beating = asyncio.create_task(watchdog.beat(), name="sqsq-watchdog-beat")
             watchdog.start()
+            if settings.heartbeat_interval_s > 0:  # for `sqsq status` (heartbeat.py)
+                heartbeat = WorkerHeartbeat(
+                    self.app,
+                    worker_id=self.worker_id,
+                    queues=[self.app.queue_name(q) for q in self.queues],
+                    concurrency=self.concurrency,
+                    pool=self.pool_kind,
+                    interval_s=settings.heartbeat_interval_s,
+                    busy=lambda: len(self._running),
+                    counters=self.counters,
+                )
+                heartbeat.start()
             dispatching = asyncio.create_task(self._dispatch(), name="sqsq-dispatcher")
             receivers = [
                 asyncio.create_task(self._receive(q, url), name=f"sqsq-receive-{q}")
@@ -265,6 +279,8 @@ class Worker:
             logger.error("%s", exc)
             code = EXIT_USAGE
         finally:
+            if heartbeat is not None:
+                await heartbeat.stop()  # a clean exit: the item goes
             if leaser is not None:
                 leaser.stop(timeout_s=0)
             if watchdog is not None:
