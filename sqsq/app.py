@@ -204,6 +204,9 @@ class App:
             time_limit: longest run in seconds; past it the task fails with
                 TimeLimitExceeded (async: cancelled; processes: killed; threads:
                 abandoned — a thread cannot be killed).
+            soft_time_limit: seconds after which :class:`~sqsq.SoftTimeLimitExceeded`
+                is raised inside the body (Celery's name), < ``time_limit`` when both
+                are set; how each pool delivers it: ``sqsq.soft_time_limit``.
             visibility_timeout: lease of its message while it runs, seconds
                 (≤ 12 h); default: the queue's visibility timeout.
             idempotency_key: ``str.format`` template over the arguments
@@ -459,7 +462,13 @@ class App:
         Raises:
             EnqueueError: as :meth:`Task.apply_async` (also its NotSerializable and
                 MessageTooLarge); ConfigurationError and AWSError as there too.
+
+        With ``task_always_eager``, a task this app registers runs here instead, as
+        ``Task.apply`` (its signature checked); an unknown name is still sent.
         """
+        known = self.tasks.get(name)
+        if known is not None and self.settings.task_always_eager:
+            return known._eager(args, kwargs, task_id)  # run here (see sqsq.eager)
         logical = self._send_queue(name, queue)
         try:
             check_queue_name(logical)

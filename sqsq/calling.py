@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from . import limits
+from . import limits, soft_time_limit
 from .envelope import to_json, too_deep
 from .errors import NotSerializable, Reject, ResultNotSerializable, Retry, TimeLimitExceeded
 
@@ -244,6 +244,7 @@ def invoke(
     (:data:`TASK_EXITS`) included — except ``KeyboardInterrupt`` on the main
     thread (Ctrl-C during ``task.apply()``) unless ``contain_interrupt`` is True
     (Lambda). Off the main thread no signal can raise it, so it is the task's.
+    A ``soft_time_limit`` is raised in the body here (``sqsq.soft_time_limit``).
     """
     if contain_interrupt is None:
         contain_interrupt = threading.current_thread() is not threading.main_thread()
@@ -253,7 +254,8 @@ def invoke(
         if task.is_async:
             value = asyncio.run(limited(prepared, limit_s))
         else:
-            value = task.fn(*call_args(prepared), **prepared.kwargs)
+            with soft_time_limit.sync_limit(task.soft_time_limit_s, task.name):
+                value = task.fn(*call_args(prepared), **prepared.kwargs)
     except KeyboardInterrupt as exc:
         if not contain_interrupt:
             raise
@@ -276,14 +278,21 @@ async def ainvoke(prepared: Prepared, limit_s: float) -> Invocation:
 
 
 async def limited(prepared: Prepared, limit_s: float) -> Any:
-    """The task's coroutine, :func:`guarded`, cancelled after ``limit_s`` seconds.
+    """The task's coroutine, :func:`guarded`, cancelled after ``limit_s`` seconds;
+    ``SoftTimeLimitExceeded`` raised in it at its ``soft_time_limit``
+    (:func:`sqsq.soft_time_limit.guard_async`).
 
     Raises:
         TimeLimitExceeded: it ran past ``limit_s``.
     """
+    task = prepared.task
+    body = task.fn(*call_args(prepared), **prepared.kwargs)
+    soft_s = task.soft_time_limit_s
+    if soft_s is not None and soft_s >= limit_s:  # the hard limit (or the lease's) comes first
+        soft_s = None
     try:
         return await asyncio.wait_for(
-            guarded(prepared.task.fn(*call_args(prepared), **prepared.kwargs)), timeout=limit_s
+            guarded(soft_time_limit.guard_async(body, soft_s, task.name)), timeout=limit_s
         )
     except TimeoutError:
         raise TimeLimitExceeded(

@@ -32,6 +32,7 @@
     │   │   └── ChordError        a chord's body that never ran: a member failed
     │   └── ResultNotSerializable the return value cannot be stored as JSON / is too large
     ├── TimeLimitExceeded         a task ran past its ``time_limit`` (or SQS's 12 h lease)
+    ├── SoftTimeLimitExceeded     raised inside a task's body at its ``soft_time_limit``
     ├── AWSError                  an AWS call failed after botocore's own retries
     │   ├── AWSConnectionError    the endpoint could not be reached, or did not answer in time
     │   ├── AWSThrottled          AWS still throttled the call after botocore's retries
@@ -435,6 +436,17 @@ class TimeLimitExceeded(SqsqError):
     """A task ran longer than its ``time_limit`` seconds, or would have needed its
     message leased past ``limits.SQS_MAX_VISIBILITY_TIMEOUT_S`` (12 h, "Amazon SQS
     visibility timeout"). Recorded as the task's FAILURE; it is not retried."""
+
+
+class SoftTimeLimitExceeded(SqsqError):
+    """Raised *inside* a task's body when it has run its ``soft_time_limit`` seconds
+    (Celery's name), so that it can clean up before the hard ``time_limit``. A body
+    that catches it and returns succeeds; one that lets it out fails, or is retried,
+    per its retry policy like any exception (``autoretry_for`` may name it). How each
+    pool delivers it (asyncio, threads, processes, Lambda): ``sqsq.soft_time_limit``."""
+
+    def __init__(self, message: str = "the task ran past its soft time limit") -> None:
+        super().__init__(message)
 
 
 # --- control flow -----------------------------------------------------------------

@@ -274,6 +274,9 @@ class AsyncResult:
             TaskFailed: the task ended in FAILURE (remote type, message and
                 traceback attached); :class:`TaskRevoked` when it was REVOKED.
             ResultTimeout: not ready within ``timeout`` seconds.
+            ResultError: an eager (``apply()``) result that is not final — never
+                the case since ``apply()`` runs retries in place; an eager result
+                never waits.
             AWSError: DynamoDB could not be read (unreachable, throttled, no table:
                 :class:`~sqsq.AWSResourceNotFound`); the task's fate is unknown.
         """
@@ -293,6 +296,9 @@ class AsyncResult:
             record = yield from self._fetching()
             if record is not None and record.ready:
                 return self._outcome(record, propagate)
+            if self._backend is None:  # an eager result: nothing will ever change it
+                state = record.state.value if record else "PENDING"
+                raise ResultError(f"eager result {self.id} is {state} and has nothing to wait for")
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(f"task {self.id} not ready after {timeout} s")
             wait = interval if deadline is None else min(interval, deadline - time.monotonic())

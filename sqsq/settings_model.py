@@ -174,6 +174,16 @@ class Settings(BaseSettings):
     #: may exceed it. None (default): none reserved.
     lambda_reserved_concurrency: int | None = Field(default=None, ge=1)
 
+    # --- eager mode (Celery's names; see ``sqsq.eager``) ----------------------------
+    #: ``delay()`` / ``apply_async()`` / ``delay_many()`` / ``send_task()`` of a
+    #: registered task run the task here, as ``apply()`` (retries in place, no AWS
+    #: request), and return the eager result. For tests; never in production.
+    task_always_eager: bool = False
+    #: An eager run that fails raises :class:`~sqsq.TaskFailed` at once (from
+    #: ``apply()`` and, with ``task_always_eager``, from ``delay()``) instead of
+    #: returning a FAILURE result.
+    task_eager_propagates: bool = False
+
     @field_validator("default_queue")
     @classmethod
     def _logical_queue(cls, value: str) -> str:

@@ -55,6 +55,7 @@ class TaskOptions(TypedDict, total=False):
     retry_jitter: bool
     default_retry_delay: float | timedelta
     time_limit: float | timedelta | None
+    soft_time_limit: float | timedelta | None
     visibility_timeout: float | timedelta | None
     idempotency_key: str | Callable[..., str] | None
     idempotency_ttl: float | timedelta
@@ -128,6 +129,8 @@ class Task(Generic[P, R]):
         result_ttl_s: how long the result stays readable, seconds.
         retry_policy: Celery-style retry options (see ``sqsq.retry``).
         time_limit_s: longest run, seconds; None for no limit (12 h lease cap still applies).
+        soft_time_limit_s: seconds after which ``SoftTimeLimitExceeded`` is raised in
+            the body (see ``sqsq.soft_time_limit``); None for none.
         visibility_timeout_s: lease of its message while it runs, seconds; None
             uses the queue's visibility timeout.
         idempotency_key: template or callable for the idempotency key, or None.
@@ -157,6 +160,7 @@ class Task(Generic[P, R]):
         retry_jitter: bool = True,
         default_retry_delay: float | timedelta = DEFAULT_RETRY_DELAY_S,
         time_limit: float | timedelta | None = None,
+        soft_time_limit: float | timedelta | None = None,
         visibility_timeout: float | timedelta | None = None,
         idempotency_key: KeySpec = None,
         idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL_S,
@@ -188,6 +192,14 @@ class Task(Generic[P, R]):
             default_retry_delay_s=_nonneg("default_retry_delay", seconds(default_retry_delay)),
         )
         self.time_limit_s = _positive("time_limit", time_limit, None) if time_limit else None
+        self.soft_time_limit_s = (
+            _positive("soft_time_limit", soft_time_limit, None) if soft_time_limit else None
+        )
+        soft, hard = self.soft_time_limit_s, self.time_limit_s
+        if soft and hard and soft >= hard:
+            raise ValueError(
+                f"soft_time_limit ({soft:g} s) must be less than time_limit ({hard:g} s)"
+            )
         self.visibility_timeout_s = (
             _positive("visibility_timeout", visibility_timeout, None)
             if visibility_timeout
@@ -355,9 +367,18 @@ class Task(Generic[P, R]):
         Raises:
             EnqueueError: as :meth:`delay` (the arguments do not bind or encode, the
                 envelope is over SQS's 1 MiB), or a bad countdown/eta/expires.
+            TaskFailed: ``task_always_eager`` and ``task_eager_propagates`` are on
+                and the task failed.
+
+        With the ``task_always_eager`` setting the task runs here instead, as
+        :meth:`apply` (retries in place, no AWS request), and the eager result is
+        returned; ``countdown``, ``eta``, ``expires``, ``queue``, ``idempotency_key``
+        and ``message_group_id`` are then ignored, as Celery does.
             AWSError: SQS (or, for a long countdown, EventBridge Scheduler) refused
                 the send after botocore's retries; nothing was sent.
         """
+        if self.app.settings.task_always_eager:  # run here (see sqsq.eager)
+            return self._eager(args, kwargs, task_id)
         options = (countdown, eta, expires, queue, task_id, idempotency_key, message_group_id)
         message, long = self._message(args, kwargs, *options)
         if long:
@@ -393,6 +414,16 @@ class Task(Generic[P, R]):
         )
         return message, long
 
+    def _eager(
+        self, args: Iterable[Any] | None, kwargs: dict[str, Any] | None, task_id: str | None = None
+    ) -> AsyncResult:
+        """``task_always_eager``: the call runs here, as :meth:`apply`; sending
+        options other than ``task_id`` (countdown, eta, expires, queue, keys) are
+        ignored, as in Celery."""
+        from . import eager
+
+        return eager.apply(self, args, kwargs, task_id=task_id)
+
     def _send_later(self, message: producer.OutgoingMessage, due: datetime) -> AsyncResult:
         from .schedules.eta import send_later
 
@@ -425,6 +456,8 @@ class Task(Generic[P, R]):
             EnqueueError: the errors of :meth:`delay`; also when entries still
                 failed, with ``.sent`` (task ids enqueued) and ``.failed`` (id, reason).
         """
+        if self.app.settings.task_always_eager:
+            return [self._eager(args, None) for args in arg_tuples]
         return run(self._sending_many(arg_tuples), self.app.clients, self.app.directory)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
@@ -447,6 +480,8 @@ class Task(Generic[P, R]):
         message_group_id: str | None = None,
     ) -> AsyncResult:
         """Asyncio twin of :meth:`apply_async` (aiobotocore)."""
+        if self.app.settings.task_always_eager:  # run here (see sqsq.eager)
+            return self._eager(args, kwargs, task_id)
         options = (countdown, eta, expires, queue, task_id, idempotency_key, message_group_id)
         message, long = self._message(args, kwargs, *options)
         if long:
@@ -459,6 +494,8 @@ class Task(Generic[P, R]):
     @aws_boundary(_queue)
     async def adelay_many(self, arg_tuples: Iterable[Iterable[Any]]) -> list[AsyncResult]:
         """Asyncio twin of :meth:`delay_many`."""
+        if self.app.settings.task_always_eager:
+            return [self._eager(args, None) for args in arg_tuples]
         return await arun(self._sending_many(arg_tuples), self.app.clients, self.app.directory)
 
     def _sending_many(self, arg_tuples: Iterable[Iterable[Any]]) -> Steps[list[AsyncResult]]:
@@ -511,54 +548,50 @@ class Task(Generic[P, R]):
 
     @overload
     def apply(
-        self, *, args: Iterable[Any] | None = ..., kwargs: dict[str, Any] | None = ...
+        self,
+        args: tuple[Any, ...] | list[Any] | None = ...,
+        kwargs: dict[str, Any] | None = ...,
+        *,
+        task_id: str | None = ...,
+        throw: bool | None = ...,
+        sleep: bool = ...,
     ) -> AsyncResult: ...
 
     @overload
     def apply(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult: ...
 
     def apply(self, *args: Any, **kwargs: Any) -> AsyncResult:
-        """Run the task here and now through the execution core (eager mode).
+        """Run the task here and now through the execution core (eager mode),
+        retries included.
 
-        Called as the function is (``add.apply(1, 2)``) or in Celery's form
-        (``add.apply(args=(1, 2), kwargs={})``) — the latter when only ``args=``
-        / ``kwargs=`` are given and the function has no parameters of those names.
+        Called as the function is (``add.apply(1, 2)``) or in Celery's forms
+        (``add.apply((1, 2))``, ``add.apply((1,), {"y": 2})``,
+        ``add.apply(args=(1, 2), kwargs={})``): the direct form when the arguments
+        fit the function's own signature, else Celery's (the rule, and what an
+        ambiguous call does, in ``sqsq.eager``).
 
         The arguments take the same path as on a worker: encoded under the
-        envelope's JSON rules, decoded and validated. Nothing is sent to AWS and
-        nothing is stored; retries are not carried out (a RETRY outcome is
-        returned as is); the AsyncResult holds the outcome (SUCCESS with its
-        value, or FAILURE with type, message and traceback).
+        envelope's JSON rules, decoded and validated. A RETRY (``autoretry_for``,
+        ``self.retry()``) runs the function again at once, with the worker's
+        policy, until SUCCESS, FAILURE or ``max_retries``. Nothing is sent to AWS
+        and nothing is stored; the AsyncResult holds the final outcome, so ``get()``
+        never waits; ``result.record.attempts`` counts the runs.
+
+        Keywords of apply's own (unless the function has a parameter of that name):
+        ``task_id=`` (the run's id), ``throw=True`` (raise the failure as
+        :class:`~sqsq.TaskFailed` at once; default: the ``task_eager_propagates``
+        setting), ``sleep=True`` (wait out each retry's countdown, in seconds).
 
         Raises:
-            ArgumentError / NotSerializable: as :meth:`delay` would.
+            ArgumentError: the arguments fit neither form (the message names the
+                task's signature).
+            NotSerializable: as :meth:`delay` would.
+            TaskFailed: the task failed, and ``throw`` or ``task_eager_propagates`` is on.
         """
-        from .delivery import Delivery
-        from .execution import Executor
-        from .outcome import Prepared
-        from .result import AsyncResult
+        from . import eager
 
-        params = self.signature.signature.parameters
-        if (
-            not args
-            and kwargs
-            and set(kwargs) <= {"args", "kwargs"}
-            and not ({"args", "kwargs"} & set(params))
-        ):
-            message = self._build(kwargs.get("args"), kwargs.get("kwargs"))  # Celery's form
-        else:
-            message = self._build(args, kwargs)
-        delivery = Delivery(
-            message_id=message.task_id,
-            receipt_handle="",
-            body=message.body,
-            queue=self.queue,
-            message_attributes=dict(message.attributes or {}),  # signed, when signing is on
-        )
-        executor = Executor(self.app, worker_id="eager")
-        prepared = executor.prepare(delivery)
-        outcome = executor.call(prepared) if isinstance(prepared, Prepared) else prepared
-        return AsyncResult(outcome.task_id, record=outcome.record)
+        call_args, call_kwargs, options = eager.split_call(self, args, dict(kwargs))
+        return eager.apply(self, call_args, call_kwargs, **options)
 
 
 def _positive(name: str, value: float | timedelta | None, default: float | None) -> float:

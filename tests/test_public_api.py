@@ -70,6 +70,7 @@ EXPECTED_ALL = [
     "ChordError",
     "ResultNotSerializable",
     "TimeLimitExceeded",
+    "SoftTimeLimitExceeded",
     "AWSError",
     "AWSConnectionError",
     "AWSThrottled",

@@ -306,7 +306,7 @@ def test_exhausted_counts_attempts_against_max_retries() -> None:
     [
         {"retries": 3},  # Celery's name is max_retries
         {"autoretry": (ValueError,)},
-        {"retry_backoff": True, "soft_time_limit": 5},
+        {"retry_backoff": True, "acks_late": True},  # acks_late: always on, not an option
     ],
 )
 def test_unknown_task_option_raises_configuration_error(options: dict[str, Any]) -> None:

@@ -36,6 +36,19 @@ asks for them.
   delete at a virtual time (Number attribute, epoch seconds, not more than five
   years in the past), since no emulator sweeps TTL.
 
+**The shell does not leak in.** For the whole test session — from
+``pytest_configure``, before test modules are imported, so that a module-level
+``App`` reads a clean environment too, until ``pytest_unconfigure``, which puts them
+back — the plugin removes from ``os.environ`` every variable that would point sqsq or
+botocore somewhere else: each ``SQSQ_<SETTING>`` (a field of
+:class:`~sqsq.settings_model.Settings`, e.g. ``SQSQ_ENDPOINT_URL``,
+``SQSQ_TABLE_NAME``, ``SQSQ_SIGNING_KEY``) and each ``AWS_ENDPOINT_URL`` /
+``AWS_ENDPOINT_URL_<SERVICE>``. In a shell holding ``sqsq dev``'s ``export`` lines,
+tests still talk to their own endpoint. Kept: ``SQSQ_TEST_*`` (they configure the
+plugin) and other ``SQSQ_*`` names no App reads; what a test sets itself
+(``monkeypatch.setenv``) works as usual. ``SQSQ_TEST_KEEP_ENV=1`` keeps the shell's
+variables (the plugin then clears nothing).
+
 **Any endpoint** (:class:`ExternalEndpoint`): set ``SQSQ_TEST_ENDPOINT_URL`` (one
 URL for every service), or one per service — ``SQSQ_TEST_ENDPOINT_URL_SQS``,
 ``SQSQ_TEST_ENDPOINT_URL_DYNAMODB``, ``SQSQ_TEST_ENDPOINT_URL_STS``,
@@ -285,6 +298,47 @@ def _delete_role(iam: Any, role: str) -> None:
     iam.delete_role(RoleName=role)
 
 
+#: Set to ``1`` to keep the shell's ``SQSQ_<SETTING>`` and ``AWS_ENDPOINT_URL*``
+#: variables during the tests (see the module docstring).
+KEEP_ENV_VARIABLE = "SQSQ_TEST_KEEP_ENV"
+#: The variables cleared at ``pytest_configure``, with their values, put back at
+#: ``pytest_unconfigure``.
+_cleared: dict[str, str] = {}
+
+
+def shell_variables(environ: dict[str, str] | os._Environ[str] | None = None) -> list[str]:
+    """The names in ``environ`` (default ``os.environ``) that the plugin clears for a
+    session: ``SQSQ_<SETTING>`` for each field of sqsq's Settings, and
+    ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>`` (names compared in upper
+    case, as the settings and botocore read them)."""
+    from ..settings import ENV_PREFIX
+    from ..settings_model import Settings
+
+    env = os.environ if environ is None else environ
+    settings = {f"{ENV_PREFIX}{field}".upper() for field in Settings.model_fields}
+    return sorted(
+        name
+        for name in env
+        if name.upper() in settings or name.upper().startswith("AWS_ENDPOINT_URL")
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Clear the shell's sqsq settings and endpoint variables for the session
+    (:func:`shell_variables`), before test modules are imported."""
+    if os.environ.get(KEEP_ENV_VARIABLE, "").strip() in ("1", "true", "yes"):
+        return
+    for name in shell_variables():
+        _cleared[name] = os.environ.pop(name)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Put back what :func:`pytest_configure` cleared."""
+    os.environ.update(_cleared)
+    _cleared.clear()
+
+
 def _endpoint() -> LocalEndpoint | ExternalEndpoint:
     urls = external_endpoints()
     return LocalEndpoint() if urls is None else ExternalEndpoint(urls)
@@ -293,7 +347,10 @@ def _endpoint() -> LocalEndpoint | ExternalEndpoint:
 @pytest.fixture(scope="session")
 def sqsq_endpoint() -> Iterator[LocalEndpoint | ExternalEndpoint]:
     """The endpoint for the whole session: embedded moto, or the one named by
-    ``SQSQ_TEST_ENDPOINT_URL[_<SERVICE>]``."""
+    ``SQSQ_TEST_ENDPOINT_URL[_<SERVICE>]``. The shell's ``SQSQ_<SETTING>`` and
+    ``AWS_ENDPOINT_URL*`` variables are not seen by the session's tests (cleared at
+    ``pytest_configure``, put back after; :func:`shell_variables`), so an ``App``
+    without an ``endpoint_url`` of its own talks to this endpoint."""
     endpoint = _endpoint()
     names = [
         *LOCAL_ENVIRONMENT,

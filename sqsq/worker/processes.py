@@ -9,16 +9,20 @@ from a threaded asyncio process) and import the app themselves from its
 Only JSON crosses the process boundary: the child validates the envelope's
 arguments, runs the function and sends back a :class:`~sqsq.execution.CallResult`
 (value, or the exception already formatted and classified). User exceptions are
-never pickled.
+never pickled. A ``soft_time_limit`` is a ``SIGALRM`` in the child, whose handler
+raises ``SoftTimeLimitExceeded`` in the body (as Celery's billiard does); the
+hard ``time_limit`` kills the child.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from ..calling import TASK_FAILURES, CallResult, classify, type_name
 from ..errors import InvalidArguments
+from ..soft_time_limit import guard_async, sync_limit
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -50,16 +54,23 @@ def run_in_child(
 
         request = {**request, "args": list(call_args), "kwargs": dict(call_kwargs)}
         call_args = [BoundTask(task, Request(**request)), *call_args]
+    soft_s = task.soft_time_limit_s
     try:
         if task.is_async:
             import asyncio
 
-            value = asyncio.run(task.fn(*call_args, **call_kwargs))
+            body = task.fn(*call_args, **call_kwargs)
+            value = asyncio.run(_awaited(guard_async(body, soft_s, task.name)))
         else:
-            value = task.fn(*call_args, **call_kwargs)
+            with sync_limit(soft_s, task.name):  # SIGALRM: the child runs it on its main thread
+                value = task.fn(*call_args, **call_kwargs)
     except TASK_FAILURES as exc:  # a child's sys.exit() is its task's failure
         return classify(task, exc=exc)
     return classify(task, value)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 class ProcessPool:

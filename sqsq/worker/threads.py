@@ -4,7 +4,10 @@ Long-lived daemon threads take calls from one queue, so a task costs no thread
 start. A thread cannot be killed: a call that runs past its task's
 ``time_limit`` is *abandoned* — its thread is replaced at once, so the pool
 keeps its size, and the abandoned thread exits when the call finally returns
-(or with the process; daemon threads never keep it alive).
+(or with the process; daemon threads never keep it alive). Before that, a
+``soft_time_limit`` raises ``SoftTimeLimitExceeded`` in the call's thread
+(``PyThreadState_SetAsyncExc``, armed by ``calling.invoke``: it reaches Python code
+at its next bytecode, not a blocking C call; see ``sqsq.soft_time_limit``).
 """
 
 from __future__ import annotations

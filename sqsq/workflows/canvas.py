@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..aws_errors import aws_boundary
 from ..calls import Steps, arun, run
 from ..errors import ConfigurationError
+from ..result import State
 
 if TYPE_CHECKING:
     from ..app import App
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
 
 #: Options a task signature accepts (``.set()`` / ``apply_async``), as in ``Task.apply_async``.
 TASK_OPTIONS = frozenset({"queue", "countdown", "expires", "task_id", "idempotency_key"})
+
+
+#: No previous step (the first step of an eager chain).
+_NOTHING: Any = object()
 
 
 def _new_id() -> str:
@@ -151,6 +156,8 @@ class Canvas:
                 queues are several).
         """
         app = self._app()
+        if app.settings.task_always_eager:
+            return self._prepared(args, kwargs, options)._eagerly(app)
         return run(self._sending(app, args, kwargs, options), app.clients, app.directory)
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult | GroupResult:
@@ -166,11 +173,20 @@ class Canvas:
     ) -> AsyncResult | GroupResult:
         """Asyncio twin of :meth:`apply_async` (aiobotocore)."""
         app = self._app()
+        if app.settings.task_always_eager:
+            return self._prepared(args, kwargs, options)._eagerly(app)
         return await arun(self._sending(app, args, kwargs, options), app.clients, app.directory)
 
     async def adelay(self, *args: Any, **kwargs: Any) -> AsyncResult | GroupResult:
         """``aapply_async(args, kwargs)``."""
         return await self.aapply_async(args, kwargs)
+
+    def _eagerly(self, app: App) -> AsyncResult:
+        """Run here (``task_always_eager``): a task signature or a chain of them."""
+        raise ConfigurationError(
+            f"task_always_eager runs a task signature or a chain of them here; "
+            f"a {self.kind} is not run eagerly (test it with a worker)"
+        )
 
     def _sending(
         self,
@@ -265,6 +281,17 @@ class Signature(Canvas):
             self.args = [*args, *self.args]
         self.kwargs.update(kwargs)
 
+    def _eagerly(self, app: App, previous: Any = _NOTHING) -> AsyncResult:
+        if self.links or self.errbacks:
+            raise ConfigurationError(
+                f"task_always_eager: {self!r} has link/link_error callbacks, not run eagerly"
+            )
+        task = app.tasks.get(self.task)
+        if task is None:
+            raise ConfigurationError(f"task_always_eager: no task named {self.task!r} here")
+        args = self.args if self.immutable or previous is _NOTHING else [previous, *self.args]
+        return task._eager(args, self.kwargs, self.options.get("task_id"))
+
     def freeze(self) -> AsyncResult:
         self.options.setdefault("task_id", _new_id())
         for s in (*self.links, *self.errbacks):
@@ -305,6 +332,26 @@ class chain(Canvas):
     def _partial(self, args: list[Any], kwargs: dict[str, Any]) -> None:
         if self.tasks:
             self.tasks[0]._partial(args, kwargs)
+
+    def _eagerly(self, app: App) -> AsyncResult:
+        """Each step here, given the previous step's value; a step that does not
+        succeed stops the chain, and its result is the chain's."""
+        if self.links or self.errbacks or not self.tasks:
+            return super()._eagerly(app)
+        result: AsyncResult | None = None
+        value: Any = _NOTHING
+        for step in self.tasks:
+            if not isinstance(step, Signature):
+                return step._eagerly(app)  # a group or chord inside: refused
+            step_result = step._eagerly(app, value)
+            step_result.parent = result
+            result = step_result
+            record = step_result.record
+            if record is None or record.state is not State.SUCCESS:
+                break
+            value = record.value
+        assert result is not None
+        return result
 
     def freeze(self) -> Any:
         if not self.tasks:

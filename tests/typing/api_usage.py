@@ -39,5 +39,6 @@ async def producers() -> None:
 def eager() -> None:
     plain.apply(1)
     plain.apply(args=(1,), kwargs={})  # Celery's form
+    plain.apply((1,), {}, throw=True)  # Celery's positional form
     render.apply("a@example.com", subject="hi")
     plain.apply("one")  # error
