@@ -63,7 +63,7 @@ def test_smooth_weighted_round_robin_spreads_the_turns() -> None:
     both = {"low", "high"}
     turns = []
     for _ in range(12):
-        turn = priorities.pick(both, set())
+        turn = priorities.pick(both, set(), set())
         assert turn is not None
         priorities.granted(turn, 1, both, set())
         turns.append(turn)
@@ -71,9 +71,11 @@ def test_smooth_weighted_round_robin_spreads_the_turns() -> None:
     assert turns.count("high") == 10 and turns.count("low") == 2
     assert "low" in turns[:6] and "low" in turns[6:]  # once in every round of 6
     # the high queue's receive is open and it is backlogged: its turn is kept for it
-    assert priorities.pick({"low"}, {"high"}) is None
+    assert priorities.pick({"low"}, {"high"}, set()) is None
+    # open for longer than the hold: a long poll on a drained queue; the low queue goes on
+    assert priorities.pick({"low"}, set(), {"high"}) == "low"
     priorities.received("high", full=False)  # drained: the low queue gets the room
-    assert priorities.pick({"low"}, {"high"}) == "low"
+    assert priorities.pick({"low"}, {"high"}, set()) == "low"
 
 
 # --- strict ---------------------------------------------------------------------------------
@@ -95,17 +97,18 @@ def test_strict_takes_a_lower_queue_only_while_every_higher_one_is_drained() -> 
     priorities = Priorities(["high", "mid", "low"], {}, "strict")
     everyone = {"high", "mid", "low"}
 
-    assert priorities.pick({"mid", "low"}, {"high"}) is None  # high's first receive is open
-    assert priorities.pick(everyone, set()) == "high"
+    assert priorities.pick({"mid", "low"}, {"high"}, set()) is None  # high's first receive
+    assert priorities.pick(everyone, set(), set()) == "high"
     priorities.received("high", full=False)
-    assert priorities.pick({"mid", "low"}, {"high"}) == "mid"
+    assert priorities.pick({"mid", "low"}, {"high"}, set()) == "mid"
     priorities.received("mid", full=True)
-    assert priorities.pick({"low"}, {"mid"}) is None
+    assert priorities.pick({"low"}, {"mid"}, set()) is None
+    assert priorities.pick({"low"}, set(), {"mid"}) == "low"  # mid long-polls: drained
     priorities.received("mid", full=False)
     priorities.received("low", full=False)
     turns = []
     for _ in range(6):  # nothing backlogged: the long polls take turns
-        turn = priorities.pick(everyone, set())
+        turn = priorities.pick(everyone, set(), set())
         assert turn is not None
         priorities.granted(turn, 1, everyone, set())
         turns.append(turn)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,10 @@ from .priorities import Priorities
 
 #: Messages with an outcome not yet settled, beyond which receivers wait.
 MAX_SETTLE_BACKLOG = 4 * limits.DYNAMODB_MAX_BATCH_WRITE_ITEMS
+#: With priorities, how long the turn of a backlogged queue whose receive is open is
+#: kept for it, seconds: a receive from a backlog returns in milliseconds; one open
+#: longer is a long poll on a queue that just drained, and the others go on.
+TURN_HOLD_S = 1.0
 
 
 @dataclass
@@ -86,7 +91,7 @@ class Inbox:
         self._changed = asyncio.Event()
         self.priorities = priorities
         self._waiting: set[str] = set()  # queues whose receiver waits in reserve()
-        self._receiving: set[str] = set()  # queues with a receive granted and open
+        self._receiving: dict[str, float] = {}  # queue -> when its open receive was granted
 
     # --- receiving -------------------------------------------------------------
 
@@ -120,6 +125,11 @@ class Inbox:
                 if want and self._turn(queue, want):
                     self.reserved += want
                     return want
+                hold = self._hold_left_s() if want else 0.0
+                if hold > 0:  # the turn is an open receive's, until its hold ends
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wait(), timeout=hold)
+                    continue
                 await self.wait()
             return 0
         finally:
@@ -128,12 +138,24 @@ class Inbox:
     def _turn(self, queue: str, want: int) -> bool:
         if self.priorities is None:
             return True
-        if self.priorities.pick(self._waiting, self._receiving) != queue:
+        now = time.monotonic()
+        holding = {q for q, at in self._receiving.items() if now - at < TURN_HOLD_S}
+        polling = self._receiving.keys() - holding
+        if self.priorities.pick(self._waiting, holding, polling) != queue:
             return False
-        self.priorities.granted(queue, want, self._waiting, self._receiving)
-        self._receiving.add(queue)
+        self.priorities.granted(queue, want, self._waiting, holding)
+        self._receiving[queue] = now
         self.changed()  # the next turn may be another waiting receiver's
         return True
+
+    def _hold_left_s(self) -> float:
+        """Seconds until the first open receive's hold on the turn ends (0: none)."""
+        if self.priorities is None:
+            return 0.0
+        now = time.monotonic()
+        lefts = [TURN_HOLD_S - (now - at) for at in self._receiving.values()]
+        holds = [left for left in lefts if left > 0]
+        return min(holds) + 0.001 if holds else 0.0
 
     def received(self, reserved: int, messages: int, queue: str | None = None) -> None:
         """A receive that reserved ``reserved`` came back with ``messages`` (from
@@ -142,7 +164,7 @@ class Inbox:
         self.held += messages
         if queue is not None and self.priorities is not None:
             self.priorities.received(queue, messages == reserved)
-            self._receiving.discard(queue)
+            self._receiving.pop(queue, None)
         self.changed()
 
     def put(self, item: WorkItem) -> None:

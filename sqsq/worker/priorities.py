@@ -14,12 +14,14 @@ loop to wake takes the room. With them, the room goes to one of the *waiting* lo
   the queue with the most credit, each times the messages granted. With weights
   5:1 and both queues backlogged, 5 of every 6 messages received (so run) are the
   high queue's, spread out, and the low queue gets its sixth: it never starves. The
-  contenders are the waiting receivers and a backlogged queue whose receive is
-  open (it is back in a moment); a queue that is drained (its long poll open) or
-  failing does not contend, so no room idles behind it.
+  contenders are the waiting receivers and a backlogged queue whose receive has
+  been open for less than ``Inbox.TURN_HOLD_S`` (1 s: a receive from a backlog is
+  back in milliseconds); a queue that is drained (its long poll open) or failing
+  does not contend, so no room idles behind it for longer than that.
 - **strict** — a queue is received from only while every higher queue is not
-  backlogged (its last receive brought fewer messages than asked: drained at that
-  moment; before the first receive it counts as backlogged), and the dispatcher
+  backlogged (its last receive brought fewer messages than asked, or its receive
+  has been open for over ``Inbox.TURN_HOLD_S``: drained at that moment; before the
+  first receive it counts as backlogged), and the dispatcher
   starts the highest queue's ready work first. While no queue is backlogged, the
   waiting receivers take turns. A lower queue can starve, by design.
 
@@ -97,13 +99,16 @@ class Priorities:
         """``queue``'s receive came back: ``full`` (as many as asked) or not."""
         self.backlogged[queue] = full
 
-    def pick(self, waiting: Collection[str], receiving: Collection[str]) -> str | None:
+    def pick(
+        self, waiting: Collection[str], receiving: Collection[str], polling: Collection[str]
+    ) -> str | None:
         """The waiting queue whose turn it is, or None (the turn is a backlogged
         queue's whose receive is open: it is back in a moment). ``waiting``: queues
-        whose receiver waits for room; ``receiving``: queues with a receive open."""
+        whose receiver waits for room; ``receiving``: queues with a receive open for
+        less than the hold; ``polling``: open for longer (a long poll: drained)."""
         if self.mode == "strict":
             for queue in self.order:
-                if self.backlogged[queue]:
+                if self.backlogged[queue] and queue not in polling:
                     return queue if queue in waiting else None
             # none backlogged: the waiting ones take turns, least recent first
             idle = [q for q in self.order if q in waiting]
