@@ -76,6 +76,10 @@ def test_smooth_weighted_round_robin_spreads_the_turns() -> None:
     assert priorities.pick({"low"}, set(), {"high"}) == "low"
     priorities.received("high", full=False)  # drained: the low queue gets the room
     assert priorities.pick({"low"}, {"high"}, set()) == "low"
+    # drained beside a backlog: its long poll asks for one message, not a batch
+    assert priorities.size("high", 10) == 1 and priorities.size("low", 10) == 10
+    priorities.received("low", full=False)
+    assert priorities.size("high", 10) == 10  # nothing backlogged: full batches again
 
 
 # --- strict ---------------------------------------------------------------------------------
@@ -104,6 +108,9 @@ def test_strict_takes_a_lower_queue_only_while_every_higher_one_is_drained() -> 
     priorities.received("mid", full=True)
     assert priorities.pick({"low"}, {"mid"}, set()) is None
     assert priorities.pick({"low"}, set(), {"mid"}) == "low"  # mid long-polls: drained
+    # a drained higher queue keeps a one-message poll open above the backlog
+    assert priorities.pick({"high", "low"}, set(), set()) == "high"
+    assert priorities.size("high", 10) == 1
     priorities.received("mid", full=False)
     priorities.received("low", full=False)
     turns = []

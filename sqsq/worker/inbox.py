@@ -122,9 +122,10 @@ class Inbox:
                         await asyncio.wait_for(self.wait(), timeout=pause)
                     continue
                 want = self._wanted()
-                if want and self._turn(queue, want):
-                    self.reserved += want
-                    return want
+                granted = self._turn(queue, want) if want else 0
+                if granted:
+                    self.reserved += granted
+                    return granted
                 hold = self._hold_left_s() if want else 0.0
                 if hold > 0:  # the turn is an open receive's, until its hold ends
                     with contextlib.suppress(TimeoutError):
@@ -135,18 +136,20 @@ class Inbox:
         finally:
             self._waiting.discard(queue)
 
-    def _turn(self, queue: str, want: int) -> bool:
+    def _turn(self, queue: str, want: int) -> int:
+        """How many of ``want`` messages ``queue`` may receive now (0: not its turn)."""
         if self.priorities is None:
-            return True
+            return want
         now = time.monotonic()
         holding = {q for q, at in self._receiving.items() if now - at < TURN_HOLD_S}
         polling = self._receiving.keys() - holding
         if self.priorities.pick(self._waiting, holding, polling) != queue:
-            return False
-        self.priorities.granted(queue, want, self._waiting, holding)
+            return 0
+        granted = self.priorities.size(queue, want)
+        self.priorities.granted(queue, granted, self._waiting, holding)
         self._receiving[queue] = now
         self.changed()  # the next turn may be another waiting receiver's
-        return True
+        return granted
 
     def _hold_left_s(self) -> float:
         """Seconds until the first open receive's hold on the turn ends (0: none)."""

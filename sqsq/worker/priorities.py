@@ -17,13 +17,18 @@ loop to wake takes the room. With them, the room goes to one of the *waiting* lo
   contenders are the waiting receivers and a backlogged queue whose receive has
   been open for less than ``Inbox.TURN_HOLD_S`` (1 s: a receive from a backlog is
   back in milliseconds); a queue that is drained (its long poll open) or failing
-  does not contend, so no room idles behind it for longer than that.
+  does not contend, so no room idles behind it for longer than that. While another
+  queue is backlogged, a drained queue's receive asks for one message: its long
+  poll (up to 20 s) holds one slot, not a batch, and a message arriving there is
+  still noticed at once.
 - **strict** — a queue is received from only while every higher queue is not
   backlogged (its last receive brought fewer messages than asked, or its receive
   has been open for over ``Inbox.TURN_HOLD_S``: drained at that moment; before the
   first receive it counts as backlogged), and the dispatcher
-  starts the highest queue's ready work first. While no queue is backlogged, the
-  waiting receivers take turns. A lower queue can starve, by design.
+  starts the highest queue's ready work first; a drained higher queue keeps a
+  one-message long poll open, so its next message stops the lower ones. While no
+  queue is backlogged, the waiting receivers take turns. A lower queue can starve,
+  by design.
 
 Higher means a larger weight; equal weights keep the order listed. Pure
 bookkeeping, no I/O.
@@ -110,6 +115,8 @@ class Priorities:
             for queue in self.order:
                 if self.backlogged[queue] and queue not in polling:
                     return queue if queue in waiting else None
+                if queue in waiting and self._competing(queue):
+                    return queue  # drained, above a backlog: one small poll (size 1)
             # none backlogged: the waiting ones take turns, least recent first
             idle = [q for q in self.order if q in waiting]
             return min(idle, key=lambda q: self._credit[q]) if idle else None
@@ -132,6 +139,18 @@ class Priorities:
         for q in contenders:
             self._credit[q] += self.weights[q] * messages
         self._credit[queue] -= sum(self.weights[q] for q in contenders) * messages
+
+    def size(self, queue: str, want: int) -> int:
+        """How many messages ``queue``'s receive may ask for: ``want``, or 1 while it
+        is drained and another queue is backlogged — its long poll (up to 20 s)
+        then holds one slot, not a batch the backlogged queue could use."""
+        return 1 if self._competing(queue) else want
+
+    def _competing(self, queue: str) -> bool:
+        """``queue`` is drained while another is backlogged."""
+        return not self.backlogged[queue] and any(
+            self.backlogged[q] for q in self.order if q != queue
+        )
 
     def _contenders(self, waiting: Collection[str], receiving: Collection[str]) -> list[str]:
         """Weighted: the queues in the draw, highest first — every waiting one, and
