@@ -45,6 +45,12 @@ TEST_MODULE = textwrap.dedent(
         return x + y
 
 
+    def test_without_the_fixtures_botocore_variables_stay():
+        # first in the file: before the session's endpoint starts
+        assert os.environ["AWS_ENDPOINT_URL_SQS"] == "http://127.0.0.1:9"
+        assert "SQSQ_ENDPOINT_URL" not in os.environ
+
+
     def test_the_tests_use_their_own_endpoint(sqsq_endpoint):
         assert app.settings.endpoint_url is None
         assert app.table_name == "plugenv-sqsq"
@@ -104,19 +110,20 @@ def run_pytest(tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]
 def test_a_polluted_shell_does_not_reach_the_tests(tmp_path: Path) -> None:
     done = run_pytest(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 passed" in done.stdout
+    assert "3 passed" in done.stdout
 
 
 def test_keep_env_keeps_the_shell(tmp_path: Path) -> None:
     """The opt-out: with SQSQ_TEST_KEEP_ENV=1 the module-level App reads the shell's
-    endpoint — the first test fails on it (and shows that the check above can fail)."""
+    endpoint — the first two tests fail on it (and show that the checks above can fail)."""
     done = run_pytest(tmp_path, SQSQ_TEST_KEEP_ENV="1")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "1 failed, 1 passed" in done.stdout, done.stdout
+    assert "2 failed, 1 passed" in done.stdout, done.stdout
 
 
 def test_the_shell_comes_back_after_the_session() -> None:
-    """pytest_unconfigure puts back what pytest_configure cleared (in-process)."""
+    """pytest_unconfigure puts back what pytest_configure cleared (in-process); botocore's
+    endpoint variables are not cleared at configure."""
     import pytest as _pytest
 
     from sqsq import testing
@@ -128,7 +135,8 @@ def test_the_shell_comes_back_after_the_session() -> None:
         config = _pytest.Config.__new__(_pytest.Config)
         testing.pytest_configure(config)
         assert "SQSQ_REGION_NAME" not in os.environ
-        assert "AWS_ENDPOINT_URL_S3" not in os.environ
+        # botocore's variables: only while sqsq_endpoint is active
+        assert os.environ["AWS_ENDPOINT_URL_S3"] == NOWHERE
         testing.pytest_unconfigure(config)
         assert os.environ["SQSQ_REGION_NAME"] == "eu-west-1"
         assert os.environ["AWS_ENDPOINT_URL_S3"] == NOWHERE

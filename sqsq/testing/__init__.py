@@ -39,15 +39,18 @@ asks for them.
 **The shell does not leak in.** For the whole test session — from
 ``pytest_configure``, before test modules are imported, so that a module-level
 ``App`` reads a clean environment too, until ``pytest_unconfigure``, which puts them
-back — the plugin removes from ``os.environ`` every variable that would point sqsq or
-botocore somewhere else: each ``SQSQ_<SETTING>`` (a field of
+back — the plugin removes each ``SQSQ_<SETTING>`` (a field of
 :class:`~sqsq.settings_model.Settings`, e.g. ``SQSQ_ENDPOINT_URL``,
-``SQSQ_TABLE_NAME``, ``SQSQ_SIGNING_KEY``) and each ``AWS_ENDPOINT_URL`` /
-``AWS_ENDPOINT_URL_<SERVICE>``. In a shell holding ``sqsq dev``'s ``export`` lines,
-tests still talk to their own endpoint. Kept: ``SQSQ_TEST_*`` (they configure the
-plugin) and other ``SQSQ_*`` names no App reads; what a test sets itself
-(``monkeypatch.setenv``) works as usual. ``SQSQ_TEST_KEEP_ENV=1`` keeps the shell's
-variables (the plugin then clears nothing).
+``SQSQ_TABLE_NAME``, ``SQSQ_SIGNING_KEY``) from ``os.environ``; and while
+``sqsq_endpoint`` is active, botocore's ``AWS_ENDPOINT_URL`` /
+``AWS_ENDPOINT_URL_<SERVICE>`` point at the test endpoint only (a service-specific
+variable from the shell would win over the generic one). Tests that never use the
+fixtures keep the shell's botocore variables. In a shell holding ``sqsq dev``'s
+``export`` lines, tests still talk to their own endpoint. Kept: ``SQSQ_TEST_*``
+(they configure the plugin) and other ``SQSQ_*`` names no App reads; what a test
+sets itself (``monkeypatch.setenv``) works as usual. ``SQSQ_TEST_KEEP_ENV=1`` keeps
+the shell's ``SQSQ_<SETTING>`` variables (the plugin then clears nothing at
+configure).
 
 **Any endpoint** (:class:`ExternalEndpoint`): set ``SQSQ_TEST_ENDPOINT_URL`` (one
 URL for every service), or one per service — ``SQSQ_TEST_ENDPOINT_URL_SQS``,
@@ -308,19 +311,20 @@ _cleared: dict[str, str] = {}
 
 def shell_variables(environ: dict[str, str] | os._Environ[str] | None = None) -> list[str]:
     """The names in ``environ`` (default ``os.environ``) that the plugin clears for a
-    session: ``SQSQ_<SETTING>`` for each field of sqsq's Settings, and
-    ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>`` (names compared in upper
-    case, as the settings and botocore read them)."""
+    session: ``SQSQ_<SETTING>`` for each field of sqsq's Settings (names compared in
+    upper case, as the settings read them)."""
     from ..settings import ENV_PREFIX
     from ..settings_model import Settings
 
     env = os.environ if environ is None else environ
     settings = {f"{ENV_PREFIX}{field}".upper() for field in Settings.model_fields}
-    return sorted(
-        name
-        for name in env
-        if name.upper() in settings or name.upper().startswith("AWS_ENDPOINT_URL")
-    )
+    return sorted(name for name in env if name.upper() in settings)
+
+
+def _botocore_endpoints() -> list[str]:
+    """botocore's endpoint variables in ``os.environ``: ``AWS_ENDPOINT_URL`` and
+    ``AWS_ENDPOINT_URL_<SERVICE>``."""
+    return [name for name in os.environ if name.upper().startswith("AWS_ENDPOINT_URL")]
 
 
 @pytest.hookimpl(trylast=True)
@@ -347,10 +351,11 @@ def _endpoint() -> LocalEndpoint | ExternalEndpoint:
 @pytest.fixture(scope="session")
 def sqsq_endpoint() -> Iterator[LocalEndpoint | ExternalEndpoint]:
     """The endpoint for the whole session: embedded moto, or the one named by
-    ``SQSQ_TEST_ENDPOINT_URL[_<SERVICE>]``. The shell's ``SQSQ_<SETTING>`` and
-    ``AWS_ENDPOINT_URL*`` variables are not seen by the session's tests (cleared at
-    ``pytest_configure``, put back after; :func:`shell_variables`), so an ``App``
-    without an ``endpoint_url`` of its own talks to this endpoint."""
+    ``SQSQ_TEST_ENDPOINT_URL[_<SERVICE>]``. The shell's ``SQSQ_<SETTING>`` variables
+    are not seen by the session's tests (cleared at ``pytest_configure``, put back
+    after; :func:`shell_variables`) and its ``AWS_ENDPOINT_URL*`` not while this
+    fixture is active, so an ``App`` without an ``endpoint_url`` of its own talks to
+    this endpoint."""
     endpoint = _endpoint()
     names = [
         *LOCAL_ENVIRONMENT,
@@ -358,7 +363,10 @@ def sqsq_endpoint() -> Iterator[LocalEndpoint | ExternalEndpoint]:
         "SQSQ_ENDPOINT_URL",
         *(f"AWS_ENDPOINT_URL_{s}" for s in SERVICES),
     ]
+    names += [name for name in _botocore_endpoints() if name not in names]
     saved = {name: os.environ.get(name) for name in names}
+    for name in _botocore_endpoints():  # the shell's, while the fixture is active
+        os.environ.pop(name)
     if isinstance(endpoint, LocalEndpoint):
         endpoint.start()
         os.environ.update(LOCAL_ENVIRONMENT)
