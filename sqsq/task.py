@@ -61,6 +61,7 @@ class TaskOptions(TypedDict, total=False):
     idempotency_key: str | Callable[..., str] | None
     idempotency_ttl: float | timedelta
     idempotency_validate: bool
+    fair_key: str | Callable[..., str] | None
     rate_limit: str | float | None
     rate_key: str | Callable[..., str] | None
     concurrency_limit: int | None
@@ -142,6 +143,7 @@ class Task(Generic[P, R]):
         idempotency_validate: a duplicate whose arguments differ from the call that
             completed the key fails with ``IdempotencyConflict`` (default True)
             instead of getting that call's result.
+        fair_key: template or callable for the call's tenant (``MessageGroupId``), or None.
         rate_limit: Celery's syntax, ``"100/s"``, ``"10/m"``, ``"1000/h"`` or a number
             per second, shared by every worker and Lambda handler of the app (see
             ``docs/guides/flow-control.md``); None: no limit.
@@ -177,6 +179,7 @@ class Task(Generic[P, R]):
         idempotency_key: KeySpec = None,
         idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL_S,
         idempotency_validate: bool = True,
+        fair_key: KeySpec = None,
         rate_limit: str | float | None = None,
         rate_key: KeySpec = None,
         concurrency_limit: int | None = None,
@@ -235,6 +238,9 @@ class Task(Generic[P, R]):
         self.idempotency_key = idempotency_key
         self.idempotency_ttl_s = _positive("idempotency_ttl", idempotency_ttl, 0)
         self.idempotency_validate = idempotency_validate
+        if fair_key is not None and not (isinstance(fair_key, str) or callable(fair_key)):
+            raise ValueError("fair_key must be a format string or a callable")
+        self.fair_key = fair_key
         self._flow_options(rate_limit, rate_key, concurrency_limit, concurrency_key)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn, skip_first=bind)
@@ -288,11 +294,25 @@ class Task(Generic[P, R]):
         Raises:
             ValueError: the template cannot be rendered from these arguments.
         """
-        if self.idempotency_key is None:
+        return self._render(self.idempotency_key, "idempotency_key", args, kwargs)
+
+    def fair_group_for(self, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+        """The ``MessageGroupId`` of a call from the task's ``fair_key`` option
+        (SQS fair queues on standard queues; the group on FIFO queues).
+
+        Raises:
+            ValueError: the template cannot be rendered from these arguments.
+        """
+        return self._render(self.fair_key, "fair_key", args, kwargs)
+
+    def _render(
+        self, spec: KeySpec, option: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> str | None:
+        if spec is None:
             return None
         bound = self.signature.signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        return render_key(self.idempotency_key, dict(bound.arguments), args, kwargs)
+        return render_key(spec, dict(bound.arguments), args, kwargs, option)
 
     # --- enqueue ---------------------------------------------------------------
 
@@ -316,11 +336,13 @@ class Task(Generic[P, R]):
         args_list = list(args or ())
         kwargs = dict(kwargs or {})
         self.signature.check(args_list, kwargs)
-        if idempotency_key is None:
-            try:
+        try:
+            if idempotency_key is None:
                 idempotency_key = self.key_for(args_list, kwargs)
-            except ValueError as exc:
-                raise EnqueueError(f"{self.name}: {exc}") from None
+            if message_group_id is None:
+                message_group_id = self.fair_group_for(args_list, kwargs)
+        except ValueError as exc:
+            raise EnqueueError(f"{self.name}: {exc}") from None
         return producer.build(
             self.name,
             args_list,
@@ -386,7 +408,11 @@ class Task(Generic[P, R]):
             task_id: choose the task id (default: a UUID4).
             idempotency_key: run the body at most once per key (overrides the
                 task's template).
-            message_group_id: FIFO MessageGroupId (default: the task name).
+            message_group_id: the message's ``MessageGroupId`` (overrides the
+                task's ``fair_key``): on a FIFO queue its ordering group (default:
+                the task name); on a standard queue its tenant for SQS fair queues
+                (default: none). At most 128 characters
+                (``limits.SQS_MAX_MESSAGE_GROUP_ID_CHARS``).
 
         Raises:
             EnqueueError: as :meth:`delay` (the arguments do not bind or encode, the

@@ -360,6 +360,9 @@ AWS_COMMANDS: dict[str, list[str]] = {
     "schedule sync": [APP],
     "schedule ls": [APP],
     "schedule run": [APP, "daily-sales-report"],
+    "status": [APP],
+    "revoke": [APP, "some-task-id"],
+    "purge": [APP, "default", "--yes"],
 }
 #: Commands that do not fail on an unreachable endpoint, and why.
 NOT_FAILING = {

@@ -10,6 +10,7 @@ import signal
 import socket
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import limits
@@ -24,6 +25,7 @@ from ..sqs import RECEIVE_ATTRIBUTES
 from .heartbeat import WorkerHeartbeat
 from .inbox import Inbox, WorkItem
 from .leaser import Leaser
+from .priorities import Mode, Priorities
 from .runner import Runner
 from .settler import Settler
 from .watchdog import LoopWatchdog
@@ -61,6 +63,26 @@ def _backoff_s(errors: int) -> float:
     return full_jitter_s(errors, base_s=0.5, cap_s=MAX_ERROR_BACKOFF_S)
 
 
+def _priorities(
+    known: list[str], queues: list[str], weights: Mapping[str, int], mode: Mode
+) -> Priorities | None:
+    """The worker's queue priorities (None unless a weight or strict mode is set);
+    ``known``: the queues the app uses."""
+    unknown = [q for q in {*weights, *queues} if q not in known]
+    if unknown and (weights or mode != "weighted"):
+        raise ConfigurationError(
+            f"queue priorities name {', '.join(sorted(unknown))}, which no task of the app "
+            f"uses (a typo?); the app's queues: {', '.join(known)}"
+        )
+    weights = {q: w for q, w in weights.items() if q in queues}
+    if not weights and mode == "weighted":
+        return None
+    try:
+        return Priorities(queues, weights, mode)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 class Worker:
     """Runs an App's tasks from SQS.
 
@@ -78,6 +100,11 @@ class Worker:
         max_tasks_per_child: with processes, replace a child after this many tasks.
         grace_s: seconds from the first shutdown signal until everything still held
             is released; default: the app's ``shutdown_grace_s`` (25).
+        weights: queue → weight ≥ 1 for weighted polling (missing: 1); default: the
+            app's ``queue_weights``. See ``worker/priorities.py``.
+        priority: ``"weighted"`` or ``"strict"``; default: the app's
+            ``queue_priority``. Priorities apply once a weight or ``"strict"`` is set
+            (and then every queue consumed must be one the app uses).
 
     Raises:
         ConfigurationError: bad options.
@@ -96,6 +123,8 @@ class Worker:
         app_path: str | None = None,
         max_tasks_per_child: int = 0,
         grace_s: float | None = None,
+        weights: Mapping[str, int] | None = None,
+        priority: Mode | None = None,
     ) -> None:
         settings = app.settings
         concurrency = settings.concurrency if concurrency is None else concurrency
@@ -113,6 +142,12 @@ class Worker:
         unknown = [q for q in self.queues if q not in app.queues()]
         if unknown:
             logger.warning("queues %s have no registered task in this app", unknown)
+        self.priorities = _priorities(
+            app.queues(),
+            self.queues,
+            settings.queue_weights if weights is None else weights,
+            settings.queue_priority if priority is None else priority,
+        )
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.burst = burst
@@ -175,7 +210,11 @@ class Worker:
                 )
             self._start_pools()
             inbox = self._inbox = Inbox(
-                self.concurrency, self.prefetch, self._settle_backlog, self._paused_s
+                self.concurrency,
+                self.prefetch,
+                self._settle_backlog,
+                self._paused_s,
+                self.priorities,
             )
             settler = self._settler = Settler(
                 self.app,
@@ -198,13 +237,14 @@ class Worker:
                 counters=self.counters,
             )
             logger.info(
-                "worker %s consuming %s (concurrency %d, prefetch %d, %s pool%s)",
+                "worker %s consuming %s (concurrency %d, prefetch %d, %s pool%s%s)",
                 self.worker_id,
                 ", ".join(self.app.queue_name(q) for q in self.queues),
                 self.concurrency,
                 self.prefetch,
                 self.pool_kind,
                 ", burst" if self.burst else "",
+                f", priority {self.priorities.describe()}" if self.priorities else "",
                 extra={"worker": self.worker_id, "queues": self.queues},
             )
             settling = asyncio.create_task(settler.run(), name="sqsq-settler")
@@ -451,12 +491,12 @@ class Worker:
                     await self._sleep(window_s)
                 finally:
                     inbox.expecting -= 1
-            want = await inbox.reserve()
+            want = await inbox.reserve(queue)
             if not want:
                 return
             admitted, wait_s = await self._admitted(queue, want)  # a queue's rate limit
             if not admitted:
-                inbox.received(want, 0)
+                inbox.received(want, 0, queue)  # its turn passes while it waits for tokens
                 await self._sleep(wait_s)
                 continue
             inbox.expecting += backlogged
@@ -474,7 +514,7 @@ class Worker:
             except Exception as exc:
                 inbox.expecting -= backlogged
                 backlogged = False
-                inbox.received(want, 0)
+                inbox.received(want, 0, queue)  # as if empty: priorities do not wait for it
                 errors += 1
                 delay = _backoff_s(errors)
                 logger.warning(
@@ -499,7 +539,7 @@ class Worker:
             if backlogged and not messages and self._settler is not None:
                 self._settler.nudge()  # nothing more on its way: lingering batches go now
             backlogged = len(messages) == admitted or trickle  # more is probably on its way
-            inbox.received(want, len(messages))
+            inbox.received(want, len(messages), queue)
             self._empty[queue] = not messages
             if messages:
                 self._accept(queue, url, messages)
