@@ -4,6 +4,7 @@ unlimited one on the same queue, served by four workers at once."""
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import time
@@ -148,3 +149,27 @@ def test_four_workers_hold_a_rate_limit_and_leave_the_unlimited_task_alone(worke
         f"{ {k: v for k, v in requests.items() if k.startswith('sqs.')} }"
     )
     assert bucket_writes <= 0.25  # 0.1 per task in batches, plus wrong first guesses
+
+
+@pytest.mark.slow
+def test_a_queue_limit_is_admission_at_the_poller(worker: Any) -> None:
+    """``queue_rate_limits={"metered": "10/s"}``: the poller receives only what the
+    bucket admits, so nothing is put back and the starts follow the rate (the first
+    slots may come one horizon early: 1.5 batches of 5)."""
+    app = flow.setup()
+    count = 60
+    flow.metered.delay_many([(i,) for i in range(count)])
+    process = worker.start(APP, "-Q", "metered", "--log-format", "json")
+    sqs = app.clients.sync("sqs")
+    url = sqs.get_queue_url(QueueName=app.queue_name("metered"))["QueueUrl"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and queue_left(sqs, url):
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    summary = _summary(process.communicate(timeout=60)[1])
+    assert summary["counters"]["succeeded"] == count
+    assert "resent" not in summary["counters"]  # admitted, never put back
+    starts = sorted(_ts(i, "started_at") for i in result_items(app))
+    assert len(starts) == count
+    burst = math.ceil(1.5 * 5)
+    assert starts[-1] - starts[0] >= (count - 1 - burst) / 10
