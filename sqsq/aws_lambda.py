@@ -525,7 +525,7 @@ def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Hea
             logger.warning("limits of %s cannot be checked (%s)", item.envelope.task_id, exc)
             return executor.defer(item, 30.0, "its limits cannot be checked")
         if entry.hold is not None:
-            return executor.defer(item, entry.hold.delay_s, entry.hold.why)
+            return executor.defer(item, entry.hold.delay_s, entry.hold.why, routine=True)
         slot = entry.slot  # lives as long as the invocation can: no renewal
     try:
         return _claim_and_call(app, executor, item, heartbeat)

@@ -245,7 +245,7 @@ class Runner:
             if hold is None:
                 return entry.slot
             if not self.executor.on_fifo(prepared.delivery):
-                return self.executor.defer(prepared, hold.delay_s, hold.why)
+                return self.executor.defer(prepared, hold.delay_s, hold.why, routine=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=hold.delay_s)
             if self.stopping.is_set():
