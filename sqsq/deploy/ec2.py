@@ -11,6 +11,7 @@ stop) and kills what is left after ``TimeoutStopSec`` = grace +
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING, Any
 
 from . import Options
@@ -18,7 +19,13 @@ from . import resources as r
 from .alarms import alarm_condition, alarm_parameter, alarm_resources
 from .dashboard import DASHBOARD_ID, dashboard_resource
 from .iam import trust, worker_policy
-from .workers import backlog_metrics, environment, scaling_parameters, stop_timeout_s
+from .workers import (
+    backlog_metrics,
+    environment,
+    scaling_parameters,
+    stop_timeout_s,
+    worker_options,
+)
 
 if TYPE_CHECKING:
     from ..app import App
@@ -31,6 +38,7 @@ UNIT = "sqsq-worker.service"
 def unit(app: App, options: Options, environment_lines: list[str]) -> str:
     """The systemd unit (``${…}`` are filled in by ``Fn::Sub``)."""
     env = "\n".join(f"Environment={line}" for line in environment_lines)
+    priorities = "".join(f" {shlex.quote(option)}" for option in worker_options(app))
     return f"""[Unit]
 Description=sqsq worker {options.app_path}
 After=network-online.target
@@ -39,7 +47,7 @@ Wants=network-online.target
 [Service]
 User=sqsq
 {env}
-ExecStart=/opt/sqsq/bin/sqsq worker {options.app_path} --log-format json
+ExecStart=/opt/sqsq/bin/sqsq worker {options.app_path} --log-format json{priorities}
 Restart=always
 RestartSec=2
 KillSignal=SIGTERM
