@@ -174,19 +174,14 @@ class PrometheusMetrics:
             ),
             OutcomeKind.REVOKED: counter("sqsq_task_revoked", "Tasks revoked or expired."),
         }
-        self._runtime = prom.Histogram(
-            "sqsq_task_runtime",
-            "Run time of a task's function, seconds.",
-            labels,
-            registry=self.registry,
-            buckets=BUCKETS_S,
-        )
-        self._latency = prom.Histogram(
+
+        def histogram(name: str, what: str) -> Any:
+            return prom.Histogram(name, what, labels, registry=self.registry, buckets=BUCKETS_S)
+
+        self._runtime = histogram("sqsq_task_runtime", "Run time of a task's function, seconds.")
+        self._latency = histogram(
             "sqsq_task_queue_latency",
             "From a message's SentTimestamp to its receive by the worker, seconds.",
-            labels,
-            registry=self.registry,
-            buckets=BUCKETS_S,
         )
         active = prom.Gauge(
             "sqsq_worker_tasks_active", "Tasks running now.", ("worker",), registry=self.registry
