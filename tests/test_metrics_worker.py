@@ -97,8 +97,9 @@ def test_running_worker_writes_emf_every_interval(quickstart: Any, worker: Any) 
     check_emf(document)
     assert (document["Task"], document["TasksSucceeded"]) == (charge.name, 1)
     assert process.poll() is None
-    refund.delay("i-2")
-    process.send_signal(signal.SIGTERM)
+    failed = refund.delay("i-2")
+    wait_until(failed.ready, "the refund's FAILURE stored", process)
+    process.send_signal(signal.SIGTERM)  # its line comes at the next interval or at exit
     rest, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     later = emf_lines(rest)
