@@ -94,6 +94,11 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=repr)
 
 
+def _fifo_group(queue: str, group: str | None) -> str | None:
+    """The MessageGroupId of a FIFO queue's message; None on a standard queue."""
+    return group if queue.endswith(".fifo") else None
+
+
 @dataclass
 class Delivery:
     """A message as received by a worker or delivered to a Lambda function.
@@ -110,7 +115,9 @@ class Delivery:
             (``{name: {"DataType": …, "StringValue"|"BinaryValue": …}}``), kept so
             a dead-lettered copy carries them (``sqsq-dead-letter*`` ones are
             dropped: only sqsq's DLQ copies may carry them).
-        message_group_id: FIFO MessageGroupId, if any.
+        message_group_id: FIFO MessageGroupId, if any (on a standard queue the
+            group of SQS fair queues is left out: it orders nothing there, and the
+            worker and the Lambda handler run a FIFO group's messages in order).
         received_monotonic: ``time.monotonic()`` at receipt (leases count from it).
         malformed: why this delivery cannot be run as it came (a Lambda record with
             a malformed field, see :meth:`from_lambda_record`), else None: the
@@ -148,7 +155,7 @@ class Delivery:
             receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
             sent_at=_ms_to_datetime(attributes.get("SentTimestamp")),
             message_attributes=_own(dict(message.get("MessageAttributes", {}))),
-            message_group_id=attributes.get("MessageGroupId"),
+            message_group_id=_fifo_group(queue, attributes.get("MessageGroupId")),
         )
 
     @classmethod
@@ -231,6 +238,6 @@ class Delivery:
             receive_count=_lenient_count(attributes.get("ApproximateReceiveCount", 1)),
             sent_at=_lenient_ms(attributes.get("SentTimestamp")),
             message_attributes=_own(message_attributes),
-            message_group_id=group,
+            message_group_id=_fifo_group(queue, group),
             malformed=f"malformed Lambda record: {'; '.join(problems)}" if problems else None,
         )

@@ -173,7 +173,7 @@ def _age_start(system: dict[str, Any], details: dict[str, Any]) -> tuple[str, fl
     sent = int(raw) / 1000 if isinstance(raw, str) and raw.isdigit() and len(raw) < 16 else None
     if details:  # sqsq's own copy (never read on a message SQS moved: see describe)
         return AGE_SINCE_DEAD_LETTERED, _epoch(details.get("dead_lettered_at")) or sent
-    fifo = "SequenceNumber" in system or "MessageGroupId" in system
+    fifo = "SequenceNumber" in system  # a fair queue's standard messages carry a group too
     return (AGE_SINCE_DEAD_LETTERED if fifo else AGE_SINCE_ENQUEUED), sent
 
 

@@ -70,14 +70,19 @@ KeySpec = str | Callable[..., str] | None
 
 
 def render_key(
-    spec: KeySpec, arguments: dict[str, Any], args: list[Any], kwargs: dict[str, Any]
+    spec: KeySpec,
+    arguments: dict[str, Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    option: str = "idempotency_key",
 ) -> str | None:
-    """The idempotency key for one call.
+    """The idempotency key (or another per-call key, e.g. ``fair_key``) for one call.
 
     Args:
         spec: a ``str.format`` template over the parameter names, a callable
             taking the call's ``*args, **kwargs``, or None.
         arguments: parameter name → value (defaults applied).
+        option: the task option named in errors.
 
     Raises:
         ValueError: the template names a missing argument, or the key is empty.
@@ -87,9 +92,9 @@ def render_key(
     try:
         key = spec.format(**arguments) if isinstance(spec, str) else str(spec(*args, **kwargs))
     except (KeyError, AttributeError, IndexError) as exc:
-        raise ValueError(f"idempotency_key {spec!r} cannot be rendered: {exc!r}") from None
+        raise ValueError(f"{option} {spec!r} cannot be rendered: {exc!r}") from None
     if not key:
-        raise ValueError("idempotency key is empty")
+        raise ValueError(f"{option} {spec!r} rendered an empty key")
     return key
 
 

@@ -43,6 +43,11 @@ SQS_MAX_RETENTION_S = 1_209_600
 #: "Amazon SQS queue quotas" — Queue name.
 SQS_MAX_QUEUE_NAME_CHARS = 80
 
+#: Longest MessageGroupId (FIFO ordering group, or a fair queue's tenant on a
+#: standard queue), characters: alphanumerics and punctuation.
+#: "SendMessage" (Amazon SQS API reference) — MessageGroupId; "Amazon SQS fair queues".
+SQS_MAX_MESSAGE_GROUP_ID_CHARS = 128
+
 #: Largest DynamoDB item, attribute names and values together, in bytes (400 KB).
 #: "Service, account, and table quotas in Amazon DynamoDB" — Item size.
 DYNAMODB_MAX_ITEM_BYTES = 409_600
@@ -97,6 +102,12 @@ LAMBDA_MAX_TIMEOUT_S = 900
 #: Longest batching window of an SQS event source mapping, seconds
 #: ("CreateEventSourceMapping": MaximumBatchingWindowInSeconds, 0–300).
 LAMBDA_MAX_BATCHING_WINDOW_S = 300
+
+#: Range of an SQS event source's ``ScalingConfig.MaximumConcurrency``.
+#: "Configuring maximum concurrency for Amazon SQS event sources" (AWS Lambda
+#: Developer Guide) — 2-1000.
+LAMBDA_MIN_SQS_MAXIMUM_CONCURRENCY = 2
+LAMBDA_MAX_SQS_MAXIMUM_CONCURRENCY = 1000
 #: Longest ECS container stopTimeout on Fargate, seconds ("ContainerDefinition",
 #: stopTimeout: at most 120 s for tasks on Fargate).
 FARGATE_MAX_STOP_TIMEOUT_S = 120

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,7 +49,10 @@ class OutgoingMessage:
         body: the encoded envelope (:func:`sqsq.envelope.encode_fields`).
         queue_name: the physical SQS queue name.
         delay_s: DelaySeconds (0–900).
-        message_group_id / deduplication_id: FIFO queues only.
+        message_group_id: MessageGroupId: a FIFO queue's ordering group, or a
+            standard queue's tenant (SQS fair queues); None on a standard queue
+            without one.
+        deduplication_id: FIFO queues only.
     """
 
     task_id: str
@@ -56,7 +60,7 @@ class OutgoingMessage:
     body: str
     queue_name: str
     delay_s: int
-    message_group_id: str | None = None  # FIFO queues only
+    message_group_id: str | None = None  # FIFO group, or a fair queue's tenant
     deduplication_id: str | None = None  # FIFO queues only
     attributes: dict[str, Any] | None = None  # MessageAttributes (the signature)
 
@@ -76,6 +80,7 @@ class OutgoingMessage:
             entry["DelaySeconds"] = self.delay_s
         if self.message_group_id is not None:
             entry["MessageGroupId"] = self.message_group_id
+        if self.queue_name.endswith(".fifo"):  # a standard queue refuses the parameter
             entry["MessageDeduplicationId"] = self.deduplication_id or self.task_id
         return entry
 
@@ -127,6 +132,21 @@ def expiry(expires: float | timedelta | datetime | None, now: datetime) -> datet
     return now + timedelta(seconds=expires)
 
 
+#: What SQS accepts in a MessageGroupId ("SendMessage" API reference).
+_GROUP_ID = re.compile(r"""^[A-Za-z0-9!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]+$""")
+
+
+def check_message_group_id(group: str) -> None:
+    """A MessageGroupId SQS accepts: 1-128 alphanumerics and punctuation
+    (``limits.SQS_MAX_MESSAGE_GROUP_ID_CHARS``). Raises EnqueueError."""
+    if len(group) > limits.SQS_MAX_MESSAGE_GROUP_ID_CHARS or not _GROUP_ID.match(group):
+        raise EnqueueError(
+            f"MessageGroupId {group[:40]!r}{'…' if len(group) > 40 else ''} is not 1-"
+            f"{limits.SQS_MAX_MESSAGE_GROUP_ID_CHARS} (SQS_MAX_MESSAGE_GROUP_ID_CHARS) "
+            "alphanumerics and punctuation (no spaces)"
+        )
+
+
 def deduplication_id(task_name: str, idempotency_key: str) -> str:
     """FIFO MessageDeduplicationId from an idempotency key (SHA-256 hex, 64 chars,
     within SQS's 128-character limit)."""
@@ -166,7 +186,9 @@ def build(
         signature: the task function's signature, to check the arguments bind.
         expires: seconds, timedelta or aware datetime after which it must not run.
         idempotency_key: run the body at most once per key.
-        message_group_id: FIFO MessageGroupId (default: the task name).
+        message_group_id: MessageGroupId: on a FIFO queue the ordering group
+            (default: the task name); on a standard queue the tenant of SQS fair
+            queues (default: none). ≤ 128 characters, alphanumerics and punctuation.
         parent_id / root_id / workflow: a workflow's links (``sqsq.workflows``).
         signing_key: sign the body (``sqsq-signature`` attribute, see ``signing.py``).
 
@@ -184,8 +206,8 @@ def build(
             f"{queue_name} is a FIFO queue: SQS does not support a per-message delay "
             "(countdown/eta) there"
         )
-    if message_group_id is not None and not fifo:
-        raise EnqueueError(f"message_group_id needs a FIFO queue ('.fifo'), not {queue_name}")
+    if message_group_id is not None:
+        check_message_group_id(message_group_id)
     now = datetime.now(UTC)
     if task_id is None and fifo and idempotency_key:
         # SQS drops a FIFO duplicate (same MessageDeduplicationId): both callers must
@@ -211,7 +233,7 @@ def build(
         headers=headers,
         sent_at=now,
     )
-    group = (message_group_id or task_name) if fifo else None
+    group = (message_group_id or task_name) if fifo else message_group_id
     dedup = deduplication_id(task_name, idempotency_key) if fifo and idempotency_key else None
     attributes = signature_attribute(body, signing_key) if signing_key else None
     return OutgoingMessage(task_id, task_name, body, queue_name, delay, group, dedup, attributes)

@@ -54,6 +54,35 @@ def check_queue_name(name: str) -> str:
     return name
 
 
+def check_weight(queue: str, weight: object) -> int:
+    """A queue's weight for the worker's priorities (``queue_weights``, ``-Q
+    high:5``): a whole number ≥ 1. Raises ValueError (``0``, ``"x"``, ``1.5``)."""
+    value = 0
+    if not isinstance(weight, bool | float):
+        try:
+            value = int(str(weight).strip())
+        except ValueError:
+            value = 0
+    if value < 1:
+        raise ValueError(
+            f"the weight of queue {queue!r} must be a whole number >= 1, not {weight!r}"
+        )
+    return value
+
+
+def check_maximum_concurrency(value: int) -> int:
+    """An SQS event source's ``ScalingConfig.MaximumConcurrency``. Raises ValueError
+    outside ``limits.LAMBDA_MIN/MAX_SQS_MAXIMUM_CONCURRENCY`` (2-1000)."""
+    low, high = limits.LAMBDA_MIN_SQS_MAXIMUM_CONCURRENCY, limits.LAMBDA_MAX_SQS_MAXIMUM_CONCURRENCY
+    if not low <= value <= high:
+        raise ValueError(
+            f"ScalingConfig.MaximumConcurrency {value} is outside {low}-{high} "
+            '(LAMBDA_MIN/MAX_SQS_MAXIMUM_CONCURRENCY, "Configuring maximum concurrency for '
+            'Amazon SQS event sources")'
+        )
+    return value
+
+
 def __getattr__(name: str) -> Any:
     if name == "Settings":  # the pydantic-settings model: built on first use
         from .settings_model import Settings

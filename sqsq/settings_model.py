@@ -12,7 +12,13 @@ from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import limits
-from .settings import ENV_PREFIX, check_queue_name, seconds
+from .settings import (
+    ENV_PREFIX,
+    check_maximum_concurrency,
+    check_queue_name,
+    check_weight,
+    seconds,
+)
 
 
 def _key_list(value: Any) -> Any:
@@ -148,6 +154,25 @@ class Settings(BaseSettings):
     #: a worker not heard from for 3 intervals is presumed gone. One DynamoDB write
     #: per interval (2 a minute at 30 s); 0 writes none. The Lambda handler writes none.
     heartbeat_interval_s: Seconds = 30.0
+    #: Weighted polling of ``sqsq worker``: logical queue → weight (a whole number
+    #: ≥ 1; a queue left out weighs 1), as ``-Q high:5,default:1``; from the
+    #: environment a JSON object. Empty (default): no priorities. See the Flow
+    #: control guide, "Priorities".
+    queue_weights: dict[str, int] = Field(default_factory=dict)
+    #: ``"weighted"`` (default: shares by ``queue_weights``) or ``"strict"`` (a queue
+    #: is received from only while every higher one is empty; a lower one can starve).
+    queue_priority: Literal["weighted", "strict"] = "weighted"
+    #: ``sqsq infra --target lambda``: ``ScalingConfig.MaximumConcurrency`` of the
+    #: SQS event sources — one number for every queue, or logical queue → number
+    #: (a queue left out gets 10); 2-1000 ("Configuring maximum concurrency for
+    #: Amazon SQS event sources"). From the environment a number or a JSON object.
+    #: None (default): 10, or ``--maximum-concurrency``.
+    lambda_maximum_concurrency: int | dict[str, int] | None = None
+    #: ``sqsq infra --target lambda``: the function's reserved concurrency
+    #: (``ReservedConcurrentExecutions``, the default of the template's
+    #: ``ReservedConcurrency`` parameter); no event source's maximum concurrency
+    #: may exceed it. None (default): none reserved.
+    lambda_reserved_concurrency: int | None = Field(default=None, ge=1)
 
     # --- eager mode (Celery's names; see ``sqsq.eager``) ----------------------------
     #: ``delay()`` / ``apply_async()`` / ``delay_many()`` / ``send_task()`` of a
@@ -158,6 +183,11 @@ class Settings(BaseSettings):
     #: ``apply()`` and, with ``task_always_eager``, from ``delay()``) instead of
     #: returning a FAILURE result.
     task_eager_propagates: bool = False
+    #: Rate limits of logical queues, shared by every worker of the app: the poller
+    #: receives only what the queue's token bucket admits (``{"default": "100/s"}``;
+    #: Celery's syntax, see ``Task``'s ``rate_limit``). From the environment:
+    #: ``SQSQ_QUEUE_RATE_LIMITS`` as JSON. Empty (default): none.
+    queue_rate_limits: dict[str, str | float] = Field(default_factory=dict)
 
     # --- worker metrics (``sqsq.worker.metrics``; the Lambda handler always writes EMF) --
     #: What ``sqsq worker`` reports per task (``--metrics``): ``"emf"`` — CloudWatch
@@ -179,3 +209,15 @@ class Settings(BaseSettings):
     @classmethod
     def _logical_queue(cls, value: str) -> str:
         return check_queue_name(value)
+
+    @field_validator("lambda_maximum_concurrency")
+    @classmethod
+    def _maximum_concurrency(cls, value: int | dict[str, int] | None) -> Any:
+        if isinstance(value, dict):
+            return {check_queue_name(q): check_maximum_concurrency(n) for q, n in value.items()}
+        return None if value is None else check_maximum_concurrency(value)
+
+    @field_validator("queue_weights")
+    @classmethod
+    def _queue_weights(cls, value: dict[str, int]) -> dict[str, int]:
+        return {check_queue_name(q): check_weight(q, w) for q, w in value.items()}

@@ -30,6 +30,7 @@ from .settings import check_queue_name, seconds
 
 if TYPE_CHECKING:
     from .app import App
+    from .flow.rates import Rate
     from .result import AsyncResult
     from .workflows import Signature as CanvasSignature
     from .workflows import group
@@ -60,6 +61,11 @@ class TaskOptions(TypedDict, total=False):
     idempotency_key: str | Callable[..., str] | None
     idempotency_ttl: float | timedelta
     idempotency_validate: bool
+    fair_key: str | Callable[..., str] | None
+    rate_limit: str | float | None
+    rate_key: str | Callable[..., str] | None
+    concurrency_limit: int | None
+    concurrency_key: str | Callable[..., str] | None
 
 
 #: Every option ``@app.task(...)`` accepts; anything else fails at declaration.
@@ -137,6 +143,16 @@ class Task(Generic[P, R]):
         idempotency_validate: a duplicate whose arguments differ from the call that
             completed the key fails with ``IdempotencyConflict`` (default True)
             instead of getting that call's result.
+        fair_key: template or callable for the call's tenant (``MessageGroupId``), or None.
+        rate_limit: Celery's syntax, ``"100/s"``, ``"10/m"``, ``"1000/h"`` or a number
+            per second, shared by every worker and Lambda handler of the app (see
+            ``docs/guides/flow-control.md``); None: no limit.
+        rate_key: with ``rate_limit``, one bucket per key: a ``str.format`` template
+            over the arguments (``"{customer_id}"``) or a callable.
+        concurrency_limit: at most this many bodies run at once across all workers
+            and Lambda (per ``concurrency_key``); None: no limit.
+        concurrency_key: with ``concurrency_limit``, one limit per key (template or
+            callable, as ``rate_key``).
         bind: the function receives a :class:`BoundTask` as first argument.
         is_async: the function is ``async def`` (awaited on the worker's loop).
     """
@@ -163,6 +179,11 @@ class Task(Generic[P, R]):
         idempotency_key: KeySpec = None,
         idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL_S,
         idempotency_validate: bool = True,
+        fair_key: KeySpec = None,
+        rate_limit: str | float | None = None,
+        rate_key: KeySpec = None,
+        concurrency_limit: int | None = None,
+        concurrency_key: KeySpec = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -217,6 +238,10 @@ class Task(Generic[P, R]):
         self.idempotency_key = idempotency_key
         self.idempotency_ttl_s = _positive("idempotency_ttl", idempotency_ttl, 0)
         self.idempotency_validate = idempotency_validate
+        if fair_key is not None and not (isinstance(fair_key, str) or callable(fair_key)):
+            raise ValueError("fair_key must be a format string or a callable")
+        self.fair_key = fair_key
+        self._flow_options(rate_limit, rate_key, concurrency_limit, concurrency_key)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn, skip_first=bind)
         self.__doc__ = fn.__doc__
@@ -224,6 +249,37 @@ class Task(Generic[P, R]):
         self.__qualname__ = getattr(fn, "__qualname__", self.name)
         self.__module__ = fn.__module__
         self.__wrapped__ = fn
+
+    def _flow_options(
+        self,
+        rate_limit: str | float | None,
+        rate_key: KeySpec,
+        concurrency_limit: int | None,
+        concurrency_key: KeySpec,
+    ) -> None:
+        """Check and keep the flow-control options (``sqsq.flow``, loaded only when
+        a rate limit is declared)."""
+        for option, spec in (("rate_key", rate_key), ("concurrency_key", concurrency_key)):
+            if spec is not None and not (isinstance(spec, str) or callable(spec)):
+                raise ValueError(f"{option} must be a format string or a callable")
+        if rate_key is not None and rate_limit is None:
+            raise ValueError("rate_key needs a rate_limit")
+        if concurrency_key is not None and concurrency_limit is None:
+            raise ValueError("concurrency_key needs a concurrency_limit")
+        if concurrency_limit is not None and (
+            isinstance(concurrency_limit, bool)
+            or not isinstance(concurrency_limit, int)
+            or concurrency_limit < 1
+        ):
+            raise ValueError(f"concurrency_limit must be an int >= 1, got {concurrency_limit!r}")
+        self.rate_limit: Rate | None = None
+        if rate_limit is not None:
+            from .flow.rates import parse_rate
+
+            self.rate_limit = parse_rate(rate_limit)
+        self.rate_key = rate_key
+        self.concurrency_limit = concurrency_limit
+        self.concurrency_key = concurrency_key
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.queue}>"
@@ -238,11 +294,25 @@ class Task(Generic[P, R]):
         Raises:
             ValueError: the template cannot be rendered from these arguments.
         """
-        if self.idempotency_key is None:
+        return self._render(self.idempotency_key, "idempotency_key", args, kwargs)
+
+    def fair_group_for(self, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+        """The ``MessageGroupId`` of a call from the task's ``fair_key`` option
+        (SQS fair queues on standard queues; the group on FIFO queues).
+
+        Raises:
+            ValueError: the template cannot be rendered from these arguments.
+        """
+        return self._render(self.fair_key, "fair_key", args, kwargs)
+
+    def _render(
+        self, spec: KeySpec, option: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> str | None:
+        if spec is None:
             return None
         bound = self.signature.signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        return render_key(self.idempotency_key, dict(bound.arguments), args, kwargs)
+        return render_key(spec, dict(bound.arguments), args, kwargs, option)
 
     # --- enqueue ---------------------------------------------------------------
 
@@ -266,11 +336,13 @@ class Task(Generic[P, R]):
         args_list = list(args or ())
         kwargs = dict(kwargs or {})
         self.signature.check(args_list, kwargs)
-        if idempotency_key is None:
-            try:
+        try:
+            if idempotency_key is None:
                 idempotency_key = self.key_for(args_list, kwargs)
-            except ValueError as exc:
-                raise EnqueueError(f"{self.name}: {exc}") from None
+            if message_group_id is None:
+                message_group_id = self.fair_group_for(args_list, kwargs)
+        except ValueError as exc:
+            raise EnqueueError(f"{self.name}: {exc}") from None
         return producer.build(
             self.name,
             args_list,
@@ -336,7 +408,11 @@ class Task(Generic[P, R]):
             task_id: choose the task id (default: a UUID4).
             idempotency_key: run the body at most once per key (overrides the
                 task's template).
-            message_group_id: FIFO MessageGroupId (default: the task name).
+            message_group_id: the message's ``MessageGroupId`` (overrides the
+                task's ``fair_key``): on a FIFO queue its ordering group (default:
+                the task name); on a standard queue its tenant for SQS fair queues
+                (default: none). At most 128 characters
+                (``limits.SQS_MAX_MESSAGE_GROUP_ID_CHARS``).
 
         Raises:
             EnqueueError: as :meth:`delay` (the arguments do not bind or encode, the

@@ -464,6 +464,9 @@ def test_dlq_age_counts_from_what_each_message_records() -> None:
     # (moto sets no DeadLetterQueueSourceArn: a message without sqsq's attributes)
     row = describe(message({"SentTimestamp": moved["SentTimestamp"]}, {}), now=now)
     assert (row.age_since, row.age_s) == (AGE_SINCE_ENQUEUED, 7_200)
+    # a standard (fair) queue's message carries a MessageGroupId, and keeps it too
+    row = describe(message({**moved, "MessageGroupId": "tenant-1"}, {}), now=now)
+    assert (row.age_since, row.age_s) == (AGE_SINCE_ENQUEUED, 7_200)
     # ... a FIFO queue resets it at the move
     row = describe(message({**moved, "SequenceNumber": "1"}, {}), now=now)
     assert row.age_since == AGE_SINCE_DEAD_LETTERED

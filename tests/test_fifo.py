@@ -111,11 +111,6 @@ def test_a_delay_on_a_fifo_queue_raises_enqueue_error(option: str) -> None:
         rel.fifo_step.apply_async(("/nonexistent", "A", 1), **options)
 
 
-def test_message_group_id_needs_a_fifo_queue() -> None:
-    with pytest.raises(sqsq.EnqueueError, match="FIFO"):
-        rel.counted.apply_async(("/nonexistent", "x"), message_group_id="A")
-
-
 # --- on a worker ---------------------------------------------------------------------------
 
 

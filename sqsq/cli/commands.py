@@ -49,18 +49,25 @@ def log_options(fn: Any) -> Any:
     return fn
 
 
-def _queues(value: str | None) -> list[str] | None:
-    if not value:
-        return None
-    return [q.strip() for q in value.split(",") if q.strip()]
-
-
 # --- worker ---------------------------------------------------------------------------
 
 
 @cli.command()
 @click.argument("app")
-@click.option("-Q", "--queues", help="Comma-separated logical queues (default: all the app uses).")
+@click.option(
+    "-Q",
+    "--queues",
+    help="Comma-separated logical queues, each with an optional weight: 'high:5,default:1' "
+    "(default: all the app uses, weights from the app's queue_weights).",
+)
+@click.option(
+    "--priority",
+    type=click.Choice(["weighted", "strict"]),
+    default=None,
+    help="weighted: under saturation each queue gets its weight's share, none starves; "
+    "strict: a queue is taken only while every higher one is empty (can starve lower ones) "
+    "(default: the app's queue_priority, weighted).",
+)
 @click.option(
     "-c",
     "--concurrency",
@@ -138,6 +145,7 @@ def worker(
     metrics: str | None,
     metrics_port: int | None,
     metrics_interval: float | None,
+    priority: str | None,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -145,6 +153,12 @@ def worker(
 
     APP is 'module:attribute' of a sqsq.App, e.g. examples.quickstart.app:app.
     """
+    from ..worker.priorities import parse_queues
+
+    try:
+        listed, weights = parse_queues(queues) if queues else ([], {})
+    except ValueError as exc:
+        raise _UsageError(f"-Q {queues}: {exc}") from None
     _logging(log_level, log_format)
     from ..worker import Worker
 
@@ -153,7 +167,7 @@ def worker(
     the_app = _load(app)
     code = Worker(
         the_app,
-        queues=_queues(queues),
+        queues=listed or None,
         concurrency=concurrency,
         prefetch=prefetch,
         burst=burst,
@@ -165,6 +179,8 @@ def worker(
         metrics=cast(Literal["off", "emf", "prometheus"] | None, metrics),
         metrics_port=metrics_port,
         metrics_interval_s=metrics_interval,
+        weights=weights or None,
+        priority="strict" if priority == "strict" else "weighted" if priority else None,
     ).run()
     sys.exit(code)
 
@@ -646,3 +662,7 @@ from .status import purge, revoke, status  # noqa: E402  (after cli's own comman
 cli.add_command(status)
 cli.add_command(revoke)
 cli.add_command(purge)
+
+# --- limits (cli/limits.py) -------------------------------------------------------------
+
+from . import limits as _limits  # noqa: E402, F401  (registers `sqsq limits`)

@@ -48,9 +48,9 @@ from .commands import _load
 @click.option(
     "--maximum-concurrency",
     type=click.IntRange(2, 1000),
-    default=10,
-    show_default=True,
-    help="ScalingConfig.MaximumConcurrency of each queue's event source.",
+    default=None,
+    help="ScalingConfig.MaximumConcurrency of each queue's event source (default: the app's "
+    "lambda_maximum_concurrency setting, else 10).",
 )
 @click.option("--memory", type=click.IntRange(128, 10_240), default=512, show_default=True)
 @click.option(
@@ -109,7 +109,7 @@ def infra(
     function_timeout: int | None,
     batch_size: int,
     batching_window: int,
-    maximum_concurrency: int,
+    maximum_concurrency: int | None,
     memory: int,
     code_uri: str | None,
     runtime: str,

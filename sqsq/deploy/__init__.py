@@ -48,7 +48,9 @@ class Options:
             served tasks' ``time_limit``, see :mod:`.lambda_timing`).
         batch_size: records per Lambda invocation (SQS event source, 1-10000).
         batching_window_s: MaximumBatchingWindowInSeconds (0-300; standard queues only).
-        maximum_concurrency: ScalingConfig.MaximumConcurrency per queue (2-1000).
+        maximum_concurrency: ScalingConfig.MaximumConcurrency of every queue's event
+            source (2-1000; default: the app's ``lambda_maximum_concurrency``, else
+            10; see :func:`.lambda_sam.maximum_concurrency`).
         memory_mb: Lambda memory, MiB.
         code_uri: SAM CodeUri, the directory holding the app's top-level package and the
             function's ``requirements.txt``, relative to the template's directory
@@ -72,7 +74,7 @@ class Options:
     function_timeout_s: int | None = None
     batch_size: int = 10
     batching_window_s: int = 0
-    maximum_concurrency: int = 10
+    maximum_concurrency: int | None = None
     memory_mb: int = 512
     code_uri: str = "."
     runtime: str = RUNTIME

@@ -11,12 +11,19 @@ stop) and kills what is left after ``TimeoutStopSec`` = grace +
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING, Any
 
 from . import Options
 from . import resources as r
 from .iam import trust, worker_policy
-from .workers import backlog_metrics, environment, scaling_parameters, stop_timeout_s
+from .workers import (
+    backlog_metrics,
+    environment,
+    scaling_parameters,
+    stop_timeout_s,
+    worker_options,
+)
 
 if TYPE_CHECKING:
     from ..app import App
@@ -29,6 +36,7 @@ UNIT = "sqsq-worker.service"
 def unit(app: App, options: Options, environment_lines: list[str]) -> str:
     """The systemd unit (``${…}`` are filled in by ``Fn::Sub``)."""
     env = "\n".join(f"Environment={line}" for line in environment_lines)
+    priorities = "".join(f" {shlex.quote(option)}" for option in worker_options(app))
     return f"""[Unit]
 Description=sqsq worker {options.app_path}
 After=network-online.target
@@ -37,7 +45,7 @@ Wants=network-online.target
 [Service]
 User=sqsq
 {env}
-ExecStart=/opt/sqsq/bin/sqsq worker {options.app_path} --log-format json
+ExecStart=/opt/sqsq/bin/sqsq worker {options.app_path} --log-format json{priorities}
 Restart=always
 RestartSec=2
 KillSignal=SIGTERM

@@ -25,6 +25,7 @@ from .workers import (
     environment,
     scaling_parameters,
     stop_timeout_s,
+    worker_options,
 )
 
 if TYPE_CHECKING:
@@ -171,7 +172,13 @@ def template(app: App, options: Options) -> Doc:
                     "Image": r.ref("Image"),
                     "Essential": True,
                     "EntryPoint": ["sqsq"],
-                    "Command": ["worker", options.app_path, "--log-format", "json"],
+                    "Command": [
+                        "worker",
+                        options.app_path,
+                        "--log-format",
+                        "json",
+                        *worker_options(app),
+                    ],
                     # SIGTERM, then SIGKILL after StopTimeout = grace + margin.
                     "StopTimeout": stop_timeout,
                     # An init as PID 1 forwards signals and reaps pool children.

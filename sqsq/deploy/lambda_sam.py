@@ -26,6 +26,36 @@ if TYPE_CHECKING:
 Doc = dict[str, Any]
 
 FUNCTION_ID = "TaskFunction"
+#: An event source's ``ScalingConfig.MaximumConcurrency`` when nothing sets it.
+DEFAULT_MAXIMUM_CONCURRENCY = 10
+
+
+def maximum_concurrency(app: App, options: Options, queue: str) -> int:
+    """``ScalingConfig.MaximumConcurrency`` of ``queue``'s event source:
+    ``--maximum-concurrency``, else the app's ``lambda_maximum_concurrency`` (a
+    number, or this queue's entry), else :data:`DEFAULT_MAXIMUM_CONCURRENCY`.
+
+    Raises:
+        ConfigurationError: over the ``lambda_reserved_concurrency`` setting (AWS:
+            "do not set maximum concurrency above the function's reserved
+            concurrency": the function would be throttled).
+    """
+    setting = app.settings.lambda_maximum_concurrency
+    if options.maximum_concurrency is not None:
+        value = options.maximum_concurrency
+    elif isinstance(setting, dict):
+        value = setting.get(queue, DEFAULT_MAXIMUM_CONCURRENCY)
+    else:
+        value = setting or DEFAULT_MAXIMUM_CONCURRENCY
+    reserved = app.settings.lambda_reserved_concurrency
+    if reserved is not None and value > reserved:
+        raise ConfigurationError(
+            f"ScalingConfig.MaximumConcurrency {value} of queue {queue!r} is over the "
+            f"function's reserved concurrency {reserved} (lambda_reserved_concurrency): "
+            'Lambda would throttle it ("Configuring maximum concurrency for Amazon SQS '
+            'event sources")'
+        )
+    return value
 
 
 def handler_of(app: App, options: Options) -> str:
@@ -52,7 +82,7 @@ def timing(app: App, options: Options) -> Timing:
     )
 
 
-def _events(ids: r.Declared, options: Options) -> Doc:
+def _events(app: App, ids: r.Declared, options: Options) -> Doc:
     events: Doc = {}
     for queue in ids.resources.source_queues():
         if queue.logical in options.worker_queues:
@@ -61,7 +91,9 @@ def _events(ids: r.Declared, options: Options) -> Doc:
             "Queue": r.get_att(ids.queue_id(queue)),
             "BatchSize": options.batch_size,
             "FunctionResponseTypes": ["ReportBatchItemFailures"],
-            "ScalingConfig": {"MaximumConcurrency": options.maximum_concurrency},
+            "ScalingConfig": {
+                "MaximumConcurrency": maximum_concurrency(app, options, queue.logical)
+            },
         }
         if not queue.fifo:  # FIFO event sources take no batching window
             properties["MaximumBatchingWindowInSeconds"] = options.batching_window_s
@@ -132,7 +164,7 @@ def template(app: App, options: Options) -> Doc:
                     **signing_environment(app),
                 }
             },
-            "Events": _events(ids, options),
+            "Events": _events(app, ids, options),
         },
     }
     outputs = r.app_outputs(ids)
@@ -151,9 +183,10 @@ def template(app: App, options: Options) -> Doc:
             },
             "ReservedConcurrency": {
                 "Type": "Number",
-                "Default": 0,
+                "Default": app.settings.lambda_reserved_concurrency or 0,
                 "MinValue": 0,
-                "Description": "Reserved concurrency of the function (0: none).",
+                "Description": "Reserved concurrency of the function (0: none); at least each "
+                "event source's MaximumConcurrency.",
             },
             **r.alarm_parameter(),
         },

@@ -1,5 +1,5 @@
 """What the long-poll targets (ECS, EC2) share: the stop timeout derived from the
-worker's grace, the worker's environment, and target tracking on backlog per
+worker's grace, the worker's environment and queue priorities, and target tracking on backlog per
 worker (AWS's metric-math pattern, "Scaling policy based on Amazon SQS": the
 visible messages of the app's queues divided by the running workers).
 """
@@ -51,6 +51,31 @@ def environment(app: App, ids: r.Declared) -> dict[str, Any]:
         "SQSQ_SHUTDOWN_GRACE_S": f"{grace_s(app):g}",
         **signing_environment(app),
     }
+
+
+def worker_options(app: App) -> list[str]:
+    """``sqsq worker`` options from the app's settings: its queue priorities
+    (``queue_weights`` → ``-Q high:5,default:1`` over every queue the app uses,
+    ``queue_priority`` → ``--priority strict``); none without them.
+
+    Raises:
+        ConfigurationError: ``queue_weights`` names a queue no task uses.
+    """
+    settings = app.settings
+    weights, queues = settings.queue_weights, app.queues()
+    if not weights and settings.queue_priority == "weighted":
+        return []
+    unknown = sorted(set(weights) - set(queues))
+    if unknown:
+        raise ConfigurationError(
+            f"queue_weights names {', '.join(unknown)}, which no task of the app uses; "
+            f"the app's queues: {', '.join(queues)}"
+        )
+    highest_first = sorted(queues, key=lambda q: -weights.get(q, 1))
+    options = ["-Q", ",".join(f"{q}:{weights.get(q, 1)}" for q in highest_first)]
+    if settings.queue_priority == "strict":
+        options += ["--priority", "strict"]
+    return options
 
 
 def backlog_metrics(ids: r.Declared, workers: Doc) -> list[Doc]:

@@ -10,9 +10,11 @@ import signal
 import socket
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import limits
+from ..calls import arun
 from ..delivery import Delivery
 from ..errors import ConfigurationError
 from ..execution import Executor
@@ -24,6 +26,7 @@ from .heartbeat import WorkerHeartbeat
 from .inbox import Inbox, WorkItem
 from .leaser import Leaser
 from .metrics import WorkerMetrics, open_metrics
+from .priorities import Mode, Priorities
 from .runner import Runner
 from .settler import Settler
 from .watchdog import LoopWatchdog
@@ -61,6 +64,26 @@ def _backoff_s(errors: int) -> float:
     return full_jitter_s(errors, base_s=0.5, cap_s=MAX_ERROR_BACKOFF_S)
 
 
+def _priorities(
+    known: list[str], queues: list[str], weights: Mapping[str, int], mode: Mode
+) -> Priorities | None:
+    """The worker's queue priorities (None unless a weight or strict mode is set);
+    ``known``: the queues the app uses."""
+    unknown = [q for q in {*weights, *queues} if q not in known]
+    if unknown and (weights or mode != "weighted"):
+        raise ConfigurationError(
+            f"queue priorities name {', '.join(sorted(unknown))}, which no task of the app "
+            f"uses (a typo?); the app's queues: {', '.join(known)}"
+        )
+    weights = {q: w for q, w in weights.items() if q in queues}
+    if not weights and mode == "weighted":
+        return None
+    try:
+        return Priorities(queues, weights, mode)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 class Worker:
     """Runs an App's tasks from SQS.
 
@@ -84,6 +107,11 @@ class Worker:
             ``worker_metrics_port`` (9810).
         metrics_interval_s: seconds between EMF writes; default: the app's
             ``worker_metrics_interval_s`` (60).
+        weights: queue → weight ≥ 1 for weighted polling (missing: 1); default: the
+            app's ``queue_weights``. See ``worker/priorities.py``.
+        priority: ``"weighted"`` or ``"strict"``; default: the app's
+            ``queue_priority``. Priorities apply once a weight or ``"strict"`` is set
+            (and then every queue consumed must be one the app uses).
 
     Raises:
         ConfigurationError: bad options.
@@ -105,6 +133,8 @@ class Worker:
         metrics: Literal["off", "emf", "prometheus"] | None = None,
         metrics_port: int | None = None,
         metrics_interval_s: float | None = None,
+        weights: Mapping[str, int] | None = None,
+        priority: Mode | None = None,
     ) -> None:
         settings = app.settings
         concurrency = settings.concurrency if concurrency is None else concurrency
@@ -126,6 +156,12 @@ class Worker:
         unknown = [q for q in self.queues if q not in app.queues()]
         if unknown:
             logger.warning("queues %s have no registered task in this app", unknown)
+        self.priorities = _priorities(
+            app.queues(),
+            self.queues,
+            settings.queue_weights if weights is None else weights,
+            settings.queue_priority if priority is None else priority,
+        )
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.burst = burst
@@ -206,7 +242,11 @@ class Worker:
                 self.metrics.start()
             self._start_pools()
             inbox = self._inbox = Inbox(
-                self.concurrency, self.prefetch, self._settle_backlog, self._paused_s
+                self.concurrency,
+                self.prefetch,
+                self._settle_backlog,
+                self._paused_s,
+                self.priorities,
             )
             settler = self._settler = Settler(
                 self.app,
@@ -229,13 +269,14 @@ class Worker:
                 counters=self.counters,
             )
             logger.info(
-                "worker %s consuming %s (concurrency %d, prefetch %d, %s pool%s)",
+                "worker %s consuming %s (concurrency %d, prefetch %d, %s pool%s%s)",
                 self.worker_id,
                 ", ".join(self.app.queue_name(q) for q in self.queues),
                 self.concurrency,
                 self.prefetch,
                 self.pool_kind,
                 ", burst" if self.burst else "",
+                f", priority {self.priorities.describe()}" if self.priorities else "",
                 extra={"worker": self.worker_id, "queues": self.queues},
             )
             settling = asyncio.create_task(settler.run(), name="sqsq-settler")
@@ -486,14 +527,19 @@ class Worker:
                     await self._sleep(window_s)
                 finally:
                     inbox.expecting -= 1
-            want = await inbox.reserve()
+            want = await inbox.reserve(queue)
             if not want:
                 return
+            admitted, wait_s = await self._admitted(queue, want)  # a queue's rate limit
+            if not admitted:
+                inbox.received(want, 0, queue)  # its turn passes while it waits for tokens
+                await self._sleep(wait_s)
+                continue
             inbox.expecting += backlogged
             try:
                 response = await client.receive_message(
                     QueueUrl=url,
-                    MaxNumberOfMessages=want,
+                    MaxNumberOfMessages=admitted,
                     WaitTimeSeconds=self.wait_time_s,
                     **RECEIVE_ATTRIBUTES,
                 )
@@ -504,7 +550,7 @@ class Worker:
             except Exception as exc:
                 inbox.expecting -= backlogged
                 backlogged = False
-                inbox.received(want, 0)
+                inbox.received(want, 0, queue)  # as if empty: priorities do not wait for it
                 errors += 1
                 delay = _backoff_s(errors)
                 logger.warning(
@@ -523,15 +569,39 @@ class Worker:
                 errors = 0
             messages = response.get("Messages", [])
             inbox.expecting -= backlogged
-            trickle = window_s > 0 and 0 < len(messages) < want
+            if self.app.flow is not None and len(messages) < admitted:
+                self.app.flow.unadmit(queue, admitted - len(messages))
+            trickle = window_s > 0 and 0 < len(messages) < admitted
             if backlogged and not messages and self._settler is not None:
                 self._settler.nudge()  # nothing more on its way: lingering batches go now
-            backlogged = len(messages) == want or trickle  # more is probably on its way
-            inbox.received(want, len(messages))
+            backlogged = len(messages) == admitted or trickle  # more is probably on its way
+            inbox.received(want, len(messages), queue)
             self._empty[queue] = not messages
             if messages:
                 self._accept(queue, url, messages)
             self._check_drained()
+
+    async def _admitted(self, queue: str, want: int) -> tuple[int, float]:
+        """How many of ``want`` messages ``queue``'s rate limit admits now, else
+        ``(0, seconds to wait)`` — the App's flow control, asked only when the app
+        has a limit (no request, no import otherwise)."""
+        flow = self.app.flow_control()
+        if flow is None:
+            return want, 0.0
+        try:
+            return await arun(flow.admitting(queue, want), self.app.clients)
+        except Exception as exc:  # the bucket cannot be read: receive nothing meanwhile
+            self.counters["admission_errors"] += 1
+            delay = _backoff_s(self.counters["admission_errors"])
+            logger.warning(
+                "rate limit of %s cannot be checked (%s: %s); receiving waits %.1fs",
+                queue,
+                type(exc).__name__,
+                exc,
+                delay,
+                extra={"queue": queue},
+            )
+            return 0, delay
 
     def _accept(self, queue: str, url: str, messages: list[dict[str, Any]]) -> None:
         """Lease, decode and queue the messages of one receive."""

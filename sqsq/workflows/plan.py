@@ -255,6 +255,12 @@ def _message(
             key = None  # arguments that do not bind: the worker dead-letters the message
     if key is None and key_prefix is not None:
         key = f"{key_prefix}:{task_id}"
+    group = None  # the task's fair_key: MessageGroupId (SQS fair queues; FIFO's group)
+    if task is not None and task.fair_key is not None:
+        try:
+            group = task.fair_group_for(args, kwargs)
+        except (ValueError, TypeError):
+            group = None  # as for the key: the worker dead-letters what does not bind
     message = producer.build(
         name,
         args,
@@ -266,6 +272,7 @@ def _message(
         task_id=task_id,
         signature=task.signature if task is not None and check else None,
         idempotency_key=key,
+        message_group_id=group,
         parent_id=parent_id,
         root_id=root_id,
         workflow=workflow or None,
