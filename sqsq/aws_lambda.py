@@ -374,7 +374,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     listed |= {o.delivery.message_id for o in batch.done if o.kind in RETURNED_KINDS}
     listed |= not_started
     try:  # EMF lines on stdout (see metrics.py); never fails the batch
-        emit_metrics(app.name, [*batch.done, *batch.kept], started_s)
+        emit_metrics(app.name, [*batch.done, *batch.kept], started_s, tasks=app.tasks)
     except Exception as exc:
         logger.warning("writing the EMF metrics failed: %s", exc)
     unnamed = [d.message_id for d in deliveries if d.message_id in listed and not d.identified]
