@@ -617,8 +617,8 @@ class Task(Generic[P, R]):
         Called as the function is (``add.apply(1, 2)``) or in Celery's forms
         (``add.apply((1, 2))``, ``add.apply((1,), {"y": 2})``,
         ``add.apply(args=(1, 2), kwargs={})``): the direct form when the arguments
-        fit the function's own signature, else Celery's (the rule, and what an
-        ambiguous call does, in ``sqsq.eager``).
+        fit the function's own signature, else Celery's; a call that fits both is
+        refused as ambiguous (the rule in ``sqsq.eager``).
 
         The arguments take the same path as on a worker: encoded under the
         envelope's JSON rules, decoded and validated. A RETRY (``autoretry_for``,
