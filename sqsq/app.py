@@ -212,6 +212,9 @@ class App:
             idempotency_key: ``str.format`` template over the arguments
                 (``"{order_id}"``) or a callable returning the key.
             idempotency_ttl: how long a key is remembered, seconds (default 1 day).
+            track_started: record STARTED (worker, start time) when the body starts,
+                as Celery's ``track_started``: one conditional PutItem per attempt
+                (default: the ``track_started`` setting, off).
 
         Raises:
             ConfigurationError: an unknown option, or a name already registered.

@@ -184,6 +184,13 @@ class Settings(BaseSettings):
     #: returning a FAILURE result.
     task_eager_propagates: bool = False
 
+    # --- task states (see ``sqsq.result``) --------------------------------------------
+    #: Record STARTED (worker ``host:pid``, start time) in the result item when a
+    #: task's body starts (Celery's ``task_track_started``): one conditional PutItem
+    #: per attempt (``ResultStore.start``); off by default (no extra request). A task's
+    #: own ``track_started=`` option wins.
+    track_started: bool = False
+
     @field_validator("default_queue")
     @classmethod
     def _logical_queue(cls, value: str) -> str:

@@ -61,6 +61,7 @@ class TaskOptions(TypedDict, total=False):
     idempotency_ttl: float | timedelta
     idempotency_validate: bool
     fair_key: str | Callable[..., str] | None
+    track_started: bool | None
 
 
 #: Every option ``@app.task(...)`` accepts; anything else fails at declaration.
@@ -139,6 +140,8 @@ class Task(Generic[P, R]):
             completed the key fails with ``IdempotencyConflict`` (default True)
             instead of getting that call's result.
         fair_key: template or callable for the call's tenant (``MessageGroupId``), or None.
+        track_started: record STARTED when the body starts (one conditional PutItem
+            per attempt); default the app's ``track_started`` setting.
         bind: the function receives a :class:`BoundTask` as first argument.
         is_async: the function is ``async def`` (awaited on the worker's loop).
     """
@@ -166,6 +169,7 @@ class Task(Generic[P, R]):
         idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL_S,
         idempotency_validate: bool = True,
         fair_key: KeySpec = None,
+        track_started: bool | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -223,6 +227,9 @@ class Task(Generic[P, R]):
         if fair_key is not None and not (isinstance(fair_key, str) or callable(fair_key)):
             raise ValueError("fair_key must be a format string or a callable")
         self.fair_key = fair_key
+        self.track_started = (
+            app.settings.track_started if track_started is None else bool(track_started)
+        )
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn, skip_first=bind)
         self.__doc__ = fn.__doc__
