@@ -183,6 +183,11 @@ class Settings(BaseSettings):
     #: ``apply()`` and, with ``task_always_eager``, from ``delay()``) instead of
     #: returning a FAILURE result.
     task_eager_propagates: bool = False
+    #: Rate limits of logical queues, shared by every worker of the app: the poller
+    #: receives only what the queue's token bucket admits (``{"default": "100/s"}``;
+    #: Celery's syntax, see ``Task``'s ``rate_limit``). From the environment:
+    #: ``SQSQ_QUEUE_RATE_LIMITS`` as JSON. Empty (default): none.
+    queue_rate_limits: dict[str, str | float] = Field(default_factory=dict)
 
     # --- task states (see ``sqsq.result``) --------------------------------------------
     #: Record STARTED (worker ``host:pid``, start time) in the result item when a

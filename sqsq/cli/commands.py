@@ -672,3 +672,7 @@ from .status import purge, revoke, status  # noqa: E402  (after cli's own comman
 cli.add_command(status)
 cli.add_command(revoke)
 cli.add_command(purge)
+
+# --- limits (cli/limits.py) -------------------------------------------------------------
+
+from . import limits as _limits  # noqa: E402, F401  (registers `sqsq limits`)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import limits
+from ..calls import arun
 from ..delivery import Delivery
 from ..errors import ConfigurationError
 from ..execution import Executor
@@ -493,11 +494,16 @@ class Worker:
             want = await inbox.reserve(queue)
             if not want:
                 return
+            admitted, wait_s = await self._admitted(queue, want)  # a queue's rate limit
+            if not admitted:
+                inbox.received(want, 0, queue)  # its turn passes while it waits for tokens
+                await self._sleep(wait_s)
+                continue
             inbox.expecting += backlogged
             try:
                 response = await client.receive_message(
                     QueueUrl=url,
-                    MaxNumberOfMessages=want,
+                    MaxNumberOfMessages=admitted,
                     WaitTimeSeconds=self.wait_time_s,
                     **RECEIVE_ATTRIBUTES,
                 )
@@ -527,15 +533,39 @@ class Worker:
                 errors = 0
             messages = response.get("Messages", [])
             inbox.expecting -= backlogged
-            trickle = window_s > 0 and 0 < len(messages) < want
+            if self.app.flow is not None and len(messages) < admitted:
+                self.app.flow.unadmit(queue, admitted - len(messages))
+            trickle = window_s > 0 and 0 < len(messages) < admitted
             if backlogged and not messages and self._settler is not None:
                 self._settler.nudge()  # nothing more on its way: lingering batches go now
-            backlogged = len(messages) == want or trickle  # more is probably on its way
+            backlogged = len(messages) == admitted or trickle  # more is probably on its way
             inbox.received(want, len(messages), queue)
             self._empty[queue] = not messages
             if messages:
                 self._accept(queue, url, messages)
             self._check_drained()
+
+    async def _admitted(self, queue: str, want: int) -> tuple[int, float]:
+        """How many of ``want`` messages ``queue``'s rate limit admits now, else
+        ``(0, seconds to wait)`` — the App's flow control, asked only when the app
+        has a limit (no request, no import otherwise)."""
+        flow = self.app.flow_control()
+        if flow is None:
+            return want, 0.0
+        try:
+            return await arun(flow.admitting(queue, want), self.app.clients)
+        except Exception as exc:  # the bucket cannot be read: receive nothing meanwhile
+            self.counters["admission_errors"] += 1
+            delay = _backoff_s(self.counters["admission_errors"])
+            logger.warning(
+                "rate limit of %s cannot be checked (%s: %s); receiving waits %.1fs",
+                queue,
+                type(exc).__name__,
+                exc,
+                delay,
+                extra={"queue": queue},
+            )
+            return 0, delay
 
     def _accept(self, queue: str, url: str, messages: list[dict[str, Any]]) -> None:
         """Lease, decode and queue the messages of one receive."""
