@@ -374,7 +374,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     listed |= {o.delivery.message_id for o in batch.done if o.kind in RETURNED_KINDS}
     listed |= not_started
     try:  # EMF lines on stdout (see metrics.py); never fails the batch
-        emit_metrics(app.name, [*batch.done, *batch.kept], started_s)
+        emit_metrics(app.name, [*batch.done, *batch.kept], started_s, tasks=app.tasks)
     except Exception as exc:
         logger.warning("writing the EMF metrics failed: %s", exc)
     unnamed = [d.message_id for d in deliveries if d.message_id in listed and not d.identified]
@@ -560,4 +560,17 @@ def _claim_and_call(app: App, executor: Executor, item: Prepared, heartbeat: _He
         if lease is not None:
             with heartbeat.lock:
                 lease.idempotency_pk, lease.owner = item.idempotency_pk, item.envelope.task_id
+    _track_started(app, executor, item)
     return executor.call(item, contain_interrupt=True)
+
+
+def _track_started(app: App, executor: Executor, item: Prepared) -> None:
+    """Write STARTED (``track_started``) before the body runs: one conditional PutItem
+    (the records of an invocation run one after another, so it waits for no other)."""
+    record = executor.started(item)
+    if record is None:
+        return
+    try:
+        app.results.start(record)
+    except Exception as exc:  # informative only: the task still runs
+        logger.warning("task %s: STARTED not written (%s)", record.task_id, exc)

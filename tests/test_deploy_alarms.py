@@ -141,7 +141,7 @@ def _emitted_names() -> set[str]:
 
     delivery = Delivery(message_id="m-1", receipt_handle="r-1", body="{}", queue="default")
     outcomes = [Outcome(delivery=delivery, kind=k, task_id="t-1", record=None) for k in OutcomeKind]
-    (document,) = documents("shop", outcomes, started_s=time.time())
+    (document,) = documents("shop", outcomes, started_s=time.time(), tasks=())
     (directive,) = document["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == NAMESPACE
     assert ["App", "Queue"] in directive["Dimensions"]

@@ -70,7 +70,8 @@ def test_a_running_worker_picks_up_an_override(worker: Any, local_aws: LocalEndp
     """The unlimited task is never put back until an override limits it to 2/s: the
     running worker learns it with its revocation Query, and puts messages back."""
     app = flow.setup()
-    process = worker.start(APP, "-Q", "default", "--log-format", "json")
+    # a limit's put-back is logged at DEBUG
+    process = worker.start(APP, "-Q", "default", "--log-format", "json", "--log-level", "DEBUG")
     first = flow.unlimited.delay_many([(i,) for i in range(10)])
     for result in first:
         assert result.get(timeout=30) is not None

@@ -33,8 +33,8 @@ WARM_UP_S = 3.0
 
 
 def _start(worker: Any, count: int) -> list[subprocess.Popen[str]]:
-    """``count`` workers logging JSON to files (a put-back is logged at INFO: a
-    pipe nobody reads until the end would fill up and stall them)."""
+    """``count`` workers logging JSON to files (a pipe nobody reads until the end
+    would fill up and stall them)."""
     processes = []
     for n in range(count):
         log = open(worker.tmp_path / f"worker-{n}.log", "w+", encoding="utf-8")  # noqa: SIM115
@@ -102,7 +102,17 @@ def test_four_workers_hold_a_rate_limit_and_leave_the_unlimited_task_alone(worke
         time.sleep(1.0)
     for process in workers:
         process.send_signal(signal.SIGTERM)
-    summaries = [_summary(_stopped(process)) for process in workers]
+    logs = [_stopped(process) for process in workers]
+    summaries = [_summary(log) for log in logs]
+    # SQS delivers at least once, and moto's threaded server can hand one message to
+    # two concurrent receives (getmoto/moto#519): both runs then read receive count 2.
+    # Such a broker duplicate ran twice; it is not a put-back counted as an attempt.
+    runs = Counter[str](
+        record["task_id"]
+        for log in logs
+        for line in log.splitlines()
+        if line.startswith("{") and " SUCCESS in " in (record := json.loads(line))["message"]
+    )
     print("workers:", [s["counters"] for s in summaries], "left:", queue_left(sqs, url))
     items = result_items(app)
 
@@ -112,7 +122,8 @@ def test_four_workers_hold_a_rate_limit_and_leave_the_unlimited_task_alone(worke
     assert {k: len(v) for k, v in by_task.items()} == dict(sent)
     for item in items:  # put back, never an attempt
         assert item["state"]["S"] == "SUCCESS"
-        assert item["attempts"]["N"] == "1", item
+        task_id = item["pk"]["S"].removeprefix("task#")
+        assert item["attempts"]["N"] == "1" or runs[task_id] > 1, item
     dlq = app.clients.sync("sqs").get_queue_url(
         QueueName=dead_letter_name(app.queue_name("default"))
     )["QueueUrl"]
