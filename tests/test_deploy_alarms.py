@@ -373,6 +373,21 @@ def test_the_ecs_container_checks_its_health_with_sqsq_status() -> None:
     assert 0 <= check["StartPeriod"] <= 300
 
 
+def test_ecs_workers_write_the_metrics_the_failure_rate_reads_when_asked() -> None:
+    doc = _doc(QUICKSTART, "ecs")
+    (container,) = doc["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["SQSQ_WORKER_METRICS"] == {"Ref": "WorkerMetrics"}
+    parameter = doc["Parameters"]["WorkerMetrics"]
+    assert parameter["Default"] == "off"  # custom metrics are billed: opt-in
+    from typing import get_args
+
+    from sqsq.settings_model import Settings
+
+    allowed = get_args(Settings.model_fields["worker_metrics"].annotation)
+    assert set(parameter["AllowedValues"]) <= set(allowed)
+
+
 def test_no_health_check_without_heartbeats() -> None:
     doc = _doc(_limits_app(heartbeat_interval_s=0), "ecs")
     (container,) = doc["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]

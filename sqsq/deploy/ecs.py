@@ -77,6 +77,14 @@ def _parameters() -> Doc:
             "Default": "",
             "Description": "ARN of the ECR repository of Image (empty: a public image).",
         },
+        "WorkerMetrics": {
+            "Type": "String",
+            "Default": "off",
+            "AllowedValues": ["off", "emf"],
+            "Description": "emf: the workers write sqsq's metrics per queue and task to "
+            "their log (SQSQ_WORKER_METRICS), which the failure-rate alarms and the "
+            "dashboard read; CloudWatch bills 6 custom metrics per queue and per task.",
+        },
         **scaling_parameters(),
         **r.log_retention_parameter(),
         **alarm_parameter(),
@@ -226,7 +234,12 @@ def template(app: App, options: Options) -> Doc:
                     **health_check(app, options),
                     "Environment": [
                         {"Name": k, "Value": v}
-                        for k, v in {**env, "AWS_DEFAULT_REGION": r.ref("AWS::Region")}.items()
+                        for k, v in {
+                            **env,
+                            "AWS_DEFAULT_REGION": r.ref("AWS::Region"),
+                            # EMF lines on stdout reach CloudWatch Logs by awslogs
+                            "SQSQ_WORKER_METRICS": r.ref("WorkerMetrics"),
+                        }.items()
                     ],
                     "LogConfiguration": {
                         "LogDriver": "awslogs",
