@@ -7,7 +7,11 @@ benchmarks, so none of them needs an AWS account. Requires the ``local`` extra
 Know its limits (see the design notes): moto is single-process Python, its
 ReceiveMessage rescans the queue (cost grows with depth), it does not fire
 EventBridge Scheduler schedules, expire DynamoDB TTL items or implement
-StartMessageMoveTask.
+StartMessageMoveTask. One rule of AWS's it breaks under concurrency is applied
+here: DynamoDB's conditional writes are atomic (each request checks its condition
+and writes as one step), while moto's threaded server reads, checks and writes in
+separate steps, so two concurrent conditional writes could both pass — the
+endpoint serializes moto's DynamoDB requests (:func:`_atomic_dynamodb`).
 """
 
 from __future__ import annotations
@@ -27,8 +31,31 @@ LOCAL_ENVIRONMENT = {
 }
 
 
+def _atomic_dynamodb() -> None:
+    """Make moto's DynamoDB requests one at a time in this process (once): a
+    conditional write's check and write then cannot interleave with another
+    request's, as on DynamoDB ("Condition expressions", DynamoDB Developer Guide).
+    DynamoDB requests never block in moto (no long polls), so one lock costs little."""
+    import threading
+
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler, "_sqsq_atomic", False):
+        return
+    lock = threading.Lock()
+    call_action = DynamoHandler.call_action
+
+    def atomic_call_action(self: Any) -> Any:
+        with lock:
+            return call_action(self)
+
+    DynamoHandler.call_action = atomic_call_action  # type: ignore[method-assign]
+    DynamoHandler._sqsq_atomic = True  # type: ignore[attr-defined]
+
+
 class LocalEndpoint:
-    """A moto server in a background thread.
+    """A moto server in a background thread (its DynamoDB requests one at a time,
+    so conditional writes are atomic as on AWS: :func:`_atomic_dynamodb`).
 
     Args:
         host: loopback address to bind.
@@ -47,6 +74,7 @@ class LocalEndpoint:
             raise ConfigurationError(
                 "the embedded endpoint needs moto's server: pip install 'sqsq[local]'"
             ) from exc
+        _atomic_dynamodb()
         self._server: Any = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         self.url = ""
 

@@ -4,6 +4,8 @@ endpoint)."""
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Any
 
 import boto3
@@ -82,3 +84,57 @@ def test_reset_deletes_only_what_the_run_created(local_aws: Any) -> None:
     assert kept in queues and made not in queues
     assert ddb.list_tables()["TableNames"] == ["kit-existing-table"]
     assert endpoint.has_ttl is local_aws.has_ttl  # probed with a table of its own
+
+
+def test_conditional_writes_are_atomic_under_concurrency(local_aws: Any) -> None:
+    """DynamoDB checks a condition and writes as one step: of many concurrent
+    conditional UpdateItems taking one free slot, exactly one succeeds — on every
+    endpoint the suite runs on. moto's threaded server reads, checks and writes in
+    separate steps (without ``sqsq.local._atomic_dynamodb`` this test sees two or
+    three winners in its first round); the embedded endpoint serializes its DynamoDB
+    requests so that the rule holds."""
+    ddb = boto3.client("dynamodb")
+    table = "atomic-slots"
+    ddb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ddb.get_waiter("table_exists").wait(TableName=table)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads of this process (moto's too) switch often
+    try:
+        for round_ in range(20):
+            assert _winners(table, f"slot#{round_}", takers=8) == 1, round_
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _winners(table: str, key: str, takers: int) -> int:
+    """How many of ``takers`` threads, started together, take ``key`` with a
+    conditional write."""
+    winners: list[str] = []
+    start = threading.Barrier(takers)
+
+    def take(me: str) -> None:
+        client = boto3.client("dynamodb")
+        start.wait()
+        try:
+            client.update_item(
+                TableName=table,
+                Key={"pk": {"S": key}},
+                UpdateExpression="SET holder = :me",
+                ConditionExpression="attribute_not_exists(holder)",
+                ExpressionAttributeValues={":me": {"S": me}},
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return
+        winners.append(me)
+
+    threads = [threading.Thread(target=take, args=(f"t{n}",)) for n in range(takers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(winners)
