@@ -258,7 +258,13 @@ class Hooks:
         if result.error_type is None:
             retval, state = value, "SUCCESS"
             if not self.late():
-                signals.task_success.send(task, result=value, runtime=runtime_s)
+                signals.task_success.send(
+                    task,
+                    result=value,
+                    runtime=runtime_s,
+                    task_id=self.request.id,
+                    request=self.request,
+                )
         else:
             retval = cause_of(exc, result)
             state = (

@@ -175,8 +175,10 @@ task_prerun = Signal("task_prerun", ["task_id", "task", "args", "kwargs"])
 #: After the body ran (after task_success/task_retry/task_failure), in the
 #: thread/process that ran it. ``sender``: the task.
 task_postrun = Signal("task_postrun", ["task_id", "task", "args", "kwargs", "retval", "state"])
-#: The body returned. ``sender``: the task.
-task_success = Signal("task_success", ["result", "runtime"])
+#: The body returned. ``sender``: the task. Besides Celery's ``result`` and
+#: ``runtime`` (seconds), sqsq passes ``task_id`` and ``request``: a Celery receiver
+#: reads them from ``sender.request``, which a sqsq task does not have.
+task_success = Signal("task_success", ["result", "runtime", "task_id", "request"])
 #: The body failed and will be retried. ``sender``: the task.
 task_retry = Signal("task_retry", ["request", "reason", "einfo"])
 #: The body failed for good (no retry left, or not retried). ``sender``: the task.
