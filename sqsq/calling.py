@@ -205,16 +205,6 @@ async def guarded(awaitable: Any) -> Any:
 Invocation = tuple[datetime, float, CallResult]
 
 
-#: The signals sent around a task's body (:class:`Hooks`).
-BODY_SIGNALS = (
-    signals.task_prerun,
-    signals.task_success,
-    signals.task_retry,
-    signals.task_failure,
-    signals.task_postrun,
-)
-
-
 class Hooks:
     """The task signals of one run of a body, sent in the thread/process that runs
     it: ``task_prerun`` before, then ``task_success`` / ``task_retry`` /
@@ -297,8 +287,14 @@ class Hooks:
 
 
 def hooked() -> bool:
-    """Whether any receiver listens to a signal sent around a body."""
-    return any(signal.receivers for signal in BODY_SIGNALS)
+    """Whether any receiver listens to a signal sent around a body (~60 ns when none)."""
+    return bool(
+        signals.task_prerun.receivers
+        or signals.task_postrun.receivers
+        or signals.task_success.receivers
+        or signals.task_retry.receivers
+        or signals.task_failure.receivers
+    )
 
 
 def cause_of(exc: BaseException | None, result: CallResult) -> BaseException:

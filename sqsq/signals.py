@@ -161,35 +161,56 @@ class Signal:
         return replies
 
 
-#: Before a task message is sent, in the caller's thread, once per message (each
-#: message of ``delay_many`` too). ``sender``: the task name.
 before_task_publish = Signal(
     "before_task_publish",
     ["body", "exchange", "routing_key", "headers", "properties", "declare", "retry_policy"],
 )
-#: After SQS acknowledged a task message, in the caller's thread (a refused
-#: message has none). ``sender``: the task name.
+"""Before a task message is sent, once per message (each of ``delay_many``'s too),
+in the sending call's thread (or on its event loop). ``sender``: the task name.
+``body`` is the envelope as JSON, ``headers`` Celery-shaped (``id``, ``task``, the
+envelope's routing fields and headers), ``routing_key`` the SQS queue name,
+``exchange`` ``""``, ``properties`` ``delay_seconds`` / ``message_group_id`` /
+``deduplication_id``; ``declare`` ``[]``, ``retry_policy`` None. Copies: changing
+them changes nothing that is sent."""
+
 after_task_publish = Signal("after_task_publish", ["body", "exchange", "routing_key", "headers"])
-#: Before the body runs, in the thread/process that runs it. ``sender``: the task.
+"""After SQS acknowledged a task message (a refused message has none), where
+:data:`before_task_publish` ran. ``sender``: the task name."""
+
 task_prerun = Signal("task_prerun", ["task_id", "task", "args", "kwargs"])
-#: After the body ran (after task_success/task_retry/task_failure), in the
-#: thread/process that ran it. ``sender``: the task.
+"""Before the body runs, in the thread or process that runs it. ``sender``: the task;
+``args`` / ``kwargs`` the validated arguments."""
+
 task_postrun = Signal("task_postrun", ["task_id", "task", "args", "kwargs", "retval", "state"])
-#: The body returned. ``sender``: the task. Besides Celery's ``result`` and
-#: ``runtime`` (seconds), sqsq passes ``task_id`` and ``request``: a Celery receiver
-#: reads them from ``sender.request``, which a sqsq task does not have.
+"""After the body ran and its outcome signal was sent, in the thread or process that
+ran it. ``retval``: the return value, or the exception; ``state``: ``"SUCCESS"``,
+``"RETRY"`` or ``"FAILURE"``. ``sender``: the task."""
+
 task_success = Signal("task_success", ["result", "runtime", "task_id", "request"])
-#: The body failed and will be retried. ``sender``: the task.
+"""The body returned (``result``; ``runtime`` in seconds). ``sender``: the task.
+sqsq also passes ``task_id`` and ``request`` (a :class:`~sqsq.task.Request`): a
+Celery receiver reads them from ``sender.request``, which a sqsq task lacks."""
+
 task_retry = Signal("task_retry", ["request", "reason", "einfo"])
-#: The body failed for good (no retry left, or not retried). ``sender``: the task.
+"""The body failed and will run again (``autoretry_for``, ``Retry``): ``reason`` is
+the exception, ``einfo`` its formatted traceback. ``sender``: the task."""
+
 task_failure = Signal(
     "task_failure", ["task_id", "exception", "args", "kwargs", "traceback", "einfo"]
 )
-#: A message whose task was revoked, or had expired, reached a worker: the body
-#: does not run. ``sender``: the task.
+"""The body failed for good (not retried, or no retry left): ``exception`` as
+raised, ``traceback`` its traceback object, ``einfo`` the formatted traceback (a
+string). ``sender``: the task."""
+
 task_revoked = Signal("task_revoked", ["request", "terminated", "signum", "expired"])
-#: In each ``--pool processes`` child, once, after it imported the app.
-#: ``sender``: None.
+"""A revoked (``expired`` False) or expired message reached a worker, the Lambda
+handler or ``apply()``: its body does not run. ``terminated`` is always False and
+``signum`` None (a running task is not stopped). ``sender``: the task."""
+
 worker_process_init = Signal("worker_process_init", [])
-#: At ``sqsq worker`` exit, after the pools stopped. ``sender``: the Worker.
+"""In each ``--pool processes`` child, once, after it imported the app.
+``sender``: None."""
+
 worker_shutdown = Signal("worker_shutdown", [])
+"""At ``sqsq worker`` exit, after its pools stopped, in its main thread.
+``sender``: the :class:`~sqsq.Worker`."""
