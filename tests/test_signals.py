@@ -140,6 +140,25 @@ def test_worker_process_pool(hooked_app: sqsq.App, worker: WorkerFactory, log: P
     )  # once per child
 
 
+@pytest.mark.parametrize("pool", ["threads", "processes"])
+def test_time_limit_failure_is_sent_by_the_worker(
+    hooked_app: sqsq.App, worker: WorkerFactory, log: Path, pool: str
+) -> None:
+    """A body given up at its hard time limit (thread abandoned, child killed) cannot
+    send its outcome: the worker sends task_failure from its loop; no task_success."""
+    late = hooked.overrun.delay(3)
+    done = worker.run(APP, "--queues", "default", "--pool", pool, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert late.state is State.FAILURE
+    run = of(seen(log), late.id)
+    assert run[0]["signal"] == "task_prerun"
+    [failure] = [line for line in run if line["signal"] == "task_failure"]
+    assert failure["exception"]["exception"] == "TimeLimitExceeded"
+    assert failure["thread"] == "MainThread" and "task_success" not in str(run)
+    if pool == "processes":  # the child was killed: no postrun
+        assert run[0]["pid"] != failure["pid"] and len(run) == 2
+
+
 def test_lambda_handler(hooked_app: sqsq.App, log: Path) -> None:
     from sqsq.testing import LambdaContext, sqs_event
     from tests.test_lambda import queue_arn, receive

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from typing import Any
 
 import sqsq
@@ -44,6 +45,12 @@ def fails(message: str) -> None:
 @app.task(autoretry_for=(KeyError,), max_retries=1, default_retry_delay=0)
 def flaky(key: str) -> None:
     raise KeyError(key)
+
+
+@app.task(time_limit=1)
+def overrun(seconds: float) -> str:
+    time.sleep(seconds)
+    return "late"
 
 
 def _ours(sender: Any) -> bool:
