@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .execution import Router
+    from .flow.control import FlowControl
     from .settle import Continuation
 
 P = ParamSpec("P")
@@ -120,6 +121,17 @@ class App:
         #: (``sqsq.settle.Continuation``); ``sqsq.workflows`` installs it
         #: (:meth:`follow_ups`).
         self.continuation: Continuation | None = None
+        #: Rate and concurrency limits (``sqsq.flow.FlowControl``), installed by
+        #: :meth:`flow_control` when the app has a limit.
+        self.flow: FlowControl | None = None
+        if self.settings.queue_rate_limits:
+            from .flow.rates import parse_rate
+
+            try:
+                for rate in self.settings.queue_rate_limits.values():
+                    parse_rate(rate)
+            except ValueError as exc:
+                raise ConfigurationError(f"invalid queue_rate_limits: {exc}") from None
 
     def __repr__(self) -> str:
         return f"<App {self.name} tasks={len(self.tasks)}>"
@@ -212,6 +224,10 @@ class App:
             idempotency_key: ``str.format`` template over the arguments
                 (``"{order_id}"``) or a callable returning the key.
             idempotency_ttl: how long a key is remembered, seconds (default 1 day).
+            rate_limit: ``"100/s"``, ``"10/m"``, ``"1000/h"`` or a number per second,
+                shared by all workers and Lambda handlers; ``rate_key``: per key.
+            concurrency_limit: most bodies running at once across all workers
+                (``concurrency_key``: per key).
 
         Raises:
             ConfigurationError: an unknown option, or a name already registered.
@@ -542,6 +558,28 @@ class App:
 
             return install(self)
         return self.continuation
+
+    def flow_control(self) -> FlowControl | None:
+        """The app's rate and concurrency limits (``App.flow``), installing
+        ``sqsq.flow`` on first use — or None while the app has no limit at all: no
+        task's ``rate_limit`` / ``concurrency_limit``, no ``queue_rate_limits``, and
+        no runtime override (``sqsq limits set``) in the revocation view; such an app
+        makes no request and imports nothing for limits."""
+        if self.flow is None:
+            if not self._limited():
+                return None
+            from .flow import install
+
+            return install(self)
+        return self.flow
+
+    def _limited(self) -> bool:
+        controls = self._revocations.controls if self._revocations is not None else {}
+        return (
+            bool(self.settings.queue_rate_limits)
+            or any(t.rate_limit or t.concurrency_limit for t in self.tasks.values())
+            or any(sk.startswith("limit#") for sk in controls)
+        )
 
     # --- Lambda -------------------------------------------------------------------
 

@@ -63,6 +63,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import limits
+from .calls import run
 from .delivery import Delivery
 from .errors import (
     ConfigurationError,
@@ -155,6 +156,7 @@ class _Heartbeat(threading.Thread):
         self.leases = leases
         self.lock = threading.Lock()
         self.stopped = threading.Event()
+        self.context: Any = None
 
     def run(self) -> None:
         client = self.app.clients.sync("sqs")
@@ -310,6 +312,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
                 visibility = app.settings.visibility_timeout_s
             leases.add(delivery, visibility, visibility)
     heartbeat = _Heartbeat(app, leases)
+    heartbeat.context = context  # the remaining time bounds a concurrency slot's lease
     heartbeat.start()
 
     prepared = _prepare(app, executor, deliveries)
@@ -371,7 +374,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     listed |= {o.delivery.message_id for o in batch.done if o.kind in RETURNED_KINDS}
     listed |= not_started
     try:  # EMF lines on stdout (see metrics.py); never fails the batch
-        emit_metrics(app.name, [*batch.done, *batch.kept], started_s)
+        emit_metrics(app.name, [*batch.done, *batch.kept], started_s, tasks=app.tasks)
     except Exception as exc:
         logger.warning("writing the EMF metrics failed: %s", exc)
     unnamed = [d.message_id for d in deliveries if d.message_id in listed and not d.identified]
@@ -512,6 +515,26 @@ def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Hea
             return resumed
     if app.settings.check_revocations and app.revocations.check(item.envelope.task_id):
         return executor.revoked(item)
+    flow = app.flow_control()  # limits: not now ─► put back (FIFO: returned, a receive)
+    slot = None
+    if flow is not None:
+        remaining_s = max(1.0, (_remaining_ms(heartbeat.context) or 900_000) / 1000)
+        try:
+            entry = run(flow.entering(item, remaining_s), app.clients)
+        except Exception as exc:
+            logger.warning("limits of %s cannot be checked (%s)", item.envelope.task_id, exc)
+            return executor.defer(item, 30.0, "its limits cannot be checked")
+        if entry.hold is not None:
+            return executor.defer(item, entry.hold.delay_s, entry.hold.why, routine=True)
+        slot = entry.slot  # lives as long as the invocation can: no renewal
+    try:
+        return _claim_and_call(app, executor, item, heartbeat)
+    finally:
+        if slot is not None:
+            slot.release()
+
+
+def _claim_and_call(app: App, executor: Executor, item: Prepared, heartbeat: _Heartbeat) -> Outcome:
     if item.idempotency_pk is not None:
         lease = heartbeat.leases.get(item.delivery)
         lease_s = lease.lease_s if lease else app.settings.visibility_timeout_s

@@ -354,7 +354,9 @@ class Decisions:
             give_up(outcome, step, self.app.queue_name(delivery.queue), "given up on before")
         return outcome
 
-    def defer(self, prepared: Prepared, delay_s: float, why: str = "") -> Outcome:
+    def defer(
+        self, prepared: Prepared, delay_s: float, why: str = "", *, routine: bool = False
+    ) -> Outcome:
         """Not run now: its idempotency key is IN_PROGRESS under a live lease, or the
         key could not be claimed (DynamoDB unreachable); look again after ``delay_s``.
 
@@ -366,10 +368,13 @@ class Decisions:
         MessageId of a foreign body becomes the ``id``) and counts the receives
         that came before it in ``retries`` and the deferral in ``headers``. On a
         FIFO queue (no per-message delay; the group's order) it is returned with
-        its visibility set to ``delay_s`` (DEFER).
+        its visibility set to ``delay_s`` (DEFER). ``routine``: an expected wait (a
+        rate or concurrency limit holding it back), logged at DEBUG, not INFO — at a
+        limit's pace it happens for most messages.
         """
         envelope, delivery = prepared.envelope, prepared.delivery
-        logger.info(
+        logger.log(
+            logging.DEBUG if routine else logging.INFO,
             "task %s[%s] waits %.0fs: %s",
             envelope.task,
             envelope.task_id,

@@ -14,6 +14,12 @@ attempt *n* of a task   ``task#<id>``   ``attempt#<n>``  state, exc_type, exc_me
 final FAILURE only)
 revocations of an app  ``revocations#<app>``  ``<ms>#<id>``  task_id, expires_at (``revocations.py``)
 idempotency key        ``idem#<task>#<key>``  ``idempotency``  see ``idempotency.py``
+rate-limit override    ``revocations#<app>``  ``limit#task#<name>``  rate, set_at (``flow/overrides.py``;
+                                              ``limit#queue#<q>``   read with the revocation Query)
+token bucket (shard)   ``rate#<app>#<bucket>``  ``shard#<i>``  tat_us, expires_at (``flow/bucket.py``;
+                                                             1 / batch writes per task)
+concurrency slot       ``conc#<app>#<task>[#<key>]``  ``slot#<i>``  holder, lease_until, expires_at
+                                                             (``flow/concurrency.py``)
 =====================  ==============  ==========  ========================================
 
 Item builders and parsers are pure functions over DynamoDB's low-level attribute

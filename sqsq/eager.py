@@ -21,20 +21,23 @@ claimed (idempotency keys are not consulted) or deleted.
 Which form a call is in (:func:`split_call`):
 
 1. **sqsq's direct form** ``add.apply(1, 2)`` / ``add.apply(1, y=2)``: the
-   arguments as the function takes them. Tried first; when they bind to the
-   function's own signature and pass its validation, this is the form.
+   arguments as the function takes them, when they bind to the function's own
+   signature and pass its validation.
 2. **Celery's positional form** ``add.apply((1, 2))`` / ``add.apply((1,), {"y": 2})``
    / ``add.apply((1,), kwargs={"y": 2})``: one or two positional arguments, a
-   tuple or list then an optional dict — taken only when the direct form does
-   not fit and this one does.
+   tuple or list then an optional dict, when read as Celery's ``(args, kwargs)``
+   they bind and validate.
 3. **Celery's keyword form** ``add.apply(args=(1, 2), kwargs={"y": 2})``.
 
 ``apply``'s own keywords — ``args``, ``kwargs``, ``task_id``, ``throw``, ``sleep`` —
 are apply's unless the function has a parameter of that very name (then they are
-the function's; ``*args`` / ``**kwargs`` do not count). A call that fits both the direct and Celery's form (a function
-taking a list and a dict) is run in the direct form; pass ``args=`` / ``kwargs=`` to
-mean Celery's. A call that fits neither raises :class:`~sqsq.ArgumentError`
-naming the task's signature.
+the function's; ``*args`` / ``**kwargs`` do not count). A call that fits both
+forms — ``add.apply((1,), {"y": 5})`` on an unannotated ``add(x, y)`` could mean
+``add((1,), {"y": 5})`` or Celery's ``add(1, y=5)`` — is refused with
+:class:`~sqsq.ArgumentError` rather than guessed: say ``args=`` / ``kwargs=`` for
+Celery's, or pass the function's arguments by keyword (annotations settle most
+cases: ``add(x: int, y: int)`` does not validate ``(1,)`` as ``x``). A call that
+fits neither raises :class:`~sqsq.ArgumentError` naming the task's signature.
 """
 
 from __future__ import annotations
@@ -86,12 +89,20 @@ def split_call(
             raise _misfit(task, error)
         return (*call, options)
     error = _check(task, list(args), kwargs)
+    celery = _celery_form(args, kwargs)
+    celery_error = _check(task, *celery) if celery is not None else "not Celery's shape"
+    if error is None and celery_error is None:
+        assert celery is not None
+        raise ArgumentError(
+            f"{signature_text(task)}: ambiguous call: it fits both the function's "
+            f"arguments and Celery's apply(args={celery[0]!r}, kwargs={celery[1]!r}); "
+            "say apply(args=..., kwargs=...) for Celery's, or pass the function's "
+            "arguments by keyword"
+        )
     if error is None:
         return list(args), kwargs, options
-    celery = _celery_form(args, kwargs)
     if celery is None:
         raise _misfit(task, error)
-    celery_error = _check(task, *celery)
     if celery_error is None:
         return (*celery, options)
     raise _misfit(task, f"{error}; read as Celery's apply(args, kwargs): {celery_error}")

@@ -20,6 +20,12 @@ a task that a runner starts before then runs, as a Celery revoke that has not
 yet reached a worker. ``since`` overlaps the previous Query by
 :data:`CLOCK_SKEW_S`, so a revoker whose clock is behind is not missed.
 
+Runtime controls share the partition: an item whose ``sk`` does not start with a
+digit (``limit#task#<name>``, written by ``sqsq limits set``) sorts after every
+revocation, so each Query returns all of them; the view keeps the latest set in
+:attr:`RevocationView.controls` for the capability that wrote them — a fresh
+worker learns them with its first Query, at no extra request.
+
 Cost: a Query reads at most 1 MB per page and is billed per 4 KB read, so with few
 revocations it is one read request — independent of throughput.
 """
@@ -98,6 +104,8 @@ class RevocationView:
         self._lock = threading.Lock()
         self._pending: asyncio.Future[None] | None = None
         self.queries = 0
+        #: Runtime controls by ``sk`` (see the module docstring), as of the last Query.
+        self.controls: dict[str, Item] = {}
 
     def fresh(self, now: float | None = None) -> bool:
         """Whether the view is recent enough to decide on."""
@@ -115,8 +123,12 @@ class RevocationView:
     def _absorb(self, items: Iterable[Item], started: float) -> None:
         now = time.time()
         with self._lock:
+            controls: dict[str, Item] = {}
             for item in items:
                 sk = item.get("sk", {}).get("S", "")
+                if sk and not sk[0].isdigit():
+                    controls[sk] = item
+                    continue
                 task_id = item.get("task_id", {}).get("S")
                 try:
                     written_ms = int(sk.partition("#")[0])
@@ -128,6 +140,7 @@ class RevocationView:
                 self._newest_ms = max(self._newest_ms, written_ms)
             for task_id in [t for t, e in self._revoked.items() if e <= now]:
                 del self._revoked[task_id]
+            self.controls = controls
             self._refreshed = max(self._refreshed, started)
             self.queries += 1
 

@@ -183,6 +183,27 @@ class Settings(BaseSettings):
     #: ``apply()`` and, with ``task_always_eager``, from ``delay()``) instead of
     #: returning a FAILURE result.
     task_eager_propagates: bool = False
+    #: Rate limits of logical queues, shared by every worker of the app: the poller
+    #: receives only what the queue's token bucket admits (``{"default": "100/s"}``;
+    #: Celery's syntax, see ``Task``'s ``rate_limit``). From the environment:
+    #: ``SQSQ_QUEUE_RATE_LIMITS`` as JSON. Empty (default): none.
+    queue_rate_limits: dict[str, str | float] = Field(default_factory=dict)
+
+    # --- worker metrics (``sqsq.worker.metrics``; the Lambda handler always writes EMF) --
+    #: What ``sqsq worker`` reports per task (``--metrics``): ``"emf"`` — CloudWatch
+    #: Embedded Metric Format lines on stdout, one per queue and task every
+    #: ``worker_metrics_interval_s`` (no AWS request; CloudWatch bills their log
+    #: ingestion and 6 custom metrics per queue and per (queue, task));
+    #: ``"prometheus"`` — an HTTP endpoint on ``worker_metrics_port`` (the
+    #: ``sqsq[prometheus]`` extra); ``"off"`` (default) — none.
+    worker_metrics: Literal["off", "emf", "prometheus"] = "off"
+    #: EMF: the worker writes what it settled every this many seconds (60: CloudWatch's
+    #: standard resolution), and at shutdown.
+    worker_metrics_interval_s: Seconds = Field(default=60.0, gt=0)
+    #: Prometheus: the TCP port of the ``/metrics`` endpoint (0: any free port, logged).
+    worker_metrics_port: int = Field(default=9810, ge=0, le=65535)
+    #: Prometheus: the address the endpoint listens on.
+    worker_metrics_address: str = "0.0.0.0"
 
     @field_validator("default_queue")
     @classmethod

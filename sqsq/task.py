@@ -30,6 +30,7 @@ from .settings import check_queue_name, seconds
 
 if TYPE_CHECKING:
     from .app import App
+    from .flow.rates import Rate
     from .result import AsyncResult
     from .workflows import Signature as CanvasSignature
     from .workflows import group
@@ -61,6 +62,10 @@ class TaskOptions(TypedDict, total=False):
     idempotency_ttl: float | timedelta
     idempotency_validate: bool
     fair_key: str | Callable[..., str] | None
+    rate_limit: str | float | None
+    rate_key: str | Callable[..., str] | None
+    concurrency_limit: int | None
+    concurrency_key: str | Callable[..., str] | None
 
 
 #: Every option ``@app.task(...)`` accepts; anything else fails at declaration.
@@ -139,6 +144,15 @@ class Task(Generic[P, R]):
             completed the key fails with ``IdempotencyConflict`` (default True)
             instead of getting that call's result.
         fair_key: template or callable for the call's tenant (``MessageGroupId``), or None.
+        rate_limit: Celery's syntax, ``"100/s"``, ``"10/m"``, ``"1000/h"`` or a number
+            per second, shared by every worker and Lambda handler of the app (see
+            ``docs/guides/flow-control.md``); None: no limit.
+        rate_key: with ``rate_limit``, one bucket per key: a ``str.format`` template
+            over the arguments (``"{customer_id}"``) or a callable.
+        concurrency_limit: at most this many bodies run at once across all workers
+            and Lambda (per ``concurrency_key``); None: no limit.
+        concurrency_key: with ``concurrency_limit``, one limit per key (template or
+            callable, as ``rate_key``).
         bind: the function receives a :class:`BoundTask` as first argument.
         is_async: the function is ``async def`` (awaited on the worker's loop).
     """
@@ -166,6 +180,10 @@ class Task(Generic[P, R]):
         idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL_S,
         idempotency_validate: bool = True,
         fair_key: KeySpec = None,
+        rate_limit: str | float | None = None,
+        rate_key: KeySpec = None,
+        concurrency_limit: int | None = None,
+        concurrency_key: KeySpec = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -223,6 +241,7 @@ class Task(Generic[P, R]):
         if fair_key is not None and not (isinstance(fair_key, str) or callable(fair_key)):
             raise ValueError("fair_key must be a format string or a callable")
         self.fair_key = fair_key
+        self._flow_options(rate_limit, rate_key, concurrency_limit, concurrency_key)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn, skip_first=bind)
         self.__doc__ = fn.__doc__
@@ -230,6 +249,37 @@ class Task(Generic[P, R]):
         self.__qualname__ = getattr(fn, "__qualname__", self.name)
         self.__module__ = fn.__module__
         self.__wrapped__ = fn
+
+    def _flow_options(
+        self,
+        rate_limit: str | float | None,
+        rate_key: KeySpec,
+        concurrency_limit: int | None,
+        concurrency_key: KeySpec,
+    ) -> None:
+        """Check and keep the flow-control options (``sqsq.flow``, loaded only when
+        a rate limit is declared)."""
+        for option, spec in (("rate_key", rate_key), ("concurrency_key", concurrency_key)):
+            if spec is not None and not (isinstance(spec, str) or callable(spec)):
+                raise ValueError(f"{option} must be a format string or a callable")
+        if rate_key is not None and rate_limit is None:
+            raise ValueError("rate_key needs a rate_limit")
+        if concurrency_key is not None and concurrency_limit is None:
+            raise ValueError("concurrency_key needs a concurrency_limit")
+        if concurrency_limit is not None and (
+            isinstance(concurrency_limit, bool)
+            or not isinstance(concurrency_limit, int)
+            or concurrency_limit < 1
+        ):
+            raise ValueError(f"concurrency_limit must be an int >= 1, got {concurrency_limit!r}")
+        self.rate_limit: Rate | None = None
+        if rate_limit is not None:
+            from .flow.rates import parse_rate
+
+            self.rate_limit = parse_rate(rate_limit)
+        self.rate_key = rate_key
+        self.concurrency_limit = concurrency_limit
+        self.concurrency_key = concurrency_key
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.queue}>"
@@ -567,8 +617,8 @@ class Task(Generic[P, R]):
         Called as the function is (``add.apply(1, 2)``) or in Celery's forms
         (``add.apply((1, 2))``, ``add.apply((1,), {"y": 2})``,
         ``add.apply(args=(1, 2), kwargs={})``): the direct form when the arguments
-        fit the function's own signature, else Celery's (the rule, and what an
-        ambiguous call does, in ``sqsq.eager``).
+        fit the function's own signature, else Celery's; a call that fits both is
+        refused as ambiguous (the rule in ``sqsq.eager``).
 
         The arguments take the same path as on a worker: encoded under the
         envelope's JSON rules, decoded and validated. A RETRY (``autoretry_for``,

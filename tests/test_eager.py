@@ -162,15 +162,28 @@ def test_celery_positional_forms(app: sqsq.App) -> None:
     assert add.apply((7,), None).get() == 7
 
 
-def test_the_direct_form_wins_when_both_fit(app: sqsq.App) -> None:
+def test_annotations_tell_the_forms_apart(app: sqsq.App) -> None:
     @app.task
     def total(items: list[int], weights: dict[str, int] | None = None) -> int:
         return sum(items) + len(weights or {})
 
-    # binds directly (items=[1, 2], weights={"a": 1}): the documented rule
+    # read as Celery's, total(1, 2, a=1) does not bind: the direct form
     assert total.apply([1, 2], {"a": 1}).get() == 4
     # Celery's meaning, asked for by keyword
     assert total.apply(args=([5],)).get() == 5
+
+
+def test_a_call_that_fits_both_forms_is_refused(app: sqsq.App) -> None:
+    @app.task
+    def pair(x, y):  # type: ignore[no-untyped-def]
+        return [x, y]
+
+    with pytest.raises(sqsq.ArgumentError, match="ambiguous call") as caught:
+        pair.apply((1,), {"y": 5})
+    assert "args=" in str(caught.value)
+    assert pair.apply(args=(1,), kwargs={"y": 5}).get() == [1, 5]  # Celery's
+    assert pair.apply(x=(1,), y={"y": 5}).get() == [[1], {"y": 5}]  # the direct form
+    assert pair.apply((1, 2)).get() == [1, 2]  # direct does not bind: Celery's
 
 
 def test_a_parameter_named_like_an_option_is_the_functions(app: sqsq.App) -> None:

@@ -363,6 +363,9 @@ AWS_COMMANDS: dict[str, list[str]] = {
     "status": [APP],
     "revoke": [APP, "some-task-id"],
     "purge": [APP, "default", "--yes"],
+    "limits set": [APP, "examples.quickstart.app.render_email", "10/s"],
+    "limits clear": [APP, "examples.quickstart.app.render_email"],
+    "limits ls": [APP],
 }
 #: Commands that do not fail on an unreachable endpoint, and why.
 NOT_FAILING = {

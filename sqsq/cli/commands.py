@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Literal, cast
 
 import click
 
@@ -110,6 +110,27 @@ def log_options(fn: Any) -> Any:
     "exits within this + 2 s (default: the app's shutdown_grace_s, 25). A supervisor's stop "
     "timeout must be at least this + 5 s.",
 )
+@click.option(
+    "--metrics",
+    type=click.Choice(["off", "emf", "prometheus"]),
+    default=None,
+    help="Per-task metrics: EMF lines on stdout for CloudWatch, or a Prometheus endpoint "
+    "(sqsq[prometheus]) (default: the app's worker_metrics, off).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="With --metrics prometheus: the endpoint's port (default: the app's "
+    "worker_metrics_port, 9810; 0: any free port, logged).",
+)
+@click.option(
+    "--metrics-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With --metrics emf: seconds between writes (default: the app's "
+    "worker_metrics_interval_s, 60).",
+)
 @log_options
 def worker(
     app: str,
@@ -121,6 +142,9 @@ def worker(
     pool: str,
     max_tasks_per_child: int,
     grace: float | None,
+    metrics: str | None,
+    metrics_port: int | None,
+    metrics_interval: float | None,
     priority: str | None,
     log_level: str,
     log_format: str,
@@ -152,6 +176,9 @@ def worker(
         app_path=app,
         max_tasks_per_child=max_tasks_per_child,
         grace_s=grace,
+        metrics=cast(Literal["off", "emf", "prometheus"] | None, metrics),
+        metrics_port=metrics_port,
+        metrics_interval_s=metrics_interval,
         weights=weights or None,
         priority="strict" if priority == "strict" else "weighted" if priority else None,
     ).run()
@@ -635,3 +662,7 @@ from .status import purge, revoke, status  # noqa: E402  (after cli's own comman
 cli.add_command(status)
 cli.add_command(revoke)
 cli.add_command(purge)
+
+# --- limits (cli/limits.py) -------------------------------------------------------------
+
+from . import limits as _limits  # noqa: E402, F401  (registers `sqsq limits`)

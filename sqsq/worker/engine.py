@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import limits, signals
+from ..calls import arun
 from ..delivery import Delivery
 from ..errors import ConfigurationError
 from ..execution import Executor
@@ -24,6 +25,7 @@ from ..sqs import RECEIVE_ATTRIBUTES
 from .heartbeat import WorkerHeartbeat
 from .inbox import Inbox, WorkItem
 from .leaser import Leaser
+from .metrics import WorkerMetrics, open_metrics
 from .priorities import Mode, Priorities
 from .runner import Runner
 from .settler import Settler
@@ -99,6 +101,12 @@ class Worker:
         max_tasks_per_child: with processes, replace a child after this many tasks.
         grace_s: seconds from the first shutdown signal until everything still held
             is released; default: the app's ``shutdown_grace_s`` (25).
+        metrics: ``"emf"``, ``"prometheus"`` or ``"off"`` (``worker/metrics.py``);
+            default: the app's ``worker_metrics`` (``"off"``).
+        metrics_port: the Prometheus endpoint's port; default: the app's
+            ``worker_metrics_port`` (9810).
+        metrics_interval_s: seconds between EMF writes; default: the app's
+            ``worker_metrics_interval_s`` (60).
         weights: queue → weight ≥ 1 for weighted polling (missing: 1); default: the
             app's ``queue_weights``. See ``worker/priorities.py``.
         priority: ``"weighted"`` or ``"strict"``; default: the app's
@@ -122,6 +130,9 @@ class Worker:
         app_path: str | None = None,
         max_tasks_per_child: int = 0,
         grace_s: float | None = None,
+        metrics: Literal["off", "emf", "prometheus"] | None = None,
+        metrics_port: int | None = None,
+        metrics_interval_s: float | None = None,
         weights: Mapping[str, int] | None = None,
         priority: Mode | None = None,
     ) -> None:
@@ -134,6 +145,10 @@ class Worker:
             raise ConfigurationError(f"prefetch must be >= 0, got {prefetch}")
         if pool not in ("threads", "processes"):
             raise ConfigurationError(f"pool must be 'threads' or 'processes', got {pool!r}")
+        if metrics not in (None, "off", "emf", "prometheus"):
+            raise ConfigurationError(
+                f"metrics must be 'off', 'emf' or 'prometheus', got {metrics!r}"
+            )
         if pool == "processes" and not app_path:
             raise ConfigurationError("the process pool needs the app's 'module:attribute' path")
         self.app = app
@@ -174,6 +189,12 @@ class Worker:
         self._inbox: Inbox | None = None
         self._settler: Settler | None = None
         self._runner: Runner | None = None
+        self.metrics_kind = settings.worker_metrics if metrics is None else metrics
+        self.metrics_port = settings.worker_metrics_port if metrics_port is None else metrics_port
+        self.metrics_interval_s = (
+            settings.worker_metrics_interval_s if metrics_interval_s is None else metrics_interval_s
+        )
+        self.metrics: WorkerMetrics | None = None
 
     # --- entry point ------------------------------------------------------------------
 
@@ -207,6 +228,18 @@ class Worker:
                 await self._startup_call(
                     asyncio.to_thread, lambda: self.app.signing_key, "the signing key"
                 )
+            self.metrics = open_metrics(  # per-task metrics of what is settled (_let_go)
+                self.metrics_kind,
+                app_name=self.app.name,
+                worker_id=self.worker_id,
+                tasks=self.app.tasks,
+                interval_s=self.metrics_interval_s,
+                port=self.metrics_port,
+                address=self.app.settings.worker_metrics_address,
+                busy=lambda: len(self._running),
+            )
+            if self.metrics is not None:
+                self.metrics.start()
             self._start_pools()
             inbox = self._inbox = Inbox(
                 self.concurrency,
@@ -281,6 +314,8 @@ class Worker:
         finally:
             if heartbeat is not None:
                 await heartbeat.stop()  # a clean exit: the item goes
+            if self.metrics is not None:
+                await self.metrics.close()  # EMF: the last interval's lines
             if leaser is not None:
                 leaser.stop(timeout_s=0)
             if watchdog is not None:
@@ -355,6 +390,8 @@ class Worker:
                 sig.name,
             )
             self._log_summary()
+            if self.metrics is not None:
+                self.metrics.flush()
             logging.shutdown()
             os._exit(EXIT_COLD_SHUTDOWN)
 
@@ -494,11 +531,16 @@ class Worker:
             want = await inbox.reserve(queue)
             if not want:
                 return
+            admitted, wait_s = await self._admitted(queue, want)  # a queue's rate limit
+            if not admitted:
+                inbox.received(want, 0, queue)  # its turn passes while it waits for tokens
+                await self._sleep(wait_s)
+                continue
             inbox.expecting += backlogged
             try:
                 response = await client.receive_message(
                     QueueUrl=url,
-                    MaxNumberOfMessages=want,
+                    MaxNumberOfMessages=admitted,
                     WaitTimeSeconds=self.wait_time_s,
                     **RECEIVE_ATTRIBUTES,
                 )
@@ -528,15 +570,39 @@ class Worker:
                 errors = 0
             messages = response.get("Messages", [])
             inbox.expecting -= backlogged
-            trickle = window_s > 0 and 0 < len(messages) < want
+            if self.app.flow is not None and len(messages) < admitted:
+                self.app.flow.unadmit(queue, admitted - len(messages))
+            trickle = window_s > 0 and 0 < len(messages) < admitted
             if backlogged and not messages and self._settler is not None:
                 self._settler.nudge()  # nothing more on its way: lingering batches go now
-            backlogged = len(messages) == want or trickle  # more is probably on its way
+            backlogged = len(messages) == admitted or trickle  # more is probably on its way
             inbox.received(want, len(messages), queue)
             self._empty[queue] = not messages
             if messages:
                 self._accept(queue, url, messages)
             self._check_drained()
+
+    async def _admitted(self, queue: str, want: int) -> tuple[int, float]:
+        """How many of ``want`` messages ``queue``'s rate limit admits now, else
+        ``(0, seconds to wait)`` — the App's flow control, asked only when the app
+        has a limit (no request, no import otherwise)."""
+        flow = self.app.flow_control()
+        if flow is None:
+            return want, 0.0
+        try:
+            return await arun(flow.admitting(queue, want), self.app.clients)
+        except Exception as exc:  # the bucket cannot be read: receive nothing meanwhile
+            self.counters["admission_errors"] += 1
+            delay = _backoff_s(self.counters["admission_errors"])
+            logger.warning(
+                "rate limit of %s cannot be checked (%s: %s); receiving waits %.1fs",
+                queue,
+                type(exc).__name__,
+                exc,
+                delay,
+                extra={"queue": queue},
+            )
+            return 0, delay
 
     def _accept(self, queue: str, url: str, messages: list[dict[str, Any]]) -> None:
         """Lease, decode and queue the messages of one receive."""
@@ -615,6 +681,8 @@ class Worker:
         """The settler is done with these messages."""
         assert self._inbox is not None and self._runner is not None
         self.leases.drop(o.delivery for o in outcomes)
+        if self.metrics is not None:
+            self.metrics.observe(outcomes)
         self._runner.let_go(outcomes)
         self._inbox.changed()
         self._check_drained()

@@ -6,6 +6,10 @@
         redelivered and its outcome stored already (GetItem)? ─► that outcome, not run
         revoked (view ≤ revocation_interval_s old)? ─► REVOKED
         shutting down?                              ─► RELEASE
+        limits (App.flow_control): rate limit, then concurrency slot; not now ─►
+                               DEFER (sent on until its slot; FIFO: waits here);
+                               a held concurrency slot is renewed while the body
+                               runs and freed when it ends (whatever the outcome)
         idempotency key: claim ─► COMPLETED elsewhere ─► SUCCESS (duplicate, not run)
                                                      (or its final FAILURE)
                                ─► held elsewhere       ─► DEFER
@@ -33,6 +37,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..calling import CallResult, Hooks, classify, hooked, request_of
+from ..calls import arun
 from ..errors import InvalidKey, TimeLimitExceeded
 from ..execution import Executor
 from ..lease import LeaseTable
@@ -205,7 +210,46 @@ class Runner:
             return self.executor.revoked(prepared)
         if self.stopping.is_set():
             return Executor.release(prepared.delivery, task_id)
+        gate = await self._gate(prepared)
+        if isinstance(gate, Outcome):
+            return gate
+        if gate is not None:  # a concurrency slot: renewed while the body runs, then freed
+            held: Outcome = await gate.aholding(self._claim_and_call(prepared))
+            return held
+        return await self._claim_and_call(prepared)
+
+    async def _claim_and_call(self, prepared: Prepared) -> Outcome:
         return await self._claim(prepared) or await self._call(prepared)
+
+    async def _gate(self, prepared: Prepared) -> Any:
+        """The task's limits (the App's flow control, asked only when the app has
+        one): rate limit, then concurrency slot. None to run now; a held slot (its
+        ``aholding`` frees it) to run now in it; else the outcome that puts the message
+        back for later (``Executor.defer``: on a standard queue sent on with
+        DelaySeconds, never an attempt, never a receive). On a FIFO queue, where
+        putting it back would spend one of its receives, it waits here instead."""
+        flow = self.app.flow_control()
+        if flow is None:
+            return None
+        lease = self.leases.get(prepared.delivery)
+        lease_s = lease.lease_s if lease else self.visibility[prepared.delivery.queue]
+        while True:
+            entry = await self._ask_dynamodb(
+                prepared,
+                lambda: arun(flow.entering(prepared, lease_s), self.app.clients),
+                "its limits cannot be checked",
+            )
+            if isinstance(entry, Outcome):
+                return entry
+            hold = entry.hold
+            if hold is None:
+                return entry.slot
+            if not self.executor.on_fifo(prepared.delivery):
+                return self.executor.defer(prepared, hold.delay_s, hold.why, routine=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=hold.delay_s)
+            if self.stopping.is_set():
+                return Executor.release(prepared.delivery, prepared.envelope.task_id)
 
     async def _resume(self, prepared: Prepared) -> Outcome | None:
         """A redelivered message whose outcome an earlier receive stored: that outcome,
