@@ -228,6 +228,9 @@ class App:
                 shared by all workers and Lambda handlers; ``rate_key``: per key.
             concurrency_limit: most bodies running at once across all workers
                 (``concurrency_key``: per key).
+            track_started: record STARTED (worker, start time) when the body starts,
+                as Celery's ``track_started``: one conditional PutItem per attempt
+                (default: the ``track_started`` setting, off).
 
         Raises:
             ConfigurationError: an unknown option, or a name already registered.

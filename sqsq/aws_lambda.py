@@ -560,4 +560,17 @@ def _claim_and_call(app: App, executor: Executor, item: Prepared, heartbeat: _He
         if lease is not None:
             with heartbeat.lock:
                 lease.idempotency_pk, lease.owner = item.idempotency_pk, item.envelope.task_id
+    _track_started(app, executor, item)
     return executor.call(item, contain_interrupt=True)
+
+
+def _track_started(app: App, executor: Executor, item: Prepared) -> None:
+    """Write STARTED (``track_started``) before the body runs: one conditional PutItem
+    (the records of an invocation run one after another, so it waits for no other)."""
+    record = executor.started(item)
+    if record is None:
+        return
+    try:
+        app.results.start(record)
+    except Exception as exc:  # informative only: the task still runs
+        logger.warning("task %s: STARTED not written (%s)", record.task_id, exc)

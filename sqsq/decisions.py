@@ -156,6 +156,21 @@ class Decisions:
             **fields,
         )
 
+    def started(self, prepared: Prepared) -> ResultRecord | None:
+        """The STARTED record to write as ``prepared``'s body starts, or None when its
+        task does not track it (``track_started``) or stores no result."""
+        task = prepared.task
+        if not (task.track_started and task.store_result):
+            return None
+        now = datetime.now(UTC)
+        record = self._task_record(
+            prepared,
+            state=State.STARTED,
+            attempts=prepared.envelope.retries + prepared.delivery.receive_count,
+            started_at=now,
+        )
+        return replace(record, finished_at=None)
+
     def _note(
         self, delivery: Delivery, task_id: str, reason: str, error_type: str, message: str
     ) -> DeadLetterNote:

@@ -9,9 +9,9 @@ result of a task       ``task#<id>``   ``result``  state, task, queue, value (JS
                                                    exc_type, exc_message, traceback, reason,
                                                    attempts, worker, message_id, enqueued_at,
                                                    started_at, finished_at, expires_at
-attempt *n* of a task   ``task#<id>``   ``attempt#<n>``  state, exc_type, exc_message, started_at,
-(written on RETRY and                                  finished_at, retry_delay_s, expires_at
-final FAILURE only)
+attempt *n* of a task   ``task#<id>``   ``attempt#<n>``  state, worker, exc_type, exc_message,
+(written on RETRY and                                  started_at, finished_at, retry_delay_s,
+final FAILURE only)                                    expires_at
 revocations of an app  ``revocations#<app>``  ``<ms>#<id>``  task_id, expires_at (``revocations.py``)
 idempotency key        ``idem#<task>#<key>``  ``idempotency``  see ``idempotency.py``
 rate-limit override    ``revocations#<app>``  ``limit#task#<name>``  rate, set_at (``flow/overrides.py``;
@@ -25,6 +25,10 @@ concurrency slot       ``conc#<app>#<task>[#<key>]``  ``slot#<i>``  holder, leas
 Item builders and parsers are pure functions over DynamoDB's low-level attribute
 values; :class:`ResultStore`'s call sequences (:mod:`sqsq.calls`) execute them with
 boto3 or aiobotocore.
+With ``track_started`` the result item is first written STARTED when the body
+starts (:meth:`ResultStore.start`: one conditional PutItem per attempt, never over
+a final outcome or a later attempt's item, see :data:`STARTED_MAY_REPLACE`); a
+task's attempts are read with one Query (:meth:`ResultStore.timeline`).
 Outcomes that finish together go out as one BatchWriteItem (25 items,
 ``limits.DYNAMODB_MAX_BATCH_WRITE_ITEMS``); unprocessed items are retried with
 backoff and, if still unprocessed, reported so their messages are *not* deleted.
@@ -42,7 +46,7 @@ from typing import Any
 from . import limits
 from .calls import Call, Sleep, Steps, arun, run
 from .envelope import dumps
-from .result import ResultRecord, State
+from .result import Attempt, ResultRecord, State
 from .retry import error_code, full_jitter_s
 from .revocations import revocation_item
 
@@ -178,6 +182,81 @@ def attempt_item(record: ResultRecord, retry_delay_s: float | None = None) -> It
     return item
 
 
+#: The condition of a STARTED write (:meth:`ResultStore.start`), as a timeline::
+#:
+#:     attempt n:   ──STARTED(n)──────── body ──────── RETRY(n) / SUCCESS / FAILURE ──►
+#:     the PutItem of STARTED(n) lands ┬ before the outcome: replaces nothing final
+#:                                     └ after it (a slow request): refused
+#:
+#: It may replace no item, or a RETRY / STARTED item of an *earlier* attempt —
+#: never a final outcome (SUCCESS, FAILURE, REVOKED), whichever path wrote it,
+#: nor the RETRY of its own attempt. BatchWriteItem takes no condition, so the
+#: STARTED write is a PutItem of its own.
+STARTED_MAY_REPLACE = (
+    "attribute_not_exists(pk) OR (#state IN (:retry, :started) AND attempts < :attempt)"
+)
+
+
+def started_put(table: str, record: ResultRecord) -> dict[str, Any]:
+    """The PutItem arguments that write ``record`` (STARTED) under
+    :data:`STARTED_MAY_REPLACE`."""
+    return {
+        "TableName": table,
+        "Item": result_item(record),
+        "ConditionExpression": STARTED_MAY_REPLACE,
+        "ExpressionAttributeNames": {"#state": "state"},
+        "ExpressionAttributeValues": {
+            ":retry": {"S": State.RETRY.value},
+            ":started": {"S": State.STARTED.value},
+            ":attempt": {"N": str(record.attempts)},
+        },
+    }
+
+
+def attempt_from_item(item: Item) -> Attempt:
+    """Parse an ``attempt#<n>`` item (see :func:`attempt_item`)."""
+
+    def s(name: str) -> str | None:
+        return item[name]["S"] if name in item else None
+
+    def dt(name: str) -> datetime | None:
+        text = s(name)
+        return datetime.fromisoformat(text) if text else None
+
+    delay = item.get("retry_delay_s")
+    return Attempt(
+        number=int(item["attempts"]["N"]),
+        state=State(item["state"]["S"]),
+        worker=s("worker"),
+        started_at=dt("started_at"),
+        finished_at=dt("finished_at"),
+        exc_type=s("exc_type"),
+        exc_message=s("exc_message"),
+        retry_delay_s=float(delay["N"]) if delay else None,
+    )
+
+
+def timeline_from_items(items: Iterable[Item], now: float | None = None) -> list[Attempt]:
+    """Each try of a task, in order, from the items of its partition: the attempt
+    items (RETRY, final FAILURE), then the result item's own attempt when no
+    attempt item stands for it (SUCCESS, REVOKED, a STARTED one running now)."""
+    tries: dict[int, Attempt] = {}
+    last: ResultRecord | None = None
+    for item in items:
+        sk = item["sk"]["S"]
+        if sk.startswith("attempt#"):
+            expires = item.get("expires_at")
+            if expires and int(expires["N"]) <= (time.time() if now is None else now):
+                continue
+            attempt = attempt_from_item(item)
+            tries[attempt.number] = attempt
+        elif sk == "result":
+            last = record_from_item(item, now)
+    if last is not None and last.attempts not in tries:
+        tries[last.attempts] = Attempt.of(last)
+    return [tries[n] for n in sorted(tries)]
+
+
 #: A write for BatchWriteItem: ``(token, {"PutRequest": …} | {"DeleteRequest": …})``.
 #: The token names who is waiting for it (an outcome); tokens repeat freely.
 Write = tuple[str, dict[str, Any]]
@@ -272,7 +351,61 @@ class ResultStore:
         item = response.get("Item")
         return record_from_item(item) if item else None
 
+    def timeline(self, task_id: str) -> list[Attempt]:
+        """Each try of a task (see :func:`timeline_from_items`): one consistent Query
+        of its partition (more pages only past 1 MB of items)."""
+        return run(self.timeline_steps(task_id), self.clients)
+
+    async def atimeline(self, task_id: str) -> list[Attempt]:
+        """Asyncio twin of :meth:`timeline`."""
+        return await arun(self.timeline_steps(task_id), self.clients)
+
+    def timeline_steps(self, task_id: str) -> Steps[list[Attempt]]:
+        """The calls of :meth:`timeline` (see :mod:`sqsq.calls`)."""
+        items: list[Item] = []
+        start: Item | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "KeyConditionExpression": "pk = :pk",
+                "ExpressionAttributeValues": {":pk": {"S": f"task#{task_id}"}},
+                "ConsistentRead": True,
+            }
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            page = yield Call("dynamodb", "query", kwargs)
+            items += page.get("Items", [])
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return timeline_from_items(items)
+
     # --- writes ---------------------------------------------------------------
+
+    def start(self, record: ResultRecord) -> bool:
+        """Write ``record`` (STARTED) unless a final outcome or a later attempt is
+        stored already (:data:`STARTED_MAY_REPLACE`): one conditional PutItem.
+
+        Returns:
+            False when the condition refused it (the outcome is there already).
+
+        Raises:
+            botocore's ClientError on any other AWS error (after its retries).
+        """
+        return run(self.starting(record), self.clients)
+
+    async def astart(self, record: ResultRecord) -> bool:
+        """Asyncio twin of :meth:`start`."""
+        return await arun(self.starting(record), self.clients)
+
+    def starting(self, record: ResultRecord) -> Steps[bool]:
+        """The call of :meth:`start` (see :mod:`sqsq.calls`)."""
+        try:
+            yield Call("dynamodb", "put_item", started_put(self.table, record))
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def write(self, writes: Iterable[Write], rejected: dict[str, str] | None = None) -> set[str]:
         """Carry out writes with BatchWriteItem; returns the tokens NOT written.

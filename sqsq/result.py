@@ -35,9 +35,12 @@ class State(enum.StrEnum):
 
     #: Nothing is known: not run yet, unknown id, or the result expired.
     PENDING = "PENDING"
-    #: A worker received the message (reserved for opt-in tracking).
+    #: A worker received the message. Celery's name, never written by sqsq: a
+    #: message waits in a worker's prefetch buffer for milliseconds, not worth a
+    #: write per task; a reader sees PENDING until STARTED or the outcome.
     RECEIVED = "RECEIVED"
-    #: A worker started the task (opt-in, ``track_started=True``).
+    #: A worker started the body (opt-in, ``track_started=True``): the record
+    #: carries the worker (``host:pid``) and ``started_at``; the outcome replaces it.
     STARTED = "STARTED"
     #: The task failed and will be retried; the last error is recorded.
     RETRY = "RETRY"
@@ -106,6 +109,42 @@ class ResultRecord:
         )
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One try of a task (:meth:`AsyncResult.attempts`). Times are UTC datetimes.
+
+    Attempt items are stored for RETRY and a final FAILURE; the last try is read
+    from the result item itself (a SUCCESS, a REVOKED, or a STARTED try still
+    running, with ``track_started``).
+    """
+
+    #: 1 for the first try; sqsq's own retries and SQS redeliveries both count.
+    number: int
+    #: How the try ended (RETRY, SUCCESS, FAILURE, REVOKED), or STARTED while it runs.
+    state: State
+    #: The worker that ran it: ``host:pid``, or ``lambda:<request id>``.
+    worker: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exc_type: str | None = None
+    exc_message: str | None = None
+    #: Seconds until the next try (RETRY only).
+    retry_delay_s: float | None = None
+
+    @classmethod
+    def of(cls, record: ResultRecord) -> Attempt:
+        """The try a result record stands for (its latest)."""
+        return cls(
+            number=record.attempts,
+            state=record.state,
+            worker=record.worker,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            exc_type=record.exc_type,
+            exc_message=record.exc_message,
+        )
+
+
 class ResultBackend(Protocol):
     """What :class:`AsyncResult` needs: look a record up by task id, revoke a task."""
 
@@ -113,6 +152,8 @@ class ResultBackend(Protocol):
     clients: Any
 
     def getting(self, task_id: str) -> Steps[ResultRecord | None]: ...
+
+    def timeline_steps(self, task_id: str) -> Steps[list[Attempt]]: ...
 
     def revoke(self, task_id: str, ttl_s: float) -> None: ...
 
@@ -219,6 +260,29 @@ class AsyncResult:
         """The worker's formatted traceback of the failure, if any."""
         record = self._fetch()
         return record.traceback if record else None
+
+    @aws_boundary(_table)
+    def attempts(self) -> list[Attempt]:
+        """Each try of the task, oldest first: its worker, start and finish times,
+        and how it ended (one consistent Query; see :class:`Attempt`).
+
+        Returns:
+            ``[]`` while PENDING (or after the result's TTL); an eager
+            (``apply()``) result gives its own record's try.
+
+        Raises:
+            AWSError: DynamoDB could not be read.
+        """
+        if self._backend is None:
+            return [Attempt.of(self._record)] if self._record is not None else []
+        return run(self._backend.timeline_steps(self.id), self._clients())
+
+    @aws_boundary(_table)
+    async def aattempts(self) -> list[Attempt]:
+        """Asyncio twin of :meth:`attempts`."""
+        if self._backend is None:
+            return [Attempt.of(self._record)] if self._record is not None else []
+        return await arun(self._backend.timeline_steps(self.id), self._clients())
 
     # --- revoking --------------------------------------------------------------
 

@@ -204,6 +204,12 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=9810, ge=0, le=65535)
     #: Prometheus: the address the endpoint listens on.
     worker_metrics_address: str = "0.0.0.0"
+    # --- task states (see ``sqsq.result``) --------------------------------------------
+    #: Record STARTED (worker ``host:pid``, start time) in the result item when a
+    #: task's body starts (Celery's ``task_track_started``): one conditional PutItem
+    #: per attempt (``ResultStore.start``); off by default (no extra request). A task's
+    #: own ``track_started=`` option wins.
+    track_started: bool = False
 
     @field_validator("default_queue")
     @classmethod

@@ -66,6 +66,7 @@ class TaskOptions(TypedDict, total=False):
     rate_key: str | Callable[..., str] | None
     concurrency_limit: int | None
     concurrency_key: str | Callable[..., str] | None
+    track_started: bool | None
 
 
 #: Every option ``@app.task(...)`` accepts; anything else fails at declaration.
@@ -153,6 +154,8 @@ class Task(Generic[P, R]):
             and Lambda (per ``concurrency_key``); None: no limit.
         concurrency_key: with ``concurrency_limit``, one limit per key (template or
             callable, as ``rate_key``).
+        track_started: record STARTED when the body starts (one conditional PutItem
+            per attempt); default the app's ``track_started`` setting.
         bind: the function receives a :class:`BoundTask` as first argument.
         is_async: the function is ``async def`` (awaited on the worker's loop).
     """
@@ -184,6 +187,7 @@ class Task(Generic[P, R]):
         rate_key: KeySpec = None,
         concurrency_limit: int | None = None,
         concurrency_key: KeySpec = None,
+        track_started: bool | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -242,6 +246,9 @@ class Task(Generic[P, R]):
             raise ValueError("fair_key must be a format string or a callable")
         self.fair_key = fair_key
         self._flow_options(rate_limit, rate_key, concurrency_limit, concurrency_key)
+        self.track_started = (
+            app.settings.track_started if track_started is None else bool(track_started)
+        )
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn, skip_first=bind)
         self.__doc__ = fn.__doc__

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,20 @@ def cfn_lint(*files: Any) -> subprocess.CompletedProcess[str]:
         timeout=300,
         cwd=ROOT,
     )
+
+
+def consuming(process: Any, timeout_s: float = 60) -> None:
+    """Wait until the worker logs that it consumes its queues (its stderr is read up
+    to that line; the rest stays for :func:`stop`)."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in process.stderr:
+            lines.append(line)
+            if " consuming " in line:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    assert lines and " consuming " in lines[-1], f"the worker did not start: {''.join(lines)}"

@@ -16,6 +16,7 @@ from sqsq.calls import run
 from sqsq.flow.concurrency import RECHECK_S, SlotLease, acquiring, slots_pk
 from sqsq.local import LocalEndpoint
 from tests.apps import flow
+from tests.helpers import consuming
 
 APP = "tests.apps.flow:app"
 
@@ -69,8 +70,10 @@ def test_slots_are_leases_taken_with_conditional_writes(local_aws: LocalEndpoint
 def test_the_limit_holds_across_two_workers(worker: Any, tmp_path: Path) -> None:
     flow.setup()
     path = tmp_path / "exclusive.log"
-    results = flow.exclusive.delay_many([("acct-1", str(path), 1.0) for _ in range(8)])
     workers = [worker.start(APP, "-Q", "default", "--concurrency", "8") for _ in range(2)]
+    for process in workers:  # both poll before the work arrives, so both get some
+        consuming(process)
+    results = flow.exclusive.delay_many([("acct-1", str(path), 1.0) for _ in range(8)])
     for result in results:
         assert result.get(timeout=90) == "acct-1"
     spans = _spans(path)

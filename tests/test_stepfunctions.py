@@ -43,7 +43,7 @@ from sqsq.errors import EnqueueError, UndecodableMessage
 from sqsq.local import LocalEndpoint
 from sqsq.outcome import Outcome, OutcomeKind
 from sqsq.testing import LambdaContext, sqs_event
-from tests.helpers import queue_counts
+from tests.helpers import consuming, queue_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "stepfunctions"
@@ -154,23 +154,6 @@ def finished(states: Any, execution: str, timeout_s: float = 60) -> dict[str, An
 
     result: dict[str, Any] = wait_for(done, timeout_s, f"execution {execution}")
     return result
-
-
-def consuming(process: Any, timeout_s: float = 60) -> None:
-    """Wait until the worker logs that it consumes its queues (its stderr is read up
-    to that line; the rest stays for :func:`stop`)."""
-    lines: list[str] = []
-
-    def read() -> None:
-        for line in process.stderr:
-            lines.append(line)
-            if " consuming " in line:
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout_s)
-    assert lines and " consuming " in lines[-1], f"the worker did not start: {''.join(lines)}"
 
 
 def stop(process: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any, Literal, cast
 
 import click
@@ -387,7 +388,34 @@ def _unknown_task(the_app: Any, name: str) -> str:
     return f"task {name!r} is not registered in {the_app.name!r}{hint} (tasks: {known})"
 
 
-def _print_record(record: Any, as_json: bool = False) -> None:
+def _attempt_fields(attempt: Any) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "state": attempt.state.value,
+        "worker": attempt.worker,
+        "started_at": attempt.started_at.isoformat() if attempt.started_at else None,
+        "finished_at": attempt.finished_at.isoformat() if attempt.finished_at else None,
+        "exc_type": attempt.exc_type,
+        "exc_message": attempt.exc_message,
+        "retry_delay_s": attempt.retry_delay_s,
+    }
+
+
+def _attempt_line(attempt: Any) -> str:
+    """``#2  RETRY  host:41  12:00:01.250  0.52s  builtins.ValueError: boom  next in 2s``"""
+    parts = [f"#{attempt.number}", attempt.state.value, attempt.worker or "?"]
+    if attempt.started_at:
+        parts.append(attempt.started_at.isoformat(timespec="milliseconds"))
+        if attempt.finished_at:
+            parts.append(f"{(attempt.finished_at - attempt.started_at).total_seconds():.2f}s")
+    if attempt.exc_type:
+        parts.append(f"{attempt.exc_type}: {attempt.exc_message or ''}".strip())
+    if attempt.retry_delay_s is not None:
+        parts.append(f"next in {attempt.retry_delay_s:g}s")
+    return "  ".join(parts)
+
+
+def _print_record(record: Any, as_json: bool = False, attempts: Sequence[Any] = ()) -> None:
     if record is None:
         click.echo("state: PENDING (no result stored, or it expired)")
         return
@@ -407,12 +435,18 @@ def _print_record(record: Any, as_json: bool = False) -> None:
         "finished_at": record.finished_at.isoformat() if record.finished_at else None,
     }
     if as_json:
-        click.echo(json.dumps({**fields, "traceback": record.traceback}, indent=2))
+        timeline = [_attempt_fields(a) for a in attempts]
+        whole = {**fields, "traceback": record.traceback, "timeline": timeline}
+        click.echo(json.dumps(whole, indent=2))
         return
     for name, value in fields.items():
         if value is not None:
             shown = json.dumps(value) if name == "result" else value
             click.echo(f"{name + ':':<20}{shown}")
+    if attempts:
+        click.echo("timeline:")
+        for attempt in attempts:
+            click.echo("  " + _attempt_line(attempt))
     if record.traceback:
         click.echo("traceback:\n" + record.traceback.rstrip())
 
@@ -422,13 +456,16 @@ def _print_record(record: Any, as_json: bool = False) -> None:
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 def result(app: str, task_id: str, as_json: bool) -> None:
-    """Show the stored result of TASK_ID (state, value or error, timings).
+    """Show the stored result of TASK_ID (state, value or error, timings) and its
+    attempt timeline: each try, its worker, start and finish, how it ended.
 
     Exits 1 when the task failed or was revoked (as `send --wait` does), 0 otherwise.
     """
     the_app = _load(app)
-    record = the_app.AsyncResult(task_id).record
-    _print_record(record, as_json)
+    handle = the_app.AsyncResult(task_id)
+    record = handle.record
+    tries = handle.attempts() if record is not None else []
+    _print_record(record, as_json, tries)
     if record is not None and record.state.value in ("FAILURE", "REVOKED"):
         sys.exit(EXIT_FAILURE)  # as `send --wait`: the task did not succeed
 

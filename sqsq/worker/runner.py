@@ -219,7 +219,7 @@ class Runner:
         return await self._claim_and_call(prepared)
 
     async def _claim_and_call(self, prepared: Prepared) -> Outcome:
-        return await self._claim(prepared) or await self._call(prepared)
+        return await self._claim(prepared) or await self._call_tracked(prepared)
 
     async def _gate(self, prepared: Prepared) -> Any:
         """The task's limits (the App's flow control, asked only when the app has
@@ -368,6 +368,23 @@ class Runner:
         if lease is not None:
             lease.idempotency_pk, lease.owner = prepared.idempotency_pk, envelope.task_id
         return None
+
+    async def _call_tracked(self, prepared: Prepared) -> Outcome:
+        """:meth:`_call`, with the STARTED write (``track_started``) sent as the body
+        starts, beside it, not before it; the outcome is emitted once that write
+        has answered, so this worker's own outcome always lands after it (its
+        condition keeps it off any other path's outcome, ``dynamodb.STARTED_MAY_REPLACE``)."""
+        record = self.executor.started(prepared)
+        if record is None:
+            return await self._call(prepared)
+        writing = asyncio.ensure_future(self.app.results.astart(record))
+        try:
+            return await self._call(prepared)
+        finally:
+            try:
+                await writing
+            except Exception as exc:  # STARTED is informative: the outcome still goes
+                logger.warning("task %s: STARTED not written (%s)", record.task_id, exc)
 
     async def _call(self, prepared: Prepared) -> Outcome:
         task = prepared.task
