@@ -212,6 +212,24 @@ def test_publish_delay_many(hooked_app: sqsq.App, log: Path) -> None:
     assert {line["thread"] for line in lines} == {threading.current_thread().name}
 
 
+def test_publish_of_a_chain_step_by_the_worker(
+    hooked_app: sqsq.App, worker: WorkerFactory, log: Path
+) -> None:
+    """A chain's next step is published by the worker that ran the step before it."""
+    from sqsq.workflows import chain
+
+    last = chain(hooked.ok.s(1), hooked.ok.s()).delay()
+    done = worker.run(APP, "--queues", "default", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert last.get(timeout=0) == 4
+    lines = seen(log)
+    [shutdown] = [line for line in lines if line["signal"] == "worker_shutdown"]
+    by_worker = [line for line in lines if line["pid"] == shutdown["pid"]]
+    published = [line for line in by_worker if line["signal"].endswith("_publish")]
+    assert [line["signal"] for line in published] == ["before_task_publish", "after_task_publish"]
+    assert published[1]["headers"]["id"] == last.id and published[1]["body"]["args"] == [2]
+
+
 # --- the Signal object ------------------------------------------------------------------
 
 
