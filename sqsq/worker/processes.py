@@ -12,6 +12,10 @@ arguments, runs the function and sends back a :class:`~sqsq.execution.CallResult
 never pickled. A ``soft_time_limit`` is a ``SIGALRM`` in the child, whose handler
 raises ``SoftTimeLimitExceeded`` in the body (as Celery's billiard does); the
 hard ``time_limit`` kills the child.
+
+Signals (``sqsq.signals``): each child sends ``worker_process_init`` once it has
+imported the app, and the task signals around each body it runs (the receivers
+connected by the app's module, imported there too).
 """
 
 from __future__ import annotations
