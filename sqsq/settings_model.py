@@ -211,6 +211,17 @@ class Settings(BaseSettings):
     #: own ``track_started=`` option wins.
     track_started: bool = False
 
+    # --- what ``sqsq infra`` writes for operators (``sqsq/deploy/alarms.py``) -------
+    #: Alarm when a queue's oldest message (CloudWatch's ``ApproximateAgeOfOldestMessage``)
+    #: is older than this, seconds. None (default): derived per queue, SQS's 900 s
+    #: delay cap + 300 s of waiting + the longest ``time_limit`` of the queue's tasks
+    #: (a message counts while its task runs).
+    alarm_max_age_s: Seconds | None = None
+    #: Alarm when more than this fraction of a queue's finished tasks failed in 5
+    #: minutes (``TasksFailed / (TasksSucceeded + TasksFailed)`` of sqsq's metrics,
+    #: once at least 10 finished), 0 < rate < 1.
+    alarm_failure_rate: float = Field(default=0.1, gt=0, lt=1)
+
     @field_validator("default_queue")
     @classmethod
     def _logical_queue(cls, value: str) -> str:

@@ -39,8 +39,8 @@ from sqsq.deploy import Options, Target, dump, render
 from tests.helpers import MOTO_CFN_UNSUPPORTED, ROOT
 
 #: CloudFormation types LocalStack community's CloudFormation cannot create here:
-#: no provider (LocalStack Pro's: ECS, Application Auto Scaling, EC2 launch templates,
-#: Auto Scaling, Pipes), or, for the function, no Docker (its provider provisions a
+#: no provider (LocalStack Pro's: CloudWatch dashboards, ECS, Application Auto
+#: Scaling, EC2 launch templates, Auto Scaling, Pipes), or, for the function, no Docker (its provider provisions a
 #: function by pulling the runtime's image and downloading lambda-runtime-init).
 #: Left out of stacks created there.
 LOCALSTACK_CFN_UNSUPPORTED = frozenset(
@@ -56,6 +56,7 @@ LOCALSTACK_CFN_UNSUPPORTED = frozenset(
         "AWS::AutoScaling::AutoScalingGroup",
         "AWS::AutoScaling::ScalingPolicy",
         "AWS::Pipes::Pipe",
+        "AWS::CloudWatch::Dashboard",
     }
 )
 

@@ -22,7 +22,8 @@ AWS::DynamoDB::Table                            yes     stand-in    (1)
 AWS::IAM::Role, AWS::IAM::InstanceProfile       yes     yes
 AWS::Logs::LogGroup                             yes     yes
 AWS::Events::Rule                               yes     yes
-AWS::CloudWatch::Alarm                          no      yes
+AWS::CloudWatch::Alarm (metric math too)        no      yes
+AWS::CloudWatch::Dashboard                      yes     no          (5)
 AWS::Scheduler::ScheduleGroup, ::Schedule       no      yes
 AWS::SQS::QueuePolicy                           no      yes
 AWS::SNS::Subscription                          no      yes
@@ -47,6 +48,8 @@ AWS::Pipes::Pipe                                no      no          (4)
     for them (ECS/Application Auto Scaling, Auto Scaling, EventBridge Pipes) are Pro
     only. They are cfn-linted (tests/test_deploy_lint.py, test_deploy_routes.py) and
     their property shapes asserted (tests/test_deploy.py) — not deployed.
+(5) LocalStack community has no CloudWatch dashboards (no provider); moto creates
+    it and its body is read back (tests/test_deploy_alarms.py).
 """
 
 from __future__ import annotations
@@ -158,13 +161,18 @@ def test_the_quickstart_stack_is_created(local_aws: Any, target: Target) -> None
     assert table["Table"]["KeySchema"]
 
     if kind == "localstack":
-        # an alarm per dead-letter queue
+        # per queue an age and a failure-rate alarm, and one per dead-letter queue
+        # (their properties: tests/test_deploy_alarms.py)
         alarms = _of_type(resources, "AWS::CloudWatch::Alarm")
-        assert len(alarms) == 2
+        assert len(alarms) == 6
         described = _client(local_aws, "cloudwatch").describe_alarms(
             AlarmNames=list(alarms.values())
         )
-        dimensions = {a["Dimensions"][0]["Value"] for a in described["MetricAlarms"]}
+        dimensions = {
+            a["Dimensions"][0]["Value"]
+            for a in described["MetricAlarms"]
+            if a.get("MetricName") == "ApproximateNumberOfMessagesVisible"
+        }
         assert dimensions == {"quickstart-default-dlq", "quickstart-emails-dlq"}
         # the schedule, in its group, sending to the default queue
         scheduler = _client(local_aws, "scheduler")

@@ -119,10 +119,11 @@ def infra(
     step_functions: bool,
     omit: tuple[str, ...],
 ) -> None:
-    """Render APP's infrastructure for TARGET: its queues, dead-letter queues
-    (with an alarm each), table and schedules — the attributes `sqsq resources
-    create` and `sqsq schedule sync` give them — and what runs its tasks, with
-    least-privilege IAM."""
+    """Render APP's infrastructure for TARGET: its queues, dead-letter queues,
+    table and schedules — the attributes `sqsq resources create` and `sqsq
+    schedule sync` give them — and what runs its tasks, with least-privilege IAM;
+    for operators, alarms (oldest message's age, failure rate, DLQ depth), a
+    CloudWatch dashboard, log retention and, on ECS, a health check."""
     from ..deploy import Options, bundle, dump, render
 
     the_app = _load(app)

@@ -3,15 +3,19 @@
 One CloudFormation document per target, rendered from the app's declarations:
 
 - :mod:`.resources` — the queues, dead-letter queues and table from
-  :func:`sqsq.resources.describe` (what ``sqsq resources create`` makes), a
-  CloudWatch alarm per DLQ, and the schedules from :mod:`sqsq.schedules.scheduler`
-  (what ``sqsq schedule sync`` makes);
+  :func:`sqsq.resources.describe` (what ``sqsq resources create`` makes), the
+  schedules from :mod:`sqsq.schedules.scheduler` (what ``sqsq schedule sync``
+  makes), and log groups with their retention;
+- :mod:`.alarms` and :mod:`.dashboard` — for operators: alarms on each queue's
+  oldest message and failure rate and on each DLQ's depth, and the app's
+  CloudWatch dashboard;
 - :mod:`.iam` — least-privilege policies with exact ARNs;
 - :mod:`.routes` — the app's foreign-event routes (:mod:`sqsq.events`): EventBridge
   rules, SNS subscriptions, EventBridge Pipes from DynamoDB streams, queue policies,
   and each S3 bucket's notification configuration as an output;
 - :mod:`.lambda_sam` (SAM), :mod:`.ecs` (Fargate service), :mod:`.ec2` (launch
-  template, Auto Scaling group, systemd unit) — what runs the tasks.
+  template, Auto Scaling group, systemd unit) — what runs the tasks (on ECS with a
+  health check that runs ``sqsq status``).
 
 This package imports the core and is never imported by it.
 """

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import Options
 from . import resources as r
+from .alarms import alarm_condition, alarm_parameter, alarm_resources
+from .dashboard import DASHBOARD_ID, dashboard_resource
 from .iam import trust, worker_policy
 from .workers import (
     backlog_metrics,
@@ -144,6 +146,12 @@ def template(app: App, options: Options) -> Doc:
             },
         },
     }
+    resources.update(alarm_resources(ids))
+    resources[DASHBOARD_ID] = dashboard_resource(
+        ids,
+        [["AWS/AutoScaling", "GroupInServiceInstances", "AutoScalingGroupName", "${Group}"]],
+        {"Group": r.ref("AutoScalingGroup")},
+    )
     outputs = r.app_outputs(ids)
     outputs["AutoScalingGroupName"] = {
         "Description": "The worker instances",
@@ -178,11 +186,9 @@ def template(app: App, options: Options) -> Doc:
                 "Description": "Security groups of the instances (outbound HTTPS only).",
             },
             **scaling_parameters(),
-            **r.alarm_parameter(),
+            **alarm_parameter(),
         },
-        "Conditions": {
-            r.HAS_ALARM_TOPIC: {"Fn::Not": [{"Fn::Equals": [r.ref(r.ALARM_TOPIC), ""]}]},
-        },
+        "Conditions": alarm_condition(),
         "Resources": resources,
         "Outputs": outputs,
     }

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import Options
 from . import resources as r
+from .alarms import alarm_condition, alarm_parameter, alarm_resources
+from .dashboard import DASHBOARD_ID, dashboard_resource
 from .iam import trust, worker_policy
 from .workers import (
     FARGATE_MAX_STOP_TIMEOUT_S,
@@ -75,8 +77,58 @@ def _parameters() -> Doc:
             "Default": "",
             "Description": "ARN of the ECR repository of Image (empty: a public image).",
         },
+        "WorkerMetrics": {
+            "Type": "String",
+            "Default": "off",
+            "AllowedValues": ["off", "emf"],
+            "Description": "emf: the workers write sqsq's metrics per queue and task to "
+            "their log (SQSQ_WORKER_METRICS), which the failure-rate alarms and the "
+            "dashboard read; CloudWatch bills 6 custom metrics per queue and per task.",
+        },
         **scaling_parameters(),
-        **r.alarm_parameter(),
+        **r.log_retention_parameter(),
+        **alarm_parameter(),
+    }
+
+
+#: The container health check's timing, seconds ("HealthCheck", ECS API Reference:
+#: interval 5-300, timeout 2-120, start period 0-300, retries 1-10). The start period
+#: covers the image's start and the first heartbeat; three failed checks in a row
+#: (about 90 s) mark the task unhealthy and the service replaces it.
+HEALTH_INTERVAL_S = 30
+HEALTH_TIMEOUT_S = 20
+HEALTH_START_PERIOD_S = 60
+HEALTH_RETRIES = 3
+
+
+def health_command(app: App, app_path: str) -> str:
+    """The shell command of the container's health check: ``sqsq status`` exits 1
+    unless a worker of this container (``--host``: its host name, the one its
+    heartbeat records) has written a live heartbeat; an AWS error exits 3, also
+    unhealthy. ``--failure-sample 0`` reads no dead-lettered message and ``-Q`` one
+    queue, so a check costs 6 requests from a new process: GetQueueUrl and
+    GetQueueAttributes of the default queue and its DLQ, one DynamoDB Query of the
+    heartbeats, and a GetMetricData the task role does not allow (the age is not
+    needed: no ``--max-age``)."""
+    return (
+        f'sqsq status {app_path} --host "$(hostname)" --min-workers 1 '
+        f"--failure-sample 0 -Q {app.settings.default_queue} > /dev/null"
+    )
+
+
+def health_check(app: App, options: Options) -> Doc:
+    """The container's ``HealthCheck`` (none when heartbeats are off:
+    ``heartbeat_interval_s`` 0 leaves ``sqsq status`` nothing to read)."""
+    if not app.settings.heartbeat_interval_s:
+        return {}
+    return {
+        "HealthCheck": {
+            "Command": ["CMD-SHELL", health_command(app, options.app_path)],
+            "Interval": HEALTH_INTERVAL_S,
+            "Timeout": HEALTH_TIMEOUT_S,
+            "StartPeriod": HEALTH_START_PERIOD_S,
+            "Retries": HEALTH_RETRIES,
+        }
     }
 
 
@@ -85,11 +137,7 @@ def template(app: App, options: Options) -> Doc:
     ids = r.declared(app)
     stop_timeout = stop_timeout_s(app, FARGATE_MAX_STOP_TIMEOUT_S)
     resources = r.app_resources(ids, options.long_countdowns)
-    resources["LogGroup"] = {
-        "Type": "AWS::Logs::LogGroup",
-        **r.RETAIN,
-        "Properties": {"LogGroupName": f"/sqsq/{app.name}/worker", "RetentionInDays": 14},
-    }
+    resources["LogGroup"] = r.log_group(f"/sqsq/{app.name}/worker")
     pull: list[Doc] = [
         {
             "Sid": "Logs",
@@ -183,9 +231,15 @@ def template(app: App, options: Options) -> Doc:
                     "StopTimeout": stop_timeout,
                     # An init as PID 1 forwards signals and reaps pool children.
                     "LinuxParameters": {"InitProcessEnabled": True},
+                    **health_check(app, options),
                     "Environment": [
                         {"Name": k, "Value": v}
-                        for k, v in {**env, "AWS_DEFAULT_REGION": r.ref("AWS::Region")}.items()
+                        for k, v in {
+                            **env,
+                            "AWS_DEFAULT_REGION": r.ref("AWS::Region"),
+                            # EMF lines on stdout reach CloudWatch Logs by awslogs
+                            "SQSQ_WORKER_METRICS": r.ref("WorkerMetrics"),
+                        }.items()
                     ],
                     "LogConfiguration": {
                         "LogDriver": "awslogs",
@@ -251,6 +305,21 @@ def template(app: App, options: Options) -> Doc:
             },
         },
     }
+    resources.update(alarm_resources(ids))
+    resources[DASHBOARD_ID] = dashboard_resource(
+        ids,
+        [
+            [
+                "ECS/ContainerInsights",
+                "RunningTaskCount",
+                "ClusterName",
+                "${ClusterName}",
+                "ServiceName",
+                "${Service}",
+            ]
+        ],
+        {"Service": r.get_att("Service", "Name")},
+    )
     outputs = r.app_outputs(ids)
     outputs["ServiceName"] = {
         "Description": "The worker service",
@@ -263,7 +332,7 @@ def template(app: App, options: Options) -> Doc:
         "Parameters": _parameters(),
         "Conditions": {
             "HasEcrRepository": {"Fn::Not": [{"Fn::Equals": [r.ref("EcrRepositoryArn"), ""]}]},
-            r.HAS_ALARM_TOPIC: {"Fn::Not": [{"Fn::Equals": [r.ref(r.ALARM_TOPIC), ""]}]},
+            **alarm_condition(),
         },
         "Resources": resources,
         "Outputs": outputs,

@@ -1,5 +1,5 @@
 """The app's own resources as CloudFormation: queues, dead-letter queues, the table,
-DLQ alarms, the schedule group, schedules and their role.
+the schedule group, schedules and their role.
 
 Every attribute comes from :func:`sqsq.resources.describe` (what ``sqsq resources
 create`` makes) and from the builders of :mod:`sqsq.schedules.scheduler` (what
@@ -32,9 +32,10 @@ Doc = dict[str, Any]
 #: replaced (cfn-lint I3011).
 RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 
-#: The parameter and condition of the optional SNS topic of the DLQ alarms.
-ALARM_TOPIC = "AlarmTopicArn"
-HAS_ALARM_TOPIC = "HasAlarmTopic"
+#: Days a log group keeps its events: the choices of ``RetentionInDays`` offered as
+#: the ``LogRetentionDays`` parameter ("PutRetentionPolicy", CloudWatch Logs API).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 180, 365, 400, 545, 731, 1096, 1827, 3653)
+LOG_RETENTION_PARAMETER = "LogRetentionDays"
 
 _MARK = re.compile(r"^\{\{(queue|role):(.+)\}\}$")
 
@@ -153,32 +154,6 @@ def table_resource(ids: Declared) -> Doc:
     }
 
 
-def alarm_resource(queue: QueueSpec, ids: Declared) -> Doc:
-    """Alarm as soon as a message is visible in a dead-letter queue (to the optional
-    SNS topic)."""
-    actions = {"Fn::If": [HAS_ALARM_TOPIC, [ref(ALARM_TOPIC)], ref("AWS::NoValue")]}
-    return {
-        "Type": "AWS::CloudWatch::Alarm",
-        "Properties": {
-            "AlarmDescription": f"Messages in the dead-letter queue {queue.name} "
-            f"(sqsq dlq ls {ids.app.name} / sqsq dlq redrive)",
-            "Namespace": "AWS/SQS",
-            "MetricName": "ApproximateNumberOfMessagesVisible",
-            "Dimensions": [
-                {"Name": "QueueName", "Value": get_att(ids.queue_id(queue), "QueueName")}
-            ],
-            "Statistic": "Maximum",
-            "Period": 60,
-            "EvaluationPeriods": 1,
-            "Threshold": 0,
-            "ComparisonOperator": "GreaterThanThreshold",
-            "TreatMissingData": "notBreaching",
-            "AlarmActions": actions,
-            "OKActions": actions,
-        },
-    }
-
-
 class _MarkedArns(scheduler.Arns):
     """ARNs as markers that :func:`_intrinsics` turns into ``GetAtt``."""
 
@@ -263,7 +238,7 @@ def schedule_resources(
 
 
 def app_resources(ids: Declared, long_countdowns: bool = False) -> Doc:
-    """Queues, DLQs and their alarms, the table, and the schedules."""
+    """Queues, DLQs, the table, and the schedules (the alarms: :mod:`.alarms`)."""
     out: Doc = {}
     for queue in ids.resources.queues:
         out[ids.queue_id(queue)] = {
@@ -272,18 +247,27 @@ def app_resources(ids: Declared, long_countdowns: bool = False) -> Doc:
             "Properties": queue_properties(queue, ids),
         }
     out[ids.table_id] = table_resource(ids)
-    for queue in ids.resources.dead_letter_queues():
-        out[ids.queue_id(queue) + "Alarm"] = alarm_resource(queue, ids)
     out.update(schedule_resources(ids, long_countdowns))
     return out
 
 
-def alarm_parameter() -> Doc:
+def log_group(name: str) -> Doc:
+    """A log group kept ``LogRetentionDays`` (a group CloudWatch Logs makes by itself
+    keeps its events forever)."""
     return {
-        ALARM_TOPIC: {
-            "Type": "String",
-            "Default": "",
-            "Description": "SNS topic ARN the dead-letter queue alarms notify (empty: none).",
+        "Type": "AWS::Logs::LogGroup",
+        **RETAIN,
+        "Properties": {"LogGroupName": name, "RetentionInDays": ref(LOG_RETENTION_PARAMETER)},
+    }
+
+
+def log_retention_parameter() -> Doc:
+    return {
+        LOG_RETENTION_PARAMETER: {
+            "Type": "Number",
+            "Default": 14,
+            "AllowedValues": list(LOG_RETENTION_DAYS),
+            "Description": "Days the logs are kept.",
         }
     }
 
