@@ -6,12 +6,14 @@
             └─► ainvoke() (awaited on the running loop)                  ├─► classify() ─► CallResult
                 a child process (``worker/processes.py``)              ─┘
 
-One :class:`_Attempt` times the call and classifies what it returned or raised;
-:func:`invoke` and :func:`ainvoke` only drive it, and differ only in which
-exceptions are the task's own: on a thread everything in :data:`TASK_FAILURES`
-(``KeyboardInterrupt`` on the main thread excepted), on the loop every ``Exception``
-(:func:`guarded` turns what the task raised from :data:`TASK_EXITS` into
-:class:`TaskExit`, and a real cancellation — shutdown — propagates).
+One :class:`Attempt` times the call and classifies what it returned or raised,
+and sends the task signals around it (:class:`Hooks`, ``sqsq.signals``) in the
+thread or process that runs the body; :func:`invoke` and :func:`ainvoke` only
+drive it, and differ only in which exceptions are the task's own: on a thread
+everything in :data:`TASK_FAILURES` (``KeyboardInterrupt`` on the main thread
+excepted), on the loop every ``Exception`` (:func:`guarded` turns what the task
+raised from :data:`TASK_EXITS` into :class:`TaskExit`, and a real cancellation —
+shutdown — propagates).
 A :class:`CallResult` is plain data, so a child process can send it back:
 exceptions never cross a process boundary. ``Executor.finish`` turns it into an
 outcome.
@@ -23,17 +25,19 @@ import asyncio
 import threading
 import time
 import traceback as tb
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from . import limits, soft_time_limit
+from . import limits, signals, soft_time_limit
 from .envelope import to_json, too_deep
 from .errors import NotSerializable, Reject, ResultNotSerializable, Retry, TimeLimitExceeded
 
 if TYPE_CHECKING:
     from .outcome import Prepared
-    from .task import Task
+    from .retry import RetryPolicy
+    from .task import Request, Task
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,11 @@ class CallResult:
     countdown_s: float | None = None
     reject: bool = False
     final: bool = False
+
+    def retried(self, policy: RetryPolicy, attempt: int) -> bool:
+        """Whether this failure of attempt ``attempt`` (1-based) is retried under
+        ``policy`` (False for a success)."""
+        return self.retry and not self.final and not self.reject and not policy.exhausted(attempt)
 
 
 #: What a task may raise that is not an ``Exception``: each is the task's own
@@ -197,40 +206,168 @@ async def guarded(awaitable: Any) -> Any:
 Invocation = tuple[datetime, float, CallResult]
 
 
-class _Attempt:
-    """One call of a task's function, timed from its start: the logic the sync and
-    async drivers share. :meth:`ended` classifies what the call returned or raised."""
+class Hooks:
+    """The task signals of one run of a body, sent in the thread/process that runs
+    it: ``task_prerun`` before, then ``task_success`` / ``task_retry`` /
+    ``task_failure``, then ``task_postrun`` (Celery's order). :func:`hooks_for`
+    gives None when no receiver is connected, so a run without receivers costs
+    one check per signal.
 
-    def __init__(self, task: Task[Any, Any]) -> None:
+    Args:
+        task: the task.
+        request: what ``self.request`` would be (id, arguments, attempt, queue).
+        given_up: true once the runner reported this run's failure itself (its
+            thread passed the time limit): the late outcome signals are not sent,
+            ``task_postrun`` still is.
+    """
+
+    def __init__(
+        self, task: Task[Any, Any], request: Request, given_up: Callable[[], bool] | None = None
+    ) -> None:
         self.task = task
+        self.request = request
+        self.given_up = given_up
+
+    def _common(self) -> dict[str, Any]:
+        request = self.request
+        return {
+            "task_id": request.id,
+            "task": self.task,
+            "args": request.args,
+            "kwargs": request.kwargs,
+        }
+
+    def started(self) -> None:
+        """``task_prerun``."""
+        signals.task_prerun.send(self.task, **self._common())
+
+    def ended(
+        self, value: Any, exc: BaseException | None, result: CallResult, runtime_s: float
+    ) -> None:
+        """The outcome signal that ``result`` calls for, then ``task_postrun``."""
+        task = self.task
+        if result.error_type is None:
+            retval, state = value, "SUCCESS"
+            if not self.late():
+                signals.task_success.send(
+                    task,
+                    result=value,
+                    runtime=runtime_s,
+                    task_id=self.request.id,
+                    request=self.request,
+                )
+        else:
+            retval = cause_of(exc, result)
+            state = (
+                "RETRY" if result.retried(task.retry_policy, self.request.attempt) else "FAILURE"
+            )
+            if not self.late():
+                self.failed(retval, result, state)
+        signals.task_postrun.send(task, **self._common(), retval=retval, state=state)
+
+    def failed(self, cause: BaseException, result: CallResult, state: str) -> None:
+        """``task_retry`` (``state`` RETRY) or ``task_failure``."""
+        if state == "RETRY":
+            signals.task_retry.send(
+                self.task, request=self.request, reason=cause, einfo=result.traceback
+            )
+            return
+        request = self.request
+        signals.task_failure.send(
+            self.task,
+            task_id=request.id,
+            exception=cause,
+            args=request.args,
+            kwargs=request.kwargs,
+            traceback=cause.__traceback__,
+            einfo=result.traceback,
+        )
+
+    def late(self) -> bool:
+        """Whether the runner gave up on this run (see ``given_up``)."""
+        return self.given_up is not None and self.given_up()
+
+
+def hooked() -> bool:
+    """Whether any receiver listens to a signal sent around a body (~0.1 µs when none)."""
+    return bool(
+        signals.task_prerun.receivers
+        or signals.task_postrun.receivers
+        or signals.task_success.receivers
+        or signals.task_retry.receivers
+        or signals.task_failure.receivers
+    )
+
+
+def cause_of(exc: BaseException | None, result: CallResult) -> BaseException:
+    """The exception a failed call is reported with: what the task raised (the
+    cause a :class:`~sqsq.errors.Retry` carries, the original of a
+    :class:`TaskExit`), or one made from ``result`` when there is none (a return
+    value that is not JSON)."""
+    if isinstance(exc, TaskExit):
+        exc = exc.exc
+    if isinstance(exc, Retry) and exc.exc is not None:
+        return exc.exc
+    if exc is not None:
+        return exc
+    return ResultNotSerializable(result.error_message)
+
+
+class Attempt:
+    """One call of a task's function, timed from its start: the logic the sync and
+    async drivers (and a process-pool child) share. :meth:`ended` classifies what
+    the call returned or raised; ``hooks`` sends the task signals around it."""
+
+    def __init__(self, task: Task[Any, Any], hooks: Hooks | None = None) -> None:
+        self.task = task
+        self.hooks = hooks
+        if hooks is not None:
+            hooks.started()
         self.started_at = datetime.now(UTC)
         self._start = time.perf_counter()
 
     def ended(self, value: Any = None, exc: BaseException | None = None) -> Invocation:
         duration_s = time.perf_counter() - self._start
-        return self.started_at, duration_s, classify(self.task, value, exc)
+        result = classify(self.task, value, exc)
+        if self.hooks is not None:
+            self.hooks.ended(value, exc, result, duration_s)
+        return self.started_at, duration_s, result
+
+
+def hooks_for(prepared: Prepared) -> Hooks | None:
+    """The :class:`Hooks` of a run of ``prepared``, or None when no receiver listens."""
+    if not hooked():
+        return None
+    return Hooks(prepared.task, request_of(prepared), lambda: prepared.given_up)
+
+
+def request_of(prepared: Prepared) -> Request:
+    """The :class:`~sqsq.task.Request` of ``prepared`` (``self.request`` of a bound task)."""
+    from .task import Request
+
+    envelope = prepared.envelope
+    attempt = envelope.retries + prepared.delivery.receive_count
+    return Request(
+        id=envelope.task_id,
+        task=envelope.task,
+        args=prepared.args,
+        kwargs=prepared.kwargs,
+        attempt=attempt,
+        retries=attempt - 1,
+        queue=prepared.delivery.queue,
+        idempotency_key=envelope.idempotency_key,
+        message_id=prepared.delivery.message_id,
+        scheduled_at=envelope.scheduled_at,
+    )
 
 
 def call_args(prepared: Prepared) -> list[Any]:
     """Positional arguments of the call (a :class:`~sqsq.task.BoundTask` first if ``bind``)."""
     if not prepared.task.bind:
         return prepared.args
-    from .task import BoundTask, Request
+    from .task import BoundTask
 
-    envelope = prepared.envelope
-    request = Request(
-        id=envelope.task_id,
-        task=envelope.task,
-        args=prepared.args,
-        kwargs=prepared.kwargs,
-        attempt=envelope.retries + prepared.delivery.receive_count,
-        retries=envelope.retries + prepared.delivery.receive_count - 1,
-        queue=prepared.delivery.queue,
-        idempotency_key=envelope.idempotency_key,
-        message_id=prepared.delivery.message_id,
-        scheduled_at=envelope.scheduled_at,
-    )
-    return [BoundTask(prepared.task, request), *prepared.args]
+    return [BoundTask(prepared.task, request_of(prepared)), *prepared.args]
 
 
 def invoke(
@@ -249,7 +386,7 @@ def invoke(
     if contain_interrupt is None:
         contain_interrupt = threading.current_thread() is not threading.main_thread()
     task = prepared.task
-    attempt = _Attempt(task)
+    attempt = Attempt(task, hooks_for(prepared))
     try:
         if task.is_async:
             value = asyncio.run(limited(prepared, limit_s))
@@ -269,7 +406,7 @@ async def ainvoke(prepared: Prepared, limit_s: float) -> Invocation:
     """Await an ``async def`` task on the running loop, cancelled after ``limit_s``
     seconds, and classify what it did. A ``CancelledError`` the task raises itself
     is its failure; cancelling the task that awaits this (shutdown) propagates."""
-    attempt = _Attempt(prepared.task)
+    attempt = Attempt(prepared.task, hooks_for(prepared))
     try:
         value = await limited(prepared, limit_s)
     except Exception as exc:

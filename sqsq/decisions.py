@@ -26,8 +26,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from . import limits
-from .calling import type_name
+from . import limits, signals
+from .calling import request_of, type_name
 from .envelope import Envelope, encode
 from .errors import DeadLetter, IdempotencyConflict
 from .outcome import REASON_TASK_FAILED, STEP_REASONS, Outcome, OutcomeKind, Prepared, give_up
@@ -210,6 +210,14 @@ class Decisions:
                 "queue": prepared.delivery.queue,
             },
         )
+        if signals.task_revoked.receivers:
+            signals.task_revoked.send(
+                prepared.task,
+                request=request_of(prepared),
+                terminated=False,
+                signum=None,
+                expired=expired,
+            )
         return Outcome(prepared.delivery, OutcomeKind.REVOKED, envelope.task_id, record)
 
     def resend(self, prepared: Prepared, delay_s: int) -> Outcome:

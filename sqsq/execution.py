@@ -318,25 +318,25 @@ class Executor(Decisions):
             traceback=result.traceback,
         )
         policy = task.retry_policy
-        if result.retry and not result.final and not result.reject:
-            if not policy.exhausted(attempt):
-                wanted = policy.delay_s(attempt, result.countdown_s)
-                if wanted > self.lease_room_s(delivery) and not self.on_fifo(delivery):
-                    return self._retry_later(prepared, record, attempt, wanted, duration_s, key)
-                # whole seconds (VisibilityTimeout is an integer), never rounded to 0
-                delay = math.ceil(min(wanted, self.lease_room_s(delivery)))
-                return self._logged(
-                    Outcome(
-                        delivery,
-                        OutcomeKind.RETRY,
-                        envelope.task_id,
-                        replace(record, state=State.RETRY),
-                        duration_s=duration_s,
-                        delay_s=delay,
-                        idempotency_pk=key,
-                        history=True,
-                    )
+        if result.retried(policy, attempt):
+            wanted = policy.delay_s(attempt, result.countdown_s)
+            if wanted > self.lease_room_s(delivery) and not self.on_fifo(delivery):
+                return self._retry_later(prepared, record, attempt, wanted, duration_s, key)
+            # whole seconds (VisibilityTimeout is an integer), never rounded to 0
+            delay = math.ceil(min(wanted, self.lease_room_s(delivery)))
+            return self._logged(
+                Outcome(
+                    delivery,
+                    OutcomeKind.RETRY,
+                    envelope.task_id,
+                    replace(record, state=State.RETRY),
+                    duration_s=duration_s,
+                    delay_s=delay,
+                    idempotency_pk=key,
+                    history=True,
                 )
+            )
+        if result.retry and not result.final and not result.reject:
             reason = REASON_MAX_RETRIES
         elif result.reject:
             reason = REASON_REJECTED

@@ -135,7 +135,9 @@ class Prepared:
     """A delivery whose envelope decoded and whose arguments validated.
 
     ``idempotency_pk`` is the key's item, set when the task has a key;
-    ``claimed`` is set by the runner once its claim succeeded.
+    ``claimed`` is set by the runner once its claim succeeded; ``given_up`` once
+    the runner reported the run's failure itself (its thread passed the time
+    limit and was abandoned: the body's late outcome signals are not sent).
     """
 
     delivery: Delivery
@@ -146,6 +148,7 @@ class Prepared:
     idempotency_pk: str | None = None
     payload_hash: str | None = None
     claimed: bool = False
+    given_up: bool = False
 
 
 #: Dead-letter reasons of task failures (``DeadLetterNote.reason``).

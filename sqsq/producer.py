@@ -13,6 +13,7 @@ calls share SendMessageBatch calls; ``delay_many`` sends explicit batches here.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import limits
+from . import limits, signals
 from .calls import Call, QueueUrl, Sleep, Steps, arun, run
 from .envelope import encode_fields, new_task_id, to_json
 from .errors import EnqueueError
@@ -275,6 +276,47 @@ def _batches(messages: Sequence[OutgoingMessage]) -> list[dict[str, OutgoingMess
     ]
 
 
+# --- before_task_publish / after_task_publish (sqsq.signals) -----------------------------
+
+#: Envelope fields copied into the publish signals' ``headers`` (Celery's header names).
+_HEADER_FIELDS = ("eta", "expires", "retries", "parent_id", "root_id", "idempotency_key")
+
+
+def _publish_named(message: OutgoingMessage) -> dict[str, Any]:
+    """The keyword arguments of the publish signals for ``message``: ``body`` the
+    envelope as JSON (what SQS receives), ``headers`` in Celery's shape (``id``,
+    ``task`` and the envelope's routing fields, then the envelope's own headers),
+    ``routing_key`` the SQS queue name, ``exchange`` "" (SQS has none). Copies:
+    changing them changes nothing that is sent."""
+    body = json.loads(message.body)
+    headers: dict[str, Any] = {"id": message.task_id, "task": message.task_name}
+    headers.update((k, body[k]) for k in _HEADER_FIELDS if body.get(k) is not None)
+    headers.update(body.get("headers") or {})
+    return {"body": body, "exchange": "", "routing_key": message.queue_name, "headers": headers}
+
+
+def publishing(messages: Sequence[OutgoingMessage]) -> None:
+    """Send ``before_task_publish`` once per message (nothing when no receiver)."""
+    if not signals.before_task_publish.receivers:
+        return
+    for m in messages:
+        properties = {
+            "delay_seconds": m.delay_s,
+            "message_group_id": m.message_group_id,
+            "deduplication_id": m.deduplication_id,
+        }
+        signals.before_task_publish.send(
+            m.task_name, **_publish_named(m), properties=properties, declare=[], retry_policy=None
+        )
+
+
+def published(messages: Sequence[OutgoingMessage]) -> None:
+    """Send ``after_task_publish`` once per message SQS acknowledged."""
+    if signals.after_task_publish.receivers:
+        for m in messages:
+            signals.after_task_publish.send(m.task_name, **_publish_named(m))
+
+
 def _raise_if_failed(messages: Sequence[OutgoingMessage], failed: list[tuple[str, str]]) -> None:
     if failed:
         bad = {task_id for task_id, _ in failed}
@@ -343,19 +385,23 @@ async def send_async(clients: Any, directory: Any, messages: Sequence[OutgoingMe
 
 
 def sending(directory: Any, messages: Sequence[OutgoingMessage]) -> Steps[None]:
-    """The calls of :func:`send_sync` (see :mod:`sqsq.calls`)."""
+    """The calls of :func:`send_sync` (see :mod:`sqsq.calls`), between the publish
+    signals of each message."""
+    publishing(messages)
+    failed: list[tuple[str, str]] = []
     try:
         if len(messages) == 1:
             yield from sending_one(messages[0])
-            return
-        failed: list[tuple[str, str]] = []
-        for batch in _batches(messages):
-            queue = next(iter(batch.values())).queue_name
-            refused = yield from sending_batch(queue, batch)
-            failed.extend((batch[i].task_id, reason) for i, reason in refused.items())
+        else:
+            for batch in _batches(messages):
+                queue = next(iter(batch.values())).queue_name
+                refused = yield from sending_batch(queue, batch)
+                failed.extend((batch[i].task_id, reason) for i, reason in refused.items())
     except Exception as exc:
         raise_if_missing_queue(directory, messages, exc)
         raise
+    bad = {task_id for task_id, _ in failed}
+    published([m for m in messages if m.task_id not in bad])
     _raise_if_failed(messages, failed)
 
 

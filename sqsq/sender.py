@@ -45,6 +45,8 @@ from .errors import EnqueueError
 from .producer import (
     OutgoingMessage,
     is_request_error,
+    published,
+    publishing,
     raise_if_missing_queue,
     send_async,
     send_sync,
@@ -185,6 +187,7 @@ class Sender:
         if not self.settings.coalesce_sends:
             send_sync(self.clients, self.directory, [message])
             return
+        publishing([message])  # in the caller's thread (the batch may go out from another)
         with self._lock:
             lane, cond = self._lanes.get(message.queue_name) or self._lanes.setdefault(
                 message.queue_name, (Lane(self.settings.send_linger_s), threading.Condition())
@@ -215,6 +218,7 @@ class Sender:
                 raise
         if call.error is not None:
             raise call.error
+        published([message])
 
     def _send_batch(self, messages: list[OutgoingMessage]) -> list[BaseException | None]:
         """Send one coalesced batch; the error of each message (None: acknowledged)."""
@@ -230,6 +234,7 @@ class Sender:
         if not self.settings.coalesce_sends:
             await send_async(self.clients, self.directory, [message])
             return
+        publishing([message])
         loop = asyncio.get_running_loop()
         lanes = self._alanes.setdefault(loop, {})
         lane, wakeup = lanes.get(message.queue_name) or lanes.setdefault(
@@ -255,6 +260,7 @@ class Sender:
             raise
         if call.error is not None:
             raise call.error
+        published([message])
 
     async def _asend_and_finish(self, lane: Lane, wakeup: _Wakeup, batch: list[_Call]) -> None:
         errors: list[BaseException | None] = []

@@ -156,9 +156,9 @@ def send_later(app: App, message: OutgoingMessage, due: datetime) -> AsyncResult
     envelope = message.envelope.model_copy(update={"eta": due.astimezone(UTC)})
     body = encode(envelope)
     key = app.signing_key
-    if app.settings.long_eta == "hop":
-        from ..producer import send_sync
+    from ..producer import published, publishing, send_sync
 
+    if app.settings.long_eta == "hop":
         attributes = signature_attribute(body, key) if key is not None else None
         hop = dataclasses.replace(
             message, body=body, delay_s=limits.SQS_MAX_DELAY_S, attributes=attributes
@@ -170,6 +170,7 @@ def send_later(app: App, message: OutgoingMessage, due: datetime) -> AsyncResult
     held = dataclasses.replace(message, body=body, delay_s=0, attributes=None)
     client = app.clients.sync("scheduler")
     request = at_schedule(app, held, due)
+    publishing([held])  # the publish signals: Scheduler's own send later has none
     try:
         client.create_schedule(**request)
     except client.exceptions.ResourceNotFoundException:
@@ -177,6 +178,7 @@ def send_later(app: App, message: OutgoingMessage, due: datetime) -> AsyncResult
             f"schedule group {group_name(app)} does not exist: run `sqsq schedule sync` "
             "(it creates the group and the role of long countdowns)"
         ) from None
+    published([held])
     logger.info(
         "task %s[%s] scheduled for %s (%s)",
         envelope.task,

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from .. import limits
+from .. import limits, signals
 from ..calls import arun
 from ..delivery import Delivery
 from ..errors import ConfigurationError
@@ -327,6 +327,7 @@ class Worker:
                 self._processes.close(kill=True)
             if self._threads is not None:
                 self._threads.close()
+            signals.worker_shutdown.send(self)  # a receiver that raises is logged
             await self.app.aclose()
         self._log_summary()
         return code

@@ -12,6 +12,10 @@ arguments, runs the function and sends back a :class:`~sqsq.execution.CallResult
 never pickled. A ``soft_time_limit`` is a ``SIGALRM`` in the child, whose handler
 raises ``SoftTimeLimitExceeded`` in the body (as Celery's billiard does); the
 hard ``time_limit`` kills the child.
+
+Signals (``sqsq.signals``): each child sends ``worker_process_init`` once it has
+imported the app, and the task signals around each body it runs (the receivers
+connected by the app's module, imported there too).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import multiprocessing
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from ..calling import TASK_FAILURES, CallResult, classify, type_name
+from .. import signals
+from ..calling import TASK_FAILURES, Attempt, CallResult, Hooks, hooked, type_name
 from ..errors import InvalidArguments
 from ..soft_time_limit import guard_async, sync_limit
 
@@ -37,6 +42,7 @@ def _init(app_path: str) -> None:
     from ..app import load_app
 
     _child_app = load_app(app_path)
+    signals.worker_process_init.send(None)
 
 
 def run_in_child(
@@ -49,12 +55,13 @@ def run_in_child(
         call_args, call_kwargs = task.signature.validate(args, kwargs)
     except InvalidArguments as exc:
         return CallResult(error_type=type_name(exc), error_message=str(exc), final=True)
-    if task.bind:
-        from ..task import BoundTask, Request
+    from ..task import BoundTask, Request
 
-        request = {**request, "args": list(call_args), "kwargs": dict(call_kwargs)}
-        call_args = [BoundTask(task, Request(**request)), *call_args]
+    context = Request(**{**request, "args": list(call_args), "kwargs": dict(call_kwargs)})
+    if task.bind:
+        call_args = [BoundTask(task, context), *call_args]
     soft_s = task.soft_time_limit_s
+    attempt = Attempt(task, Hooks(task, context) if hooked() else None)
     try:
         if task.is_async:
             import asyncio
@@ -65,8 +72,8 @@ def run_in_child(
             with sync_limit(soft_s, task.name):  # SIGALRM: the child runs it on its main thread
                 value = task.fn(*call_args, **call_kwargs)
     except TASK_FAILURES as exc:  # a child's sys.exit() is its task's failure
-        return classify(task, exc=exc)
-    return classify(task, value)
+        return attempt.ended(exc=exc)[2]
+    return attempt.ended(value)[2]
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..calling import CallResult, classify
+from ..calling import CallResult, Hooks, classify, hooked, request_of
 from ..calls import arun
 from ..errors import InvalidKey, TimeLimitExceeded
 from ..execution import Executor
@@ -413,8 +413,9 @@ class Runner:
                 limit,
             )
             error = TimeLimitExceeded(f"{task.name} ran past its time limit of {limit:g} s")
+            prepared.given_up = True  # its thread's late outcome signals are not sent
             outcome = self.executor.finish(
-                prepared, started_at, time.perf_counter() - start, classify(task, exc=error)
+                prepared, started_at, time.perf_counter() - start, _limit_failed(prepared, error)
             )
             if outcome.idempotency_pk is not None:
                 # the body still runs: its key stays claimed until it really ends
@@ -474,11 +475,12 @@ class Runner:
     ) -> Outcome:
         assert self.processes is not None
         task, envelope, delivery = prepared.task, prepared.envelope, prepared.delivery
+        attempt = envelope.retries + delivery.receive_count
         request = {
             "id": envelope.task_id,
             "task": task.name,
-            "attempt": delivery.receive_count,
-            "retries": delivery.receive_count - 1,
+            "attempt": attempt,
+            "retries": attempt - 1,
             "queue": delivery.queue,
             "idempotency_key": envelope.idempotency_key,
             "message_id": delivery.message_id,
@@ -490,9 +492,18 @@ class Runner:
             error = TimeLimitExceeded(
                 f"{task.name} ran past its time limit of {limit:g} s; its process was killed"
             )
-            result = classify(task, exc=error)
+            result = _limit_failed(prepared, error)
         except Exception as exc:  # the child died (pebble.ProcessExpired) or could not start
             result = CallResult(
                 error_type=type(exc).__qualname__, error_message=str(exc), final=True
             )
         return self.executor.finish(prepared, started_at, time.perf_counter() - start, result)
+
+
+def _limit_failed(prepared: Prepared, error: TimeLimitExceeded) -> CallResult:
+    """The result of a body given up at its time limit (its thread abandoned, its
+    child killed), with its ``task_failure`` sent from here: the body cannot."""
+    result = classify(prepared.task, exc=error)
+    if hooked():
+        Hooks(prepared.task, request_of(prepared)).failed(error, result, "FAILURE")
+    return result

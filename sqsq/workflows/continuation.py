@@ -46,6 +46,7 @@ from ..calls import Call, Steps
 from ..dynamodb import record_from_item, result_item, result_key
 from ..errors import ChordBodyTooLarge, MessageTooLarge
 from ..outcome import Outcome, OutcomeKind
+from ..producer import OutgoingMessage, published, publishing
 from ..result import ResultRecord, State
 from ..settle import workflow_of
 from ..sqs import send_batches
@@ -319,23 +320,27 @@ def follow_up(app: App, outcomes: Sequence[Outcome]) -> Steps[list[Outcome]]:
             failed.append(outcome)
             continue
         works.append((outcome, work))
-    # messages of all outcomes, batched per queue
+    # messages of all outcomes, batched per queue, between their publish signals
     owners: dict[str, Outcome] = {}
+    messages: dict[str, OutgoingMessage] = {}
     by_queue: dict[str, list[dict[str, Any]]] = {}
     for number, (outcome, work) in enumerate(works):
         for k, message in enumerate(work.plan.messages):
             entry_id = f"{number}-{k}"
-            owners[entry_id] = outcome
+            owners[entry_id], messages[entry_id] = outcome, message
             by_queue.setdefault(message.queue_name, []).append(message.entry(entry_id))
+    publishing(list(messages.values()))
+    refused: set[str] = set()
     for queue, entries in by_queue.items():
         for batch in send_batches(entries):
             try:
                 response = yield Call("sqs", "send_message_batch", {"Entries": batch}, queue=queue)
-                bad = [owners[f["Id"]] for f in response.get("Failed", [])]
+                refused.update(f["Id"] for f in response.get("Failed", []))
             except Exception as exc:
                 _warn(owners[batch[0]["Id"]], exc)
-                bad = [owners[e["Id"]] for e in batch]
-            failed += [o for o in bad if o not in failed]
+                refused.update(e["Id"] for e in batch)
+    failed += [o for i, o in owners.items() if i in refused and o not in failed]
+    published([m for i, m in messages.items() if i not in refused])
     for outcome, work in works:
         if outcome in failed:
             continue
