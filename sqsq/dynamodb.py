@@ -20,6 +20,9 @@ token bucket (shard)   ``rate#<app>#<bucket>``  ``shard#<i>``  tat_us, expires_a
                                                              1 / batch writes per task)
 concurrency slot       ``conc#<app>#<task>[#<key>]``  ``slot#<i>``  holder, lease_until, expires_at
                                                              (``flow/concurrency.py``)
+worker heartbeat       ``worker#<app>``  ``<host>:<pid>``  host, pid, queues, concurrency, busy,
+                                                   counts, last_seen, expires_at
+                                                   (``worker/heartbeat.py``; 1 write / interval)
 =====================  ==============  ==========  ========================================
 
 Item builders and parsers are pure functions over DynamoDB's low-level attribute
