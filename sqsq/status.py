@@ -318,6 +318,11 @@ def _workers(app: App) -> list[WorkerInfo]:
         request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
+#: Pages of one GetMetricData chunk read at most (each page holds every queue's latest
+#: datapoints: one is the rule; the bound keeps a misbehaving endpoint from looping).
+MAX_METRIC_PAGES = 10
+
+
 def _ages(app: App, names: list[str]) -> tuple[dict[str, float], str | None]:
     """``({queue name: age_s}, why some are missing)`` from CloudWatch; never raises."""
     try:
@@ -334,7 +339,7 @@ def _ages(app: App, names: list[str]) -> tuple[dict[str, float], str | None]:
                 "EndTime": end,
                 "ScanBy": "TimestampDescending",
             }
-            while True:
+            for _page in range(MAX_METRIC_PAGES):  # an endpoint repeating its token ends
                 response = client.get_metric_data(**request)
                 for result in response.get("MetricDataResults", []):
                     name = chunk[int(result["Id"][1:])]
@@ -343,9 +348,10 @@ def _ages(app: App, names: list[str]) -> tuple[dict[str, float], str | None]:
                     )
                     if values and name not in ages:
                         ages[name] = float(max(values)[1])
-                if not response.get("NextToken"):
+                token = response.get("NextToken")
+                if not token or token == request.get("NextToken"):
                     break
-                request["NextToken"] = response["NextToken"]
+                request["NextToken"] = token
     except Exception as exc:
         said = str(from_botocore(exc)) if is_botocore(exc) else f"{type(exc).__name__}: {exc}"
         return {}, f"CloudWatch not reachable: {said}"

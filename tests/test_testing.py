@@ -21,7 +21,18 @@ def test_no_variable_means_moto() -> None:
 def test_one_url_for_every_service_or_one_per_service() -> None:
     one = external_endpoints({"SQSQ_TEST_ENDPOINT_URL": "http://127.0.0.1:4566"})
     assert one == dict.fromkeys(
-        ("SQS", "DYNAMODB", "STS", "SCHEDULER", "IAM", "SFN", "EVENTBRIDGE", "SNS", "S3"),
+        (
+            "SQS",
+            "DYNAMODB",
+            "STS",
+            "SCHEDULER",
+            "IAM",
+            "SFN",
+            "EVENTBRIDGE",
+            "SNS",
+            "S3",
+            "CLOUDWATCH",
+        ),
         "http://127.0.0.1:4566",
     )
     split = external_endpoints(
@@ -36,8 +47,9 @@ def test_one_url_for_every_service_or_one_per_service() -> None:
         "STS": "http://127.0.0.1:1",  # STS follows SQS
         "SCHEDULER": "aws",  # unset: AWS itself
         "IAM": "http://127.0.0.1:1",  # IAM (the role of `schedule sync`) follows SQS
-        # and the services a recipe or a state machine sends from
-        **dict.fromkeys(("SFN", "EVENTBRIDGE", "SNS", "S3"), "http://127.0.0.1:1"),
+        # and the services a recipe or a state machine sends from, and CloudWatch
+        # (sqsq status' queue ages)
+        **dict.fromkeys(("SFN", "EVENTBRIDGE", "SNS", "S3", "CLOUDWATCH"), "http://127.0.0.1:1"),
     }
     endpoint = ExternalEndpoint(split)
     assert endpoint.url_for("scheduler") is None
@@ -48,7 +60,7 @@ def test_one_url_for_every_service_or_one_per_service() -> None:
         "AWS_ENDPOINT_URL_IAM": "http://127.0.0.1:1",
         **{
             f"AWS_ENDPOINT_URL_{s}": "http://127.0.0.1:1"
-            for s in ("SFN", "EVENTBRIDGE", "SNS", "S3")
+            for s in ("SFN", "EVENTBRIDGE", "SNS", "S3", "CLOUDWATCH")
         },
     }
     sandbox = external_endpoints({"SQSQ_TEST_ENDPOINT_URL": "aws"})

@@ -57,7 +57,7 @@ URL for every service), or one per service — ``SQSQ_TEST_ENDPOINT_URL_SQS``,
 ``SQSQ_TEST_ENDPOINT_URL_DYNAMODB``, ``SQSQ_TEST_ENDPOINT_URL_STS``,
 ``SQSQ_TEST_ENDPOINT_URL_SCHEDULER`` (a service without one uses
 ``SQSQ_TEST_ENDPOINT_URL``, then AWS; STS, IAM, Step Functions (``SFN``),
-``EVENTBRIDGE``, ``SNS`` and ``S3`` follow SQS) — and the suite runs there
+``EVENTBRIDGE``, ``SNS``, ``S3`` and ``CLOUDWATCH`` follow SQS) — and the suite runs there
 instead of on moto: LocalStack, dynalite, or ``aws`` for a sandbox AWS account
 (credentials and region from the usual chain). Nothing that existed before the
 run is touched: the kit lists the queues and tables at the start and deletes only
@@ -113,9 +113,20 @@ def __dir__() -> list[str]:
 
 
 #: Services whose endpoint the kit sets (botocore's AWS_ENDPOINT_URL_<SERVICE> names).
-SERVICES = ("SQS", "DYNAMODB", "STS", "SCHEDULER", "IAM", "SFN", "EVENTBRIDGE", "SNS", "S3")
+SERVICES = (
+    "SQS",
+    "DYNAMODB",
+    "STS",
+    "SCHEDULER",
+    "IAM",
+    "SFN",
+    "EVENTBRIDGE",
+    "SNS",
+    "S3",
+    "CLOUDWATCH",
+)
 #: Services that follow SQS's endpoint unless named: an emulator serves them together.
-FOLLOW_SQS = ("STS", "IAM", "SFN", "EVENTBRIDGE", "SNS", "S3")
+FOLLOW_SQS = ("STS", "IAM", "SFN", "EVENTBRIDGE", "SNS", "S3", "CLOUDWATCH")
 #: The environment variable that names one endpoint for every service.
 ENDPOINT_VARIABLE = "SQSQ_TEST_ENDPOINT_URL"
 #: The value of an endpoint variable that means "AWS itself" (a sandbox account).
