@@ -122,6 +122,9 @@ class Delivery:
         malformed: why this delivery cannot be run as it came (a Lambda record with
             a malformed field, see :meth:`from_lambda_record`), else None: the
             execution core dead-letters it (``undecodable_message``) with this text.
+        trace_header: the message's ``AWSTraceHeader`` system attribute (X-Ray's
+            ``Root=…;Parent=…;Sampled=…``), if any: where ``sqsq.tracing`` continues
+            the trace of a body without a ``traceparent`` header (a foreign event).
     """
 
     message_id: str
@@ -135,6 +138,7 @@ class Delivery:
     message_group_id: str | None = None
     received_monotonic: float = field(default_factory=time.monotonic)
     malformed: str | None = None
+    trace_header: str | None = None
 
     @property
     def identified(self) -> bool:
@@ -156,6 +160,7 @@ class Delivery:
             sent_at=_ms_to_datetime(attributes.get("SentTimestamp")),
             message_attributes=_own(dict(message.get("MessageAttributes", {}))),
             message_group_id=_fifo_group(queue, attributes.get("MessageGroupId")),
+            trace_header=attributes.get("AWSTraceHeader"),
         )
 
     @classmethod
@@ -240,4 +245,10 @@ class Delivery:
             message_attributes=_own(message_attributes),
             message_group_id=_fifo_group(queue, group),
             malformed=f"malformed Lambda record: {'; '.join(problems)}" if problems else None,
+            trace_header=_trace_header(attributes.get("AWSTraceHeader")),
         )
+
+
+def _trace_header(value: Any) -> str | None:
+    """A Lambda record's ``attributes.AWSTraceHeader``, when it is a string."""
+    return value if isinstance(value, str) and value else None

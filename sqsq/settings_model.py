@@ -222,6 +222,13 @@ class Settings(BaseSettings):
     #: once at least 10 finished), 0 < rate < 1.
     alarm_failure_rate: float = Field(default=0.1, gt=0, lt=1)
 
+    # --- OpenTelemetry (``sqsq/tracing/``) ----------------------------------------------
+    #: Trace sends and runs with OpenTelemetry when its API (``sqsq[otel]``) is
+    #: installed: None (default) traces when ``opentelemetry`` can be imported (looked
+    #: up once per process, at the first App); False never (no import, no cost);
+    #: True requires it (ConfigurationError naming the extra otherwise).
+    tracing: bool | None = None
+
     @field_validator("default_queue")
     @classmethod
     def _logical_queue(cls, value: str) -> str:
