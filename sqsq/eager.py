@@ -188,8 +188,8 @@ def apply(
     """
     from .delivery import Delivery
     from .execution import Executor
-    from .producer import created_here
     from .outcome import OutcomeKind, Prepared
+    from .producer import created_here
 
     message = task._build(args, kwargs, task_id=task_id)
     created_here([message])  # run here, never sent: its producer span ends now

@@ -19,20 +19,20 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="sqsq[otel] tests need opentelemetry-sdk")
 
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
-from opentelemetry.trace import SpanContext, TraceFlags  # noqa: E402
+from opentelemetry.trace import SpanContext, TraceFlags
 
-import sqsq  # noqa: E402
-import sqsq.tracing  # noqa: E402
-from sqsq import State  # noqa: E402
-from sqsq.local import LocalEndpoint  # noqa: E402
-from sqsq.logs import SpanIds, TextFormatter  # noqa: E402
-from tests.apps import traced  # noqa: E402
-from tests.conftest import WorkerFactory  # noqa: E402
+import sqsq
+import sqsq.tracing
+from sqsq import State
+from sqsq.local import LocalEndpoint
+from sqsq.logs import SpanIds, TextFormatter
+from tests.apps import traced
+from tests.conftest import WorkerFactory
 
 APP = "tests.apps.traced:app"
 

@@ -169,7 +169,7 @@ class _Run:
                         Status(StatusCode.ERROR, f"{result.error_type}: {result.error_message}")
                     )
         finally:
-            otel_context.detach(self.token)  # type: ignore[arg-type]
+            otel_context.detach(self.token)  # type: ignore[arg-type,unused-ignore]
             span.end()
 
 
