@@ -21,14 +21,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import SpanContext, TraceFlags, TraceState
 
 #: The W3C header names the envelope carries (``Envelope.headers``).
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
-_W3C = TraceContextTextMapPropagator()
 _XRAY = re.compile(
     r"Root=1-(?P<time>[0-9a-f]{8})-(?P<rest>[0-9a-f]{24});Parent=(?P<parent>[0-9a-f]{16})"
     r"(?:;Sampled=(?P<sampled>[01]))?"
@@ -66,21 +64,49 @@ def from_aws_trace_header(header: str) -> SpanContext | None:
 
 
 def inject(context: SpanContext, headers: Mapping[str, str] | None) -> dict[str, str]:
-    """``headers`` with ``context``'s ``traceparent`` (and ``tracestate``) set."""
+    """``headers`` with ``context``'s ``traceparent`` (and ``tracestate``) set, as
+    W3C Trace Context writes them (version ``00``)."""
     carrier = dict(headers or {})
-    _W3C.inject(carrier, set_span_in_context(NonRecordingSpan(context)))
+    carrier[TRACEPARENT] = (
+        f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+    )
+    if context.trace_state:
+        carrier[TRACESTATE] = context.trace_state.to_header()
     return carrier
+
+
+def parse_traceparent(value: str, tracestate: str | None = None) -> SpanContext | None:
+    """The remote span context of a W3C ``traceparent`` value (any version but the
+    invalid ``ff``; version ``00`` has exactly four fields), or None when it is
+    malformed or all-zero."""
+    fields = value.strip().split("-")
+    if len(fields) < 4 or len(fields[0]) != 2 or fields[0] == "ff":
+        return None
+    version, trace_id, span_id, flags = fields[0], fields[1], fields[2], fields[3]
+    if (version == "00" and len(fields) != 4) or (len(trace_id), len(span_id)) != (32, 16):
+        return None
+    if len(flags) != 2:
+        return None
+    try:
+        context = SpanContext(
+            trace_id=int(trace_id, 16),
+            span_id=int(span_id, 16),
+            is_remote=True,
+            trace_flags=TraceFlags(int(flags, 16)),
+            trace_state=TraceState.from_header([tracestate]) if tracestate else None,
+        )
+    except ValueError:
+        return None
+    return context if context.is_valid else None
 
 
 def extract(headers: Mapping[str, str], aws_trace_header: str | None) -> SpanContext | None:
     """The producer's span context: from the envelope's ``traceparent``, else from
     the message's ``AWSTraceHeader``; None when neither carries a valid one."""
-    if TRACEPARENT in headers:
-        from opentelemetry.trace import get_current_span
-
-        span = get_current_span(_W3C.extract(headers))
-        context = span.get_span_context()
-        if context.is_valid:
+    traceparent = headers.get(TRACEPARENT)
+    if traceparent is not None:
+        context = parse_traceparent(traceparent, headers.get(TRACESTATE))
+        if context is not None:
             return context
     if aws_trace_header:
         return from_aws_trace_header(aws_trace_header)

@@ -63,21 +63,21 @@ class ProducerTracing:
         """Start the message's span; return the headers carrying its context, the
         span, and its ``AWSTraceHeader`` (the headers unchanged, None and None
         when there is no trace to carry: the API without an SDK)."""
-        span = self.tracer.start_span(f"send {queue_name}", kind=SpanKind.PRODUCER)
+        span = self.tracer.start_span(
+            f"send {queue_name}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": MESSAGING_SYSTEM,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "messaging.destination.name": queue_name,
+                "sqsq.task.name": task_name,
+                "sqsq.task.id": task_id,
+            },
+        )
         context = span.get_span_context()
         if not context.is_valid:
             return headers, None, None
-        if span.is_recording():
-            span.set_attributes(
-                {
-                    "messaging.system": MESSAGING_SYSTEM,
-                    "messaging.operation.type": "send",
-                    "messaging.operation.name": "send",
-                    "messaging.destination.name": queue_name,
-                    "sqsq.task.name": task_name,
-                    "sqsq.task.id": task_id,
-                }
-            )
         return inject(context, headers), span, to_aws_trace_header(context)
 
     @staticmethod
@@ -103,37 +103,43 @@ class TaskTracing:
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
         self.tracer = _tracer(tracer_provider)
 
-    def started(self, prepared: Prepared) -> _Run:
-        """Start the run's span and make it current in this thread (or task)."""
+    def started(self, prepared: Prepared) -> _Run | None:
+        """Start the run's span and make it current in this thread (or task); None
+        when there is nothing to make current (the API without an SDK, and no
+        producer's context to continue)."""
         delivery, envelope, task = prepared.delivery, prepared.envelope, prepared.task
         producer = extract(envelope.headers, delivery.trace_header)
         parent = None
-        if producer is not None and not trace.get_current_span().get_span_context().is_valid:
+        current = trace.get_current_span()
+        if producer is not None and not current.get_span_context().is_valid:
             parent = trace.set_span_in_context(NonRecordingSpan(producer))
         queue_name = task.app.queue_name(delivery.queue)
         attempt = envelope.retries + delivery.receive_count
+        attributes: dict[str, Any] = {
+            "messaging.system": MESSAGING_SYSTEM,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": queue_name,
+            "messaging.message.id": delivery.message_id,
+            "sqsq.task.name": task.name,
+            "sqsq.task.id": envelope.task_id,
+            "sqsq.task.attempt": attempt,
+        }
+        if envelope.scheduled_at is not None:  # an EventBridge Scheduler fire
+            attributes["sqsq.schedule.scheduled_time"] = envelope.scheduled_at.isoformat()
+            arn = envelope.headers.get(_SCHEDULE_ARN, "")
+            attributes["sqsq.schedule.name"] = arn.rsplit("/", 1)[-1]
         span = self.tracer.start_span(
             f"process {queue_name}",
             context=parent,
             kind=SpanKind.CONSUMER,
+            attributes=attributes,
             links=[Link(producer)] if producer is not None else None,
         )
-        if span.is_recording():
-            attributes: dict[str, Any] = {
-                "messaging.system": MESSAGING_SYSTEM,
-                "messaging.operation.type": "process",
-                "messaging.operation.name": "process",
-                "messaging.destination.name": queue_name,
-                "messaging.message.id": delivery.message_id,
-                "sqsq.task.name": task.name,
-                "sqsq.task.id": envelope.task_id,
-                "sqsq.task.attempt": attempt,
-            }
-            if envelope.scheduled_at is not None:  # an EventBridge Scheduler fire
-                attributes["sqsq.schedule.scheduled_time"] = envelope.scheduled_at.isoformat()
-                arn = envelope.headers.get(_SCHEDULE_ARN, "")
-                attributes["sqsq.schedule.name"] = arn.rsplit("/", 1)[-1]
-            span.set_attributes(attributes)
+        if not span.is_recording() and (
+            parent is None and (span is current or not span.get_span_context().is_valid)
+        ):
+            return None  # the API's no-op span: the current one, or none at all
         token = otel_context.attach(trace.set_span_in_context(span))
         return _Run(span, token, prepared, attempt)
 
