@@ -120,6 +120,28 @@ def test_worker_process_spans_link_to_their_sends(
     assert any("doubling 2" in line and marker in line for line in stderr.splitlines())
 
 
+def test_process_pool_spans_are_made_by_the_worker(
+    traced_app: sqsq.App,
+    provider: TracerProvider,
+    worker: WorkerFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--pool processes``: the worker process makes the process span around the
+    child's run (the child's own spans are not its children)."""
+    span_file = tmp_path / "spans.jsonl"
+    monkeypatch.setenv(traced.SPANS_VARIABLE, str(span_file))
+    ok = traced.ok.delay(5)
+    done = worker.run(APP, "--queues", "default", "--pool", "processes", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ok.get(timeout=0) == 10
+    [send] = named(spans(provider), "send ", ok.id)
+    ran = [json.loads(line) for line in span_file.read_text().splitlines()]
+    [process] = named(ran, "process ", ok.id)
+    check_linked(process, send)
+    assert process["attributes"]["sqsq.task.outcome"] == "SUCCESS"
+
+
 def test_no_message_attribute_only_the_envelope_and_aws_trace_header(
     traced_app: sqsq.App, provider: TracerProvider
 ) -> None:
