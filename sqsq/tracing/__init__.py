@@ -29,6 +29,7 @@ from .propagation import (
     extract,
     from_aws_trace_header,
     inject,
+    parse_traceparent,
     to_aws_trace_header,
 )
 from .spans import MESSAGING_SYSTEM, SCOPE, ProducerTracing, TaskTracing, span_ids
@@ -37,10 +38,6 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
 __all__ = [
-    "MESSAGING_SYSTEM",
-    "SCOPE",
-    "TRACEPARENT",
-    "TRACESTATE",
     "ProducerTracing",
     "TaskTracing",
     "extract",
@@ -48,10 +45,13 @@ __all__ = [
     "inject",
     "install",
     "installed",
+    "parse_traceparent",
     "span_ids",
     "to_aws_trace_header",
     "uninstall",
 ]
+# also importable, not API: TRACEPARENT, TRACESTATE, MESSAGING_SYSTEM, SCOPE
+_CONSTANTS = (TRACEPARENT, TRACESTATE, MESSAGING_SYSTEM, SCOPE)
 
 
 def install(tracer_provider: TracerProvider | None = None) -> None:
