@@ -87,6 +87,7 @@ _LAZY = {
     "Run": "scheduler",
     "schedules_from_template": "scheduler",
     "dead_letter_attributes": "scheduler",
+    "fire_schedule": "scheduler",
     "EventSourceMapping": "lambda_esm",
     "EventSource": "lambda_esm",
     "Invocation": "lambda_esm",
