@@ -159,3 +159,74 @@ def infra(
     else:
         out.write_text(text)
         click.echo(f"wrote {out}", err=True)
+
+
+@cli.command()
+@click.argument("app")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("function.zip"),
+    show_default=True,
+    help="The function's .zip (its template's CodeUri).",
+)
+@click.option(
+    "--layer",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a layer .zip holding sqsq and the requirements under python/; --out "
+    "then holds the app's code only.",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default=RUNTIME,
+    show_default=True,
+    help="Lambda runtime the wheels are chosen for.",
+)
+@click.option(
+    "--architecture",
+    type=click.Choice(ARCHITECTURES),
+    default="arm64",
+    show_default=True,
+    help="Instruction set the wheels are chosen for.",
+)
+@click.option(
+    "--sdk",
+    type=click.Choice(["bundle", "runtime"]),
+    default="bundle",
+    show_default=True,
+    help="bundle: pack boto3 and botocore pinned to the versions installed here; runtime: "
+    "use the Lambda runtime's (smaller; the runtime's version may change under you).",
+)
+@click.option(
+    "--requirements",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The app's own requirements file (third-party packages its tasks import).",
+)
+def package(
+    app: str,
+    out: Path,
+    layer: Path | None,
+    runtime: str,
+    architecture: str,
+    sdk: str,
+    requirements: Path | None,
+) -> None:
+    """Build APP's Lambda deployment package without Docker: the app's code, sqsq,
+    and the handler's requirements as binary wheels for RUNTIME on ARCHITECTURE
+    (pip --platform manylinux2014_* --only-binary=:all:); prints each .zip's sizes."""
+    from ..deploy.package import package as build
+
+    built = build(
+        app,
+        out,
+        layer=layer,
+        runtime=runtime,
+        architecture=architecture,
+        sdk="runtime" if sdk == "runtime" else "bundle",
+        requirements=requirements,
+    )
+    for artifact in built:
+        click.echo(str(artifact))
