@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 from click.testing import CliRunner
 
 import sqsq.cli.deploy  # noqa: F401  (registers `sqsq package`)
@@ -23,6 +24,7 @@ from sqsq import State
 from sqsq.cli import cli
 from sqsq.deploy.package import RUNTIME_SDK, package
 from sqsq.testing.lambda_esm import EventSourceMapping
+from tests.helpers import cfn_lint
 
 pytestmark = pytest.mark.slow
 
@@ -153,3 +155,27 @@ def test_a_layer_holds_sqsq_and_the_requirements_and_the_runtime_sdk_can_be_left
     runtime_site = Path(boto3.__file__).parents[1]
     files = imported_from(function, layer / "python", runtime_site)
     assert [Path(f).is_relative_to(layer) for f in files] == [False, False, True, True, True]
+
+
+def test_infra_deploys_the_package_and_its_layer(tmp_path: Path) -> None:
+    """``sqsq infra --code-uri function.zip --layer-uri layer.zip``: the function's
+    CodeUri is the .zip (no requirements.txt to check: ``sqsq package`` resolved them)
+    and it uses the layer the template declares for its runtime and architecture;
+    cfn-lint finds nothing."""
+    out = tmp_path / "template.yaml"
+    command = ["infra", APP, "--target", "lambda", "--out", str(out)]
+    command += ["--code-uri", "build/function.zip", "--layer-uri", "build/layer.zip"]
+    done = CliRunner().invoke(cli, command, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+
+    resources = yaml.safe_load(out.read_text())["Resources"]
+    function = resources["TaskFunction"]["Properties"]
+    assert function["CodeUri"] == "build/function.zip"
+    assert function["Layers"] == [{"Ref": "SqsqLayer"}]
+    layer = resources["SqsqLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert layer["Properties"]["ContentUri"] == "build/layer.zip"
+    assert layer["Properties"]["CompatibleRuntimes"] == [function["Runtime"]]
+    assert layer["Properties"]["CompatibleArchitectures"] == function["Architectures"]
+    linted = cfn_lint(out)
+    assert linted.returncode == 0, linted.stdout + linted.stderr

@@ -58,7 +58,13 @@ from .commands import _load
     default=None,
     help="SAM CodeUri, relative to the template's directory: the directory holding the app's "
     "top-level package and the function's requirements.txt (default: where APP is imported "
-    "from, written relative to --out).",
+    "from, written relative to --out), or the .zip `sqsq package` wrote.",
+)
+@click.option(
+    "--layer-uri",
+    default=None,
+    help="ContentUri of a layer holding sqsq and the handler's requirements (the layer "
+    ".zip of `sqsq package --layer`): the template declares it and the function uses it.",
 )
 @click.option(
     "--runtime",
@@ -112,6 +118,7 @@ def infra(
     maximum_concurrency: int | None,
     memory: int,
     code_uri: str | None,
+    layer_uri: str | None,
     runtime: str,
     architecture: str,
     worker_queues: tuple[str, ...],
@@ -138,6 +145,7 @@ def infra(
         maximum_concurrency=maximum_concurrency,
         memory_mb=memory,
         code_uri=code_uri,
+        layer_uri=layer_uri,
         runtime=runtime,
         architecture=architecture,
         worker_queues=frozenset(worker_queues),
@@ -146,7 +154,7 @@ def infra(
         omit=frozenset(omit),
     )
     text = dump(render(the_app, target, options))  # type: ignore[arg-type]
-    if target == "lambda":
+    if target == "lambda" and not code_uri.endswith(".zip"):  # a .zip: `sqsq package` built it
         base = out.resolve().parent if out is not None else Path.cwd()
         missing = bundle.check((base / code_uri).resolve(), app.partition(":")[0])
         if missing:
