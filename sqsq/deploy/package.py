@@ -92,9 +92,13 @@ class Artifact:
 
     def __str__(self) -> str:
         return (
-            f"{self.path}: {self.files} files, {self.unzipped_bytes / 1e6:.1f} MB unzipped, "
-            f"{self.zipped_bytes / 1e6:.1f} MB zipped"
+            f"{self.path}: {self.files} files, {_size(self.unzipped_bytes)} unzipped, "
+            f"{_size(self.zipped_bytes)} zipped"
         )
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} kB"
 
 
 def pins() -> list[str]:
