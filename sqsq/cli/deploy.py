@@ -14,6 +14,22 @@ from ..errors import ConfigurationError
 from . import cli
 from .commands import _load
 
+#: The function's runtime and architecture, the same in `infra` and `package`.
+runtime_option = click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default=RUNTIME,
+    show_default=True,
+    help="Lambda runtime of the function.",
+)
+architecture_option = click.option(
+    "--architecture",
+    type=click.Choice(ARCHITECTURES),
+    default="arm64",
+    show_default=True,
+    help="Instruction set of the function.",
+)
+
 
 @cli.command()
 @click.argument("app")
@@ -66,20 +82,8 @@ from .commands import _load
     help="ContentUri of a layer holding sqsq and the handler's requirements (the layer "
     ".zip of `sqsq package --layer`): the template declares it and the function uses it.",
 )
-@click.option(
-    "--runtime",
-    type=click.Choice(RUNTIMES),
-    default=RUNTIME,
-    show_default=True,
-    help="Lambda runtime of the function.",
-)
-@click.option(
-    "--architecture",
-    type=click.Choice(ARCHITECTURES),
-    default="arm64",
-    show_default=True,
-    help="Instruction set of the function.",
-)
+@runtime_option
+@architecture_option
 @click.option(
     "--worker-queue",
     "worker_queues",
@@ -185,20 +189,8 @@ def infra(
     help="Also write a layer .zip holding sqsq and the requirements under python/; --out "
     "then holds the app's code only.",
 )
-@click.option(
-    "--runtime",
-    type=click.Choice(RUNTIMES),
-    default=RUNTIME,
-    show_default=True,
-    help="Lambda runtime the wheels are chosen for.",
-)
-@click.option(
-    "--architecture",
-    type=click.Choice(ARCHITECTURES),
-    default="arm64",
-    show_default=True,
-    help="Instruction set the wheels are chosen for.",
-)
+@runtime_option
+@architecture_option
 @click.option(
     "--sdk",
     type=click.Choice(["bundle", "runtime"]),
