@@ -62,7 +62,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import limits, logs
+from . import limits, logs, metrics
 from .calls import run
 from .delivery import Delivery
 from .errors import (
@@ -277,9 +277,14 @@ def invoke(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     """:func:`handle` with the invocation's logging fields (``sqsq.logs``) and
     ``ColdStart`` metric: what ``App.lambda_handler`` calls."""
     cold_start, _Environment.cold_start = _Environment.cold_start, False
+    if cold_start:
+        try:
+            metrics.write([metrics.cold_start(app.name)])
+        except Exception as exc:
+            logger.warning("writing the ColdStart metric failed: %s", exc)
     logs.attach()
     try:
-        with logs.invocation_fields(**_log_fields(context, cold_start)):
+        with logs.invocation_fields(**_log_fields(context, cold_start)), metrics.invocation():
             return handle(app, event, context)
     finally:
         logs.record_fields()  # no record's fields outlive the invocation
@@ -303,6 +308,7 @@ def _record_fields(
     """The log fields of the record being handled: its message id, its X-Ray trace
     (its ``AWSTraceHeader``, else the invocation's) and its task once known."""
     task_id = task = None
+    metrics.running(delivery.queue, item.task.name if isinstance(item, Prepared) else None)
     if isinstance(item, Prepared):
         task_id, task = item.envelope.task_id, item.envelope.task
     elif isinstance(item, Outcome):
@@ -313,6 +319,13 @@ def _record_fields(
         task_id=task_id,
         task=task,
     )
+
+
+def _metric_key(item: Prepared | Outcome) -> tuple[str, str]:
+    """The (queue, task) of a record's metrics (``metrics.task_of`` checks the name)."""
+    if isinstance(item, Prepared):
+        return item.delivery.queue, item.task.name
+    return item.delivery.queue, item.record.task if item.record and item.record.task else ""
 
 
 def _trace_headers(records: list[Any]) -> dict[str, str]:
@@ -429,7 +442,10 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     listed |= {o.delivery.message_id for o in batch.done if o.kind in RETURNED_KINDS}
     listed |= not_started
     try:  # EMF lines on stdout (see metrics.py); never fails the batch
-        emit_metrics(app.name, [*batch.done, *batch.kept], started_s, tasks=app.tasks)
+        left = [_metric_key(i) for i in prepared if i.delivery.message_id in not_started]
+        emit_metrics(
+            app.name, [*batch.done, *batch.kept], started_s, tasks=app.tasks, not_started=left
+        )
     except Exception as exc:
         logger.warning("writing the EMF metrics failed: %s", exc)
     unnamed = [d.message_id for d in deliveries if d.message_id in listed and not d.identified]

@@ -32,4 +32,13 @@ def nap(seconds: float) -> None:
     time.sleep(seconds)
 
 
+@app.task(name="lamlogs.charge")
+def charge(items: int) -> int:
+    from sqsq.metrics import add_metric
+
+    add_metric("ItemsCharged", "Count", items)
+    add_metric("ChargeSize", "Bytes", items * 100)
+    return items
+
+
 handler = app.lambda_handler
