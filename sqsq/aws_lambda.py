@@ -62,7 +62,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import limits
+from . import limits, logs, metrics
 from .calls import run
 from .delivery import Delivery
 from .errors import (
@@ -95,6 +95,7 @@ def _remaining_ms(context: Any) -> float | None:
 class _Environment:
     """What one execution environment (one cold start) has logged already."""
 
+    cold_start = True
     refused_logged = False
     unfit_logged: set[str] = set()  # noqa: RUF012 - one set per process, on purpose
 
@@ -242,15 +243,18 @@ def _sqs_records(event: Any) -> list[Any]:
     return records
 
 
-def _prepare(app: App, executor: Executor, deliveries: list[Delivery]) -> list[Prepared | Outcome]:
+def _prepare(
+    app: App, executor: Executor, deliveries: list[Delivery], traces: dict[str, str]
+) -> list[Prepared | Outcome]:
     """Each delivery prepared; if signing is on and its key cannot be read (once per
     invocation until it is, then cached), none is: each is sent on unchanged
     (``Executor.key_unavailable``), not dead-lettered and not listed as a failure."""
+    unreadable: bool | None = None  # the key cannot be read: is that permanent?
     if app.settings.signing_key:
         try:
             app.signing_key  # noqa: B018 - resolved (and cached) here, once
         except Exception as exc:
-            permanent = is_permanent(exc)
+            permanent = unreadable = is_permanent(exc)
             logger.error(
                 "cannot read the signing key (%s: %s): %d messages sent on unchecked%s",
                 type(exc).__name__,
@@ -258,13 +262,81 @@ def _prepare(app: App, executor: Executor, deliveries: list[Delivery]) -> list[P
                 len(deliveries),
                 "; fix Settings.signing_key or the function's IAM" if permanent else "",
             )
-            return [
-                executor.prepare_isolated(d)
-                if d.malformed
-                else executor.key_unavailable(d, permanent)
-                for d in deliveries
-            ]
-    return [executor.prepare_isolated(d) for d in deliveries]
+    prepared: list[Prepared | Outcome] = []
+    for delivery in deliveries:
+        _record_fields(delivery, traces)
+        if unreadable is not None and not delivery.malformed:
+            prepared.append(executor.key_unavailable(delivery, unreadable))
+        else:
+            prepared.append(executor.prepare_isolated(delivery))
+    logs.record_fields()
+    return prepared
+
+
+def invoke(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """:func:`handle` with the invocation's logging fields (``sqsq.logs``) and
+    ``ColdStart`` metric: what ``App.lambda_handler`` calls."""
+    cold_start, _Environment.cold_start = _Environment.cold_start, False
+    if cold_start:
+        try:
+            metrics.write([metrics.cold_start(app.name)])
+        except Exception as exc:
+            logger.warning("writing the ColdStart metric failed: %s", exc)
+    logs.attach()
+    try:
+        with logs.invocation_fields(**_log_fields(context, cold_start)), metrics.invocation():
+            return handle(app, event, context)
+    finally:
+        logs.record_fields()  # no record's fields outlive the invocation
+
+
+def _log_fields(context: Any, cold_start: bool) -> dict[str, Any]:
+    """The invocation's log fields, in Powertools Logger's key names."""
+    return {
+        "function_request_id": getattr(context, "aws_request_id", None),
+        "function_name": getattr(context, "function_name", None),
+        "function_arn": getattr(context, "invoked_function_arn", None),
+        "function_memory_size": getattr(context, "memory_limit_in_mb", None),
+        "cold_start": cold_start,
+        "xray_trace_id": logs.xray_trace_id(os.environ.get("_X_AMZN_TRACE_ID")),
+    }
+
+
+def _record_fields(
+    delivery: Delivery, traces: dict[str, str], item: Prepared | Outcome | None = None
+) -> None:
+    """The log fields of the record being handled: its message id, its X-Ray trace
+    (its ``AWSTraceHeader``, else the invocation's) and its task once known."""
+    task_id = task = None
+    metrics.running(delivery.queue, item.task.name if isinstance(item, Prepared) else None)
+    if isinstance(item, Prepared):
+        task_id, task = item.envelope.task_id, item.envelope.task
+    elif isinstance(item, Outcome):
+        task_id, task = item.task_id, item.record.task if item.record else None
+    logs.record_fields(
+        message_id=delivery.message_id,
+        xray_trace_id=logs.xray_trace_id(traces.get(delivery.message_id)),
+        task_id=task_id,
+        task=task,
+    )
+
+
+def _metric_key(item: Prepared | Outcome) -> tuple[str, str]:
+    """The (queue, task) of a record's metrics (``metrics.task_of`` checks the name)."""
+    if isinstance(item, Prepared):
+        return item.delivery.queue, item.task.name
+    return item.delivery.queue, item.record.task if item.record and item.record.task else ""
+
+
+def _trace_headers(records: list[Any]) -> dict[str, str]:
+    """Each record's ``attributes.AWSTraceHeader`` by messageId, where it has one."""
+    traces = {}
+    for record in records:
+        if isinstance(record, dict) and isinstance(record.get("attributes"), dict):
+            header = record["attributes"].get("AWSTraceHeader")
+            if isinstance(header, str) and isinstance(record.get("messageId"), str):
+                traces[record["messageId"]] = header
+    return traces
 
 
 def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -315,7 +387,8 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     heartbeat.context = context  # the remaining time bounds a concurrency slot's lease
     heartbeat.start()
 
-    prepared = _prepare(app, executor, deliveries)
+    traces = _trace_headers(records)
+    prepared = _prepare(app, executor, deliveries, traces)
 
     batch = _Batch(app, heartbeat, margin_ms)
     batch.start()
@@ -324,6 +397,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         for item in prepared:
             delivery = item.delivery
+            _record_fields(delivery, traces, item)
             group = (
                 (delivery.queue, delivery.message_group_id) if delivery.message_group_id else None
             )
@@ -333,13 +407,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
             need_ms = margin_ms + _time_limit_ms(item)
             if group in blocked_groups or (remaining_ms is not None and remaining_ms < need_ms):
                 if remaining_ms is not None and remaining_ms < need_ms:
-                    logger.warning(
-                        "not starting message %s: %.0f ms left, its time_limit and the "
-                        "margin need %.0f ms",
-                        delivery.message_id,
-                        remaining_ms,
-                        need_ms,
-                    )
+                    _log_not_started(item, remaining_ms, need_ms)
                 not_started.add(delivery.message_id)
                 if group:
                     blocked_groups.add(group)
@@ -374,7 +442,10 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     listed |= {o.delivery.message_id for o in batch.done if o.kind in RETURNED_KINDS}
     listed |= not_started
     try:  # EMF lines on stdout (see metrics.py); never fails the batch
-        emit_metrics(app.name, [*batch.done, *batch.kept], started_s, tasks=app.tasks)
+        left = [_metric_key(i) for i in prepared if i.delivery.message_id in not_started]
+        emit_metrics(
+            app.name, [*batch.done, *batch.kept], started_s, tasks=app.tasks, not_started=left
+        )
     except Exception as exc:
         logger.warning("writing the EMF metrics failed: %s", exc)
     unnamed = [d.message_id for d in deliveries if d.message_id in listed and not d.identified]
@@ -478,6 +549,34 @@ class _Batch(threading.Thread):
         except Exception:  # not known: the app's own setting (what resources create)
             limit = self.app.settings.max_receive_count
         return limit is not None and outcome.delivery.receive_count >= limit
+
+
+def _log_not_started(item: Prepared | Outcome, remaining_ms: float, need_ms: float) -> None:
+    """Say what was not done to a record left for lack of time: it comes back whole
+    (listed), so a dead letter decided for it is not stored or copied yet."""
+    message_id = item.delivery.message_id
+    if isinstance(item, Prepared):
+        logger.warning(
+            "not starting task %s[%s] (message %s): %.0f ms left, its time_limit and the "
+            "safety margin need %.0f ms; the message comes back",
+            item.envelope.task,
+            item.envelope.task_id,
+            message_id,
+            remaining_ms,
+            need_ms,
+        )
+        return
+    doing = "dead-lettering" if item.kind is OutcomeKind.DEAD_LETTER else "settling"
+    reason = f" ({item.note.reason})" if item.note is not None else ""
+    logger.warning(
+        "not %s message %s%s: %.0f ms left, under the safety margin of %.0f ms; the "
+        "message comes back",
+        doing,
+        message_id,
+        reason,
+        remaining_ms,
+        need_ms,
+    )
 
 
 def _deferrals_exhausted(

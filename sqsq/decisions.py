@@ -134,12 +134,17 @@ class Decisions:
             dead_letter_reason=note.reason,
         )
         logger.warning(
-            "task %s (message %s) dead-lettered: %s: %s",
+            "task %s (message %s) is a dead letter: %s: %s",
             task_id,
             delivery.message_id,
             note.reason,
             note.message,
-            extra={"task_id": task_id, "queue": delivery.queue, "reason": note.reason},
+            extra={
+                "task_id": task_id,
+                "message_id": delivery.message_id,
+                "queue": delivery.queue,
+                "reason": note.reason,
+            },
         )
         return Outcome(delivery, OutcomeKind.DEAD_LETTER, task_id, record, note)
 
