@@ -53,7 +53,7 @@ from . import limits, task_tokens
 from .calls import Call, Gather, Steps, arun, run
 from .dynamodb import Write, attempt_item, delete, put, result_item
 from .errors import UnstoredOutcome
-from .idempotency import completed_item, item_key
+from .idempotency import Claim, completed_item, item_key
 from .outcome import (
     FINAL_KINDS,
     REASON_FOLLOWUP_FAILED,
@@ -196,6 +196,27 @@ def plan_writes(outcomes: Sequence[Outcome]) -> list[Write]:
             else:  # retrying (sqsq's own retry), or sqsq failed on it: free the key
                 writes.append(delete(token, item_key(outcome.idempotency_pk)))
     return writes
+
+
+def completed_claim(outcome: Outcome) -> Claim | None:
+    """What a claim of ``outcome``'s idempotency key finds once :func:`plan_writes` has
+    stored it — the value (SUCCESS), the final failure, or the refusal — or None when
+    the key is freed (a retry, or sqsq failed on it). The Lambda handler resolves a
+    duplicate of the same batch with it, before the outcome is stored."""
+    owner = outcome.task_id
+    if outcome.kind is OutcomeKind.SUCCESS or outcome.completed_refused:
+        return Claim(
+            "COMPLETED",
+            owner,
+            outcome.completed_value,
+            payload_hash=outcome.payload_hash,
+            refused=outcome.completed_refused,
+        )
+    if outcome.kind is OutcomeKind.FAILURE:
+        return Claim(
+            "COMPLETED", owner, payload_hash=outcome.payload_hash, failed=_failure_of(outcome)
+        )
+    return None
 
 
 def _failure_of(outcome: Outcome) -> dict[str, str | None]:
