@@ -575,6 +575,7 @@ def _claim_and_call(
                 lease_s,
                 item.task.idempotency_ttl_s,
                 retake=retake,
+                payload=item.payload_hash,
             )
         except Exception as exc:
             if error_code(exc) == "ValidationException":  # no retry can fix it
