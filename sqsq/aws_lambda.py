@@ -73,11 +73,12 @@ from .errors import (
     SqsqError,
 )
 from .execution import Executor
+from .idempotency import Claim
 from .lease import LeaseTable
 from .metrics import emit as emit_metrics
 from .outcome import RETURNED_KINDS, Outcome, OutcomeKind, Prepared, give_up
 from .retry import error_code, is_permanent
-from .settle import missing_step, plan_writes, release, store
+from .settle import completed_claim, missing_step, plan_writes, release, store
 from .sqs import chunks, queue_name_from_arn, redriven
 from .task_tokens import Heartbeats
 
@@ -415,7 +416,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
                 continue
             batch.flush_if_due(remaining_ms)  # before a task that might outlive the invocation
             try:
-                outcome = _run(app, executor, item, heartbeat)
+                outcome = _run(app, executor, item, heartbeat, batch)
             except Exception as exc:  # sqsq failed on this one record: its own dead letter
                 outcome = executor.internal(
                     delivery, exc, "running", item if isinstance(item, Prepared) else None
@@ -491,6 +492,7 @@ class _Batch(threading.Thread):
         self.first = 0.0
         self.done: list[Outcome] = []
         self.kept: list[Outcome] = []
+        self.held: dict[str, Outcome] = {}  # idempotency key → the outcome of its run here
 
     def run(self) -> None:
         while not self.stopped.wait(STORE_EVERY_S / 4):
@@ -506,6 +508,26 @@ class _Batch(threading.Thread):
                 self.first = time.monotonic()
             self.pending.append(outcome)
             self.writes += len(plan_writes([outcome]))
+            if outcome.idempotency_pk is not None:
+                self.held[outcome.idempotency_pk] = outcome
+
+    def held_by(self, pk: str, retake: bool = False) -> Claim | None:
+        """The claim a record with key ``pk`` would find once the run of this batch
+        that claimed it is stored — a duplicate in the same batch resolves to it now
+        (records run one after another, so that run has ended), instead of finding the
+        key IN_PROGRESS and being sent on for the lease's length. None: no run of this
+        batch holds ``pk``, or its run freed the key (a retry; or a failure, for a
+        redriven copy that retakes it): its outcome is stored first, so the
+        caller's claim sees the key as it now is."""
+        outcome = self.held.get(pk)
+        if outcome is None:
+            return None
+        claim = completed_claim(outcome)
+        if claim is None or (retake and claim.failed is not None):
+            del self.held[pk]
+            self.flush()
+            return None
+        return claim
 
     def flush_if_due(self, remaining_ms: float | None) -> None:
         low = remaining_ms is not None and remaining_ms < 2 * self.margin_ms
@@ -600,7 +622,9 @@ def _time_limit_ms(item: Prepared | Outcome) -> float:
     return 0.0
 
 
-def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Heartbeat) -> Outcome:
+def _run(
+    app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Heartbeat, batch: _Batch
+) -> Outcome:
     if isinstance(item, Outcome):
         return item
     if item.delivery.receive_count > 1:  # run before? (Executor.resume; the worker's too)
@@ -627,14 +651,20 @@ def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Hea
             return executor.defer(item, entry.hold.delay_s, entry.hold.why, routine=True)
         slot = entry.slot  # lives as long as the invocation can: no renewal
     try:
-        return _claim_and_call(app, executor, item, heartbeat)
+        return _claim_and_call(app, executor, item, heartbeat, batch)
     finally:
         if slot is not None:
             slot.release()
 
 
-def _claim_and_call(app: App, executor: Executor, item: Prepared, heartbeat: _Heartbeat) -> Outcome:
+def _claim_and_call(
+    app: App, executor: Executor, item: Prepared, heartbeat: _Heartbeat, batch: _Batch
+) -> Outcome:
     if item.idempotency_pk is not None:
+        retake = redriven(item.delivery.message_attributes)
+        held = batch.held_by(item.idempotency_pk, retake)
+        if held is not None:  # its key's run is in this batch and ended: resolve to it
+            return executor.duplicate(item, held)
         lease = heartbeat.leases.get(item.delivery)
         lease_s = lease.lease_s if lease else app.settings.visibility_timeout_s
         try:
@@ -643,7 +673,8 @@ def _claim_and_call(app: App, executor: Executor, item: Prepared, heartbeat: _He
                 item.envelope.task_id,
                 lease_s,
                 item.task.idempotency_ttl_s,
-                retake=redriven(item.delivery.message_attributes),
+                retake=retake,
+                payload=item.payload_hash,
             )
         except Exception as exc:
             if error_code(exc) == "ValidationException":  # no retry can fix it

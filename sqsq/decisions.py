@@ -278,7 +278,14 @@ class Decisions:
                 "queue": prepared.delivery.queue,
             },
         )
-        return Outcome(prepared.delivery, OutcomeKind.SUCCESS, envelope.task_id, record)
+        # the same task id (a message delivered twice): its result item already says so
+        return Outcome(
+            prepared.delivery,
+            OutcomeKind.SUCCESS,
+            envelope.task_id,
+            record,
+            store=claim.owner != envelope.task_id,
+        )
 
     def _duplicate_failure(
         self, prepared: Prepared, claim: Claim, failed: dict[str, Any]
