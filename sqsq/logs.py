@@ -13,7 +13,8 @@ named as Powertools for AWS Lambda's Logger names them where it has a name:
 ``function_request_id``, ``cold_start``, ``xray_trace_id``, ``function_name``,
 ``function_arn``, ``function_memory_size``; then ``message_id``, ``task_id`` and
 ``task``. They are added by a :class:`ContextFilter` on the handlers of the root
-and ``sqsq`` loggers (where Lambda's runtime and :func:`configure` put theirs); a
+logger (where Lambda's runtime puts its own) and of every logger with handlers of its
+own (:func:`configure`'s, Powertools Logger's); a
 JSON formatter writes them as keys (``configure(fmt="json")``, or the function's
 JSON log format, ``LoggingConfig: {LogFormat: JSON}``).
 """
@@ -76,9 +77,18 @@ _FILTER = ContextFilter()
 
 
 def attach(*loggers: logging.Logger) -> None:
-    """Put the :class:`ContextFilter` on every handler of ``loggers`` (default: the
-    root logger, where Lambda's runtime puts its handler, and ``sqsq``) that lacks one."""
-    for logger in loggers or (logging.getLogger(), logging.getLogger("sqsq")):
+    """Put the :class:`ContextFilter` on every handler of ``loggers`` that lacks one.
+    Default: the root logger (where Lambda's runtime puts its handler) and every
+    logger that has handlers of its own — ``sqsq``'s, and those a library set up, such
+    as Powertools for AWS Lambda's ``Logger(service=…)`` (a logger named after the
+    service, with its own JSON handler), so their lines carry the keys too."""
+    if not loggers:
+        known = logging.Logger.manager.loggerDict.values()
+        loggers = (
+            logging.getLogger(),
+            *(lg for lg in known if isinstance(lg, logging.Logger) and lg.handlers),
+        )
+    for logger in loggers:
         for handler in logger.handlers:
             if not any(isinstance(f, ContextFilter) for f in handler.filters):
                 handler.addFilter(_FILTER)
