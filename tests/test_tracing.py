@@ -79,15 +79,21 @@ def traced_app(local_aws: LocalEndpoint) -> Iterator[sqsq.App]:
     yield traced.app
 
 
+@pytest.fixture
+def span_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the workers this test starts write their spans (``tests/apps/traced.py``)."""
+    path = tmp_path / "spans.jsonl"
+    monkeypatch.setenv(traced.SPANS_VARIABLE, str(path))
+    return path
+
+
+def exported(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def test_worker_process_spans_link_to_their_sends(
-    traced_app: sqsq.App,
-    provider: TracerProvider,
-    worker: WorkerFactory,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    traced_app: sqsq.App, provider: TracerProvider, worker: WorkerFactory, span_file: Path
 ) -> None:
-    span_file = tmp_path / "spans.jsonl"
-    monkeypatch.setenv(traced.SPANS_VARIABLE, str(span_file))
     ok, flaky = traced.ok.delay(2), traced.flaky.delay("k")
     many = traced.ok.delay_many([(i,) for i in range(3)])
     process = worker.start(APP, "--queues", "default", "--concurrency", "2", "--wait-time", "1")
@@ -98,7 +104,7 @@ def test_worker_process_spans_link_to_their_sends(
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     sent = spans(provider)
-    ran = [json.loads(line) for line in span_file.read_text().splitlines()]
+    ran = exported(span_file)
     for result in (ok, *many):
         [send] = named(sent, "send ", result.id)
         [process] = named(ran, "process ", result.id)
@@ -121,22 +127,16 @@ def test_worker_process_spans_link_to_their_sends(
 
 
 def test_process_pool_spans_are_made_by_the_worker(
-    traced_app: sqsq.App,
-    provider: TracerProvider,
-    worker: WorkerFactory,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    traced_app: sqsq.App, provider: TracerProvider, worker: WorkerFactory, span_file: Path
 ) -> None:
     """``--pool processes``: the worker process makes the process span around the
     child's run (the child's own spans are not its children)."""
-    span_file = tmp_path / "spans.jsonl"
-    monkeypatch.setenv(traced.SPANS_VARIABLE, str(span_file))
     ok = traced.ok.delay(5)
     done = worker.run(APP, "--queues", "default", "--pool", "processes", timeout=120)
     assert done.returncode == 0, done.stderr
     assert ok.get(timeout=0) == 10
     [send] = named(spans(provider), "send ", ok.id)
-    ran = [json.loads(line) for line in span_file.read_text().splitlines()]
+    ran = exported(span_file)
     [process] = named(ran, "process ", ok.id)
     check_linked(process, send)
     assert process["attributes"]["sqsq.task.outcome"] == "SUCCESS"
