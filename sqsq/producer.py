@@ -18,6 +18,7 @@ import logging
 import math
 import re
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,12 @@ BATCH_ATTEMPTS = 5
 #: headers (so it is signed with the body), ``sent()`` ends the spans. None: no
 #: tracing, one attribute check per message.
 tracing: Any = None
+
+#: W3C ``traceparent`` values the send spans built in this context follow
+#: (``sqsq.workflows`` sets them around a finished task's follow-ups: a chain's next
+#: step, a chord's callback): when no span is current the first is their parent, and
+#: each is a link — a chord's callback links to its members' send spans.
+follows: ContextVar[tuple[str, ...]] = ContextVar("sqsq_follows", default=())
 
 
 @dataclass(frozen=True)

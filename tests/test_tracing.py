@@ -142,6 +142,33 @@ def test_process_pool_spans_are_made_by_the_worker(
     assert process["attributes"]["sqsq.task.outcome"] == "SUCCESS"
 
 
+def test_chains_continue_the_trace_and_a_chord_callback_links_its_members(
+    traced_app: sqsq.App, provider: TracerProvider, worker: WorkerFactory, span_file: Path
+) -> None:
+    """The worker sends a chain's next step and a chord's callback (settle's follow-ups):
+    the step's send span is a child of the finished step's send span; the callback's
+    links to every member's send span."""
+    steps = sqsq.chain(traced.ok.s(1), traced.ok.s()).delay()
+    members = [traced.ok.s(i) for i in range(3)]
+    callback = sqsq.chord(members, traced.total.s()).delay()
+    done = worker.run(APP, "--queues", "default", "--concurrency", "2", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert steps.get(timeout=0) == 4 and callback.get(timeout=0) == 6
+    sent = spans(provider)  # this process sent the chain's first step and the members
+    by_worker = [line for line in exported(span_file) if line["name"].startswith("send ")]
+    [first] = [line for line in sent if line["attributes"]["sqsq.task.id"] == steps.parent.id]
+    [second] = named(by_worker, "send ", steps.id)
+    assert second["parent"] == first["span_id"] and second["trace_id"] == first["trace_id"]
+    member_sends = [line for line in sent if line["attributes"]["sqsq.task.name"] == traced.ok.name]
+    member_sends = [line for line in member_sends if line["span_id"] != first["span_id"]]
+    assert len(member_sends) == 3
+    [body] = named(by_worker, "send ", callback.id)
+    assert sorted(tuple(link) for link in body["links"]) == sorted(
+        (line["trace_id"], line["span_id"]) for line in member_sends
+    )
+    assert body["parent"] in {line["span_id"] for line in member_sends}  # the last finisher
+
+
 def test_no_message_attribute_only_the_envelope_and_aws_trace_header(
     traced_app: sqsq.App, provider: TracerProvider
 ) -> None:

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Status, StatusCode
 
-from .propagation import extract, inject, to_aws_trace_header
+from .. import producer
+from .propagation import extract, inject, parse_traceparent, to_aws_trace_header
 
 if TYPE_CHECKING:
     from ..calling import CallResult
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 SCOPE = "sqsq"
 #: ``messaging.system`` of SQS (OpenTelemetry's messaging semantic conventions).
 MESSAGING_SYSTEM = "aws_sqs"
+#: At most this many links on a send span (OpenTelemetry's SDK keeps 128 by default):
+#: a chord's callback links to its first members.
+LINKS_MAX = 128
 #: The header that names the EventBridge schedule of a fire (``sqsq.schedules``).
 _SCHEDULE_ARN = "sqsq-schedule-arn"
 
@@ -63,8 +68,11 @@ class ProducerTracing:
         """Start the message's span; return the headers carrying its context, the
         span, and its ``AWSTraceHeader`` (the headers unchanged, None and None
         when there is no trace to carry: the API without an SDK)."""
+        parent, links = _following()
         span = self.tracer.start_span(
             f"send {queue_name}",
+            context=parent,
+            links=links,
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": MESSAGING_SYSTEM,
@@ -91,6 +99,21 @@ class ProducerTracing:
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
                 span.set_attribute("error.type", type(error).__name__)
             span.end()
+
+
+def _following() -> tuple[Context | None, list[Link] | None]:
+    """The parent and links of a send span built under ``sqsq.producer.follows``
+    (a workflow's follow-ups): (None, None) outside one."""
+    follows = producer.follows.get()
+    if not follows:
+        return None, None
+    contexts = [c for c in (parse_traceparent(value) for value in follows) if c is not None]
+    if not contexts:
+        return None, None
+    parent = None
+    if not trace.get_current_span().get_span_context().is_valid:
+        parent = trace.set_span_in_context(NonRecordingSpan(contexts[0]))
+    return parent, [Link(context) for context in contexts[:LINKS_MAX]]
 
 
 class TaskTracing:
