@@ -120,6 +120,13 @@ def test_worker_process_spans_link_to_their_sends(
     for attempt in attempts:
         check_linked(attempt, send)
     assert attempts[-1]["status"] == "ERROR"
+    # receive spans: one per ReceiveMessage that brought messages, linked to them
+    receives = [line for line in ran if line["name"].startswith("receive ")]
+    assert sum(r["attributes"]["messaging.batch.message_count"] for r in receives) == 6
+    linked = {tuple(link) for r in receives for link in r["links"]}
+    assert (send["trace_id"], send["span_id"]) in linked and all(
+        r["kind"] == "CLIENT" and r["parent"] is None for r in receives
+    )
     # a log line of the body carries the ids of its process span (text format)
     [process] = named(ran, "process ", ok.id)
     marker = f"trace_id={process['trace_id']} span_id={process['span_id']}"

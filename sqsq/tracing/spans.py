@@ -28,7 +28,13 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Status, StatusCode
 
 from .. import producer
-from .propagation import extract, inject, parse_traceparent, to_aws_trace_header
+from .propagation import (
+    extract,
+    from_aws_trace_header,
+    inject,
+    parse_traceparent,
+    to_aws_trace_header,
+)
 
 if TYPE_CHECKING:
     from ..calling import CallResult
@@ -165,6 +171,32 @@ class TaskTracing:
             return None  # the API's no-op span: the current one, or none at all
         token = otel_context.attach(trace.set_span_in_context(span))
         return _Run(span, token, prepared, attempt)
+
+    def received(self, queue_name: str, messages: list[dict[str, Any]], started_ns: int) -> None:
+        """A ``receive <queue>`` CLIENT span for one ReceiveMessage that brought
+        ``messages`` (a long poll that brought none makes no span), from
+        ``started_ns`` (``time.time_ns()``) to now, linked to each message's producer
+        context (from its ``AWSTraceHeader``: the body is decoded later)."""
+        links = []
+        for message in messages:
+            header = message.get("Attributes", {}).get("AWSTraceHeader")
+            context = from_aws_trace_header(header) if header else None
+            if context is not None:
+                links.append(Link(context))
+        span = self.tracer.start_span(
+            f"receive {queue_name}",
+            kind=SpanKind.CLIENT,
+            start_time=started_ns,
+            links=links,
+            attributes={
+                "messaging.system": MESSAGING_SYSTEM,
+                "messaging.operation.type": "receive",
+                "messaging.operation.name": "receive",
+                "messaging.destination.name": queue_name,
+                "messaging.batch.message_count": len(messages),
+            },
+        )
+        span.end()
 
 
 class _Run:
