@@ -127,6 +127,16 @@ def test_worker_process_spans_link_to_their_sends(
     assert (send["trace_id"], send["span_id"]) in linked and all(
         r["kind"] == "CLIENT" and r["parent"] is None for r in receives
     )
+    # settle spans: 5 deletes (ok, flaky's failure, 3 of many), 1 visibility change
+    settles = [
+        line for line in ran if line["attributes"].get("messaging.operation.type") == "settle"
+    ]
+    count = {"delete": 0, "change_visibility": 0}
+    for line in settles:
+        count[line["attributes"]["messaging.operation.name"]] += line["attributes"][
+            "messaging.batch.message_count"
+        ]
+    assert count == {"delete": 5, "change_visibility": 1}, settles
     # a log line of the body carries the ids of its process span (text format)
     [process] = named(ran, "process ", ok.id)
     marker = f"trace_id={process['trace_id']} span_id={process['span_id']}"

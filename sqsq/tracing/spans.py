@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ..calling import CallResult
     from ..outcome import Prepared
     from ..producer import OutgoingMessage
+    from ..settle import SqsCall
 
 #: The instrumentation scope of sqsq's spans.
 SCOPE = "sqsq"
@@ -197,6 +198,42 @@ class TaskTracing:
             },
         )
         span.end()
+
+    def released(self, calls: Sequence[SqsCall], answers: Sequence[Any], started_ns: int) -> None:
+        """One settle span per DeleteMessageBatch (``delete <queue>``) or
+        ChangeMessageVisibilityBatch (``change_visibility <queue>``: a retry's
+        backoff, a deferral) that let messages go, from ``started_ns`` to now:
+        ``messaging.operation.type = "settle"``, ``messaging.batch.message_count``,
+        the entries SQS refused, and a link to each message's ``AWSTraceHeader``
+        context. (``sqsq.settle.releasing`` calls it, the worker's and Lambda's.)"""
+        for call, answer in zip(calls, answers, strict=True):
+            operation = "delete" if call.method == "delete_message_batch" else "change_visibility"
+            queue_name = call.url.rstrip("/").rsplit("/", 1)[-1]
+            links = []
+            for outcome in call.chunk:
+                header = outcome.delivery.trace_header
+                context = from_aws_trace_header(header) if header else None
+                if context is not None:
+                    links.append(Link(context))
+            span = self.tracer.start_span(
+                f"{operation} {queue_name}",
+                kind=SpanKind.CLIENT,
+                start_time=started_ns,
+                links=links,
+                attributes={
+                    "messaging.system": MESSAGING_SYSTEM,
+                    "messaging.operation.type": "settle",
+                    "messaging.operation.name": operation,
+                    "messaging.destination.name": queue_name,
+                    "messaging.batch.message_count": len(call.chunk),
+                },
+            )
+            if isinstance(answer, Exception):
+                span.set_status(Status(StatusCode.ERROR, f"{type(answer).__name__}: {answer}"))
+                span.set_attribute("error.type", type(answer).__name__)
+            elif answer.get("Failed"):
+                span.set_attribute("sqsq.settle.failed_count", len(answer["Failed"]))
+            span.end()
 
 
 class _Run:
