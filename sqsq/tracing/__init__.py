@@ -11,12 +11,14 @@ send or run pays one attribute check.
 
     sqsq.tracing.propagation   traceparent / tracestate in the envelope's headers,
                                AWSTraceHeader (X-Ray form) as a message system attribute
-    sqsq.tracing.spans         send <queue> (PRODUCER), process <queue> (CONSUMER);
-                               the ids of the current span for log lines
+    sqsq.tracing.spans         send <queue> (PRODUCER), process <queue> (CONSUMER),
+                               receive <queue> and settle batches (CLIENT); the ids
+                               of the current span for log lines
 
 The core reaches it through three slots it leaves None until :func:`install`
 fills them: ``sqsq.producer.tracing``, ``sqsq.calling.tracing`` and
-``sqsq.logs.span_ids``.
+``sqsq.logs.span_ids``; ``sqsq.workflows`` sets ``sqsq.producer.follows`` (a
+context variable) around a finished task's follow-ups.
 """
 
 from __future__ import annotations

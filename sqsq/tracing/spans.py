@@ -13,8 +13,16 @@ ask (``messaging.system = "aws_sqs"``), and the two hooks that make them.
              the producer's. A retry is the same message (or a copy of its envelope): each
              attempt is one more process span in the same trace.
 
+    worker ── receive <queue> (CLIENT) per ReceiveMessage that brought messages;
+              delete / change_visibility <queue> (CLIENT, settle) per batch that let
+              messages go — roots, linked to each message's AWSTraceHeader context
+    a workflow's follow-ups (settle) ── their send spans follow the finished task's
+              (``sqsq.producer.follows``): children of its send span; a chord's
+              callback links to every member's
+
 :class:`ProducerTracing` is ``sqsq.producer.tracing``, :class:`TaskTracing`
-``sqsq.calling.tracing`` (installed by :func:`sqsq.tracing.install`).
+``sqsq.calling.tracing`` (installed by :func:`sqsq.tracing.install`; the worker's
+receive loop and ``sqsq.settle.releasing`` call the latter too).
 """
 
 from __future__ import annotations
