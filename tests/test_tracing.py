@@ -326,3 +326,23 @@ def test_log_lines_carry_the_span_ids(provider: TracerProvider) -> None:
     context = span.get_span_context()
     ids = f"trace_id={context.trace_id:032x} span_id={context.span_id:016x}"
     assert formatter.format(inside) == f"hello {ids}"
+
+
+def test_enabled_by_installing_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first App finds ``opentelemetry.trace`` and installs the hooks; the
+    ``tracing`` setting turns the look-up off, or requires the API."""
+    import sqsq.app
+    from sqsq import calling, producer
+
+    sqsq.tracing.uninstall()
+    try:
+        sqsq.App("untraced", tracing=False)
+        assert not sqsq.tracing.installed()
+        sqsq.App("traced2")
+        assert sqsq.tracing.installed() and producer.tracing is not None
+        assert calling.tracing is not None
+        monkeypatch.setattr(sqsq.app, "_otel_found", False)  # as without sqsq[otel]
+        with pytest.raises(sqsq.MissingExtra, match=r"sqsq\[otel\]"):
+            sqsq.App("required", tracing=True)
+    finally:
+        sqsq.tracing.install()
