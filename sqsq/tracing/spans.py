@@ -186,25 +186,8 @@ class TaskTracing:
         ``messages`` (a long poll that brought none makes no span), from
         ``started_ns`` (``time.time_ns()``) to now, linked to each message's producer
         context (from its ``AWSTraceHeader``: the body is decoded later)."""
-        links = []
-        for message in messages:
-            header = message.get("Attributes", {}).get("AWSTraceHeader")
-            context = from_aws_trace_header(header) if header else None
-            if context is not None:
-                links.append(Link(context))
-        span = self.tracer.start_span(
-            f"receive {queue_name}",
-            kind=SpanKind.CLIENT,
-            start_time=started_ns,
-            links=links,
-            attributes={
-                "messaging.system": MESSAGING_SYSTEM,
-                "messaging.operation.type": "receive",
-                "messaging.operation.name": "receive",
-                "messaging.destination.name": queue_name,
-                "messaging.batch.message_count": len(messages),
-            },
-        )
+        headers = [m.get("Attributes", {}).get("AWSTraceHeader") for m in messages]
+        span = self._batch_span("receive", "receive", queue_name, headers, started_ns)
         span.end()
 
     def released(self, calls: Sequence[SqsCall], answers: Sequence[Any], started_ns: int) -> None:
@@ -217,31 +200,44 @@ class TaskTracing:
         for call, answer in zip(calls, answers, strict=True):
             operation = "delete" if call.method == "delete_message_batch" else "change_visibility"
             queue_name = call.url.rstrip("/").rsplit("/", 1)[-1]
-            links = []
-            for outcome in call.chunk:
-                header = outcome.delivery.trace_header
-                context = from_aws_trace_header(header) if header else None
-                if context is not None:
-                    links.append(Link(context))
-            span = self.tracer.start_span(
-                f"{operation} {queue_name}",
-                kind=SpanKind.CLIENT,
-                start_time=started_ns,
-                links=links,
-                attributes={
-                    "messaging.system": MESSAGING_SYSTEM,
-                    "messaging.operation.type": "settle",
-                    "messaging.operation.name": operation,
-                    "messaging.destination.name": queue_name,
-                    "messaging.batch.message_count": len(call.chunk),
-                },
-            )
+            headers = [outcome.delivery.trace_header for outcome in call.chunk]
+            span = self._batch_span("settle", operation, queue_name, headers, started_ns)
             if isinstance(answer, Exception):
                 span.set_status(Status(StatusCode.ERROR, f"{type(answer).__name__}: {answer}"))
                 span.set_attribute("error.type", type(answer).__name__)
             elif answer.get("Failed"):
                 span.set_attribute("sqsq.settle.failed_count", len(answer["Failed"]))
             span.end()
+
+    def _batch_span(
+        self,
+        kind: str,
+        operation: str,
+        queue_name: str,
+        aws_trace_headers: list[str | None],
+        started_ns: int,
+    ) -> trace.Span:
+        """The CLIENT span of one batch call on ``queue_name`` (``messaging.operation.type``
+        ``kind``, name ``"<operation> <queue>"``), started at ``started_ns``, linked
+        to the context of each message's ``AWSTraceHeader``."""
+        links = []
+        for header in aws_trace_headers:
+            context = from_aws_trace_header(header) if header else None
+            if context is not None:
+                links.append(Link(context))
+        return self.tracer.start_span(
+            f"{operation} {queue_name}",
+            kind=SpanKind.CLIENT,
+            start_time=started_ns,
+            links=links,
+            attributes={
+                "messaging.system": MESSAGING_SYSTEM,
+                "messaging.operation.type": kind,
+                "messaging.operation.name": operation,
+                "messaging.destination.name": queue_name,
+                "messaging.batch.message_count": len(aws_trace_headers),
+            },
+        )
 
 
 class _Run:
