@@ -346,3 +346,33 @@ def test_enabled_by_installing_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
             sqsq.App("required", tracing=True)
     finally:
         sqsq.tracing.install()
+
+
+def test_a_schedule_fire_is_a_root_span_with_its_schedule(
+    local_aws: LocalEndpoint, provider: TracerProvider
+) -> None:
+    from datetime import UTC, datetime
+
+    from sqsq.resources import apply
+    from sqsq.testing import LambdaContext, fire_schedule, sqs_event
+    from tests.test_lambda import queue_arn, receive
+
+    app = sqsq.App("tracefires")
+
+    @app.periodic_task("rate(1 hour)", name="hourly")
+    def hourly() -> str:
+        return "ran"
+
+    apply(app)
+    at = datetime(2027, 1, 4, 12, tzinfo=UTC)
+    fired = fire_schedule(app, "hourly", at=at)
+    name = app.queue_name("default")
+    event = sqs_event(receive(name, 1), queue_arn(name))
+    assert app.lambda_handler(event, LambdaContext(remaining_ms=60_000)) == {
+        "batchItemFailures": []
+    }
+    assert fired.get(timeout=0) == "ran"
+    [process] = named(spans(provider), "process ", fired.id)
+    assert process["parent"] is None and process["links"] == []  # one root per fire
+    assert process["attributes"]["sqsq.schedule.name"] == "hourly"
+    assert process["attributes"]["sqsq.schedule.scheduled_time"] == at.isoformat()
