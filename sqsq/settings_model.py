@@ -222,6 +222,14 @@ class Settings(BaseSettings):
     #: once at least 10 finished), 0 < rate < 1.
     alarm_failure_rate: float = Field(default=0.1, gt=0, lt=1)
 
+    # --- the dashboard's listing (``sqsq/listing.py``, ``sqsq dashboard``) ------------
+    #: Create the sparse, write-sharded ``listing`` index on the results table
+    #: (``sqsq resources create``, ``sqsq infra``): results listed by state, task, queue
+    #: and time without a scan. Only FAILURE (dead letters too), RETRY and STARTED
+    #: items enter it: about 1 write request unit per such outcome, nothing for a task
+    #: that succeeds at once. Off by default.
+    listing_index: bool = False
+
     @field_validator("default_queue")
     @classmethod
     def _logical_queue(cls, value: str) -> str:
