@@ -1,0 +1,31 @@
+"""``sqsq dashboard APP [APP…]``: the web UI (``sqsq.dashboard``, the ``dashboard`` extra)."""
+
+from __future__ import annotations
+
+import click
+
+from . import cli
+from .commands import _load
+
+
+@cli.command()
+@click.argument("apps", nargs=-1, required=True)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on: this machine only by default; put an authenticating "
+    "proxy in front before listening on others.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=5555, show_default=True)
+def dashboard(apps: tuple[str, ...], host: str, port: int) -> None:
+    """Serve a read-only web dashboard of one or more apps (`pip install 'sqsq[dashboard]'`).
+
+    Overview (queues, DLQs, workers, recent failures), tasks by state / task / queue /
+    time and errors grouped by (task, exception type) — these two need the app's
+    listing index (listing_index=True) —, any task by id with its traceback and
+    attempts, dead letters, schedules and workers. Pages read AWS only when opened.
+    """
+    from ..dashboard import serve
+
+    serve([_load(path) for path in apps], host=host, port=port)
