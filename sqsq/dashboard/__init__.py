@@ -31,7 +31,7 @@ from ..errors import ConfigurationError, MissingExtra
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "create_app", "serve"]
+__all__ = ["create_app", "serve"]
 
 #: The address served by default: this machine only (never every interface).
 DEFAULT_HOST = "127.0.0.1"
