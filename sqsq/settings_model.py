@@ -229,6 +229,14 @@ class Settings(BaseSettings):
     #: items enter it: about 1 write request unit per such outcome, nothing for a task
     #: that succeeds at once. Off by default.
     listing_index: bool = False
+    #: ``sqsq dashboard --allow-actions``: users allowed to act (HTTP basic), user name
+    #: -> password; from the environment ``SQSQ_DASHBOARD_USERS`` as JSON. Empty
+    #: (default): none (an identity header may still be trusted, below).
+    dashboard_users: dict[str, str] = Field(default_factory=dict, repr=False)
+    #: ``sqsq dashboard --allow-actions`` behind a proxy that authenticates (an ALB with
+    #: OIDC sets ``x-amzn-oidc-identity``): the request header naming the user. Trust
+    #: it only when every request passes through that proxy. None (default): none.
+    dashboard_identity_header: str | None = None
 
     @field_validator("default_queue")
     @classmethod

@@ -13,13 +13,16 @@ START_S = 30.0
 
 
 @contextmanager
-def served(apps: Sequence[Any]) -> Iterator[str]:
-    """Serve the dashboard of ``apps``; yields its base URL (``http://127.0.0.1:<port>``)."""
+def served(apps: Sequence[Any], **options: Any) -> Iterator[str]:
+    """Serve the dashboard of ``apps`` (``create_app``'s ``options``); yields its base
+    URL (``http://127.0.0.1:<port>``)."""
     import uvicorn
 
     from sqsq.dashboard import create_app
 
-    config = uvicorn.Config(create_app(apps), host="127.0.0.1", port=0, log_level="warning")
+    config = uvicorn.Config(
+        create_app(apps, **options), host="127.0.0.1", port=0, log_level="warning"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="dashboard", daemon=True)
     thread.start()

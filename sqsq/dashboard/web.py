@@ -13,21 +13,32 @@ Routes of an app (see :mod:`.reads` for the AWS requests of each)::
     /apps/<app>/dead-letters     each DLQ's messages (``sqsq dlq ls``)
     /apps/<app>/schedules        periodic tasks and their next fires
     /apps/<app>/workers          live workers (heartbeats)
+    /apps/<app>/audit            the actions taken (audit items)
+    /apps/<app>/replay           a replay's dry run: ?task=&error=&queue=&since=&until=
+    POST /apps/<app>/actions/<retry|revoke|replay|redrive>   (``--allow-actions``)
+
+With ``allow_actions`` every page needs a user (:func:`.actions.user_of`; else 401
+asking for HTTP basic) and every POST the user's CSRF token; without it every POST
+is refused (403) and no page shows a button.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -36,7 +47,7 @@ from starlette.staticfiles import StaticFiles
 from .. import listing
 from ..errors import AWSError
 from ..result import State
-from . import reads
+from . import actions, reads
 
 if TYPE_CHECKING:
     from ..app import App
@@ -91,11 +102,22 @@ class Dashboard:
 
     Args:
         apps: the apps shown, by name (unique).
+        allow_actions: serve the actions (else every POST is refused, 403).
+        rate: messages per second an action moves at most.
     """
 
-    def __init__(self, apps: Sequence[App]) -> None:
+    def __init__(
+        self,
+        apps: Sequence[App],
+        allow_actions: bool = False,
+        rate: float = actions.DEFAULT_RATE,
+    ) -> None:
         self.apps = {app.name: app for app in apps}
         self.templates = _environment()
+        self.allow_actions = allow_actions
+        self.rate = rate
+        #: Keys the CSRF tokens; drawn at start, so a restart invalidates open forms.
+        self.secret = os.urandom(32)
 
     # --- plumbing -----------------------------------------------------------------
 
@@ -108,8 +130,17 @@ class Dashboard:
     def render(
         self, request: Request, template: str, status_code: int = 200, **context: Any
     ) -> HTMLResponse:
+        user = getattr(request.state, "user", None)
+        app = context.get("app")
+        csrf = actions.csrf_token(self.secret, app.name, user) if app and user else None
         page = self.templates.get_template(template).render(
-            apps=sorted(self.apps), request=request, states=list(State), **context
+            apps=sorted(self.apps),
+            request=request,
+            states=list(State),
+            actions=self.allow_actions and user is not None,
+            user=user,
+            csrf=csrf,
+            **context,
         )
         return HTMLResponse(page, status_code, headers=SECURITY_HEADERS)
 
@@ -122,19 +153,42 @@ class Dashboard:
             ("/dead-letters", self.dead_letters, "dead-letters"),
             ("/schedules", self.schedules, "schedules"),
             ("/workers", self.workers, "workers"),
+            ("/audit", self.audit, "audit"),
+            ("/replay", self.replay_plan, "replay"),
         ]
         return [
             Route("/", self.index),
             *(Route("/apps/{app}" + path, fn, name=name) for path, fn, name in pages),
+            Route("/apps/{app}/actions/{action}", self.act, methods=["POST"], name="act"),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
 
     def asgi(self) -> Starlette:
         """The ASGI application (Starlette)."""
+        middleware = [Middleware(BaseHTTPMiddleware, dispatch=self.authenticate)]
         return Starlette(
             routes=self.routes(),
+            middleware=middleware if self.allow_actions else [],
             exception_handlers={HTTPException: self.http_error, AWSError: self.aws_error},
         )
+
+    async def authenticate(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        """With actions on: who is there, for the app of the path (any app for ``/``)."""
+        if request.url.path.startswith("/static/"):
+            return await call_next(request)
+        parts = request.url.path.split("/")
+        named = parts[2] if len(parts) > 2 and parts[1] == "apps" else None
+        apps = [self.apps[named]] if named in self.apps else list(self.apps.values())
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        user = next((u for u in (actions.user_of(a, headers) for a in apps) if u), None)
+        if user is None:
+            return Response(
+                "who are you? (HTTP basic: the app's dashboard_users)",
+                401,
+                headers={**SECURITY_HEADERS, "WWW-Authenticate": 'Basic realm="sqsq"'},
+            )
+        request.state.user = user
+        return await call_next(request)
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -272,3 +326,91 @@ class Dashboard:
             workers=reads.workers(app),
             now=time.time(),
         )
+
+    def audit(self, request: Request) -> Response:
+        app = self.app_of(request)
+        return self.render(
+            request,
+            "audit.html",
+            app=app,
+            title=f"{app.name}: audit",
+            rows=actions.audit_log(app),
+        )
+
+    # --- actions ----------------------------------------------------------------------
+
+    def _filter(self, q: Any) -> listing.Filter:
+        try:
+            return listing.Filter(
+                states=(State.FAILURE,),
+                task=q.get("task") or None,
+                queue=q.get("queue") or None,
+                exc_type=q.get("error") or None,
+                since=reads.parse_time(q.get("since")),
+                until=reads.parse_time(q.get("until")),
+            )
+        except ValueError as exc:
+            raise HTTPException(400, f"bad filter: {exc}") from None
+
+    def replay_plan(self, request: Request) -> Response:
+        """The dry run of a replay: what it would move; the form that does it."""
+        app = self.app_of(request)
+        if not app.settings.listing_index:
+            raise HTTPException(409, reads.NO_INDEX)
+        wanted = self._filter(request.query_params)
+        plan = actions.plan_replay(app, wanted)
+        fields = {k: v for k, v in request.query_params.items() if k != "state"}
+        return self.render(
+            request,
+            "replay.html",
+            app=app,
+            title=f"{app.name}: replay failures",
+            plan=plan,
+            fields=fields,
+            rate=self.rate,
+        )
+
+    async def act(self, request: Request) -> Response:
+        app = self.app_of(request)
+        user = getattr(request.state, "user", None)
+        if not self.allow_actions or user is None:
+            raise HTTPException(403, "actions are off: start the dashboard with --allow-actions")
+        form = {k: v[-1] for k, v in parse_qs((await request.body()).decode()).items()}
+        if not actions.csrf_ok(self.secret, app.name, user, form.get("csrf")):
+            raise HTTPException(403, "the form's CSRF token is missing or not yours: reload")
+        action = request.path_params["action"]
+        detail, count = await run_in_threadpool(self._carry_out, app, action, form)
+        await run_in_threadpool(actions.audit, app, user, action, detail, count)
+        return self.render(
+            request,
+            "done.html",
+            app=app,
+            title=f"{app.name}: {action}",
+            action=action,
+            detail=detail,
+            count=count,
+        )
+
+    def _carry_out(self, app: App, action: str, form: dict[str, str]) -> tuple[dict[str, Any], int]:
+        """Run one action; ``(what it was given, how many it affected)``."""
+        if action == "retry":
+            task_id = form.get("task_id") or ""
+            return {"task_id": task_id}, actions.replay(app, [task_id], self.rate)
+        if action == "revoke":
+            task_id = form.get("task_id") or ""
+            app.AsyncResult(task_id).revoke()
+            return {"task_id": task_id}, 1
+        if action == "replay":
+            wanted = self._filter(form)
+            plan = actions.plan_replay(app, wanted)
+            detail: dict[str, Any] = {k: v for k, v in form.items() if k != "csrf" and v}
+            detail["tasks"] = len(plan.task_ids)
+            return detail, actions.replay(app, plan.task_ids, self.rate)
+        if action == "redrive":
+            queue = form.get("queue") or app.settings.default_queue
+            if queue not in app.queues():
+                raise HTTPException(400, f"no queue {queue!r} in {app.name}")
+            task, error = form.get("task") or None, form.get("error") or None
+            moved = actions.redrive_filter(app, queue, task, error, self.rate)
+            return {"queue": queue, "task": task, "error": error}, moved
+        raise HTTPException(404, f"no action {action!r}")
