@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import pytest
 
 from sqsq import State
 from sqsq.resources import apply
-from tests.apps.dash import add, app, boom, flaky
+from tests.apps.dash import PASSWORD, add, app, boom, flaky, fragile
 
 ROOT = Path(__file__).resolve().parents[1]
 DASH = "tests.apps.dash:app"
@@ -110,8 +111,15 @@ def dashboard(local_aws: Any, worker: Any) -> Iterator[tuple[str, dict[str, list
     for task_id in (i for group in ids.values() for i in group):
         _until(lambda t=task_id: app.AsyncResult(t).state.value in ("SUCCESS", "FAILURE"), task_id)
     assert running.poll() is None
+    with _dashboard_process(worker) as url:
+        yield url, ids
+
+
+@contextmanager
+def _dashboard_process(worker: Any, *args: str) -> Iterator[str]:
+    """``sqsq dashboard tests.apps.dash:app ARGS`` on any free port; yields its URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "sqsq", "dashboard", DASH, "--port", "0"],
+        [sys.executable, "-m", "sqsq", "dashboard", DASH, "--port", "0", *args],
         cwd=worker.tmp_path,
         env=worker.env(),
         stdout=subprocess.DEVNULL,
@@ -127,7 +135,7 @@ def dashboard(local_aws: Any, worker: Any) -> Iterator[tuple[str, dict[str, list
                 url = found.group(1)
                 break
         assert url, "sqsq dashboard did not say where it listens"
-        yield url, ids
+        yield url
     finally:
         process.terminate()
         process.communicate(timeout=30)
@@ -188,9 +196,49 @@ def test_each_page_loads_in_a_browser_filters_work_and_a_failure_shows_its_trace
     traceback = _text(browser, "#traceback")
     assert traceback.startswith("Traceback") and "ValueError: kaput" in traceback
     browser.save_screenshot(str(ARTIFACTS / "task.png"))
+    # read-only: no action anywhere
+    assert not browser.find_elements(By.CSS_SELECTOR, "form[method=post]")
 
     # the retried task's page: both attempts, by a real worker
     browser.get(base + f"/apps/dash/tasks/{ids['flaky'][0]}")
     rows = browser.find_elements(By.CSS_SELECTOR, "#attempts tr")[1:]
     assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in rows] == ["RETRY", "SUCCESS"]
     assert all(r.find_elements(By.TAG_NAME, "td")[2].text for r in rows)  # the worker
+
+
+@pytest.mark.slow
+def test_replay_a_group_of_failures_from_the_errors_page(
+    browser: Any, local_aws: Any, worker: Any, tmp_path: Path
+) -> None:
+    """--allow-actions, signed in as ops: the errors page's replay link, its dry-run
+    count, the replay, then the tasks' pages read SUCCESS (a live worker ran them)."""
+    from selenium.webdriver.common.by import By
+
+    apply(app)
+    worker.start(DASH)
+    fix = tmp_path / "fixed"
+    ids = [fragile.delay(str(fix)).id for _ in range(3)]
+    for task_id in ids:
+        _until(lambda t=task_id: app.AsyncResult(t).state is State.FAILURE, task_id)
+    fix.write_text("")
+    with _dashboard_process(worker, "--allow-actions") as url:
+        signed_in = url.replace("http://", f"http://ops:{PASSWORD.replace(' ', '%20')}@")
+        browser.get(signed_in + "/apps/dash/errors")
+        assert _text(browser, "#user") == "ops"
+        row = next(
+            r
+            for r in browser.find_elements(By.CSS_SELECTOR, "tr.error-group")
+            if fragile.name in r.text
+        )
+        assert "FileNotFoundError" in row.text
+        row.find_element(By.CSS_SELECTOR, "a.replay").click()
+        assert _text(browser, "#count") == "3"  # the dry run
+        assert {app.AsyncResult(i).state for i in ids} == {State.FAILURE}
+        browser.find_element(By.ID, "confirm").click()
+        assert _text(browser, "#affected") == "3"
+        for task_id in ids:
+            _until(lambda t=task_id: app.AsyncResult(t).state is State.SUCCESS, task_id)
+        browser.get(signed_in + f"/apps/dash/tasks/{ids[0]}")
+        assert _text(browser, "#state") == "SUCCESS"
+        browser.get(signed_in + "/apps/dash/audit")
+        assert "replay" in _text(browser, "#audit") and "ops" in _text(browser, "#audit")
