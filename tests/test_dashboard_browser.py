@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +27,7 @@ import pytest
 from sqsq import State
 from sqsq.resources import apply
 from tests.apps.dash import PASSWORD, add, app, boom, flaky, fragile
+from tests.helpers import until
 
 ROOT = Path(__file__).resolve().parents[1]
 DASH = "tests.apps.dash:app"
@@ -85,17 +85,6 @@ def browser() -> Iterator[Any]:
     driver.quit()
 
 
-def _until(what: Any, description: str) -> Any:
-    """Poll ``what()`` until it returns something truthy (a wait, not a timing claim)."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"never: {description}")
-
-
 @pytest.fixture
 def dashboard(local_aws: Any, worker: Any) -> Iterator[tuple[str, dict[str, list[str]]]]:
     """``sqsq dashboard`` (a real process, any free port) over the dash app while a
@@ -109,7 +98,7 @@ def dashboard(local_aws: Any, worker: Any) -> Iterator[tuple[str, dict[str, list
         "flaky": [flaky.delay(2).id],
     }
     for task_id in (i for group in ids.values() for i in group):
-        _until(lambda t=task_id: app.AsyncResult(t).state.value in ("SUCCESS", "FAILURE"), task_id)
+        until(lambda t=task_id: app.AsyncResult(t).state.value in ("SUCCESS", "FAILURE"), task_id)
     assert running.poll() is None
     with _dashboard_process(worker) as url:
         yield url, ids
@@ -142,9 +131,23 @@ def _dashboard_process(worker: Any, *args: str) -> Iterator[str]:
 
 
 def _text(driver: Any, css: str) -> str:
+    """The text of the element ``css`` selects, once the page shows it (a click's
+    navigation may still be under way when selenium's ``click`` returns)."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
+    WebDriverWait(driver, WAIT_S).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
+    )
     return str(driver.find_element(By.CSS_SELECTOR, css).text)
+
+
+def _arrive(driver: Any, what: Any) -> None:
+    """Wait until ``what(driver)`` holds (a navigation ended), at most WAIT_S."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, WAIT_S).until(what)
 
 
 @pytest.mark.slow
@@ -171,14 +174,15 @@ def test_each_page_loads_in_a_browser_filters_work_and_a_failure_shows_its_trace
         ("Tasks", "dash: tasks"),
     ]:
         browser.find_element(By.LINK_TEXT, link).click()
-        assert _text(browser, "h1") == heading
+        _arrive(browser, lambda d, h=heading: _text(d, "h1") == h)
     assert "ValueError" in browser.page_source  # errors were on the way; tasks now
 
     # filter with the page's own form: FAILURE of boom
     Select(browser.find_element(By.NAME, "state")).select_by_value(State.FAILURE.value)
     browser.find_element(By.NAME, "task").send_keys(boom.name)
     browser.find_element(By.CSS_SELECTOR, "#filters button").click()
-    assert "state=FAILURE" in browser.current_url and "task=" in browser.current_url
+    _arrive(browser, lambda d: "state=FAILURE" in d.current_url)
+    assert "task=" in browser.current_url
     links = browser.find_elements(By.CSS_SELECTOR, "a.task-link")
     assert sorted(a.text for a in links) == sorted(ids["failed"])
     names = {td.text for td in browser.find_elements(By.CSS_SELECTOR, "td.task-name")}
@@ -219,7 +223,7 @@ def test_replay_a_group_of_failures_from_the_errors_page(
     fix = tmp_path / "fixed"
     ids = [fragile.delay(str(fix)).id for _ in range(3)]
     for task_id in ids:
-        _until(lambda t=task_id: app.AsyncResult(t).state is State.FAILURE, task_id)
+        until(lambda t=task_id: app.AsyncResult(t).state is State.FAILURE, task_id)
     fix.write_text("")
     with _dashboard_process(worker, "--allow-actions") as url:
         signed_in = url.replace("http://", f"http://ops:{PASSWORD.replace(' ', '%20')}@")
@@ -237,7 +241,7 @@ def test_replay_a_group_of_failures_from_the_errors_page(
         browser.find_element(By.ID, "confirm").click()
         assert _text(browser, "#affected") == "3"
         for task_id in ids:
-            _until(lambda t=task_id: app.AsyncResult(t).state is State.SUCCESS, task_id)
+            until(lambda t=task_id: app.AsyncResult(t).state is State.SUCCESS, task_id)
         browser.get(signed_in + f"/apps/dash/tasks/{ids[0]}")
         assert _text(browser, "#state") == "SUCCESS"
         browser.get(signed_in + "/apps/dash/audit")

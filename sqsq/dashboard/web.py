@@ -27,10 +27,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from ..app import App
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 HERE = Path(__file__).parent
 
@@ -95,6 +97,16 @@ def _environment() -> Environment:
     env.filters["when"] = _when
     env.filters["json"] = reads.plain
     return env
+
+
+def _indexed(app: App, read: Callable[..., T], *args: Any) -> tuple[T | None, str | None]:
+    """``(read(*args), None)``, or ``(None, why not)`` when the app has no listing index."""
+    if not app.settings.listing_index:
+        return None, reads.NO_INDEX
+    try:
+        return read(*args), None
+    except reads.IndexMissing as exc:
+        return None, f"{reads.NO_INDEX} (The table said: {exc})"
 
 
 class Dashboard:
@@ -144,16 +156,44 @@ class Dashboard:
         )
         return HTMLResponse(page, status_code, headers=SECURITY_HEADERS)
 
+    def page(
+        self,
+        request: Request,
+        app: App,
+        template: str,
+        label: str,
+        status_code: int = 200,
+        **context: Any,
+    ) -> HTMLResponse:
+        """Render one of ``app``'s pages, titled ``<app>: <label>``."""
+        return self.render(
+            request, template, status_code, app=app, title=f"{app.name}: {label}", **context
+        )
+
     def routes(self) -> list[Route | Mount]:
         pages = [
             ("/", self.overview, "overview"),
             ("/tasks", self.tasks, "tasks"),
             ("/tasks/{task_id:path}", self.task, "task"),
             ("/errors", self.errors, "errors"),
-            ("/dead-letters", self.dead_letters, "dead-letters"),
-            ("/schedules", self.schedules, "schedules"),
-            ("/workers", self.workers, "workers"),
-            ("/audit", self.audit, "audit"),
+            (
+                "/dead-letters",
+                self.simple("dead_letters.html", "dead letters", queues=reads.dead_letters),
+                "dead-letters",
+            ),
+            (
+                "/schedules",
+                self.simple("schedules.html", "schedules", rows=reads.schedules),
+                "schedules",
+            ),
+            (
+                "/workers",
+                self.simple(
+                    "workers.html", "workers", workers=reads.workers, now=lambda _: time.time()
+                ),
+                "workers",
+            ),
+            ("/audit", self.simple("audit.html", "audit", rows=actions.audit_log), "audit"),
             ("/replay", self.replay_plan, "replay"),
         ]
         return [
@@ -210,9 +250,7 @@ class Dashboard:
     def overview(self, request: Request) -> Response:
         app = self.app_of(request)
         status = reads.overview(app)
-        return self.render(
-            request, "overview.html", app=app, title=f"{app.name}: overview", status=status
-        )
+        return self.page(request, app, "overview.html", "overview", status=status)
 
     def tasks(self, request: Request) -> Response:
         app = self.app_of(request)
@@ -232,24 +270,17 @@ class Dashboard:
             )
         except ValueError as exc:
             raise HTTPException(400, f"bad filter: {exc}") from None
-        context: dict[str, Any] = {"wanted": wanted, "query": q, "page": None, "note": None}
-        if not app.settings.listing_index:
-            context["note"] = reads.NO_INDEX
-        else:
-            try:
-                page = reads.tasks(app, wanted, q.get("before") or None)
-            except reads.IndexMissing as exc:
-                context["note"] = f"{reads.NO_INDEX} (The table said: {exc})"
-            else:
-                context["page"] = page
-                if page.next_before:
-                    older = [(k, v) for k, v in q.multi_items() if k != "before"]
-                    context["older"] = "?" + urlencode([*older, ("before", page.next_before)])
-        return self.render(
+        context: dict[str, Any] = {"wanted": wanted, "query": q}
+        page, context["note"] = _indexed(app, reads.tasks, app, wanted, q.get("before") or None)
+        context["page"] = page
+        if page is not None and page.next_before:
+            older = [(k, v) for k, v in q.multi_items() if k != "before"]
+            context["older"] = "?" + urlencode([*older, ("before", page.next_before)])
+        return self.page(
             request,
+            app,
             "tasks.html",
-            app=app,
-            title=f"{app.name}: tasks",
+            "tasks",
             windows=list(reads.WINDOWS),
             listed=listing.LISTED_STATES,
             **context,
@@ -260,12 +291,12 @@ class Dashboard:
         task_id = request.path_params["task_id"]
         view = reads.task(app, task_id)
         status_code = 200 if view.record or view.attempts else 404
-        return self.render(
+        return self.page(
             request,
+            app,
             "task.html",
+            f"task {task_id}",
             status_code,
-            app=app,
-            title=f"{app.name}: task {task_id}",
             task_id=task_id,
             view=view,
         )
@@ -277,65 +308,29 @@ class Dashboard:
             since = reads.parse_time(since_text)
         except ValueError as exc:
             raise HTTPException(400, f"bad filter: {exc}") from None
-        found = note = None
-        if not app.settings.listing_index:
-            note = reads.NO_INDEX
-        else:
-            try:
-                found = reads.errors(app, since)
-            except reads.IndexMissing as exc:
-                note = f"{reads.NO_INDEX} (The table said: {exc})"
-        return self.render(
+        found, note = _indexed(app, reads.errors, app, since)
+        return self.page(
             request,
+            app,
             "errors.html",
-            app=app,
-            title=f"{app.name}: errors",
+            "errors",
             found=found,
             note=note,
             since=since_text,
             windows=list(reads.WINDOWS),
         )
 
-    def dead_letters(self, request: Request) -> Response:
-        app = self.app_of(request)
-        return self.render(
-            request,
-            "dead_letters.html",
-            app=app,
-            title=f"{app.name}: dead letters",
-            queues=reads.dead_letters(app),
-        )
+    def simple(
+        self, template: str, label: str, **reading: Callable[[App], Any]
+    ) -> Callable[[Request], Response]:
+        """A page that renders what ``reading`` reads for its app (name -> reader)."""
 
-    def schedules(self, request: Request) -> Response:
-        app = self.app_of(request)
-        return self.render(
-            request,
-            "schedules.html",
-            app=app,
-            title=f"{app.name}: schedules",
-            rows=reads.schedules(app),
-        )
+        def handler(request: Request) -> Response:
+            app = self.app_of(request)
+            context = {name: read(app) for name, read in reading.items()}
+            return self.page(request, app, template, label, **context)
 
-    def workers(self, request: Request) -> Response:
-        app = self.app_of(request)
-        return self.render(
-            request,
-            "workers.html",
-            app=app,
-            title=f"{app.name}: workers",
-            workers=reads.workers(app),
-            now=time.time(),
-        )
-
-    def audit(self, request: Request) -> Response:
-        app = self.app_of(request)
-        return self.render(
-            request,
-            "audit.html",
-            app=app,
-            title=f"{app.name}: audit",
-            rows=actions.audit_log(app),
-        )
+        return handler
 
     # --- actions ----------------------------------------------------------------------
 
@@ -360,11 +355,11 @@ class Dashboard:
         wanted = self._filter(request.query_params)
         plan = actions.plan_replay(app, wanted)
         fields = {k: v for k, v in request.query_params.items() if k != "state"}
-        return self.render(
+        return self.page(
             request,
+            app,
             "replay.html",
-            app=app,
-            title=f"{app.name}: replay failures",
+            "replay failures",
             plan=plan,
             fields=fields,
             rate=self.rate,
@@ -381,11 +376,11 @@ class Dashboard:
         action = request.path_params["action"]
         detail, count = await run_in_threadpool(self._carry_out, app, action, form)
         await run_in_threadpool(actions.audit, app, user, action, detail, count)
-        return self.render(
+        return self.page(
             request,
+            app,
             "done.html",
-            app=app,
-            title=f"{app.name}: {action}",
+            f"{action}",
             action=action,
             detail=detail,
             count=count,
