@@ -189,3 +189,32 @@ def test_a_task_id_is_escaped_not_interpreted(local_aws: Any) -> None:
         status, body, _ = get(base + "/apps/dash/tasks/%3Cb%3Ex%3C%2Fb%3E")
     assert status == 404
     assert "<b>x</b>" not in body and "&lt;b&gt;x&lt;/b&gt;" in body
+
+
+def test_without_the_extra_the_command_names_it(local_aws: Any) -> None:
+    """An install without Starlette (simulated: the module is blocked) gets a one-line
+    error naming the extra, exit 2, no traceback."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['starlette'] = None; "
+        "sys.argv = ['sqsq', 'dashboard', 'tests.apps.dash:app']; "
+        "from sqsq.__main__ import main; main()"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "needs sqsq[dashboard]" in done.stderr and "pip install 'sqsq[dashboard]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_command_listens_on_this_machine_only_by_default() -> None:
+    from click.testing import CliRunner
+
+    from sqsq.cli import cli
+    from sqsq.dashboard import DEFAULT_HOST
+
+    assert DEFAULT_HOST == "127.0.0.1"
+    option = next(p for p in cli.commands["dashboard"].params if p.name == "host")
+    assert option.default == DEFAULT_HOST
+    assert CliRunner().invoke(cli, ["dashboard", "--help"]).exit_code == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..dashboard import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_RATE  # light: no Starlette
 from . import cli
 from .commands import _load
 
@@ -12,12 +13,12 @@ from .commands import _load
 @click.argument("apps", nargs=-1, required=True)
 @click.option(
     "--host",
-    default="127.0.0.1",
+    default=DEFAULT_HOST,
     show_default=True,
     help="Address to listen on: this machine only by default; put an authenticating "
     "proxy in front before listening on others.",
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=5555, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
 @click.option(
     "--allow-actions",
     is_flag=True,
@@ -27,7 +28,7 @@ from .commands import _load
 @click.option(
     "--rate",
     type=click.FloatRange(min=0.1),
-    default=10.0,
+    default=DEFAULT_RATE,
     show_default=True,
     help="Messages per second an action moves back at most.",
 )
