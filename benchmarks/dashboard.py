@@ -10,7 +10,8 @@
 3. serves the dashboard in this process (uvicorn on a loopback port) and GETs each
    page ``--views`` times, one at a time;
 4. prints per page p50 / p95 milliseconds, the DynamoDB requests per view (the App's
-   request counter) and this process's peak RSS.
+   request counter) and this process's RSS before and after the page views (the
+   dashboard keeps nothing, so it should not grow with N).
 
 Not a test: nothing asserts on time. moto evaluates a GSI Query by walking the table's
 items, so its page times grow with N where DynamoDB's do not (a Query reads only its
@@ -23,7 +24,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import statistics
 import sys
 import time
@@ -83,6 +83,14 @@ def store(app: Any, rows: list[Any]) -> float:
     return time.monotonic() - started
 
 
+def rss_mb() -> float:
+    """This process's resident memory now, MB (Linux: /proc/self/status VmRSS)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def measure(base: str, app: Any, path: str, views: int) -> dict[str, Any]:
     times, requests = [], []
     for _ in range(views):
@@ -127,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = records(args.results)
         stored_s = store(app, rows)
         failed = next(r for r in rows if r.state.value == "FAILURE")
+        del rows  # the generated records are the benchmark's, not the dashboard's
         pages = [
             "/apps/benchdash/tasks",
             "/apps/benchdash/tasks?state=FAILURE",
@@ -136,18 +145,23 @@ def main(argv: list[str] | None = None) -> int:
             f"/apps/benchdash/tasks/{failed.task_id}",
         ]
         with served([app]) as base:
+            serving_mb = rss_mb()
             found = [measure(base, app, page, args.views) for page in pages]
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            served_mb = rss_mb()
         report = {
             "results": args.results,
             "stored_s": round(stored_s, 1),
             "pages": found,
-            "peak_rss_mb": round(rss_mb, 1),
+            "rss_mb_before_views": round(serving_mb, 1),
+            "rss_mb_after_views": round(served_mb, 1),
         }
         if args.json:
             print(json.dumps(report, indent=2))
         else:
-            print(f"{args.results} results stored in {stored_s:.1f} s; peak RSS {rss_mb:.0f} MB")
+            print(
+                f"{args.results} results stored in {stored_s:.1f} s; RSS {serving_mb:.0f} MB "
+                f"before the page views, {served_mb:.0f} MB after"
+            )
             print(f"{'page':70} {'p50 ms':>8} {'p95 ms':>8} {'DynamoDB req':>13}")
             for row in found:
                 print(
