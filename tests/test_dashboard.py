@@ -211,6 +211,7 @@ def test_without_the_extra_the_command_names_it(local_aws: Any) -> None:
 def test_the_command_listens_on_this_machine_only_by_default() -> None:
     from click.testing import CliRunner
 
+    import sqsq.cli.commands  # noqa: F401  (registers the commands, as `sqsq` does)
     from sqsq.cli import cli
     from sqsq.dashboard import DEFAULT_HOST
 

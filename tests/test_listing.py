@@ -152,3 +152,16 @@ def test_pages_walk_every_match_newest_first_once(dash: sqsq.App, wanted: listin
         if before is None:
             break
     assert seen == expected
+
+
+def test_read_all_reads_each_shard_once_and_stops_at_its_cap(dash: sqsq.App) -> None:
+    records = _stored(dash, 60)
+    client = dash.clients.sync("dynamodb")
+    failures = listing.Filter(states=(State.FAILURE,))
+    every = listing.read_all(client, dash.table_name, failures, max_rows=1000)
+    expected = {r.task_id for r in records if r.state is State.FAILURE}
+    assert {r.task_id for r in every.rows} == expected and len(every.rows) == len(expected)
+    assert (every.requests, every.truncated) == (listing.LISTING_SHARDS, False)
+    capped = listing.read_all(client, dash.table_name, failures, max_rows=5)
+    assert len(capped.rows) == 5 and capped.truncated
+    assert {r.task_id for r in capped.rows} <= expected

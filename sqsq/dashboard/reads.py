@@ -14,8 +14,8 @@ tasks              with the index: one Query per (state, shard) partition
                    (``listing.list_results``: 12 for every state, 4 for one);
                    without it: none
 task               one GetItem + one Query (the attempt timeline)
-errors             the tasks page's Queries for FAILURE, up to
-                   :data:`ERROR_ROWS` rows
+errors             one Query per FAILURE shard (4) while the window holds
+                   fewer than :data:`ERROR_ROWS` failures (``listing.read_all``)
 dead letters       per queue GetQueueAttributes + ReceiveMessage / release of up
                    to :data:`DLQ_ROWS` messages (``sqsq dlq ls``'s)
 schedules          none (the expressions are computed locally)
@@ -25,6 +25,7 @@ workers            one heartbeat Query
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -83,10 +84,19 @@ def tasks(app: App, wanted: listing.Filter, before: str | None) -> listing.Page:
         IndexMissing: the table has no ``listing`` index.
         AWSError: any other failed Query.
     """
+    return _indexed_read(
+        lambda client: listing.list_results(
+            client, app.table_name, wanted, before=before, limit=PAGE_ROWS
+        ),
+        app,
+    )
+
+
+def _indexed_read(read: Callable[[Any], listing.Page], app: App) -> listing.Page:
+    """``read(dynamodb client)``; a table without the index raises IndexMissing, any
+    other AWS error an AWSError."""
     try:
-        return listing.list_results(
-            app.clients.sync("dynamodb"), app.table_name, wanted, before=before, limit=PAGE_ROWS
-        )
+        return read(app.clients.sync("dynamodb"))
     except Exception as exc:
         if is_botocore(exc) and "index" in str(exc).lower():
             raise IndexMissing(str(exc)) from None
@@ -143,32 +153,26 @@ class Errors:
 
 def errors(app: App, since: datetime | None) -> Errors:
     """FAILURE results since ``since``, grouped by (task, exception type), from the
-    listing index (at most :data:`ERROR_ROWS` newest rows).
+    listing index (at most :data:`ERROR_ROWS` rows: one Query per shard below that).
 
     Raises:
         IndexMissing: the table has no ``listing`` index.
     """
     wanted = listing.Filter(states=(State.FAILURE,), since=since)
+    page = _indexed_read(
+        lambda client: listing.read_all(client, app.table_name, wanted, ERROR_ROWS), app
+    )
     groups: dict[tuple[str, str], ErrorGroup] = {}
-    before: str | None = None
-    rows = requests = 0
-    while True:
-        page = tasks(app, wanted, before)
-        requests += page.requests
-        for row in page.rows:
-            rows += 1
-            key = (row.task or "?", row.exc_type or row.reason or "?")
-            group = groups.get(key)
-            if group is None:
-                groups[key] = ErrorGroup(*key, 1, row.when, row.when, row.task_id, row.exc_message)
-            else:
-                group.count += 1
-                group.first = min(group.first, row.when)
-        before = page.next_before
-        if before is None or rows >= ERROR_ROWS:
-            break
+    for row in sorted(page.rows, key=lambda r: r.cursor, reverse=True):
+        key = (row.task or "?", row.exc_type or row.reason or "?")
+        group = groups.get(key)
+        if group is None:
+            groups[key] = ErrorGroup(*key, 1, row.when, row.when, row.task_id, row.exc_message)
+        else:
+            group.count += 1
+            group.first = min(group.first, row.when)
     ordered = sorted(groups.values(), key=lambda g: (-g.count, g.task, g.error))
-    return Errors(ordered, rows, before is not None, requests)
+    return Errors(ordered, len(page.rows), page.truncated, page.requests)
 
 
 @dataclass(frozen=True)
