@@ -26,9 +26,10 @@ The attributes are written on every listed item whether or not the index exists
 (DynamoDB backfills a new GSI from the table).
 
 Cost (on-demand): a listed outcome writes one more index item, 1 write request unit
-per KB of projected size (without a traceback, under 1 KB: **1 WRU**); a RETRY that
-later succeeds also pays one index delete (1 WRU); a task that succeeds at once
-pays **nothing**. A page view reads ``states x LISTING_SHARDS`` Queries (Limit 50,
+per KB of projected size (without a traceback, under 1 KB: **1 WRU**); one that moves
+an indexed item (a later attempt's RETRY: a new ``lsk``) pays 2 (delete + put), one
+that takes it out (SUCCESS after RETRY or STARTED) 1; a task that succeeds at once
+(without ``track_started``) pays **nothing**. A page view reads ``states x LISTING_SHARDS`` Queries (Limit 50,
 eventually consistent: 0.5 RRU per 4 KB read).
 """
 
