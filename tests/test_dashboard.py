@@ -219,3 +219,18 @@ def test_the_command_listens_on_this_machine_only_by_default() -> None:
     option = next(p for p in cli.commands["dashboard"].params if p.name == "host")
     assert option.default == DEFAULT_HOST
     assert CliRunner().invoke(cli, ["dashboard", "--help"]).exit_code == 0
+
+
+def test_a_page_whose_aws_calls_fail_says_so(local_aws: Any) -> None:
+    """An unreachable endpoint (a closed port): a 502 page naming the call, the
+    dashboard goes on serving."""
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    unreachable = sqsq.App("dash", endpoint_url=f"http://127.0.0.1:{port}", listing_index=True)
+    with served([unreachable]) as base:
+        status, body, _ = get(base + "/apps/dash/tasks/some-id")
+        assert status == 502 and 'id="error"' in body and "GetItem" in body
+        assert get(base + "/apps/dash/schedules")[0] == 200

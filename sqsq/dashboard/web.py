@@ -45,6 +45,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import listing
+from ..aws_errors import from_botocore, is_botocore
 from ..errors import AWSError
 from ..result import State
 from . import actions, reads
@@ -209,7 +210,11 @@ class Dashboard:
         return Starlette(
             routes=self.routes(),
             middleware=middleware if self.allow_actions else [],
-            exception_handlers={HTTPException: self.http_error, AWSError: self.aws_error},
+            exception_handlers={
+                HTTPException: self.http_error,
+                AWSError: self.aws_error,
+                Exception: self.aws_error,
+            },
         )
 
     async def authenticate(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
@@ -237,6 +242,13 @@ class Dashboard:
         )
 
     async def aws_error(self, request: Request, exc: Exception) -> Response:
+        """A failed AWS call: a 502 page naming it (botocore's errors translated); any
+        other exception: a 500 page, logged with its traceback."""
+        if is_botocore(exc):
+            exc = from_botocore(exc)
+        if not isinstance(exc, AWSError):
+            logger.exception("dashboard page %s failed", request.url.path, exc_info=exc)
+            return self.render(request, "error.html", 500, title="Error", message="internal error")
         logger.warning("dashboard page %s: %s", request.url.path, exc)
         return self.render(request, "error.html", 502, title="AWS error", message=str(exc))
 
