@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -108,7 +109,7 @@ def measure(base: str, app: Any, path: str, views: int) -> dict[str, Any]:
     return {
         "page": path,
         "p50_ms": round(statistics.median(times), 1),
-        "p95_ms": round(times[max(0, int(len(times) * 0.95) - 1)], 1),
+        "p95_ms": round(times[min(len(times), math.ceil(len(times) * 0.95)) - 1], 1),
         "dynamodb_requests": statistics.median(requests),
     }
 

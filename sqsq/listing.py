@@ -267,9 +267,9 @@ def list_results(
 ) -> Page:
     """One page of results matching ``listing``, newest first, from the index.
 
-    Each partition (state x shard) is queried, up to :data:`MAX_PAGES_PER_PARTITION`
-    pages of ``limit`` items until it has ``limit`` matches; the partitions are
-    merged. Rows are certain to be in order only down to the newest point where an
+    Each partition (state x shard) is queried — all of them side by side, one thread
+    each — up to :data:`MAX_PAGES_PER_PARTITION` pages of ``limit`` items until it has
+    ``limit`` matches; the partitions are merged. Rows are certain to be in order only down to the newest point where an
     unfinished partition stopped, so the page ends there (``next_before``).
 
     Args:
@@ -288,36 +288,63 @@ def list_results(
             table has no ``listing`` index).
     """
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     now = time.time() if now is None else now
-    requests = 0
-    rows: list[Row] = []
-    frontiers: list[str] = []
-    truncated = False
-    for state in listing.states:
-        for shard_no in range(LISTING_SHARDS):
-            request = query_request(table, state, shard_no, listing, before, limit)
-            found = 0
-            for _ in range(MAX_PAGES_PER_PARTITION):
-                response = client.query(**request)
-                requests += 1
-                items = response.get("Items", [])
-                for item in items:
-                    row = row_from_item(item, now)
-                    if row is not None and (before is None or row.cursor < before):
-                        rows.append(row)
-                        found += 1
-                last = response.get("LastEvaluatedKey")
-                if last is None:
-                    break
-                if found >= limit:
-                    frontiers.append(min(r.cursor for r in rows[-found:]))
-                    break
-                request = {**request, "ExclusiveStartKey": last}
-            else:
-                truncated = True
-                frontiers.append(last[SORT_KEY]["S"])
-    return _merge(rows, frontiers, limit, requests, truncated)
+    partitions = [(state, n) for state in listing.states for n in range(LISTING_SHARDS)]
+
+    def read(partition: tuple[State, int]) -> _Partition:
+        return _read_partition(client, table, partition, listing, before, limit, now)
+
+    # the partitions are independent: read side by side (a page costs one round trip
+    # of latency, not one per partition); boto3 clients are thread-safe
+    with ThreadPoolExecutor(len(partitions), thread_name_prefix="sqsq-listing") as pool:
+        read_ = list(pool.map(read, partitions))
+    rows = [row for part in read_ for row in part.rows]
+    frontiers = [part.frontier for part in read_ if part.frontier is not None]
+    requests = sum(part.requests for part in read_)
+    return _merge(rows, frontiers, limit, requests, any(p.truncated for p in read_))
+
+
+@dataclass
+class _Partition:
+    """What one partition gave a page: its rows, where it stopped (None: at its
+    end), its Queries, whether :data:`MAX_PAGES_PER_PARTITION` stopped it."""
+
+    rows: list[Row]
+    frontier: str | None = None
+    requests: int = 0
+    truncated: bool = False
+
+
+def _read_partition(
+    client: Any,
+    table: str,
+    partition: tuple[State, int],
+    listing: Filter,
+    before: str | None,
+    limit: int,
+    now: float,
+) -> _Partition:
+    request = query_request(table, *partition, listing, before, limit)
+    part = _Partition([])
+    for _ in range(MAX_PAGES_PER_PARTITION):
+        response = client.query(**request)
+        part.requests += 1
+        for item in response.get("Items", []):
+            row = row_from_item(item, now)
+            if row is not None and (before is None or row.cursor < before):
+                part.rows.append(row)
+        last = response.get("LastEvaluatedKey")
+        if last is None:
+            return part
+        if len(part.rows) >= limit:
+            part.frontier = min(r.cursor for r in part.rows)
+            return part
+        request = {**request, "ExclusiveStartKey": last}
+    part.truncated = True
+    part.frontier = last[SORT_KEY]["S"]
+    return part
 
 
 def read_all(
