@@ -52,6 +52,8 @@ PUBLIC: dict[str, list[str] | None] = {
     "sqsq.status": None,
     "sqsq.signals": None,
     "sqsq.tracing": None,
+    "sqsq.dashboard": None,
+    "sqsq.listing": ["list_results", "Filter", "Page", "Row"],
 }
 #: Names of an ``__all__`` that are not API (an installer the App calls).
 NOT_API = {"__version__", "install"}

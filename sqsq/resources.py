@@ -8,7 +8,7 @@ and the queue itself (RedrivePolicy whose maxReceiveCount covers the largest
 may have: a longer one, as ``sqsq infra --target lambda`` gives a queue its function
 consumes, is kept). Then the DynamoDB
 table (on-demand, ``pk``/``sk`` keys) with TTL on ``expires_at`` and point-in-time
-recovery.
+recovery, and with ``listing_index`` its sparse ``listing`` GSI (``listing.py``).
 
 :func:`describe` is the one description of these resources (no AWS call):
 ``plan``/``apply`` here and the CloudFormation of ``sqsq infra`` (:mod:`sqsq.deploy`)
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import limits
+from . import limits, listing
 from .aws_errors import aws_boundary
 from .sqs import dead_letter_name, is_fifo
 
@@ -54,8 +54,8 @@ class Change:
     """One row of a plan.
 
     Attributes:
-        kind: ``"queue"``, ``"dead-letter queue"``, ``"table"``, ``"table TTL"``
-            or ``"table PITR"``.
+        kind: ``"queue"``, ``"dead-letter queue"``, ``"table"``, ``"table index"``
+            (the ``listing`` GSI), ``"table TTL"`` or ``"table PITR"``.
         name: the resource's name.
         action: ``"create"``, ``"update"`` or ``"ok"`` (nothing to do).
         detail: what would change, e.g. ``"VisibilityTimeout 60 -> 30"``.
@@ -153,6 +153,8 @@ class TableSpec:
     ttl_attribute: str = TTL_ATTRIBUTE
     billing_mode: str = "PAY_PER_REQUEST"
     point_in_time_recovery: bool = True
+    #: The sparse ``listing`` GSI (``listing.py``; the ``listing_index`` setting).
+    listing_index: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ def describe(app: App) -> AppResources:
                 content_based_deduplication=fifo and scheduled,
             )
         )
-    return AppResources(queues, TableSpec(app.table_name))
+    return AppResources(queues, TableSpec(app.table_name, listing_index=app.settings.listing_index))
 
 
 def _same(key: str, want: str, have: str | None) -> bool:
@@ -286,14 +288,24 @@ def _table_changes(app: App, table: TableSpec) -> list[Change]:
     ddb = app.clients.sync("dynamodb")
     name = table.name
     try:
-        ddb.describe_table(TableName=name)
+        described = ddb.describe_table(TableName=name)["Table"]
     except ddb.exceptions.ResourceNotFoundException:
+        index = f", {listing.INDEX_NAME} index" if table.listing_index else ""
         return [
-            Change("table", name, "create", f"on-demand, keys {table.hash_key}/{table.range_key}"),
+            Change(
+                "table",
+                name,
+                "create",
+                f"on-demand, keys {table.hash_key}/{table.range_key}{index}",
+            ),
             Change("table TTL", name, "create", f"TTL on {table.ttl_attribute}"),
             Change("table PITR", name, "create", "point-in-time recovery"),
         ]
     changes = [Change("table", name, "ok")]
+    if table.listing_index:
+        indexes = {i["IndexName"] for i in described.get("GlobalSecondaryIndexes", [])}
+        action = "ok" if listing.INDEX_NAME in indexes else "create"
+        changes.append(Change("table index", name, action, listing.INDEX_NAME))
     try:
         ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
     except Exception as exc:
@@ -343,20 +355,35 @@ def apply(app: App, changes: list[Change] | None = None) -> list[Change]:
                 url = sqs.get_queue_url(QueueName=change.name)["QueueUrl"]
                 sqs.set_queue_attributes(QueueUrl=url, Attributes=change.attributes)
         elif change.kind == "table" and change.action == "create":
+            with_index = app.settings.listing_index
             ddb.create_table(
                 TableName=change.name,
                 AttributeDefinitions=[
                     {"AttributeName": "pk", "AttributeType": "S"},
                     {"AttributeName": "sk", "AttributeType": "S"},
+                    *(listing.attribute_definitions() if with_index else []),
                 ],
                 KeySchema=[
                     {"AttributeName": "pk", "KeyType": "HASH"},
                     {"AttributeName": "sk", "KeyType": "RANGE"},
                 ],
                 BillingMode="PAY_PER_REQUEST",
+                **(
+                    {"GlobalSecondaryIndexes": [listing.global_secondary_index()]}
+                    if with_index
+                    else {}
+                ),
             )
             ddb.get_waiter("table_exists").wait(
                 TableName=change.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+            )
+        elif change.kind == "table index":
+            # DynamoDB backfills the new index from the table's items (minutes on a
+            # large table; it is listed as CREATING meanwhile).
+            ddb.update_table(
+                TableName=change.name,
+                AttributeDefinitions=listing.attribute_definitions(),
+                GlobalSecondaryIndexUpdates=[{"Create": listing.global_secondary_index()}],
             )
         elif change.kind == "table TTL":
             try:
