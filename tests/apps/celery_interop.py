@@ -76,12 +76,12 @@ def celery_app() -> Any:
         worker_prefetch_multiplier=1,
     )
 
-    @capp.task(name="interop.add", bind=True)
+    @capp.task(name="interop.add", bind=True, shared=False)
     def add(self: Any, a: int, b: int) -> int:
         record("celery", self.request.id, a + b)
         return a + b
 
-    @capp.task(name="interop.tag", bind=True)
+    @capp.task(name="interop.tag", bind=True, shared=False)
     def tag(self: Any, value: Any, label: str) -> str:
         record("celery", self.request.id, f"{label}:{value}")
         return f"{label}:{value}"

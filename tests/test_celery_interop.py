@@ -1,0 +1,159 @@
+"""Celery's messages on sqsq: a stock Celery producer (kombu's SQS transport, the
+test endpoint) sends, the Lambda handler and a real ``sqsq worker`` run.
+
+The Celery app and its sqsq port are ``tests/apps/celery_interop.py``; both write
+one line per run to a file, so a test sees who ran what, and how often.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+import sqsq
+from sqsq import State
+from sqsq.resources import apply
+from sqsq.testing import LambdaContext, sqs_event
+from tests.apps import celery_interop
+from tests.conftest import WorkerFactory
+
+APP = "tests.apps.celery_interop:app"
+
+
+@pytest.fixture
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "runs.jsonl"
+    monkeypatch.setenv("CELERY_INTEROP_RUNS", str(path))
+    return path
+
+
+@pytest.fixture
+def celery(local_aws: Any, runs: Path) -> Iterator[Any]:
+    """The Celery app (producer side), its queue the sqsq app's default queue."""
+    apply(celery_interop.app)
+    celery_interop.celery_app.cache_clear()
+    capp = celery_interop.celery_app()
+    yield capp
+    capp.close()
+    celery_interop.celery_app.cache_clear()
+
+
+def ran(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def queue_url(name: str) -> str:
+    sqs = boto3.client("sqs")
+    return str(sqs.get_queue_url(QueueName=celery_interop.app.queue_name(name))["QueueUrl"])
+
+
+def receive(queue: str, expected: int) -> list[dict[str, Any]]:
+    sqs, url = boto3.client("sqs"), queue_url(queue)
+    messages: list[dict[str, Any]] = []
+    while len(messages) < expected:
+        batch = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=2,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        assert batch, f"only {len(messages)} of {expected} messages in {queue}"
+        messages += batch
+    return messages
+
+
+def handle(queue: str, expected: int) -> dict[str, Any]:
+    """Receive ``expected`` messages and give them to the Lambda handler as one event."""
+    arn = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url(queue), AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    event = sqs_event(receive(queue, expected), arn)
+    return celery_interop.app.lambda_handler(event, LambdaContext())
+
+
+def test_celery_producer_runs_on_the_lambda_handler(celery: Any, runs: Path) -> None:
+    add, tag = celery.tasks["interop.add"], celery.tasks["interop.tag"]
+    delayed = add.delay(2, 3)
+    optioned = add.apply_async((4, 5), expires=600)
+    by_name = celery.send_task("interop.tag", args=(7,), kwargs={"label": "x"})
+    linked = add.apply_async((1, 1), link=tag.s(label="then"))
+    expired = add.apply_async((9, 9), expires=datetime.now(UTC) - timedelta(seconds=1))
+
+    assert handle("default", 5) == {"batchItemFailures": []}
+
+    results = {
+        r.id: r
+        for r in map(
+            celery_interop.app.AsyncResult, (delayed.id, optioned.id, by_name.id, linked.id)
+        )
+    }
+    assert results[delayed.id].get(timeout=10) == 5
+    assert results[optioned.id].get(timeout=10) == 9
+    assert results[by_name.id].get(timeout=10) == "x:7"
+    assert results[linked.id].get(timeout=10) == 2
+    assert celery_interop.app.AsyncResult(expired.id).state is State.REVOKED
+    # the link was sent on as an sqsq signature: the handler runs it next
+    assert handle("default", 1) == {"batchItemFailures": []}
+    assert sorted(str(r["value"]) for r in ran(runs)) == ["2", "5", "9", "then:2", "x:7"]
+    assert {r["by"] for r in ran(runs)} == {"sqsq"}
+    assert {r["id"] for r in ran(runs)} >= {delayed.id, optioned.id, by_name.id, linked.id}
+
+
+def test_celery_retries_count_as_attempts(celery: Any, runs: Path) -> None:
+    sent = celery.tasks["interop.add"].apply_async((1, 2), retries=3)
+    assert handle("default", 1) == {"batchItemFailures": []}
+    record = celery_interop.app.results.get_result(sent.id)
+    assert record is not None and record.state is State.SUCCESS
+    assert record.attempts == 4
+
+
+@pytest.mark.parametrize("serializer", ["pickle", "yaml"])
+def test_a_pickled_celery_message_is_refused_with_its_reason(
+    celery: Any, runs: Path, serializer: str
+) -> None:
+    if serializer == "yaml":
+        pytest.importorskip("yaml")
+    celery.conf.accept_content = ["json", serializer]
+    sent = celery.tasks["interop.add"].apply_async((1, 2), serializer=serializer)
+    assert handle("default", 1) == {"batchItemFailures": []}
+
+    [copy] = _dlq()
+    assert copy["MessageAttributes"]["sqsq-dead-letter-reason"]["StringValue"] == (
+        "celery_serializer_refused"
+    )
+    record = celery_interop.app.results.get_result(sent.id)
+    assert record is not None and record.state is State.FAILURE
+    assert record.dead_letter_reason == "celery_serializer_refused"
+    assert ran(runs) == []
+
+
+def test_an_unknown_celery_task_is_a_dead_letter(celery: Any, runs: Path) -> None:
+    sent = celery.send_task("interop.nowhere", args=(1,))
+    linked = celery.tasks["interop.add"].apply_async((1, 2), link=celery.signature("nope.cb"))
+    assert handle("default", 2) == {"batchItemFailures": []}
+    for task_id in (sent.id, linked.id):
+        record = celery_interop.app.results.get_result(task_id)
+        assert record is not None and record.dead_letter_reason == "unknown_task", task_id
+    assert len(_dlq(2)) == 2
+    assert ran(runs) == []
+
+
+def _dlq(expected: int = 1) -> list[dict[str, Any]]:
+    dlq = celery_interop.app.queue_name("default") + "-dlq"
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=dlq)["QueueUrl"]
+    messages: list[dict[str, Any]] = []
+    while len(messages) < expected:
+        batch = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2, MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        assert batch, f"only {len(messages)} of {expected} messages in {dlq}"
+        messages += batch
+    return messages
