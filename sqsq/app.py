@@ -534,13 +534,14 @@ class App:
     ) -> producer.OutgoingMessage:
         """A call of task ``name`` on logical queue ``queue``, in Celery's protocol v2
         (``sqsq.interop.celery_protocol.build``), for ``protocol="celery"``."""
+        from .interop import install
         from .interop.celery_protocol import build
 
         return build(
             name,
             list(args or ()),
             kwargs,
-            queue=queue,
+            routing_key=install(self).routing_key(queue),
             queue_name=self.queue_name(queue),
             countdown=countdown,
             eta=eta,

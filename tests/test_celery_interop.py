@@ -1,5 +1,7 @@
-"""Celery's messages on sqsq: a stock Celery producer (kombu's SQS transport, the
-test endpoint) sends, the Lambda handler and a real ``sqsq worker`` run.
+"""Celery interop on the test endpoint: a stock Celery producer (kombu's SQS
+transport) sends, the Lambda handler and a real ``sqsq worker`` run; sqsq sends in
+Celery's protocol, a real Celery worker (``celery worker --pool solo``) runs; and
+a mixed fleet of both on one queue.
 
 The Celery app and its sqsq port are ``tests/apps/celery_interop.py``; both write
 one line per run to a file, so a test sees who ran what, and how often.
@@ -8,6 +10,11 @@ one line per run to a file, so a test sees who ran what, and how often.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,12 +23,11 @@ from typing import Any
 import boto3
 import pytest
 
-import sqsq
 from sqsq import State
 from sqsq.resources import apply
 from sqsq.testing import LambdaContext, sqs_event
 from tests.apps import celery_interop
-from tests.conftest import WorkerFactory
+from tests.conftest import ROOT, WorkerFactory
 
 APP = "tests.apps.celery_interop:app"
 
@@ -157,3 +163,136 @@ def _dlq(expected: int = 1) -> list[dict[str, Any]]:
         assert batch, f"only {len(messages)} of {expected} messages in {dlq}"
         messages += batch
     return messages
+
+
+def test_celery_producer_runs_on_a_real_sqsq_worker(
+    celery: Any, runs: Path, worker: WorkerFactory
+) -> None:
+    add, tag = celery.tasks["interop.add"], celery.tasks["interop.tag"]
+    before = datetime.now(UTC)
+    sent = {
+        "delay": (add.delay(2, 3), 5),
+        "countdown": (add.apply_async((4, 5), countdown=2, expires=600), 9),
+        "send_task": (celery.send_task("interop.tag", args=(7,), kwargs={"label": "x"}), "x:7"),
+        "link": (add.apply_async((1, 1), link=tag.s(label="then")), 2),
+    }
+    process = worker.start(APP)
+    for name, (result, value) in sent.items():
+        assert celery_interop.app.AsyncResult(result.id).get(timeout=60, interval=0.2) == value, (
+            name
+        )
+    countdown = celery_interop.app.results.get_result(sent["countdown"][0].id)
+    assert countdown is not None and countdown.started_at is not None
+    assert countdown.started_at >= before + timedelta(seconds=2)  # held back until its eta
+    process.terminate()
+    process.communicate(timeout=60)
+    values = sorted(str(r["value"]) for r in ran(runs))
+    assert values == ["2", "5", "9", "then:2", "x:7"]  # each once, the link too
+
+
+# --- sqsq → Celery workers, and a mixed fleet ----------------------------------------
+
+
+@pytest.fixture
+def celery_worker(celery: Any, tmp_path: Path) -> Iterator[Any]:
+    """Starts ``celery -A tests.apps.celery_interop:celery worker --pool solo``.
+
+    kombu 5's SQS transport receives through its curl client: ``pycurl`` is a
+    test dependency (``.ci/constraints.txt``)."""
+    pytest.importorskip("pycurl", reason="kombu's SQS transport receives through pycurl")
+    processes: list[subprocess.Popen[str]] = []
+
+    def start() -> subprocess.Popen[str]:
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.apps.celery_interop:celery",
+                "worker",
+                "--pool",
+                "solo",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel",
+                "INFO",
+                "-Q",
+                celery_interop.CELERY_QUEUE,
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+
+def wait_for_runs(
+    path: Path, count: int, process: Any, timeout_s: float = 90
+) -> list[dict[str, Any]]:
+    """The runs recorded once there are ``count`` of them (fails on a dead worker)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = ran(path)
+        if len(got) >= count:
+            return got
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        time.sleep(0.2)
+    pytest.fail(f"{len(ran(path))} of {count} runs after {timeout_s} s")
+
+
+def test_send_task_in_celerys_protocol_runs_on_a_celery_worker(
+    celery: Any, runs: Path, celery_worker: Any
+) -> None:
+    app = celery_interop.app
+    by_name = app.send_task("interop.add", (2, 40), protocol="celery")
+    by_option = celery_interop.mul.delay(6, 7)  # the task's protocol="celery"
+    later = celery_interop.mul.apply_async((2, 3), countdown=1)
+    process = celery_worker()
+    got = wait_for_runs(runs, 3, process)
+    assert {(r["by"], r["id"], r["value"]) for r in got} == {
+        ("celery", by_name.id, 42),
+        ("celery", by_option.id, 42),
+        ("celery", later.id, 6),
+    }
+
+
+def test_a_mixed_fleet_loses_nothing_and_runs_nothing_twice(
+    celery: Any, runs: Path, celery_worker: Any, worker: WorkerFactory
+) -> None:
+    """One Celery worker and one sqsq worker on one queue; producers of both kinds
+    write Celery's protocol, the only one both workers read."""
+    n = 40
+    add = celery.tasks["interop.add"]
+    ids = {add.delay(i, 0).id for i in range(n)}
+    ids |= {
+        celery_interop.app.send_task("interop.add", (i, 0), protocol="celery").id
+        for i in range(n, 2 * n)
+    }
+    process = celery_worker()
+    sqsq_worker = worker.start(APP)
+    got = wait_for_runs(runs, 2 * n, process)
+    time.sleep(3)  # anything run twice would show up by now (both workers poll every ≤ 2 s)
+    sqsq_worker.terminate()
+    sqsq_worker.communicate(timeout=60)
+    got = ran(runs)
+    counts = Counter(r["id"] for r in got)
+    assert set(counts) == ids  # nothing lost
+    assert max(counts.values()) == 1  # nothing run twice
+    assert sorted(r["value"] for r in got) == list(range(2 * n))
+    print("runs by worker:", Counter(r["by"] for r in got))

@@ -15,7 +15,7 @@ A team moving from Celery on SQS can move producers and workers in any order:
 The core never imports this package: the App's facade (``App.celery_protocol()``)
 installs a :class:`~sqsq.interop.celery_protocol.CeleryProtocol` in ``App.celery``
 the first time the execution core meets a body that is not an envelope; call
-:func:`accept_celery` to give Celery task names that differ from sqsq's.
+:func:`use_celery` to give Celery task names that differ from sqsq's.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .celery_protocol import CeleryProtocol
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["CeleryProtocol", "accept_celery", "install"]
+__all__ = ["CeleryProtocol", "install", "use_celery"]
 
 
 def install(app: App) -> CeleryProtocol:
@@ -46,23 +46,33 @@ def install(app: App) -> CeleryProtocol:
     return protocol
 
 
-def accept_celery(app: App, aliases: Mapping[str, str] | None = None) -> CeleryProtocol:
-    """Run Celery messages on ``app``'s workers, mapping Celery task names to sqsq's.
+def use_celery(
+    app: App,
+    *,
+    aliases: Mapping[str, str] | None = None,
+    queues: Mapping[str, str] | None = None,
+) -> CeleryProtocol:
+    """Name what differs between ``app`` and the Celery app it replaces.
 
-    Without this call the workers already run Celery messages whose task name is
-    registered in ``app``; ``aliases`` adds the tasks that were renamed in the move.
+    Without this call ``app``'s workers already run Celery messages whose task
+    name is registered in ``app``, and ``protocol="celery"`` sends name the SQS
+    queue by its physical name.
 
     Args:
         app: the sqsq App.
-        aliases: Celery task name → registered sqsq task name.
+        aliases: Celery task name → registered sqsq task name (tasks renamed in
+            the move).
+        queues: sqsq logical queue → Celery queue name (the key of kombu's
+            ``predefined_queues`` for that SQS queue), for ``protocol="celery"``.
 
     Returns:
         The installed :class:`CeleryProtocol`.
 
     Example::
 
-        accept_celery(app, {"billing.tasks.charge": "charge"})
+        use_celery(app, aliases={"billing.tasks.charge": "charge"}, queues={"default": "celery"})
     """
     protocol = install(app)
     protocol.aliases.update(aliases or {})
+    protocol.queues.update(queues or {})
     return protocol

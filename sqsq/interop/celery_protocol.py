@@ -9,7 +9,7 @@ What kombu sends to SQS (``sqs_base64_encoding`` on, its default)::
         "headers": {"lang": "py", "task", "id", "eta", "expires", "retries", "timelimit",
                     "root_id", "parent_id", "group", "group_index", "argsrepr", ...},
         "properties": {"correlation_id": id, "body_encoding": "base64",
-                       "delivery_info": {"exchange": "", "routing_key": queue}, ...},
+                       "delivery_info": {"exchange": "", "routing_key": routing_key}, ...},
     } )
 
 In (:meth:`CeleryProtocol.translate`, asked by the execution core for a body that
@@ -93,15 +93,30 @@ class CeleryProtocol:
         aliases: Celery task name → registered sqsq task name, for tasks that
             were renamed in the move (by default a Celery name runs the sqsq task
             registered under the same name).
+        queues: sqsq logical queue → the Celery queue name that Celery workers
+            know its SQS queue by (a key of kombu's ``predefined_queues``); by
+            default the physical SQS queue name, which is the Celery queue name
+            when kombu has no ``queue_name_prefix`` and no predefined queues.
     """
 
-    def __init__(self, app: App, aliases: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        aliases: Mapping[str, str] | None = None,
+        queues: Mapping[str, str] | None = None,
+    ) -> None:
         self.app = app
         self.aliases: dict[str, str] = dict(aliases or {})
+        self.queues: dict[str, str] = dict(queues or {})
 
     def task_name(self, celery_name: str) -> str:
         """The registered sqsq task that runs Celery task ``celery_name``."""
         return self.aliases.get(celery_name, celery_name)
+
+    def routing_key(self, queue: str) -> str:
+        """The Celery queue name of sqsq logical queue ``queue``: what a Celery
+        worker's kombu looks the SQS queue up by when it deletes the message."""
+        return self.queues.get(queue) or self.app.queue_name(queue)
 
     def translate(self, delivery: Delivery, raw: Any) -> Envelope | None:
         """The envelope to run for a Celery message, or None when ``delivery`` is
@@ -146,7 +161,7 @@ class CeleryProtocol:
         if name not in self.app.tasks:
             raise UnknownTask(
                 f"Celery task {headers['task']!r}: no task named {name!r} is registered in "
-                f"app {self.app.name!r} (register it, or alias it: sqsq.interop.accept_celery)"
+                f"app {self.app.name!r} (register it, or alias it: sqsq.interop.use_celery)"
             )
         if embed.get("chain") or embed.get("chord"):
             raise UndecodableMessage(
@@ -261,7 +276,7 @@ def build(
     args: Sequence[Any] | None,
     kwargs: dict[str, Any] | None,
     *,
-    queue: str,
+    routing_key: str,
     queue_name: str,
     countdown: float | timedelta | None = None,
     eta: datetime | None = None,
@@ -276,8 +291,9 @@ def build(
 
     Args:
         task_name: the Celery task's name.
-        queue: the Celery queue name (``delivery_info.routing_key``);
-            queue_name: the physical SQS queue name it is sent to.
+        routing_key: the Celery queue name (``delivery_info.routing_key``, see
+            :meth:`CeleryProtocol.routing_key`); queue_name: the physical SQS
+            queue name it is sent to.
         countdown / eta / expires / task_id: as for ``Task.apply_async``.
 
     Raises:
@@ -319,7 +335,7 @@ def build(
             "correlation_id": task_id,
             "reply_to": "",
             "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": queue},
+            "delivery_info": {"exchange": "", "routing_key": routing_key},
             "priority": 0,
             "body_encoding": "base64",
             "delivery_tag": str(uuid.uuid4()),

@@ -18,11 +18,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import sqsq
+from sqsq.interop import use_celery
 from sqsq.task import BoundTask
 
 app = sqsq.App("celeryi")
 #: The Celery queue name; its SQS queue is the sqsq app's default queue.
 CELERY_QUEUE = "celery"
+use_celery(app, queues={"default": CELERY_QUEUE})
 
 
 def record(by: str, task_id: str | None, value: Any) -> None:
@@ -46,6 +48,13 @@ def add(self: BoundTask, a: int, b: int) -> int:
 def tag(self: BoundTask, value: Any, label: str) -> str:
     record("sqsq", self.request.id, f"{label}:{value}")
     return f"{label}:{value}"
+
+
+@app.task(name="interop.mul", protocol="celery")
+def mul(a: int, b: int) -> int:
+    """Still run by Celery workers: calls are sent in Celery's protocol."""
+    record("sqsq", None, a * b)
+    return a * b
 
 
 @cache
@@ -85,6 +94,11 @@ def celery_app() -> Any:
     def tag(self: Any, value: Any, label: str) -> str:
         record("celery", self.request.id, f"{label}:{value}")
         return f"{label}:{value}"
+
+    @capp.task(name="interop.mul", bind=True, shared=False)
+    def mul(self: Any, a: int, b: int) -> int:
+        record("celery", self.request.id, a * b)
+        return a * b
 
     return capp
 
