@@ -24,6 +24,7 @@ import boto3
 import pytest
 
 from sqsq import State
+from sqsq.decisions import HOP_TOLERANCE_S
 from sqsq.resources import apply
 from sqsq.testing import LambdaContext, sqs_event
 from tests.apps import celery_interop
@@ -172,7 +173,7 @@ def test_celery_producer_runs_on_a_real_sqsq_worker(
     before = datetime.now(UTC)
     sent = {
         "delay": (add.delay(2, 3), 5),
-        "countdown": (add.apply_async((4, 5), countdown=2, expires=600), 9),
+        "countdown": (add.apply_async((4, 5), countdown=5, expires=600), 9),
         "send_task": (celery.send_task("interop.tag", args=(7,), kwargs={"label": "x"}), "x:7"),
         "link": (add.apply_async((1, 1), link=tag.s(label="then")), 2),
     }
@@ -183,7 +184,8 @@ def test_celery_producer_runs_on_a_real_sqsq_worker(
         )
     countdown = celery_interop.app.results.get_result(sent["countdown"][0].id)
     assert countdown is not None and countdown.started_at is not None
-    assert countdown.started_at >= before + timedelta(seconds=2)  # held back until its eta
+    # held back until its eta (an eta within HOP_TOLERANCE_S counts as due)
+    assert countdown.started_at >= before + timedelta(seconds=5 - HOP_TOLERANCE_S)
     process.terminate()
     process.communicate(timeout=60)
     values = sorted(str(r["value"]) for r in ran(runs))
