@@ -298,3 +298,53 @@ def test_a_mixed_fleet_loses_nothing_and_runs_nothing_twice(
     assert max(counts.values()) == 1  # nothing run twice
     assert sorted(r["value"] for r in got) == list(range(2 * n))
     print("runs by worker:", Counter(r["by"] for r in got))
+
+
+# --- sqsq celery check -------------------------------------------------------------------
+
+
+def test_celery_check_lists_missing_tasks_option_differences_and_beat() -> None:
+    from click.testing import CliRunner
+
+    import sqsq.cli.commands  # noqa: F401  (registers the commands)
+    from sqsq.cli import EXIT_FAILURE, cli
+
+    result = CliRunner().invoke(
+        cli, ["celery", "check", "tests.apps.celery_check:celery", "tests.apps.celery_check:app"]
+    )
+    assert result.exit_code == EXIT_FAILURE, result.output
+    lines = result.output.splitlines()
+    assert "missing  shop.refund: no sqsq task 'shop.refund' in app 'shop'" in lines
+    assert "option   shop.charge: time_limit Celery 60.0 vs sqsq 30.0" in lines
+    # the same rate_limit is no difference; the renamed task is found by its alias
+    assert not [line for line in lines if "rate_limit" in line or "reports.daily" in line]
+    assert any(line.startswith("option   shop.ping: acks_late Celery False") for line in lines)
+    assert "beat     nightly: shop.report → cron(30 2 * * ? *) (time zone Europe/Paris)" in lines
+    assert (
+        "beat     weekdays: shop.report → cron(0 * ? * MON-FRI *) (time zone Europe/Paris)" in lines
+    )
+    assert "beat     often: shop.ping → rate(5 minutes)" in lines
+    assert "beat     payday: shop.ping on a Payday schedule has no EventBridge expression" in lines
+    assert any(line.startswith("beat     too-often: shop.ping: no EventBridge") for line in lines)
+    assert lines[-1].startswith("NOT ready: 1 task(s) missing, 2 option difference(s), 5 beat")
+
+
+@pytest.mark.parametrize(
+    ("celery_app", "fragment"),
+    [
+        ("nowhere:celery", "cannot load Celery app 'nowhere:celery': ModuleNotFoundError"),
+        ("tests.apps.celery_check:app", "is a App, not a Celery app"),
+    ],
+)
+def test_celery_check_errors_are_one_line(celery_app: str, fragment: str) -> None:
+    from click.testing import CliRunner
+
+    import sqsq.cli.commands  # noqa: F401  (registers the commands)
+    from sqsq.cli import EXIT_USAGE, cli
+
+    result = CliRunner().invoke(cli, ["celery", "check", celery_app, "tests.apps.celery_check:app"])
+    assert result.exit_code == EXIT_USAGE
+    assert isinstance(result.exception, SystemExit)
+    [line] = result.stderr.strip().splitlines()  # one line, no traceback
+    assert line.startswith("Error: ")
+    assert fragment in result.stderr
