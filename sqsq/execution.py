@@ -173,6 +173,7 @@ class Executor(Decisions):
         verdict = signing.verify(delivery.body, delivery.message_attributes, keys) if keys else None
         trusted = verdict is None or verdict.signed
         routed = False  # a foreign event a declared route allowed (keys of its own)
+        body = delivery.body  # as received (a Celery message is translated in place)
         try:
             try:
                 raw = parse(delivery.body)
@@ -215,7 +216,10 @@ class Executor(Decisions):
                 return self.revoked(prepared, expired=True)
             hop_s = hop_delay_s(envelope, datetime.now(UTC))
             if hop_s is not None and not self.on_fifo(delivery):
-                return self.resend(prepared, hop_s)
+                outcome = self.resend(prepared, hop_s)
+                if delivery.body != body:  # translated: sent on as it came, so that the
+                    outcome.body = body  # Celery workers that share its queue still read it
+                return outcome
             key = envelope.idempotency_key
             if key is None and task.idempotency_key is not None:
                 try:

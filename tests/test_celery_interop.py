@@ -281,10 +281,17 @@ def test_a_mixed_fleet_loses_nothing_and_runs_nothing_twice(
     write Celery's protocol, the only one both workers read."""
     n = 40
     add = celery.tasks["interop.add"]
-    ids = {add.delay(i, 0).id for i in range(n)}
+    ids = {add.delay(i, 0).id for i in range(n - 5)}
+    # not due yet: an sqsq worker that receives one sends it on as it came (Celery's
+    # protocol), never as an envelope a Celery worker would delete unrun
+    ids |= {add.apply_async((i, 0), countdown=3).id for i in range(n - 5, n)}
     ids |= {
         celery_interop.app.send_task("interop.add", (i, 0), protocol="celery").id
-        for i in range(n, 2 * n)
+        for i in range(n, 2 * n - 5)
+    }
+    ids |= {
+        celery_interop.app.send_task("interop.add", (i, 0), countdown=3, protocol="celery").id
+        for i in range(2 * n - 5, 2 * n)
     }
     process = celery_worker()
     sqsq_worker = worker.start(APP)
@@ -348,3 +355,16 @@ def test_celery_check_errors_are_one_line(celery_app: str, fragment: str) -> Non
     [line] = result.stderr.strip().splitlines()  # one line, no traceback
     assert line.startswith("Error: ")
     assert fragment in result.stderr
+
+
+def test_a_celery_message_not_due_yet_is_sent_on_as_it_came(
+    celery: Any, runs: Path, celery_worker: Any
+) -> None:
+    """The Lambda handler receives a countdown message early and sends it on with
+    DelaySeconds in Celery's protocol, so that a Celery worker still runs it (an
+    sqsq envelope would be "received and deleted" by Celery as an unknown message)."""
+    sent = celery.tasks["interop.add"].apply_async((20, 22), countdown=5)
+    assert handle("default", 1) == {"batchItemFailures": []}
+    assert ran(runs) == []
+    process = celery_worker()
+    assert wait_for_runs(runs, 1, process) == [{"by": "celery", "id": sent.id, "value": 42}]
