@@ -157,6 +157,10 @@ class Task(Generic[P, R]):
             callable, as ``rate_key``).
         track_started: record STARTED when the body starts (one conditional PutItem
             per attempt); default the app's ``track_started`` setting.
+        protocol: ``"celery"``: calls are sent in Celery's protocol v2 (JSON, as
+            kombu's SQS transport writes it), for a task still run by Celery
+            workers (``sqsq.interop``; ``idempotency_key``, ``fair_key`` and
+            ``message_group_id`` do not apply there); default ``"sqsq"``.
         bind: the function receives a :class:`BoundTask` as first argument.
         is_async: the function is ``async def`` (awaited on the worker's loop).
     """
