@@ -56,6 +56,7 @@ def ran(path: Path) -> list[dict[str, Any]]:
 
 
 def queue_url(name: str) -> str:
+    """The URL of the app's logical queue ``name`` (``"default"``, ``"default-dlq"``)."""
     sqs = boto3.client("sqs")
     return str(sqs.get_queue_url(QueueName=celery_interop.app.queue_name(name))["QueueUrl"])
 
@@ -131,7 +132,7 @@ def test_a_pickled_celery_message_is_refused_with_its_reason(
     sent = celery.tasks["interop.add"].apply_async((1, 2), serializer=serializer)
     assert handle("default", 1) == {"batchItemFailures": []}
 
-    [copy] = _dlq()
+    [copy] = receive("default-dlq", 1)
     assert copy["MessageAttributes"]["sqsq-dead-letter-reason"]["StringValue"] == (
         "celery_serializer_refused"
     )
@@ -148,22 +149,8 @@ def test_an_unknown_celery_task_is_a_dead_letter(celery: Any, runs: Path) -> Non
     for task_id in (sent.id, linked.id):
         record = celery_interop.app.results.get_result(task_id)
         assert record is not None and record.dead_letter_reason == "unknown_task", task_id
-    assert len(_dlq(2)) == 2
+    assert len(receive("default-dlq", 2)) == 2
     assert ran(runs) == []
-
-
-def _dlq(expected: int = 1) -> list[dict[str, Any]]:
-    dlq = celery_interop.app.queue_name("default") + "-dlq"
-    sqs = boto3.client("sqs")
-    url = sqs.get_queue_url(QueueName=dlq)["QueueUrl"]
-    messages: list[dict[str, Any]] = []
-    while len(messages) < expected:
-        batch = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2, MessageAttributeNames=["All"]
-        ).get("Messages", [])
-        assert batch, f"only {len(messages)} of {expected} messages in {dlq}"
-        messages += batch
-    return messages
 
 
 def test_celery_producer_runs_on_a_real_sqsq_worker(
