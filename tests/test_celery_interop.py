@@ -9,6 +9,7 @@ one line per run to a file, so a test sees who ran what, and how often.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -355,3 +356,23 @@ def test_a_celery_message_not_due_yet_is_sent_on_as_it_came(
     assert ran(runs) == []
     process = celery_worker()
     assert wait_for_runs(runs, 1, process) == [{"by": "celery", "id": sent.id, "value": 42}]
+
+
+def test_publish_signals_see_a_send_in_celerys_protocol(celery: Any) -> None:
+    from sqsq import signals
+
+    heard: list[dict[str, Any]] = []
+
+    def receiver(sender: str, **named: Any) -> None:
+        heard.append({"sender": sender, **named})
+
+    signals.before_task_publish.connect(receiver)
+    signals.after_task_publish.connect(receiver)
+    try:
+        sent = celery_interop.app.send_task("interop.add", (1, 2), protocol="celery")
+    finally:
+        signals.before_task_publish.disconnect(receiver)
+        signals.after_task_publish.disconnect(receiver)
+    assert [(h["sender"], h["headers"]["id"]) for h in heard] == [("interop.add", sent.id)] * 2
+    [message] = receive("default", 1)  # and it went out, in Celery's protocol
+    assert json.loads(base64.b64decode(message["Body"]))["headers"]["id"] == sent.id
