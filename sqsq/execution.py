@@ -178,14 +178,14 @@ class Executor(Decisions):
             try:
                 raw = parse(delivery.body)
             except UndecodableMessage as exc:
-                raw = self._translated(delivery, None)  # a Celery message is base64
+                raw = self._translated(delivery, None, trusted)  # a Celery message is base64
                 if raw is None:
                     if not trusted:  # undecodable and unsigned: under its MessageId
                         exc.task_id = None
                     raise
             else:
                 if isinstance(raw, dict) and "task" not in raw:
-                    raw = self._translated(delivery, raw) or raw
+                    raw = self._translated(delivery, raw, trusted) or raw
             if isinstance(raw, dict) and "task" not in raw:
                 found = self.app.event_router().route(delivery, raw)
                 if isinstance(found, Outcome):
@@ -241,13 +241,21 @@ class Executor(Decisions):
                 )
         return prepared
 
-    def _translated(self, delivery: Delivery, raw: Any) -> dict[str, Any] | None:
+    def _translated(self, delivery: Delivery, raw: Any, trusted: bool) -> dict[str, Any] | None:
         """A foreign task library's message (:class:`Translator`) as an envelope's
         JSON, which from here on is the delivery's body: a retry, a long ETA's hop
-        and the follow-ups read that body, as they read any envelope's."""
+        and the follow-ups read that body, as they read any envelope's.
+
+        Raises:
+            DeadLetter: signing is on and the message is unsigned (a Celery message
+                carries no sqsq signature; it may hold callbacks, an id, an eta:
+                more than an unsigned body may), reason ``unsigned_message``.
+        """
         envelope = self.app.celery_protocol().translate(delivery, raw)
         if envelope is None:
             return None
+        if not trusted:  # under its MessageId: an unsigned body's id is not taken
+            raise _unsigned(signing.UNSIGNED)
         delivery.body = encode(envelope)
         translated: dict[str, Any] = parse(delivery.body)
         return translated

@@ -24,6 +24,7 @@ from typing import Any
 import boto3
 import pytest
 
+import sqsq
 from sqsq import State
 from sqsq.decisions import HOP_TOLERANCE_S
 from sqsq.resources import apply
@@ -376,3 +377,22 @@ def test_publish_signals_see_a_send_in_celerys_protocol(celery: Any) -> None:
     assert [(h["sender"], h["headers"]["id"]) for h in heard] == [("interop.add", sent.id)] * 2
     [message] = receive("default", 1)  # and it went out, in Celery's protocol
     assert json.loads(base64.b64decode(message["Body"]))["headers"]["id"] == sent.id
+
+
+def test_with_signing_on_an_unsigned_celery_message_is_refused(celery: Any, runs: Path) -> None:
+    """A Celery message carries no sqsq signature, and holds more than an unsigned
+    body may (an id, an eta, callbacks): an app that signs refuses it, runs nothing."""
+    signed = sqsq.App("celeryi", signing_key="k" * 64)
+    signed.task(name="interop.add")(celery_interop.add.fn)
+    celery.tasks["interop.add"].delay(1, 2)
+    [message] = receive("default", 1)
+    arn = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url("default"), AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    event = sqs_event([message], arn)
+    assert signed.lambda_handler(event, LambdaContext()) == {"batchItemFailures": []}
+    [copy] = receive("default-dlq", 1)
+    assert copy["Body"] == message["Body"]  # the message as it came
+    reason = copy["MessageAttributes"]["sqsq-dead-letter-reason"]["StringValue"]
+    assert reason == "unsigned_message"
+    assert ran(runs) == []
