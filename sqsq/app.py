@@ -12,6 +12,8 @@ itself::
                             app.route(), or event_router()          without "task")
     App.continuation        sqsq.workflows.install(app), or         settle.store / astore (an
                             follow_ups()                            envelope with "workflow")
+    App.celery              sqsq.interop.install(app), or           Executor.prepare (a body
+                            celery_protocol()                       that is not an envelope)
 
 A worker or Lambda function whose app module never touched a capability must still
 act on what another process sent it (an envelope with a ``workflow``, an S3
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from . import producer
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
     from botocore.config import Config
     from typing_extensions import Unpack
 
-    from .execution import Router
+    from .execution import Router, Translator
     from .flow.control import FlowControl
     from .settle import Continuation
 
@@ -121,6 +123,9 @@ class App:
         #: (``sqsq.settle.Continuation``); ``sqsq.workflows`` installs it
         #: (:meth:`follow_ups`).
         self.continuation: Continuation | None = None
+        #: Translates Celery messages (``sqsq.execution.Translator``); ``sqsq.interop``
+        #: installs it (:meth:`celery_protocol`).
+        self.celery: Translator | None = None
         #: Rate and concurrency limits (``sqsq.flow.FlowControl``), installed by
         #: :meth:`flow_control` when the app has a limit.
         self.flow: FlowControl | None = None
@@ -474,6 +479,7 @@ class App:
         queue: str | None = None,
         countdown: float | timedelta | None = None,
         task_id: str | None = None,
+        protocol: Literal["sqsq", "celery"] | None = None,
     ) -> AsyncResult:
         """Enqueue a task by name, without its function (no signature check).
 
@@ -481,6 +487,10 @@ class App:
             name: the task's registered name.
             queue: logical queue; default: the registered task's queue if this app
                 knows it, else the default queue.
+            protocol: ``"celery"`` writes Celery's protocol v2 as kombu's SQS
+                transport does (JSON), for a queue still served by Celery workers
+                (``sqsq.interop``); default: the registered task's ``protocol``,
+                else ``"sqsq"``.
 
         Raises:
             EnqueueError: as :meth:`Task.apply_async` (also its NotSerializable and
@@ -497,18 +507,51 @@ class App:
             check_queue_name(logical)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        message = producer.build(
+        if (protocol or (known.protocol if known else "sqsq")) == "celery":
+            message = self.celery_message(
+                name, args, kwargs, logical, countdown, None, None, task_id
+            )
+        else:
+            message = producer.build(
+                name,
+                list(args or ()),
+                kwargs,
+                queue=logical,
+                queue_name=self.queue_name(logical),
+                countdown=countdown,
+                task_id=task_id,
+                signing_key=self.signing_key,
+            )
+        self.sender.send(message)
+        return self.AsyncResult(message.task_id)
+
+    def celery_message(
+        self,
+        name: str,
+        args: Iterable[Any] | None,
+        kwargs: dict[str, Any] | None,
+        queue: str,
+        countdown: float | timedelta | None,
+        eta: datetime | None,
+        expires: float | timedelta | datetime | None,
+        task_id: str | None,
+    ) -> producer.OutgoingMessage:
+        """A call of task ``name`` on logical queue ``queue``, in Celery's protocol v2
+        (``sqsq.interop.celery_protocol.build``), for ``protocol="celery"``."""
+        from .interop import install
+        from .interop.celery_protocol import build
+
+        return build(
             name,
             list(args or ()),
             kwargs,
-            queue=logical,
-            queue_name=self.queue_name(logical),
+            routing_key=install(self).routing_key(queue),
+            queue_name=self.queue_name(queue),
             countdown=countdown,
+            eta=eta,
+            expires=expires,
             task_id=task_id,
-            signing_key=self.signing_key,
         )
-        self.sender.send(message)
-        return self.AsyncResult(message.task_id)
 
     def _send_queue(self, name: str, queue: str | None) -> str:
         """The logical queue ``send_task(name, queue=queue)`` sends to."""
@@ -553,6 +596,16 @@ class App:
 
             return install(self)
         return self.router
+
+    def celery_protocol(self) -> Translator:
+        """The translator the execution core asks about a body that is not an
+        envelope (``App.celery``), installing ``sqsq.interop``'s on first use — so a
+        worker runs the Celery messages kombu's SQS transport writes."""
+        if self.celery is None:
+            from .interop import install
+
+            return install(self)
+        return self.celery
 
     def follow_ups(self) -> Continuation:
         """The continuation ``settle`` calls for stored outcomes whose envelope carries

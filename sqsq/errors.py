@@ -22,7 +22,8 @@
     │   ├── FollowUpFailed        its outcome is stored, its follow-ups (chain, callbacks, chord) never went out
     │   ├── TaskTokenReportFailed its outcome is stored, Step Functions never took its report
     │   ├── DeferralsExhausted    Lambda on FIFO: deferred on every receive its queue allows
-    │   └── ChordBodyTooLarge     a chord's body with its members' results is over SQS's message size
+    │   ├── ChordBodyTooLarge     a chord's body with its members' results is over SQS's message size
+    │   └── CelerySerializerRefused  a Celery message that is not JSON (pickle, yaml, msgpack)
     ├── ResultError               the reader of a result
     │   ├── ResultTimeout         not ready within ``get(timeout=...)`` (also a TimeoutError)
     │   ├── TaskFailed            the task raised; carries remote type, message, traceback
@@ -181,9 +182,15 @@ class UndecodableMessage(DeadLetter):
 
 
 class UnknownTask(DeadLetter):
-    """The envelope names a task this app does not register."""
+    """The envelope names a task this app does not register.
+
+    Attributes:
+        task_id: the message's task id when known before decoding (a Celery
+            message's ``id``), else None.
+    """
 
     reason = "unknown_task"
+    task_id: str | None = None
 
 
 class InvalidArguments(DeadLetter):
@@ -286,6 +293,15 @@ class ChordBodyTooLarge(DeadLetter):
     its errbacks run). No message is dead-lettered: the members succeeded."""
 
     reason = "chord_body_too_large"
+
+
+class CelerySerializerRefused(DeadLetter):
+    """A Celery message (protocol v2, as kombu's SQS transport writes it) whose
+    content type is not ``application/json``: pickle, yaml or msgpack. Its body is
+    never decoded, so nothing in it runs (``sqsq.interop.celery_protocol``)."""
+
+    reason = "celery_serializer_refused"
+    task_id: str | None = None
 
 
 # --- results --------------------------------------------------------------------

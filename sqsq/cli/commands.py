@@ -703,4 +703,6 @@ cli.add_command(purge)
 # --- limits (cli/limits.py), dashboard (cli/dashboard.py) -----------------------------
 
 from . import dashboard as _dashboard  # noqa: E402, F401  (registers `sqsq dashboard`)
+# --- celery check (cli/celery_check.py) -------------------------------------------------
+from . import celery_check as _celery_check  # noqa: E402, F401  (registers `sqsq celery`)
 from . import limits as _limits  # noqa: E402, F401  (registers `sqsq limits`)
