@@ -49,7 +49,7 @@ def arguments_text(args: list[Any], kwargs: dict[str, Any]) -> tuple[str, bool]:
     return text[:MAX_ARGUMENTS_BYTES], True
 
 
-def _first_ids(sig: Any) -> list[str]:
+def first_ids(sig: Any) -> list[str]:
     """The ids of the tasks that run first when the canvas ``sig`` (frozen JSON form,
     ``sqsq.workflows``) is applied."""
     if not isinstance(sig, dict):
@@ -59,12 +59,12 @@ def _first_ids(sig: Any) -> list[str]:
         task_id = (sig.get("options") or {}).get("task_id")
         return [str(task_id)] if task_id else []
     if kind == "chain":
-        return _first_ids((sig.get("tasks") or [None])[0])
+        return first_ids((sig.get("tasks") or [None])[0])
     if kind == "group":
-        return [i for member in sig.get("tasks") or [] for i in _first_ids(member)]
+        return [i for member in sig.get("tasks") or [] for i in first_ids(member)]
     if kind == "chord":
         header = sig.get("header") or []
-        return [i for m in header for i in _first_ids(m)] or _first_ids(sig.get("body"))
+        return [i for m in header for i in first_ids(m)] or first_ids(sig.get("body"))
     return []
 
 
@@ -78,9 +78,9 @@ def follows(workflow: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     rest = workflow.get("chain") or []
     if rest:
-        out["next"] = _first_ids(rest[0])
+        out["next"] = first_ids(rest[0])
     for name, field in (("links", "link"), ("errbacks", "link_error")):
-        ids = [i for sig in workflow.get(field) or [] for i in _first_ids(sig)]
+        ids = [i for sig in workflow.get(field) or [] for i in first_ids(sig)]
         if ids:
             out[name] = ids
     chord = workflow.get("chord")
