@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import limits, signals
 from .calling import request_of, type_name
+from .detail import arguments_text, follows
 from .envelope import Envelope, encode
 from .errors import DeadLetter, IdempotencyConflict
+from .listing import LISTED_STATES
 from .outcome import REASON_TASK_FAILED, STEP_REASONS, Outcome, OutcomeKind, Prepared, give_up
 from .result import ResultRecord, State
 from .sqs import DeadLetterNote, is_fifo
@@ -132,6 +134,7 @@ class Decisions:
             exc_type=note.error_type,
             exc_message=note.message,
             dead_letter_reason=note.reason,
+            **self.detail(envelope, State.FAILURE),
         )
         logger.warning(
             "task %s (message %s) is a dead letter: %s: %s",
@@ -153,13 +156,34 @@ class Decisions:
         sent, kept for the task's ``result_ttl``."""
         envelope, delivery = prepared.envelope, prepared.delivery
         fields.setdefault("expires_at", int(time.time() + prepared.task.result_ttl_s))
+        detail = self.detail(envelope, fields["state"], prepared.idempotency_pk)
         return self._record(
             delivery,
             envelope.task_id,
             task=envelope.task,
             enqueued_at=envelope.sent_at or delivery.sent_at,
-            **fields,
+            **{**detail, **fields},
         )
+
+    def detail(
+        self, envelope: Envelope | None, state: State, key_pk: str | None = None
+    ) -> dict[str, Any]:
+        """The record fields a task's page reads (``sqsq.detail``): the workflow ids and
+        the key's ``pk`` always; the arguments when ``result_arguments`` keeps them for
+        ``state`` (``"listed"``: FAILURE, RETRY, STARTED)."""
+        if envelope is None:
+            return {}
+        fields: dict[str, Any] = {
+            "parent_id": envelope.parent_id,
+            "root_id": envelope.root_id,
+            "workflow": follows(envelope.workflow),
+            "idempotency_key": key_pk,
+        }
+        keep = self.app.settings.result_arguments
+        if keep == "always" or (keep == "listed" and state in LISTED_STATES):
+            text, cut = arguments_text(envelope.args, envelope.kwargs)
+            fields.update(arguments=text, arguments_truncated=cut)
+        return fields
 
     def started(self, prepared: Prepared) -> ResultRecord | None:
         """The STARTED record to write as ``prepared``'s body starts, or None when its

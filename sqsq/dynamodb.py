@@ -10,7 +10,9 @@ result of a task       ``task#<id>``   ``result``  state, task, queue, value (JS
                                                    attempts, worker, message_id, enqueued_at,
                                                    started_at, finished_at, expires_at;
                                                    FAILURE/RETRY/STARTED also lpk, lsk
-                                                   (the listing index, ``listing.py``)
+                                                   (the listing index, ``listing.py``);
+                                                   args, args_cut, parent_id, root_id,
+                                                   workflow, key_pk (``detail.py``)
 attempt *n* of a task   ``task#<id>``   ``attempt#<n>``  state, worker, exc_type, exc_message,
 (written on RETRY and                                  started_at, finished_at, retry_delay_s,
 final FAILURE only)                                    expires_at
@@ -101,6 +103,10 @@ def result_item(record: ResultRecord) -> Item:
         "enqueued_at": _ts(record.enqueued_at),
         "started_at": _ts(record.started_at),
         "finished_at": _ts(record.finished_at),
+        "args": record.arguments,
+        "parent_id": record.parent_id,
+        "root_id": record.root_id,
+        "key_pk": record.idempotency_key,
     }
     for name, text in strings.items():
         if text:
@@ -109,6 +115,10 @@ def result_item(record: ResultRecord) -> Item:
         item["value"] = {"S": dumps(record.value)}
     if record.extra:
         item["extra"] = {"S": dumps(record.extra)}
+    if record.arguments_truncated:
+        item["args_cut"] = {"BOOL": True}
+    if record.workflow:
+        item["workflow"] = {"S": dumps(record.workflow)}
     item["attempts"] = {"N": str(record.attempts)}
     if record.expires_at is not None:
         item["expires_at"] = {"N": str(record.expires_at)}
@@ -144,6 +154,7 @@ def record_from_item(item: Item, now: float | None = None) -> ResultRecord | Non
 
     value_text = s("value")
     extra_text = s("extra")
+    workflow_text = s("workflow")
     return ResultRecord(
         task_id=item["pk"]["S"].removeprefix("task#"),
         state=State(item["state"]["S"]),
@@ -162,6 +173,12 @@ def record_from_item(item: Item, now: float | None = None) -> ResultRecord | Non
         finished_at=dt("finished_at"),
         expires_at=expires,
         extra=json.loads(extra_text) if extra_text else {},
+        arguments=s("args"),
+        arguments_truncated=bool(item.get("args_cut", {}).get("BOOL")),
+        parent_id=s("parent_id"),
+        root_id=s("root_id"),
+        workflow=json.loads(workflow_text) if workflow_text else {},
+        idempotency_key=s("key_pk"),
     )
 
 

@@ -365,6 +365,7 @@ class Executor(Decisions):
             exc_type=result.error_type,
             exc_message=result.error_message,
             traceback=result.traceback,
+            **self.detail(envelope, State.FAILURE, base.idempotency_key),
         )
         policy = task.retry_policy
         if result.retried(policy, attempt):

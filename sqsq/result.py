@@ -84,6 +84,19 @@ class ResultRecord:
     finished_at: datetime | None = None
     expires_at: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The call's arguments, ``{"args": [...], "kwargs": {...}}`` as JSON text, cut at
+    #: 4 KB (``sqsq.detail``); kept on FAILURE, RETRY and STARTED (``result_arguments``).
+    arguments: str | None = None
+    #: Whether ``arguments`` was cut (it is then not valid JSON).
+    arguments_truncated: bool = False
+    #: The task whose outcome sent this one (workflows), and the workflow's first.
+    parent_id: str | None = None
+    root_id: str | None = None
+    #: What follows it in its workflow (``sqsq.detail.follows``): ``next``, ``links``,
+    #: ``errbacks`` (lists of task ids), ``chord`` (``{"id": …, "index": i}``).
+    workflow: dict[str, Any] = field(default_factory=dict)
+    #: The ``pk`` of the idempotency key item it claimed (``idem#<task>#<key>``).
+    idempotency_key: str | None = None
 
     @property
     def ready(self) -> bool:

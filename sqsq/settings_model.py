@@ -243,6 +243,12 @@ class Settings(BaseSettings):
     #: OIDC sets ``x-amzn-oidc-identity``): the request header naming the user. Trust
     #: it only when every request passes through that proxy. None (default): none.
     dashboard_identity_header: str | None = None
+    #: Which outcomes keep the call's arguments in their result item, for the
+    #: dashboard's task page (``sqsq/detail.py``; JSON cut at 4 KB): ``"listed"``
+    #: (default) FAILURE (dead letters too), RETRY and STARTED; ``"always"`` every
+    #: outcome, successes too; ``"never"`` none — for arguments dashboard users must
+    #: not see (they are shown to whoever may open the dashboard).
+    result_arguments: Literal["listed", "always", "never"] = "listed"
 
     @field_validator("default_queue")
     @classmethod

@@ -199,6 +199,7 @@ def test_each_page_loads_in_a_browser_filters_work_and_a_failure_shows_its_trace
     assert _text(browser, "#state") == "FAILURE"
     traceback = _text(browser, "#traceback")
     assert traceback.startswith("Traceback") and "ValueError: kaput" in traceback
+    assert re.fullmatch(r'\{"args":\["kaput \d"\],"kwargs":\{\}\}', _text(browser, "#arguments"))
     browser.save_screenshot(str(ARTIFACTS / "task.png"))
     # read-only: no action anywhere
     assert not browser.find_elements(By.CSS_SELECTOR, "form[method=post]")

@@ -13,7 +13,10 @@ overview           ``sqsq status``'s (:func:`sqsq.status.collect`): per queue
 tasks              with the index: one Query per (state, shard) partition
                    (``listing.list_results``: 12 for every state, 4 for one);
                    without it: none
-task               one GetItem + one Query (the attempt timeline)
+task               one GetItem + one Query (the attempt timeline); with a key,
+                   one GetItem of the key item (+ one of its owner's result
+                   when another task owns it); a chord member, one Query of
+                   the chord's two items
 errors             one Query per FAILURE shard (4) while the window holds
                    fewer than :data:`ERROR_ROWS` failures (``listing.read_all``)
 dead letters       per queue GetQueueAttributes + ReceiveMessage / release of up
@@ -25,6 +28,8 @@ workers            one heartbeat Query
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,8 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 from .. import listing
 from ..aws_errors import from_botocore, is_botocore
+from ..detail import first_ids
 from ..dlq import DeadLetterRow, describe, peek, queue_counts
 from ..dynamodb import ResultStore
+from ..idempotency import item_key
 from ..result import Attempt, ResultRecord, State
 from ..sqs import dead_letter_name
 from ..status import Status, collect, live_workers
@@ -104,18 +111,119 @@ def _indexed_read(read: Callable[[Any], listing.Page], app: App) -> listing.Page
 
 
 @dataclass(frozen=True)
+class KeyView:
+    """The idempotency key a task claimed, as its key item says now.
+
+    Attributes:
+        pk: the key item's ``pk`` (``idem#<task>#<key>``).
+        status: ``IN_PROGRESS`` (its owner runs, or ran and stored no outcome yet),
+            ``COMPLETED`` (the item says so, or its owner's result is final: the key
+            item points to it, ``sqsq.idempotency``), or ``ABSENT`` (never claimed,
+            freed for a retry, or expired).
+        owner: the task id that holds or completed it.
+        lease_expires_at: epoch seconds the owner's lease runs to (IN_PROGRESS).
+        expires_at: epoch seconds the key expires (its TTL).
+    """
+
+    pk: str
+    status: str
+    owner: str | None = None
+    lease_expires_at: float | None = None
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ChordView:
+    """The chord a task is a header member of, from its two items (``chord#<id>``).
+
+    Attributes:
+        chord_id: the chord's id.
+        members: the members' result ids, in header order.
+        callbacks: the ids of the body's first tasks (the callback).
+        size / done: members in the header / counted so far.
+        failed_by: the result id of the first member that failed, if one did.
+        fired: whether the callback (or the errbacks) went out.
+    """
+
+    chord_id: str
+    members: list[str]
+    callbacks: list[str]
+    size: int
+    done: int
+    failed_by: str | None
+    fired: bool
+
+
+@dataclass(frozen=True)
 class TaskView:
-    """One task: its result item and each attempt."""
+    """One task: its result item, each attempt, its key and its chord."""
 
     record: ResultRecord | None
     attempts: list[Attempt]
+    key: KeyView | None = None
+    chord: ChordView | None = None
 
 
 def task(app: App, task_id: str) -> TaskView:
     """A task's result item (one consistent GetItem) and its attempt timeline (one
-    Query of its partition)."""
+    Query of its partition); when the item names them, its idempotency key item (one
+    GetItem, plus one of the owner's result when another task owns it) and its
+    chord's items (one Query)."""
     store = ResultStore(app.clients, app.table_name, app.name)
-    return TaskView(store.get_result(task_id), store.timeline(task_id))
+    record = store.get_result(task_id)
+    attempts = store.timeline(task_id)
+    if record is None:
+        return TaskView(record, attempts)
+    key = _key(app, store, record) if record.idempotency_key else None
+    chord = record.workflow.get("chord")
+    return TaskView(record, attempts, key, _chord(app, str(chord["id"])) if chord else None)
+
+
+def _number(item: dict[str, Any], name: str) -> float | None:
+    return float(item[name]["N"]) if name in item else None
+
+
+def _key(app: App, store: ResultStore, record: ResultRecord) -> KeyView:
+    pk = str(record.idempotency_key)
+    response = app.clients.sync("dynamodb").get_item(
+        TableName=app.table_name, Key=item_key(pk), ConsistentRead=True
+    )
+    item = response.get("Item") or {}
+    expires = _number(item, "expires_at")
+    if not item or (expires is not None and expires <= time.time()):
+        return KeyView(pk, "ABSENT")
+    owner = item.get("task_id", {}).get("S")
+    status = item.get("status", {}).get("S", "?")
+    if status == "IN_PROGRESS" and owner:  # the key item points to its owner's result
+        result = record if owner == record.task_id else store.get_result(owner)
+        if result is not None and result.state in (State.SUCCESS, State.FAILURE):
+            status = "COMPLETED"
+    return KeyView(pk, status, owner, _number(item, "lease_expires_at"), expires)
+
+
+def _chord(app: App, chord_id: str) -> ChordView | None:
+    response = app.clients.sync("dynamodb").query(
+        TableName=app.table_name,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"chord#{chord_id}"}},
+        ConsistentRead=True,
+    )
+    items = {item["sk"]["S"]: item for item in response.get("Items", [])}
+    body, counter = items.get("body"), items.get("chord")
+    if body is None or counter is None:
+        return None  # expired
+    saved = json.loads(body["body"]["S"])
+    members = [m["S"] for m in body.get("results", {}).get("L", [])]
+    failed = counter.get("failed_by", {}).get("S")  # the member's index
+    return ChordView(
+        chord_id=chord_id,
+        members=members,
+        callbacks=first_ids(saved.get("body")),
+        size=int(_number(counter, "size") or 0),
+        done=int(_number(counter, "done") or 0),
+        failed_by=members[int(failed)] if failed and int(failed) < len(members) else failed,
+        fired="fired" in counter,
+    )
 
 
 @dataclass

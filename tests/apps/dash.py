@@ -6,7 +6,9 @@
 - ``flaky``: fails (autoretry, 1 s apart) until its ``tries``-th try, then returns it;
 - ``fragile``: fails (FAILURE, dead-lettered) while the file ``path`` is missing,
   then returns ``"fixed"`` — what a replay after a fix runs;
-- ``tick``: a periodic task (``rate(5 minutes)``), for the schedules page.
+- ``tick``: a periodic task (``rate(5 minutes)``), for the schedules page;
+- ``charge``: idempotent per ``order_id`` (its key item on the task page); returns
+  ``cents``.
 
 The user ``ops`` (password :data:`PASSWORD`) may act when the dashboard allows it.
 
@@ -58,3 +60,8 @@ def fragile(path: str) -> str:
 @app.periodic_task("rate(5 minutes)", name="tick")
 def tick() -> str:
     return "tick"
+
+
+@app.task(idempotency_key="{order_id}")
+def charge(order_id: str, cents: int) -> int:
+    return cents
