@@ -143,20 +143,27 @@ def test_worker_process_spans_link_to_their_sends(
     assert any("doubling 2" in line and marker in line for line in stderr.splitlines())
 
 
-def test_process_pool_spans_are_made_by_the_worker(
+def test_process_pool_bodies_make_their_spans_under_the_process_span(
     traced_app: sqsq.App, provider: TracerProvider, worker: WorkerFactory, span_file: Path
 ) -> None:
     """``--pool processes``: the worker process makes the process span around the
-    child's run (the child's own spans are not its children)."""
-    ok = traced.ok.delay(5)
+    child's run and hands its context to the child, where the body's own spans are
+    its children."""
+    ok, nested = traced.ok.delay(5), traced.nested.delay(1)
     done = worker.run(APP, "--queues", "default", "--pool", "processes", timeout=120)
     assert done.returncode == 0, done.stderr
     assert ok.get(timeout=0) == 10
-    [send] = named(spans(provider), "send ", ok.id)
+    sent = spans(provider)
     ran = exported(span_file)
-    [process] = named(ran, "process ", ok.id)
-    check_linked(process, send)
-    assert process["attributes"]["sqsq.task.outcome"] == "SUCCESS"
+    for result in (ok, nested):
+        [send] = named(sent, "send ", result.id)
+        [process] = named(ran, "process ", result.id)
+        check_linked(process, send)
+        assert process["attributes"]["sqsq.task.outcome"] == "SUCCESS"
+    [process] = named(ran, "process ", nested.id)
+    [inner] = [line for line in ran if line["name"] == "inner"]  # exported by the child
+    assert (inner["trace_id"], inner["parent"]) == (process["trace_id"], process["span_id"])
+    assert nested.get(timeout=0) == process["span_id"]  # the child saw it as its parent
 
 
 def test_chains_continue_the_trace_and_a_chord_callback_links_its_members(

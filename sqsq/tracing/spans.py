@@ -27,7 +27,9 @@ receive loop and ``sqsq.settle.releasing`` call the latter too).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -37,6 +39,8 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Status, Status
 
 from .. import producer
 from .propagation import (
+    TRACEPARENT,
+    TRACESTATE,
     extract,
     from_aws_trace_header,
     inject,
@@ -49,6 +53,7 @@ if TYPE_CHECKING:
     from ..outcome import Prepared
     from ..producer import OutgoingMessage
     from ..settle import SqsCall
+    from ..task_tokens import Report
 
 #: The instrumentation scope of sqsq's spans.
 SCOPE = "sqsq"
@@ -181,6 +186,68 @@ class TaskTracing:
         token = otel_context.attach(trace.set_span_in_context(span))
         return _Run(span, token, prepared, attempt)
 
+    @staticmethod
+    @contextlib.contextmanager
+    def resumed(carrier: dict[str, str]) -> Iterator[None]:
+        """The remote span of ``carrier``'s ``traceparent`` current while the block
+        runs (a ``--pool processes`` child continuing the worker's ``process`` span;
+        ``sqsq.calling.resumed``)."""
+        context = parse_traceparent(carrier.get(TRACEPARENT, ""), carrier.get(TRACESTATE))
+        if context is None:
+            yield
+            return
+        token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(context)))
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+
+    def reported(
+        self, reports: Sequence[Report], answers: Sequence[Any], started_ns: int
+    ) -> None:
+        """One ``callback <queue>`` span per Step Functions callback
+        (``task_tokens.reporting``: SendTaskSuccess or SendTaskFailure in
+        ``sqsq.step_functions.action``; INTERNAL, from
+        ``started_ns`` to now), in the task's trace — a child of the span current
+        here, else of the producer's context (the body's ``traceparent`` or the
+        message's ``AWSTraceHeader``, as Step Functions sends it), with a link to
+        that context — with ``sqsq.task.id``, ``sqsq.task.outcome`` and the error
+        when Step Functions refused it or the call failed."""
+        current = trace.get_current_span().get_span_context().is_valid
+        for report, answer in zip(reports, answers, strict=True):
+            outcome = report.outcome
+            delivery = outcome.delivery
+            producer = extract(_headers_of(delivery.body), delivery.trace_header)
+            parent = None
+            if producer is not None and not current:
+                parent = trace.set_span_in_context(NonRecordingSpan(producer))
+            action = "SendTaskSuccess" if report.method == "send_task_success" else (
+                "SendTaskFailure"
+            )
+            queue_name = delivery.queue_url.rstrip("/").rsplit("/", 1)[-1] or delivery.queue
+            attributes: dict[str, Any] = {
+                "messaging.system": MESSAGING_SYSTEM,
+                "messaging.destination.name": queue_name,
+                "messaging.message.id": delivery.message_id,
+                "sqsq.task.id": outcome.task_id,
+                "sqsq.task.outcome": outcome.kind.value,
+                "sqsq.step_functions.action": action,
+            }
+            if outcome.record is not None:
+                attributes["sqsq.task.name"] = outcome.record.task
+            span = self.tracer.start_span(
+                f"callback {queue_name}",
+                context=parent,
+                kind=SpanKind.INTERNAL,
+                start_time=started_ns,
+                links=[Link(producer)] if producer is not None else None,
+                attributes=attributes,
+            )
+            if isinstance(answer, Exception):
+                span.set_status(Status(StatusCode.ERROR, f"{type(answer).__name__}: {answer}"))
+                span.set_attribute("error.type", type(answer).__name__)
+            span.end()
+
     def received(self, queue_name: str, messages: list[dict[str, Any]], started_ns: int) -> None:
         """A ``receive <queue>`` CLIENT span for one ReceiveMessage that brought
         ``messages`` (a long poll that brought none makes no span), from
@@ -240,6 +307,18 @@ class TaskTracing:
         )
 
 
+def _headers_of(body: str) -> dict[str, str]:
+    """The ``headers`` of a message body (``{}`` when it is not an envelope with some)."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    headers = raw.get("headers") if isinstance(raw, dict) else None
+    if not isinstance(headers, dict):
+        return {}
+    return {k: v for k, v in headers.items() if isinstance(k, str) and isinstance(v, str)}
+
+
 class _Run:
     """A run's span while its body runs; :meth:`ended` by ``calling.Attempt``."""
 
@@ -247,6 +326,12 @@ class _Run:
 
     def __init__(self, span: trace.Span, token: object, prepared: Prepared, attempt: int) -> None:
         self.span, self.token, self.prepared, self.attempt = span, token, prepared, attempt
+
+    def carrier(self) -> dict[str, str] | None:
+        """The span's ``traceparent`` (and ``tracestate``) for a ``--pool processes``
+        child (``sqsq.calling.resumed``), or None when it has no valid context."""
+        context = self.span.get_span_context()
+        return inject(context, None) if context.is_valid else None
 
     def ended(self, result: CallResult, cause: BaseException | None) -> None:
         """Record the outcome (``sqsq.task.outcome``: SUCCESS, RETRY or FAILURE),
