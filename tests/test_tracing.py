@@ -166,6 +166,55 @@ def test_process_pool_bodies_make_their_spans_under_the_process_span(
     assert nested.get(timeout=0) == process["span_id"]  # the child saw it as its parent
 
 
+def test_a_redriven_dead_letter_runs_again_linked_to_its_send(
+    traced_app: sqsq.App, provider: TracerProvider, worker: WorkerFactory, span_file: Path
+) -> None:
+    """A task rejected to the DLQ and moved back with ``sqsq dlq redrive`` (on moto,
+    which has no message move tasks, sqsq copies the messages): its new run's process
+    span links to the original send span, in its trace (the envelope's
+    ``traceparent`` rides along; the copies' ``AWSTraceHeader``: the test below)."""
+    from click.testing import CliRunner
+
+    import sqsq.cli.commands  # noqa: F401  (registers `sqsq dlq`)
+    from sqsq.cli import cli
+
+    result = traced.picky.delay(4)
+    first = worker.run(APP, "--queues", "default", **{traced.REJECT_VARIABLE: "1"})
+    assert first.returncode == 0, first.stderr
+    assert result.state is State.FAILURE
+    [send] = named(spans(provider), "send ", result.id)
+    moved = CliRunner().invoke(cli, ["dlq", "redrive", APP, "default"])
+    assert moved.exit_code == 0, moved.output
+    assert "moved 1 message(s)" in moved.output, moved.output
+    again = worker.run(APP, "--queues", "default")
+    assert again.returncode == 0, again.stderr
+    assert traced_app.AsyncResult(result.id).get(timeout=0) == 4
+    runs = named(exported(span_file), "process ", result.id)
+    assert [r["attributes"]["sqsq.task.outcome"] for r in runs] == ["FAILURE", "SUCCESS"]
+    for run in runs:
+        check_linked(run, send)
+        assert run["parent"] == send["span_id"]
+
+
+def test_the_dlq_copy_and_the_redrive_keep_the_aws_trace_header() -> None:
+    """The SendMessageBatch entries of a dead letter's DLQ copy and of its redrive
+    carry the message's ``AWSTraceHeader`` (a system attribute). Built, not sent:
+    moto 5.2 drops ``MessageSystemAttributes`` of SendMessageBatch entries (its
+    SendMessage keeps them; the conformance pass runs them against LocalStack)."""
+    from sqsq.dlq import _resend_entry
+    from sqsq.sqs import DeadLetterNote, dead_letter_entry
+
+    header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    note = DeadLetterNote("rejected", "sqsq.errors.Reject", "no", "t-1", "traced-default", 1)
+    copy = dead_letter_entry("0", "{}", {}, note, trace_header=header)
+    message = {"MessageId": "m", "Body": "{}", "Attributes": {"AWSTraceHeader": header}}
+    for entry in (copy, _resend_entry(0, message, fifo=False)):
+        assert entry["MessageSystemAttributes"] == {
+            "AWSTraceHeader": {"DataType": "String", "StringValue": header}
+        }
+    assert "MessageSystemAttributes" not in dead_letter_entry("0", "{}", {}, note)
+
+
 def test_chains_continue_the_trace_and_a_chord_callback_links_its_members(
     traced_app: sqsq.App, provider: TracerProvider, worker: WorkerFactory, span_file: Path
 ) -> None:

@@ -202,9 +202,7 @@ class TaskTracing:
         finally:
             otel_context.detach(token)
 
-    def reported(
-        self, reports: Sequence[Report], answers: Sequence[Any], started_ns: int
-    ) -> None:
+    def reported(self, reports: Sequence[Report], answers: Sequence[Any], started_ns: int) -> None:
         """One ``callback <queue>`` span per Step Functions callback
         (``task_tokens.reporting``: SendTaskSuccess or SendTaskFailure in
         ``sqsq.step_functions.action``; INTERNAL, from
@@ -221,8 +219,8 @@ class TaskTracing:
             parent = None
             if producer is not None and not current:
                 parent = trace.set_span_in_context(NonRecordingSpan(producer))
-            action = "SendTaskSuccess" if report.method == "send_task_success" else (
-                "SendTaskFailure"
+            action = (
+                "SendTaskSuccess" if report.method == "send_task_success" else ("SendTaskFailure")
             )
             queue_name = delivery.queue_url.rstrip("/").rsplit("/", 1)[-1] or delivery.queue
             attributes: dict[str, Any] = {
