@@ -215,6 +215,62 @@ def test_the_dlq_copy_and_the_redrive_keep_the_aws_trace_header() -> None:
     assert "MessageSystemAttributes" not in dead_letter_entry("0", "{}", {}, note)
 
 
+def test_step_functions_callbacks_are_spans_in_the_task_trace(
+    traced_app: sqsq.App, provider: TracerProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two bodies as a ``waitForTaskToken`` state sends them (a task token, the
+    execution's ``AWSTraceHeader``), run by the Lambda handler: each SendTaskSuccess /
+    SendTaskFailure (to a recording Step Functions endpoint) is a ``callback`` span in
+    the execution's trace, beside the ``process`` span."""
+    from sqsq.testing import LambdaContext, sqs_event
+    from tests.test_lambda import queue_arn, receive
+    from tests.test_stepfunctions import Recorder
+
+    name = traced_app.queue_name("default")
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    upstream = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    for task, token in ((traced.ok, "tok-ok"), (traced.picky, "tok-picky")):
+        sqs.send_message(
+            QueueUrl=url,
+            MessageBody=json.dumps({"task": task.name, "args": [3], "task_token": token}),
+            MessageSystemAttributes={
+                "AWSTraceHeader": {"DataType": "String", "StringValue": upstream}
+            },
+        )
+    monkeypatch.setenv(traced.REJECT_VARIABLE, "1")  # picky rejects: SendTaskFailure
+    traced_app.clients.close()  # made for another endpoint by an earlier test
+    with Recorder(lambda action, n: (200, None)) as recorder:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SFN", recorder.url)
+        event = sqs_event(receive(name, 2), queue_arn(name))
+        response = traced_app.lambda_handler(event, LambdaContext(remaining_ms=60_000))
+    traced_app.clients.close()
+    assert response == {"batchItemFailures": []}
+    assert sorted(a for a, _, _ in recorder.calls) == ["SendTaskFailure", "SendTaskSuccess"]
+    lines = spans(provider)
+    callbacks = {
+        line["attributes"]["sqsq.step_functions.action"]: line
+        for line in lines
+        if line["name"].startswith("callback ")
+    }
+    assert set(callbacks) == {"SendTaskSuccess", "SendTaskFailure"}
+    for action, task in (("SendTaskSuccess", traced.ok), ("SendTaskFailure", traced.picky)):
+        callback = callbacks[action]
+        [process] = [
+            line
+            for line in lines
+            if line["name"].startswith("process ")
+            and line["attributes"]["sqsq.task.name"] == task.name
+        ]
+        assert callback["name"] == f"callback {name}"
+        assert callback["attributes"]["sqsq.task.id"] == process["attributes"]["sqsq.task.id"]
+        for line in (callback, process):  # both in the execution's trace, under its span
+            assert line["trace_id"] == "5759e988bd862e3fe1be46a994272793"
+            assert line["parent"] == "53995c3f42cd8ad8"
+            assert line["links"] == [["5759e988bd862e3fe1be46a994272793", "53995c3f42cd8ad8"]]
+    assert callbacks["SendTaskSuccess"]["attributes"]["sqsq.task.outcome"] == "SUCCESS"
+
+
 def test_chains_continue_the_trace_and_a_chord_callback_links_its_members(
     traced_app: sqsq.App, provider: TracerProvider, worker: WorkerFactory, span_file: Path
 ) -> None:
