@@ -271,6 +271,57 @@ def test_step_functions_callbacks_are_spans_in_the_task_trace(
     assert callbacks["SendTaskSuccess"]["attributes"]["sqsq.task.outcome"] == "SUCCESS"
 
 
+def test_beside_botocores_instrumentation_each_span_once_and_no_attribute(
+    traced_app: sqsq.App, provider: TracerProvider
+) -> None:
+    """With ``opentelemetry-instrumentation-botocore`` on too: its spans are CLIENT
+    spans of the AWS calls (``SQS.SendMessageBatch``…), sqsq's ``send`` and
+    ``process`` spans appear once each, and the message carries one context — sqsq's
+    send span's, in the envelope and ``AWSTraceHeader`` — and no message attribute
+    (botocore's instrumentation puts its own context only in the HTTP request's
+    ``X-Amzn-Trace-Id`` header, and injects message attributes for SNS, not SQS)."""
+    instrumentation = pytest.importorskip(
+        "opentelemetry.instrumentation.botocore",
+        reason="needs opentelemetry-instrumentation-botocore (the test extra)",
+    )
+    from sqsq.testing import LambdaContext, sqs_event
+    from tests.test_lambda import queue_arn, receive
+
+    instrumentor = instrumentation.BotocoreInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        with provider.get_tracer("web").start_as_current_span("request") as request:
+            result = traced.ok.delay(3)
+        name = traced_app.queue_name("default")
+        event = sqs_event(receive(name, 1), queue_arn(name))
+        response = traced_app.lambda_handler(event, LambdaContext(remaining_ms=60_000))
+    finally:
+        instrumentor.uninstrument()
+    assert response == {"batchItemFailures": []} and result.get(timeout=0) == 6
+    lines = spans(provider)
+    [send] = named(lines, "send ", result.id)
+    [process] = named(lines, "process ", result.id)
+    check_linked(process, send)
+    request_id = f"{request.get_span_context().span_id:016x}"
+    assert send["parent"] == request_id
+    aws_calls = [line for line in lines if line["attributes"].get("rpc.system") == "aws-api"]
+    names = {line["name"] for line in aws_calls}
+    assert {"SQS.ReceiveMessage", "DynamoDB.BatchWriteItem"} <= names, names
+    assert all(line["kind"] == "CLIENT" for line in aws_calls)
+    messaging = [line for line in lines if line["kind"] in ("PRODUCER", "CONSUMER")]
+    assert sorted(line["name"] for line in messaging) == sorted([send["name"], process["name"]])
+    [sent_by] = [line for line in aws_calls if line["name"].startswith("SQS.SendMessage")]
+    assert sent_by["parent"] == request_id  # beside sqsq's send span, not a second one
+    [record] = event["Records"]
+    assert record["messageAttributes"] == {}
+    headers = json.loads(record["body"])["headers"]
+    assert list(headers) == ["traceparent"]
+    assert headers["traceparent"].startswith(f"00-{send['trace_id']}-{send['span_id']}-")
+    assert record["attributes"]["AWSTraceHeader"] == (
+        f"Root=1-{send['trace_id'][:8]}-{send['trace_id'][8:]};Parent={send['span_id']};Sampled=1"
+    )
+
+
 def test_chains_continue_the_trace_and_a_chord_callback_links_its_members(
     traced_app: sqsq.App, provider: TracerProvider, worker: WorkerFactory, span_file: Path
 ) -> None:
