@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 
 from .. import producer
 from .propagation import (
@@ -116,8 +116,7 @@ class ProducerTracing:
             if span is None or not span.is_recording():
                 continue
             if error is not None:
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-                span.set_attribute("error.type", type(error).__name__)
+                _failed(span, error)
             span.end()
 
 
@@ -152,10 +151,8 @@ class TaskTracing:
         producer's context to continue)."""
         delivery, envelope, task = prepared.delivery, prepared.envelope, prepared.task
         producer = extract(envelope.headers, delivery.trace_header)
-        parent = None
         current = trace.get_current_span()
-        if producer is not None and not current.get_span_context().is_valid:
-            parent = trace.set_span_in_context(NonRecordingSpan(producer))
+        parent, links = _continuing(producer)
         queue_name = task.app.queue_name(delivery.queue)
         attempt = envelope.retries + delivery.receive_count
         attributes: dict[str, Any] = {
@@ -177,7 +174,7 @@ class TaskTracing:
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
-            links=[Link(producer)] if producer is not None else None,
+            links=links,
         )
         if not span.is_recording() and (
             parent is None and (span is current or not span.get_span_context().is_valid)
@@ -211,14 +208,10 @@ class TaskTracing:
         message's ``AWSTraceHeader``, as Step Functions sends it), with a link to
         that context — with ``sqsq.task.id``, ``sqsq.task.outcome`` and the error
         when Step Functions refused it or the call failed."""
-        current = trace.get_current_span().get_span_context().is_valid
         for report, answer in zip(reports, answers, strict=True):
             outcome = report.outcome
             delivery = outcome.delivery
-            producer = extract(_headers_of(delivery.body), delivery.trace_header)
-            parent = None
-            if producer is not None and not current:
-                parent = trace.set_span_in_context(NonRecordingSpan(producer))
+            parent, links = _continuing(extract(_headers_of(delivery.body), delivery.trace_header))
             action = (
                 "SendTaskSuccess" if report.method == "send_task_success" else ("SendTaskFailure")
             )
@@ -238,12 +231,11 @@ class TaskTracing:
                 context=parent,
                 kind=SpanKind.INTERNAL,
                 start_time=started_ns,
-                links=[Link(producer)] if producer is not None else None,
+                links=links,
                 attributes=attributes,
             )
             if isinstance(answer, Exception):
-                span.set_status(Status(StatusCode.ERROR, f"{type(answer).__name__}: {answer}"))
-                span.set_attribute("error.type", type(answer).__name__)
+                _failed(span, answer)
             span.end()
 
     def received(self, queue_name: str, messages: list[dict[str, Any]], started_ns: int) -> None:
@@ -268,8 +260,7 @@ class TaskTracing:
             headers = [outcome.delivery.trace_header for outcome in call.chunk]
             span = self._batch_span("settle", operation, queue_name, headers, started_ns)
             if isinstance(answer, Exception):
-                span.set_status(Status(StatusCode.ERROR, f"{type(answer).__name__}: {answer}"))
-                span.set_attribute("error.type", type(answer).__name__)
+                _failed(span, answer)
             elif answer.get("Failed"):
                 span.set_attribute("sqsq.settle.failed_count", len(answer["Failed"]))
             span.end()
@@ -303,6 +294,24 @@ class TaskTracing:
                 "messaging.batch.message_count": len(aws_trace_headers),
             },
         )
+
+
+def _continuing(producer: SpanContext | None) -> tuple[Context | None, list[Link] | None]:
+    """The parent and links of a span that continues ``producer``'s trace: a child of
+    the span current here (Lambda's invocation span), else of ``producer``; a link to
+    ``producer``. (None, None) without one."""
+    if producer is None:
+        return None, None
+    parent = None
+    if not trace.get_current_span().get_span_context().is_valid:
+        parent = trace.set_span_in_context(NonRecordingSpan(producer))
+    return parent, [Link(producer)]
+
+
+def _failed(span: trace.Span, error: BaseException) -> None:
+    """Mark ``span`` failed by ``error`` (status ERROR, ``error.type``)."""
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    span.set_attribute("error.type", type(error).__name__)
 
 
 def _headers_of(body: str) -> dict[str, str]:
