@@ -322,6 +322,35 @@ def test_beside_botocores_instrumentation_each_span_once_and_no_attribute(
     )
 
 
+def test_a_worker_beside_aiobotocores_instrumentation(
+    traced_app: sqsq.App, provider: TracerProvider, worker: WorkerFactory, span_file: Path
+) -> None:
+    """The worker with ``AiobotocoreInstrumentor`` on: its ReceiveMessage,
+    DeleteMessageBatch and BatchWriteItem are CLIENT spans beside sqsq's receive,
+    process and settle spans; one process span per task, linked to its send."""
+    pytest.importorskip(
+        "opentelemetry.instrumentation.botocore",
+        reason="needs opentelemetry-instrumentation-botocore (the test extra)",
+    )
+    results = traced.ok.delay_many([(i,) for i in range(3)])
+    done = worker.run(APP, "--queues", "default", **{traced.INSTRUMENT_VARIABLE: "1"})
+    assert done.returncode == 0, done.stderr
+    assert [r.get(timeout=0) for r in results] == [0, 2, 4]
+    sent, ran = spans(provider), exported(span_file)
+    for result in results:
+        [send] = named(sent, "send ", result.id)
+        [process] = named(ran, "process ", result.id)
+        check_linked(process, send)
+    aws_calls = [line for line in ran if line["attributes"].get("rpc.system") == "aws-api"]
+    names = {line["name"] for line in aws_calls}
+    assert {"SQS.ReceiveMessage", "SQS.DeleteMessageBatch", "DynamoDB.BatchWriteItem"} <= names
+    assert all(line["kind"] == "CLIENT" for line in aws_calls)
+    consumers = [line for line in ran if line["kind"] in ("PRODUCER", "CONSUMER")]
+    assert sorted(line["attributes"]["sqsq.task.id"] for line in consumers) == sorted(
+        r.id for r in results
+    )
+
+
 def test_chains_continue_the_trace_and_a_chord_callback_links_its_members(
     traced_app: sqsq.App, provider: TracerProvider, worker: WorkerFactory, span_file: Path
 ) -> None:

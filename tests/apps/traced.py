@@ -17,6 +17,8 @@ app = sqsq.App("traced")
 log = logging.getLogger("sqsq.tests.traced")
 
 SPANS_VARIABLE = "SQSQ_TEST_SPANS"
+#: Set too: ``opentelemetry-instrumentation-botocore`` instruments boto3 and aiobotocore.
+INSTRUMENT_VARIABLE = "SQSQ_TEST_INSTRUMENT_BOTOCORE"
 
 
 @app.task
@@ -97,6 +99,14 @@ def _export_to_file(path: str) -> None:
     provider.add_span_processor(SimpleSpanProcessor(FileExporter()))
     trace.set_tracer_provider(provider)  # the bodies' own spans (``nested``) too
     sqsq.tracing.install(tracer_provider=provider)
+    if os.environ.get(INSTRUMENT_VARIABLE):  # botocore's instrumentation on too
+        from opentelemetry.instrumentation.botocore import (
+            AiobotocoreInstrumentor,
+            BotocoreInstrumentor,
+        )
+
+        BotocoreInstrumentor().instrument(tracer_provider=provider)
+        AiobotocoreInstrumentor().instrument(tracer_provider=provider)
 
 
 if os.environ.get(SPANS_VARIABLE):
