@@ -22,6 +22,7 @@ outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import traceback as tb
@@ -323,6 +324,16 @@ tracing: Any = None
 def traced(prepared: Prepared) -> Any:
     """The ``process`` span of a run of ``prepared`` (None when not traced)."""
     return None if tracing is None else tracing.started(prepared)
+
+
+def resumed(carrier: dict[str, str] | None) -> contextlib.AbstractContextManager[None]:
+    """In a ``--pool processes`` child: the worker's ``process`` span (``carrier``,
+    its ``traceparent``, from ``_Run.carrier``) current around the body, so the
+    spans and log lines the body makes there are its children; a no-op when the run
+    is not traced."""
+    if carrier is None or tracing is None:
+        return contextlib.nullcontext()
+    return tracing.resumed(carrier)  # type: ignore[no-any-return]
 
 
 class Attempt:

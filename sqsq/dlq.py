@@ -46,6 +46,7 @@ from .sqs import (
     delete_entries,
     is_fifo,
     read_dead_letter,
+    with_trace_header,
 )
 
 #: Seconds listed/redriven messages stay hidden while the command runs.
@@ -288,7 +289,7 @@ def _resend_entry(
         system = message.get("Attributes", {})
         entry["MessageGroupId"] = system.get("MessageGroupId", "sqsq-redrive")
         entry["MessageDeduplicationId"] = f"redrive-{message['MessageId']}"[:128]
-    return entry
+    return with_trace_header(entry, message.get("Attributes", {}).get("AWSTraceHeader"))
 
 
 def resigned(

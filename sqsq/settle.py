@@ -277,6 +277,7 @@ def dead_letter_batches(
             outcome.note,
             message_group_id=group,
             deduplication_id=delivery.message_id,
+            trace_header=delivery.trace_header,
         )
         by_dlq.setdefault(dlq, []).append((outcome, entry))
     return _send_batches_by_queue(by_dlq)

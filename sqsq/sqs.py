@@ -160,6 +160,18 @@ class DeadLetterNote:
         return json.dumps(details, separators=(",", ":"))
 
 
+def with_trace_header(entry: dict[str, Any], trace_header: str | None) -> dict[str, Any]:
+    """``entry`` (a SendMessage(Batch) entry) carrying ``trace_header`` as its
+    ``AWSTraceHeader`` system attribute (``MessageSystemAttributes``: outside the
+    10-attribute and size quotas), so that a copy of a message (its DLQ copy, a
+    redrive) stays in the message's X-Ray / OpenTelemetry trace."""
+    if trace_header:
+        entry["MessageSystemAttributes"] = {
+            "AWSTraceHeader": {"DataType": "String", "StringValue": trace_header}
+        }
+    return entry
+
+
 def dead_letter_entry(
     entry_id: str,
     body: str,
@@ -167,10 +179,12 @@ def dead_letter_entry(
     note: DeadLetterNote,
     message_group_id: str | None = None,
     deduplication_id: str | None = None,
+    trace_header: str | None = None,
 ) -> dict[str, Any]:
     """A SendMessageBatch entry that copies a message to its DLQ with the reason.
 
-    The original message attributes are kept; the two ``sqsq-dead-letter*``
+    The original message attributes are kept, and its ``AWSTraceHeader``
+    (``trace_header``); the two ``sqsq-dead-letter*``
     attributes are added as far as SQS's 10-attribute and 1 MiB limits
     (``limits.SQS_MAX_MESSAGE_ATTRIBUTES``, ``limits.SQS_MAX_MESSAGE_BYTES``) allow —
     the reason is always in the task's result item too.
@@ -194,7 +208,7 @@ def dead_letter_entry(
     if message_group_id is not None:
         entry["MessageGroupId"] = message_group_id
         entry["MessageDeduplicationId"] = deduplication_id or entry_id
-    return entry
+    return with_trace_header(entry, trace_header)
 
 
 def read_dead_letter(message_attributes: dict[str, Any]) -> dict[str, Any] | None:

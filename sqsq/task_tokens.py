@@ -48,11 +48,12 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import limits
+from . import calling, limits
 from .calls import Call, Gather, Sleep, Steps, arun, run
 from .envelope import dumps, unencodable
 from .outcome import Outcome, OutcomeKind
@@ -252,7 +253,10 @@ def reporting(outcomes: Sequence[Outcome], rounds: int) -> Steps[list[Outcome]]:
         if attempt:
             yield Sleep(full_jitter_s(attempt, base_s=0.2, cap_s=2.0))
         calls = tuple(Call(SERVICE, c.method, c.kwargs) for c in pending)
+        started_ns = time.time_ns()  # the callback spans' start (sqsq.tracing)
         answers = yield Gather(calls, concurrency=CONCURRENCY)
+        if calling.tracing is not None:
+            calling.tracing.reported(pending, answers, started_ns)
         errors = [a if isinstance(a, Exception) else None for a in answers]
         failed = [(c, e) for c, e in zip(pending, errors, strict=True) if not _settled(c, e)]
         if failed:

@@ -143,20 +143,212 @@ def test_worker_process_spans_link_to_their_sends(
     assert any("doubling 2" in line and marker in line for line in stderr.splitlines())
 
 
-def test_process_pool_spans_are_made_by_the_worker(
+def test_process_pool_bodies_make_their_spans_under_the_process_span(
     traced_app: sqsq.App, provider: TracerProvider, worker: WorkerFactory, span_file: Path
 ) -> None:
     """``--pool processes``: the worker process makes the process span around the
-    child's run (the child's own spans are not its children)."""
-    ok = traced.ok.delay(5)
+    child's run and hands its context to the child, where the body's own spans are
+    its children."""
+    ok, nested = traced.ok.delay(5), traced.nested.delay(1)
     done = worker.run(APP, "--queues", "default", "--pool", "processes", timeout=120)
     assert done.returncode == 0, done.stderr
     assert ok.get(timeout=0) == 10
-    [send] = named(spans(provider), "send ", ok.id)
+    sent = spans(provider)
     ran = exported(span_file)
-    [process] = named(ran, "process ", ok.id)
+    for result in (ok, nested):
+        [send] = named(sent, "send ", result.id)
+        [process] = named(ran, "process ", result.id)
+        check_linked(process, send)
+        assert process["attributes"]["sqsq.task.outcome"] == "SUCCESS"
+    [process] = named(ran, "process ", nested.id)
+    [inner] = [line for line in ran if line["name"] == "inner"]  # exported by the child
+    assert (inner["trace_id"], inner["parent"]) == (process["trace_id"], process["span_id"])
+    assert nested.get(timeout=0) == process["span_id"]  # the child saw it as its parent
+
+
+def test_a_redriven_dead_letter_runs_again_linked_to_its_send(
+    traced_app: sqsq.App, provider: TracerProvider, worker: WorkerFactory, span_file: Path
+) -> None:
+    """A task rejected to the DLQ and moved back with ``sqsq dlq redrive`` (on moto,
+    which has no message move tasks, sqsq copies the messages): its new run's process
+    span links to the original send span, in its trace (the envelope's
+    ``traceparent`` rides along; the copies' ``AWSTraceHeader``: the test below)."""
+    from click.testing import CliRunner
+
+    import sqsq.cli.commands  # noqa: F401  (registers `sqsq dlq`)
+    from sqsq.cli import cli
+
+    result = traced.picky.delay(4)
+    first = worker.run(APP, "--queues", "default", **{traced.REJECT_VARIABLE: "1"})
+    assert first.returncode == 0, first.stderr
+    assert result.state is State.FAILURE
+    [send] = named(spans(provider), "send ", result.id)
+    moved = CliRunner().invoke(cli, ["dlq", "redrive", APP, "default"])
+    assert moved.exit_code == 0, moved.output
+    assert "moved 1 message(s)" in moved.output, moved.output
+    again = worker.run(APP, "--queues", "default")
+    assert again.returncode == 0, again.stderr
+    assert traced_app.AsyncResult(result.id).get(timeout=0) == 4
+    runs = named(exported(span_file), "process ", result.id)
+    assert [r["attributes"]["sqsq.task.outcome"] for r in runs] == ["FAILURE", "SUCCESS"]
+    for run in runs:
+        check_linked(run, send)
+        assert run["parent"] == send["span_id"]
+
+
+def test_the_dlq_copy_and_the_redrive_keep_the_aws_trace_header() -> None:
+    """The SendMessageBatch entries of a dead letter's DLQ copy and of its redrive
+    carry the message's ``AWSTraceHeader`` (a system attribute). Built, not sent:
+    moto 5.2 drops ``MessageSystemAttributes`` of SendMessageBatch entries (its
+    SendMessage keeps them; the conformance pass runs them against LocalStack)."""
+    from sqsq.dlq import _resend_entry
+    from sqsq.sqs import DeadLetterNote, dead_letter_entry
+
+    header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    note = DeadLetterNote("rejected", "sqsq.errors.Reject", "no", "t-1", "traced-default", 1)
+    copy = dead_letter_entry("0", "{}", {}, note, trace_header=header)
+    message = {"MessageId": "m", "Body": "{}", "Attributes": {"AWSTraceHeader": header}}
+    for entry in (copy, _resend_entry(0, message, fifo=False)):
+        assert entry["MessageSystemAttributes"] == {
+            "AWSTraceHeader": {"DataType": "String", "StringValue": header}
+        }
+    assert "MessageSystemAttributes" not in dead_letter_entry("0", "{}", {}, note)
+
+
+def test_step_functions_callbacks_are_spans_in_the_task_trace(
+    traced_app: sqsq.App, provider: TracerProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two bodies as a ``waitForTaskToken`` state sends them (a task token, the
+    execution's ``AWSTraceHeader``), run by the Lambda handler: each SendTaskSuccess /
+    SendTaskFailure (to a recording Step Functions endpoint) is a ``callback`` span in
+    the execution's trace, beside the ``process`` span."""
+    from sqsq.testing import LambdaContext, sqs_event
+    from tests.test_lambda import queue_arn, receive
+    from tests.test_stepfunctions import Recorder
+
+    name = traced_app.queue_name("default")
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    upstream = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    for task, token in ((traced.ok, "tok-ok"), (traced.picky, "tok-picky")):
+        sqs.send_message(
+            QueueUrl=url,
+            MessageBody=json.dumps({"task": task.name, "args": [3], "task_token": token}),
+            MessageSystemAttributes={
+                "AWSTraceHeader": {"DataType": "String", "StringValue": upstream}
+            },
+        )
+    monkeypatch.setenv(traced.REJECT_VARIABLE, "1")  # picky rejects: SendTaskFailure
+    traced_app.clients.close()  # made for another endpoint by an earlier test
+    with Recorder(lambda action, n: (200, None)) as recorder:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SFN", recorder.url)
+        event = sqs_event(receive(name, 2), queue_arn(name))
+        response = traced_app.lambda_handler(event, LambdaContext(remaining_ms=60_000))
+    traced_app.clients.close()
+    assert response == {"batchItemFailures": []}
+    assert sorted(a for a, _, _ in recorder.calls) == ["SendTaskFailure", "SendTaskSuccess"]
+    lines = spans(provider)
+    callbacks = {
+        line["attributes"]["sqsq.step_functions.action"]: line
+        for line in lines
+        if line["name"].startswith("callback ")
+    }
+    assert set(callbacks) == {"SendTaskSuccess", "SendTaskFailure"}
+    for action, task in (("SendTaskSuccess", traced.ok), ("SendTaskFailure", traced.picky)):
+        callback = callbacks[action]
+        [process] = [
+            line
+            for line in lines
+            if line["name"].startswith("process ")
+            and line["attributes"]["sqsq.task.name"] == task.name
+        ]
+        assert callback["name"] == f"callback {name}"
+        assert callback["attributes"]["sqsq.task.id"] == process["attributes"]["sqsq.task.id"]
+        for line in (callback, process):  # both in the execution's trace, under its span
+            assert line["trace_id"] == "5759e988bd862e3fe1be46a994272793"
+            assert line["parent"] == "53995c3f42cd8ad8"
+            assert line["links"] == [["5759e988bd862e3fe1be46a994272793", "53995c3f42cd8ad8"]]
+    assert callbacks["SendTaskSuccess"]["attributes"]["sqsq.task.outcome"] == "SUCCESS"
+
+
+def test_beside_botocores_instrumentation_each_span_once_and_no_attribute(
+    traced_app: sqsq.App, provider: TracerProvider
+) -> None:
+    """With ``opentelemetry-instrumentation-botocore`` on too: its spans are CLIENT
+    spans of the AWS calls (``SQS.SendMessageBatch``…), sqsq's ``send`` and
+    ``process`` spans appear once each, and the message carries one context — sqsq's
+    send span's, in the envelope and ``AWSTraceHeader`` — and no message attribute
+    (botocore's instrumentation puts its own context only in the HTTP request's
+    ``X-Amzn-Trace-Id`` header, and injects message attributes for SNS, not SQS)."""
+    instrumentation = pytest.importorskip(
+        "opentelemetry.instrumentation.botocore",
+        reason="needs opentelemetry-instrumentation-botocore (the test extra)",
+    )
+    from sqsq.testing import LambdaContext, sqs_event
+    from tests.test_lambda import queue_arn, receive
+
+    instrumentor = instrumentation.BotocoreInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        with provider.get_tracer("web").start_as_current_span("request") as request:
+            result = traced.ok.delay(3)
+        name = traced_app.queue_name("default")
+        event = sqs_event(receive(name, 1), queue_arn(name))
+        response = traced_app.lambda_handler(event, LambdaContext(remaining_ms=60_000))
+    finally:
+        instrumentor.uninstrument()
+    assert response == {"batchItemFailures": []} and result.get(timeout=0) == 6
+    lines = spans(provider)
+    [send] = named(lines, "send ", result.id)
+    [process] = named(lines, "process ", result.id)
     check_linked(process, send)
-    assert process["attributes"]["sqsq.task.outcome"] == "SUCCESS"
+    request_id = f"{request.get_span_context().span_id:016x}"
+    assert send["parent"] == request_id
+    aws_calls = [line for line in lines if line["attributes"].get("rpc.system") == "aws-api"]
+    names = {line["name"] for line in aws_calls}
+    assert {"SQS.ReceiveMessage", "DynamoDB.BatchWriteItem"} <= names, names
+    assert all(line["kind"] == "CLIENT" for line in aws_calls)
+    messaging = [line for line in lines if line["kind"] in ("PRODUCER", "CONSUMER")]
+    assert sorted(line["name"] for line in messaging) == sorted([send["name"], process["name"]])
+    [sent_by] = [line for line in aws_calls if line["name"].startswith("SQS.SendMessage")]
+    assert sent_by["parent"] == request_id  # beside sqsq's send span, not a second one
+    [record] = event["Records"]
+    assert record["messageAttributes"] == {}
+    headers = json.loads(record["body"])["headers"]
+    assert list(headers) == ["traceparent"]
+    assert headers["traceparent"].startswith(f"00-{send['trace_id']}-{send['span_id']}-")
+    assert record["attributes"]["AWSTraceHeader"] == (
+        f"Root=1-{send['trace_id'][:8]}-{send['trace_id'][8:]};Parent={send['span_id']};Sampled=1"
+    )
+
+
+def test_a_worker_beside_aiobotocores_instrumentation(
+    traced_app: sqsq.App, provider: TracerProvider, worker: WorkerFactory, span_file: Path
+) -> None:
+    """The worker with ``AiobotocoreInstrumentor`` on: its ReceiveMessage,
+    DeleteMessageBatch and BatchWriteItem are CLIENT spans beside sqsq's receive,
+    process and settle spans; one process span per task, linked to its send."""
+    pytest.importorskip(
+        "opentelemetry.instrumentation.botocore",
+        reason="needs opentelemetry-instrumentation-botocore (the test extra)",
+    )
+    results = traced.ok.delay_many([(i,) for i in range(3)])
+    done = worker.run(APP, "--queues", "default", **{traced.INSTRUMENT_VARIABLE: "1"})
+    assert done.returncode == 0, done.stderr
+    assert [r.get(timeout=0) for r in results] == [0, 2, 4]
+    sent, ran = spans(provider), exported(span_file)
+    for result in results:
+        [send] = named(sent, "send ", result.id)
+        [process] = named(ran, "process ", result.id)
+        check_linked(process, send)
+    aws_calls = [line for line in ran if line["attributes"].get("rpc.system") == "aws-api"]
+    names = {line["name"] for line in aws_calls}
+    assert {"SQS.ReceiveMessage", "SQS.DeleteMessageBatch", "DynamoDB.BatchWriteItem"} <= names
+    assert all(line["kind"] == "CLIENT" for line in aws_calls)
+    consumers = [line for line in ran if line["kind"] in ("PRODUCER", "CONSUMER")]
+    assert sorted(line["attributes"]["sqsq.task.id"] for line in consumers) == sorted(
+        r.id for r in results
+    )
 
 
 def test_chains_continue_the_trace_and_a_chord_callback_links_its_members(

@@ -27,16 +27,20 @@ receive loop and ``sqsq.settle.releasing`` call the latter too).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, NonRecordingSpan, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 
 from .. import producer
 from .propagation import (
+    TRACEPARENT,
+    TRACESTATE,
     extract,
     from_aws_trace_header,
     inject,
@@ -49,6 +53,7 @@ if TYPE_CHECKING:
     from ..outcome import Prepared
     from ..producer import OutgoingMessage
     from ..settle import SqsCall
+    from ..task_tokens import Report
 
 #: The instrumentation scope of sqsq's spans.
 SCOPE = "sqsq"
@@ -111,8 +116,7 @@ class ProducerTracing:
             if span is None or not span.is_recording():
                 continue
             if error is not None:
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-                span.set_attribute("error.type", type(error).__name__)
+                _failed(span, error)
             span.end()
 
 
@@ -147,10 +151,8 @@ class TaskTracing:
         producer's context to continue)."""
         delivery, envelope, task = prepared.delivery, prepared.envelope, prepared.task
         producer = extract(envelope.headers, delivery.trace_header)
-        parent = None
         current = trace.get_current_span()
-        if producer is not None and not current.get_span_context().is_valid:
-            parent = trace.set_span_in_context(NonRecordingSpan(producer))
+        parent, links = _continuing(producer)
         queue_name = task.app.queue_name(delivery.queue)
         attempt = envelope.retries + delivery.receive_count
         attributes: dict[str, Any] = {
@@ -172,7 +174,7 @@ class TaskTracing:
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
-            links=[Link(producer)] if producer is not None else None,
+            links=links,
         )
         if not span.is_recording() and (
             parent is None and (span is current or not span.get_span_context().is_valid)
@@ -180,6 +182,61 @@ class TaskTracing:
             return None  # the API's no-op span: the current one, or none at all
         token = otel_context.attach(trace.set_span_in_context(span))
         return _Run(span, token, prepared, attempt)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def resumed(carrier: dict[str, str]) -> Iterator[None]:
+        """The remote span of ``carrier``'s ``traceparent`` current while the block
+        runs (a ``--pool processes`` child continuing the worker's ``process`` span;
+        ``sqsq.calling.resumed``)."""
+        context = parse_traceparent(carrier.get(TRACEPARENT, ""), carrier.get(TRACESTATE))
+        if context is None:
+            yield
+            return
+        token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(context)))
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+
+    def reported(self, reports: Sequence[Report], answers: Sequence[Any], started_ns: int) -> None:
+        """One ``callback <queue>`` span per Step Functions callback
+        (``task_tokens.reporting``: SendTaskSuccess or SendTaskFailure in
+        ``sqsq.step_functions.action``; INTERNAL, from
+        ``started_ns`` to now), in the task's trace — a child of the span current
+        here, else of the producer's context (the body's ``traceparent`` or the
+        message's ``AWSTraceHeader``, as Step Functions sends it), with a link to
+        that context — with ``sqsq.task.id``, ``sqsq.task.outcome`` and the error
+        when Step Functions refused it or the call failed."""
+        for report, answer in zip(reports, answers, strict=True):
+            outcome = report.outcome
+            delivery = outcome.delivery
+            parent, links = _continuing(extract(_headers_of(delivery.body), delivery.trace_header))
+            action = (
+                "SendTaskSuccess" if report.method == "send_task_success" else ("SendTaskFailure")
+            )
+            queue_name = delivery.queue_url.rstrip("/").rsplit("/", 1)[-1] or delivery.queue
+            attributes: dict[str, Any] = {
+                "messaging.system": MESSAGING_SYSTEM,
+                "messaging.destination.name": queue_name,
+                "messaging.message.id": delivery.message_id,
+                "sqsq.task.id": outcome.task_id,
+                "sqsq.task.outcome": outcome.kind.value,
+                "sqsq.step_functions.action": action,
+            }
+            if outcome.record is not None:
+                attributes["sqsq.task.name"] = outcome.record.task
+            span = self.tracer.start_span(
+                f"callback {queue_name}",
+                context=parent,
+                kind=SpanKind.INTERNAL,
+                start_time=started_ns,
+                links=links,
+                attributes=attributes,
+            )
+            if isinstance(answer, Exception):
+                _failed(span, answer)
+            span.end()
 
     def received(self, queue_name: str, messages: list[dict[str, Any]], started_ns: int) -> None:
         """A ``receive <queue>`` CLIENT span for one ReceiveMessage that brought
@@ -203,8 +260,7 @@ class TaskTracing:
             headers = [outcome.delivery.trace_header for outcome in call.chunk]
             span = self._batch_span("settle", operation, queue_name, headers, started_ns)
             if isinstance(answer, Exception):
-                span.set_status(Status(StatusCode.ERROR, f"{type(answer).__name__}: {answer}"))
-                span.set_attribute("error.type", type(answer).__name__)
+                _failed(span, answer)
             elif answer.get("Failed"):
                 span.set_attribute("sqsq.settle.failed_count", len(answer["Failed"]))
             span.end()
@@ -240,6 +296,36 @@ class TaskTracing:
         )
 
 
+def _continuing(producer: SpanContext | None) -> tuple[Context | None, list[Link] | None]:
+    """The parent and links of a span that continues ``producer``'s trace: a child of
+    the span current here (Lambda's invocation span), else of ``producer``; a link to
+    ``producer``. (None, None) without one."""
+    if producer is None:
+        return None, None
+    parent = None
+    if not trace.get_current_span().get_span_context().is_valid:
+        parent = trace.set_span_in_context(NonRecordingSpan(producer))
+    return parent, [Link(producer)]
+
+
+def _failed(span: trace.Span, error: BaseException) -> None:
+    """Mark ``span`` failed by ``error`` (status ERROR, ``error.type``)."""
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    span.set_attribute("error.type", type(error).__name__)
+
+
+def _headers_of(body: str) -> dict[str, str]:
+    """The ``headers`` of a message body (``{}`` when it is not an envelope with some)."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    headers = raw.get("headers") if isinstance(raw, dict) else None
+    if not isinstance(headers, dict):
+        return {}
+    return {k: v for k, v in headers.items() if isinstance(k, str) and isinstance(v, str)}
+
+
 class _Run:
     """A run's span while its body runs; :meth:`ended` by ``calling.Attempt``."""
 
@@ -247,6 +333,12 @@ class _Run:
 
     def __init__(self, span: trace.Span, token: object, prepared: Prepared, attempt: int) -> None:
         self.span, self.token, self.prepared, self.attempt = span, token, prepared, attempt
+
+    def carrier(self) -> dict[str, str] | None:
+        """The span's ``traceparent`` (and ``tracestate``) for a ``--pool processes``
+        child (``sqsq.calling.resumed``), or None when it has no valid context."""
+        context = self.span.get_span_context()
+        return inject(context, None) if context.is_valid else None
 
     def ended(self, result: CallResult, cause: BaseException | None) -> None:
         """Record the outcome (``sqsq.task.outcome``: SUCCESS, RETRY or FAILURE),

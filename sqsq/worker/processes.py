@@ -25,7 +25,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
-from ..calling import TASK_FAILURES, Attempt, CallResult, Hooks, hooked, type_name
+from ..calling import TASK_FAILURES, Attempt, CallResult, Hooks, hooked, resumed, type_name
 from ..errors import InvalidArguments
 from ..soft_time_limit import guard_async, sync_limit
 
@@ -46,9 +46,14 @@ def _init(app_path: str) -> None:
 
 
 def run_in_child(
-    task_name: str, args: list[Any], kwargs: dict[str, Any], request: dict[str, Any]
+    task_name: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    request: dict[str, Any],
+    carrier: dict[str, str] | None = None,
 ) -> CallResult:
-    """Runs in the child: validate, call, classify."""
+    """Runs in the child: validate, call, classify; inside the worker's ``process``
+    span when ``carrier`` has its ``traceparent`` (``sqsq.tracing``)."""
     assert _child_app is not None, "pool initializer did not run"
     task = _child_app.tasks[task_name]
     try:
@@ -63,14 +68,15 @@ def run_in_child(
     soft_s = task.soft_time_limit_s
     attempt = Attempt(task, Hooks(task, context) if hooked() else None)
     try:
-        if task.is_async:
-            import asyncio
+        with resumed(carrier):
+            if task.is_async:
+                import asyncio
 
-            body = task.fn(*call_args, **call_kwargs)
-            value = asyncio.run(_awaited(guard_async(body, soft_s, task.name)))
-        else:
-            with sync_limit(soft_s, task.name):  # SIGALRM: the child runs it on its main thread
-                value = task.fn(*call_args, **call_kwargs)
+                body = task.fn(*call_args, **call_kwargs)
+                value = asyncio.run(_awaited(guard_async(body, soft_s, task.name)))
+            else:
+                with sync_limit(soft_s, task.name):  # SIGALRM: the child's main thread
+                    value = task.fn(*call_args, **call_kwargs)
     except TASK_FAILURES as exc:  # a child's sys.exit() is its task's failure
         return attempt.ended(exc=exc)[2]
     return attempt.ended(value)[2]
@@ -107,11 +113,13 @@ class ProcessPool:
         kwargs: dict[str, Any],
         request: dict[str, Any],
         timeout_s: float | None,
+        carrier: dict[str, str] | None = None,
     ) -> Future[CallResult]:
-        """Schedule one call; the future raises ``TimeoutError`` when the child was
-        killed at ``timeout_s``, ``pebble.ProcessExpired`` when it died."""
+        """Schedule one call (``carrier``: the ``traceparent`` of its ``process``
+        span); the future raises ``TimeoutError`` when the child was killed at
+        ``timeout_s``, ``pebble.ProcessExpired`` when it died."""
         future: Future[CallResult] = self._pool.schedule(
-            run_in_child, args=(task_name, args, kwargs, request), timeout=timeout_s
+            run_in_child, args=(task_name, args, kwargs, request, carrier), timeout=timeout_s
         )
         return future
 

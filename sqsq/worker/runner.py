@@ -490,10 +490,11 @@ class Runner:
             "idempotency_key": envelope.idempotency_key,
             "message_id": delivery.message_id,
         }  # args/kwargs: the child validates the envelope's own and fills them in
-        span = traced(
-            prepared
-        )  # the process span, here: the child's own spans are not its children
-        future = self.processes.submit(task.name, envelope.args, envelope.kwargs, request, limit)
+        span = traced(prepared)  # the process span, here; current in the child around the body
+        carrier = span.carrier() if span is not None else None
+        future = self.processes.submit(
+            task.name, envelope.args, envelope.kwargs, request, limit, carrier
+        )
         try:
             result: CallResult = await asyncio.wrap_future(future)
         except TimeoutError:

@@ -17,6 +17,8 @@ app = sqsq.App("traced")
 log = logging.getLogger("sqsq.tests.traced")
 
 SPANS_VARIABLE = "SQSQ_TEST_SPANS"
+#: Set too: ``opentelemetry-instrumentation-botocore`` instruments boto3 and aiobotocore.
+INSTRUMENT_VARIABLE = "SQSQ_TEST_INSTRUMENT_BOTOCORE"
 
 
 @app.task
@@ -33,6 +35,29 @@ def flaky(key: str) -> None:
 @app.task
 def total(values: list[int]) -> int:
     return sum(values)
+
+
+#: Set in a worker's environment: :func:`picky` rejects its message (to the DLQ).
+REJECT_VARIABLE = "SQSQ_TEST_REJECT"
+
+
+@app.task
+def picky(n: int) -> int:
+    if os.environ.get(REJECT_VARIABLE):
+        raise sqsq.Reject("not today")
+    return n
+
+
+@app.task
+def nested(n: int) -> str:
+    """Makes a span of its own (OpenTelemetry's global tracer): a child of the
+    ``process`` span wherever the body runs; returns its parent's span id."""
+    from opentelemetry import trace
+
+    with trace.get_tracer("tests.traced").start_as_current_span("inner") as span:
+        log.info("inside %d", n)
+        parent = getattr(span, "parent", None)
+        return f"{parent.span_id:016x}" if parent is not None else ""
 
 
 def span_line(span: Any) -> dict[str, Any]:
@@ -68,9 +93,20 @@ def _export_to_file(path: str) -> None:
                 out.writelines(json.dumps(span_line(span)) + "\n" for span in spans)
             return SpanExportResult.SUCCESS
 
+    from opentelemetry import trace
+
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(FileExporter()))
+    trace.set_tracer_provider(provider)  # the bodies' own spans (``nested``) too
     sqsq.tracing.install(tracer_provider=provider)
+    if os.environ.get(INSTRUMENT_VARIABLE):  # botocore's instrumentation on too
+        from opentelemetry.instrumentation.botocore import (
+            AiobotocoreInstrumentor,
+            BotocoreInstrumentor,
+        )
+
+        BotocoreInstrumentor().instrument(tracer_provider=provider)
+        AiobotocoreInstrumentor().instrument(tracer_provider=provider)
 
 
 if os.environ.get(SPANS_VARIABLE):
