@@ -22,7 +22,8 @@
     │   ├── FollowUpFailed        its outcome is stored, its follow-ups (chain, callbacks, chord) never went out
     │   ├── TaskTokenReportFailed its outcome is stored, Step Functions never took its report
     │   ├── DeferralsExhausted    Lambda on FIFO: deferred on every receive its queue allows
-    │   └── ChordBodyTooLarge     a chord's body with its members' results is over SQS's message size
+    │   ├── ChordBodyTooLarge     a chord's body with its members' results is over SQS's message size
+    │   └── PayloadMissing        its body's S3 object (claim check) is gone, or not the one sent
     ├── ResultError               the reader of a result
     │   ├── ResultTimeout         not ready within ``get(timeout=...)`` (also a TimeoutError)
     │   ├── TaskFailed            the task raised; carries remote type, message, traceback
@@ -286,6 +287,17 @@ class ChordBodyTooLarge(DeadLetter):
     its errbacks run). No message is dead-lettered: the members succeeded."""
 
     reason = "chord_body_too_large"
+
+
+class PayloadMissing(DeadLetter):
+    """The message points to its body in S3 (a claim check: ``sqsq.payloads``, or the
+    SQS Extended Client's pointer) and the object is not there (``NoSuchKey``, or the
+    bucket is gone), or it is not the object sent (its sha256 differs from the one
+    in sqsq's key). Never silently deleted: the pointer goes to the DLQ with this
+    reason, so the loss is visible and the message can be redriven once the object
+    is restored."""
+
+    reason = "payload_missing"
 
 
 # --- results --------------------------------------------------------------------

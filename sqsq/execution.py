@@ -98,6 +98,11 @@ __all__ = [
 ]
 
 
+#: A message whose S3 payload could not be fetched (S3 unreachable, throttled) comes
+#: back after this many seconds (its visibility timeout; SQS's redrive policy counts it).
+PAYLOAD_RETRY_S = 10.0
+
+
 class Router(Protocol):
     """What the core asks about a body that is a JSON object without a ``task``
     field — not a sqsq envelope, perhaps a foreign event. ``sqsq.events``
@@ -146,6 +151,11 @@ class Executor(Decisions):
         envelope: Envelope | None = None
         if delivery.malformed:  # a malformed Lambda record (Delivery.from_lambda_record)
             return self.dead_letter(delivery, UndecodableMessage(delivery.malformed))
+        if delivery.refusal is not None:  # its S3 payload (sqsq.payloads) was not fetched
+            if isinstance(delivery.refusal, DeadLetter):
+                return self.dead_letter(delivery, delivery.refusal)
+            logger.warning("message %s: its S3 payload: %r", delivery.message_id, delivery.refusal)
+            return replace(self.release(delivery), delay_s=PAYLOAD_RETRY_S)  # back in a while
         # signing on: the verdict comes first, so that nothing of a body no accepted
         # key signed is taken at its word (its id, workflow, key: see signing.py)
         keys = self.app.verification_keys

@@ -18,9 +18,9 @@ import logging
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import limits, signals
 from .calls import Call, QueueUrl, Sleep, Steps, arun, run
@@ -40,6 +40,15 @@ logger = logging.getLogger(__name__)
 BATCH_ATTEMPTS = 5
 
 
+class ClaimCheck(Protocol):
+    """Puts bodies over the queue's size in S3 (``sqsq.payloads.ClaimCheck``, installed
+    on the App as ``App.payloads``); the core never imports it."""
+
+    def offloading(self, messages: Sequence[OutgoingMessage]) -> Steps[list[OutgoingMessage]]:
+        """``messages``, those it put in S3 replaced by their pointer (``wire_body``)."""
+        ...
+
+
 @dataclass(frozen=True)
 class OutgoingMessage:
     """A task call encoded and addressed, ready for SendMessage(Batch).
@@ -54,6 +63,12 @@ class OutgoingMessage:
             standard queue's tenant (SQS fair queues); None on a standard queue
             without one.
         deduplication_id: FIFO queues only.
+        attributes: MessageAttributes (the signature; a claim check's size).
+        wire_body: the body SQS carries instead of :attr:`body` once the claim check
+            put :attr:`body` in S3 (the pointer, ``sqsq.payloads``); None: :attr:`body`.
+        claim_check: the App's claim check (``App.payloads``) when it has a
+            ``payload_bucket``: the send steps hand it the message before sending
+            (:func:`claim_checked`); None: sent as it is.
     """
 
     task_id: str
@@ -64,6 +79,8 @@ class OutgoingMessage:
     message_group_id: str | None = None  # FIFO group, or a fair queue's tenant
     deduplication_id: str | None = None  # FIFO queues only
     attributes: dict[str, Any] | None = None  # MessageAttributes (the signature)
+    wire_body: str | None = None  # the S3 pointer, once offloaded
+    claim_check: ClaimCheck | None = field(default=None, compare=False, repr=False)
 
     @property
     def envelope(self) -> Envelope:
@@ -74,7 +91,8 @@ class OutgoingMessage:
 
     def entry(self, entry_id: str) -> dict[str, Any]:
         """This message as a SendMessage(Batch) entry."""
-        entry: dict[str, Any] = {"Id": entry_id, "MessageBody": self.body}
+        body = self.body if self.wire_body is None else self.wire_body
+        entry: dict[str, Any] = {"Id": entry_id, "MessageBody": body}
         if self.attributes:
             entry["MessageAttributes"] = self.attributes
         if self.delay_s:
@@ -175,6 +193,7 @@ def build(
     root_id: str | None = None,
     workflow: dict[str, Any] | None = None,
     signing_key: bytes | None = None,
+    claim_check: ClaimCheck | None = None,
 ) -> OutgoingMessage:
     """Check and encode one task call.
 
@@ -192,6 +211,9 @@ def build(
             queues (default: none). ≤ 128 characters, alphanumerics and punctuation.
         parent_id / root_id / workflow: a workflow's links (``sqsq.workflows``).
         signing_key: sign the body (``sqsq-signature`` attribute, see ``signing.py``).
+        claim_check: the App's ``payloads`` (a ``payload_bucket`` is set): a body of
+            any size is accepted here, and the send steps put it in S3 when it is over
+            the queue's limit; None: over 1 MiB is ``MessageTooLarge``.
 
     Raises:
         ArgumentError, NotSerializable, MessageTooLarge, EnqueueError.
@@ -233,11 +255,14 @@ def build(
         workflow=workflow,
         headers=headers,
         sent_at=now,
+        max_bytes=None if claim_check is not None else limits.SQS_MAX_MESSAGE_BYTES,
     )
     group = (message_group_id or task_name) if fifo else message_group_id
     dedup = deduplication_id(task_name, idempotency_key) if fifo and idempotency_key else None
     attributes = signature_attribute(body, signing_key) if signing_key else None
-    return OutgoingMessage(task_id, task_name, body, queue_name, delay, group, dedup, attributes)
+    return OutgoingMessage(
+        task_id, task_name, body, queue_name, delay, group, dedup, attributes, None, claim_check
+    )
 
 
 # --- sending ---------------------------------------------------------------------------
@@ -390,10 +415,11 @@ def sending(directory: Any, messages: Sequence[OutgoingMessage]) -> Steps[None]:
     publishing(messages)
     failed: list[tuple[str, str]] = []
     try:
-        if len(messages) == 1:
-            yield from sending_one(messages[0])
+        wire = yield from claim_checked(messages)
+        if len(wire) == 1:
+            yield from sending_one(wire[0])
         else:
-            for batch in _batches(messages):
+            for batch in _batches(wire):
                 queue = next(iter(batch.values())).queue_name
                 refused = yield from sending_batch(queue, batch)
                 failed.extend((batch[i].task_id, reason) for i, reason in refused.items())
@@ -405,8 +431,22 @@ def sending(directory: Any, messages: Sequence[OutgoingMessage]) -> Steps[None]:
     _raise_if_failed(messages, failed)
 
 
+def claim_checked(messages: Sequence[OutgoingMessage]) -> Steps[list[OutgoingMessage]]:
+    """``messages`` as SQS will carry them: those whose claim check puts them in S3
+    (``sqsq.payloads``, over the queue's size) replaced by their pointer. No call
+    when no message has a claim check, or all went through it already."""
+    check = next(
+        (m.claim_check for m in messages if m.claim_check is not None and m.wire_body is None),
+        None,
+    )
+    if check is None:
+        return list(messages)
+    return (yield from check.offloading(messages))
+
+
 def sending_one(message: OutgoingMessage) -> Steps[None]:
     """One SendMessage; a request SQS refuses (HTTP 400) raises EnqueueError."""
+    (message,) = yield from claim_checked([message])
     url = yield QueueUrl(message.queue_name)
     try:
         yield Call("sqs", "send_message", {"QueueUrl": url, **_single_kwargs(message)})
@@ -423,6 +463,8 @@ def sending_batch(queue: str, batch: dict[str, OutgoingMessage]) -> Steps[dict[s
         The refused entries, ``{entry id: reason}``.
     """
     refused: dict[str, str] = {}
+    wire = yield from claim_checked(list(batch.values()))
+    batch = dict(zip(batch, wire, strict=True))
     for attempt in range(BATCH_ATTEMPTS):
         if attempt:
             yield Sleep(_backoff_s(attempt))

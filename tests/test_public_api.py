@@ -61,6 +61,7 @@ EXPECTED_ALL = [
     "TaskTokenReportFailed",
     "DeferralsExhausted",
     "ChordBodyTooLarge",
+    "PayloadMissing",
     "ResultError",
     "ResultTimeout",
     "TaskFailed",

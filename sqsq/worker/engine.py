@@ -579,7 +579,8 @@ class Worker:
             inbox.received(want, len(messages), queue)
             self._empty[queue] = not messages
             if messages:
-                self._accept(queue, url, messages)
+                deliveries = [Delivery.from_sqs(m, queue, url) for m in messages]
+                self._accept(queue, await self._fetched(deliveries))
             self._check_drained()
 
     async def _admitted(self, queue: str, want: int) -> tuple[int, float]:
@@ -604,12 +605,16 @@ class Worker:
             )
             return 0, delay
 
-    def _accept(self, queue: str, url: str, messages: list[dict[str, Any]]) -> None:
-        """Lease, decode and queue the messages of one receive."""
+    async def _fetched(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """``deliveries``, the bodies of those that point to S3 fetched (the App's
+        claim check, ``sqsq.payloads``: no request when none does)."""
+        return await arun(self.app.claim_check().resolving(deliveries), self.app.clients)
+
+    def _accept(self, queue: str, deliveries: list[Delivery]) -> None:
+        """Lease, decode and queue the deliveries of one receive."""
         assert self._inbox is not None
-        self.counters["received"] += len(messages)
+        self.counters["received"] += len(deliveries)
         visibility = self._visibility[queue]
-        deliveries = [Delivery.from_sqs(m, queue, url) for m in messages]
         for delivery in deliveries:
             self.leases.add(delivery, visibility, visibility)
         if self._inbox.closed:  # arrived after the signal: give back at once

@@ -1,0 +1,32 @@
+"""Test-only tasks for the S3 claim check (issue 24, ``tests/test_payloads*.py``).
+
+The bucket is ``sqsq-test-payloads`` unless ``TEST_PAYLOAD_BUCKET`` names another
+("": none — a worker without a bucket still reads pointers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import sqsq
+
+BUCKET = "sqsq-test-payloads"
+
+app = sqsq.App(
+    "payloads",
+    visibility_timeout_s=30,
+    payload_bucket=os.environ.get("TEST_PAYLOAD_BUCKET", BUCKET) or None,
+)
+
+
+@app.task
+def digest(data: str) -> dict[str, object]:
+    """The length and sha256 of ``data`` (proves the whole argument arrived)."""
+    return {"length": len(data), "sha256": hashlib.sha256(data.encode()).hexdigest()}
+
+
+@app.task
+def blob(n: int) -> str:
+    """A result of ``n`` characters."""
+    return "r" * n

@@ -1,0 +1,210 @@
+"""Large payloads through S3 (issue 24): the claim check on the test endpoint.
+
+Every test sends through real SQS and S3 calls (moto over HTTP), runs the body in a
+real worker process or the Lambda handler, and looks at the queue and the bucket
+afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+
+import boto3
+import pytest
+
+from sqsq.payloads import HEADROOM_BYTES, POINTER_CLASS
+from sqsq.testing import LambdaContext, sqs_event
+from tests.apps.payloads import digest
+
+APP = "tests.apps.payloads:app"
+BUCKET = "sqsq-test-payloads"
+TEN_MB = 10 * 1024 * 1024
+
+
+def digest_of(data: str) -> dict[str, Any]:
+    return {"length": len(data), "sha256": hashlib.sha256(data.encode()).hexdigest()}
+
+
+@pytest.fixture
+def payload_app(local_aws: Any) -> Any:
+    """The test app (``payload_bucket`` set) with its queues, table and bucket."""
+    from sqsq.resources import apply
+    from tests.apps.payloads import app
+
+    apply(app)
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    return app
+
+
+def objects() -> list[str]:
+    listed = boto3.client("s3").list_objects_v2(Bucket=BUCKET)
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def url(name: str) -> str:
+    return str(boto3.client("sqs").get_queue_url(QueueName=name)["QueueUrl"])
+
+
+def receive_all(name: str, expected: int) -> list[dict[str, Any]]:
+    sqs, messages = boto3.client("sqs"), []
+    while len(messages) < expected:
+        batch = sqs.receive_message(
+            QueueUrl=url(name),
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        ).get("Messages", [])
+        assert batch, f"only {len(messages)} of {expected} messages in {name}"
+        messages += batch
+    return messages
+
+
+def release(name: str, messages: list[dict[str, Any]]) -> None:
+    sqs = boto3.client("sqs")
+    for m in messages:
+        sqs.change_message_visibility(
+            QueueUrl=url(name), ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+        )
+
+
+def run_worker(worker: Any, **env: str) -> None:
+    done = worker.run(APP, "--concurrency", "4", **env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+# --- producer → worker -------------------------------------------------------------
+
+
+def test_ten_mb_argument_goes_through_s3_and_the_object_goes_after_the_message(
+    payload_app: Any, worker: Any
+) -> None:
+    data = "x" * TEN_MB
+    result = digest.delay(data)
+
+    (message,) = receive_all("payloads-default", 1)
+    pointer = json.loads(message["Body"])
+    assert pointer[0] == POINTER_CLASS
+    assert pointer[1]["s3BucketName"] == BUCKET
+    key = pointer[1]["s3Key"]
+    assert key.startswith("sqsq/payloads/default/")
+    assert f"/{result.id}/" in key
+    size = int(message["MessageAttributes"]["ExtendedPayloadSize"]["StringValue"])
+    assert size > TEN_MB
+    assert objects() == [key]
+    release("payloads-default", [message])
+
+    run_worker(worker)
+    assert result.get(timeout=10) == digest_of(data)
+    assert objects() == []  # deleted once the outcome was stored and the message deleted
+
+
+def test_async_producer_and_a_worker_without_a_bucket(payload_app: Any, worker: Any) -> None:
+    data = "é" * (TEN_MB // 2)  # 2 bytes each in UTF-8, escaped in the envelope's JSON
+
+    async def send() -> Any:
+        try:
+            return await digest.adelay(data)
+        finally:
+            await payload_app.aclose()
+
+    result = asyncio.run(send())
+    assert len(objects()) == 1
+    run_worker(worker, TEST_PAYLOAD_BUCKET="")  # no payload_bucket: it still reads the pointer
+    assert result.get(timeout=10) == digest_of(data)
+    assert objects() == []
+
+
+def test_lambda_handler_reads_the_pointer_and_deletes_the_object_after_the_message(
+    payload_app: Any,
+) -> None:
+    data = "y" * TEN_MB
+    result = digest.delay(data)
+    messages = receive_all("payloads-default", 1)
+    arn = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=url("payloads-default"), AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+
+    response = payload_app.lambda_handler(sqs_event(messages, arn), LambdaContext())
+
+    assert response == {"batchItemFailures": []}
+    assert result.get(timeout=5) == digest_of(data)
+    # the handler deletes a final outcome's message itself (DeleteMessageBatch), then
+    # the object; the queue is empty
+    assert objects() == []
+    assert (
+        boto3.client("sqs").receive_message(QueueUrl=url("payloads-default")).get("Messages", [])
+        == []
+    )
+
+
+def _built(app: Any, size: int) -> Any:
+    """A message of ``digest`` whose SendMessage bytes are exactly ``size``."""
+    from sqsq.producer import build
+    from sqsq.sqs import entry_size
+
+    length = size
+    for _ in range(5):
+        message = build(
+            digest.name,
+            ["a" * length],
+            None,
+            queue="default",
+            queue_name=app.queue_name("default"),
+            claim_check=app.payloads,
+        )
+        off = entry_size(message.entry("0")) - size
+        if off == 0:
+            return message
+        length -= off
+    raise AssertionError(f"no message of exactly {size} bytes")
+
+
+def test_the_boundary_is_the_queues_maximum_message_size(payload_app: Any, worker: Any) -> None:
+    sqs = boto3.client("sqs")
+    limit = int(
+        sqs.get_queue_attributes(
+            QueueUrl=url("payloads-default"), AttributeNames=["MaximumMessageSize"]
+        )["Attributes"]["MaximumMessageSize"]
+    )
+    assert limit == 1_048_576  # SQS's 1 MiB, not the Extended Client's 256 KiB
+    threshold = limit - HEADROOM_BYTES
+    inline, over = _built(payload_app, threshold), _built(payload_app, threshold + 1)
+    payload_app.sender.send(inline)
+    payload_app.sender.send(over)
+
+    bodies = {m["MessageId"]: m for m in receive_all("payloads-default", 2)}
+    sent = sorted(bodies.values(), key=lambda m: len(m["Body"]))
+    assert "ExtendedPayloadSize" in sent[0]["MessageAttributes"]  # the pointer: short
+    assert len(sent[1]["Body"]) == threshold  # inline, at the threshold exactly
+    assert "MessageAttributes" not in sent[1]
+    release("payloads-default", sent)
+
+    run_worker(worker)
+    for message in (inline, over):
+        args = json.loads(message.body)["args"]
+        assert payload_app.AsyncResult(message.task_id).get(timeout=5) == digest_of(args[0])
+    assert objects() == []
+
+
+def test_a_batch_of_mixed_sizes_stays_within_sqs_batch_limit(payload_app: Any, worker: Any) -> None:
+    sizes = [10, 600_000, 3_000_000, 10, 1_100_000, 700_000, 10]
+    data = [chr(ord("a") + i) * n for i, n in enumerate(sizes)]
+    counter = payload_app.clients.counter
+    before = counter.snapshot()
+
+    results = digest.delay_many([(d,) for d in data])
+
+    after = counter.snapshot()
+    calls = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert calls.get("s3.PutObject") == 2  # the 3 MB and the 1.1 MB bodies
+    assert len(objects()) == 2
+    # packed after offloading, in order, each ≤ 1 MiB: [10 B, 600 KB, pointer, 10 B,
+    # pointer] and [700 KB, 10 B] (600 KB + 700 KB would be over SQS's batch total)
+    assert calls.get("sqs.SendMessageBatch") == 2
+    run_worker(worker)
+    assert [r.get(timeout=5) for r in results] == [digest_of(d) for d in data]
+    assert objects() == []
