@@ -15,7 +15,8 @@ from typing import Any
 import boto3
 import pytest
 
-from sqsq.payloads import HEADROOM_BYTES, POINTER_CLASS
+import sqsq
+from sqsq.payloads import HEADROOM_BYTES, LEGACY_POINTER_CLASS, POINTER_CLASS
 from sqsq.testing import LambdaContext, sqs_event
 from tests.apps.payloads import digest
 
@@ -208,3 +209,115 @@ def test_a_batch_of_mixed_sizes_stays_within_sqs_batch_limit(payload_app: Any, w
     run_worker(worker)
     assert [r.get(timeout=5) for r in results] == [digest_of(d) for d in data]
     assert objects() == []
+
+
+# --- what can go wrong: a missing object, a swapped pointer -------------------------
+
+
+def _arn(name: str) -> str:
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=url(name), AttributeNames=["QueueArn"]
+    )["Attributes"]
+    return str(attributes["QueueArn"])
+
+
+def _dead_letters() -> list[Any]:
+    from sqsq.dlq import describe, peek
+
+    return [describe(m) for m in peek(boto3.client("sqs"), url("payloads-default-dlq"))]
+
+
+def test_a_missing_object_is_a_dead_letter_and_redrive_keeps_the_pointer(
+    payload_app: Any,
+) -> None:
+    from sqsq.dlq import peek, redrive
+
+    data = "m" * 2_000_000
+    result = digest.delay(data)
+    (message,) = receive_all("payloads-default", 1)
+    pointer = json.loads(message["Body"])[1]
+    s3 = boto3.client("s3")
+    kept = s3.get_object(Bucket=BUCKET, Key=pointer["s3Key"])["Body"].read()
+    s3.delete_object(Bucket=BUCKET, Key=pointer["s3Key"])
+
+    response = payload_app.lambda_handler(sqs_event([message], _arn("payloads-default")), None)
+
+    assert response == {"batchItemFailures": []}  # dead-lettered, not retried
+    # the body is unknown: the dead letter is under the MessageId (as for any body
+    # that cannot be read), the task's own id stays PENDING
+    record = payload_app.AsyncResult(message["MessageId"]).record
+    assert record is not None and record.dead_letter_reason == "payload_missing"
+    assert result.state == "PENDING"
+    (copy,) = peek(boto3.client("sqs"), url("payloads-default-dlq"))
+    assert copy["Body"] == message["Body"]  # the pointer, never the payload
+    assert copy["MessageAttributes"]["ExtendedPayloadSize"]["StringValue"] == str(len(kept))
+    assert [row.reason for row in _dead_letters()] == ["payload_missing"]
+
+    s3.put_object(Bucket=BUCKET, Key=pointer["s3Key"], Body=kept)  # restored: redrive
+    sqs = boto3.client("sqs")
+    report = redrive(sqs, url("payloads-default-dlq"), url("payloads-default"))
+    assert report.moved == 1
+    (again,) = receive_all("payloads-default", 1)
+    assert again["Body"] == message["Body"]
+    assert "ExtendedPayloadSize" in again["MessageAttributes"]
+    payload_app.lambda_handler(sqs_event([again], _arn("payloads-default")), None)
+    assert result.get(timeout=5) == digest_of(data)
+    assert objects() == []
+
+
+def test_a_swapped_pointer_is_a_bad_signature(payload_app: Any, worker: Any) -> None:
+    key = "payloads-test-signing-key"
+    signed = sqsq.App("payloads", payload_bucket=BUCKET, signing_key=key)
+    try:
+        first = signed.send_task(digest.name, args=["1" * 2_000_000])
+        second = signed.send_task(digest.name, args=["2" * 2_000_000])
+    finally:
+        signed.close()
+    messages = receive_all("payloads-default", 2)
+    (a,) = [m for m in messages if f"/{first.id}/" in m["Body"]]
+    (b,) = [m for m in messages if f"/{second.id}/" in m["Body"]]
+    sqs = boto3.client("sqs")
+    # a forger with SQS access but no key: B's signed attributes on A's pointer
+    sqs.send_message(
+        QueueUrl=url("payloads-default"),
+        MessageBody=a["Body"],
+        MessageAttributes=b["MessageAttributes"],
+    )
+    sqs.delete_message(QueueUrl=url("payloads-default"), ReceiptHandle=b["ReceiptHandle"])
+    release("payloads-default", [a])
+
+    run_worker(worker, SQSQ_SIGNING_KEY=key)
+
+    assert first.get(timeout=5) == digest_of("1" * 2_000_000)  # A itself ran
+    assert second.state == "PENDING"  # B's body never ran, A's never ran as B
+    assert [row.reason for row in _dead_letters()] == ["bad_signature"]
+
+
+# --- compatibility: the Extended Client's messages, Java-shaped and Python's ----------
+
+
+@pytest.mark.parametrize(
+    ("attribute", "pointer_class"),
+    [("ExtendedPayloadSize", POINTER_CLASS), ("SQSLargePayloadSize", LEGACY_POINTER_CLASS)],
+)
+def test_a_java_extended_client_message_runs(
+    payload_app: Any, attribute: str, pointer_class: str
+) -> None:
+    """The Java library's body: Jackson's compact ``[class, {bucket, key}]``, a UUID key."""
+    data = "j" * 400_000
+    body = json.dumps({"task": digest.name, "args": [data]}).encode()
+    key = "0d9c5f6e-6a8c-4e0e-9a4b-2f3b7f0c9d11"
+    boto3.client("s3").put_object(Bucket=BUCKET, Key=key, Body=body)
+    sqs = boto3.client("sqs")
+    sent = sqs.send_message(
+        QueueUrl=url("payloads-default"),
+        MessageBody=f'["{pointer_class}",{{"s3BucketName":"{BUCKET}","s3Key":"{key}"}}]',
+        MessageAttributes={attribute: {"DataType": "Number", "StringValue": str(len(body))}},
+    )
+    (message,) = receive_all("payloads-default", 1)
+
+    response = payload_app.lambda_handler(sqs_event([message], _arn("payloads-default")), None)
+
+    assert response == {"batchItemFailures": []}
+    assert payload_app.AsyncResult(sent["MessageId"]).get(timeout=5) == digest_of(data)
+    assert objects() == []  # the receiver deletes, as the Extended Client's does
