@@ -321,3 +321,48 @@ def test_a_java_extended_client_message_runs(
     assert response == {"batchItemFailures": []}
     assert payload_app.AsyncResult(sent["MessageId"]).get(timeout=5) == digest_of(data)
     assert objects() == []  # the receiver deletes, as the Extended Client's does
+
+
+@pytest.fixture
+def extended_sqs(payload_app: Any) -> Any:
+    """An SQS client of AWS's Python Extended Client (``amazon-sqs-extended-client``)
+    on the same endpoint, offloading to the same bucket."""
+    extended = pytest.importorskip(
+        "sqs_extended_client", reason="amazon-sqs-extended-client (the test extra) is missing"
+    )
+    client = extended.SQSExtendedClientSession().client("sqs")
+    client.large_payload_support = BUCKET
+    client.delete_payload_from_s3 = True  # off by default in the library
+    return client
+
+
+def test_the_python_extended_clients_messages_run_on_sqsq(
+    payload_app: Any, extended_sqs: Any, worker: Any
+) -> None:
+    data = "p" * 3_000_000
+    sent = extended_sqs.send_message(
+        QueueUrl=url("payloads-default"),
+        MessageBody=json.dumps({"task": digest.name, "args": [data]}),
+    )
+    assert len(objects()) == 1  # the library put it in S3
+    run_worker(worker, TEST_PAYLOAD_BUCKET="")
+    assert payload_app.AsyncResult(sent["MessageId"]).get(timeout=5) == digest_of(data)
+    assert objects() == []
+
+
+def test_sqsqs_offloaded_messages_are_read_by_the_python_extended_client(
+    payload_app: Any, extended_sqs: Any
+) -> None:
+    data = "q" * 3_000_000
+    result = digest.delay(data)
+    (message,) = extended_sqs.receive_message(
+        QueueUrl=url("payloads-default"), MessageAttributeNames=["All"], WaitTimeSeconds=1
+    )["Messages"]
+    envelope = json.loads(message["Body"])  # the library fetched the body from S3
+    assert envelope["id"] == result.id
+    assert envelope["task"] == digest.name
+    assert envelope["args"] == [data]
+    extended_sqs.delete_message(
+        QueueUrl=url("payloads-default"), ReceiptHandle=message["ReceiptHandle"]
+    )
+    assert objects() == []  # and deleted it with the message (before it, its own way)
