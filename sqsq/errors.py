@@ -282,7 +282,8 @@ class DeferralsExhausted(DeadLetter):
 
 class ChordBodyTooLarge(DeadLetter):
     """A chord's body, given its members' results, is over SQS's message size
-    (``limits.SQS_MAX_MESSAGE_BYTES``; there is no S3 claim check yet): it is never
+    (``limits.SQS_MAX_MESSAGE_BYTES``) and the app has no ``payload_bucket`` to send
+    it through S3 (``sqsq.payloads``): it is never
     sent, and the chord fails with this reason (the body's result is a FAILURE,
     its errbacks run). No message is dead-lettered: the members succeeded."""
 

@@ -137,6 +137,12 @@ class Executor(Decisions):
 
     # --- before the call ---------------------------------------------------------
 
+    @property
+    def _offloads_results(self) -> bool:
+        """Whether a value too large for its result item goes to S3 (the App's claim
+        check has a ``payload_bucket``)."""
+        return self.app.payloads is not None and self.app.payloads.bucket is not None
+
     def prepare(self, delivery: Delivery) -> Prepared | Outcome:
         """Decode, look up, validate, check expiry and render the idempotency key.
 
@@ -300,7 +306,10 @@ class Executor(Decisions):
         key = prepared.idempotency_pk if prepared.claimed else None
         if result.error_type is None:
             record = replace(base, value=result.value)
-            if item_size(result_item(record)) <= limits.DYNAMODB_MAX_ITEM_BYTES:
+            if (
+                item_size(result_item(record)) <= limits.DYNAMODB_MAX_ITEM_BYTES
+                or self._offloads_results  # settle puts the value in S3 (sqsq.payloads)
+            ):
                 return self._logged(
                     Outcome(
                         delivery,

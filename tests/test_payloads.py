@@ -16,9 +16,10 @@ import boto3
 import pytest
 
 import sqsq
+from sqsq.dynamodb import result_key
 from sqsq.payloads import HEADROOM_BYTES, LEGACY_POINTER_CLASS, POINTER_CLASS
 from sqsq.testing import LambdaContext, sqs_event
-from tests.apps.payloads import digest
+from tests.apps.payloads import blob, digest, lengths
 
 APP = "tests.apps.payloads:app"
 BUCKET = "sqsq-test-payloads"
@@ -72,9 +73,10 @@ def release(name: str, messages: list[dict[str, Any]]) -> None:
         )
 
 
-def run_worker(worker: Any, **env: str) -> None:
+def run_worker(worker: Any, **env: str) -> str:
     done = worker.run(APP, "--concurrency", "4", **env)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
 
 
 # --- producer → worker -------------------------------------------------------------
@@ -366,3 +368,42 @@ def test_sqsqs_offloaded_messages_are_read_by_the_python_extended_client(
         QueueUrl=url("payloads-default"), ReceiptHandle=message["ReceiptHandle"]
     )
     assert objects() == []  # and deleted it with the message (before it, its own way)
+
+
+# --- results ------------------------------------------------------------------------
+
+
+def test_a_ten_mb_result_goes_to_s3_and_get_reads_it(payload_app: Any, worker: Any) -> None:
+    result = blob.delay(TEN_MB)
+    run_worker(worker)
+
+    (key,) = objects()
+    assert key.startswith("sqsq-results/payloads/") and f"/{result.id}/" in key
+    item = boto3.client("dynamodb").get_item(
+        TableName=payload_app.table_name, Key=result_key(result.id)
+    )["Item"]
+    where = json.loads(item["extra"]["S"])["value_s3"]
+    assert where["bytes"] == TEN_MB + 2  # the JSON string's quotes
+    assert json.loads(item["value"]["S"]) is None  # not in the item: DynamoDB's 400 KB
+    assert result.get(timeout=5) == "r" * TEN_MB
+
+    async def aget() -> Any:
+        try:
+            return await payload_app.AsyncResult(result.id).aget(timeout=5)
+        finally:
+            await payload_app.aclose()
+
+    assert asyncio.run(aget()) == "r" * TEN_MB
+
+
+def test_a_chord_reads_its_members_offloaded_results(payload_app: Any, worker: Any) -> None:
+    from sqsq.workflows import chord
+
+    # two members over the result threshold; the body's message (their values as its
+    # argument, ~1.2 MB) goes through S3 too
+    result = chord([blob.s(600_000), blob.s(600_000), blob.s(10)])(lengths.s())
+    for _ in range(3):  # members, then the body
+        run_worker(worker)
+        if result.ready():
+            break
+    assert result.get(timeout=5) == [600_000, 600_000, 10]

@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import limits
 from ..calls import Call, Gather, Steps
+from ..dynamodb import VALUE_S3
+from ..envelope import dumps
 from ..errors import EnqueueError, PayloadMissing, UndecodableMessage
 from ..outcome import OutcomeKind
+from ..result import State
 from ..sqs import chunks, entry_size
 from .pointer import Pointer, offloaded_size, parse, size_attribute
 
@@ -193,6 +196,49 @@ class ClaimCheck:
             attributes = {**(message.attributes or {}), **size_attribute(len(message.body))}
             out[index] = replace(message, wire_body=pointer.body, attributes=attributes)
         return out
+
+    # --- results: values too large for their DynamoDB item -------------------------
+
+    def offloading_results(self, outcomes: Sequence[Outcome]) -> Steps[None]:
+        """Put each SUCCESS value whose JSON is over ``payload_result_threshold_bytes``
+        in S3 (``sqsq-results/<app>/<date>/<task id>/<sha256>``, PutObject) and leave
+        in its record only where it is (``extra["value_s3"]``: bucket, key, bytes,
+        sha256), before ``settle`` writes the item. ``AsyncResult.get()`` and chords
+        read it back (``sqsq.dynamodb.with_value``); the lifecycle rule expires it
+        with the result (``result_ttl``).
+
+        Raises:
+            EnqueueError: a PutObject failed (the outcomes are not stored: their
+                messages come back).
+        """
+        puts: list[tuple[Outcome, dict[str, Any], Call]] = []
+        threshold = self.app.settings.payload_result_threshold_bytes
+        for outcome in outcomes:
+            record = outcome.record
+            if outcome.stored or record is None or not outcome.store:
+                continue
+            if record.state is not State.SUCCESS or VALUE_S3 in record.extra:
+                continue
+            data = dumps(record.value).encode()
+            if len(data) <= threshold:
+                continue
+            key = object_key(RESULT_PREFIX, [self.app.name, record.task_id], data)
+            where = {
+                "bucket": self.bucket,
+                "key": key,
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+            puts.append((outcome, where, self.put_call(key, data)))
+        if not puts:
+            return
+        answers = yield Gather(tuple(call for _, _, call in puts), concurrency=CONCURRENCY)
+        for (outcome, where, _), answer in zip(puts, answers, strict=True):
+            if isinstance(answer, Exception):
+                raise EnqueueError(f"a result could not be put in S3: {answer}") from answer
+            assert outcome.record is not None
+            extra = {**outcome.record.extra, VALUE_S3: where}
+            outcome.record = replace(outcome.record, value=None, extra=extra)
 
     # --- worker / Lambda: fetch, then delete ------------------------------------------
 

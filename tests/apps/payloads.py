@@ -30,3 +30,9 @@ def digest(data: str) -> dict[str, object]:
 def blob(n: int) -> str:
     """A result of ``n`` characters."""
     return "r" * n
+
+
+@app.task
+def lengths(values: list[str]) -> list[int]:
+    """The length of each value (a chord's body)."""
+    return [len(v) for v in values]
