@@ -336,7 +336,7 @@ def follow_up(app: App, outcomes: Sequence[Outcome]) -> Steps[list[Outcome]]:
         for owner in set(owners.values()):
             _warn(owner, exc)
         wire, refused = [], set(messages)
-    for entry_id, message in zip(messages, wire):
+    for entry_id, message in zip(messages, wire, strict=False):  # none sent: wire is []
         by_queue.setdefault(message.queue_name, []).append(message.entry(entry_id))
     for queue, entries in by_queue.items():
         for batch in send_batches(entries):
