@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ..delivery import Delivery
     from ..outcome import Outcome
     from ..producer import OutgoingMessage
+    from ..resources import Change
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,20 @@ class ClaimCheck:
         else:
             kwargs["ServerSideEncryption"] = "AES256"
         return Call("s3", "put_object", kwargs)
+
+    # --- the bucket (``sqsq resources``) ---------------------------------------------
+
+    def plan_bucket(self) -> list[Change]:
+        """The bucket's row of ``sqsq resources plan`` (:mod:`sqsq.payloads.bucket`)."""
+        from . import bucket
+
+        return bucket.plan(self.app)
+
+    def apply_bucket(self, change: Change) -> None:
+        """Carry out the bucket's row (:func:`sqsq.payloads.bucket.apply`)."""
+        from . import bucket
+
+        bucket.apply(self.app, change)
 
     # --- producer: offload ----------------------------------------------------------
 
