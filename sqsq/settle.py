@@ -454,11 +454,12 @@ def storing(app: App, outcomes: Sequence[Outcome], report_rounds: int) -> Steps[
 
 
 def _store_once(app: App, outcomes: Sequence[Outcome], report_rounds: int) -> Steps[list[Outcome]]:
-    if app.payloads is not None and app.payloads.bucket is not None:
-        try:  # values too large for their item go to S3 first (sqsq.payloads)
+    if app.payloads is not None:
+        try:  # large values, and re-sent bodies of offloaded messages, to S3 (sqsq.payloads)
             yield from app.payloads.offloading_results(outcomes)
+            yield from app.payloads.offloading_resends(outcomes)
         except Exception as exc:
-            _warn("putting %d results in S3 failed; their messages are kept", len(outcomes), exc)
+            _warn("putting %d bodies in S3 failed; their messages are kept", len(outcomes), exc)
             return list(outcomes)
     writes = plan_writes(outcomes)
     rejected: dict[str, str] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from typing import Any
 
 import boto3
@@ -19,7 +20,7 @@ import sqsq
 from sqsq.dynamodb import result_key
 from sqsq.payloads import HEADROOM_BYTES, LEGACY_POINTER_CLASS, POINTER_CLASS
 from sqsq.testing import LambdaContext, sqs_event
-from tests.apps.payloads import blob, digest, lengths
+from tests.apps.payloads import blob, digest, lengths, metered
 
 APP = "tests.apps.payloads:app"
 BUCKET = "sqsq-test-payloads"
@@ -432,3 +433,26 @@ def test_resources_create_the_bucket_locked_down_with_lifecycle_rules(payload_ap
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert statement["Resource"] == [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]
     assert [c.action for c in plan(payload_app) if c.kind == "bucket"] == ["ok"]  # idempotent
+
+
+def test_a_deferred_offloaded_message_is_sent_on_through_s3_and_still_verifies(
+    payload_app: Any, worker: Any
+) -> None:
+    """A message sent on as a new one (a deferral: here a concurrency limit of 1)
+    carries a new body: it goes through S3 as well, signed over its pointer."""
+    key = "payloads-test-signing-key"
+    signed = sqsq.App(
+        "payloads", payload_bucket=BUCKET, signing_key=key, payload_always_through_s3=True
+    )
+    try:  # small bodies (through S3 all the same): a deferral re-encodes them
+        results = [signed.send_task(metered.name, args=[c * 2_000]) for c in "stu"]
+    finally:
+        signed.close()
+    for _ in range(6):
+        run_worker(worker, SQSQ_SIGNING_KEY=key)
+        if all(r.ready() for r in results):
+            break
+        time.sleep(1)  # a deferred copy is due a second later
+    assert [r.get(timeout=5) for r in results] == [2_000] * 3
+    assert _dead_letters() == []
+    assert objects() == []  # the three, and each deferred copy's once it was sent on

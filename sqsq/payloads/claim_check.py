@@ -117,11 +117,11 @@ class ClaimCheck:
         """The bucket objects are put in (``payload_bucket``); None: none is."""
         return self.app.settings.payload_bucket
 
-    def put_call(self, key: str, data: bytes) -> Call:
-        """PutObject of ``data`` under ``key``, encrypted (SSE-KMS with
-        ``payload_kms_key_id``, else SSE-S3)."""
+    def put_call(self, key: str, data: bytes, bucket: str | None = None) -> Call:
+        """PutObject of ``data`` under ``key`` in ``bucket`` (default: ``payload_bucket``),
+        encrypted (SSE-KMS with ``payload_kms_key_id``, else SSE-S3)."""
         kwargs: dict[str, Any] = {
-            "Bucket": self.bucket,
+            "Bucket": bucket or self.bucket,
             "Key": key,
             "Body": data,
             "ContentType": "application/json",
@@ -226,6 +226,8 @@ class ClaimCheck:
             EnqueueError: a PutObject failed (the outcomes are not stored: their
                 messages come back).
         """
+        if self.bucket is None:
+            return
         puts: list[tuple[Outcome, dict[str, Any], Call]] = []
         threshold = self.app.settings.payload_result_threshold_bytes
         for outcome in outcomes:
@@ -254,6 +256,39 @@ class ClaimCheck:
             assert outcome.record is not None
             extra = {**outcome.record.extra, VALUE_S3: where}
             outcome.record = replace(outcome.record, value=None, extra=extra)
+
+    def offloading_resends(self, outcomes: Sequence[Outcome]) -> Steps[None]:
+        """Put the new body of each RESEND outcome whose message came through S3 (a
+        deferral, a retry or an ETA hop sent on as a new message) in S3 too, and send
+        its pointer instead: the copy keeps the size attribute of its delivery, so it
+        must be a pointer. The bucket: ``payload_bucket``, else the one the delivery's
+        pointer named. The copy is signed over the pointer, whose key names the body's
+        sha256 (checked when it is fetched).
+
+        Raises:
+            EnqueueError: a PutObject failed (the outcomes are kept: their messages
+                come back).
+        """
+        puts: list[tuple[Outcome, Pointer, Call]] = []
+        for outcome in outcomes:
+            wire = outcome.delivery.wire_body
+            if outcome.kind is not OutcomeKind.RESEND or wire is None or outcome.body is None:
+                continue
+            if outcome.copied or outcome.body == wire:
+                continue
+            data = outcome.body.encode()
+            bucket = self.bucket or parse(wire).bucket
+            key = object_key(
+                PAYLOAD_PREFIX, [self.app.name, outcome.delivery.queue, outcome.task_id], data
+            )
+            puts.append((outcome, Pointer(bucket, key), self.put_call(key, data, bucket)))
+        if not puts:
+            return
+        answers = yield Gather(tuple(call for _, _, call in puts), concurrency=CONCURRENCY)
+        for (outcome, pointer, _), answer in zip(puts, answers, strict=True):
+            if isinstance(answer, Exception):
+                raise EnqueueError(f"a re-sent body could not be put in S3: {answer}") from answer
+            outcome.body = pointer.body
 
     # --- worker / Lambda: fetch, then delete ------------------------------------------
 
@@ -298,7 +333,8 @@ class ClaimCheck:
 
     def discarding(self, outcomes: Sequence[Outcome]) -> Steps[None]:
         """Delete the objects of ``outcomes`` whose messages were just deleted
-        (SUCCESS, REVOKED; :data:`DISCARDED_KINDS`): DeleteObjects, ≤ 1,000 keys per
+        (SUCCESS, REVOKED: :data:`DISCARDED_KINDS`; and RESEND whose copy went with
+        an object of its own, :meth:`offloading_resends`): DeleteObjects, ≤ 1,000 keys per
         call. A failure is logged, never raised: the lifecycle rule expires what is
         left. Nothing with ``payload_delete=False``."""
         if not self.app.settings.payload_delete:
@@ -306,7 +342,10 @@ class ClaimCheck:
         by_bucket: dict[str, list[str]] = {}
         for outcome in outcomes:
             wire = outcome.delivery.wire_body
-            if wire is None or outcome.kind not in DISCARDED_KINDS:
+            if wire is None:
+                continue
+            sent_on = outcome.kind is OutcomeKind.RESEND and outcome.body not in (None, wire)
+            if outcome.kind not in DISCARDED_KINDS and not sent_on:  # a copy points to it
                 continue
             pointer = parse(wire)
             by_bucket.setdefault(pointer.bucket, []).append(pointer.key)

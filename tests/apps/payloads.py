@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import sqsq
 
@@ -36,3 +37,10 @@ def blob(n: int) -> str:
 def lengths(values: list[str]) -> list[int]:
     """The length of each value (a chord's body)."""
     return [len(v) for v in values]
+
+
+@app.task(concurrency_limit=1)
+def metered(data: str) -> int:
+    """One at a time: others received meanwhile are deferred (sent on as new messages)."""
+    time.sleep(0.5)
+    return len(data)
