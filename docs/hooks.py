@@ -50,6 +50,7 @@ PUBLIC: dict[str, list[str] | None] = {
     "sqsq.dlq": ["DeadLetterRow", "describe", "peek", "redrive", "RedriveReport"],
     "sqsq.status": None,
     "sqsq.signals": None,
+    "sqsq.payloads": None,
 }
 #: Names of an ``__all__`` that are not API (an installer the App calls).
 NOT_API = {"__version__", "install"}

@@ -18,7 +18,8 @@ import pytest
 
 import sqsq
 from sqsq.dynamodb import result_key
-from sqsq.payloads import HEADROOM_BYTES, LEGACY_POINTER_CLASS, POINTER_CLASS
+from sqsq.payloads.claim_check import HEADROOM_BYTES
+from sqsq.payloads.pointer import LEGACY_POINTER_CLASS, POINTER_CLASS
 from sqsq.testing import LambdaContext, sqs_event
 from tests.apps.payloads import blob, digest, lengths, metered
 

@@ -1,7 +1,7 @@
 """Large payloads through S3: a claim check in the SQS Extended Client's wire format.
 
 With ``payload_bucket`` set, a body over its queue's ``MaximumMessageSize`` (SQS
-allows up to 1 MiB; sqsq keeps :data:`HEADROOM_BYTES` for a dead-letter copy's
+allows up to 1 MiB; sqsq keeps ``claim_check.HEADROOM_BYTES`` for a dead-letter copy's
 attributes) is put in S3 and the message carries a pointer instead (see
 :mod:`sqsq.payloads.pointer`); a worker or Lambda function fetches it before the
 execution core sees the delivery::
@@ -31,37 +31,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .claim_check import (
-    FALLBACK_LIMIT_BYTES,
-    HEADROOM_BYTES,
-    PAYLOAD_PREFIX,
-    RESULT_PREFIX,
-    ClaimCheck,
-)
-from .pointer import (
-    LEGACY_POINTER_CLASS,
-    LEGACY_SIZE_ATTRIBUTE,
-    POINTER_CLASS,
-    SIZE_ATTRIBUTE,
-    Pointer,
-)
+from .claim_check import ClaimCheck
+from .pointer import Pointer
 
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = [
-    "FALLBACK_LIMIT_BYTES",
-    "HEADROOM_BYTES",
-    "LEGACY_POINTER_CLASS",
-    "LEGACY_SIZE_ATTRIBUTE",
-    "PAYLOAD_PREFIX",
-    "POINTER_CLASS",
-    "RESULT_PREFIX",
-    "SIZE_ATTRIBUTE",
-    "ClaimCheck",
-    "Pointer",
-    "install",
-]
+__all__ = ["ClaimCheck", "Pointer", "install"]
 
 
 def install(app: App) -> ClaimCheck:
