@@ -457,3 +457,21 @@ def test_a_deferred_offloaded_message_is_sent_on_through_s3_and_still_verifies(
     assert [r.get(timeout=5) for r in results] == [2_000] * 3
     assert _dead_letters() == []
     assert objects() == []  # the three, and each deferred copy's once it was sent on
+
+
+def test_gc_deletes_only_objects_older_than_the_cut_off(payload_app: Any) -> None:
+    from click.testing import CliRunner
+
+    from sqsq.cli import cli
+
+    digest.delay("g" * 2_000_000)
+    (key,) = objects()
+
+    fresh = CliRunner().invoke(cli, ["gc", APP])  # 14 days: a message may still point to it
+    assert fresh.exit_code == 0, fresh.output
+    assert "deleted 0 of 1 payload objects" in fresh.output
+    dry = CliRunner().invoke(cli, ["gc", APP, "--older-than", "0", "--dry-run"])
+    assert f"would delete  {key}" in dry.output and objects() == [key]
+    done = CliRunner().invoke(cli, ["gc", APP, "--older-than", "0"])
+    assert "deleted 1 of 1 payload objects" in done.output
+    assert objects() == []

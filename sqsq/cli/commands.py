@@ -1,4 +1,4 @@
-"""The commands of ``sqsq``: worker, dev, resources, send, result, schema."""
+"""The commands of ``sqsq``: worker, dev, resources, gc, send, result, schema."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, Literal, cast
 
 import click
 
+from .. import limits
 from ..aws_errors import aws_boundary
 from ..errors import ConfigurationError
 from . import EXIT_FAILURE, _UsageError, cli
@@ -305,6 +306,33 @@ def resources_create(app: str, dry_run: bool) -> None:
     else:
         apply(the_app, changes)
         click.echo(f"done: {len(pending)} change(s) made")
+
+
+@cli.command()
+@click.argument("app")
+@click.option(
+    "--older-than",
+    "older_than_s",
+    default=float(limits.SQS_MAX_RETENTION_S),
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="Seconds since an object was written (default: SQS's longest retention, 14 days).",
+)
+@click.option("--dry-run", is_flag=True, help="List the orphans; delete nothing.")
+def gc(app: str, older_than_s: float, dry_run: bool) -> None:
+    """Delete APP's payload objects in S3 that no message can point to any more."""
+    from ..payloads.gc import collect
+
+    report = collect(_load(app), older_than_s=older_than_s, dry_run=dry_run)
+    for key in report.orphans if dry_run else ():
+        click.echo(f"would delete  {key}")
+    verb = "would delete" if dry_run else "deleted"
+    done = len(report.orphans) if dry_run else report.deleted
+    click.echo(f"{verb} {done} of {report.scanned} payload objects")
+    for key, code in report.errors:
+        click.echo(f"not deleted  {key}  ({code})", err=True)
+    if report.errors:
+        raise SystemExit(EXIT_FAILURE)
 
 
 # --- send / result --------------------------------------------------------------------
