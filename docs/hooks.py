@@ -42,6 +42,7 @@ PUBLIC: dict[str, list[str] | None] = {
         "Run",
         "schedules_from_template",
         "dead_letter_attributes",
+        "fire_schedule",
         "sweep_ttl",
         "Swept",
         "ttl_attribute",

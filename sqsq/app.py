@@ -621,9 +621,9 @@ class App:
         Raises:
             ConfigurationError: ``event`` is not an SQS event (a miswired trigger).
         """
-        from .aws_lambda import handle
+        from .aws_lambda import invoke
 
-        return handle(self, event, context)
+        return invoke(self, event, context)
 
     # --- lifecycle ----------------------------------------------------------------
 

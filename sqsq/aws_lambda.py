@@ -62,7 +62,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import limits
+from . import limits, logs, metrics
 from .calls import run
 from .delivery import Delivery
 from .errors import (
@@ -73,11 +73,12 @@ from .errors import (
     SqsqError,
 )
 from .execution import Executor
+from .idempotency import Claim
 from .lease import LeaseTable
 from .metrics import emit as emit_metrics
 from .outcome import RETURNED_KINDS, Outcome, OutcomeKind, Prepared, give_up
 from .retry import error_code, is_permanent
-from .settle import missing_step, plan_writes, release, store
+from .settle import completed_claim, missing_step, plan_writes, release, store
 from .sqs import chunks, queue_name_from_arn, redriven
 from .task_tokens import Heartbeats
 
@@ -95,6 +96,7 @@ def _remaining_ms(context: Any) -> float | None:
 class _Environment:
     """What one execution environment (one cold start) has logged already."""
 
+    cold_start = True
     refused_logged = False
     unfit_logged: set[str] = set()  # noqa: RUF012 - one set per process, on purpose
 
@@ -242,15 +244,18 @@ def _sqs_records(event: Any) -> list[Any]:
     return records
 
 
-def _prepare(app: App, executor: Executor, deliveries: list[Delivery]) -> list[Prepared | Outcome]:
+def _prepare(
+    app: App, executor: Executor, deliveries: list[Delivery], traces: dict[str, str]
+) -> list[Prepared | Outcome]:
     """Each delivery prepared; if signing is on and its key cannot be read (once per
     invocation until it is, then cached), none is: each is sent on unchanged
     (``Executor.key_unavailable``), not dead-lettered and not listed as a failure."""
+    unreadable: bool | None = None  # the key cannot be read: is that permanent?
     if app.settings.signing_key:
         try:
             app.signing_key  # noqa: B018 - resolved (and cached) here, once
         except Exception as exc:
-            permanent = is_permanent(exc)
+            permanent = unreadable = is_permanent(exc)
             logger.error(
                 "cannot read the signing key (%s: %s): %d messages sent on unchecked%s",
                 type(exc).__name__,
@@ -258,13 +263,81 @@ def _prepare(app: App, executor: Executor, deliveries: list[Delivery]) -> list[P
                 len(deliveries),
                 "; fix Settings.signing_key or the function's IAM" if permanent else "",
             )
-            return [
-                executor.prepare_isolated(d)
-                if d.malformed
-                else executor.key_unavailable(d, permanent)
-                for d in deliveries
-            ]
-    return [executor.prepare_isolated(d) for d in deliveries]
+    prepared: list[Prepared | Outcome] = []
+    for delivery in deliveries:
+        _record_fields(delivery, traces)
+        if unreadable is not None and not delivery.malformed:
+            prepared.append(executor.key_unavailable(delivery, unreadable))
+        else:
+            prepared.append(executor.prepare_isolated(delivery))
+    logs.record_fields()
+    return prepared
+
+
+def invoke(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """:func:`handle` with the invocation's logging fields (``sqsq.logs``) and
+    ``ColdStart`` metric: what ``App.lambda_handler`` calls."""
+    cold_start, _Environment.cold_start = _Environment.cold_start, False
+    if cold_start:
+        try:
+            metrics.write([metrics.cold_start(app.name)])
+        except Exception as exc:
+            logger.warning("writing the ColdStart metric failed: %s", exc)
+    logs.attach()
+    try:
+        with logs.invocation_fields(**_log_fields(context, cold_start)), metrics.invocation():
+            return handle(app, event, context)
+    finally:
+        logs.record_fields()  # no record's fields outlive the invocation
+
+
+def _log_fields(context: Any, cold_start: bool) -> dict[str, Any]:
+    """The invocation's log fields, in Powertools Logger's key names."""
+    return {
+        "function_request_id": getattr(context, "aws_request_id", None),
+        "function_name": getattr(context, "function_name", None),
+        "function_arn": getattr(context, "invoked_function_arn", None),
+        "function_memory_size": getattr(context, "memory_limit_in_mb", None),
+        "cold_start": cold_start,
+        "xray_trace_id": logs.xray_trace_id(os.environ.get("_X_AMZN_TRACE_ID")),
+    }
+
+
+def _record_fields(
+    delivery: Delivery, traces: dict[str, str], item: Prepared | Outcome | None = None
+) -> None:
+    """The log fields of the record being handled: its message id, its X-Ray trace
+    (its ``AWSTraceHeader``, else the invocation's) and its task once known."""
+    task_id = task = None
+    metrics.running(delivery.queue, item.task.name if isinstance(item, Prepared) else None)
+    if isinstance(item, Prepared):
+        task_id, task = item.envelope.task_id, item.envelope.task
+    elif isinstance(item, Outcome):
+        task_id, task = item.task_id, item.record.task if item.record else None
+    logs.record_fields(
+        message_id=delivery.message_id,
+        xray_trace_id=logs.xray_trace_id(traces.get(delivery.message_id)),
+        task_id=task_id,
+        task=task,
+    )
+
+
+def _metric_key(item: Prepared | Outcome) -> tuple[str, str]:
+    """The (queue, task) of a record's metrics (``metrics.task_of`` checks the name)."""
+    if isinstance(item, Prepared):
+        return item.delivery.queue, item.task.name
+    return item.delivery.queue, item.record.task if item.record and item.record.task else ""
+
+
+def _trace_headers(records: list[Any]) -> dict[str, str]:
+    """Each record's ``attributes.AWSTraceHeader`` by messageId, where it has one."""
+    traces = {}
+    for record in records:
+        if isinstance(record, dict) and isinstance(record.get("attributes"), dict):
+            header = record["attributes"].get("AWSTraceHeader")
+            if isinstance(header, str) and isinstance(record.get("messageId"), str):
+                traces[record["messageId"]] = header
+    return traces
 
 
 def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -316,7 +389,8 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     heartbeat.context = context  # the remaining time bounds a concurrency slot's lease
     heartbeat.start()
 
-    prepared = _prepare(app, executor, deliveries)
+    traces = _trace_headers(records)
+    prepared = _prepare(app, executor, deliveries, traces)
 
     batch = _Batch(app, heartbeat, margin_ms)
     batch.start()
@@ -325,6 +399,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         for item in prepared:
             delivery = item.delivery
+            _record_fields(delivery, traces, item)
             group = (
                 (delivery.queue, delivery.message_group_id) if delivery.message_group_id else None
             )
@@ -334,13 +409,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
             need_ms = margin_ms + _time_limit_ms(item)
             if group in blocked_groups or (remaining_ms is not None and remaining_ms < need_ms):
                 if remaining_ms is not None and remaining_ms < need_ms:
-                    logger.warning(
-                        "not starting message %s: %.0f ms left, its time_limit and the "
-                        "margin need %.0f ms",
-                        delivery.message_id,
-                        remaining_ms,
-                        need_ms,
-                    )
+                    _log_not_started(item, remaining_ms, need_ms)
                 not_started.add(delivery.message_id)
                 if group:
                     blocked_groups.add(group)
@@ -348,7 +417,7 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
                 continue
             batch.flush_if_due(remaining_ms)  # before a task that might outlive the invocation
             try:
-                outcome = _run(app, executor, item, heartbeat)
+                outcome = _run(app, executor, item, heartbeat, batch)
             except Exception as exc:  # sqsq failed on this one record: its own dead letter
                 outcome = executor.internal(
                     delivery, exc, "running", item if isinstance(item, Prepared) else None
@@ -375,7 +444,10 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     listed |= {o.delivery.message_id for o in batch.done if o.kind in RETURNED_KINDS}
     listed |= not_started
     try:  # EMF lines on stdout (see metrics.py); never fails the batch
-        emit_metrics(app.name, [*batch.done, *batch.kept], started_s, tasks=app.tasks)
+        left = [_metric_key(i) for i in prepared if i.delivery.message_id in not_started]
+        emit_metrics(
+            app.name, [*batch.done, *batch.kept], started_s, tasks=app.tasks, not_started=left
+        )
     except Exception as exc:
         logger.warning("writing the EMF metrics failed: %s", exc)
     unnamed = [d.message_id for d in deliveries if d.message_id in listed and not d.identified]
@@ -421,6 +493,7 @@ class _Batch(threading.Thread):
         self.first = 0.0
         self.done: list[Outcome] = []
         self.kept: list[Outcome] = []
+        self.held: dict[str, Outcome] = {}  # idempotency key → the outcome of its run here
 
     def run(self) -> None:
         while not self.stopped.wait(STORE_EVERY_S / 4):
@@ -436,6 +509,26 @@ class _Batch(threading.Thread):
                 self.first = time.monotonic()
             self.pending.append(outcome)
             self.writes += len(plan_writes([outcome]))
+            if outcome.idempotency_pk is not None:
+                self.held[outcome.idempotency_pk] = outcome
+
+    def held_by(self, pk: str, retake: bool = False) -> Claim | None:
+        """The claim a record with key ``pk`` would find once the run of this batch
+        that claimed it is stored — a duplicate in the same batch resolves to it now
+        (records run one after another, so that run has ended), instead of finding the
+        key IN_PROGRESS and being sent on for the lease's length. None: no run of this
+        batch holds ``pk``, or its run freed the key (a retry; or a failure, for a
+        redriven copy that retakes it): its outcome is stored first, so the
+        caller's claim sees the key as it now is."""
+        outcome = self.held.get(pk)
+        if outcome is None:
+            return None
+        claim = completed_claim(outcome)
+        if claim is None or (retake and claim.failed is not None):
+            del self.held[pk]
+            self.flush()
+            return None
+        return claim
 
     def flush_if_due(self, remaining_ms: float | None) -> None:
         low = remaining_ms is not None and remaining_ms < 2 * self.margin_ms
@@ -481,6 +574,34 @@ class _Batch(threading.Thread):
         return limit is not None and outcome.delivery.receive_count >= limit
 
 
+def _log_not_started(item: Prepared | Outcome, remaining_ms: float, need_ms: float) -> None:
+    """Say what was not done to a record left for lack of time: it comes back whole
+    (listed), so a dead letter decided for it is not stored or copied yet."""
+    message_id = item.delivery.message_id
+    if isinstance(item, Prepared):
+        logger.warning(
+            "not starting task %s[%s] (message %s): %.0f ms left, its time_limit and the "
+            "safety margin need %.0f ms; the message comes back",
+            item.envelope.task,
+            item.envelope.task_id,
+            message_id,
+            remaining_ms,
+            need_ms,
+        )
+        return
+    doing = "dead-lettering" if item.kind is OutcomeKind.DEAD_LETTER else "settling"
+    reason = f" ({item.note.reason})" if item.note is not None else ""
+    logger.warning(
+        "not %s message %s%s: %.0f ms left, under the safety margin of %.0f ms; the "
+        "message comes back",
+        doing,
+        message_id,
+        reason,
+        remaining_ms,
+        need_ms,
+    )
+
+
 def _deferrals_exhausted(
     executor: Executor, item: Prepared | Outcome, deferred: Outcome
 ) -> Outcome:
@@ -502,7 +623,9 @@ def _time_limit_ms(item: Prepared | Outcome) -> float:
     return 0.0
 
 
-def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Heartbeat) -> Outcome:
+def _run(
+    app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Heartbeat, batch: _Batch
+) -> Outcome:
     if isinstance(item, Outcome):
         return item
     if item.delivery.receive_count > 1:  # run before? (Executor.resume; the worker's too)
@@ -529,14 +652,20 @@ def _run(app: App, executor: Executor, item: Prepared | Outcome, heartbeat: _Hea
             return executor.defer(item, entry.hold.delay_s, entry.hold.why, routine=True)
         slot = entry.slot  # lives as long as the invocation can: no renewal
     try:
-        return _claim_and_call(app, executor, item, heartbeat)
+        return _claim_and_call(app, executor, item, heartbeat, batch)
     finally:
         if slot is not None:
             slot.release()
 
 
-def _claim_and_call(app: App, executor: Executor, item: Prepared, heartbeat: _Heartbeat) -> Outcome:
+def _claim_and_call(
+    app: App, executor: Executor, item: Prepared, heartbeat: _Heartbeat, batch: _Batch
+) -> Outcome:
     if item.idempotency_pk is not None:
+        retake = redriven(item.delivery.message_attributes)
+        held = batch.held_by(item.idempotency_pk, retake)
+        if held is not None:  # its key's run is in this batch and ended: resolve to it
+            return executor.duplicate(item, held)
         lease = heartbeat.leases.get(item.delivery)
         lease_s = lease.lease_s if lease else app.settings.visibility_timeout_s
         try:
@@ -545,7 +674,8 @@ def _claim_and_call(app: App, executor: Executor, item: Prepared, heartbeat: _He
                 item.envelope.task_id,
                 lease_s,
                 item.task.idempotency_ttl_s,
-                retake=redriven(item.delivery.message_attributes),
+                retake=retake,
+                payload=item.payload_hash,
             )
         except Exception as exc:
             if error_code(exc) == "ValidationException":  # no retry can fix it

@@ -134,12 +134,17 @@ class Decisions:
             dead_letter_reason=note.reason,
         )
         logger.warning(
-            "task %s (message %s) dead-lettered: %s: %s",
+            "task %s (message %s) is a dead letter: %s: %s",
             task_id,
             delivery.message_id,
             note.reason,
             note.message,
-            extra={"task_id": task_id, "queue": delivery.queue, "reason": note.reason},
+            extra={
+                "task_id": task_id,
+                "message_id": delivery.message_id,
+                "queue": delivery.queue,
+                "reason": note.reason,
+            },
         )
         return Outcome(delivery, OutcomeKind.DEAD_LETTER, task_id, record, note)
 
@@ -273,7 +278,14 @@ class Decisions:
                 "queue": prepared.delivery.queue,
             },
         )
-        return Outcome(prepared.delivery, OutcomeKind.SUCCESS, envelope.task_id, record)
+        # the same task id (a message delivered twice): its result item already says so
+        return Outcome(
+            prepared.delivery,
+            OutcomeKind.SUCCESS,
+            envelope.task_id,
+            record,
+            store=claim.owner != envelope.task_id,
+        )
 
     def _duplicate_failure(
         self, prepared: Prepared, claim: Claim, failed: dict[str, Any]

@@ -6,13 +6,20 @@ taking the task's arguments) or from ``apply_async(idempotency_key=...)``. Keys
 are scoped by task name.
 
 The item, in the app's table: ``pk = "idem#<task>#<key>"``, ``sk = "idempotency"``,
-``status`` IN_PROGRESS | COMPLETED, ``task_id`` of the run that owns it,
-``lease_expires_at`` (IN_PROGRESS only), ``value`` (COMPLETED) — or ``refused`` (the
-dead-letter reason) when the body ran but DynamoDB refused its outcome, or ``failed``
-(JSON ``{exc_type, exc_message, reason}``) when the body failed for good —, ``expires_at`` (TTL),
-``payload_hash`` (SHA-256 of the validated arguments, when the task validates
-payloads: a duplicate whose arguments differ is an :class:`~sqsq.errors.IdempotencyConflict`,
-as Powertools' payload validation).
+``status`` IN_PROGRESS | COMPLETED, ``task_id`` of the run that owns it (the pointer to
+its result item ``task#<task_id>``), ``lease_expires_at``, ``expires_at`` (TTL),
+``payload_hash`` (SHA-256 of the validated arguments, when the task validates payloads:
+a duplicate whose arguments differ is an :class:`~sqsq.errors.IdempotencyConflict`, as
+Powertools' payload validation).
+
+The value is stored once, in the owner's result item: when the run ends with SUCCESS
+or a final FAILURE, its result item (written anyway) is what completes the key, and the
+key item is not written again. A first call costs two writes — the claim and the result
+item — and a duplicate one: its failed claim (plus its own result item when it has
+another task id). The key item is written COMPLETED only where no result item
+answers: ``store_result=False`` (``value`` under the key), or the body ran but
+DynamoDB refused its outcome (``refused``, the dead-letter reason); items COMPLETED with
+``value`` / ``failed`` by earlier releases are read as before.
 
 The lease, as in Powertools' idempotency utility — write first, read only on
 conflict (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)::
@@ -20,14 +27,18 @@ conflict (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)::
     claim (conditional PutItem IN_PROGRESS)
       │
       ├─ no item ─────────────────────────────────── attribute_not_exists(pk)      ─► run
-      ├─ IN_PROGRESS, lease over (owner died) ──────  lease_expires_at < :now       ─► take over, run
       ├─ any, past its expiry (TTL lags) ──────────── expires_at < :now             ─► run
       │
-      ├─ COMPLETED (condition fails, old item read) ─────────────────────────────────► DUPLICATE:
-      │                                                   don't run; this task id gets the stored value
-      │                                                   (or the stored failure: a dead letter)
-      ├─ COMPLETED with ``failed``, and the message came back from the DLQ (a redrive) ─► run
-      └─ IN_PROGRESS under a live lease ─────────────────────────────────────────────► DEFER:
+      ├─ COMPLETED (condition fails, old item read) ─────────────────────────────────► DUPLICATE
+      └─ IN_PROGRESS: GetItem of the owner's result item (consistent)
+           ├─ SUCCESS ───────────────────────────────────────────────────────────────► DUPLICATE:
+           │                                       don't run; this task id gets the owner's value
+           ├─ FAILURE (final) ───────────────────────────────────────────────────────► DUPLICATE:
+           │                                       resolves to that failure (a dead letter) …
+           │    … unless the message came back from the DLQ (a redrive): take over ──► run
+           ├─ not ended, lease over (owner died): take over ─────────────────────────► run
+           │      conditional PutItem: task_id = :owner AND lease_expires_at < :now
+           └─ not ended, live lease ─────────────────────────────────────────────────► DEFER:
                                                           the message comes back after the lease
 
     A conflict that carries no old item (an endpoint without
@@ -35,9 +46,10 @@ conflict (``ReturnValuesOnConditionCheckFailure=ALL_OLD``)::
     is read with one consistent GetItem; if the item is gone by then (its owner
     failed and deleted it), the claim is tried again.
 
-    time ──►  claim ─── lease_s ───┬─ heartbeat extends ─┬─ … ─► COMPLETED (settle, batched)
-                                   │                     │       on SUCCESS and final FAILURE,
-                                   │                     │       or item deleted on RETRY
+    time ──►  claim ─── lease_s ───┬─ heartbeat extends ─┬─ … ─► result item SUCCESS / FAILURE
+                                   │                     │       (settle, batched; the key item
+                                   │                     │       stays, pointing to it), or the
+                                   │                     │       key item deleted on RETRY
                                    └ UpdateItem, only while status = IN_PROGRESS and task_id = owner
 """
 
@@ -50,19 +62,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from .calls import Call, Steps, arun, run
-from .dynamodb import Item
+from .dynamodb import Item, record_from_item, result_key
 from .envelope import dumps
+from .result import ResultRecord, State
 
 #: Keys longer than this are replaced by their SHA-256 (DynamoDB keys ≤ 2048 bytes).
 MAX_KEY_CHARS = 512
 
 #: The three ways a claim may succeed (named sub-expressions of the condition).
 _NO_ITEM = "attribute_not_exists(pk)"
-_LEASE_OVER = "lease_expires_at < :now"
 _ITEM_EXPIRED = "expires_at < :now"
-CLAIM_CONDITION = f"{_NO_ITEM} OR {_LEASE_OVER} OR {_ITEM_EXPIRED}"
-#: A redriven dead letter may also take over a key whose run failed for good.
+CLAIM_CONDITION = f"{_NO_ITEM} OR {_ITEM_EXPIRED}"
+#: A redriven dead letter may also take over a key whose run failed for good (an item
+#: COMPLETED with ``failed`` by an earlier release; else the owner's result says so).
 _FAILED = "attribute_exists(failed)"
+#: Taking over from an owner read as dead (its lease over, its result not ended) —
+#: only if it is still that owner and it has not extended its lease meanwhile.
+_STILL_OWNER = "task_id = :owner"
+_LEASE_OVER = "lease_expires_at < :now"
+TAKEOVER_CONDITION = f"{_STILL_OWNER} AND ({_LEASE_OVER} OR {_ITEM_EXPIRED})"
 #: A heartbeat extends only a lease it still owns.
 EXTEND_CONDITION = "#status = :in_progress AND task_id = :owner"
 
@@ -142,24 +160,40 @@ def claim_request(
     ttl_s: float,
     now: float | None = None,
     retake: bool = False,
+    payload: str | None = None,
+    over: str | None = None,
 ) -> dict[str, Any]:
     """PutItem arguments that claim ``pk`` for ``task_id`` (see the drawing);
-    ``retake``: also over a key whose run failed for good (a redriven dead letter)."""
+    ``retake``: also over a key whose run failed for good (a redriven dead letter);
+    ``payload``: the arguments' :func:`payload_hash`, kept for duplicates to compare;
+    ``over``: take the key over from this owner (read as dead, or — with ``retake`` —
+    as failed for good)."""
     now = time.time() if now is None else now
-    condition = f"{CLAIM_CONDITION} OR {_FAILED}" if retake else CLAIM_CONDITION
-    return {
+    values: dict[str, Any] = {":now": {"N": str(int(now))}}
+    if over is not None:
+        condition = _STILL_OWNER if retake else TAKEOVER_CONDITION
+        values[":owner"] = {"S": over}
+    else:
+        condition = f"{CLAIM_CONDITION} OR {_FAILED}" if retake else CLAIM_CONDITION
+    item: Item = {
+        **item_key(pk),
+        "status": {"S": "IN_PROGRESS"},
+        "task_id": {"S": task_id},
+        "lease_expires_at": {"N": str(int(now + lease_s) + 1)},
+        "expires_at": {"N": str(int(now + ttl_s))},
+    }
+    if payload:
+        item["payload_hash"] = {"S": payload}
+    request = {
         "TableName": table,
-        "Item": {
-            **item_key(pk),
-            "status": {"S": "IN_PROGRESS"},
-            "task_id": {"S": task_id},
-            "lease_expires_at": {"N": str(int(now + lease_s) + 1)},
-            "expires_at": {"N": str(int(now + ttl_s))},
-        },
+        "Item": item,
         "ConditionExpression": condition,
-        "ExpressionAttributeValues": {":now": {"N": str(int(now))}},
+        "ExpressionAttributeValues": values,
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     }
+    if retake and over is not None:
+        del values[":now"]
+    return request
 
 
 def extend_request(
@@ -276,7 +310,28 @@ def claim_from_conflict(old: Item | None, now: float | None = None) -> Claim:
             failed=json.loads(old["failed"]["S"]) if "failed" in old else None,
         )
     lease = float(old.get("lease_expires_at", {}).get("N", now))
-    return Claim("IN_PROGRESS", owner, lease_remaining_s=max(1.0, lease - now))
+    return Claim(
+        "IN_PROGRESS",
+        owner,
+        lease_remaining_s=max(1.0, lease - now),
+        payload_hash=old.get("payload_hash", {}).get("S"),
+    )
+
+
+def ended_claim(claim: Claim, record: ResultRecord | None) -> Claim | None:
+    """The IN_PROGRESS ``claim`` completed by its owner's result ``record`` (SUCCESS:
+    its value; FAILURE: the failure, as :func:`completed_item` keeps it), or None
+    when the owner's run has not ended."""
+    if record is None or record.state not in (State.SUCCESS, State.FAILURE):
+        return None
+    if record.state is State.SUCCESS:
+        return Claim("COMPLETED", claim.owner, record.value, payload_hash=claim.payload_hash)
+    failed = {
+        "exc_type": record.exc_type,
+        "exc_message": (record.exc_message or "")[:FAILED_MESSAGE_CHARS],
+        "reason": record.dead_letter_reason,
+    }
+    return Claim("COMPLETED", claim.owner, payload_hash=claim.payload_hash, failed=failed)
 
 
 def _conflict_item(exc: Exception) -> Item | bool | None:
@@ -311,30 +366,49 @@ class IdempotencyStore:
         self.table = table
 
     def claim(
-        self, pk: str, task_id: str, lease_s: float, ttl_s: float, retake: bool = False
+        self,
+        pk: str,
+        task_id: str,
+        lease_s: float,
+        ttl_s: float,
+        retake: bool = False,
+        payload: str | None = None,
     ) -> Claim:
-        """One conditional PutItem; a read only on conflict (ALL_OLD, else a
-        consistent GetItem). ``retake``: see :func:`claim_request`."""
-        return run(self.claiming(pk, task_id, lease_s, ttl_s, retake), self.clients)
+        """A conditional PutItem; on conflict the old item (ALL_OLD, else a consistent
+        GetItem) and, when it is IN_PROGRESS, its owner's result item (see the
+        drawing). ``retake``, ``payload``: see :func:`claim_request`."""
+        return run(self.claiming(pk, task_id, lease_s, ttl_s, retake, payload), self.clients)
 
     async def aclaim(
-        self, pk: str, task_id: str, lease_s: float, ttl_s: float, retake: bool = False
+        self,
+        pk: str,
+        task_id: str,
+        lease_s: float,
+        ttl_s: float,
+        retake: bool = False,
+        payload: str | None = None,
     ) -> Claim:
         """Asyncio twin of :meth:`claim`."""
-        return await arun(self.claiming(pk, task_id, lease_s, ttl_s, retake), self.clients)
+        steps = self.claiming(pk, task_id, lease_s, ttl_s, retake, payload)
+        return await arun(steps, self.clients)
 
     def claiming(
-        self, pk: str, task_id: str, lease_s: float, ttl_s: float, retake: bool = False
+        self,
+        pk: str,
+        task_id: str,
+        lease_s: float,
+        ttl_s: float,
+        retake: bool = False,
+        payload: str | None = None,
     ) -> Steps[Claim]:
         """The calls of :meth:`claim` (see :mod:`sqsq.calls`)."""
-        old: Item | None = None
+        over: str | None = None
         for _ in range(CLAIM_TRIES):
+            request = claim_request(
+                self.table, pk, task_id, lease_s, ttl_s, retake=retake, payload=payload, over=over
+            )
             try:
-                yield Call(
-                    "dynamodb",
-                    "put_item",
-                    claim_request(self.table, pk, task_id, lease_s, ttl_s, retake=retake),
-                )
+                yield Call("dynamodb", "put_item", request)
             except Exception as exc:
                 if _conflict_item(exc) is False:
                     raise
@@ -347,11 +421,37 @@ class IdempotencyStore:
                         )
                     )
                 )
-                if old:
-                    break
-                continue  # the item vanished: claim again
+                over = None
+                if not old:
+                    continue  # the item vanished: claim again
+                claim = claim_from_conflict(old)
+                if claim.status == "COMPLETED" or claim.owner is None:
+                    return claim
+                result = _read(
+                    (
+                        yield Call(
+                            "dynamodb",
+                            "get_item",
+                            {
+                                "TableName": self.table,
+                                "Key": result_key(claim.owner),
+                                "ConsistentRead": True,
+                            },
+                        )
+                    )
+                )
+                ended = ended_claim(claim, record_from_item(result) if result else None)
+                if ended is not None and not (retake and ended.failed is not None):
+                    return ended
+                if (
+                    ended is None
+                    and float(old.get("lease_expires_at", {}).get("N", 0)) >= time.time()
+                ):
+                    return claim  # its owner runs it under a live lease
+                over = claim.owner  # its owner died, or a redrive retakes its failure
+                continue
             return Claim("CLAIMED", task_id)
-        return claim_from_conflict(old)
+        return Claim("IN_PROGRESS", lease_remaining_s=1.0)
 
     def extend(self, pk: str, task_id: str, lease_s: float) -> bool:
         """Extend a held lease; False when it is no longer ours."""

@@ -3,13 +3,116 @@
 ``text``: one readable line per event. ``json``: one JSON object per line with
 the record's structured fields (task_id, task, queue, state, duration_s, …),
 formatted by python-json-logger.
+
+In the Lambda handler every log record made while it runs — sqsq's and the
+task's own, through any logger whose records reach the root logger's handlers —
+carries the invocation's fields and, while a
+record of the batch is handled, that record's (:func:`invocation_fields`,
+:func:`record_fields`, :data:`LAMBDA_KEYS`),
+named as Powertools for AWS Lambda's Logger names them where it has a name:
+``function_request_id``, ``cold_start``, ``xray_trace_id``, ``function_name``,
+``function_arn``, ``function_memory_size``; then ``message_id``, ``task_id`` and
+``task``. They are added by a :class:`ContextFilter` on the handlers of the root
+logger (where Lambda's runtime puts its own) and of every logger with handlers of its
+own (:func:`configure`'s, Powertools Logger's); a
+JSON formatter writes them as keys (``configure(fmt="json")``, or the function's
+JSON log format, ``LoggingConfig: {LogFormat: JSON}``).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Literal
+
+#: The keys the Lambda handler adds to log records (see the module docstring).
+LAMBDA_KEYS = (
+    "function_request_id",
+    "function_name",
+    "function_arn",
+    "function_memory_size",
+    "cold_start",
+    "xray_trace_id",
+    "message_id",
+    "task_id",
+    "task",
+)
+
+#: The invocation's fields: one per process, as Lambda runs one invocation at a
+#: time in an execution environment (its background threads' lines carry them too).
+_invocation: dict[str, Any] = {}
+#: The fields of the record being handled, in the handler's own thread only.
+_record: ContextVar[dict[str, Any] | None] = ContextVar("sqsq_log_record", default=None)
+
+
+def xray_trace_id(header: str | None) -> str | None:
+    """The trace id (``Root=…``) of an X-Ray trace header (``_X_AMZN_TRACE_ID``, a
+    record's ``AWSTraceHeader``: ``Root=1-…;Parent=…;Sampled=1``), as Powertools
+    writes ``xray_trace_id``; None for no header."""
+    if not header:
+        return None
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "Root" and value:
+            return value
+    return None
+
+
+class ContextFilter(logging.Filter):
+    """Adds the current invocation's and record's fields to each record a handler handles (a key the
+    call set itself, ``extra={...}``, wins); drops nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for source in (_record.get(), _invocation):
+            for key, value in (source or {}).items():
+                if key not in record.__dict__:
+                    setattr(record, key, value)
+        return True
+
+
+_FILTER = ContextFilter()
+
+
+def attach(*loggers: logging.Logger) -> None:
+    """Put the :class:`ContextFilter` on every handler of ``loggers`` that lacks one.
+    Default: the root logger (where Lambda's runtime puts its handler) and every
+    logger that has handlers of its own — ``sqsq``'s, and those a library set up, such
+    as Powertools for AWS Lambda's ``Logger(service=…)`` (a logger named after the
+    service, with its own JSON handler), so their lines carry the keys too."""
+    if not loggers:
+        known = logging.Logger.manager.loggerDict.values()
+        loggers = (
+            logging.getLogger(),
+            *(lg for lg in known if isinstance(lg, logging.Logger) and lg.handlers),
+        )
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, ContextFilter) for f in handler.filters):
+                handler.addFilter(_FILTER)
+
+
+def record_fields(**values: Any) -> None:
+    """Set the fields of the record being handled, in this thread (None values left
+    out; none at all: no record's fields any more)."""
+    _record.set({key: value for key, value in values.items() if value is not None} or None)
+
+
+@contextmanager
+def invocation_fields(**values: Any) -> Iterator[None]:
+    """Add ``values`` (None values left out) to every log record made inside the
+    block, in every thread, and handled by a handler with the :class:`ContextFilter`
+    (:func:`attach`)."""
+    saved = dict(_invocation)
+    _invocation.update({key: value for key, value in values.items() if value is not None})
+    try:
+        yield
+    finally:
+        _invocation.clear()
+        _invocation.update(saved)
+
 
 #: Control characters (C0, DEL, C1) and Unicode line/paragraph separators, written
 #: escaped in text logs: a value from a message (a task name, a JSON key, an
@@ -47,6 +150,7 @@ def configure(level: str = "INFO", fmt: Literal["text", "json"] = "text") -> Non
         )
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(_FILTER)
     root = logging.getLogger("sqsq")
     root.handlers[:] = [h for h in root.handlers if isinstance(h, logging.NullHandler)]
     root.addHandler(handler)

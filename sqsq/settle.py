@@ -45,15 +45,16 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import limits, task_tokens
 from .calls import Call, Gather, Steps, arun, run
-from .dynamodb import Write, attempt_item, delete, put, result_item
+from .dynamodb import Item, Write, attempt_item, delete, put, result_item
 from .errors import UnstoredOutcome
-from .idempotency import completed_item, item_key
+from .idempotency import Claim, completed_item, item_key
 from .outcome import (
     FINAL_KINDS,
     REASON_FOLLOWUP_FAILED,
@@ -167,35 +168,82 @@ def plan_writes(outcomes: Sequence[Outcome]) -> list[Write]:
         if outcome.stored:
             continue
         token = _token(index)
+        answered = _answers_the_key(outcome)
         if outcome.record is not None and outcome.store:
-            writes.append(put(token, result_item(outcome.record)))
+            item = result_item(outcome.record)
+            if answered:  # it completes the key: kept as long as the key is
+                _keep_until(item, time.time() + outcome.idempotency_ttl_s)
+            writes.append(put(token, item))
         if outcome.history and outcome.record is not None:
             delay = outcome.delay_s if outcome.kind is OutcomeKind.RETRY else None
             writes.append(put(token, attempt_item(outcome.record, delay)))
-        if outcome.idempotency_pk is not None:
-            if outcome.kind is OutcomeKind.SUCCESS or outcome.completed_refused:
-                item = completed_item(
-                    outcome.idempotency_pk,
-                    outcome.task_id,
-                    outcome.completed_value,
-                    outcome.idempotency_ttl_s,
-                    payload=outcome.payload_hash,
-                    refused=outcome.completed_refused,
-                )
-                writes.append(put(token, item))
-            elif outcome.kind is OutcomeKind.FAILURE:  # failed for good: a duplicate gets it
-                item = completed_item(
-                    outcome.idempotency_pk,
-                    outcome.task_id,
-                    None,
-                    outcome.idempotency_ttl_s,
-                    payload=outcome.payload_hash,
-                    failed=_failure_of(outcome),
-                )
-                writes.append(put(token, item))
-            else:  # retrying (sqsq's own retry), or sqsq failed on it: free the key
-                writes.append(delete(token, item_key(outcome.idempotency_pk)))
+        if outcome.idempotency_pk is None or answered:
+            continue
+        if outcome.kind is OutcomeKind.SUCCESS or outcome.completed_refused:
+            item = completed_item(
+                outcome.idempotency_pk,
+                outcome.task_id,
+                outcome.completed_value,
+                outcome.idempotency_ttl_s,
+                payload=outcome.payload_hash,
+                refused=outcome.completed_refused,
+            )
+            writes.append(put(token, item))
+        elif outcome.kind is OutcomeKind.FAILURE:  # failed for good: a duplicate gets it
+            item = completed_item(
+                outcome.idempotency_pk,
+                outcome.task_id,
+                None,
+                outcome.idempotency_ttl_s,
+                payload=outcome.payload_hash,
+                failed=_failure_of(outcome),
+            )
+            writes.append(put(token, item))
+        else:  # retrying (sqsq's own retry), or sqsq failed on it: free the key
+            writes.append(delete(token, item_key(outcome.idempotency_pk)))
     return writes
+
+
+def _answers_the_key(outcome: Outcome) -> bool:
+    """Whether ``outcome``'s result item completes its idempotency key, so that the
+    key item is not written again (``idempotency``: the key points to its owner's
+    result): a SUCCESS or final FAILURE whose record is stored, not refused."""
+    return (
+        outcome.idempotency_pk is not None
+        and outcome.kind in (OutcomeKind.SUCCESS, OutcomeKind.FAILURE)
+        and outcome.record is not None
+        and outcome.store
+        and outcome.record.state in (State.SUCCESS, State.FAILURE)
+        and not outcome.completed_refused
+    )
+
+
+def _keep_until(item: Item, expires_at: float) -> None:
+    """Raise ``item``'s ``expires_at`` (TTL) to at least ``expires_at``."""
+    current = int(item["expires_at"]["N"]) if "expires_at" in item else None
+    if current is not None and current < int(expires_at):
+        item["expires_at"] = {"N": str(int(expires_at))}
+
+
+def completed_claim(outcome: Outcome) -> Claim | None:
+    """What a claim of ``outcome``'s idempotency key finds once :func:`plan_writes` has
+    stored it — the value (SUCCESS), the final failure, or the refusal — or None when
+    the key is freed (a retry, or sqsq failed on it). The Lambda handler resolves a
+    duplicate of the same batch with it, before the outcome is stored."""
+    owner = outcome.task_id
+    if outcome.kind is OutcomeKind.SUCCESS or outcome.completed_refused:
+        return Claim(
+            "COMPLETED",
+            owner,
+            outcome.completed_value,
+            payload_hash=outcome.payload_hash,
+            refused=outcome.completed_refused,
+        )
+    if outcome.kind is OutcomeKind.FAILURE:
+        return Claim(
+            "COMPLETED", owner, payload_hash=outcome.payload_hash, failed=_failure_of(outcome)
+        )
+    return None
 
 
 def _failure_of(outcome: Outcome) -> dict[str, str | None]:

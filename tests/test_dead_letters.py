@@ -285,6 +285,6 @@ def test_worker_logs_an_unrunnable_message_under_its_task_id(scenario: Scenario)
     if scenario.worker is None:
         pytest.skip("the Lambda runner has no worker log")
     sent = scenario.sent[TEN_ATTRIBUTES]
-    assert f"task dl-ten (message {sent.message_id}) dead-lettered: unknown_task" in (
+    assert f"task dl-ten (message {sent.message_id}) is a dead letter: unknown_task" in (
         scenario.worker.stderr
     )

@@ -374,6 +374,7 @@ NOT_FAILING = {
     "dev": "runs its own local endpoint",
     "infra": "generates documents; calls no AWS",
     "schema": "prints the envelope's JSON Schema; calls no AWS",
+    "package": "builds the Lambda deployment package with pip; calls no AWS",
 }
 
 

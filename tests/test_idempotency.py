@@ -18,6 +18,7 @@ from sqsq import State
 from sqsq.idempotency import (
     CLAIM_CONDITION,
     MAX_KEY_CHARS,
+    TAKEOVER_CONDITION,
     Claim,
     claim_from_conflict,
     claim_request,
@@ -279,11 +280,18 @@ def test_claim_request_is_a_conditional_put_returning_the_old_item() -> None:
         "expires_at": {"N": "4600"},
     }
     assert request["ConditionExpression"] == CLAIM_CONDITION
-    assert CLAIM_CONDITION == (
-        "attribute_not_exists(pk) OR lease_expires_at < :now OR expires_at < :now"
-    )
+    # a lease that is over is taken over only after its owner's result is read (the key
+    # item stays IN_PROGRESS after its run ended: its result item completes it)
+    assert CLAIM_CONDITION == "attribute_not_exists(pk) OR expires_at < :now"
     assert request["ExpressionAttributeValues"] == {":now": {"N": "1000"}}
     assert request["ReturnValuesOnConditionCheckFailure"] == "ALL_OLD"
+    takeover = claim_request("tbl", "idem#t#k", "t-2", 30, 3600, now=1000, over="task-1")
+    assert (
+        takeover["ConditionExpression"]
+        == TAKEOVER_CONDITION
+        == ("task_id = :owner AND (lease_expires_at < :now OR expires_at < :now)")
+    )
+    assert takeover["ExpressionAttributeValues"][":owner"] == {"S": "task-1"}
 
 
 def test_extend_request_only_extends_a_lease_still_owned() -> None:

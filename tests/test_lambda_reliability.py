@@ -86,26 +86,6 @@ def test_idempotent_duplicate_is_not_run_and_not_listed(rapp: sqsq.App, tmp_path
     assert record.worker == "lambda:second"
 
 
-def test_duplicates_in_one_batch_run_once_and_the_second_waits(
-    rapp: sqsq.App, tmp_path: Path
-) -> None:
-    """The first record holds the key IN_PROGRESS until the batch is settled, so its twin
-    in the same batch is not run: it is sent on with a delay of the key's lease (not
-    listed: a deferral must not use up the message's receives)."""
-    path = str(tmp_path / "runs.log")
-    results = [rel.charge_once.delay("o-6", 500, path) for _ in range(2)]
-    event, _ = event_of(DEFAULT, 2)
-
-    response = rapp.lambda_handler(event, LambdaContext())
-
-    assert rel.lines(path) == ["o-6"]
-    ran = [r for r in results if r.successful()]
-    assert len(ran) == 1
-    assert listed(response) == []
-    assert rel.receive(DEFAULT) == []  # deferred, not released at once
-    assert delayed(DEFAULT) == 1  # the twin, sent on with a delay
-
-
 def test_revoked_record_is_revoked_and_not_listed(rapp: sqsq.App, tmp_path: Path) -> None:
     path = str(tmp_path / "runs.log")
     revoked = rel.counted.delay(path, "revoked")

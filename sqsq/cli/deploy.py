@@ -14,6 +14,22 @@ from ..errors import ConfigurationError
 from . import cli
 from .commands import _load
 
+#: The function's runtime and architecture, the same in `infra` and `package`.
+runtime_option = click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default=RUNTIME,
+    show_default=True,
+    help="Lambda runtime of the function.",
+)
+architecture_option = click.option(
+    "--architecture",
+    type=click.Choice(ARCHITECTURES),
+    default="arm64",
+    show_default=True,
+    help="Instruction set of the function.",
+)
+
 
 @cli.command()
 @click.argument("app")
@@ -58,22 +74,16 @@ from .commands import _load
     default=None,
     help="SAM CodeUri, relative to the template's directory: the directory holding the app's "
     "top-level package and the function's requirements.txt (default: where APP is imported "
-    "from, written relative to --out).",
+    "from, written relative to --out), or the .zip `sqsq package` wrote.",
 )
 @click.option(
-    "--runtime",
-    type=click.Choice(RUNTIMES),
-    default=RUNTIME,
-    show_default=True,
-    help="Lambda runtime of the function.",
+    "--layer-uri",
+    default=None,
+    help="ContentUri of a layer holding sqsq and the handler's requirements (the layer "
+    ".zip of `sqsq package --layer`): the template declares it and the function uses it.",
 )
-@click.option(
-    "--architecture",
-    type=click.Choice(ARCHITECTURES),
-    default="arm64",
-    show_default=True,
-    help="Instruction set of the function.",
-)
+@runtime_option
+@architecture_option
 @click.option(
     "--worker-queue",
     "worker_queues",
@@ -112,6 +122,7 @@ def infra(
     maximum_concurrency: int | None,
     memory: int,
     code_uri: str | None,
+    layer_uri: str | None,
     runtime: str,
     architecture: str,
     worker_queues: tuple[str, ...],
@@ -138,6 +149,7 @@ def infra(
         maximum_concurrency=maximum_concurrency,
         memory_mb=memory,
         code_uri=code_uri,
+        layer_uri=layer_uri,
         runtime=runtime,
         architecture=architecture,
         worker_queues=frozenset(worker_queues),
@@ -146,7 +158,7 @@ def infra(
         omit=frozenset(omit),
     )
     text = dump(render(the_app, target, options))  # type: ignore[arg-type]
-    if target == "lambda":
+    if target == "lambda" and not code_uri.endswith(".zip"):  # a .zip: `sqsq package` built it
         base = out.resolve().parent if out is not None else Path.cwd()
         missing = bundle.check((base / code_uri).resolve(), app.partition(":")[0])
         if missing:
@@ -159,3 +171,62 @@ def infra(
     else:
         out.write_text(text)
         click.echo(f"wrote {out}", err=True)
+
+
+@cli.command()
+@click.argument("app")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("function.zip"),
+    show_default=True,
+    help="The function's .zip (its template's CodeUri).",
+)
+@click.option(
+    "--layer",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a layer .zip holding sqsq and the requirements under python/; --out "
+    "then holds the app's code only.",
+)
+@runtime_option
+@architecture_option
+@click.option(
+    "--sdk",
+    type=click.Choice(["bundle", "runtime"]),
+    default="bundle",
+    show_default=True,
+    help="bundle: pack boto3 and botocore pinned to the versions installed here; runtime: "
+    "use the Lambda runtime's (smaller; the runtime's version may change under you).",
+)
+@click.option(
+    "--requirements",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The app's own requirements file (third-party packages its tasks import).",
+)
+def package(
+    app: str,
+    out: Path,
+    layer: Path | None,
+    runtime: str,
+    architecture: str,
+    sdk: str,
+    requirements: Path | None,
+) -> None:
+    """Build APP's Lambda deployment package without Docker: the app's code, sqsq,
+    and the handler's requirements as binary wheels for RUNTIME on ARCHITECTURE
+    (pip --platform manylinux2014_* --only-binary=:all:); prints each .zip's sizes."""
+    from ..deploy.package import package as build
+
+    built = build(
+        app,
+        out,
+        layer=layer,
+        runtime=runtime,
+        architecture=architecture,
+        sdk="runtime" if sdk == "runtime" else "bundle",
+        requirements=requirements,
+    )
+    for artifact in built:
+        click.echo(str(artifact))

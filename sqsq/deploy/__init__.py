@@ -81,6 +81,8 @@ class Options:
     maximum_concurrency: int | None = None
     memory_mb: int = 512
     code_uri: str = "."
+    #: ContentUri of a layer holding sqsq and the requirements (``sqsq package --layer``).
+    layer_uri: str | None = None
     runtime: str = RUNTIME
     architecture: str = "arm64"
     worker_queues: frozenset[str] = field(default_factory=frozenset)

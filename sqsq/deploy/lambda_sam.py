@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 Doc = dict[str, Any]
 
 FUNCTION_ID = "TaskFunction"
+#: Logical id of the layer (``--layer-uri``): sqsq and the handler's requirements.
+LAYER_ID = "SqsqLayer"
 #: An event source's ``ScalingConfig.MaximumConcurrency`` when nothing sets it.
 DEFAULT_MAXIMUM_CONCURRENCY = 10
 
@@ -162,6 +164,17 @@ def template(app: App, options: Options) -> Doc:
             "Events": _events(app, ids, options),
         },
     }
+    if options.layer_uri is not None:
+        resources[LAYER_ID] = {
+            "Type": "AWS::Serverless::LayerVersion",
+            "Properties": {
+                "Description": f"sqsq and the handler's requirements for {options.app_path}",
+                "ContentUri": options.layer_uri,
+                "CompatibleRuntimes": [options.runtime],
+                "CompatibleArchitectures": [options.architecture],
+            },
+        }
+        resources[FUNCTION_ID]["Properties"]["Layers"] = [r.ref(LAYER_ID)]
     resources.update(alarm_resources(ids))
     function = "${Function}"
     resources[DASHBOARD_ID] = dashboard_resource(

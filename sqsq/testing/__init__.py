@@ -31,7 +31,8 @@ asks for them.
   on a virtual clock, by AWS's rules (context attributes, StartDate/EndDate, time
   zones, ``at()`` with ActionAfterCompletion DELETE, RetryPolicy, the dead-letter
   queue and its attributes), since moto and LocalStack store schedules but never
-  fire them.
+  fire them. :func:`fire_schedule` fires one periodic task of the app now, for a
+  scheduled time the test names, with the body Scheduler would send.
 - :func:`sweep_ttl` (``sqsq.testing.ttl``): deletes what DynamoDB's TTL would
   delete at a virtual time (Number attribute, epoch seconds, not more than five
   years in the past), since no emulator sweeps TTL.
@@ -87,6 +88,7 @@ _LAZY = {
     "Run": "scheduler",
     "schedules_from_template": "scheduler",
     "dead_letter_attributes": "scheduler",
+    "fire_schedule": "scheduler",
     "EventSourceMapping": "lambda_esm",
     "EventSource": "lambda_esm",
     "Invocation": "lambda_esm",

@@ -102,6 +102,7 @@ from ..schedules.scheduler import render, scheduled_time_text
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..result import AsyncResult
 
 logger = logging.getLogger(__name__)
 
@@ -928,6 +929,66 @@ def dead_letter_attributes(message: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def fire_schedule(app: App, name: str, *, at: datetime | None = None) -> AsyncResult:
+    """Fire the app's periodic task ``name`` once, now: send to its queue what
+    EventBridge Scheduler sends when the schedule fires at ``at``.
+
+    The message is the schedule's ``Target.Input`` as ``sqsq schedule sync`` writes
+    it, with Scheduler's context attributes filled in ("Context attributes" of the
+    EventBridge Scheduler User Guide): ``<aws.scheduler.scheduled-time>`` is ``at``
+    (to the second, UTC), ``<aws.scheduler.execution-id>`` a new UUID — the task id —
+    ``<aws.scheduler.schedule-arn>`` the schedule's ARN in the app's schedule group,
+    ``<aws.scheduler.attempt-number>`` 1. It is signed when the app signs
+    (``signing_key``), as the synced template is, and carries the fire's idempotency
+    key (``schedule:<name>@<scheduled time>``), so two fires at one ``at`` run the
+    task's body once. On a FIFO queue the message group is Scheduler's target's.
+    Nothing needs to be synced: the schedule is read from the code, not from AWS,
+    and neither the expression nor the ``start`` / ``end`` / ``enabled`` of the
+    schedule is checked against ``at`` (:class:`SimulatedScheduler` fires by those
+    rules, on a virtual clock, from what was synced).
+
+    What runs the message is up to the test: a worker (``sqsq.Worker(app,
+    burst=True).run()``), the Lambda handler with :func:`~sqsq.testing.sqs_event`,
+    or an :class:`~sqsq.testing.EventSourceMapping`.
+
+    Args:
+        app: the app declaring the periodic task (``@app.periodic_task`` or
+            ``app.add_periodic_task``); its queues must exist
+            (``sqsq.resources.apply(app)``).
+        name: the periodic task's schedule name (``name=``, default the task's name).
+        at: the scheduled time the fire is for (an aware datetime; microseconds are
+            dropped, as Scheduler's ``scheduled-time`` has whole seconds); default:
+            now. The task sees it as ``self.request.scheduled_at``.
+
+    Returns:
+        The :class:`~sqsq.result.AsyncResult` of the task the fire sends.
+
+    Raises:
+        ConfigurationError: ``name`` is not a periodic task of ``app`` (the message
+            lists those declared), or its queue does not exist.
+        ValueError: ``at`` is a naive datetime.
+
+    Example::
+
+        result = fire_schedule(app, "nightly-report", at=datetime(2027, 1, 4, 2, tzinfo=UTC))
+        sqsq.Worker(app, burst=True).run()
+        assert result.get(timeout=10) == ...
+    """
+    from ..errors import ConfigurationError
+    from ..schedules.local import send_fire
+
+    periodic = app.periodic_tasks.get(name)
+    if periodic is None:
+        known = ", ".join(sorted(app.periodic_tasks)) or "none"
+        raise ConfigurationError(
+            f"no periodic task named {name!r} in app {app.name!r} (declared: {known})"
+        )
+    if at is not None and at.tzinfo is None:
+        raise ValueError(f"at={at!r} is naive: give a time zone (e.g. tzinfo=UTC)")
+    moment = (at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    return app.AsyncResult(send_fire(app, periodic, moment).task_id)
+
+
 __all__ = [
     "DLQ_ATTRIBUTES",
     "OUTCOMES",
@@ -937,5 +998,6 @@ __all__ = [
     "SimulatedScheduler",
     "dead_letter_attributes",
     "default_backoff",
+    "fire_schedule",
     "schedules_from_template",
 ]

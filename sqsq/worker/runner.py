@@ -337,7 +337,12 @@ class Runner:
                 answer = await self._ask_dynamodb(
                     prepared,
                     lambda: self.app.idempotency.aclaim(
-                        pk, envelope.task_id, lease_s, task.idempotency_ttl_s, retake=retake
+                        pk,
+                        envelope.task_id,
+                        lease_s,
+                        task.idempotency_ttl_s,
+                        retake=retake,
+                        payload=prepared.payload_hash,
                     ),
                     "its idempotency key cannot be claimed",
                 )

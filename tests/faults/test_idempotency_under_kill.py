@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from sqsq import State
+from sqsq.dynamodb import result_key
 from sqsq.idempotency import item_key, key_pk
 from tests.faults.faultapp import lines, record_key
 from tests.faults.helpers import set_queue, wait_for
@@ -29,26 +30,27 @@ HOLD_FROM = 250
 pytestmark = pytest.mark.slow
 
 
-def _completed_keys(app: Any, keys: range) -> int:
+def _items(app: Any, keys: list[Any]) -> list[Any]:
+    """The items at ``keys`` (BatchGetItem, consistent)."""
     client = app.clients.sync("dynamodb")
-    done = 0
-    pks = [key_pk(record_key.name, str(k)) for k in keys]
-    for i in range(0, len(pks), 100):
-        request = {
-            app.table_name: {
-                "Keys": [item_key(pk) for pk in pks[i : i + 100]],
-                "ConsistentRead": True,
-            }
-        }
+    found: list[Any] = []
+    for i in range(0, len(keys), 100):
+        request = {app.table_name: {"Keys": keys[i : i + 100], "ConsistentRead": True}}
         while request:
             response = client.batch_get_item(RequestItems=request)
-            done += sum(
-                1
-                for item in response["Responses"].get(app.table_name, [])
-                if item["status"]["S"] == "COMPLETED"
-            )
+            found += response["Responses"].get(app.table_name, [])
             request = response.get("UnprocessedKeys") or {}
-    return done
+    return found
+
+
+def _completed_keys(app: Any, keys: range) -> int:
+    """Keys whose run ended: the key item COMPLETED, or its owner's result item final
+    (the key item points to it, see ``sqsq.idempotency``)."""
+    held = _items(app, [item_key(key_pk(record_key.name, str(k))) for k in keys])
+    done = sum(1 for item in held if item["status"]["S"] == "COMPLETED")
+    owners = [result_key(i["task_id"]["S"]) for i in held if i["status"]["S"] == "IN_PROGRESS"]
+    final = {"SUCCESS", "FAILURE"}
+    return done + sum(1 for item in _items(app, owners) if item["state"]["S"] in final)
 
 
 def test_every_key_exactly_once_after_sigkill(faults: Any, worker: Any, tmp_path: Path) -> None:
