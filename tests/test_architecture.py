@@ -21,7 +21,7 @@ from tests.conftest import ROOT
 
 PACKAGE = ROOT / "sqsq"
 #: Capability subpackages: built on the core, reached through the facade.
-CAPABILITIES = ("workflows", "events", "schedules", "deploy", "flow")
+CAPABILITIES = ("workflows", "events", "schedules", "deploy", "flow", "payloads")
 #: Outside the core besides the capabilities: operating and testing tools.
 OUTSIDE = (*CAPABILITIES, "cli", "testing", "dashboard")
 #: The facade: the one bridge from the core to the capabilities.

@@ -255,6 +255,17 @@ def test_a_missing_object_is_a_dead_letter_and_redrive_keeps_the_pointer(
     assert copy["Body"] == message["Body"]  # the pointer, never the payload
     assert copy["MessageAttributes"]["ExtendedPayloadSize"]["StringValue"] == str(len(kept))
     assert [row.reason for row in _dead_letters()] == ["payload_missing"]
+    from click.testing import CliRunner
+
+    from sqsq.cli import cli
+
+    listed = CliRunner().invoke(cli, ["dlq", "ls", APP, "default", "--json"])
+    (line,) = [json.loads(x) for x in listed.stdout.splitlines()]
+    assert line["reason"] == "payload_missing"
+    assert line["payload"] == {
+        "url": f"s3://{BUCKET}/{pointer['s3Key']}",
+        "bytes": len(kept),
+    }
 
     s3.put_object(Bucket=BUCKET, Key=pointer["s3Key"], Body=kept)  # restored: redrive
     sqs = boto3.client("sqs")

@@ -560,7 +560,8 @@ def dlq() -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N messages.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
 def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
-    """List dead-lettered messages: task, id, reason, attempts, age (none is consumed).
+    """List dead-lettered messages: task, id, reason, attempts, age (none is consumed);
+    a body in S3 (a claim check's pointer) with its object and size.
 
     The age counts from when the message was dead-lettered; for a message SQS's
     redrive policy moved out of a standard queue it counts from its enqueue time
@@ -574,11 +575,15 @@ def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
     the_app = _load(app)
     client = the_app.clients.sync("sqs")
     _, dlq_name, _, dlq_url = _dlq_pair(the_app, queue)
+    from ..payloads.pointer import offloaded
+
     visible, in_flight = queue_counts(client, dlq_url)
-    rows = [describe(m) for m in peek(client, dlq_url, limit)]
+    messages = peek(client, dlq_url, limit)
+    rows = [describe(m) for m in messages]
+    payloads = [offloaded(m) for m in messages]  # bodies in S3: pointer and size
     if as_json:
-        for row in rows:
-            click.echo(json.dumps(row.__dict__))
+        for row, payload in zip(rows, payloads, strict=True):
+            click.echo(json.dumps({**row.__dict__, "payload": payload}))
         click.echo(f"{dlq_name}: {visible} visible, {in_flight} in flight", err=True)
         return
     from rich.console import Console
@@ -590,8 +595,10 @@ def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
     table = Table(title=f"{dlq_name}: {visible} visible, {in_flight} in flight")
     for column in ("task", "task id", "reason", "error", "attempts", "age (dead-lettered)"):
         table.add_column(column)
+    if any(payloads):
+        table.add_column("payload (S3)")
     since_enqueued = False
-    for row in rows:
+    for row, payload in zip(rows, payloads, strict=True):
         # values come from messages: shown as plain text (no rich markup, no controls)
         cells = (row.task or "?", row.task_id or row.message_id, row.reason, row.error_type or "")
         marked = row.age_since == AGE_SINCE_ENQUEUED
@@ -600,6 +607,11 @@ def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
             *(Text(escape_controls(cell)) for cell in cells),
             "?" if row.attempts is None else str(row.attempts),
             _age(row.age_s) + (" *" if marked else ""),
+            *(
+                [Text(escape_controls(f"{payload['url']} ({payload['bytes']:,} B)"))]
+                if payload
+                else [""] * any(payloads)
+            ),
         )
     if since_enqueued:
         table.caption = (

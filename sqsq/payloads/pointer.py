@@ -96,3 +96,16 @@ def parse(body: str) -> Pointer:
     if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
         raise ValueError(f"an S3 pointer without s3BucketName / s3Key: {body[:200]!r}")
     return Pointer(bucket, key)
+
+
+def offloaded(message: dict[str, Any]) -> dict[str, Any] | None:
+    """``{"url": "s3://…", "bytes": n}`` for a received message (ReceiveMessage shape)
+    whose body is in S3, else None — what ``sqsq dlq ls`` shows of it."""
+    size = offloaded_size(message.get("MessageAttributes") or {})
+    if size is None:
+        return None
+    try:
+        url = parse(message.get("Body", "")).url
+    except ValueError:
+        url = "(not a pointer)"
+    return {"url": url, "bytes": size}
