@@ -486,3 +486,28 @@ def test_gc_deletes_only_objects_older_than_the_cut_off(payload_app: Any) -> Non
     done = CliRunner().invoke(cli, ["gc", APP, "--older-than", "0"])
     assert "deleted 1 of 1 payload objects" in done.output
     assert objects() == []
+
+
+def test_infra_declares_the_bucket_and_grants_the_workers_its_objects(tmp_path: Any) -> None:
+    """``sqsq infra`` for every target: the bucket as ``resources create`` makes it, the
+    workers' object actions on it, and a document cfn-lint passes."""
+    from sqsq.deploy import TARGETS, Options, dump, render
+    from tests.apps.payloads import app
+    from tests.helpers import cfn_lint
+
+    files = []
+    for target in TARGETS:
+        document = render(app, target, Options(APP))  # type: ignore[arg-type]
+        resources = document["Resources"]
+        bucket = resources["PayloadBucket"]["Properties"]
+        assert bucket["BucketName"] == BUCKET
+        assert all(bucket["PublicAccessBlockConfiguration"].values())
+        assert [r["ExpirationInDays"] for r in bucket["LifecycleConfiguration"]["Rules"]] == [15, 2]
+        policy = resources["PayloadBucketPolicy"]["Properties"]["PolicyDocument"]
+        assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        granted = json.dumps(document)
+        assert '"Sid": "PayloadObjects"' in granted and '"s3:ListBucket"' in granted
+        files.append(tmp_path / f"{target}.yaml")
+        files[-1].write_text(dump(document))
+    result = cfn_lint(*files)
+    assert result.returncode == 0, result.stdout + result.stderr

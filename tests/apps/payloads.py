@@ -19,6 +19,7 @@ app = sqsq.App(
     visibility_timeout_s=30,
     payload_bucket=os.environ.get("TEST_PAYLOAD_BUCKET", BUCKET) or None,
 )
+lambda_handler = app.lambda_handler
 
 
 @app.task
