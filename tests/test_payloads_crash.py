@@ -1,0 +1,88 @@
+"""The claim check under SIGKILL (issue 24): every offloaded task ends, and no object
+is ever deleted before its message.
+
+``PAYLOADS_CRASH_TASKS`` tasks (300 in CI: each costs a PutObject, a GetObject and
+moto's per-request time; the issue's 2,000 is the same test with the variable set) go
+through S3 (``payload_always_through_s3``) to a queue with a 3 s visibility timeout.
+Workers are SIGKILLed ``KILLS`` times while they run them, then one drains the rest.
+An object deleted before its message would make the redelivered message a dead
+letter ``payload_missing``: the DLQ stays empty and every task is SUCCESS. What a
+kill leaves — objects whose message was deleted just before the kill, before their
+own delete — is what the lifecycle rule and ``sqsq gc`` remove: counted, bounded by
+the messages in hand at each kill, and gone after ``gc``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from typing import Any
+
+import boto3
+import pytest
+from click.testing import CliRunner
+
+import sqsq
+import sqsq.cli.commands
+from sqsq.cli import cli
+from tests.apps.payloads import BUCKET, digest
+from tests.faults.helpers import set_queue, wait_for
+
+APP = "tests.apps.payloads:app"
+TASKS = int(os.environ.get("PAYLOADS_CRASH_TASKS", "300"))
+KILLS = 4
+CONCURRENCY = 8
+
+pytestmark = pytest.mark.slow
+
+
+def _objects() -> list[str]:
+    keys: list[str] = []
+    for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+def test_every_offloaded_task_ends_through_several_sigkills(local_aws: Any, worker: Any) -> None:
+    from sqsq.dlq import peek
+    from sqsq.resources import apply
+    from tests.apps.payloads import app
+
+    apply(app)
+    url = set_queue(app, "default", VisibilityTimeout="3")
+    producer = sqsq.App("payloads", payload_bucket=BUCKET, payload_always_through_s3=True)
+    try:
+        results = [producer.send_task(digest.name, args=[f"{i:06d}" * 200]) for i in range(TASKS)]
+    finally:
+        producer.close()
+    assert len(_objects()) == TASKS
+
+    rng = random.Random(24)
+    in_hand = 0
+    for _ in range(KILLS):
+        process = worker.start(APP, "-c", str(CONCURRENCY), "--wait-time", "1")
+        time.sleep(rng.uniform(1.0, 3.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL
+        in_hand += CONCURRENCY + 10 + 25 * 4  # its slots, prefetch and settle backlog
+    done = worker.run(APP, "-c", str(CONCURRENCY), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    wait_for(lambda: all(r.ready() for r in results), 120, "every task's result")
+
+    assert [r.state for r in results].count(sqsq.State.SUCCESS) == TASKS
+    again = sum(1 for r in results if r.record is not None and r.record.attempts > 1)
+    assert again > 0  # the kills hit messages in hand: they came back and ran
+    dead = peek(app.clients.sync("sqs"), url + "-dlq")
+    assert dead == []  # no payload_missing: no object went before its message
+    left = _objects()
+    # what the kills left between a message's delete and its object's: the lifecycle
+    # rule's (or gc's) to remove, never more than the messages in hand at the kills
+    print(f"{TASKS} tasks, {KILLS} kills, {again} delivered again: {len(left)} objects left")
+    assert len(left) <= min(in_hand, TASKS)
+
+    gc = CliRunner().invoke(cli, ["gc", APP, "--older-than", "0"])
+    assert gc.exit_code == 0, gc.output
+    assert _objects() == []
