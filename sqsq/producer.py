@@ -44,6 +44,11 @@ class ClaimCheck(Protocol):
     """Puts bodies over the queue's size in S3 (``sqsq.payloads.ClaimCheck``, installed
     on the App as ``App.payloads``); the core never imports it."""
 
+    @property
+    def bucket(self) -> str | None:
+        """Where bodies go (``payload_bucket``); None: nowhere (it only reads pointers)."""
+        ...
+
     def offloading(self, messages: Sequence[OutgoingMessage]) -> Steps[list[OutgoingMessage]]:
         """``messages``, those it put in S3 replaced by their pointer (``wire_body``)."""
         ...
@@ -222,6 +227,8 @@ def build(
     kwargs = dict(kwargs or {})
     if signature is not None:
         signature.check(args, kwargs)
+    if claim_check is not None and claim_check.bucket is None:
+        claim_check = None  # installed to read pointers only: no bucket to send through
     delay = delay_seconds(countdown, eta)
     fifo = queue_name.endswith(".fifo")
     if fifo and delay:

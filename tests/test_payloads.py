@@ -511,3 +511,16 @@ def test_infra_declares_the_bucket_and_grants_the_workers_its_objects(tmp_path: 
         files[-1].write_text(dump(document))
     result = cfn_lint(*files)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_worker_that_only_reads_pointers_still_refuses_a_body_over_1_mib(
+    payload_app: Any,
+) -> None:
+    """An app without a bucket whose claim check was installed to read pointers (its
+    worker or Lambda handler received one) sends nothing through S3: MessageTooLarge."""
+    reader = sqsq.App("payloads")
+    reader.task(name=digest.name)(lambda data: data)
+    reader.claim_check()  # as a worker's first receive does
+    with pytest.raises(sqsq.MessageTooLarge, match="SQS_MAX_MESSAGE_BYTES"):
+        reader.send_task(digest.name, args=["x" * 1_100_000])
+    reader.close()
