@@ -22,6 +22,7 @@ from sqsq.payloads.claim_check import HEADROOM_BYTES
 from sqsq.payloads.pointer import LEGACY_POINTER_CLASS, POINTER_CLASS
 from sqsq.testing import LambdaContext, sqs_event
 from tests.apps.payloads import blob, digest, lengths, metered
+from tests.test_lambda import receive as receive_all
 
 APP = "tests.apps.payloads:app"
 BUCKET = "sqsq-test-payloads"
@@ -49,21 +50,6 @@ def objects() -> list[str]:
 
 def url(name: str) -> str:
     return str(boto3.client("sqs").get_queue_url(QueueName=name)["QueueUrl"])
-
-
-def receive_all(name: str, expected: int) -> list[dict[str, Any]]:
-    sqs, messages = boto3.client("sqs"), []
-    while len(messages) < expected:
-        batch = sqs.receive_message(
-            QueueUrl=url(name),
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=1,
-            MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=["All"],
-        ).get("Messages", [])
-        assert batch, f"only {len(messages)} of {expected} messages in {name}"
-        messages += batch
-    return messages
 
 
 def release(name: str, messages: list[dict[str, Any]]) -> None:

@@ -147,6 +147,16 @@ class ClaimCheck:
 
         bucket.apply(self.app, change)
 
+    def _putting(self, calls: Sequence[Call], what: str) -> Steps[None]:
+        """The PutObject ``calls`` at once (none: no request); a failure raises
+        EnqueueError naming ``what``."""
+        if not calls:
+            return
+        answers = yield Gather(tuple(calls), concurrency=CONCURRENCY)
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise EnqueueError(f"{what} could not be put in S3: {answer}") from answer
+
     # --- producer: offload ----------------------------------------------------------
 
     def threshold(self, queue_name: str) -> Steps[int]:
@@ -247,12 +257,8 @@ class ClaimCheck:
                 "sha256": hashlib.sha256(data).hexdigest(),
             }
             puts.append((outcome, where, self.put_call(key, data)))
-        if not puts:
-            return
-        answers = yield Gather(tuple(call for _, _, call in puts), concurrency=CONCURRENCY)
-        for (outcome, where, _), answer in zip(puts, answers, strict=True):
-            if isinstance(answer, Exception):
-                raise EnqueueError(f"a result could not be put in S3: {answer}") from answer
+        yield from self._putting([call for _, _, call in puts], "a result")
+        for outcome, where, _ in puts:
             assert outcome.record is not None
             extra = {**outcome.record.extra, VALUE_S3: where}
             outcome.record = replace(outcome.record, value=None, extra=extra)
@@ -282,12 +288,8 @@ class ClaimCheck:
                 PAYLOAD_PREFIX, [self.app.name, outcome.delivery.queue, outcome.task_id], data
             )
             puts.append((outcome, Pointer(bucket, key), self.put_call(key, data, bucket)))
-        if not puts:
-            return
-        answers = yield Gather(tuple(call for _, _, call in puts), concurrency=CONCURRENCY)
-        for (outcome, pointer, _), answer in zip(puts, answers, strict=True):
-            if isinstance(answer, Exception):
-                raise EnqueueError(f"a re-sent body could not be put in S3: {answer}") from answer
+        yield from self._putting([call for _, _, call in puts], "a re-sent body")
+        for outcome, pointer, _ in puts:
             outcome.body = pointer.body
 
     # --- worker / Lambda: fetch, then delete ------------------------------------------
