@@ -35,7 +35,7 @@ TASKS = int(os.environ.get("PAYLOADS_CRASH_TASKS", "300"))
 KILLS = 4
 CONCURRENCY = 8
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600 if TASKS <= 300 else 3600)]
 
 
 def _objects() -> list[str]:
