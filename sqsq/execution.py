@@ -169,7 +169,8 @@ class Executor(Decisions):
         if verdict is not None and not verdict.signed and delivery.wire_body is not None:
             # a copy sqsq re-sent through S3 is signed over its pointer, whose key ends
             # with the body's sha256, checked when it was fetched (sqsq.payloads)
-            verdict = signing.verify(delivery.wire_body, delivery.message_attributes, keys)
+            pointer = signing.verify(delivery.wire_body, delivery.message_attributes, keys)
+            verdict = pointer if pointer.signed else verdict
         trusted = verdict is None or verdict.signed
         routed = False  # a foreign event a declared route allowed (keys of its own)
         try:

@@ -513,3 +513,17 @@ def test_a_worker_that_only_reads_pointers_still_refuses_a_body_over_1_mib(
     with pytest.raises(sqsq.MessageTooLarge, match="SQS_MAX_MESSAGE_BYTES"):
         reader.send_task(digest.name, args=["x" * 1_100_000])
     reader.close()
+
+
+def test_with_signing_on_an_unsigned_minimal_call_through_s3_still_runs(
+    payload_app: Any, extended_sqs: Any, worker: Any
+) -> None:
+    """Signing admits the minimal foreign form unsigned (``signing.py``); through S3
+    too — the pointer, which no key signed, does not make it a refusal."""
+    data = "u" * 300_000
+    sent = extended_sqs.send_message(
+        QueueUrl=url("payloads-default"),
+        MessageBody=json.dumps({"task": digest.name, "args": [data], "kwargs": {}}),
+    )
+    run_worker(worker, SQSQ_SIGNING_KEY="payloads-test-signing-key")
+    assert payload_app.AsyncResult(sent["MessageId"]).get(timeout=5) == digest_of(data)
