@@ -13,8 +13,8 @@ a duplicate whose arguments differ is an :class:`~sqsq.errors.IdempotencyConflic
 Powertools' payload validation).
 
 The value is stored once, in the owner's result item: when the run ends with SUCCESS
-or a final FAILURE, its result item (written anyway) is what completes the key, and the
-key item is not written again. A first call costs two writes — the claim and the result
+or a final FAILURE, its result item (written anyway, marked with the key's ``pk`` in
+:data:`ANSWERS_KEY`) is what completes the key, and the key item is not written again. A first call costs two writes — the claim and the result
 item — and a duplicate one: its failed claim (plus its own result item when it has
 another task id). The key item is written COMPLETED only where no result item
 answers: ``store_result=False`` (``value`` under the key), or the body ran but
@@ -81,6 +81,11 @@ _FAILED = "attribute_exists(failed)"
 _STILL_OWNER = "task_id = :owner"
 _LEASE_OVER = "lease_expires_at < :now"
 TAKEOVER_CONDITION = f"{_STILL_OWNER} AND ({_LEASE_OVER} OR {_ITEM_EXPIRED})"
+#: The result item's attribute naming the key it completes (its ``pk``): written with
+#: a SUCCESS or final FAILURE that answers the key. A result without it — a body given
+#: up at its time limit whose thread still runs, holding the key until it ends — does
+#: not complete the key.
+ANSWERS_KEY = "idempotency_pk"
 #: A heartbeat extends only a lease it still owns.
 EXTEND_CONDITION = "#status = :in_progress AND task_id = :owner"
 
@@ -440,7 +445,8 @@ class IdempotencyStore:
                         )
                     )
                 )
-                ended = ended_claim(claim, record_from_item(result) if result else None)
+                answers = result is not None and result.get(ANSWERS_KEY, {}).get("S") == pk
+                ended = ended_claim(claim, record_from_item(result) if answers and result else None)
                 if ended is not None and not (retake and ended.failed is not None):
                     return ended
                 if (

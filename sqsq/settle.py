@@ -54,7 +54,7 @@ from . import limits, task_tokens
 from .calls import Call, Gather, Steps, arun, run
 from .dynamodb import Item, Write, attempt_item, delete, put, result_item
 from .errors import UnstoredOutcome
-from .idempotency import Claim, completed_item, item_key
+from .idempotency import ANSWERS_KEY, Claim, completed_item, item_key
 from .outcome import (
     FINAL_KINDS,
     REASON_FOLLOWUP_FAILED,
@@ -173,6 +173,7 @@ def plan_writes(outcomes: Sequence[Outcome]) -> list[Write]:
             item = result_item(outcome.record)
             if answered:  # it completes the key: kept as long as the key is
                 _keep_until(item, time.time() + outcome.idempotency_ttl_s)
+                item[ANSWERS_KEY] = {"S": str(outcome.idempotency_pk)}
             writes.append(put(token, item))
         if outcome.history and outcome.record is not None:
             delay = outcome.delay_s if outcome.kind is OutcomeKind.RETRY else None

@@ -20,6 +20,7 @@ import pytest
 import sqsq
 import sqsq.resources
 from sqsq import State
+from sqsq.dynamodb import result_key
 from sqsq.idempotency import item_key, key_pk
 from tests.apps import misc, reliability
 from tests.helpers import queue_counts
@@ -110,8 +111,8 @@ def test_a_trickle_is_received_stored_and_deleted_in_batches(local_aws: Any, wor
 def test_an_idempotent_completion_is_written_while_its_delete_lingers(
     local_aws: Any, worker: Any, tmp_path: Path
 ) -> None:
-    """With a 60 s linger while a trickle lasts, the key's COMPLETED item and the result
-    are stored at once; the message itself is deleted only when the trickle ends (its
+    """With a 60 s linger while a trickle lasts, the result that completes the key is
+    stored at once; the message itself is deleted only when the trickle ends (its
     next 20 s long poll comes back empty) or, here, at shutdown."""
     app = reliability.setup()
     process = worker.start(
@@ -130,8 +131,15 @@ def test_an_idempotent_completion_is_written_while_its_delete_lingers(
     key = item_key(key_pk(reliability.charge_once.name, "o-trickle"))
 
     def completed() -> bool:
+        """The key answered: its item points to its owner, whose result says SUCCESS."""
         item = table.get_item(TableName=app.table_name, Key=key, ConsistentRead=True)
-        return item.get("Item", {}).get("status", {}).get("S") == "COMPLETED"
+        owner = item.get("Item", {}).get("task_id", {}).get("S")
+        if owner is None:
+            return False
+        stored = table.get_item(
+            TableName=app.table_name, Key=result_key(owner), ConsistentRead=True
+        )
+        return stored.get("Item", {}).get("state", {}).get("S") == "SUCCESS"
 
     deadline = time.monotonic() + 15  # far below the 60 s linger
     while not completed():

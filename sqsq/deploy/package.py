@@ -143,6 +143,8 @@ def app_code(app_path: str, python: str | None = None) -> list[Path]:
         top = name.partition(".")[0]
         if not file or top == "sqsq" or not Path(file).resolve().is_relative_to(root):
             continue
+        if Path(file).resolve().relative_to(root).parts[0] not in (top, f"{top}.py"):
+            continue  # not at the root's top: a virtualenv inside it (.venv/…/site-packages)
         package = root / top
         found.add(package if package.is_dir() else root / f"{top}.py")
     return sorted(found)
