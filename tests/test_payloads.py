@@ -21,7 +21,7 @@ from sqsq.dynamodb import result_key
 from sqsq.payloads.claim_check import HEADROOM_BYTES
 from sqsq.payloads.pointer import LEGACY_POINTER_CLASS, POINTER_CLASS
 from sqsq.testing import LambdaContext, sqs_event
-from tests.apps.payloads import blob, digest, lengths, metered
+from tests.apps.payloads import blob, digest, keyed_blob, lengths, metered
 from tests.test_lambda import receive as receive_all
 
 APP = "tests.apps.payloads:app"
@@ -527,3 +527,14 @@ def test_with_signing_on_an_unsigned_minimal_call_through_s3_still_runs(
     )
     run_worker(worker, SQSQ_SIGNING_KEY="payloads-test-signing-key")
     assert payload_app.AsyncResult(sent["MessageId"]).get(timeout=5) == digest_of(data)
+
+
+def test_a_duplicate_resolves_to_the_first_runs_offloaded_result(
+    payload_app: Any, worker: Any
+) -> None:
+    first = keyed_blob.delay(1_000_000)
+    run_worker(worker)
+    duplicate = keyed_blob.delay(1_000_000)  # same key, new task id: does not run
+    run_worker(worker)
+    assert first.get(timeout=5) == "k" * 1_000_000
+    assert duplicate.get(timeout=5) == "k" * 1_000_000

@@ -45,3 +45,9 @@ def metered(data: str) -> int:
     """One at a time: others received meanwhile are deferred (sent on as new messages)."""
     time.sleep(0.5)
     return len(data)
+
+
+@app.task(idempotency_key="{n}")
+def keyed_blob(n: int) -> str:
+    """A large result under an idempotency key: a duplicate resolves to it."""
+    return "k" * n
