@@ -28,7 +28,7 @@ import sqsq
 import sqsq.cli.commands
 from sqsq.cli import cli
 from tests.apps.payloads import BUCKET, digest
-from tests.faults.helpers import set_queue, wait_for
+from tests.faults.helpers import counts, set_queue, wait_for
 
 APP = "tests.apps.payloads:app"
 TASKS = int(os.environ.get("PAYLOADS_CRASH_TASKS", "300"))
@@ -65,7 +65,8 @@ def test_every_offloaded_task_ends_through_several_sigkills(local_aws: Any, work
     in_hand = 0
     for _ in range(KILLS):
         process = worker.start(APP, "-c", str(CONCURRENCY), "--wait-time", "1")
-        time.sleep(rng.uniform(1.0, 3.0))
+        wait_for(lambda: counts(app, "payloads-default")[1] > 0, 120, "messages in hand")
+        time.sleep(rng.uniform(0.2, 1.5))  # then kill it mid-work
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         assert process.returncode == -signal.SIGKILL
