@@ -51,6 +51,9 @@ PUBLIC: dict[str, list[str] | None] = {
     "sqsq.dlq": ["DeadLetterRow", "describe", "peek", "redrive", "RedriveReport"],
     "sqsq.status": None,
     "sqsq.signals": None,
+    "sqsq.tracing": None,
+    "sqsq.dashboard": None,
+    "sqsq.listing": ["list_results", "Filter", "Page", "Row"],
     "sqsq.payloads": None,
 }
 #: Names of an ``__all__`` that are not API (an installer the App calls).

@@ -129,6 +129,10 @@ class App:
         #: Rate and concurrency limits (``sqsq.flow.FlowControl``), installed by
         #: :meth:`flow_control` when the app has a limit.
         self.flow: FlowControl | None = None
+        if self.settings.tracing is not False and _tracing_available(self.settings.tracing):
+            from .tracing import install  # OpenTelemetry's API is installed: trace
+
+            install()
         #: The S3 claim check for large bodies and results (``sqsq.payloads``),
         #: installed at once when ``payload_bucket`` is set, or by
         #: :meth:`claim_check` when a worker first receives a pointer.
@@ -634,6 +638,34 @@ class App:
     async def aclose(self) -> None:
         """Close the aiobotocore clients of the running event loop."""
         await self.clients.aclose()
+
+
+#: Whether OpenTelemetry's API can be imported: looked up once per process.
+_otel_found: bool | None = None
+
+
+def _tracing_available(required: bool | None) -> bool:
+    """Whether ``opentelemetry.trace`` is importable (``importlib.util.find_spec``,
+    cached; nothing is imported here).
+
+    Raises:
+        MissingExtra: it is not, and ``required`` (the ``tracing=True`` setting).
+    """
+    global _otel_found
+    if _otel_found is None:
+        import importlib.util
+
+        try:
+            _otel_found = importlib.util.find_spec("opentelemetry.trace") is not None
+        except ImportError:  # no "opentelemetry" package at all
+            _otel_found = False
+    if required and not _otel_found:
+        from .errors import MissingExtra
+
+        raise MissingExtra(
+            "otel", "tracing=True", ImportError("No module named 'opentelemetry.trace'")
+        )
+    return _otel_found
 
 
 def load_app(path: str) -> App:

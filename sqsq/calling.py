@@ -313,14 +313,28 @@ def cause_of(exc: BaseException | None, result: CallResult) -> BaseException:
     return ResultNotSerializable(result.error_message)
 
 
+#: The tracing hook around each body (``sqsq.tracing``'s ``TaskTracing``, installed by
+#: an App when OpenTelemetry's API is installed): ``started(prepared)`` opens the
+#: ``process`` span, current in the thread (or task) that runs the body, and returns
+#: what :class:`Attempt` ends. None: no tracing, one attribute check per run.
+tracing: Any = None
+
+
+def traced(prepared: Prepared) -> Any:
+    """The ``process`` span of a run of ``prepared`` (None when not traced)."""
+    return None if tracing is None else tracing.started(prepared)
+
+
 class Attempt:
     """One call of a task's function, timed from its start: the logic the sync and
     async drivers (and a process-pool child) share. :meth:`ended` classifies what
-    the call returned or raised; ``hooks`` sends the task signals around it."""
+    the call returned or raised; ``hooks`` sends the task signals around it, inside
+    ``span`` (:func:`traced`) when the run is traced."""
 
-    def __init__(self, task: Task[Any, Any], hooks: Hooks | None = None) -> None:
+    def __init__(self, task: Task[Any, Any], hooks: Hooks | None = None, span: Any = None) -> None:
         self.task = task
         self.hooks = hooks
+        self.span = span
         if hooks is not None:
             hooks.started()
         self.started_at = datetime.now(UTC)
@@ -331,6 +345,8 @@ class Attempt:
         result = classify(self.task, value, exc)
         if self.hooks is not None:
             self.hooks.ended(value, exc, result, duration_s)
+        if self.span is not None:
+            self.span.ended(result, cause_of(exc, result) if result.error_type else None)
         return self.started_at, duration_s, result
 
 
@@ -386,7 +402,7 @@ def invoke(
     if contain_interrupt is None:
         contain_interrupt = threading.current_thread() is not threading.main_thread()
     task = prepared.task
-    attempt = Attempt(task, hooks_for(prepared))
+    attempt = Attempt(task, hooks_for(prepared), traced(prepared))
     try:
         if task.is_async:
             value = asyncio.run(limited(prepared, limit_s))
@@ -406,7 +422,7 @@ async def ainvoke(prepared: Prepared, limit_s: float) -> Invocation:
     """Await an ``async def`` task on the running loop, cancelled after ``limit_s``
     seconds, and classify what it did. A ``CancelledError`` the task raises itself
     is its failure; cancelling the task that awaits this (shutdown) propagates."""
-    attempt = Attempt(prepared.task, hooks_for(prepared))
+    attempt = Attempt(prepared.task, hooks_for(prepared), traced(prepared))
     try:
         value = await limited(prepared, limit_s)
     except Exception as exc:

@@ -122,6 +122,9 @@ class Delivery:
         malformed: why this delivery cannot be run as it came (a Lambda record with
             a malformed field, see :meth:`from_lambda_record`), else None: the
             execution core dead-letters it (``undecodable_message``) with this text.
+        trace_header: the message's ``AWSTraceHeader`` system attribute (X-Ray's
+            ``Root=…;Parent=…;Sampled=…``), if any: where ``sqsq.tracing`` continues
+            the trace of a body without a ``traceparent`` header (a foreign event).
         wire_body: the body as SQS carried it, when :attr:`body` was fetched from
             elsewhere (an S3 claim check, ``sqsq.payloads``: the pointer), else None.
             A copy of the message (to the DLQ, sent on) sends this, never the payload.
@@ -142,6 +145,7 @@ class Delivery:
     message_group_id: str | None = None
     received_monotonic: float = field(default_factory=time.monotonic)
     malformed: str | None = None
+    trace_header: str | None = None
     wire_body: str | None = None
     refusal: Exception | None = None
 
@@ -170,6 +174,7 @@ class Delivery:
             sent_at=_ms_to_datetime(attributes.get("SentTimestamp")),
             message_attributes=_own(dict(message.get("MessageAttributes", {}))),
             message_group_id=_fifo_group(queue, attributes.get("MessageGroupId")),
+            trace_header=attributes.get("AWSTraceHeader"),
         )
 
     @classmethod
@@ -254,4 +259,10 @@ class Delivery:
             message_attributes=_own(message_attributes),
             message_group_id=_fifo_group(queue, group),
             malformed=f"malformed Lambda record: {'; '.join(problems)}" if problems else None,
+            trace_header=_trace_header(attributes.get("AWSTraceHeader")),
         )
+
+
+def _trace_header(value: Any) -> str | None:
+    """A Lambda record's ``attributes.AWSTraceHeader``, when it is a string."""
+    return value if isinstance(value, str) and value else None

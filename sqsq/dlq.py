@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -241,9 +241,16 @@ def peek(client: Any, url: str, limit: int | None = None) -> list[dict[str, Any]
     return rows if limit is None else rows[:limit]
 
 
-def _matches(message: dict[str, Any], task: str | None, error: str | None) -> bool:
+def _matches(
+    message: dict[str, Any],
+    task: str | None,
+    error: str | None,
+    task_ids: Collection[str] | None = None,
+) -> bool:
     row = describe(message)
     if task is not None and row.task != task:
+        return False
+    if task_ids is not None and row.task_id not in task_ids:
         return False
     if error is None:
         return True
@@ -333,8 +340,13 @@ def redrive(
     error: str | None = None,
     progress: Callable[[int], None] | None = None,
     keys: Sequence[bytes] = (),
+    task_ids: Collection[str] | None = None,
 ) -> RedriveReport:
     """Move matching messages from the DLQ back to the source queue, each once.
+
+    ``task_ids``: only messages of these task ids (the dashboard's replay by filter).
+    ``progress`` is called after each batch with the number moved (it may sleep: the
+    dashboard caps the rate so).
 
     ``keys``: the app's accepted signing keys, the current one first
     (``App.verification_keys``): a message a previous key signed is sent back
@@ -364,7 +376,7 @@ def redrive(
                     if message["MessageId"] not in held:
                         report.again += 1
                     held[message["MessageId"]] = message
-                elif not _matches(message, task, error):
+                elif not _matches(message, task, error, task_ids):
                     if message["MessageId"] not in held:
                         report.skipped += 1
                     held[message["MessageId"]] = message

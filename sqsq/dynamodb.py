@@ -8,7 +8,9 @@ item                   pk              sk          attributes
 result of a task       ``task#<id>``   ``result``  state, task, queue, value (JSON text),
                                                    exc_type, exc_message, traceback, reason,
                                                    attempts, worker, message_id, enqueued_at,
-                                                   started_at, finished_at, expires_at
+                                                   started_at, finished_at, expires_at;
+                                                   FAILURE/RETRY/STARTED also lpk, lsk
+                                                   (the listing index, ``listing.py``)
 attempt *n* of a task   ``task#<id>``   ``attempt#<n>``  state, worker, exc_type, exc_message,
 (written on RETRY and                                  started_at, finished_at, retry_delay_s,
 final FAILURE only)                                    expires_at
@@ -51,6 +53,7 @@ from typing import Any
 from . import limits
 from .calls import Call, Sleep, Steps, arun, run
 from .envelope import dumps
+from .listing import index_attributes
 from .result import Attempt, ResultRecord, State
 from .retry import error_code, full_jitter_s
 from .revocations import revocation_item
@@ -111,6 +114,7 @@ def result_item(record: ResultRecord) -> Item:
     item["attempts"] = {"N": str(record.attempts)}
     if record.expires_at is not None:
         item["expires_at"] = {"N": str(record.expires_at)}
+    item.update(index_attributes(record))
     return item
 
 

@@ -189,8 +189,10 @@ def apply(
     from .delivery import Delivery
     from .execution import Executor
     from .outcome import OutcomeKind, Prepared
+    from .producer import created_here
 
     message = task._build(args, kwargs, task_id=task_id)
+    created_here([message])  # run here, never sent: its producer span ends now
     delivery = Delivery(
         message_id=message.task_id,
         receipt_handle="",

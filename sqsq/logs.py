@@ -2,7 +2,8 @@
 
 ``text``: one readable line per event. ``json``: one JSON object per line with
 the record's structured fields (task_id, task, queue, state, duration_s, …),
-formatted by python-json-logger.
+formatted by python-json-logger. Both carry ``trace_id`` / ``span_id`` while an
+OpenTelemetry span is active (``sqsq.tracing``).
 
 In the Lambda handler every log record made while it runs — sqsq's and the
 task's own, through any logger whose records reach the root logger's handlers —
@@ -16,14 +17,15 @@ named as Powertools for AWS Lambda's Logger names them where it has a name:
 logger (where Lambda's runtime puts its own) and of every logger with handlers of its
 own (:func:`configure`'s, Powertools Logger's); a
 JSON formatter writes them as keys (``configure(fmt="json")``, or the function's
-JSON log format, ``LoggingConfig: {LogFormat: JSON}``).
+JSON log format, ``LoggingConfig: {LogFormat: JSON}``); with ``sqsq.tracing``
+installed, also ``trace_id`` / ``span_id`` inside a span.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -70,6 +72,7 @@ class ContextFilter(logging.Filter):
             for key, value in (source or {}).items():
                 if key not in record.__dict__:
                     setattr(record, key, value)
+        _add_span_ids(record)
         return True
 
 
@@ -126,13 +129,40 @@ def escape_controls(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
+#: The active span's ids (``sqsq.tracing`` installs it): returns ``(trace_id,
+#: span_id)`` in W3C hex, or None outside a span. None: no tracing.
+span_ids: Callable[[], tuple[str, str] | None] | None = None
+
+
+def _add_span_ids(record: logging.LogRecord) -> None:
+    ids = span_ids() if span_ids is not None else None
+    if ids is not None and "trace_id" not in record.__dict__:
+        record.trace_id, record.span_id = ids
+
+
+class SpanIds(logging.Filter):
+    """Adds ``trace_id`` / ``span_id`` (W3C hex) to each record logged while an
+    OpenTelemetry span is active (see ``sqsq.tracing``); leaves others alone. The
+    :class:`ContextFilter` of :func:`configure` and the Lambda handler does the
+    same: this one is for a handler of your own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _add_span_ids(record)
+        return True
+
+
 class TextFormatter(logging.Formatter):
     """One line per event: the message's control characters are escaped (a
-    traceback, appended after it, keeps its lines)."""
+    traceback, appended after it, keeps its lines); ``trace_id=… span_id=…``
+    follow the message when the record carries them (:class:`SpanIds`)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.message)
-        return super().formatMessage(record)
+        line = super().formatMessage(record)
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id is not None:
+            line += f" trace_id={trace_id} span_id={getattr(record, 'span_id', '')}"
+        return line
 
 
 def configure(level: str = "INFO", fmt: Literal["text", "json"] = "text") -> None:
@@ -150,7 +180,7 @@ def configure(level: str = "INFO", fmt: Literal["text", "json"] = "text") -> Non
         )
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    handler.addFilter(_FILTER)
+    handler.addFilter(_FILTER)  # the Lambda fields, and the span's ids (:class:`SpanIds`)
     root = logging.getLogger("sqsq")
     root.handlers[:] = [h for h in root.handlers if isinstance(h, logging.NullHandler)]
     root.addHandler(handler)

@@ -18,6 +18,7 @@ import logging
 import math
 import re
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,6 +39,19 @@ logger = logging.getLogger(__name__)
 
 #: Attempts at SendMessageBatch entries that failed with SenderFault=false.
 BATCH_ATTEMPTS = 5
+
+#: The producer's tracing hook (``sqsq.tracing``'s ``ProducerTracing``, installed by
+#: an App when OpenTelemetry's API is installed): ``created()`` in :func:`build`
+#: starts a message's PRODUCER span and puts its context in the envelope's
+#: headers (so it is signed with the body), ``sent()`` ends the spans. None: no
+#: tracing, one attribute check per message.
+tracing: Any = None
+
+#: W3C ``traceparent`` values the send spans built in this context follow
+#: (``sqsq.workflows`` sets them around a finished task's follow-ups: a chain's next
+#: step, a chord's callback): when no span is current the first is their parent, and
+#: each is a link — a chord's callback links to its members' send spans.
+follows: ContextVar[tuple[str, ...]] = ContextVar("sqsq_follows", default=())
 
 
 class ClaimCheck(Protocol):
@@ -84,6 +98,8 @@ class OutgoingMessage:
     message_group_id: str | None = None  # FIFO group, or a fair queue's tenant
     deduplication_id: str | None = None  # FIFO queues only
     attributes: dict[str, Any] | None = None  # MessageAttributes (the signature)
+    trace_header: str | None = None  # AWSTraceHeader (MessageSystemAttributes), sqsq.tracing
+    span: Any = field(default=None, compare=False, repr=False)  # its PRODUCER span, if traced
     wire_body: str | None = None  # the S3 pointer, once offloaded
     claim_check: ClaimCheck | None = field(default=None, compare=False, repr=False)
 
@@ -100,6 +116,10 @@ class OutgoingMessage:
         entry: dict[str, Any] = {"Id": entry_id, "MessageBody": body}
         if self.attributes:
             entry["MessageAttributes"] = self.attributes
+        if self.trace_header:  # a system attribute: outside the 10-attribute and size quotas
+            entry["MessageSystemAttributes"] = {
+                "AWSTraceHeader": {"DataType": "String", "StringValue": self.trace_header}
+            }
         if self.delay_s:
             entry["DelaySeconds"] = self.delay_s
         if self.message_group_id is not None:
@@ -248,6 +268,9 @@ def build(
             uuid.uuid5(uuid.NAMESPACE_URL, f"sqsq:{queue_name}:{task_name}:{idempotency_key}")
         )
     task_id = task_id or new_task_id()
+    span = trace_header = None
+    if tracing is not None:
+        headers, span, trace_header = tracing.created(task_name, queue_name, task_id, headers)
     body = encode_fields(
         id=task_id,
         task=task_name,
@@ -268,7 +291,17 @@ def build(
     dedup = deduplication_id(task_name, idempotency_key) if fifo and idempotency_key else None
     attributes = signature_attribute(body, signing_key) if signing_key else None
     return OutgoingMessage(
-        task_id, task_name, body, queue_name, delay, group, dedup, attributes, None, claim_check
+        task_id,
+        task_name,
+        body,
+        queue_name,
+        delay,
+        group,
+        dedup,
+        attributes,
+        trace_header,
+        span,
+        claim_check=claim_check,
     )
 
 
@@ -343,15 +376,32 @@ def publishing(messages: Sequence[OutgoingMessage]) -> None:
 
 
 def published(messages: Sequence[OutgoingMessage]) -> None:
-    """Send ``after_task_publish`` once per message SQS acknowledged."""
+    """Send ``after_task_publish`` once per message SQS acknowledged (and end
+    their PRODUCER spans)."""
+    if tracing is not None:
+        tracing.sent(messages)
     if signals.after_task_publish.receivers:
         for m in messages:
             signals.after_task_publish.send(m.task_name, **_publish_named(m))
 
 
+def created_here(messages: Sequence[OutgoingMessage]) -> None:
+    """End the PRODUCER spans of ``messages``, which run in this process instead of
+    being sent (``apply()``, ``task_always_eager``)."""
+    if tracing is not None:
+        tracing.sent(messages)
+
+
+def unsent(messages: Sequence[OutgoingMessage], error: BaseException) -> None:
+    """End the PRODUCER spans of ``messages``, which were not sent (``error``)."""
+    if tracing is not None:
+        tracing.sent(messages, error)
+
+
 def _raise_if_failed(messages: Sequence[OutgoingMessage], failed: list[tuple[str, str]]) -> None:
     if failed:
         bad = {task_id for task_id, _ in failed}
+        unsent([m for m in messages if m.task_id in bad], EnqueueError(failed[0][1]))
         raise EnqueueError(
             f"{len(failed)} of {len(messages)} messages were not enqueued: {failed[0][1]}",
             sent=[m.task_id for m in messages if m.task_id not in bad],
@@ -431,6 +481,7 @@ def sending(directory: Any, messages: Sequence[OutgoingMessage]) -> Steps[None]:
                 refused = yield from sending_batch(queue, batch)
                 failed.extend((batch[i].task_id, reason) for i, reason in refused.items())
     except Exception as exc:
+        unsent(messages, exc)
         raise_if_missing_queue(directory, messages, exc)
         raise
     bad = {task_id for task_id, _ in failed}

@@ -8,7 +8,8 @@ and the queue itself (RedrivePolicy whose maxReceiveCount covers the largest
 may have: a longer one, as ``sqsq infra --target lambda`` gives a queue its function
 consumes, is kept). Then the DynamoDB
 table (on-demand, ``pk``/``sk`` keys) with TTL on ``expires_at`` and point-in-time
-recovery. With ``payload_bucket`` set, the claim check's S3 bucket
+recovery, and with ``listing_index`` its sparse ``listing`` GSI (``listing.py``).
+With ``payload_bucket`` set, the claim check's S3 bucket
 (:mod:`sqsq.payloads.bucket`: encrypted, public access blocked, TLS only, lifecycle).
 
 :func:`describe` is the one description of these resources (no AWS call):
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import limits
+from . import limits, listing
 from .aws_errors import aws_boundary
 from .sqs import dead_letter_name, is_fifo
 
@@ -55,8 +56,9 @@ class Change:
     """One row of a plan.
 
     Attributes:
-        kind: ``"queue"``, ``"dead-letter queue"``, ``"table"``, ``"table TTL"``,
-            ``"table PITR"`` or ``"bucket"`` (``payload_bucket``, ``sqsq.payloads``).
+        kind: ``"queue"``, ``"dead-letter queue"``, ``"table"``, ``"table index"``
+            (the ``listing`` GSI), ``"table TTL"``, ``"table PITR"`` or ``"bucket"``
+            (``payload_bucket``, ``sqsq.payloads``).
         name: the resource's name.
         action: ``"create"``, ``"update"`` or ``"ok"`` (nothing to do).
         detail: what would change, e.g. ``"VisibilityTimeout 60 -> 30"``.
@@ -154,6 +156,8 @@ class TableSpec:
     ttl_attribute: str = TTL_ATTRIBUTE
     billing_mode: str = "PAY_PER_REQUEST"
     point_in_time_recovery: bool = True
+    #: The sparse ``listing`` GSI (``listing.py``; the ``listing_index`` setting).
+    listing_index: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,7 +201,7 @@ def describe(app: App) -> AppResources:
                 content_based_deduplication=fifo and scheduled,
             )
         )
-    return AppResources(queues, TableSpec(app.table_name))
+    return AppResources(queues, TableSpec(app.table_name, listing_index=app.settings.listing_index))
 
 
 def _same(key: str, want: str, have: str | None) -> bool:
@@ -289,14 +293,24 @@ def _table_changes(app: App, table: TableSpec) -> list[Change]:
     ddb = app.clients.sync("dynamodb")
     name = table.name
     try:
-        ddb.describe_table(TableName=name)
+        described = ddb.describe_table(TableName=name)["Table"]
     except ddb.exceptions.ResourceNotFoundException:
+        index = f", {listing.INDEX_NAME} index" if table.listing_index else ""
         return [
-            Change("table", name, "create", f"on-demand, keys {table.hash_key}/{table.range_key}"),
+            Change(
+                "table",
+                name,
+                "create",
+                f"on-demand, keys {table.hash_key}/{table.range_key}{index}",
+            ),
             Change("table TTL", name, "create", f"TTL on {table.ttl_attribute}"),
             Change("table PITR", name, "create", "point-in-time recovery"),
         ]
     changes = [Change("table", name, "ok")]
+    if table.listing_index:
+        indexes = {i["IndexName"] for i in described.get("GlobalSecondaryIndexes", [])}
+        action = "ok" if listing.INDEX_NAME in indexes else "create"
+        changes.append(Change("table index", name, action, listing.INDEX_NAME))
     try:
         ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
     except Exception as exc:
@@ -348,20 +362,35 @@ def apply(app: App, changes: list[Change] | None = None) -> list[Change]:
         elif change.kind == "bucket":
             app.claim_check().apply_bucket(change)
         elif change.kind == "table" and change.action == "create":
+            with_index = app.settings.listing_index
             ddb.create_table(
                 TableName=change.name,
                 AttributeDefinitions=[
                     {"AttributeName": "pk", "AttributeType": "S"},
                     {"AttributeName": "sk", "AttributeType": "S"},
+                    *(listing.attribute_definitions() if with_index else []),
                 ],
                 KeySchema=[
                     {"AttributeName": "pk", "KeyType": "HASH"},
                     {"AttributeName": "sk", "KeyType": "RANGE"},
                 ],
                 BillingMode="PAY_PER_REQUEST",
+                **(
+                    {"GlobalSecondaryIndexes": [listing.global_secondary_index()]}
+                    if with_index
+                    else {}
+                ),
             )
             ddb.get_waiter("table_exists").wait(
                 TableName=change.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+            )
+        elif change.kind == "table index":
+            # DynamoDB backfills the new index from the table's items (minutes on a
+            # large table; it is listed as CREATING meanwhile).
+            ddb.update_table(
+                TableName=change.name,
+                AttributeDefinitions=listing.attribute_definitions(),
+                GlobalSecondaryIndexUpdates=[{"Create": listing.global_secondary_index()}],
             )
         elif change.kind == "table TTL":
             try:

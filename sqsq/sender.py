@@ -52,6 +52,7 @@ from .producer import (
     send_sync,
     sending_batch,
     sending_one,
+    unsent,
 )
 from .sqs import entry_size
 
@@ -217,6 +218,7 @@ class Sender:
                 lane.abandon(call)  # interrupted before its batch was taken: never sent
                 raise
         if call.error is not None:
+            unsent([message], call.error)
             raise call.error
         published([message])
 
@@ -259,6 +261,7 @@ class Sender:
             lane.abandon(call)  # cancelled before its batch was taken: never sent
             raise
         if call.error is not None:
+            unsent([message], call.error)
             raise call.error
         published([message])
 

@@ -222,6 +222,27 @@ class Settings(BaseSettings):
     #: once at least 10 finished), 0 < rate < 1.
     alarm_failure_rate: float = Field(default=0.1, gt=0, lt=1)
 
+    # --- OpenTelemetry (``sqsq/tracing/``) ----------------------------------------------
+    #: Trace sends and runs with OpenTelemetry when its API (``sqsq[otel]``) is
+    #: installed: None (default) traces when ``opentelemetry`` can be imported (looked
+    #: up once per process, at the first App); False never (no import, no cost);
+    #: True requires it (ConfigurationError naming the extra otherwise).
+    tracing: bool | None = None
+    # --- the dashboard's listing (``sqsq/listing.py``, ``sqsq dashboard``) ------------
+    #: Create the sparse, write-sharded ``listing`` index on the results table
+    #: (``sqsq resources create``, ``sqsq infra``): results listed by state, task, queue
+    #: and time without a scan. Only FAILURE (dead letters too), RETRY and STARTED
+    #: items enter it: about 1 write request unit per such outcome, nothing for a task
+    #: that succeeds at once. Off by default.
+    listing_index: bool = False
+    #: ``sqsq dashboard --allow-actions``: users allowed to act (HTTP basic), user name
+    #: -> password; from the environment ``SQSQ_DASHBOARD_USERS`` as JSON. Empty
+    #: (default): none (an identity header may still be trusted, below).
+    dashboard_users: dict[str, str] = Field(default_factory=dict, repr=False)
+    #: ``sqsq dashboard --allow-actions`` behind a proxy that authenticates (an ALB with
+    #: OIDC sets ``x-amzn-oidc-identity``): the request header naming the user. Trust
+    #: it only when every request passes through that proxy. None (default): none.
+    dashboard_identity_header: str | None = None
     # --- large payloads through S3 (``sqsq.payloads``) -------------------------------
     #: The S3 bucket of the claim check: a message body over the queue's
     #: ``MaximumMessageSize`` (SQS allows up to 1 MiB) is put there and the message

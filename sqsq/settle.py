@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import limits, task_tokens
+from . import calling, limits, task_tokens
 from .calls import Call, Gather, Steps, arun, run
 from .dynamodb import Item, Write, attempt_item, delete, put, result_item
 from .errors import UnstoredOutcome
@@ -637,7 +637,10 @@ def releasing(outcomes: Sequence[Outcome], *, delete: bool) -> Steps[list[Outcom
     outcomes whose call failed, and those :func:`held_back` kept."""
     outcomes, failed = held_back(outcomes)
     calls = sqs_calls(outcomes, delete=delete)
+    started_ns = time.time_ns()  # the settle spans' start (sqsq.tracing)
     answers = yield Gather(tuple(Call("sqs", call.method, call.kwargs()) for call in calls))
+    if calling.tracing is not None and calls:
+        calling.tracing.released(calls, answers, started_ns)
     for call, answer in zip(calls, answers, strict=True):
         if isinstance(answer, Exception):
             _warn("%s of %d messages failed", (call.method, len(call.chunk)), answer)

@@ -222,7 +222,7 @@ def collect(
             pool.submit(_dead_letters, app, dead_letter_name(name), failure_sample)
             for name in names
         ]
-        workers = pool.submit(_workers, app)
+        workers = pool.submit(live_workers, app)
         ages = pool.submit(_ages, app, names)
         now = time.time()
         rows: list[QueueStatus] = []
@@ -304,8 +304,8 @@ def _dead_letters(app: App, name: str, sample: int) -> tuple[int, list[dict[str,
 
 
 @aws_boundary(lambda app: app.table_name)
-def _workers(app: App) -> list[WorkerInfo]:
-    """The live workers' heartbeats (one Query; pages of 1 MB)."""
+def live_workers(app: App) -> list[WorkerInfo]:
+    """The live workers' heartbeats (one Query; pages of 1 MB); also the dashboard's."""
     client = app.clients.sync("dynamodb")
     request = query_request(app.table_name, app.name)
     now = time.time()

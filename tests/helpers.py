@@ -104,3 +104,17 @@ def consuming(process: Any, timeout_s: float = 60) -> None:
     reader.start()
     reader.join(timeout_s)
     assert lines and " consuming " in lines[-1], f"the worker did not start: {''.join(lines)}"
+
+
+def until(what: Any, description: str, wait_s: float = 60.0) -> Any:
+    """Poll ``what()`` until it returns something truthy, at most ``wait_s`` seconds
+    (a wait, not a timing claim); its value."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"never: {description}")

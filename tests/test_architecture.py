@@ -12,6 +12,7 @@ of a capability (absolute or relative), or a string that names one as a module
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from tests.conftest import ROOT
 
 PACKAGE = ROOT / "sqsq"
 #: Capability subpackages: built on the core, reached through the facade.
-CAPABILITIES = ("workflows", "events", "schedules", "deploy", "flow", "payloads")
+CAPABILITIES = ("workflows", "events", "schedules", "deploy", "flow", "tracing", "payloads")
 #: Outside the core besides the capabilities: operating and testing tools.
 OUTSIDE = (*CAPABILITIES, "cli", "testing", "dashboard")
 #: The facade: the one bridge from the core to the capabilities.
@@ -150,7 +151,8 @@ def test_the_core_never_imports_a_capability() -> None:
 def test_loading_the_runners_loads_no_capability() -> None:
     """At run time too: a worker's and a Lambda handler's modules, with an app that
     declares only plain tasks, leave every capability out of ``sys.modules`` until the
-    App's facade loads one (``App.follow_ups()`` here)."""
+    App's facade loads one (``App.follow_ups()`` here). Tracing is enabled by
+    installing OpenTelemetry's API (``sqsq.tracing``): off here, as without it."""
     code = (
         "import sys\n"
         "import sqsq.worker.engine, sqsq.aws_lambda, sqsq.settle, sqsq.execution\n"
@@ -163,8 +165,9 @@ def test_loading_the_runners_loads_no_capability() -> None:
         "app.follow_ups()\n"
         "print(loaded(), type(app.continuation).__module__)\n"
     )
+    env = {**os.environ, "SQSQ_TRACING": "false"}
     run = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == [

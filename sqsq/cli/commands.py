@@ -740,6 +740,7 @@ cli.add_command(status)
 cli.add_command(revoke)
 cli.add_command(purge)
 
-# --- limits (cli/limits.py) -------------------------------------------------------------
+# --- limits (cli/limits.py), dashboard (cli/dashboard.py) -----------------------------
 
+from . import dashboard as _dashboard  # noqa: E402, F401  (registers `sqsq dashboard`)
 from . import limits as _limits  # noqa: E402, F401  (registers `sqsq limits`)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .. import listing
 from ..errors import ConfigurationError
 from ..resources import AppResources, QueueSpec, describe
 from ..schedules import scheduler
@@ -132,7 +133,7 @@ def queue_properties(queue: QueueSpec, ids: Declared) -> Doc:
 
 def table_resource(ids: Declared) -> Doc:
     table = ids.resources.table
-    return {
+    resource: Doc = {
         "Type": "AWS::DynamoDB::Table",
         **RETAIN,
         "Properties": {
@@ -150,8 +151,17 @@ def table_resource(ids: Declared) -> Doc:
             "PointInTimeRecoverySpecification": {
                 "PointInTimeRecoveryEnabled": table.point_in_time_recovery
             },
+            **(_listing_index() if table.listing_index else {}),
         },
     }
+    if table.listing_index:
+        resource["Properties"]["AttributeDefinitions"] += listing.attribute_definitions()
+    return resource
+
+
+def _listing_index() -> Doc:
+    """The sparse ``listing`` GSI (``sqsq/listing.py``), as CloudFormation."""
+    return {"GlobalSecondaryIndexes": [listing.global_secondary_index()]}
 
 
 class _MarkedArns(scheduler.Arns):

@@ -451,7 +451,7 @@ def sqs_record(
             ("ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))),
         )
     }
-    for key in ("MessageGroupId", "MessageDeduplicationId", "SequenceNumber"):
+    for key in ("MessageGroupId", "MessageDeduplicationId", "SequenceNumber", "AWSTraceHeader"):
         if key in message.get("Attributes", {}):
             attributes[key] = message["Attributes"][key]
     message_attributes = {}

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from .. import limits, signals
+from .. import calling, limits, signals
 from ..calls import arun
 from ..delivery import Delivery
 from ..errors import ConfigurationError
@@ -537,6 +537,7 @@ class Worker:
                 await self._sleep(wait_s)
                 continue
             inbox.expecting += backlogged
+            started_ns = time.time_ns()  # a receive span's start (sqsq.tracing)
             try:
                 response = await client.receive_message(
                     QueueUrl=url,
@@ -579,6 +580,8 @@ class Worker:
             inbox.received(want, len(messages), queue)
             self._empty[queue] = not messages
             if messages:
+                if calling.tracing is not None:
+                    calling.tracing.received(self.app.queue_name(queue), messages, started_ns)
                 deliveries = [Delivery.from_sqs(m, queue, url) for m in messages]
                 self._accept(queue, await self._fetched(deliveries))
             self._check_drained()

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..calling import CallResult, Hooks, classify, hooked, request_of
+from ..calling import CallResult, Hooks, classify, hooked, request_of, traced
 from ..calls import arun
 from ..errors import InvalidKey, TimeLimitExceeded
 from ..execution import Executor
@@ -490,6 +490,9 @@ class Runner:
             "idempotency_key": envelope.idempotency_key,
             "message_id": delivery.message_id,
         }  # args/kwargs: the child validates the envelope's own and fills them in
+        span = traced(
+            prepared
+        )  # the process span, here: the child's own spans are not its children
         future = self.processes.submit(task.name, envelope.args, envelope.kwargs, request, limit)
         try:
             result: CallResult = await asyncio.wrap_future(future)
@@ -502,6 +505,8 @@ class Runner:
             result = CallResult(
                 error_type=type(exc).__qualname__, error_message=str(exc), final=True
             )
+        if span is not None:
+            span.ended(result, None)
         return self.executor.finish(prepared, started_at, time.perf_counter() - start, result)
 
 

@@ -46,7 +46,7 @@ from ..calls import Call, Steps
 from ..dynamodb import record_from_item, result_item, result_key, with_value
 from ..errors import ChordBodyTooLarge, MessageTooLarge
 from ..outcome import Outcome, OutcomeKind
-from ..producer import OutgoingMessage, claim_checked, published, publishing
+from ..producer import OutgoingMessage, claim_checked, follows, published, publishing
 from ..result import ResultRecord, State
 from ..settle import workflow_of
 from ..sqs import send_batches
@@ -86,6 +86,22 @@ def _code(exc: Exception) -> str:
 
 
 # --- per outcome -------------------------------------------------------------------
+
+
+#: Chord members below this index add their ``traceparent`` to the chord's counter
+#: item (in the UpdateItem that counts them: no extra request; ~55 bytes each), for
+#: the callback's send span to link to (``sqsq.producer.follows``).
+TRACED_MEMBERS = 128
+
+
+def _trace_of(outcome: Outcome) -> tuple[str, ...]:
+    """The ``traceparent`` of the envelope of ``outcome``, if it has one."""
+    try:
+        headers = json.loads(outcome.delivery.body).get("headers") or {}
+    except (ValueError, AttributeError):
+        return ()
+    value = headers.get("traceparent") if isinstance(headers, dict) else None
+    return (value,) if isinstance(value, str) else ()
 
 
 def _one(app: App, outcome: Outcome, workflow: dict[str, Any]) -> Steps[_Work]:
@@ -136,6 +152,11 @@ def _count(
     update = "ADD #done :one, #members :index"
     values: dict[str, Any] = {":one": {"N": "1"}, ":index": {"SS": [index]}, ":i": {"S": index}}
     names = {"#done": "done", "#members": "members"}
+    own = follows.get()
+    if own and int(index) < TRACED_MEMBERS:  # for the callback's links (sqsq.tracing)
+        update += ", #traces :trace"
+        values[":trace"] = {"SS": list(own)}
+        names["#traces"] = "traces"
     if failure is not None:
         update += " SET #failed = if_not_exists(#failed, :f), #by = if_not_exists(#by, :i)"
         values[":f"] = {"S": failure}
@@ -193,6 +214,8 @@ def _count(
         return
     result_ids = [r["S"] for r in saved_item["results"]["L"]]
     values_in_order = yield from _results(app, result_ids)
+    members = sorted(set(item.get("traces", {}).get("SS", [])) - set(own))
+    linked = follows.set((*own, *members))  # the callback links to the members' sends
     try:
         body_plan = plan(
             app,
@@ -211,6 +234,8 @@ def _count(
             app, chord_id, saved, reason, too_large, ChordBodyTooLarge.reason, work, ids
         )
         return
+    finally:
+        follows.reset(linked)
     work.plan.extend(body_plan)
     work.fired.append(chord_id)
 
@@ -307,6 +332,7 @@ def follow_up(app: App, outcomes: Sequence[Outcome]) -> Steps[list[Outcome]]:
         workflow = workflow_of(outcome)
         if workflow is None:
             continue
+        following = follows.set(_trace_of(outcome))  # the follow-ups continue its trace
         try:
             work = yield from _one(app, outcome, workflow)
             for chord in work.plan.chords:
@@ -319,6 +345,8 @@ def follow_up(app: App, outcomes: Sequence[Outcome]) -> Steps[list[Outcome]]:
             _warn(outcome, exc)
             failed.append(outcome)
             continue
+        finally:
+            follows.reset(following)
         works.append((outcome, work))
     # messages of all outcomes, batched per queue, between their publish signals
     owners: dict[str, Outcome] = {}
