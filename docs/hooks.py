@@ -23,6 +23,7 @@ PUBLIC: dict[str, list[str] | None] = {
     "sqsq": None,
     "sqsq.workflows": None,
     "sqsq.events": None,
+    "sqsq.interop": None,
     "sqsq.testing": [
         "sqsq_endpoint",
         "local_aws",

@@ -12,6 +12,8 @@ itself::
                             app.route(), or event_router()          without "task")
     App.continuation        sqsq.workflows.install(app), or         settle.store / astore (an
                             follow_ups()                            envelope with "workflow")
+    App.celery              sqsq.interop.install(app), or           Executor.prepare (a body
+                            celery_protocol()                       that is not an envelope)
     App.payloads            sqsq.payloads.install(app) (a           the send steps (a body over
                             payload_bucket), or claim_check()       the queue's size), the worker /
                                                                     Lambda (a pointer received),
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from . import producer
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from botocore.config import Config
     from typing_extensions import Unpack
 
-    from .execution import Router
+    from .execution import Router, Translator
     from .flow.control import FlowControl
     from .payloads import ClaimCheck
     from .settle import Continuation
@@ -126,6 +128,9 @@ class App:
         #: (``sqsq.settle.Continuation``); ``sqsq.workflows`` installs it
         #: (:meth:`follow_ups`).
         self.continuation: Continuation | None = None
+        #: Translates Celery messages (``sqsq.execution.Translator``); ``sqsq.interop``
+        #: installs it (:meth:`celery_protocol`).
+        self.celery: Translator | None = None
         #: Rate and concurrency limits (``sqsq.flow.FlowControl``), installed by
         #: :meth:`flow_control` when the app has a limit.
         self.flow: FlowControl | None = None
@@ -485,6 +490,7 @@ class App:
         queue: str | None = None,
         countdown: float | timedelta | None = None,
         task_id: str | None = None,
+        protocol: Literal["sqsq", "celery"] | None = None,
     ) -> AsyncResult:
         """Enqueue a task by name, without its function (no signature check).
 
@@ -492,6 +498,10 @@ class App:
             name: the task's registered name.
             queue: logical queue; default: the registered task's queue if this app
                 knows it, else the default queue.
+            protocol: ``"celery"`` writes Celery's protocol v2 as kombu's SQS
+                transport does (JSON), for a queue still served by Celery workers
+                (``sqsq.interop``); default: the registered task's ``protocol``,
+                else ``"sqsq"``.
 
         Raises:
             EnqueueError: as :meth:`Task.apply_async` (also its NotSerializable and
@@ -508,19 +518,52 @@ class App:
             check_queue_name(logical)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        message = producer.build(
+        if (protocol or (known.protocol if known else "sqsq")) == "celery":
+            message = self.celery_message(
+                name, args, kwargs, logical, countdown, None, None, task_id
+            )
+        else:
+            message = producer.build(
+                name,
+                list(args or ()),
+                kwargs,
+                queue=logical,
+                queue_name=self.queue_name(logical),
+                countdown=countdown,
+                task_id=task_id,
+                signing_key=self.signing_key,
+                claim_check=self.payloads,
+            )
+        self.sender.send(message)
+        return self.AsyncResult(message.task_id)
+
+    def celery_message(
+        self,
+        name: str,
+        args: Iterable[Any] | None,
+        kwargs: dict[str, Any] | None,
+        queue: str,
+        countdown: float | timedelta | None,
+        eta: datetime | None,
+        expires: float | timedelta | datetime | None,
+        task_id: str | None,
+    ) -> producer.OutgoingMessage:
+        """A call of task ``name`` on logical queue ``queue``, in Celery's protocol v2
+        (``sqsq.interop.celery_protocol.build``), for ``protocol="celery"``."""
+        from .interop import install
+        from .interop.celery_protocol import build
+
+        return build(
             name,
             list(args or ()),
             kwargs,
-            queue=logical,
-            queue_name=self.queue_name(logical),
+            routing_key=install(self).routing_key(queue),
+            queue_name=self.queue_name(queue),
             countdown=countdown,
+            eta=eta,
+            expires=expires,
             task_id=task_id,
-            signing_key=self.signing_key,
-            claim_check=self.payloads,
         )
-        self.sender.send(message)
-        return self.AsyncResult(message.task_id)
 
     def _send_queue(self, name: str, queue: str | None) -> str:
         """The logical queue ``send_task(name, queue=queue)`` sends to."""
@@ -565,6 +608,16 @@ class App:
 
             return install(self)
         return self.router
+
+    def celery_protocol(self) -> Translator:
+        """The translator the execution core asks about a body that is not an
+        envelope (``App.celery``), installing ``sqsq.interop``'s on first use — so a
+        worker runs the Celery messages kombu's SQS transport writes."""
+        if self.celery is None:
+            from .interop import install
+
+            return install(self)
+        return self.celery
 
     def follow_ups(self) -> Continuation:
         """The continuation ``settle`` calls for stored outcomes whose envelope carries

@@ -23,6 +23,7 @@
     │   ├── TaskTokenReportFailed its outcome is stored, Step Functions never took its report
     │   ├── DeferralsExhausted    Lambda on FIFO: deferred on every receive its queue allows
     │   ├── ChordBodyTooLarge     a chord's body with its members' results is over SQS's message size
+    │   ├── CelerySerializerRefused  a Celery message that is not JSON (pickle, yaml, msgpack)
     │   └── PayloadMissing        its body's S3 object (claim check) is gone, or not the one sent
     ├── ResultError               the reader of a result
     │   ├── ResultTimeout         not ready within ``get(timeout=...)`` (also a TimeoutError)
@@ -182,9 +183,15 @@ class UndecodableMessage(DeadLetter):
 
 
 class UnknownTask(DeadLetter):
-    """The envelope names a task this app does not register."""
+    """The envelope names a task this app does not register.
+
+    Attributes:
+        task_id: the message's task id when known before decoding (a Celery
+            message's ``id``), else None.
+    """
 
     reason = "unknown_task"
+    task_id: str | None = None
 
 
 class InvalidArguments(DeadLetter):
@@ -288,6 +295,15 @@ class ChordBodyTooLarge(DeadLetter):
     its errbacks run). No message is dead-lettered: the members succeeded."""
 
     reason = "chord_body_too_large"
+
+
+class CelerySerializerRefused(DeadLetter):
+    """A Celery message (protocol v2, as kombu's SQS transport writes it) whose
+    content type is not ``application/json``: pickle, yaml or msgpack. Its body is
+    never decoded, so nothing in it runs (``sqsq.interop.celery_protocol``)."""
+
+    reason = "celery_serializer_refused"
+    task_id: str | None = None
 
 
 class PayloadMissing(DeadLetter):

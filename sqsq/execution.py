@@ -4,6 +4,8 @@ Shared by the long-poll worker, the Lambda handler and ``task.apply()``::
 
     Delivery ─► prepare() ─► parse JSON ─► decode envelope ─► look up task ─► bind/validate args
                    │             │           ─► expired? ─► idempotency key
+                   │             ├ not an envelope: a Celery message? (App.celery_protocol(),
+                   │             │ sqsq.interop) ─► its envelope becomes the body | refused
                    │             └ an object without "task": the app's Router (App.event_router(),
                    │               sqsq.events) unwraps SNS, routes events ─► envelope | RESEND | no_route
                    ├── DEAD_LETTER (reason) ◄── any of these fails
@@ -91,6 +93,7 @@ __all__ = [
     "Prepared",
     "Router",
     "TaskExit",
+    "Translator",
     "classify",
     "give_up",
     "hop_delay_s",
@@ -121,6 +124,24 @@ class Router(Protocol):
         Raises:
             DeadLetter: the body cannot be run, e.g. ``NoRoute`` for an event
                 that no declared route matches.
+        """
+        ...
+
+
+class Translator(Protocol):
+    """What the core asks about a body that is not an envelope before the router:
+    is it another task library's message (Celery's protocol v2, as kombu's SQS
+    transport writes it)? ``sqsq.interop`` implements it and installs one on the
+    App (``App.celery``); the core reaches it through ``App.celery_protocol()``.
+    """
+
+    def translate(self, delivery: Delivery, raw: Any) -> Envelope | None:
+        """The envelope to run for ``delivery``, or None when it is not such a
+        message. ``raw`` is the body's JSON value, or None when it is not JSON.
+
+        Raises:
+            DeadLetter: a message of that library that is never run (e.g.
+                ``celery_serializer_refused`` for a pickled body, ``unknown_task``).
         """
         ...
 
@@ -173,13 +194,19 @@ class Executor(Decisions):
             verdict = pointer if pointer.signed else verdict
         trusted = verdict is None or verdict.signed
         routed = False  # a foreign event a declared route allowed (keys of its own)
+        body = delivery.body  # as received (a Celery message is translated in place)
         try:
             try:
                 raw = parse(delivery.body)
             except UndecodableMessage as exc:
-                if not trusted:  # undecodable and unsigned: under its MessageId
-                    exc.task_id = None
-                raise
+                raw = self._translated(delivery, None, trusted)  # a Celery message is base64
+                if raw is None:
+                    if not trusted:  # undecodable and unsigned: under its MessageId
+                        exc.task_id = None
+                    raise
+            else:
+                if isinstance(raw, dict) and "task" not in raw:
+                    raw = self._translated(delivery, raw, trusted) or raw
             if isinstance(raw, dict) and "task" not in raw:
                 found = self.app.event_router().route(delivery, raw)
                 if isinstance(found, Outcome):
@@ -210,7 +237,10 @@ class Executor(Decisions):
                 return self.revoked(prepared, expired=True)
             hop_s = hop_delay_s(envelope, datetime.now(UTC))
             if hop_s is not None and not self.on_fifo(delivery):
-                return self.resend(prepared, hop_s)
+                outcome = self.resend(prepared, hop_s)
+                if delivery.body != body:  # translated: sent on as it came, so that the
+                    outcome.body = body  # Celery workers that share its queue still read it
+                return outcome
             key = envelope.idempotency_key
             if key is None and task.idempotency_key is not None:
                 try:
@@ -231,6 +261,25 @@ class Executor(Decisions):
                     task.signature.signature.bind(*args, **kwargs).arguments
                 )
         return prepared
+
+    def _translated(self, delivery: Delivery, raw: Any, trusted: bool) -> dict[str, Any] | None:
+        """A foreign task library's message (:class:`Translator`) as an envelope's
+        JSON, which from here on is the delivery's body: a retry, a long ETA's hop
+        and the follow-ups read that body, as they read any envelope's.
+
+        Raises:
+            DeadLetter: signing is on and the message is unsigned (a Celery message
+                carries no sqsq signature; it may hold callbacks, an id, an eta:
+                more than an unsigned body may), reason ``unsigned_message``.
+        """
+        envelope = self.app.celery_protocol().translate(delivery, raw)
+        if envelope is None:
+            return None
+        if not trusted:  # under its MessageId: an unsigned body's id is not taken
+            raise _unsigned(signing.UNSIGNED)
+        delivery.body = encode(envelope)
+        translated: dict[str, Any] = parse(delivery.body)
+        return translated
 
     def prepare_isolated(self, delivery: Delivery) -> Prepared | Outcome:
         """:meth:`prepare`, with any unexpected exception turned into this message's

@@ -353,7 +353,10 @@ def _publish_named(message: OutgoingMessage) -> dict[str, Any]:
     ``task`` and the envelope's routing fields, then the envelope's own headers),
     ``routing_key`` the SQS queue name, ``exchange`` "" (SQS has none). Copies:
     changing them changes nothing that is sent."""
-    body = json.loads(message.body)
+    try:
+        body = json.loads(message.body)
+    except ValueError:  # Celery's protocol (sqsq.interop): base64, its headers inside
+        body = {}
     headers: dict[str, Any] = {"id": message.task_id, "task": message.task_name}
     headers.update((k, body[k]) for k in _HEADER_FIELDS if body.get(k) is not None)
     headers.update(body.get("headers") or {})

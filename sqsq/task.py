@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypedDict, TypeVar, overload
 
 from . import limits, producer
 from .arguments import Signature
@@ -67,6 +67,7 @@ class TaskOptions(TypedDict, total=False):
     concurrency_limit: int | None
     concurrency_key: str | Callable[..., str] | None
     track_started: bool | None
+    protocol: Literal["sqsq", "celery"]
 
 
 #: Every option ``@app.task(...)`` accepts; anything else fails at declaration.
@@ -156,6 +157,10 @@ class Task(Generic[P, R]):
             callable, as ``rate_key``).
         track_started: record STARTED when the body starts (one conditional PutItem
             per attempt); default the app's ``track_started`` setting.
+        protocol: ``"celery"``: calls are sent in Celery's protocol v2 (JSON, as
+            kombu's SQS transport writes it), for a task still run by Celery
+            workers (``sqsq.interop``; ``idempotency_key``, ``fair_key`` and
+            ``message_group_id`` do not apply there); default ``"sqsq"``.
         bind: the function receives a :class:`BoundTask` as first argument.
         is_async: the function is ``async def`` (awaited on the worker's loop).
     """
@@ -188,6 +193,7 @@ class Task(Generic[P, R]):
         concurrency_limit: int | None = None,
         concurrency_key: KeySpec = None,
         track_started: bool | None = None,
+        protocol: Literal["sqsq", "celery"] = "sqsq",
     ) -> None:
         self.app = app
         self.fn = fn
@@ -249,6 +255,11 @@ class Task(Generic[P, R]):
         self.track_started = (
             app.settings.track_started if track_started is None else bool(track_started)
         )
+        if protocol not in ("sqsq", "celery"):
+            raise ValueError(f"protocol must be 'sqsq' or 'celery', got {protocol!r}")
+        #: The wire format its calls are sent in: "celery" for a task still run by
+        #: Celery workers (Celery's protocol v2, see ``sqsq.interop``).
+        self.protocol = protocol
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = Signature(fn, skip_first=bind)
         self.__doc__ = fn.__doc__
@@ -350,6 +361,10 @@ class Task(Generic[P, R]):
                 message_group_id = self.fair_group_for(args_list, kwargs)
         except ValueError as exc:
             raise EnqueueError(f"{self.name}: {exc}") from None
+        if self.protocol == "celery":  # still run by Celery workers (sqsq.interop)
+            return self.app.celery_message(
+                self.name, args_list, kwargs, logical, countdown, eta, expires, task_id
+            )
         return producer.build(
             self.name,
             args_list,

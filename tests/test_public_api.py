@@ -61,6 +61,7 @@ EXPECTED_ALL = [
     "TaskTokenReportFailed",
     "DeferralsExhausted",
     "ChordBodyTooLarge",
+    "CelerySerializerRefused",
     "PayloadMissing",
     "ResultError",
     "ResultTimeout",

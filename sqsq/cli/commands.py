@@ -740,7 +740,9 @@ cli.add_command(status)
 cli.add_command(revoke)
 cli.add_command(purge)
 
-# --- limits (cli/limits.py), dashboard (cli/dashboard.py) -----------------------------
+# --- commands in their own modules: celery check (cli/celery_check.py), dashboard
+# (cli/dashboard.py), limits (cli/limits.py) ---------------------------------------------
 
+from . import celery_check as _celery_check  # noqa: E402, F401  (registers `sqsq celery`)
 from . import dashboard as _dashboard  # noqa: E402, F401  (registers `sqsq dashboard`)
 from . import limits as _limits  # noqa: E402, F401  (registers `sqsq limits`)
