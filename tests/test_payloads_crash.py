@@ -46,7 +46,7 @@ def _objects() -> list[str]:
 
 
 def test_every_offloaded_task_ends_through_several_sigkills(local_aws: Any, worker: Any) -> None:
-    from sqsq.dlq import peek
+    from sqsq.dlq import REDRIVE_POLICY_REASON, describe, peek
     from sqsq.resources import apply
     from tests.apps.payloads import app
 
@@ -78,12 +78,18 @@ def test_every_offloaded_task_ends_through_several_sigkills(local_aws: Any, work
     assert [r.state for r in results].count(sqsq.State.SUCCESS) == TASKS
     again = sum(1 for r in results if r.record is not None and r.record.attempts > 1)
     assert again > 0  # the kills hit messages in hand: they came back and ran
-    dead = peek(app.clients.sync("sqs"), url + "-dlq")
-    assert dead == []  # no payload_missing: no object went before its message
+    # no payload_missing: no object went before its message. (A message whose run
+    # was stored while a kill kept it from being deleted can come back more often than
+    # the queue's maxReceiveCount allows: SQS then moves it to the DLQ, its object kept.)
+    reasons = [describe(m).reason for m in peek(app.clients.sync("sqs"), url + "-dlq")]
+    assert "payload_missing" not in reasons and set(reasons) <= {REDRIVE_POLICY_REASON}
     left = _objects()
     # what the kills left between a message's delete and its object's: the lifecycle
     # rule's (or gc's) to remove, never more than the messages in hand at the kills
-    print(f"{TASKS} tasks, {KILLS} kills, {again} delivered again: {len(left)} objects left")
+    print(
+        f"{TASKS} tasks, {KILLS} kills, {again} delivered again, {len(reasons)} moved to "
+        f"the DLQ by SQS: {len(left)} objects left"
+    )
     assert len(left) <= min(in_hand, TASKS)
 
     gc = CliRunner().invoke(cli, ["gc", APP, "--older-than", "0"])

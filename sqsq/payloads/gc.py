@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .. import limits
+from ..aws_errors import aws_boundary
 from ..errors import ConfigurationError
 from .claim_check import PAYLOAD_PREFIX, S3_MAX_DELETE_KEYS
 
@@ -43,6 +44,7 @@ class GcReport:
     errors: list[tuple[str, str]] = field(default_factory=list)
 
 
+@aws_boundary(lambda app, *_, **__: app.settings.payload_bucket)
 def collect(
     app: App, *, older_than_s: float = limits.SQS_MAX_RETENTION_S, dry_run: bool = False
 ) -> GcReport:
@@ -55,6 +57,7 @@ def collect(
 
     Raises:
         ConfigurationError: the app has no ``payload_bucket``.
+        AWSError: S3 failed (the bucket named as its resource).
     """
     bucket = app.settings.payload_bucket
     if not bucket:
