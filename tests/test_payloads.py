@@ -246,6 +246,7 @@ def test_a_missing_object_is_a_dead_letter_and_redrive_keeps_the_pointer(
     assert [row.reason for row in _dead_letters()] == ["payload_missing"]
     from click.testing import CliRunner
 
+    import sqsq.cli.commands  # noqa: F401  (registers the commands)
     from sqsq.cli import cli
 
     listed = CliRunner().invoke(cli, ["dlq", "ls", APP, "default", "--json"])
@@ -462,6 +463,7 @@ def test_a_deferred_offloaded_message_is_sent_on_through_s3_and_still_verifies(
 def test_gc_deletes_only_objects_older_than_the_cut_off(payload_app: Any) -> None:
     from click.testing import CliRunner
 
+    import sqsq.cli.commands  # noqa: F401  (registers the commands)
     from sqsq.cli import cli
 
     digest.delay("g" * 2_000_000)
