@@ -33,7 +33,7 @@ def main() -> None:
         import sqsq
         import sqsq.resources
 
-        app = sqsq.App("bench-payloads", payload_bucket="bench-payloads")
+        app = sqsq.App("bench-payloads", payload_bucket="bench-payloads", payload_delete=True)
 
         @app.task
         def echo(data: str, result_size: int) -> str:

@@ -11,7 +11,8 @@ execution core sees the delivery::
     worker / Lambda ─ receive ─► GetObject ─► sha256 = key's? ─► the core runs the body
                                    │ NoSuchKey / other object ─► DLQ payload_missing
                                    └ S3 unreachable ─► message back in PAYLOAD_RETRY_S
-    settle ─ outcome stored ─► message deleted ─► DeleteObjects (SUCCESS, REVOKED)
+    settle ─ outcome stored ─► message deleted ─► DeleteObjects (SUCCESS, REVOKED; only
+             with payload_delete=True — by default the lifecycle rule expires it)
              FAILURE / DEAD_LETTER: the DLQ copy keeps the pointer, the object stays
              (the Lambda handler deletes final outcomes' messages itself, then the
              objects; a message it leaves to its event source keeps its object)

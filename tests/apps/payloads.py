@@ -18,6 +18,7 @@ app = sqsq.App(
     "payloads",
     visibility_timeout_s=30,
     payload_bucket=os.environ.get("TEST_PAYLOAD_BUCKET", BUCKET) or None,
+    payload_delete=True,  # the tests count what is left in the bucket
 )
 lambda_handler = app.lambda_handler
 
