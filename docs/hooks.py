@@ -55,6 +55,7 @@ PUBLIC: dict[str, list[str] | None] = {
     "sqsq.tracing": None,
     "sqsq.dashboard": None,
     "sqsq.listing": ["list_results", "Filter", "Page", "Row"],
+    "sqsq.payloads": None,
 }
 #: Names of an ``__all__`` that are not API (an installer the App calls).
 NOT_API = {"__version__", "install"}

@@ -14,6 +14,10 @@ itself::
                             follow_ups()                            envelope with "workflow")
     App.celery              sqsq.interop.install(app), or           Executor.prepare (a body
                             celery_protocol()                       that is not an envelope)
+    App.payloads            sqsq.payloads.install(app) (a           the send steps (a body over
+                            payload_bucket), or claim_check()       the queue's size), the worker /
+                                                                    Lambda (a pointer received),
+                                                                    settle (objects to delete)
 
 A worker or Lambda function whose app module never touched a capability must still
 act on what another process sent it (an envelope with a ``workflow``, an S3
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
 
     from .execution import Router, Translator
     from .flow.control import FlowControl
+    from .payloads import ClaimCheck
     from .settle import Continuation
 
 P = ParamSpec("P")
@@ -133,6 +138,12 @@ class App:
             from .tracing import install  # OpenTelemetry's API is installed: trace
 
             install()
+        #: The S3 claim check for large bodies and results (``sqsq.payloads``),
+        #: installed at once when ``payload_bucket`` is set, or by
+        #: :meth:`claim_check` when a worker first receives a pointer.
+        self.payloads: ClaimCheck | None = None
+        if self.settings.payload_bucket:
+            self.claim_check()
         if self.settings.queue_rate_limits:
             from .flow.rates import parse_rate
 
@@ -521,6 +532,7 @@ class App:
                 countdown=countdown,
                 task_id=task_id,
                 signing_key=self.signing_key,
+                claim_check=self.payloads,
             )
         self.sender.send(message)
         return self.AsyncResult(message.task_id)
@@ -618,6 +630,17 @@ class App:
 
             return install(self)
         return self.continuation
+
+    def claim_check(self) -> ClaimCheck:
+        """The S3 claim check (``App.payloads``), installing ``sqsq.payloads``' on
+        first use — so a worker or Lambda function without a ``payload_bucket`` still
+        reads the pointers of offloaded messages (sqsq's or the SQS Extended
+        Client's)."""
+        if self.payloads is None:
+            from .payloads import install
+
+            return install(self)
+        return self.payloads
 
     def flow_control(self) -> FlowControl | None:
         """The app's rate and concurrency limits (``App.flow``), installing

@@ -372,7 +372,8 @@ def handle(app: App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     margin_ms = app.settings.lambda_safety_margin_s * 1000
     function_ms = _remaining_ms(context)  # about the function's timeout
     _check_room(app, function_ms, margin_ms, len(records))
-    deliveries = _deliveries(app, records)
+    # bodies in S3 (a claim check's pointer, sqsq.payloads) fetched; none: no request
+    deliveries = run(app.claim_check().resolving(_deliveries(app, records)), app.clients)
 
     leases = LeaseTable()
     for delivery in deliveries:

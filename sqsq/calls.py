@@ -17,7 +17,8 @@ Requests a generator may yield, and what it receives back:
 ==================  ==================================================================
 request             answer
 ==================  ==================================================================
-:class:`Call`       the response dict; an exception of the call (a botocore
+:class:`Call`       the response dict (a streaming ``Body``, S3 GetObject's, read
+                    to bytes); an exception of the call (a botocore
                     ``ClientError``, a connection error, a missing queue's URL lookup)
                     is *thrown into* the generator at the ``yield``, so the logic
                     that decides on error codes stays in the generator
@@ -99,7 +100,11 @@ def _kwargs(call: Call, url: str | None) -> dict[str, Any]:
 
 def _one(call: Call, clients: Any, directory: Any) -> Any:
     url = directory.url(call.queue) if call.queue is not None else None
-    return getattr(clients.sync(call.service), call.method)(**_kwargs(call, url))
+    response = getattr(clients.sync(call.service), call.method)(**_kwargs(call, url))
+    if isinstance(response, dict) and hasattr(response.get("Body"), "read"):
+        with response["Body"] as stream:  # S3 GetObject: the generator gets bytes
+            response["Body"] = stream.read()
+    return response
 
 
 def _answer(request: Request, clients: Any, directory: Any) -> Any:
@@ -148,7 +153,11 @@ def run(steps: Steps[T], clients: Any, directory: Any = None) -> T:
 async def _aone(call: Call, clients: Any, directory: Any) -> Any:
     url = await directory.aurl(call.queue) if call.queue is not None else None
     client = await clients.aclient(call.service)
-    return await getattr(client, call.method)(**_kwargs(call, url))
+    response = await getattr(client, call.method)(**_kwargs(call, url))
+    if isinstance(response, dict) and hasattr(response.get("Body"), "read"):
+        async with response["Body"] as stream:  # S3 GetObject: the generator gets bytes
+            response["Body"] = await stream.read()
+    return response
 
 
 async def _aanswer(request: Request, clients: Any, directory: Any) -> Any:

@@ -125,6 +125,13 @@ class Delivery:
         trace_header: the message's ``AWSTraceHeader`` system attribute (X-Ray's
             ``Root=…;Parent=…;Sampled=…``), if any: where ``sqsq.tracing`` continues
             the trace of a body without a ``traceparent`` header (a foreign event).
+        wire_body: the body as SQS carried it, when :attr:`body` was fetched from
+            elsewhere (an S3 claim check, ``sqsq.payloads``: the pointer), else None.
+            A copy of the message (to the DLQ, sent on) sends this, never the payload.
+        refusal: why the payload could not be fetched, decided before the core sees
+            the delivery (``sqsq.payloads``): a ``DeadLetter`` (``payload_missing``) is
+            dead-lettered, any other exception (S3 unreachable) releases the message
+            to come back. None: nothing refused.
     """
 
     message_id: str
@@ -139,6 +146,13 @@ class Delivery:
     received_monotonic: float = field(default_factory=time.monotonic)
     malformed: str | None = None
     trace_header: str | None = None
+    wire_body: str | None = None
+    refusal: Exception | None = None
+
+    @property
+    def sent_body(self) -> str:
+        """The body as SQS carried it (:attr:`wire_body`, else :attr:`body`)."""
+        return self.body if self.wire_body is None else self.wire_body
 
     @property
     def identified(self) -> bool:

@@ -43,10 +43,12 @@ backoff and, if still unprocessed, reported so their messages are *not* deleted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -180,6 +182,33 @@ def record_from_item(item: Item, now: float | None = None) -> ResultRecord | Non
         workflow=json.loads(workflow_text) if workflow_text else {},
         idempotency_key=s("key_pk"),
     )
+
+
+#: The key of ``ResultRecord.extra`` that holds where a SUCCESS value too large for
+#: its item lives in S3 (``sqsq.payloads`` writes it): ``{"bucket", "key", "bytes",
+#: "sha256"}``; the item's own ``value`` is then null.
+VALUE_S3 = "value_s3"
+
+
+def with_value(record: ResultRecord) -> Steps[ResultRecord]:
+    """``record`` with its value read from S3 when it lives there (:data:`VALUE_S3`:
+    one GetObject, checked against its sha256); else ``record`` as it is, no call.
+
+    Raises:
+        ValueError: the object is not the value stored (its sha256 differs).
+        The GetObject's error (a missing object: the bucket's lifecycle rule expired
+        it with the result, ``result_ttl``).
+    """
+    where = record.extra.get(VALUE_S3) if record.state is State.SUCCESS else None
+    if not isinstance(where, dict):
+        return record
+    response = yield Call("s3", "get_object", {"Bucket": where["bucket"], "Key": where["key"]})
+    data: bytes = response["Body"]
+    if hashlib.sha256(data).hexdigest() != where.get("sha256"):
+        raise ValueError(
+            f"s3://{where['bucket']}/{where['key']} is not the value of {record.task_id}"
+        )
+    return replace(record, value=json.loads(data))
 
 
 def attempt_item(record: ResultRecord, retry_delay_s: float | None = None) -> Item:
@@ -373,7 +402,8 @@ class ResultStore:
             {"TableName": self.table, "Key": result_key(task_id), "ConsistentRead": True},
         )
         item = response.get("Item")
-        return record_from_item(item) if item else None
+        record = record_from_item(item) if item else None
+        return (yield from with_value(record)) if record is not None else None
 
     def timeline(self, task_id: str) -> list[Attempt]:
         """Each try of a task (see :func:`timeline_from_items`): one consistent Query

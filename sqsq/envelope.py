@@ -219,6 +219,7 @@ def encode_fields(
     sent_at: datetime | None = None,
     scheduled_at: datetime | None = None,
     task_token: str | None = None,
+    max_bytes: int | None = limits.SQS_MAX_MESSAGE_BYTES,
 ) -> str:
     """The SQS message body of an envelope with these fields, built without pydantic.
 
@@ -231,7 +232,8 @@ def encode_fields(
         EnqueueError: a field breaks the envelope's rules (id over 128 characters,
             empty task name, negative retries, non-str headers, ...).
         MessageTooLarge: over ``limits.SQS_MAX_MESSAGE_BYTES`` (1 MiB, "Amazon SQS
-            message quotas"); checked before any AWS call is made.
+            message quotas"), or over ``max_bytes`` when given (None: no limit, the
+            body goes to S3: ``sqsq.payloads``); checked before any AWS call is made.
     """
     fields: dict[str, Any] = {"version": VERSION}
     if _text("task id", id, MAX_ID_CHARS) is not None:
@@ -273,11 +275,11 @@ def encode_fields(
         fields["task_token"] = task_token
     body = dumps(fields)
     size = len(body)  # dumps() is ASCII-only: characters are bytes
-    if size > limits.SQS_MAX_MESSAGE_BYTES:
+    if max_bytes is not None and size > max_bytes:
         raise MessageTooLarge(
             f"task {task} ({id}): message is {size} bytes, over "
             f"SQS_MAX_MESSAGE_BYTES={limits.SQS_MAX_MESSAGE_BYTES} (Amazon SQS message quotas); "
-            "pass a reference (e.g. an S3 key) instead of the data"
+            "set payload_bucket to send it through S3 (sqsq.payloads), or pass a reference"
         )
     return body
 

@@ -23,7 +23,8 @@
     │   ├── TaskTokenReportFailed its outcome is stored, Step Functions never took its report
     │   ├── DeferralsExhausted    Lambda on FIFO: deferred on every receive its queue allows
     │   ├── ChordBodyTooLarge     a chord's body with its members' results is over SQS's message size
-    │   └── CelerySerializerRefused  a Celery message that is not JSON (pickle, yaml, msgpack)
+    │   ├── CelerySerializerRefused  a Celery message that is not JSON (pickle, yaml, msgpack)
+    │   └── PayloadMissing        its body's S3 object (claim check) is gone, or not the one sent
     ├── ResultError               the reader of a result
     │   ├── ResultTimeout         not ready within ``get(timeout=...)`` (also a TimeoutError)
     │   ├── TaskFailed            the task raised; carries remote type, message, traceback
@@ -288,7 +289,8 @@ class DeferralsExhausted(DeadLetter):
 
 class ChordBodyTooLarge(DeadLetter):
     """A chord's body, given its members' results, is over SQS's message size
-    (``limits.SQS_MAX_MESSAGE_BYTES``; there is no S3 claim check yet): it is never
+    (``limits.SQS_MAX_MESSAGE_BYTES``) and the app has no ``payload_bucket`` to send
+    it through S3 (``sqsq.payloads``): it is never
     sent, and the chord fails with this reason (the body's result is a FAILURE,
     its errbacks run). No message is dead-lettered: the members succeeded."""
 
@@ -302,6 +304,17 @@ class CelerySerializerRefused(DeadLetter):
 
     reason = "celery_serializer_refused"
     task_id: str | None = None
+
+
+class PayloadMissing(DeadLetter):
+    """The message points to its body in S3 (a claim check: ``sqsq.payloads``, or the
+    SQS Extended Client's pointer) and the object is not there (``NoSuchKey``, or the
+    bucket is gone), or it is not the object sent (its sha256 differs from the one
+    in sqsq's key). Never silently deleted: the pointer goes to the DLQ with this
+    reason, so the loss is visible and the message can be redriven once the object
+    is restored."""
+
+    reason = "payload_missing"
 
 
 # --- results --------------------------------------------------------------------

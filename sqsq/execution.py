@@ -101,6 +101,11 @@ __all__ = [
 ]
 
 
+#: A message whose S3 payload could not be fetched (S3 unreachable, throttled) comes
+#: back after this many seconds (its visibility timeout; SQS's redrive policy counts it).
+PAYLOAD_RETRY_S = 10.0
+
+
 class Router(Protocol):
     """What the core asks about a body that is a JSON object without a ``task``
     field — not a sqsq envelope, perhaps a foreign event. ``sqsq.events``
@@ -153,6 +158,12 @@ class Executor(Decisions):
 
     # --- before the call ---------------------------------------------------------
 
+    @property
+    def _offloads_results(self) -> bool:
+        """Whether a value too large for its result item goes to S3 (the App's claim
+        check has a ``payload_bucket``)."""
+        return self.app.payloads is not None and self.app.payloads.bucket is not None
+
     def prepare(self, delivery: Delivery) -> Prepared | Outcome:
         """Decode, look up, validate, check expiry and render the idempotency key.
 
@@ -167,10 +178,20 @@ class Executor(Decisions):
         envelope: Envelope | None = None
         if delivery.malformed:  # a malformed Lambda record (Delivery.from_lambda_record)
             return self.dead_letter(delivery, UndecodableMessage(delivery.malformed))
+        if delivery.refusal is not None:  # its S3 payload (sqsq.payloads) was not fetched
+            if isinstance(delivery.refusal, DeadLetter):
+                return self.dead_letter(delivery, delivery.refusal)
+            logger.warning("message %s: its S3 payload: %r", delivery.message_id, delivery.refusal)
+            return replace(self.release(delivery), delay_s=PAYLOAD_RETRY_S)  # back in a while
         # signing on: the verdict comes first, so that nothing of a body no accepted
         # key signed is taken at its word (its id, workflow, key: see signing.py)
         keys = self.app.verification_keys
         verdict = signing.verify(delivery.body, delivery.message_attributes, keys) if keys else None
+        if verdict is not None and not verdict.signed and delivery.wire_body is not None:
+            # a copy sqsq re-sent through S3 is signed over its pointer, whose key ends
+            # with the body's sha256, checked when it was fetched (sqsq.payloads)
+            pointer = signing.verify(delivery.wire_body, delivery.message_attributes, keys)
+            verdict = pointer if pointer.signed else verdict
         trusted = verdict is None or verdict.signed
         routed = False  # a foreign event a declared route allowed (keys of its own)
         body = delivery.body  # as received (a Celery message is translated in place)
@@ -339,7 +360,10 @@ class Executor(Decisions):
         key = prepared.idempotency_pk if prepared.claimed else None
         if result.error_type is None:
             record = replace(base, value=result.value)
-            if item_size(result_item(record)) <= limits.DYNAMODB_MAX_ITEM_BYTES:
+            if (
+                item_size(result_item(record)) <= limits.DYNAMODB_MAX_ITEM_BYTES
+                or self._offloads_results  # settle puts the value in S3 (sqsq.payloads)
+            ):
                 return self._logged(
                     Outcome(
                         delivery,

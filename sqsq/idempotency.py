@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .calls import Call, Steps, arun, run
-from .dynamodb import Item, record_from_item, result_key
+from .dynamodb import Item, record_from_item, result_key, with_value
 from .envelope import dumps
 from .result import ResultRecord, State
 
@@ -446,7 +446,10 @@ class IdempotencyStore:
                     )
                 )
                 answers = result is not None and result.get(ANSWERS_KEY, {}).get("S") == pk
-                ended = ended_claim(claim, record_from_item(result) if answers and result else None)
+                record = record_from_item(result) if answers and result else None
+                if record is not None:  # a value in S3 (sqsq.payloads): one GetObject
+                    record = yield from with_value(record)
+                ended = ended_claim(claim, record)
                 if ended is not None and not (retake and ended.failed is not None):
                     return ended
                 if (

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import limits, signals
 from .calls import Call, QueueUrl, Sleep, Steps, arun, run
@@ -54,6 +54,20 @@ tracing: Any = None
 follows: ContextVar[tuple[str, ...]] = ContextVar("sqsq_follows", default=())
 
 
+class ClaimCheck(Protocol):
+    """Puts bodies over the queue's size in S3 (``sqsq.payloads.ClaimCheck``, installed
+    on the App as ``App.payloads``); the core never imports it."""
+
+    @property
+    def bucket(self) -> str | None:
+        """Where bodies go (``payload_bucket``); None: nowhere (it only reads pointers)."""
+        ...
+
+    def offloading(self, messages: Sequence[OutgoingMessage]) -> Steps[list[OutgoingMessage]]:
+        """``messages``, those it put in S3 replaced by their pointer (``wire_body``)."""
+        ...
+
+
 @dataclass(frozen=True)
 class OutgoingMessage:
     """A task call encoded and addressed, ready for SendMessage(Batch).
@@ -68,6 +82,12 @@ class OutgoingMessage:
             standard queue's tenant (SQS fair queues); None on a standard queue
             without one.
         deduplication_id: FIFO queues only.
+        attributes: MessageAttributes (the signature; a claim check's size).
+        wire_body: the body SQS carries instead of :attr:`body` once the claim check
+            put :attr:`body` in S3 (the pointer, ``sqsq.payloads``); None: :attr:`body`.
+        claim_check: the App's claim check (``App.payloads``) when it has a
+            ``payload_bucket``: the send steps hand it the message before sending
+            (:func:`claim_checked`); None: sent as it is.
     """
 
     task_id: str
@@ -80,6 +100,8 @@ class OutgoingMessage:
     attributes: dict[str, Any] | None = None  # MessageAttributes (the signature)
     trace_header: str | None = None  # AWSTraceHeader (MessageSystemAttributes), sqsq.tracing
     span: Any = field(default=None, compare=False, repr=False)  # its PRODUCER span, if traced
+    wire_body: str | None = None  # the S3 pointer, once offloaded
+    claim_check: ClaimCheck | None = field(default=None, compare=False, repr=False)
 
     @property
     def envelope(self) -> Envelope:
@@ -90,7 +112,8 @@ class OutgoingMessage:
 
     def entry(self, entry_id: str) -> dict[str, Any]:
         """This message as a SendMessage(Batch) entry."""
-        entry: dict[str, Any] = {"Id": entry_id, "MessageBody": self.body}
+        body = self.body if self.wire_body is None else self.wire_body
+        entry: dict[str, Any] = {"Id": entry_id, "MessageBody": body}
         if self.attributes:
             entry["MessageAttributes"] = self.attributes
         if self.trace_header:  # a system attribute: outside the 10-attribute and size quotas
@@ -195,6 +218,7 @@ def build(
     root_id: str | None = None,
     workflow: dict[str, Any] | None = None,
     signing_key: bytes | None = None,
+    claim_check: ClaimCheck | None = None,
 ) -> OutgoingMessage:
     """Check and encode one task call.
 
@@ -212,6 +236,9 @@ def build(
             queues (default: none). ≤ 128 characters, alphanumerics and punctuation.
         parent_id / root_id / workflow: a workflow's links (``sqsq.workflows``).
         signing_key: sign the body (``sqsq-signature`` attribute, see ``signing.py``).
+        claim_check: the App's ``payloads`` (a ``payload_bucket`` is set): a body of
+            any size is accepted here, and the send steps put it in S3 when it is over
+            the queue's limit; None: over 1 MiB is ``MessageTooLarge``.
 
     Raises:
         ArgumentError, NotSerializable, MessageTooLarge, EnqueueError.
@@ -220,6 +247,8 @@ def build(
     kwargs = dict(kwargs or {})
     if signature is not None:
         signature.check(args, kwargs)
+    if claim_check is not None and claim_check.bucket is None:
+        claim_check = None  # installed to read pointers only: no bucket to send through
     delay = delay_seconds(countdown, eta)
     fifo = queue_name.endswith(".fifo")
     if fifo and delay:
@@ -256,12 +285,23 @@ def build(
         workflow=workflow,
         headers=headers,
         sent_at=now,
+        max_bytes=None if claim_check is not None else limits.SQS_MAX_MESSAGE_BYTES,
     )
     group = (message_group_id or task_name) if fifo else message_group_id
     dedup = deduplication_id(task_name, idempotency_key) if fifo and idempotency_key else None
     attributes = signature_attribute(body, signing_key) if signing_key else None
     return OutgoingMessage(
-        task_id, task_name, body, queue_name, delay, group, dedup, attributes, trace_header, span
+        task_id,
+        task_name,
+        body,
+        queue_name,
+        delay,
+        group,
+        dedup,
+        attributes,
+        trace_header,
+        span,
+        claim_check=claim_check,
     )
 
 
@@ -435,10 +475,11 @@ def sending(directory: Any, messages: Sequence[OutgoingMessage]) -> Steps[None]:
     publishing(messages)
     failed: list[tuple[str, str]] = []
     try:
-        if len(messages) == 1:
-            yield from sending_one(messages[0])
+        wire = yield from claim_checked(messages)
+        if len(wire) == 1:
+            yield from sending_one(wire[0])
         else:
-            for batch in _batches(messages):
+            for batch in _batches(wire):
                 queue = next(iter(batch.values())).queue_name
                 refused = yield from sending_batch(queue, batch)
                 failed.extend((batch[i].task_id, reason) for i, reason in refused.items())
@@ -451,8 +492,22 @@ def sending(directory: Any, messages: Sequence[OutgoingMessage]) -> Steps[None]:
     _raise_if_failed(messages, failed)
 
 
+def claim_checked(messages: Sequence[OutgoingMessage]) -> Steps[list[OutgoingMessage]]:
+    """``messages`` as SQS will carry them: those whose claim check puts them in S3
+    (``sqsq.payloads``, over the queue's size) replaced by their pointer. No call
+    when no message has a claim check, or all went through it already."""
+    check = next(
+        (m.claim_check for m in messages if m.claim_check is not None and m.wire_body is None),
+        None,
+    )
+    if check is None:
+        return list(messages)
+    return (yield from check.offloading(messages))
+
+
 def sending_one(message: OutgoingMessage) -> Steps[None]:
     """One SendMessage; a request SQS refuses (HTTP 400) raises EnqueueError."""
+    (message,) = yield from claim_checked([message])
     url = yield QueueUrl(message.queue_name)
     try:
         yield Call("sqs", "send_message", {"QueueUrl": url, **_single_kwargs(message)})
@@ -469,6 +524,8 @@ def sending_batch(queue: str, batch: dict[str, OutgoingMessage]) -> Steps[dict[s
         The refused entries, ``{entry id: reason}``.
     """
     refused: dict[str, str] = {}
+    wire = yield from claim_checked(list(batch.values()))
+    batch = dict(zip(batch, wire, strict=True))
     for attempt in range(BATCH_ATTEMPTS):
         if attempt:
             yield Sleep(_backoff_s(attempt))

@@ -9,6 +9,8 @@ may have: a longer one, as ``sqsq infra --target lambda`` gives a queue its func
 consumes, is kept). Then the DynamoDB
 table (on-demand, ``pk``/``sk`` keys) with TTL on ``expires_at`` and point-in-time
 recovery, and with ``listing_index`` its sparse ``listing`` GSI (``listing.py``).
+With ``payload_bucket`` set, the claim check's S3 bucket
+(:mod:`sqsq.payloads.bucket`: encrypted, public access blocked, TLS only, lifecycle).
 
 :func:`describe` is the one description of these resources (no AWS call):
 ``plan``/``apply`` here and the CloudFormation of ``sqsq infra`` (:mod:`sqsq.deploy`)
@@ -55,7 +57,8 @@ class Change:
 
     Attributes:
         kind: ``"queue"``, ``"dead-letter queue"``, ``"table"``, ``"table index"``
-            (the ``listing`` GSI), ``"table TTL"`` or ``"table PITR"``.
+            (the ``listing`` GSI), ``"table TTL"``, ``"table PITR"`` or ``"bucket"``
+            (``payload_bucket``, ``sqsq.payloads``).
         name: the resource's name.
         action: ``"create"``, ``"update"`` or ``"ok"`` (nothing to do).
         detail: what would change, e.g. ``"VisibilityTimeout 60 -> 30"``.
@@ -281,6 +284,8 @@ def plan(app: App) -> list[Change]:
         want = queue.attributes(known.__getitem__)
         changes.append(_queue_change(sqs, kind, queue.name, urls[queue.name], want))
     changes += _table_changes(app, resources.table)
+    if app.payloads is not None:  # a payload_bucket: the claim check's (sqsq.payloads)
+        changes += app.payloads.plan_bucket()
     return changes
 
 
@@ -354,6 +359,8 @@ def apply(app: App, changes: list[Change] | None = None) -> list[Change]:
             else:
                 url = sqs.get_queue_url(QueueName=change.name)["QueueUrl"]
                 sqs.set_queue_attributes(QueueUrl=url, Attributes=change.attributes)
+        elif change.kind == "bucket":
+            app.claim_check().apply_bucket(change)
         elif change.kind == "table" and change.action == "create":
             with_index = app.settings.listing_index
             ddb.create_table(

@@ -249,6 +249,40 @@ class Settings(BaseSettings):
     #: outcome, successes too; ``"never"`` none — for arguments dashboard users must
     #: not see (they are shown to whoever may open the dashboard).
     result_arguments: Literal["listed", "always", "never"] = "listed"
+    # --- large payloads through S3 (``sqsq.payloads``) -------------------------------
+    #: The S3 bucket of the claim check: a message body over the queue's
+    #: ``MaximumMessageSize`` (SQS allows up to 1 MiB) is put there and the message
+    #: carries a pointer in the SQS Extended Client's format; a result over
+    #: ``payload_result_threshold_bytes`` is put there and its item points to it.
+    #: ``sqsq resources create`` creates it. None (default): no claim check — a body
+    #: over the limit is ``MessageTooLarge`` in the producer. Workers read pointers
+    #: (also the Extended Client's) whether or not this is set.
+    payload_bucket: str | None = None
+    #: Put a body in S3 when its bytes (body + message attributes) are over this.
+    #: None (default): the queue's ``MaximumMessageSize`` (GetQueueAttributes, once per
+    #: queue and process) less ``sqsq.payloads.HEADROOM_BYTES`` for the attributes a
+    #: dead-letter copy gains.
+    payload_threshold_bytes: int | None = Field(default=None, ge=0, le=limits.SQS_MAX_MESSAGE_BYTES)
+    #: Put every body in S3 (the Extended Client's ``alwaysThroughS3``).
+    payload_always_through_s3: bool = False
+    #: Delete a payload's object once its message's outcome is stored and the message
+    #: deleted (one DeleteObjects per settled batch; the Lambda handler deletes final
+    #: outcomes' messages itself first). Off by default: a duplicate delivery of the
+    #: same message still in flight (its visibility timeout ran out while the first
+    #: ran) then finds no object and is a ``payload_missing`` dead letter; the bucket's
+    #: lifecycle rule (``payload_retention_s``) removes it instead.
+    payload_delete: bool = False
+    #: SSE-KMS key (id, ARN or alias) for payload and result objects. None: SSE-S3 (AES256).
+    payload_kms_key_id: str | None = None
+    #: Put a result in S3 when its value's JSON is over this many bytes (DynamoDB's
+    #: item limit is 400 KB; the rest of the item needs room).
+    payload_result_threshold_bytes: int = Field(
+        default=350_000, ge=0, le=limits.DYNAMODB_MAX_ITEM_BYTES
+    )
+    #: The bucket's lifecycle rule expires payload objects after this many seconds
+    #: (days, rounded up): longer than a message can live in its queue and its DLQ
+    #: (``limits.SQS_MAX_RETENTION_S``, 14 days) so that no pointer outlives its object.
+    payload_retention_s: Seconds = Field(default=15 * 86_400.0, gt=0)
 
     @field_validator("default_queue")
     @classmethod

@@ -272,7 +272,7 @@ def dead_letter_batches(
             group = "sqsq-dead-letters"
         entry = dead_letter_entry(
             str(index),
-            delivery.body,
+            delivery.sent_body,
             delivery.message_attributes,
             outcome.note,
             message_group_id=group,
@@ -297,7 +297,7 @@ def resend_batches(
         for part, body in enumerate(bodies):  # several: a foreign message split (sqsq.events)
             entry: dict[str, Any] = {
                 "Id": str(index) if outcome.bodies is None else f"{index}-{part}",
-                "MessageBody": body or delivery.body,
+                "MessageBody": body or delivery.sent_body,
                 "DelaySeconds": int(min(max(0.0, outcome.delay_s), limits.SQS_MAX_DELAY_S)),
             }
             attributes = dict(delivery.message_attributes)
@@ -504,6 +504,13 @@ def storing(app: App, outcomes: Sequence[Outcome], report_rounds: int) -> Steps[
 
 
 def _store_once(app: App, outcomes: Sequence[Outcome], report_rounds: int) -> Steps[list[Outcome]]:
+    if app.payloads is not None:
+        try:  # large values, and re-sent bodies of offloaded messages, to S3 (sqsq.payloads)
+            yield from app.payloads.offloading_results(outcomes)
+            yield from app.payloads.offloading_resends(outcomes)
+        except Exception as exc:
+            _warn("putting %d bodies in S3 failed; their messages are kept", len(outcomes), exc)
+            return list(outcomes)
     writes = plan_writes(outcomes)
     rejected: dict[str, str] = {}
     try:
@@ -607,12 +614,23 @@ def release(app: App, outcomes: Sequence[Outcome], *, delete: bool = True) -> li
     """Stage 2 (boto3): DeleteMessageBatch / ChangeMessageVisibilityBatch of stored
     outcomes. Returns the outcomes whose call failed (to be released again) — and
     any that is not stored yet, kept (a bug in sqsq, :func:`held_back`)."""
-    return run(releasing(outcomes, delete=delete), app.clients)
+    return run(letting_go(app, outcomes, delete=delete), app.clients)
 
 
 async def arelease(app: App, outcomes: Sequence[Outcome]) -> list[Outcome]:
     """Asyncio twin of :func:`release` (always deletes): the calls run concurrently."""
-    return await arun(releasing(outcomes, delete=True), app.clients)
+    return await arun(letting_go(app, outcomes, delete=True), app.clients)
+
+
+def letting_go(app: App, outcomes: Sequence[Outcome], *, delete: bool) -> Steps[list[Outcome]]:
+    """:func:`releasing`, then — the messages deleted — the S3 payloads they
+    pointed to (``App.payloads``: never before, so a crash leaves an object for the
+    lifecycle rule, never a pointer without its object)."""
+    failed = yield from releasing(outcomes, delete=delete)
+    if delete and app.payloads is not None:
+        kept = {id(o) for o in failed}
+        yield from app.payloads.discarding([o for o in outcomes if id(o) not in kept])
+    return failed
 
 
 def releasing(outcomes: Sequence[Outcome], *, delete: bool) -> Steps[list[Outcome]]:

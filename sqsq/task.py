@@ -378,6 +378,7 @@ class Task(Generic[P, R]):
             idempotency_key=idempotency_key,
             message_group_id=message_group_id,
             signing_key=self.app.signing_key,
+            claim_check=self.app.payloads,
         )
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:

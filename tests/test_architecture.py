@@ -22,7 +22,16 @@ from tests.conftest import ROOT
 
 PACKAGE = ROOT / "sqsq"
 #: Capability subpackages: built on the core, reached through the facade.
-CAPABILITIES = ("workflows", "events", "schedules", "deploy", "flow", "tracing", "interop")
+CAPABILITIES = (
+    "workflows",
+    "events",
+    "schedules",
+    "deploy",
+    "flow",
+    "tracing",
+    "interop",
+    "payloads",
+)
 #: Outside the core besides the capabilities: operating and testing tools.
 OUTSIDE = (*CAPABILITIES, "cli", "testing", "dashboard")
 #: The facade: the one bridge from the core to the capabilities.

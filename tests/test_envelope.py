@@ -513,7 +513,7 @@ def test_the_encoder_refuses_what_the_model_refuses(fields: dict[str, Any]) -> N
 def test_the_encoder_takes_every_field_of_the_model() -> None:
     import inspect
 
-    parameters = set(inspect.signature(encode_fields).parameters)
+    parameters = set(inspect.signature(encode_fields).parameters) - {"max_bytes"}  # not a field
     assert parameters == set(Envelope.model_fields) - {"version"}
 
 

@@ -62,6 +62,7 @@ EXPECTED_ALL = [
     "DeferralsExhausted",
     "ChordBodyTooLarge",
     "CelerySerializerRefused",
+    "PayloadMissing",
     "ResultError",
     "ResultTimeout",
     "TaskFailed",

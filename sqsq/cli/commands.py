@@ -1,4 +1,4 @@
-"""The commands of ``sqsq``: worker, dev, resources, send, result, schema."""
+"""The commands of ``sqsq``: worker, dev, resources, gc, send, result, schema."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, Literal, cast
 
 import click
 
+from .. import limits
 from ..aws_errors import aws_boundary
 from ..errors import ConfigurationError
 from . import EXIT_FAILURE, _UsageError, cli
@@ -307,6 +308,33 @@ def resources_create(app: str, dry_run: bool) -> None:
         click.echo(f"done: {len(pending)} change(s) made")
 
 
+@cli.command()
+@click.argument("app")
+@click.option(
+    "--older-than",
+    "older_than_s",
+    default=float(limits.SQS_MAX_RETENTION_S),
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="Seconds since an object was written (default: SQS's longest retention, 14 days).",
+)
+@click.option("--dry-run", is_flag=True, help="List the orphans; delete nothing.")
+def gc(app: str, older_than_s: float, dry_run: bool) -> None:
+    """Delete APP's payload objects in S3 that no message can point to any more."""
+    from ..payloads.gc import collect
+
+    report = collect(_load(app), older_than_s=older_than_s, dry_run=dry_run)
+    for key in report.orphans if dry_run else ():
+        click.echo(f"would delete  {key}")
+    verb = "would delete" if dry_run else "deleted"
+    done = len(report.orphans) if dry_run else report.deleted
+    click.echo(f"{verb} {done} of {report.scanned} payload objects")
+    for key, code in report.errors:
+        click.echo(f"not deleted  {key}  ({code})", err=True)
+    if report.errors:
+        raise SystemExit(EXIT_FAILURE)
+
+
 # --- send / result --------------------------------------------------------------------
 
 
@@ -532,7 +560,8 @@ def dlq() -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N messages.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
 def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
-    """List dead-lettered messages: task, id, reason, attempts, age (none is consumed).
+    """List dead-lettered messages: task, id, reason, attempts, age (none is consumed);
+    a body in S3 (a claim check's pointer) with its object and size.
 
     The age counts from when the message was dead-lettered; for a message SQS's
     redrive policy moved out of a standard queue it counts from its enqueue time
@@ -546,11 +575,15 @@ def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
     the_app = _load(app)
     client = the_app.clients.sync("sqs")
     _, dlq_name, _, dlq_url = _dlq_pair(the_app, queue)
+    from ..payloads.pointer import offloaded
+
     visible, in_flight = queue_counts(client, dlq_url)
-    rows = [describe(m) for m in peek(client, dlq_url, limit)]
+    messages = peek(client, dlq_url, limit)
+    rows = [describe(m) for m in messages]
+    payloads = [offloaded(m) for m in messages]  # bodies in S3: pointer and size
     if as_json:
-        for row in rows:
-            click.echo(json.dumps(row.__dict__))
+        for row, payload in zip(rows, payloads, strict=True):
+            click.echo(json.dumps({**row.__dict__, "payload": payload}))
         click.echo(f"{dlq_name}: {visible} visible, {in_flight} in flight", err=True)
         return
     from rich.console import Console
@@ -562,8 +595,10 @@ def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
     table = Table(title=f"{dlq_name}: {visible} visible, {in_flight} in flight")
     for column in ("task", "task id", "reason", "error", "attempts", "age (dead-lettered)"):
         table.add_column(column)
+    if any(payloads):
+        table.add_column("payload (S3)")
     since_enqueued = False
-    for row in rows:
+    for row, payload in zip(rows, payloads, strict=True):
         # values come from messages: shown as plain text (no rich markup, no controls)
         cells = (row.task or "?", row.task_id or row.message_id, row.reason, row.error_type or "")
         marked = row.age_since == AGE_SINCE_ENQUEUED
@@ -572,6 +607,11 @@ def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
             *(Text(escape_controls(cell)) for cell in cells),
             "?" if row.attempts is None else str(row.attempts),
             _age(row.age_s) + (" *" if marked else ""),
+            *(
+                [Text(escape_controls(f"{payload['url']} ({payload['bytes']:,} B)"))]
+                if payload
+                else [""] * any(payloads)
+            ),
         )
     if since_enqueued:
         table.caption = (

@@ -108,7 +108,44 @@ def worker_statements(ids: Declared) -> list[Doc]:
             "Resource": get_att(ids.table_id),
         },
         *signing_statements(ids.app),
+        *payload_statements(ids.app),
     ]
+
+
+def payload_statements(app: Any) -> list[Doc]:
+    """The claim check's objects (``payload_bucket``, ``sqsq.payloads``): get, put and
+    delete them (bodies, large results, re-sent copies), list the bucket (so a missing
+    object is a 404, ``payload_missing``, not a 403); the KMS key's data keys when
+    ``payload_kms_key_id`` is an ARN."""
+    bucket = app.settings.payload_bucket
+    if not bucket:
+        return []
+    arn = f"arn:${{AWS::Partition}}:s3:::{bucket}"
+    statements: list[Doc] = [
+        {
+            "Sid": "PayloadObjects",
+            "Effect": "Allow",
+            "Action": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+            "Resource": sub(f"{arn}/*"),
+        },
+        {
+            "Sid": "PayloadBucket",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": sub(arn),
+        },
+    ]
+    key = app.settings.payload_kms_key_id
+    if key and key.startswith("arn:"):
+        statements.append(
+            {
+                "Sid": "PayloadKey",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": key,
+            }
+        )
+    return statements
 
 
 def long_countdown_statements(ids: Declared) -> list[Doc]:

@@ -257,8 +257,62 @@ def app_resources(ids: Declared, long_countdowns: bool = False) -> Doc:
             "Properties": queue_properties(queue, ids),
         }
     out[ids.table_id] = table_resource(ids)
+    out.update(payload_bucket_resources(ids.app))
     out.update(schedule_resources(ids, long_countdowns))
     return out
+
+
+#: The logical id of the claim check's bucket (``payload_bucket``, ``sqsq.payloads``).
+PAYLOAD_BUCKET_ID = "PayloadBucket"
+
+
+def payload_bucket_resources(app: App) -> Doc:
+    """The claim check's bucket and its TLS-only policy, as ``sqsq resources create``
+    makes them (:mod:`sqsq.payloads.bucket`); nothing without ``payload_bucket``."""
+    bucket = app.settings.payload_bucket
+    if not bucket:
+        return {}
+    from ..payloads.bucket import PUBLIC_ACCESS_BLOCK, encryption, lifecycle_rules, tls_only_policy
+
+    sse = [  # CloudFormation's names for PutBucketEncryption's rule
+        {
+            "ServerSideEncryptionByDefault": rule["ApplyServerSideEncryptionByDefault"],
+            **({"BucketKeyEnabled": True} if rule.get("BucketKeyEnabled") else {}),
+        }
+        for rule in encryption(app)["Rules"]
+    ]
+    rules = [
+        {
+            "Id": rule["ID"],
+            "Prefix": rule["Filter"]["Prefix"],
+            "Status": "Enabled",
+            "ExpirationInDays": rule["Expiration"]["Days"],
+            "AbortIncompleteMultipartUpload": rule["AbortIncompleteMultipartUpload"],
+        }
+        for rule in lifecycle_rules(app)
+    ]
+    policy = tls_only_policy(bucket)
+    for statement in policy["Statement"]:
+        statement["Resource"] = [
+            sub(f"arn:${{AWS::Partition}}:s3:::{bucket}"),
+            sub(f"arn:${{AWS::Partition}}:s3:::{bucket}/*"),
+        ]
+    return {
+        PAYLOAD_BUCKET_ID: {
+            "Type": "AWS::S3::Bucket",
+            **RETAIN,
+            "Properties": {
+                "BucketName": bucket,
+                "BucketEncryption": {"ServerSideEncryptionConfiguration": sse},
+                "PublicAccessBlockConfiguration": PUBLIC_ACCESS_BLOCK,
+                "LifecycleConfiguration": {"Rules": rules},
+            },
+        },
+        f"{PAYLOAD_BUCKET_ID}Policy": {
+            "Type": "AWS::S3::BucketPolicy",
+            "Properties": {"Bucket": ref(PAYLOAD_BUCKET_ID), "PolicyDocument": policy},
+        },
+    }
 
 
 def log_group(name: str) -> Doc:

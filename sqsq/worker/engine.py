@@ -582,7 +582,8 @@ class Worker:
             if messages:
                 if calling.tracing is not None:
                     calling.tracing.received(self.app.queue_name(queue), messages, started_ns)
-                self._accept(queue, url, messages)
+                deliveries = [Delivery.from_sqs(m, queue, url) for m in messages]
+                self._accept(queue, await self._fetched(deliveries))
             self._check_drained()
 
     async def _admitted(self, queue: str, want: int) -> tuple[int, float]:
@@ -607,12 +608,16 @@ class Worker:
             )
             return 0, delay
 
-    def _accept(self, queue: str, url: str, messages: list[dict[str, Any]]) -> None:
-        """Lease, decode and queue the messages of one receive."""
+    async def _fetched(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """``deliveries``, the bodies of those that point to S3 fetched (the App's
+        claim check, ``sqsq.payloads``: no request when none does)."""
+        return await arun(self.app.claim_check().resolving(deliveries), self.app.clients)
+
+    def _accept(self, queue: str, deliveries: list[Delivery]) -> None:
+        """Lease, decode and queue the deliveries of one receive."""
         assert self._inbox is not None
-        self.counters["received"] += len(messages)
+        self.counters["received"] += len(deliveries)
         visibility = self._visibility[queue]
-        deliveries = [Delivery.from_sqs(m, queue, url) for m in messages]
         for delivery in deliveries:
             self.leases.add(delivery, visibility, visibility)
         if self._inbox.closed:  # arrived after the signal: give back at once

@@ -43,10 +43,10 @@ from typing import TYPE_CHECKING, Any
 from .. import limits
 from ..calling import type_name
 from ..calls import Call, Steps
-from ..dynamodb import record_from_item, result_item, result_key
+from ..dynamodb import record_from_item, result_item, result_key, with_value
 from ..errors import ChordBodyTooLarge, MessageTooLarge
 from ..outcome import Outcome, OutcomeKind
-from ..producer import OutgoingMessage, follows, published, publishing
+from ..producer import OutgoingMessage, claim_checked, follows, published, publishing
 from ..result import ResultRecord, State
 from ..settle import workflow_of
 from ..sqs import send_batches
@@ -226,7 +226,7 @@ def _count(
             key_prefix=f"chord:{chord_id}",
             **ids,
         )
-    except MessageTooLarge as exc:  # no retry makes it smaller (no S3 claim check yet)
+    except MessageTooLarge as exc:  # no retry makes it smaller (no payload_bucket set)
         reason = f"chord {chord_id}: its body with the members' results cannot be sent: {exc}"
         logger.error("%s; the chord fails (%s)", reason, ChordBodyTooLarge.reason)
         too_large = type_name(ChordBodyTooLarge())
@@ -290,7 +290,7 @@ def _results(app: App, result_ids: list[str]) -> Steps[list[Any]]:
                 f"chord member result {rid} is not stored as SUCCESS (chord members "
                 "need store_result=True)"
             )
-        values.append(record.value)
+        values.append((yield from with_value(record)).value)  # an S3 value: GetObject
     return values
 
 
@@ -356,9 +356,16 @@ def follow_up(app: App, outcomes: Sequence[Outcome]) -> Steps[list[Outcome]]:
         for k, message in enumerate(work.plan.messages):
             entry_id = f"{number}-{k}"
             owners[entry_id], messages[entry_id] = outcome, message
-            by_queue.setdefault(message.queue_name, []).append(message.entry(entry_id))
     publishing(list(messages.values()))
     refused: set[str] = set()
+    try:  # bodies over the queue's size go to S3 first (App.payloads)
+        wire = yield from claim_checked(list(messages.values()))
+    except Exception as exc:
+        for owner in set(owners.values()):
+            _warn(owner, exc)
+        wire, refused = [], set(messages)
+    for entry_id, message in zip(messages, wire, strict=False):  # none sent: wire is []
+        by_queue.setdefault(message.queue_name, []).append(message.entry(entry_id))
     for queue, entries in by_queue.items():
         for batch in send_batches(entries):
             try:

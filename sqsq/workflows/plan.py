@@ -277,6 +277,7 @@ def _message(
         root_id=root_id,
         workflow=workflow or None,
         signing_key=app.signing_key,
+        claim_check=app.payloads,
     )
     return message
 

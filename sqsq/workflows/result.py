@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import limits
 from ..aws_errors import aws_boundary
-from ..dynamodb import record_from_item, result_key
+from ..calls import run
+from ..dynamodb import record_from_item, result_key, with_value
 from ..errors import ResultTimeout
 from ..result import READY_STATES, AsyncResult, ResultRecord, State
 
@@ -73,6 +74,7 @@ class GroupResult:
                 for item in response.get("Responses", {}).get(table, []):
                     record = record_from_item(item)
                     if record is not None and record.state in READY_STATES:
+                        record = run(with_value(record), self.app.clients)  # an S3 value
                         self._records[record.task_id] = record
                 request = response.get("UnprocessedKeys") or {}
         for r in self.results:

@@ -1,0 +1,111 @@
+"""The claim check's wire format: the SQS Extended Client's pointer, read and written.
+
+AWS's Extended Client libraries (Java ``amazon-sqs-java-extended-client-lib``,
+Python ``amazon-sqs-extended-client``) put a large body in S3 and send this instead::
+
+    MessageAttributes  ExtendedPayloadSize = {"DataType": "Number", "StringValue": "<bytes>"}
+    MessageBody        ["software.amazon.payloadoffloading.PayloadS3Pointer",
+                        {"s3BucketName": "<bucket>", "s3Key": "<key>"}]
+
+Older releases used the attribute ``SQSLargePayloadSize`` and the pointer class
+``com.amazon.sqs.javamessaging.MessageS3Pointer``; both are read, the current ones
+written. The size is the object's bytes (the body as UTF-8). sqsq writes the same
+form, so its offloaded messages are readable by those libraries and theirs run on
+sqsq's workers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+#: The message attribute that marks a pointer and gives the payload's size in bytes.
+SIZE_ATTRIBUTE = "ExtendedPayloadSize"
+#: The same, as the Extended Client's first releases named it (read only).
+LEGACY_SIZE_ATTRIBUTE = "SQSLargePayloadSize"
+#: The pointer's class name, the first member of the body.
+POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
+#: The same, as the Extended Client's first releases named it (read only).
+LEGACY_POINTER_CLASS = "com.amazon.sqs.javamessaging.MessageS3Pointer"
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """Where a body (or a result) lives in S3.
+
+    Attributes:
+        bucket: the S3 bucket.
+        key: the object key.
+    """
+
+    bucket: str
+    key: str
+
+    @property
+    def body(self) -> str:
+        """The pointer as a message body, in the Extended Client's current form."""
+        return json.dumps(
+            [POINTER_CLASS, {"s3BucketName": self.bucket, "s3Key": self.key}],
+            separators=(",", ":"),
+        )
+
+    @property
+    def url(self) -> str:
+        """``s3://bucket/key``, for messages and logs."""
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def size_attribute(size: int) -> dict[str, dict[str, str]]:
+    """The ``ExtendedPayloadSize`` message attribute for a payload of ``size`` bytes."""
+    return {SIZE_ATTRIBUTE: {"DataType": "Number", "StringValue": str(size)}}
+
+
+def offloaded_size(attributes: dict[str, Any]) -> int | None:
+    """The payload size a message's attributes announce (``ExtendedPayloadSize`` or
+    the legacy ``SQSLargePayloadSize``), or None when the message is not a pointer.
+    An announced size that is not a number counts as 0 (the object decides)."""
+    for name in (SIZE_ATTRIBUTE, LEGACY_SIZE_ATTRIBUTE):
+        attribute = attributes.get(name)
+        if attribute is not None:
+            try:
+                return int(attribute.get("StringValue", "0"))
+            except (TypeError, ValueError, AttributeError):
+                return 0
+    return None
+
+
+def parse(body: str) -> Pointer:
+    """The pointer in a message body (either class name).
+
+    Raises:
+        ValueError: the body is not a pointer.
+    """
+    try:
+        raw = json.loads(body)
+    except ValueError:
+        raise ValueError("the body of a message marked as offloaded is not JSON") from None
+    if (
+        not isinstance(raw, list)
+        or len(raw) != 2
+        or raw[0] not in (POINTER_CLASS, LEGACY_POINTER_CLASS)
+        or not isinstance(raw[1], dict)
+    ):
+        raise ValueError(f"not an S3 pointer ([{POINTER_CLASS!r}, {{...}}]): {body[:200]!r}")
+    bucket, key = raw[1].get("s3BucketName"), raw[1].get("s3Key")
+    if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
+        raise ValueError(f"an S3 pointer without s3BucketName / s3Key: {body[:200]!r}")
+    return Pointer(bucket, key)
+
+
+def offloaded(message: dict[str, Any]) -> dict[str, Any] | None:
+    """``{"url": "s3://…", "bytes": n}`` for a received message (ReceiveMessage shape)
+    whose body is in S3, else None — what ``sqsq dlq ls`` shows of it."""
+    size = offloaded_size(message.get("MessageAttributes") or {})
+    if size is None:
+        return None
+    try:
+        url = parse(message.get("Body", "")).url
+    except ValueError:
+        url = "(not a pointer)"
+    return {"url": url, "bytes": size}

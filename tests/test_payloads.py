@@ -1,0 +1,542 @@
+"""Large payloads through S3 (issue 24): the claim check on the test endpoint.
+
+Every test sends through real SQS and S3 calls (moto over HTTP), runs the body in a
+real worker process or the Lambda handler, and looks at the queue and the bucket
+afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from typing import Any
+
+import boto3
+import pytest
+
+import sqsq
+from sqsq.dynamodb import result_key
+from sqsq.payloads.claim_check import HEADROOM_BYTES
+from sqsq.payloads.pointer import LEGACY_POINTER_CLASS, POINTER_CLASS
+from sqsq.testing import LambdaContext, sqs_event
+from tests.apps.payloads import blob, digest, keyed_blob, lengths, metered
+from tests.test_lambda import receive as receive_all
+
+APP = "tests.apps.payloads:app"
+BUCKET = "sqsq-test-payloads"
+TEN_MB = 10 * 1024 * 1024
+
+
+def digest_of(data: str) -> dict[str, Any]:
+    return {"length": len(data), "sha256": hashlib.sha256(data.encode()).hexdigest()}
+
+
+@pytest.fixture
+def payload_app(local_aws: Any) -> Any:
+    """The test app (``payload_bucket`` set) with its queues, table and bucket."""
+    from sqsq.resources import apply
+    from tests.apps.payloads import app
+
+    apply(app)  # the queues, the table and the bucket
+    s3 = boto3.client("s3")  # empty: an external endpoint (conformance) keeps buckets
+    for key in objects():
+        s3.delete_object(Bucket=BUCKET, Key=key)
+    return app
+
+
+def objects() -> list[str]:
+    listed = boto3.client("s3").list_objects_v2(Bucket=BUCKET)
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def url(name: str) -> str:
+    return str(boto3.client("sqs").get_queue_url(QueueName=name)["QueueUrl"])
+
+
+def release(name: str, messages: list[dict[str, Any]]) -> None:
+    sqs = boto3.client("sqs")
+    for m in messages:
+        sqs.change_message_visibility(
+            QueueUrl=url(name), ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+        )
+
+
+def run_worker(worker: Any, **env: str) -> str:
+    done = worker.run(APP, "--concurrency", "4", **env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
+
+
+# --- producer → worker -------------------------------------------------------------
+
+
+def test_ten_mb_argument_goes_through_s3_and_the_object_goes_after_the_message(
+    payload_app: Any, worker: Any
+) -> None:
+    data = "x" * TEN_MB
+    result = digest.delay(data)
+
+    (message,) = receive_all("payloads-default", 1)
+    pointer = json.loads(message["Body"])
+    assert pointer[0] == POINTER_CLASS
+    assert pointer[1]["s3BucketName"] == BUCKET
+    key = pointer[1]["s3Key"]
+    assert key.startswith("sqsq/payloads/default/")
+    assert f"/{result.id}/" in key
+    size = int(message["MessageAttributes"]["ExtendedPayloadSize"]["StringValue"])
+    assert size > TEN_MB
+    assert objects() == [key]
+    release("payloads-default", [message])
+
+    run_worker(worker)
+    assert result.get(timeout=10) == digest_of(data)
+    assert objects() == []  # deleted once the outcome was stored and the message deleted
+
+
+def test_async_producer_and_a_worker_without_a_bucket(payload_app: Any, worker: Any) -> None:
+    data = "é" * (TEN_MB // 2)  # 2 bytes each in UTF-8, escaped in the envelope's JSON
+
+    async def send() -> Any:
+        try:
+            return await digest.adelay(data)
+        finally:
+            await payload_app.aclose()
+
+    result = asyncio.run(send())
+    assert len(objects()) == 1
+    run_worker(worker, TEST_PAYLOAD_BUCKET="")  # no payload_bucket: it still reads the pointer
+    assert result.get(timeout=10) == digest_of(data)
+    assert objects() == []
+
+
+def test_lambda_handler_reads_the_pointer_and_deletes_the_object_after_the_message(
+    payload_app: Any,
+) -> None:
+    data = "y" * TEN_MB
+    result = digest.delay(data)
+    messages = receive_all("payloads-default", 1)
+    arn = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=url("payloads-default"), AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+
+    response = payload_app.lambda_handler(sqs_event(messages, arn), LambdaContext())
+
+    assert response == {"batchItemFailures": []}
+    assert result.get(timeout=5) == digest_of(data)
+    # the handler deletes a final outcome's message itself (DeleteMessageBatch), then
+    # the object; the queue is empty
+    assert objects() == []
+    assert (
+        boto3.client("sqs").receive_message(QueueUrl=url("payloads-default")).get("Messages", [])
+        == []
+    )
+
+
+def _built(app: Any, size: int) -> Any:
+    """A message of ``digest`` whose SendMessage bytes are exactly ``size``."""
+    from sqsq.producer import build
+    from sqsq.sqs import entry_size
+
+    length = size
+    for _ in range(5):
+        message = build(
+            digest.name,
+            ["a" * length],
+            None,
+            queue="default",
+            queue_name=app.queue_name("default"),
+            claim_check=app.payloads,
+        )
+        off = entry_size(message.entry("0")) - size
+        if off == 0:
+            return message
+        length -= off
+    raise AssertionError(f"no message of exactly {size} bytes")
+
+
+def test_the_boundary_is_the_queues_maximum_message_size(payload_app: Any, worker: Any) -> None:
+    sqs = boto3.client("sqs")
+    limit = int(
+        sqs.get_queue_attributes(
+            QueueUrl=url("payloads-default"), AttributeNames=["MaximumMessageSize"]
+        )["Attributes"]["MaximumMessageSize"]
+    )
+    assert limit == 1_048_576  # SQS's 1 MiB, not the Extended Client's 256 KiB
+    threshold = limit - HEADROOM_BYTES
+    inline, over = _built(payload_app, threshold), _built(payload_app, threshold + 1)
+    payload_app.sender.send(inline)
+    payload_app.sender.send(over)
+
+    bodies = {m["MessageId"]: m for m in receive_all("payloads-default", 2)}
+    sent = sorted(bodies.values(), key=lambda m: len(m["Body"]))
+    assert "ExtendedPayloadSize" in sent[0]["MessageAttributes"]  # the pointer: short
+    assert len(sent[1]["Body"]) == threshold  # inline, at the threshold exactly
+    assert "MessageAttributes" not in sent[1]
+    release("payloads-default", sent)
+
+    run_worker(worker)
+    for message in (inline, over):
+        args = json.loads(message.body)["args"]
+        assert payload_app.AsyncResult(message.task_id).get(timeout=5) == digest_of(args[0])
+    assert objects() == []
+
+
+def test_a_batch_of_mixed_sizes_stays_within_sqs_batch_limit(payload_app: Any, worker: Any) -> None:
+    sizes = [10, 600_000, 3_000_000, 10, 1_100_000, 700_000, 10]
+    data = [chr(ord("a") + i) * n for i, n in enumerate(sizes)]
+    counter = payload_app.clients.counter
+    before = counter.snapshot()
+
+    results = digest.delay_many([(d,) for d in data])
+
+    after = counter.snapshot()
+    calls = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert calls.get("s3.PutObject") == 2  # the 3 MB and the 1.1 MB bodies
+    assert len(objects()) == 2
+    # packed after offloading, in order, each ≤ 1 MiB: [10 B, 600 KB, pointer, 10 B,
+    # pointer] and [700 KB, 10 B] (600 KB + 700 KB would be over SQS's batch total)
+    assert calls.get("sqs.SendMessageBatch") == 2
+    run_worker(worker)
+    assert [r.get(timeout=5) for r in results] == [digest_of(d) for d in data]
+    assert objects() == []
+
+
+# --- what can go wrong: a missing object, a swapped pointer -------------------------
+
+
+def _arn(name: str) -> str:
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=url(name), AttributeNames=["QueueArn"]
+    )["Attributes"]
+    return str(attributes["QueueArn"])
+
+
+def _dead_letters() -> list[Any]:
+    from sqsq.dlq import describe, peek
+
+    return [describe(m) for m in peek(boto3.client("sqs"), url("payloads-default-dlq"))]
+
+
+def test_a_missing_object_is_a_dead_letter_and_redrive_keeps_the_pointer(
+    payload_app: Any,
+) -> None:
+    from sqsq.dlq import peek, redrive
+
+    data = "m" * 2_000_000
+    result = digest.delay(data)
+    (message,) = receive_all("payloads-default", 1)
+    pointer = json.loads(message["Body"])[1]
+    s3 = boto3.client("s3")
+    kept = s3.get_object(Bucket=BUCKET, Key=pointer["s3Key"])["Body"].read()
+    s3.delete_object(Bucket=BUCKET, Key=pointer["s3Key"])
+
+    response = payload_app.lambda_handler(sqs_event([message], _arn("payloads-default")), None)
+
+    assert response == {"batchItemFailures": []}  # dead-lettered, not retried
+    # the body is unknown: the dead letter is under the MessageId (as for any body
+    # that cannot be read), the task's own id stays PENDING
+    record = payload_app.AsyncResult(message["MessageId"]).record
+    assert record is not None and record.dead_letter_reason == "payload_missing"
+    assert result.state == "PENDING"
+    (copy,) = peek(boto3.client("sqs"), url("payloads-default-dlq"))
+    assert copy["Body"] == message["Body"]  # the pointer, never the payload
+    assert copy["MessageAttributes"]["ExtendedPayloadSize"]["StringValue"] == str(len(kept))
+    assert [row.reason for row in _dead_letters()] == ["payload_missing"]
+    from click.testing import CliRunner
+
+    import sqsq.cli.commands  # noqa: F401  (registers the commands)
+    from sqsq.cli import cli
+
+    listed = CliRunner().invoke(cli, ["dlq", "ls", APP, "default", "--json"])
+    (line,) = [json.loads(x) for x in listed.stdout.splitlines()]
+    assert line["reason"] == "payload_missing"
+    assert line["payload"] == {
+        "url": f"s3://{BUCKET}/{pointer['s3Key']}",
+        "bytes": len(kept),
+    }
+
+    s3.put_object(Bucket=BUCKET, Key=pointer["s3Key"], Body=kept)  # restored: redrive
+    sqs = boto3.client("sqs")
+    report = redrive(sqs, url("payloads-default-dlq"), url("payloads-default"))
+    assert report.moved == 1
+    (again,) = receive_all("payloads-default", 1)
+    assert again["Body"] == message["Body"]
+    assert "ExtendedPayloadSize" in again["MessageAttributes"]
+    payload_app.lambda_handler(sqs_event([again], _arn("payloads-default")), None)
+    assert result.get(timeout=5) == digest_of(data)
+    assert objects() == []
+
+
+def test_a_swapped_pointer_is_a_bad_signature(payload_app: Any, worker: Any) -> None:
+    key = "payloads-test-signing-key"
+    signed = sqsq.App("payloads", payload_bucket=BUCKET, signing_key=key)
+    try:
+        first = signed.send_task(digest.name, args=["1" * 2_000_000])
+        second = signed.send_task(digest.name, args=["2" * 2_000_000])
+    finally:
+        signed.close()
+    messages = receive_all("payloads-default", 2)
+    (a,) = [m for m in messages if f"/{first.id}/" in m["Body"]]
+    (b,) = [m for m in messages if f"/{second.id}/" in m["Body"]]
+    sqs = boto3.client("sqs")
+    # a forger with SQS access but no key: B's signed attributes on A's pointer
+    sqs.send_message(
+        QueueUrl=url("payloads-default"),
+        MessageBody=a["Body"],
+        MessageAttributes=b["MessageAttributes"],
+    )
+    sqs.delete_message(QueueUrl=url("payloads-default"), ReceiptHandle=b["ReceiptHandle"])
+    release("payloads-default", [a])
+
+    run_worker(worker, SQSQ_SIGNING_KEY=key)
+
+    assert first.get(timeout=5) == digest_of("1" * 2_000_000)  # A itself ran
+    assert second.state == "PENDING"  # B's body never ran, A's never ran as B
+    assert [row.reason for row in _dead_letters()] == ["bad_signature"]
+
+
+# --- compatibility: the Extended Client's messages, Java-shaped and Python's ----------
+
+
+@pytest.mark.parametrize(
+    ("attribute", "pointer_class"),
+    [("ExtendedPayloadSize", POINTER_CLASS), ("SQSLargePayloadSize", LEGACY_POINTER_CLASS)],
+)
+def test_a_java_extended_client_message_runs(
+    payload_app: Any, attribute: str, pointer_class: str
+) -> None:
+    """The Java library's body: Jackson's compact ``[class, {bucket, key}]``, a UUID key."""
+    data = "j" * 400_000
+    body = json.dumps({"task": digest.name, "args": [data]}).encode()
+    key = "0d9c5f6e-6a8c-4e0e-9a4b-2f3b7f0c9d11"
+    boto3.client("s3").put_object(Bucket=BUCKET, Key=key, Body=body)
+    sqs = boto3.client("sqs")
+    sent = sqs.send_message(
+        QueueUrl=url("payloads-default"),
+        MessageBody=f'["{pointer_class}",{{"s3BucketName":"{BUCKET}","s3Key":"{key}"}}]',
+        MessageAttributes={attribute: {"DataType": "Number", "StringValue": str(len(body))}},
+    )
+    (message,) = receive_all("payloads-default", 1)
+
+    response = payload_app.lambda_handler(sqs_event([message], _arn("payloads-default")), None)
+
+    assert response == {"batchItemFailures": []}
+    assert payload_app.AsyncResult(sent["MessageId"]).get(timeout=5) == digest_of(data)
+    assert objects() == []  # the receiver deletes, as the Extended Client's does
+
+
+@pytest.fixture
+def extended_sqs(payload_app: Any) -> Any:
+    """An SQS client of AWS's Python Extended Client (``amazon-sqs-extended-client``)
+    on the same endpoint, offloading to the same bucket."""
+    extended = pytest.importorskip(
+        "sqs_extended_client", reason="amazon-sqs-extended-client (the test extra) is missing"
+    )
+    client = extended.SQSExtendedClientSession().client("sqs")
+    client.large_payload_support = BUCKET
+    client.delete_payload_from_s3 = True  # off by default in the library
+    return client
+
+
+def test_the_python_extended_clients_messages_run_on_sqsq(
+    payload_app: Any, extended_sqs: Any, worker: Any
+) -> None:
+    data = "p" * 3_000_000
+    sent = extended_sqs.send_message(
+        QueueUrl=url("payloads-default"),
+        MessageBody=json.dumps({"task": digest.name, "args": [data]}),
+    )
+    assert len(objects()) == 1  # the library put it in S3
+    run_worker(worker, TEST_PAYLOAD_BUCKET="")
+    assert payload_app.AsyncResult(sent["MessageId"]).get(timeout=5) == digest_of(data)
+    assert objects() == []
+
+
+def test_sqsqs_offloaded_messages_are_read_by_the_python_extended_client(
+    payload_app: Any, extended_sqs: Any
+) -> None:
+    data = "q" * 3_000_000
+    result = digest.delay(data)
+    (message,) = extended_sqs.receive_message(
+        QueueUrl=url("payloads-default"), MessageAttributeNames=["All"], WaitTimeSeconds=1
+    )["Messages"]
+    envelope = json.loads(message["Body"])  # the library fetched the body from S3
+    assert envelope["id"] == result.id
+    assert envelope["task"] == digest.name
+    assert envelope["args"] == [data]
+    extended_sqs.delete_message(
+        QueueUrl=url("payloads-default"), ReceiptHandle=message["ReceiptHandle"]
+    )
+    assert objects() == []  # and deleted it with the message (before it, its own way)
+
+
+# --- results ------------------------------------------------------------------------
+
+
+def test_a_ten_mb_result_goes_to_s3_and_get_reads_it(payload_app: Any, worker: Any) -> None:
+    result = blob.delay(TEN_MB)
+    run_worker(worker)
+
+    (key,) = objects()
+    assert key.startswith("sqsq-results/payloads/") and f"/{result.id}/" in key
+    item = boto3.client("dynamodb").get_item(
+        TableName=payload_app.table_name, Key=result_key(result.id)
+    )["Item"]
+    where = json.loads(item["extra"]["S"])["value_s3"]
+    assert where["bytes"] == TEN_MB + 2  # the JSON string's quotes
+    assert json.loads(item["value"]["S"]) is None  # not in the item: DynamoDB's 400 KB
+    assert result.get(timeout=5) == "r" * TEN_MB
+
+    async def aget() -> Any:
+        try:
+            return await payload_app.AsyncResult(result.id).aget(timeout=5)
+        finally:
+            await payload_app.aclose()
+
+    assert asyncio.run(aget()) == "r" * TEN_MB
+
+
+def test_a_chord_reads_its_members_offloaded_results(payload_app: Any, worker: Any) -> None:
+    from sqsq.workflows import chord
+
+    # two members over the result threshold; the body's message (their values as its
+    # argument, ~1.2 MB) goes through S3 too
+    result = chord([blob.s(600_000), blob.s(600_000), blob.s(10)])(lengths.s())
+    for _ in range(3):  # members, then the body
+        run_worker(worker)
+        if result.ready():
+            break
+    assert result.get(timeout=5) == [600_000, 600_000, 10]
+
+
+# --- the bucket -----------------------------------------------------------------------
+
+
+def test_resources_create_the_bucket_locked_down_with_lifecycle_rules(payload_app: Any) -> None:
+    from sqsq.payloads.bucket import tls_only_policy
+    from sqsq.resources import plan
+
+    s3 = boto3.client("s3")
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    assert {r["ID"]: (r["Filter"]["Prefix"], r["Expiration"]["Days"]) for r in rules} == {
+        "sqsq-payloads": ("sqsq/", 15),  # longer than a DLQ keeps a message (14 days)
+        "sqsq-results": ("sqsq-results/", 2),  # result_ttl (1 day) + 1
+    }
+    block = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
+    assert all(block.values()) and len(block) == 4
+    sse = s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]
+    assert sse["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    # the TLS-only policy (tested as a document: on this plain-HTTP endpoint it
+    # would refuse every call, so apply() leaves it out here)
+    (statement,) = tls_only_policy(BUCKET)["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert statement["Resource"] == [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]
+    assert [c.action for c in plan(payload_app) if c.kind == "bucket"] == ["ok"]  # idempotent
+
+
+def test_a_deferred_offloaded_message_is_sent_on_through_s3_and_still_verifies(
+    payload_app: Any, worker: Any
+) -> None:
+    """A message sent on as a new one (a deferral: here a concurrency limit of 1)
+    carries a new body: it goes through S3 as well, signed over its pointer."""
+    key = "payloads-test-signing-key"
+    signed = sqsq.App(
+        "payloads", payload_bucket=BUCKET, signing_key=key, payload_always_through_s3=True
+    )
+    try:  # small bodies (through S3 all the same): a deferral re-encodes them
+        results = [signed.send_task(metered.name, args=[c * 2_000]) for c in "stu"]
+    finally:
+        signed.close()
+    for _ in range(6):
+        run_worker(worker, SQSQ_SIGNING_KEY=key)
+        if all(r.ready() for r in results):
+            break
+        time.sleep(1)  # a deferred copy is due a second later
+    assert [r.get(timeout=5) for r in results] == [2_000] * 3
+    assert _dead_letters() == []
+    assert objects() == []  # the three, and each deferred copy's once it was sent on
+
+
+def test_gc_deletes_only_objects_older_than_the_cut_off(payload_app: Any) -> None:
+    from click.testing import CliRunner
+
+    import sqsq.cli.commands  # noqa: F401  (registers the commands)
+    from sqsq.cli import cli
+
+    digest.delay("g" * 2_000_000)
+    (key,) = objects()
+
+    fresh = CliRunner().invoke(cli, ["gc", APP])  # 14 days: a message may still point to it
+    assert fresh.exit_code == 0, fresh.output
+    assert "deleted 0 of 1 payload objects" in fresh.output
+    dry = CliRunner().invoke(cli, ["gc", APP, "--older-than", "0", "--dry-run"])
+    assert f"would delete  {key}" in dry.output and objects() == [key]
+    done = CliRunner().invoke(cli, ["gc", APP, "--older-than", "0"])
+    assert "deleted 1 of 1 payload objects" in done.output
+    assert objects() == []
+
+
+def test_infra_declares_the_bucket_and_grants_the_workers_its_objects(tmp_path: Any) -> None:
+    """``sqsq infra`` for every target: the bucket as ``resources create`` makes it, the
+    workers' object actions on it, and a document cfn-lint passes."""
+    from sqsq.deploy import TARGETS, Options, dump, render
+    from tests.apps.payloads import app
+    from tests.helpers import cfn_lint
+
+    files = []
+    for target in TARGETS:
+        document = render(app, target, Options(APP))  # type: ignore[arg-type]
+        resources = document["Resources"]
+        bucket = resources["PayloadBucket"]["Properties"]
+        assert bucket["BucketName"] == BUCKET
+        assert all(bucket["PublicAccessBlockConfiguration"].values())
+        assert [r["ExpirationInDays"] for r in bucket["LifecycleConfiguration"]["Rules"]] == [15, 2]
+        policy = resources["PayloadBucketPolicy"]["Properties"]["PolicyDocument"]
+        assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        granted = json.dumps(document)
+        assert '"Sid": "PayloadObjects"' in granted and '"s3:ListBucket"' in granted
+        files.append(tmp_path / f"{target}.yaml")
+        files[-1].write_text(dump(document))
+    result = cfn_lint(*files)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_worker_that_only_reads_pointers_still_refuses_a_body_over_1_mib(
+    payload_app: Any,
+) -> None:
+    """An app without a bucket whose claim check was installed to read pointers (its
+    worker or Lambda handler received one) sends nothing through S3: MessageTooLarge."""
+    reader = sqsq.App("payloads")
+    reader.task(name=digest.name)(lambda data: data)
+    reader.claim_check()  # as a worker's first receive does
+    with pytest.raises(sqsq.MessageTooLarge, match="SQS_MAX_MESSAGE_BYTES"):
+        reader.send_task(digest.name, args=["x" * 1_100_000])
+    reader.close()
+
+
+def test_with_signing_on_an_unsigned_minimal_call_through_s3_still_runs(
+    payload_app: Any, extended_sqs: Any, worker: Any
+) -> None:
+    """Signing admits the minimal foreign form unsigned (``signing.py``); through S3
+    too — the pointer, which no key signed, does not make it a refusal."""
+    data = "u" * 300_000
+    sent = extended_sqs.send_message(
+        QueueUrl=url("payloads-default"),
+        MessageBody=json.dumps({"task": digest.name, "args": [data], "kwargs": {}}),
+    )
+    run_worker(worker, SQSQ_SIGNING_KEY="payloads-test-signing-key")
+    assert payload_app.AsyncResult(sent["MessageId"]).get(timeout=5) == digest_of(data)
+
+
+def test_a_duplicate_resolves_to_the_first_runs_offloaded_result(
+    payload_app: Any, worker: Any
+) -> None:
+    first = keyed_blob.delay(1_000_000)
+    run_worker(worker)
+    duplicate = keyed_blob.delay(1_000_000)  # same key, new task id: does not run
+    run_worker(worker)
+    assert first.get(timeout=5) == "k" * 1_000_000
+    assert duplicate.get(timeout=5) == "k" * 1_000_000
