@@ -311,6 +311,22 @@ class Decisions:
             store=claim.owner != envelope.task_id,
         )
 
+    @staticmethod
+    def finished(delivery: Delivery, record: ResultRecord) -> Outcome:
+        """Let go without running or storing: a duplicate delivery of a message whose
+        S3 payload (``sqsq.payloads``) its first run deleted (``payload_delete=True``)
+        after storing ``record``, the task's final outcome (``Delivery.finished``).
+        Its message is deleted; the stored result stays as it is."""
+        logger.info(
+            "message %s not run: a duplicate of task %s, whose %s outcome is stored and "
+            "whose S3 payload its run deleted",
+            delivery.message_id,
+            record.task_id,
+            record.state.value,
+            extra={"task_id": record.task_id, "task": record.task, "queue": delivery.queue},
+        )
+        return Outcome(delivery, OutcomeKind.SUCCESS, record.task_id, record, store=False)
+
     def _duplicate_failure(
         self, prepared: Prepared, claim: Claim, failed: dict[str, Any]
     ) -> Outcome:

@@ -14,7 +14,10 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .result import ResultRecord
 
 #: Attributes only sqsq sets, and only on its DLQ copies: on an incoming message
 #: they are forged by its producer and dropped (never carried into a copy).
@@ -132,6 +135,11 @@ class Delivery:
             the delivery (``sqsq.payloads``): a ``DeadLetter`` (``payload_missing``) is
             dead-lettered, any other exception (S3 unreachable) releases the message
             to come back. None: nothing refused.
+        finished: the stored final result (SUCCESS, FAILURE, REVOKED) of the task
+            whose S3 payload this delivery found deleted (``sqsq.payloads``, with
+            ``payload_delete=True``): a duplicate delivery of a message whose first
+            run ended and deleted the object. The core lets it go without running
+            it (no dead letter, nothing stored). None: not such a duplicate.
     """
 
     message_id: str
@@ -148,6 +156,7 @@ class Delivery:
     trace_header: str | None = None
     wire_body: str | None = None
     refusal: Exception | None = None
+    finished: ResultRecord | None = None
 
     @property
     def sent_body(self) -> str:

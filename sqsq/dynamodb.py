@@ -47,7 +47,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -404,6 +404,27 @@ class ResultStore:
         item = response.get("Item")
         record = record_from_item(item) if item else None
         return (yield from with_value(record)) if record is not None else None
+
+    def records_getting(self, task_ids: Sequence[str]) -> Steps[dict[str, ResultRecord]]:
+        """The stored records of ``task_ids`` by task id (absent or expired ones left
+        out), values in S3 not fetched: BatchGetItem, 100 keys a call, consistent
+        reads, UnprocessedKeys asked again (up to 10 rounds a call)."""
+        found: dict[str, ResultRecord] = {}
+        unique = list(dict.fromkeys(task_ids))
+        for start in range(0, len(unique), limits.DYNAMODB_MAX_BATCH_GET_ITEMS):
+            chunk = unique[start : start + limits.DYNAMODB_MAX_BATCH_GET_ITEMS]
+            keys = [result_key(task_id) for task_id in chunk]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            for _ in range(10):
+                response = yield Call("dynamodb", "batch_get_item", {"RequestItems": request})
+                for item in response.get("Responses", {}).get(self.table, []):
+                    record = record_from_item(item)
+                    if record is not None:
+                        found[record.task_id] = record
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+        return found
 
     def timeline(self, task_id: str) -> list[Attempt]:
         """Each try of a task (see :func:`timeline_from_items`): one consistent Query

@@ -178,6 +178,8 @@ class Executor(Decisions):
         envelope: Envelope | None = None
         if delivery.malformed:  # a malformed Lambda record (Delivery.from_lambda_record)
             return self.dead_letter(delivery, UndecodableMessage(delivery.malformed))
+        if delivery.finished is not None:  # its S3 payload deleted by its finished run
+            return self.finished(delivery, delivery.finished)
         if delivery.refusal is not None:  # its S3 payload (sqsq.payloads) was not fetched
             if isinstance(delivery.refusal, DeadLetter):
                 return self.dead_letter(delivery, delivery.refusal)

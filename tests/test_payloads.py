@@ -540,3 +540,64 @@ def test_a_duplicate_resolves_to_the_first_runs_offloaded_result(
     run_worker(worker)
     assert first.get(timeout=5) == "k" * 1_000_000
     assert duplicate.get(timeout=5) == "k" * 1_000_000
+
+
+def test_a_duplicate_delivery_whose_object_its_first_run_deleted_is_let_go(
+    payload_app: Any, worker: Any
+) -> None:
+    """payload_delete=True: a second delivery of a message whose first run stored its
+    outcome and deleted the object is a duplicate of a finished task — deleted
+    without running, never a false payload_missing (Lambda handler and worker)."""
+    data = "d" * 2_000_000
+    result = digest.delay(data)
+    (first,) = receive_all("payloads-default", 1)
+    release("payloads-default", [first])
+    (second,) = receive_all("payloads-default", 1)  # the same message, delivered again
+    assert second["MessageId"] == first["MessageId"]
+    arn = _arn("payloads-default")
+
+    assert payload_app.lambda_handler(sqs_event([first], arn), None) == {"batchItemFailures": []}
+    assert result.get(timeout=5) == digest_of(data)
+    stored = payload_app.AsyncResult(result.id).record
+    assert objects() == []  # the first run deleted it
+
+    assert payload_app.lambda_handler(sqs_event([second], arn), None) == {"batchItemFailures": []}
+    assert _dead_letters() == []  # not a payload_missing dead letter
+    assert payload_app.AsyncResult(second["MessageId"]).state == "PENDING"  # nothing stored
+    assert payload_app.AsyncResult(result.id).record == stored  # the first run's, untouched
+
+    # the worker: SQS delivers a copy of the pointer once more
+    boto3.client("sqs").send_message(
+        QueueUrl=url("payloads-default"),
+        MessageBody=first["Body"],
+        MessageAttributes=first["MessageAttributes"],
+    )
+    stderr = run_worker(worker)
+    assert "not run: a duplicate of task " + result.id in stderr
+    assert _dead_letters() == []
+    assert receive_all_or_none("payloads-default") == []  # deleted, not returned
+    assert payload_app.AsyncResult(result.id).record == stored
+
+
+def test_a_missing_object_of_an_unfinished_task_is_still_payload_missing(
+    payload_app: Any, worker: Any
+) -> None:
+    """The duplicate check reads the task's result: a RETRY (not final) keeps the
+    dead letter."""
+    from sqsq.dynamodb import result_item
+    from sqsq.result import ResultRecord, State
+
+    result = digest.delay("r" * 2_000_000)
+    (message,) = receive_all("payloads-default", 1)
+    release("payloads-default", [message])
+    record = ResultRecord(task_id=result.id, state=State.RETRY, expires_at=int(time.time()) + 600)
+    boto3.client("dynamodb").put_item(TableName=payload_app.table_name, Item=result_item(record))
+    for key in objects():
+        boto3.client("s3").delete_object(Bucket=BUCKET, Key=key)
+
+    run_worker(worker)
+    assert [row.reason for row in _dead_letters()] == ["payload_missing"]
+
+
+def receive_all_or_none(name: str) -> list[dict[str, Any]]:
+    return boto3.client("sqs").receive_message(QueueUrl=url(name)).get("Messages", [])

@@ -25,7 +25,7 @@ from ..dynamodb import VALUE_S3
 from ..envelope import dumps
 from ..errors import EnqueueError, PayloadMissing, UndecodableMessage
 from ..outcome import OutcomeKind
-from ..result import State
+from ..result import READY_STATES, State
 from ..sqs import chunks, entry_size
 from .pointer import Pointer, offloaded_size, parse, size_attribute
 
@@ -58,6 +58,7 @@ S3_MAX_DELETE_KEYS = 1_000
 DISCARDED_KINDS = frozenset({OutcomeKind.SUCCESS, OutcomeKind.REVOKED})
 
 _SQSQ_KEY = re.compile(rf"^(?:{PAYLOAD_PREFIX}|{RESULT_PREFIX})/.+/([0-9a-f]{{64}})$")
+_PAYLOAD_KEY = re.compile(rf"^{PAYLOAD_PREFIX}/.+/\d{{4}}-\d{{2}}-\d{{2}}/([^/]+)/[0-9a-f]{{64}}$")
 _MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "404"})
 
 
@@ -74,6 +75,12 @@ def object_key(prefix: str, parts: Sequence[str], data: bytes) -> str:
 def key_digest(key: str) -> str | None:
     """The sha256 a key sqsq wrote ends with (None: a key of another writer)."""
     match = _SQSQ_KEY.match(key)
+    return match.group(1) if match else None
+
+
+def payload_task_id(key: str) -> str | None:
+    """The task id in a payload key sqsq wrote (:data:`PAYLOAD_PREFIX`), else None."""
+    match = _PAYLOAD_KEY.match(key)
     return match.group(1) if match else None
 
 
@@ -318,11 +325,15 @@ class ClaimCheck:
             Call("s3", "get_object", {"Bucket": p.bucket, "Key": p.key}) for _, p in wanted
         )
         answers = yield Gather(calls, concurrency=CONCURRENCY)
+        deleted: dict[int, str] = {}  # index -> task id: NoSuchKey under sqsq's key scheme
         for (index, pointer), answer in zip(wanted, answers, strict=True):
             delivery = out[index]
             data = read(pointer, answer)
             if isinstance(data, Exception):
                 out[index] = replace(delivery, refusal=data)
+                task_id = payload_task_id(pointer.key)
+                if isinstance(answer, Exception) and error_code(answer) == "NoSuchKey" and task_id:
+                    deleted[index] = task_id
                 continue
             try:
                 text = data.decode("utf-8")
@@ -331,7 +342,27 @@ class ClaimCheck:
                 out[index] = replace(delivery, refusal=refusal)
                 continue
             out[index] = replace(delivery, body=text, wire_body=delivery.body)
+        if deleted:
+            yield from self._finished(out, deleted)
         return out
+
+    def _finished(self, deliveries: list[Delivery], deleted: dict[int, str]) -> Steps[None]:
+        """Mark as :attr:`~sqsq.delivery.Delivery.finished` each delivery of
+        ``deleted`` whose task's result is final (one BatchGetItem per 100): a
+        duplicate delivery whose object its first run deleted after storing its
+        outcome (``payload_delete=True``), let go by the core instead of a false
+        ``payload_missing``. No final result: the dead letter stands. The read
+        failing: the message comes back (a dead letter is not decided on a guess)."""
+        try:
+            records = yield from self.app.results.records_getting(list(deleted.values()))
+        except Exception as exc:
+            for index in deleted:
+                deliveries[index] = replace(deliveries[index], refusal=exc)
+            return
+        for index, task_id in deleted.items():
+            record = records.get(task_id)
+            if record is not None and record.state in READY_STATES:
+                deliveries[index] = replace(deliveries[index], refusal=None, finished=record)
 
     def discarding(self, outcomes: Sequence[Outcome]) -> Steps[None]:
         """Delete the objects of ``outcomes`` whose messages were just deleted

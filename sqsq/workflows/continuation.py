@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from .. import limits
 from ..calling import type_name
 from ..calls import Call, Steps
-from ..dynamodb import record_from_item, result_item, result_key, with_value
+from ..dynamodb import result_item, with_value
 from ..errors import ChordBodyTooLarge, MessageTooLarge
 from ..outcome import Outcome, OutcomeKind
 from ..producer import OutgoingMessage, claim_checked, follows, published, publishing
@@ -267,21 +267,7 @@ def _fail(
 
 def _results(app: App, result_ids: list[str]) -> Steps[list[Any]]:
     """The members' values in order: BatchGetItem, 100 keys a call, consistent reads."""
-    found: dict[str, Any] = {}
-    for start in range(0, len(result_ids), limits.DYNAMODB_MAX_BATCH_GET_ITEMS):
-        keys = [
-            result_key(i) for i in result_ids[start : start + limits.DYNAMODB_MAX_BATCH_GET_ITEMS]
-        ]
-        request: dict[str, Any] = {app.table_name: {"Keys": keys, "ConsistentRead": True}}
-        for _ in range(10):
-            response = yield Call("dynamodb", "batch_get_item", {"RequestItems": request})
-            for item in response.get("Responses", {}).get(app.table_name, []):
-                record = record_from_item(item)
-                if record is not None:
-                    found[record.task_id] = record
-            request = response.get("UnprocessedKeys") or {}
-            if not request:
-                break
+    found = yield from app.results.records_getting(result_ids)
     values = []
     for rid in result_ids:
         record = found.get(rid)
