@@ -267,11 +267,13 @@ class Settings(BaseSettings):
     payload_always_through_s3: bool = False
     #: Delete a payload's object once its message's outcome is stored and the message
     #: deleted (one DeleteObjects per settled batch; the Lambda handler deletes final
-    #: outcomes' messages itself first). Off by default: a duplicate delivery of the
-    #: same message still in flight (its visibility timeout ran out while the first
-    #: ran) then finds no object and is a ``payload_missing`` dead letter; the bucket's
-    #: lifecycle rule (``payload_retention_s``) removes it instead.
-    payload_delete: bool = False
+    #: outcomes' messages itself first) — SUCCESS and REVOKED outcomes with a stored
+    #: result; a FAILURE's DLQ copy keeps its object. A duplicate delivery that then
+    #: finds no object is let go when its task's result is final (one BatchGetItem),
+    #: never a false ``payload_missing``. False: the bucket's lifecycle rule
+    #: (``payload_retention_s``) alone removes objects, and the worker makes no
+    #: DeleteObjects calls; the rule is the backstop either way.
+    payload_delete: bool = True
     #: SSE-KMS key (id, ARN or alias) for payload and result objects. None: SSE-S3 (AES256).
     payload_kms_key_id: str | None = None
     #: Put a result in S3 when its value's JSON is over this many bytes (DynamoDB's

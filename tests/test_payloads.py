@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -21,7 +22,7 @@ from sqsq.dynamodb import result_key
 from sqsq.payloads.claim_check import HEADROOM_BYTES
 from sqsq.payloads.pointer import LEGACY_POINTER_CLASS, POINTER_CLASS
 from sqsq.testing import LambdaContext, sqs_event
-from tests.apps.payloads import blob, digest, keyed_blob, lengths, metered
+from tests.apps.payloads import blob, digest, keyed_blob, lengths, metered, unrecorded
 from tests.test_lambda import receive as receive_all
 
 APP = "tests.apps.payloads:app"
@@ -328,7 +329,7 @@ def test_a_java_extended_client_message_runs(
 
 
 @pytest.fixture
-def extended_sqs(payload_app: Any) -> Any:
+def extended_sqs(payload_app: Any) -> Iterator[Any]:
     """An SQS client of AWS's Python Extended Client (``amazon-sqs-extended-client``)
     on the same endpoint, offloading to the same bucket."""
     extended = pytest.importorskip(
@@ -337,7 +338,14 @@ def extended_sqs(payload_app: Any) -> Any:
     client = extended.SQSExtendedClientSession().client("sqs")
     client.large_payload_support = BUCKET
     client.delete_payload_from_s3 = True  # off by default in the library
-    return client
+    yield client
+    # importing the library makes every boto3 session one of its own (boto3.Session,
+    # boto3.session.Session, the default session): later tests' boto3.client("sqs")
+    # would fetch pointers' bodies on receive and offload on send. Undo it.
+    plain = extended.SQSExtendedClientSession.__bases__[0]
+    boto3.Session = boto3.session.Session = plain  # type: ignore[misc]
+    if isinstance(boto3.DEFAULT_SESSION, extended.SQSExtendedClientSession):
+        boto3.DEFAULT_SESSION = None  # the next boto3.client() makes a plain one
 
 
 def test_the_python_extended_clients_messages_run_on_sqsq(
@@ -597,6 +605,28 @@ def test_a_missing_object_of_an_unfinished_task_is_still_payload_missing(
 
     run_worker(worker)
     assert [row.reason for row in _dead_letters()] == ["payload_missing"]
+
+
+def test_without_a_stored_result_the_object_stays_for_a_duplicate(
+    payload_app: Any, worker: Any
+) -> None:
+    """store_result=False: nothing tells a duplicate its task ended, so the object is
+    kept (the lifecycle rule's) and a duplicate runs again instead of a dead letter."""
+    unrecorded.delay("u" * 2_000_000)
+    (message,) = receive_all("payloads-default", 1)
+    release("payloads-default", [message])
+    run_worker(worker)
+    (key,) = objects()  # kept after the SUCCESS
+
+    boto3.client("sqs").send_message(
+        QueueUrl=url("payloads-default"),
+        MessageBody=message["Body"],
+        MessageAttributes=message["MessageAttributes"],
+    )
+    run_worker(worker)
+    assert _dead_letters() == []
+    assert receive_all_or_none("payloads-default") == []
+    assert objects() == [key]
 
 
 def receive_all_or_none(name: str) -> list[dict[str, Any]]:

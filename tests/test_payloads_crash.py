@@ -5,10 +5,9 @@ is ever deleted before its message.
 moto's per-request time; the issue's 2,000 is the same test with the variable set) go
 through S3 (``payload_always_through_s3``) to a queue with a 3 s visibility timeout.
 Workers are SIGKILLed ``KILLS`` times while they run them, then one drains the rest.
-Every task must end SUCCESS, and a ``payload_missing`` dead letter may only be a
-second delivery of a message whose task already ended (the first run deleted the
-object after deleting *its* receive: ``payload_delete=True``'s price, 5 of 2,000 on
-the local endpoint), never a task that lost its body. What a
+Every task must end SUCCESS, and no message is a ``payload_missing`` dead letter: a
+second delivery of a message whose first run deleted the object (after deleting *its*
+receive, ``payload_delete=True``) finds the task's final result and is let go. What a
 kill leaves — objects whose message was deleted just before the kill, before their
 own delete — is what the lifecycle rule and ``sqsq gc`` remove: counted, bounded by
 the messages in hand at each kill, and gone after ``gc``.
@@ -16,7 +15,6 @@ the messages in hand at each kill, and gone after ``gc``.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -81,18 +79,14 @@ def test_every_offloaded_task_ends_through_several_sigkills(local_aws: Any, work
     assert [r.state for r in results].count(sqsq.State.SUCCESS) == TASKS
     again = sum(1 for r in results if r.record is not None and r.record.attempts > 1)
     assert again > 0  # the kills hit messages in hand: they came back and ran
-    # no object went before its message: a payload_missing is only ever a second
-    # delivery of a message whose task already ended (its first run deleted the
-    # object: the price of payload_delete=True, see the guide). A message whose run
-    # was stored while a kill kept it from being deleted can also come back more often
-    # than the queue's maxReceiveCount allows: SQS then moves it to the DLQ.
+    # no object went before its message, and a second delivery of a message whose
+    # first run deleted the object is let go (its task's result is final), never a
+    # payload_missing. A message whose run was stored while a kill kept it from being
+    # deleted can come back more often than the queue's maxReceiveCount allows: SQS
+    # then moves it to the DLQ.
     dead = peek(app.clients.sync("sqs"), url + "-dlq")
     reasons = [describe(m).reason for m in dead]
-    assert set(reasons) <= {REDRIVE_POLICY_REASON, "payload_missing"}
-    for message in dead:  # payload_delete=True: only a duplicate of a task that ended
-        if describe(message).reason == "payload_missing":
-            task_id = json.loads(message["Body"])[1]["s3Key"].split("/")[-2]
-            assert app.AsyncResult(task_id).state is sqsq.State.SUCCESS
+    assert set(reasons) <= {REDRIVE_POLICY_REASON}, reasons
     left = _objects()
     # what the kills left between a message's delete and its object's: the lifecycle
     # rule's (or gc's) to remove, never more than the messages in hand at the kills

@@ -368,8 +368,11 @@ class ClaimCheck:
         """Delete the objects of ``outcomes`` whose messages were just deleted
         (SUCCESS, REVOKED: :data:`DISCARDED_KINDS`; and RESEND whose copy went with
         an object of its own, :meth:`offloading_resends`): DeleteObjects, ≤ 1,000 keys per
-        call. A failure is logged, never raised: the lifecycle rule expires what is
-        left. Nothing with ``payload_delete=False``."""
+        call. An outcome that stored no result (``store_result=False``) keeps its
+        object: a duplicate delivery finds no final result to be let go by
+        (:meth:`resolving`), so it must still find its body. A failure is logged,
+        never raised: the lifecycle rule expires what is left. Nothing with
+        ``payload_delete=False``."""
         if not self.app.settings.payload_delete:
             return
         by_bucket: dict[str, list[str]] = {}
@@ -379,6 +382,8 @@ class ClaimCheck:
                 continue
             sent_on = outcome.kind is OutcomeKind.RESEND and outcome.body not in (None, wire)
             if outcome.kind not in DISCARDED_KINDS and not sent_on:  # a copy points to it
+                continue
+            if not sent_on and not outcome.store:  # no result tells a duplicate it ended
                 continue
             pointer = parse(wire)
             by_bucket.setdefault(pointer.bucket, []).append(pointer.key)

@@ -18,7 +18,7 @@ app = sqsq.App(
     "payloads",
     visibility_timeout_s=30,
     payload_bucket=os.environ.get("TEST_PAYLOAD_BUCKET", BUCKET) or None,
-    payload_delete=True,  # the tests count what is left in the bucket
+    payload_delete=True,  # the default; the tests count what is left in the bucket
 )
 lambda_handler = app.lambda_handler
 
@@ -52,3 +52,10 @@ def metered(data: str) -> int:
 def keyed_blob(n: int) -> str:
     """A large result under an idempotency key: a duplicate resolves to it."""
     return "k" * n
+
+
+@app.task(store_result=False)
+def unrecorded(data: str) -> int:
+    """No result stored: its object is kept for the lifecycle rule (a duplicate has no
+    final result to be let go by)."""
+    return len(data)
