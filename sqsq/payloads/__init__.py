@@ -9,10 +9,12 @@ execution core sees the delivery::
     producer ─ body > threshold ─► PutObject sqsq/<app>/<queue>/<date>/<task id>/<sha256>
              └ SendMessage(Batch): ExtendedPayloadSize=<bytes>, body = the pointer
     worker / Lambda ─ receive ─► GetObject ─► sha256 = key's? ─► the core runs the body
+                                   │ NoSuchKey, the task's result final (BatchGetItem)
+                                   │   ─► a duplicate: message deleted, not run
                                    │ NoSuchKey / other object ─► DLQ payload_missing
                                    └ S3 unreachable ─► message back in PAYLOAD_RETRY_S
-    settle ─ outcome stored ─► message deleted ─► DeleteObjects (SUCCESS, REVOKED; only
-             with payload_delete=True — by default the lifecycle rule expires it)
+    settle ─ outcome stored ─► message deleted ─► DeleteObjects (SUCCESS, REVOKED with
+             a stored result; payload_delete=False: the lifecycle rule expires it)
              FAILURE / DEAD_LETTER: the DLQ copy keeps the pointer, the object stays
              (the Lambda handler deletes final outcomes' messages itself, then the
              objects; a message it leaves to its event source keeps its object)
