@@ -36,6 +36,7 @@ from typing import Any
 
 from . import limits
 from .aws_errors import aws_boundary
+from .pointer import Offloaded, offloaded, payload_task_id
 from .sqs import (
     DEAD_LETTER_DETAILS_ATTRIBUTE,
     DEAD_LETTER_REASON_ATTRIBUTE,
@@ -87,6 +88,10 @@ class DeadLetterRow:
             attributes on a standard queue: one SQS's redrive policy moved keeps its
             enqueue time and SQS records no move time, so its age includes the time
             it spent in its own queue.
+        payload: where the body is in S3 when the message is a claim check's pointer
+            (``ExtendedPayloadSize``, sqsq's or the SQS Extended Client's):
+            ``{"url": "s3://bucket/key", "bytes": <payload size>}``; None: the body
+            is in the message. A redrive sends the pointer back as it is.
     """
 
     message_id: str
@@ -97,6 +102,7 @@ class DeadLetterRow:
     attempts: int | None
     age_s: float | None
     age_since: str | None = None
+    payload: Offloaded | None = None
 
 
 #: ``age_since``: the age counts from when the message was dead-lettered — sqsq's own
@@ -154,6 +160,9 @@ def describe(message: dict[str, Any], now: float | None = None) -> DeadLetterRow
             task_id = _text(body.get("id"))
     except (ValueError, TypeError, RecursionError, OverflowError):
         pass
+    payload = offloaded(message)
+    if payload is not None and task_id is None:  # the task id in sqsq's key
+        task_id = payload_task_id(payload["url"].removeprefix("s3://").partition("/")[2])
     since, start = _age_start(system, details)
     return DeadLetterRow(
         message_id=message["MessageId"],
@@ -164,6 +173,7 @@ def describe(message: dict[str, Any], now: float | None = None) -> DeadLetterRow
         attempts=_count(details.get("receive_count")),
         age_s=None if start is None else max(0.0, now - start),
         age_since=None if start is None else since,
+        payload=payload,
     )
 
 

@@ -20,7 +20,7 @@ import pytest
 import sqsq
 from sqsq.dynamodb import result_key
 from sqsq.payloads.claim_check import HEADROOM_BYTES
-from sqsq.payloads.pointer import LEGACY_POINTER_CLASS, POINTER_CLASS
+from sqsq.pointer import LEGACY_POINTER_CLASS, POINTER_CLASS
 from sqsq.testing import LambdaContext, sqs_event
 from tests.apps.payloads import blob, digest, keyed_blob, lengths, metered, unrecorded
 from tests.test_lambda import receive as receive_all
@@ -244,7 +244,9 @@ def test_a_missing_object_is_a_dead_letter_and_redrive_keeps_the_pointer(
     (copy,) = peek(boto3.client("sqs"), url("payloads-default-dlq"))
     assert copy["Body"] == message["Body"]  # the pointer, never the payload
     assert copy["MessageAttributes"]["ExtendedPayloadSize"]["StringValue"] == str(len(kept))
-    assert [row.reason for row in _dead_letters()] == ["payload_missing"]
+    (row,) = _dead_letters()
+    assert row.reason == "payload_missing"
+    assert row.payload == {"url": f"s3://{BUCKET}/{pointer['s3Key']}", "bytes": len(kept)}
     from click.testing import CliRunner
 
     import sqsq.cli.commands  # noqa: F401  (registers the commands)
@@ -627,6 +629,31 @@ def test_without_a_stored_result_the_object_stays_for_a_duplicate(
     assert _dead_letters() == []
     assert receive_all_or_none("payloads-default") == []
     assert objects() == [key]
+
+
+def test_dlq_describe_shows_an_offloaded_message_sqs_moved_with_its_task_id(
+    payload_app: Any,
+) -> None:
+    """A pointer SQS's redrive policy moved carries none of sqsq's dead-letter
+    attributes: describe still shows its object, size and (from sqsq's key) task id;
+    a message sent whole shows no payload."""
+    result = digest.delay("v" * 2_000_000)
+    (message,) = receive_all("payloads-default", 1)
+    sqs = boto3.client("sqs")
+    sqs.send_message(
+        QueueUrl=url("payloads-default-dlq"),
+        MessageBody=message["Body"],
+        MessageAttributes=message["MessageAttributes"],
+    )
+    sqs.send_message(QueueUrl=url("payloads-default-dlq"), MessageBody='{"task": "x"}')
+    rows = sorted(_dead_letters(), key=lambda row: row.payload is None)
+    (key,) = objects()
+    assert rows[0].payload == {
+        "url": f"s3://{BUCKET}/{key}",
+        "bytes": int(message["MessageAttributes"]["ExtendedPayloadSize"]["StringValue"]),
+    }
+    assert rows[0].task_id == result.id
+    assert rows[1].payload is None
 
 
 def receive_all_or_none(name: str) -> list[dict[str, Any]]:

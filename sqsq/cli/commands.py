@@ -575,15 +575,13 @@ def dlq_ls(app: str, queue: str, limit: int | None, as_json: bool) -> None:
     the_app = _load(app)
     client = the_app.clients.sync("sqs")
     _, dlq_name, _, dlq_url = _dlq_pair(the_app, queue)
-    from ..payloads.pointer import offloaded
 
     visible, in_flight = queue_counts(client, dlq_url)
-    messages = peek(client, dlq_url, limit)
-    rows = [describe(m) for m in messages]
-    payloads = [offloaded(m) for m in messages]  # bodies in S3: pointer and size
+    rows = [describe(m) for m in peek(client, dlq_url, limit)]
+    payloads = [row.payload for row in rows]  # bodies in S3: pointer and size
     if as_json:
-        for row, payload in zip(rows, payloads, strict=True):
-            click.echo(json.dumps({**row.__dict__, "payload": payload}))
+        for row in rows:
+            click.echo(json.dumps(row.__dict__))
         click.echo(f"{dlq_name}: {visible} visible, {in_flight} in flight", err=True)
         return
     from rich.console import Console

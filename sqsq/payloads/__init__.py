@@ -3,7 +3,7 @@
 With ``payload_bucket`` set, a body over its queue's ``MaximumMessageSize`` (SQS
 allows up to 1 MiB; sqsq keeps ``claim_check.HEADROOM_BYTES`` for a dead-letter copy's
 attributes) is put in S3 and the message carries a pointer instead (see
-:mod:`sqsq.payloads.pointer`); a worker or Lambda function fetches it before the
+:mod:`sqsq.pointer`); a worker or Lambda function fetches it before the
 execution core sees the delivery::
 
     producer ─ body > threshold ─► PutObject sqsq/<app>/<queue>/<date>/<task id>/<sha256>
@@ -34,8 +34,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..pointer import Pointer
 from .claim_check import ClaimCheck
-from .pointer import Pointer
 
 if TYPE_CHECKING:
     from ..app import App

@@ -24,8 +24,9 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from ..pointer import PAYLOAD_PREFIX
 from ..resources import Change
-from .claim_check import PAYLOAD_PREFIX, RESULT_PREFIX
+from .claim_check import RESULT_PREFIX
 
 if TYPE_CHECKING:
     from ..app import App

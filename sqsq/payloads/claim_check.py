@@ -25,9 +25,16 @@ from ..dynamodb import VALUE_S3
 from ..envelope import dumps
 from ..errors import EnqueueError, PayloadMissing, UndecodableMessage
 from ..outcome import OutcomeKind
+from ..pointer import (
+    PAYLOAD_PREFIX,
+    Pointer,
+    offloaded_size,
+    parse,
+    payload_task_id,
+    size_attribute,
+)
 from ..result import READY_STATES, State
 from ..sqs import chunks, entry_size
-from .pointer import Pointer, offloaded_size, parse, size_attribute
 
 if TYPE_CHECKING:
     from ..app import App
@@ -38,8 +45,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The key prefix of message payloads: ``sqsq/<app>/<queue>/<date>/<task id>/<sha256>``.
-PAYLOAD_PREFIX = "sqsq"
 #: The key prefix of results: ``sqsq-results/<app>/<date>/<task id>/<sha256>``.
 RESULT_PREFIX = "sqsq-results"
 #: Room kept under a queue's ``MaximumMessageSize`` for the attributes sqsq adds to a
@@ -58,7 +63,6 @@ S3_MAX_DELETE_KEYS = 1_000
 DISCARDED_KINDS = frozenset({OutcomeKind.SUCCESS, OutcomeKind.REVOKED})
 
 _SQSQ_KEY = re.compile(rf"^(?:{PAYLOAD_PREFIX}|{RESULT_PREFIX})/.+/([0-9a-f]{{64}})$")
-_PAYLOAD_KEY = re.compile(rf"^{PAYLOAD_PREFIX}/.+/\d{{4}}-\d{{2}}-\d{{2}}/([^/]+)/[0-9a-f]{{64}}$")
 _MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "404"})
 
 
@@ -75,12 +79,6 @@ def object_key(prefix: str, parts: Sequence[str], data: bytes) -> str:
 def key_digest(key: str) -> str | None:
     """The sha256 a key sqsq wrote ends with (None: a key of another writer)."""
     match = _SQSQ_KEY.match(key)
-    return match.group(1) if match else None
-
-
-def payload_task_id(key: str) -> str | None:
-    """The task id in a payload key sqsq wrote (:data:`PAYLOAD_PREFIX`), else None."""
-    match = _PAYLOAD_KEY.match(key)
     return match.group(1) if match else None
 
 

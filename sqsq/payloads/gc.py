@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from .. import limits
 from ..aws_errors import aws_boundary
 from ..errors import ConfigurationError
-from .claim_check import PAYLOAD_PREFIX, S3_MAX_DELETE_KEYS
+from ..pointer import PAYLOAD_PREFIX
+from .claim_check import S3_MAX_DELETE_KEYS
 
 if TYPE_CHECKING:
     from ..app import App

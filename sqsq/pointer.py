@@ -1,5 +1,8 @@
 """The claim check's wire format: the SQS Extended Client's pointer, read and written.
 
+The core reads it (``sqsq dlq ls`` / :func:`sqsq.dlq.describe` show an offloaded
+message's object and size); ``sqsq.payloads`` writes and fetches it.
+
 AWS's Extended Client libraries (Java ``amazon-sqs-java-extended-client-lib``,
 Python ``amazon-sqs-extended-client``) put a large body in S3 and send this instead::
 
@@ -17,8 +20,9 @@ sqsq's workers.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 #: The message attribute that marks a pointer and gives the payload's size in bytes.
 SIZE_ATTRIBUTE = "ExtendedPayloadSize"
@@ -28,6 +32,11 @@ LEGACY_SIZE_ATTRIBUTE = "SQSLargePayloadSize"
 POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
 #: The same, as the Extended Client's first releases named it (read only).
 LEGACY_POINTER_CLASS = "com.amazon.sqs.javamessaging.MessageS3Pointer"
+#: The first part of the keys of the payloads sqsq puts in S3:
+#: ``sqsq/<app>/<queue>/<date, UTC>/<task id>/<sha256 of the body>``.
+PAYLOAD_PREFIX = "sqsq"
+
+_PAYLOAD_KEY = re.compile(rf"^{PAYLOAD_PREFIX}/.+/\d{{4}}-\d{{2}}-\d{{2}}/([^/]+)/[0-9a-f]{{64}}$")
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,7 @@ def parse(body: str) -> Pointer:
     """
     try:
         raw = json.loads(body)
-    except ValueError:
+    except (ValueError, TypeError, RecursionError):  # RecursionError: nested too deep
         raise ValueError("the body of a message marked as offloaded is not JSON") from None
     if (
         not isinstance(raw, list)
@@ -98,9 +107,26 @@ def parse(body: str) -> Pointer:
     return Pointer(bucket, key)
 
 
-def offloaded(message: dict[str, Any]) -> dict[str, Any] | None:
-    """``{"url": "s3://…", "bytes": n}`` for a received message (ReceiveMessage shape)
-    whose body is in S3, else None — what ``sqsq dlq ls`` shows of it."""
+def payload_task_id(key: str) -> str | None:
+    """The task id in a payload key sqsq wrote (see :data:`PAYLOAD_PREFIX`), else None
+    (a key of another writer, such as the Extended Client's random UUIDs)."""
+    match = _PAYLOAD_KEY.match(key)
+    return match.group(1) if match else None
+
+
+class Offloaded(TypedDict):
+    """Where a received message's body is in S3, as ``sqsq dlq ls`` shows it."""
+
+    #: ``s3://bucket/key``, or ``"(not a pointer)"`` for a body marked as offloaded
+    #: (the size attribute) that is not one.
+    url: str
+    #: The payload's size the message announces (``ExtendedPayloadSize``), bytes.
+    bytes: int
+
+
+def offloaded(message: dict[str, Any]) -> Offloaded | None:
+    """Where the body of a received message (ReceiveMessage shape) is in S3, or None
+    when it is not a pointer (no ``ExtendedPayloadSize`` / ``SQSLargePayloadSize``)."""
     size = offloaded_size(message.get("MessageAttributes") or {})
     if size is None:
         return None
