@@ -73,6 +73,10 @@ DYNAMODB_MAX_PARTITION_KEY_BYTES = 2048
 #: Schedule names, 1-64 of letters, digits, '-', '_' and '.'.
 #: "CreateSchedule" (EventBridge Scheduler API reference) — Name.
 SCHEDULER_MAX_NAME_CHARS = 64
+#: Largest target Input of a schedule, bytes (256 KB: "Quotas for Amazon
+#: EventBridge Scheduler", payload size). A long countdown's body over it goes to S3
+#: (``payload_bucket``), or fails in the producer (``MessageTooLarge``).
+SCHEDULER_MAX_INPUT_BYTES = 262_144
 
 #: FlexibleTimeWindow.MaximumWindowInMinutes, 1-1440 minutes.
 #: "FlexibleTimeWindow" (EventBridge Scheduler API reference).

@@ -114,6 +114,21 @@ def payload_task_id(key: str) -> str | None:
     return match.group(1) if match else None
 
 
+def unannounced(body: str) -> Pointer | None:
+    """The pointer a body *is* although no size attribute announces it — as an
+    EventBridge Scheduler target sends a long countdown's pointer (Scheduler's SQS
+    target sets no message attributes) — taken only when its key is sqsq's
+    (:func:`payload_task_id`: the key names the body's sha256, checked when it is
+    fetched); else None."""
+    if not body.startswith(f'["{POINTER_CLASS}"'):
+        return None
+    try:
+        pointer = parse(body)
+    except ValueError:
+        return None
+    return pointer if payload_task_id(pointer.key) is not None else None
+
+
 class Offloaded(TypedDict):
     """Where a received message's body is in S3, as ``sqsq dlq ls`` shows it."""
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -654,6 +655,98 @@ def test_dlq_describe_shows_an_offloaded_message_sqs_moved_with_its_task_id(
     }
     assert rows[0].task_id == result.id
     assert rows[1].payload is None
+
+
+# --- long countdowns in scheduler mode: the schedule's Input carries the pointer -----
+
+
+def test_a_long_countdown_over_schedulers_input_limit_goes_through_s3(
+    payload_app: Any,
+) -> None:
+    """long_eta="scheduler": a body over EventBridge Scheduler's 256 KB Input limit is
+    put in S3 and the schedule's Input is the pointer; Scheduler sends it with no
+    message attribute, and the worker still reads it (a key of sqsq's)."""
+    from sqsq.envelope import decode
+    from sqsq.pointer import parse
+    from sqsq.schedules import scheduler
+    from sqsq.schedules.local import LocalScheduler
+
+    scheduler.apply(payload_app)  # the role and the schedule groups
+    data = "s" * 400_000
+    result = digest.apply_async((data,), countdown=2 * 3600)
+    have = boto3.client("scheduler").get_schedule(
+        GroupName="payloads-sqsq-eta", Name=f"eta-{result.id}"
+    )
+    pointer = parse(have["Target"]["Input"])
+    (key,) = objects()
+    assert (pointer.bucket, pointer.key) == (BUCKET, key)
+    assert f"/{result.id}/" in key
+    held = boto3.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+    envelope = decode(held)
+    assert envelope.id == result.id and envelope.args == [data] and envelope.eta is not None
+
+    later = datetime.now(UTC) + timedelta(hours=3)
+    (fired,) = LocalScheduler(payload_app, clock=lambda: later).tick()  # as Scheduler sends it
+    assert fired.task_id == result.id
+    (message,) = receive_all("payloads-default", 1)
+    assert message["Body"] == have["Target"]["Input"]
+    assert "ExtendedPayloadSize" not in message.get("MessageAttributes", {})
+
+    # received before its eta (the clock above was a fake one): fetched, decoded and
+    # sent on as it came (the same pointer, its object kept) — not a dead letter
+    response = payload_app.lambda_handler(sqs_event([message], _arn("payloads-default")), None)
+    assert response == {"batchItemFailures": []}
+    assert _dead_letters() == []
+    assert payload_app.AsyncResult(result.id).state == "PENDING"
+    assert objects() == [key]
+
+
+def test_a_schedulers_pointer_without_the_size_attribute_runs(
+    payload_app: Any, worker: Any
+) -> None:
+    """What a schedule's target sends at its due time: the pointer as the body, no
+    message attribute; the worker fetches and runs it, then deletes the object."""
+    from sqsq.calls import run
+    from sqsq.producer import build
+
+    data = "t" * 400_000
+    message = build(
+        digest.name,
+        [data],
+        None,
+        queue="default",
+        queue_name=payload_app.queue_name("default"),
+        claim_check=payload_app.payloads,
+    )
+    body = run(payload_app.payloads.offloading_input(message, message.body, 0), payload_app.clients)
+    assert len(body) < 1_000 and len(objects()) == 1
+    boto3.client("sqs").send_message(QueueUrl=url("payloads-default"), MessageBody=body)
+    run_worker(worker)
+    assert payload_app.AsyncResult(message.task_id).get(timeout=5) == digest_of(data)
+    assert objects() == []
+
+
+def test_a_long_countdown_too_large_for_scheduler_fails_in_the_producer(
+    payload_app: Any,
+) -> None:
+    """No bucket: a body over 256 KB is MessageTooLarge before any schedule is made;
+    with one, a wait the lifecycle rule would outlast is refused too."""
+    from sqsq.schedules import scheduler
+
+    scheduler.apply(payload_app)
+    bare = sqsq.App("payloads")  # no payload_bucket
+
+    @bare.task(name=digest.name)
+    def echo(data: str) -> str:
+        return data
+
+    with pytest.raises(sqsq.MessageTooLarge, match="SCHEDULER_MAX_INPUT_BYTES=262144"):
+        echo.apply_async(("b" * 300_000,), countdown=2 * 3600)
+    with pytest.raises(sqsq.EnqueueError, match="payload_retention_s"):
+        digest.apply_async(("c" * 300_000,), countdown=2 * 86_400)  # + 14 days > 15
+    assert objects() == []
+    schedules = boto3.client("scheduler").list_schedules(GroupName="payloads-sqsq-eta")
+    assert schedules["Schedules"] == []
 
 
 def receive_all_or_none(name: str) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from ..pointer import (
     parse,
     payload_task_id,
     size_attribute,
+    unannounced,
 )
 from ..result import READY_STATES, State
 from ..sqs import chunks, entry_size
@@ -227,6 +228,44 @@ class ClaimCheck:
             out[index] = replace(message, wire_body=pointer.body, attributes=attributes)
         return out
 
+    def offloading_input(self, message: OutgoingMessage, body: str, due_in_s: float) -> Steps[str]:
+        """The target Input of the one-time schedule that sends ``message`` (a long
+        countdown, ``long_eta="scheduler"``): ``body`` itself, or — over EventBridge
+        Scheduler's Input limit (``limits.SCHEDULER_MAX_INPUT_BYTES``, 256 KB), over
+        the queue's threshold, or with ``payload_always_through_s3`` — the pointer to
+        it, put in S3 (one PutObject). Scheduler's SQS target sets no message
+        attribute, so the message carries no ``ExtendedPayloadSize``: workers take a
+        pointer to a key of sqsq's without it (:func:`sqsq.pointer.unannounced`).
+        The object must outlive the wait (``due_in_s``, seconds) and then the
+        message's longest life in its queue and DLQ (``limits.SQS_MAX_RETENTION_S``)
+        under the bucket's lifecycle rule (``payload_retention_s``).
+
+        Raises:
+            EnqueueError: the wait is too long for ``payload_retention_s``, or the
+                PutObject failed (no schedule was made either way).
+        """
+        if self.bucket is None:
+            return body
+        limit = yield from self.threshold(message.queue_name)
+        data = body.encode()
+        always = self.app.settings.payload_always_through_s3
+        if not always and len(data) <= min(limit, limits.SCHEDULER_MAX_INPUT_BYTES):
+            return body
+        retention_s = self.app.settings.payload_retention_s
+        if due_in_s + limits.SQS_MAX_RETENTION_S > retention_s:
+            raise EnqueueError(
+                f"task {message.task_name} ({message.task_id}) was not scheduled: its body "
+                f"({len(data):,} bytes) goes through S3, and an object lives "
+                f"payload_retention_s={retention_s:.0f} s (the bucket's lifecycle rule), "
+                f"less than its wait ({due_in_s:.0f} s) plus a message's longest life in "
+                f"its queue (SQS_MAX_RETENTION_S={limits.SQS_MAX_RETENTION_S}); raise "
+                "payload_retention_s, or use long_eta='hop'"
+            )
+        queue = self.app.logical_queue(message.queue_name)
+        key = object_key(PAYLOAD_PREFIX, [self.app.name, queue, message.task_id], data)
+        yield from self._putting([self.put_call(key, data)], f"task {message.task_id}'s body")
+        return Pointer(self.bucket, key).body
+
     # --- results: values too large for their DynamoDB item -------------------------
 
     def offloading_results(self, outcomes: Sequence[Outcome]) -> Steps[None]:
@@ -312,6 +351,9 @@ class ClaimCheck:
             if delivery.wire_body is not None or delivery.malformed:
                 continue
             if offloaded_size(delivery.message_attributes) is None:
+                pointer = unannounced(delivery.body)  # a schedule's Input: no attributes
+                if pointer is not None:
+                    wanted.append((index, pointer))
                 continue
             try:
                 wanted.append((index, parse(delivery.body)))

@@ -36,8 +36,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .. import limits
+from ..calls import run
 from ..envelope import encode
-from ..errors import ConfigurationError, EnqueueError
+from ..errors import ConfigurationError, EnqueueError, MessageTooLarge
 from ..result import AsyncResult
 from ..signing import signature_attribute, signed_body
 from ..sqs import dead_letter_name, is_fifo
@@ -139,11 +140,38 @@ def at_schedule(app: App, message: OutgoingMessage, due: datetime) -> dict[str, 
     }
 
 
+def target_input(app: App, message: OutgoingMessage, body: str, due: datetime) -> str:
+    """The schedule's target Input for ``body``: the body itself, or over EventBridge
+    Scheduler's Input limit (``limits.SCHEDULER_MAX_INPUT_BYTES``, 256 KB) the pointer
+    to it in S3 when the app has a ``payload_bucket`` (``App.payloads``, one
+    PutObject; see ``ClaimCheck.offloading_input``).
+
+    Raises:
+        MessageTooLarge: over the limit, and no ``payload_bucket``.
+        EnqueueError: the wait is too long for the bucket's lifecycle rule, or the
+            PutObject failed.
+    """
+    payloads = app.payloads
+    if payloads is not None and payloads.bucket is not None:
+        due_in_s = (due - datetime.now(UTC)).total_seconds()
+        return run(payloads.offloading_input(message, body, due_in_s), app.clients)
+    size = len(body.encode())
+    if size > limits.SCHEDULER_MAX_INPUT_BYTES:
+        raise MessageTooLarge(
+            f"task {message.task_name} ({message.task_id}) was not scheduled: its body is "
+            f"{size:,} bytes, over EventBridge Scheduler's target Input limit "
+            f"SCHEDULER_MAX_INPUT_BYTES={limits.SCHEDULER_MAX_INPUT_BYTES}; set "
+            "payload_bucket to send it through S3, or use long_eta='hop'"
+        )
+    return body
+
+
 def send_later(app: App, message: OutgoingMessage, due: datetime) -> AsyncResult:
     """Send ``message`` (built without a delay) so that it arrives at ``due``.
 
     Raises:
-        EnqueueError: a FIFO queue (see the module docstring).
+        EnqueueError: a FIFO queue (see the module docstring); a body too large for
+            the schedule (:func:`target_input`).
         ConfigurationError: the queue (hop mode) or the schedule group does not
             exist (``sqsq schedule sync`` creates it).
     """
@@ -167,6 +195,7 @@ def send_later(app: App, message: OutgoingMessage, due: datetime) -> AsyncResult
         return app.AsyncResult(message.task_id)
     if key is not None:  # Scheduler's SQS target sets no message attribute: in the body
         body = signed_body(body, key)
+    body = target_input(app, message, body, due)
     held = dataclasses.replace(message, body=body, delay_s=0, attributes=None)
     client = app.clients.sync("scheduler")
     request = at_schedule(app, held, due)
