@@ -64,6 +64,7 @@ def test_every_offloaded_task_ends_through_several_sigkills(local_aws: Any, work
 
     rng = random.Random(24)
     in_hand = 0
+    logs = ""
     for _ in range(KILLS):
         process = worker.start(APP, "-c", str(CONCURRENCY), "--wait-time", "1")
         wait_for(lambda: counts(app, "payloads-default")[1] > 0, 120, "messages in hand")
@@ -71,10 +72,13 @@ def test_every_offloaded_task_ends_through_several_sigkills(local_aws: Any, work
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         assert process.returncode == -signal.SIGKILL
+        assert process.stderr is not None
+        logs += process.stderr.read()
         in_hand += CONCURRENCY + 10 + 25 * 4  # its slots, prefetch and settle backlog
     done = worker.run(APP, "-c", str(CONCURRENCY), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     wait_for(lambda: all(r.ready() for r in results), 120, "every task's result")
+    let_go = (logs + done.stderr).count("not run: a duplicate of task")
 
     assert [r.state for r in results].count(sqsq.State.SUCCESS) == TASKS
     again = sum(1 for r in results if r.record is not None and r.record.attempts > 1)
@@ -91,8 +95,9 @@ def test_every_offloaded_task_ends_through_several_sigkills(local_aws: Any, work
     # what the kills left between a message's delete and its object's: the lifecycle
     # rule's (or gc's) to remove, never more than the messages in hand at the kills
     print(
-        f"{TASKS} tasks, {KILLS} kills, {again} delivered again, {len(reasons)} moved to "
-        f"the DLQ by SQS: {len(left)} objects left"
+        f"{TASKS} tasks, {KILLS} kills, {again} delivered again, {let_go} duplicates "
+        f"let go (object deleted by their first run), {len(reasons)} moved to the DLQ "
+        f"by SQS: {len(left)} objects left"
     )
     assert len(left) <= min(in_hand, TASKS)
 
