@@ -310,7 +310,17 @@ def _table_changes(app: App, table: TableSpec) -> list[Change]:
     if table.listing_index:
         indexes = {i["IndexName"] for i in described.get("GlobalSecondaryIndexes", [])}
         action = "ok" if listing.INDEX_NAME in indexes else "create"
-        changes.append(Change("table index", name, action, listing.INDEX_NAME))
+        change = Change("table index", name, action, listing.INDEX_NAME)
+        if described.get("BillingModeSummary", {}).get("BillingMode") == "PROVISIONED" or (
+            "BillingModeSummary" not in described
+            and described.get("ProvisionedThroughput", {}).get("WriteCapacityUnits")
+        ):  # a provisioned table (made elsewhere): its index needs capacity too — its own
+            throughput = described["ProvisionedThroughput"]
+            change.attributes = {
+                "ReadCapacityUnits": str(throughput["ReadCapacityUnits"]),
+                "WriteCapacityUnits": str(throughput["WriteCapacityUnits"]),
+            }
+        changes.append(change)
     try:
         ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
     except Exception as exc:
@@ -387,10 +397,15 @@ def apply(app: App, changes: list[Change] | None = None) -> list[Change]:
         elif change.kind == "table index":
             # DynamoDB backfills the new index from the table's items (minutes on a
             # large table; it is listed as CREATING meanwhile).
+            # A provisioned table's index is given the table's capacity (UpdateTable
+            # requires ProvisionedThroughput there and refuses it on an on-demand one).
+            index = listing.global_secondary_index()
+            if change.attributes:
+                index["ProvisionedThroughput"] = {k: int(v) for k, v in change.attributes.items()}
             ddb.update_table(
                 TableName=change.name,
                 AttributeDefinitions=listing.attribute_definitions(),
-                GlobalSecondaryIndexUpdates=[{"Create": listing.global_secondary_index()}],
+                GlobalSecondaryIndexUpdates=[{"Create": index}],
             )
         elif change.kind == "table TTL":
             try:

@@ -23,6 +23,7 @@ from sqsq.worker.heartbeat import (
     worker_from_item,
 )
 from tests.conftest import QUICKSTART
+from tests.helpers import until
 
 #: Heartbeat interval of the test workers, seconds (SQSQ_HEARTBEAT_INTERVAL_S).
 INTERVAL_S = 1.0
@@ -31,14 +32,7 @@ WAIT_S = 60.0
 
 
 def _until(what: Callable[[], Any], description: str) -> Any:
-    """Poll ``what()`` until it returns something truthy (a wait, not a timing claim)."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"never: {description}")
+    return until(what, description, WAIT_S)
 
 
 def _pids(app: sqsq.App) -> set[int]:

@@ -43,7 +43,15 @@ def test_resources_create_makes_the_index_and_a_second_run_changes_nothing(
     assert {c.kind: c.action for c in plan(dash)}["table index"] == "ok"
 
 
+def _skip_where_an_index_cannot_be_added() -> None:
+    from sqsq.testing import external_endpoints
+
+    if external_endpoints() is not None:
+        pytest.skip("dynalite cannot add an index to a table (UpdateTable GSI Create)")
+
+
 def test_the_index_is_added_to_a_table_made_without_it(local_aws: Any) -> None:
+    _skip_where_an_index_cannot_be_added()
     plain = sqsq.App("dash", listing_index=False)
     apply(plain)
     assert _indexes(plain) == []
@@ -51,6 +59,27 @@ def test_the_index_is_added_to_a_table_made_without_it(local_aws: Any) -> None:
     assert ("table index", "create") in {(c.kind, c.action) for c in changes}
     apply(app, changes)
     assert [i["IndexName"] for i in _indexes(app)] == [listing.INDEX_NAME]
+
+
+def test_a_provisioned_tables_index_gets_the_tables_capacity(local_aws: Any) -> None:
+    _skip_where_an_index_cannot_be_added()
+    client = app.clients.sync("dynamodb")
+    client.create_table(
+        TableName=app.table_name,
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        ProvisionedThroughput={"ReadCapacityUnits": 7, "WriteCapacityUnits": 3},
+    )
+    apply(app)
+    (index,) = _indexes(app)
+    throughput = index["ProvisionedThroughput"]
+    assert (throughput["ReadCapacityUnits"], throughput["WriteCapacityUnits"]) == (7, 3)
 
 
 def test_without_the_setting_no_index_is_planned(local_aws: Any) -> None:

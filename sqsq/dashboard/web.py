@@ -272,16 +272,9 @@ class Dashboard:
             return RedirectResponse(request.url_for("task", app=app.name, task_id=task_id), 303)
         try:
             states = tuple(State(s) for s in q.getlist("state") if s) or listing.LISTED_STATES
-            wanted = listing.Filter(
-                states=tuple(s for s in states if s in listing.LISTED_STATES),
-                task=q.get("task") or None,
-                queue=q.get("queue") or None,
-                exc_type=q.get("error") or None,
-                since=reads.parse_time(q.get("since")),
-                until=reads.parse_time(q.get("until")),
-            )
         except ValueError as exc:
             raise HTTPException(400, f"bad filter: {exc}") from None
+        wanted = self._filter(q, tuple(s for s in states if s in listing.LISTED_STATES))
         context: dict[str, Any] = {"wanted": wanted, "query": q}
         page, context["note"] = _indexed(app, reads.tasks, app, wanted, q.get("before") or None)
         context["page"] = page
@@ -346,10 +339,12 @@ class Dashboard:
 
     # --- actions ----------------------------------------------------------------------
 
-    def _filter(self, q: Any) -> listing.Filter:
+    def _filter(self, q: Any, states: tuple[State, ...] = (State.FAILURE,)) -> listing.Filter:
+        """The listing filter of a query string or form (``task``, ``queue``, ``error``,
+        ``since``, ``until``); a bad value is a 400."""
         try:
             return listing.Filter(
-                states=(State.FAILURE,),
+                states=states,
                 task=q.get("task") or None,
                 queue=q.get("queue") or None,
                 exc_type=q.get("error") or None,
