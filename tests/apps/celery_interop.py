@@ -59,11 +59,12 @@ def mul(a: int, b: int) -> int:
 
 @cache
 def celery_app() -> Any:
-    """The Celery app, its broker the test endpoint (``AWS_ENDPOINT_URL``)."""
+    """The Celery app, its broker the test endpoint's SQS (``AWS_ENDPOINT_URL_SQS``,
+    set by the test kit — on the conformance pass SQS and DynamoDB differ)."""
     import boto3
     from celery import Celery
 
-    endpoint = urlsplit(os.environ["AWS_ENDPOINT_URL"])
+    endpoint = urlsplit(os.environ.get("AWS_ENDPOINT_URL_SQS") or os.environ["AWS_ENDPOINT_URL"])
     url = boto3.client("sqs").get_queue_url(QueueName=app.queue_name("default"))["QueueUrl"]
     capp = Celery("celeryi")
     capp.conf.update(
