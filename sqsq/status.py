@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 #: CloudWatch's metric of the age of a queue's oldest message, seconds.
 AGE_METRIC = "ApproximateAgeOfOldestMessage"
+#: CloudWatch's metric of the messages deleted from a queue (a count per period).
+DELETED_METRIC = "NumberOfMessagesDeleted"
 #: How far back :func:`collect` looks for the newest age datapoint, seconds.
 AGE_LOOKBACK_S = 600
 #: Failures of this many seconds back are listed by default (the last hour).
@@ -80,6 +82,11 @@ class QueueStatus:
         age_s: the age of the oldest message, seconds (CloudWatch's newest
             datapoint, up to a few minutes old); None when unknown.
         age_note: why ``age_s`` is None (else None).
+        done_last_hour: messages deleted from the queue in the last hour (CloudWatch's
+            ``NumberOfMessagesDeleted``, summed: tasks that ended, duplicates and
+            put-backs included), read only when :func:`collect` is asked for it
+            (``throughput=True``, the dashboard's overview); None when not read or
+            unknown (``age_note``'s reasons apply).
     """
 
     queue: str
@@ -91,6 +98,7 @@ class QueueStatus:
     dlq_depth: int
     age_s: float | None = None
     age_note: str | None = None
+    done_last_hour: int | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,7 @@ def collect(
     window_s: float = FAILURE_WINDOW_S,
     failure_sample: int = FAILURE_SAMPLE,
     host: str | None = None,
+    throughput: bool = False,
 ) -> Status:
     """Read the app's queues, DLQs, workers and recent failures, concurrently.
 
@@ -201,6 +210,8 @@ def collect(
         window_s: failures dead-lettered this many seconds back are listed.
         failure_sample: most messages read per DLQ (0: no failures are read).
         host: list only the workers on this host (a container's own health check).
+        throughput: also read each queue's messages deleted in the last hour
+            (``QueueStatus.done_last_hour``; one more GetMetricData per 500 queues).
 
     Returns:
         A :class:`Status`; ``requests`` counts the calls made (from the app's
@@ -224,12 +235,14 @@ def collect(
         ]
         workers = pool.submit(live_workers, app)
         ages = pool.submit(_ages, app, names)
+        done = pool.submit(_done_last_hour, app, names) if throughput else None
         now = time.time()
         rows: list[QueueStatus] = []
         failures: Counter[tuple[str, str]] = Counter()
         latest: dict[tuple[str, str], float] = {}
         sampled: list[str] = []
         age_of, age_note = ages.result()
+        done_of = done.result()[0] if done is not None else {}
         for queue, name, count, letters in zip(logical, names, counts, dead, strict=True):
             visible, in_flight, delayed = count.result()
             dlq_depth, messages, read = letters.result()
@@ -253,6 +266,7 @@ def collect(
                     dlq_depth=dlq_depth,
                     age_s=age,
                     age_note=None if age is not None else age_note,
+                    done_last_hour=done_of.get(name),
                 )
             )
         alive = sorted(
@@ -324,17 +338,39 @@ MAX_METRIC_PAGES = 10
 
 
 def _ages(app: App, names: list[str]) -> tuple[dict[str, float], str | None]:
-    """``({queue name: age_s}, why some are missing)`` from CloudWatch; never raises."""
+    """``({queue name: age_s}, why some are missing)`` from CloudWatch (the newest
+    ``ApproximateAgeOfOldestMessage`` Maximum of the last :data:`AGE_LOOKBACK_S`);
+    never raises."""
+    found, note = _metric(app, names, AGE_METRIC, "Maximum", AGE_LOOKBACK_S)
+    return {name: float(max(values)[1]) for name, values in found.items()}, note
+
+
+def _done_last_hour(app: App, names: list[str]) -> tuple[dict[str, int], str | None]:
+    """``({queue name: messages deleted}, why some are missing)``: the Sum of
+    ``NumberOfMessagesDeleted`` over the last hour; never raises."""
+    found, note = _metric(app, names, DELETED_METRIC, "Sum", 3600)
+    return {name: int(sum(v for _, v in values)) for name, values in found.items()}, note
+
+
+def _metric(
+    app: App, names: list[str], metric: str, stat: str, lookback_s: int
+) -> tuple[dict[str, list[tuple[datetime, float]]], str | None]:
+    """``({queue name: [(timestamp, value)]}, why some are missing)``: the ``stat`` of
+    the AWS/SQS ``metric`` per queue over the last ``lookback_s`` seconds, one
+    GetMetricData per :data:`~sqsq.limits.CLOUDWATCH_MAX_METRIC_DATA_QUERIES` queues;
+    never raises (an unreachable CloudWatch: nothing, and the note says why)."""
     try:
         client = app.clients.sync("cloudwatch")
         end = datetime.now(UTC)
-        start = end - timedelta(seconds=AGE_LOOKBACK_S)
-        ages: dict[str, float] = {}
+        start = end - timedelta(seconds=lookback_s)
+        found: dict[str, list[tuple[datetime, float]]] = {}
         step = limits.CLOUDWATCH_MAX_METRIC_DATA_QUERIES
         for first in range(0, len(names), step):
             chunk = names[first : first + step]
             request: dict[str, Any] = {
-                "MetricDataQueries": [_age_query(i, name) for i, name in enumerate(chunk)],
+                "MetricDataQueries": [
+                    _metric_query(i, name, metric, stat) for i, name in enumerate(chunk)
+                ],
                 "StartTime": start,
                 "EndTime": end,
                 "ScanBy": "TimestampDescending",
@@ -342,12 +378,11 @@ def _ages(app: App, names: list[str]) -> tuple[dict[str, float], str | None]:
             for _page in range(MAX_METRIC_PAGES):  # an endpoint repeating its token ends
                 response = client.get_metric_data(**request)
                 for result in response.get("MetricDataResults", []):
-                    name = chunk[int(result["Id"][1:])]
                     values = list(
                         zip(result.get("Timestamps", []), result.get("Values", []), strict=True)
                     )
-                    if values and name not in ages:
-                        ages[name] = float(max(values)[1])
+                    if values:
+                        found.setdefault(chunk[int(result["Id"][1:])], []).extend(values)
                 token = response.get("NextToken")
                 if not token or token == request.get("NextToken"):
                     break
@@ -355,21 +390,21 @@ def _ages(app: App, names: list[str]) -> tuple[dict[str, float], str | None]:
     except Exception as exc:
         said = str(from_botocore(exc)) if is_botocore(exc) else f"{type(exc).__name__}: {exc}"
         return {}, f"CloudWatch not reachable: {said}"
-    missing = f"no {AGE_METRIC} datapoint from CloudWatch in the last {AGE_LOOKBACK_S // 60} min"
-    return ages, None if len(ages) == len(names) else missing
+    missing = f"no {metric} datapoint from CloudWatch in the last {lookback_s // 60} min"
+    return found, None if len(found) == len(names) else missing
 
 
-def _age_query(index: int, name: str) -> dict[str, Any]:
+def _metric_query(index: int, name: str, metric: str, stat: str) -> dict[str, Any]:
     return {
         "Id": f"q{index}",
         "MetricStat": {
             "Metric": {
                 "Namespace": "AWS/SQS",
-                "MetricName": AGE_METRIC,
+                "MetricName": metric,
                 "Dimensions": [{"Name": "QueueName", "Value": name}],
             },
             "Period": limits.SQS_METRICS_PERIOD_S,
-            "Stat": "Maximum",
+            "Stat": stat,
         },
         "ReturnData": True,
     }

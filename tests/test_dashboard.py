@@ -78,6 +78,35 @@ def test_every_page_renders_what_the_workers_did(dash: tuple[str, dict[str, list
     assert "workers" in _page(base, "/workers")
 
 
+def test_the_overview_shows_each_queues_messages_done_in_the_last_hour(local_aws: Any) -> None:
+    """SQS publishes ``NumberOfMessagesDeleted`` per queue each minute (the test
+    endpoint has no SQS metrics: the datapoints are put as SQS would); the overview
+    sums the last hour's, and older ones are left out."""
+    from datetime import UTC, datetime, timedelta
+
+    apply(app)
+    now = datetime.now(UTC)
+    cloudwatch = app.clients.sync("cloudwatch")
+    for minutes_ago, deleted in ((2, 40.0), (30, 17.0), (50, 5.0), (90, 1000.0)):
+        cloudwatch.put_metric_data(
+            Namespace="AWS/SQS",
+            MetricData=[
+                {
+                    "MetricName": "NumberOfMessagesDeleted",
+                    "Dimensions": [{"Name": "QueueName", "Value": app.queue_name("default")}],
+                    "Timestamp": now - timedelta(minutes=minutes_ago),
+                    "Value": deleted,
+                    "Unit": "Count",
+                }
+            ],
+        )
+    with served([app]) as url:
+        overview = _page(url, "/")
+    row = re.search(r"<td>default <span[^>]*>dash-default</span></td>(.*?)</tr>", overview, re.S)
+    assert row is not None, overview[-3000:]
+    assert re.search(r'<td class="num done"[^>]*>62</td>', row.group(1)), row.group(1)
+
+
 @pytest.mark.slow
 def test_a_failed_task_shows_its_exception_traceback_and_attempts(
     dash: tuple[str, dict[str, list[str]]],

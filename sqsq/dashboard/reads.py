@@ -75,8 +75,9 @@ class IndexMissing(Exception):
 
 
 def overview(app: App) -> Status:
-    """Queues, DLQs, workers and the DLQs' recent failures (``sqsq status``'s read)."""
-    return collect(app, failure_sample=OVERVIEW_SAMPLE)
+    """Queues, DLQs, workers and the DLQs' recent failures (``sqsq status``'s read),
+    with each queue's messages done in the last hour (one GetMetricData more)."""
+    return collect(app, failure_sample=OVERVIEW_SAMPLE, throughput=True)
 
 
 def workers(app: App) -> list[WorkerInfo]:
