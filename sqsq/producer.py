@@ -357,6 +357,8 @@ def _publish_named(message: OutgoingMessage) -> dict[str, Any]:
         body = json.loads(message.body)
     except ValueError:  # Celery's protocol (sqsq.interop): base64, its headers inside
         body = {}
+    if not isinstance(body, dict):  # a claim check's pointer (sqsq.payloads): a JSON list
+        body = {}
     headers: dict[str, Any] = {"id": message.task_id, "task": message.task_name}
     headers.update((k, body[k]) for k in _HEADER_FIELDS if body.get(k) is not None)
     headers.update(body.get("headers") or {})

@@ -40,11 +40,13 @@ WARM_UP_S = 3.0
 #: exceeded (+10 %) and the under-rate stays within what that granularity explains.
 WARM_UP_EXTERNAL_S = 8.0
 LOW_EXTERNAL = 0.75
-#: On moto, the floor of a window (the limit is not needlessly conservative): 0.85 of
-#: the rate. 0.9 held on a quiet machine (191–210 of 200), but with the suite's other
-#: worker processes on the same 2 cores the four workers' own pace fell to 179–194
-#: (their slots taken, not refused) — the ceiling (+10 %) is the limit's property.
-LOW_MOTO = 0.85
+#: On moto, the floor of a window (the limit is not needlessly conservative): 0.75 of
+#: the rate, as on the external endpoint. 0.9 held on a quiet machine (191–210 of 200),
+#: but with the suite's other worker processes on the same 2 cores the feed and the
+#: four workers' own pace fell to 179–194, and in a fresh CI run to 164–181 (slots
+#: taken, not refused) — the ceiling (+10 %) is the limit's property; the floor only
+#: catches a limiter that starves its task.
+LOW_MOTO = 0.75
 
 
 def _start(worker: Any, count: int) -> list[subprocess.Popen[str]]:

@@ -97,6 +97,28 @@ def test_ten_mb_argument_goes_through_s3_and_the_object_goes_after_the_message(
     assert objects() == []  # deleted once the outcome was stored and the message deleted
 
 
+def test_publish_signals_see_an_offloaded_send(payload_app: Any) -> None:
+    """A body sent through S3 is a pointer (a JSON list): the publish signals still
+    fire, with the task's id and name (they raised on the list before)."""
+    from sqsq import signals
+
+    heard: list[tuple[str, str]] = []
+
+    def receiver(sender: str, headers: dict[str, Any], **named: Any) -> None:
+        heard.append((sender, headers["id"]))
+
+    signals.before_task_publish.connect(receiver)
+    signals.after_task_publish.connect(receiver)
+    try:
+        result = digest.delay("z" * (2 * 1024 * 1024))
+    finally:
+        signals.before_task_publish.disconnect(receiver)
+        signals.after_task_publish.disconnect(receiver)
+    assert heard == [(digest.name, result.id)] * 2
+    (message,) = receive_all("payloads-default", 1)
+    assert json.loads(message["Body"])[0] == POINTER_CLASS
+
+
 def test_async_producer_and_a_worker_without_a_bucket(payload_app: Any, worker: Any) -> None:
     data = "é" * (TEN_MB // 2)  # 2 bytes each in UTF-8, escaped in the envelope's JSON
 
