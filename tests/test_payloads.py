@@ -99,8 +99,12 @@ def test_ten_mb_argument_goes_through_s3_and_the_object_goes_after_the_message(
 
 def test_publish_signals_see_an_offloaded_send(payload_app: Any) -> None:
     """A body sent through S3 is a pointer (a JSON list): the publish signals still
-    fire, with the task's id and name (they raised on the list before)."""
+    fire, with the task's id and name — for a send and for a long countdown held by
+    EventBridge Scheduler, whose Input is the pointer (the signals raised on it)."""
     from sqsq import signals
+    from sqsq.schedules import scheduler
+
+    scheduler.apply(payload_app)  # the role and the schedule groups
 
     heard: list[tuple[str, str]] = []
 
@@ -111,10 +115,11 @@ def test_publish_signals_see_an_offloaded_send(payload_app: Any) -> None:
     signals.after_task_publish.connect(receiver)
     try:
         result = digest.delay("z" * (2 * 1024 * 1024))
+        later = digest.apply_async(("s" * 400_000,), countdown=2 * 3600)
     finally:
         signals.before_task_publish.disconnect(receiver)
         signals.after_task_publish.disconnect(receiver)
-    assert heard == [(digest.name, result.id)] * 2
+    assert heard == [(digest.name, result.id)] * 2 + [(digest.name, later.id)] * 2
     (message,) = receive_all("payloads-default", 1)
     assert json.loads(message["Body"])[0] == POINTER_CLASS
 
