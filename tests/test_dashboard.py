@@ -104,7 +104,14 @@ def test_the_overview_shows_each_queues_messages_done_in_the_last_hour(local_aws
         overview = _page(url, "/")
     row = re.search(r"<td>default <span[^>]*>dash-default</span></td>(.*?)</tr>", overview, re.S)
     assert row is not None, overview[-3000:]
-    assert re.search(r'<td class="num done"[^>]*>62</td>', row.group(1)), row.group(1)
+    done = re.search(r'<td class="num done"[^>]*>(\d+)</td>', row.group(1))
+    assert done is not None, row.group(1)
+    from sqsq.testing import external_endpoints
+
+    if external_endpoints() is None:
+        assert int(done.group(1)) == 62  # 40 + 17 + 5: the hour's, not the 1,000 before it
+    else:  # LocalStack publishes the queue's real deletes too (earlier tests' included)
+        assert 62 <= int(done.group(1)) < 1000, done.group(1)
 
 
 @pytest.mark.slow
