@@ -70,8 +70,13 @@ def test_slots_are_leases_taken_with_conditional_writes(local_aws: LocalEndpoint
 def test_the_limit_holds_across_two_workers(worker: Any, tmp_path: Path) -> None:
     flow.setup()
     path = tmp_path / "exclusive.log"
-    workers = [worker.start(APP, "-Q", "default", "--concurrency", "8") for _ in range(2)]
-    for process in workers:  # both poll before the work arrives, so both get some
+    # each worker holds at most 3 of the 8 (no prefetch), so both must run some, and the
+    # two together could run 6 at once without the limit
+    workers = [
+        worker.start(APP, "-Q", "default", "--concurrency", "3", "--prefetch", "0")
+        for _ in range(2)
+    ]
+    for process in workers:
         consuming(process)
     results = flow.exclusive.delay_many([("acct-1", str(path), 1.0) for _ in range(8)])
     for result in results:
