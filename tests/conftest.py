@@ -43,11 +43,53 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+#: Several independent external endpoints, one per xdist worker (``.ci/conformance``
+#: starts them): shards separated by spaces, each ``URL`` (every service) or
+#: ``URL,DYNAMODB_URL``. Worker ``gwN`` runs on shard N, a serial run on shard 0.
+SHARDS_VARIABLE = "SQSQ_TEST_ENDPOINT_SHARDS"
+
+
+def endpoint_shards() -> list[tuple[str, str | None]]:
+    """The shards of ``SQSQ_TEST_ENDPOINT_SHARDS``: (URL, DynamoDB URL or None) each."""
+    shards = []
+    for shard in os.environ.get(SHARDS_VARIABLE, "").split():
+        url, _, dynamodb = shard.partition(",")
+        shards.append((url, dynamodb or None))
+    return shards
+
+
+def use_endpoint_shard(config: pytest.Config) -> None:
+    """Point this process at its own shard (``SQSQ_TEST_ENDPOINT_URL[_DYNAMODB]``),
+    before anything reads them: the tests of an external endpoint share fixed queue and
+    table names, and each test's reset deletes what the session's other tests made, so
+    two xdist workers must never share one. Their worker subprocesses inherit it."""
+    shards = endpoint_shards()
+    if not shards:
+        return
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if worker is None:  # the controller (it checks -n) or a serial run
+        workers = getattr(config.option, "numprocesses", None) or 0
+    if workers > len(shards):
+        raise pytest.UsageError(
+            f"{workers} xdist workers but {len(shards)} endpoint shards in {SHARDS_VARIABLE}:"
+            " each worker needs its own (give -n auto or -n N with N <= the shards)"
+        )
+    url, dynamodb = shards[int(worker.removeprefix("gw")) if worker else 0]
+    os.environ["SQSQ_TEST_ENDPOINT_URL"] = url
+    if dynamodb is None:
+        os.environ.pop("SQSQ_TEST_ENDPOINT_URL_DYNAMODB", None)
+    else:
+        os.environ["SQSQ_TEST_ENDPOINT_URL_DYNAMODB"] = dynamodb
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Draw the session's hypothesis seed unless ``--hypothesis-seed`` gave one, before
+    """Point this process at its endpoint shard (:func:`use_endpoint_shard`). Draw the
+    session's hypothesis seed unless ``--hypothesis-seed`` gave one, before
     hypothesis' plugin reads it. The controller's seed reaches pytest-xdist's workers
     through the environment they inherit (``SQSQ_HYPOTHESIS_SEED``)."""
+    use_endpoint_shard(config)
     seed = config.getoption("hypothesis_seed", None) or os.environ.get("SQSQ_HYPOTHESIS_SEED")
     seed = seed or str(random.SystemRandom().randrange(2**32))
     config.option.hypothesis_seed = os.environ["SQSQ_HYPOTHESIS_SEED"] = seed
@@ -93,11 +135,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """Each xdist worker starts its own embedded moto endpoint. An external endpoint
     (``SQSQ_TEST_ENDPOINT_URL[_<SERVICE>]``) is one shared account whose resources the
-    kit cleans between tests, and the test apps have fixed names: run serially there."""
+    kit cleans between tests, and the test apps have fixed names: run serially there,
+    or one worker per shard of ``SQSQ_TEST_ENDPOINT_SHARDS``."""
     from sqsq.testing import external_endpoints
 
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    if shards := endpoint_shards():
+        return len(shards) if len(shards) > 1 else 0
     if external_endpoints() is not None:
         return 0
     return min(MAX_TEST_WORKERS, os.cpu_count() or 1)
