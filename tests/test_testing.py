@@ -150,3 +150,43 @@ def _winners(table: str, key: str, takers: int) -> int:
     for thread in threads:
         thread.join()
     return len(winners)
+
+
+def test_each_xdist_worker_runs_on_its_own_endpoint_shard(monkeypatch: Any) -> None:
+    """SQSQ_TEST_ENDPOINT_SHARDS (.ci/conformance's pairs): worker gwN takes shard N,
+    a serial run shard 0, -n auto one worker per shard; more workers than shards is
+    refused (two workers on one endpoint reset each other's resources)."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from tests.conftest import pytest_xdist_auto_num_workers, use_endpoint_shard
+
+    config: Any = SimpleNamespace(option=SimpleNamespace(numprocesses=0))
+    shards = "http://127.0.0.1:1,http://127.0.0.1:2 http://127.0.0.1:3"
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+    monkeypatch.setenv("SQSQ_TEST_ENDPOINT_SHARDS", shards)
+    monkeypatch.setenv("SQSQ_TEST_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("SQSQ_TEST_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:9")
+    assert pytest_xdist_auto_num_workers(config) == 2
+
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    use_endpoint_shard(config)  # serial, or the controller
+    urls = external_endpoints()
+    assert urls is not None and (urls["SQS"], urls["DYNAMODB"]) == (
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+    )
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    use_endpoint_shard(config)  # a shard of one URL: every service there
+    urls = external_endpoints()
+    assert urls is not None and set(urls.values()) == {"http://127.0.0.1:3"}
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+    with pytest.raises(pytest.UsageError, match="3 xdist workers but 2 endpoint shards"):
+        use_endpoint_shard(config)
+
+    monkeypatch.setenv("SQSQ_TEST_ENDPOINT_SHARDS", "http://127.0.0.1:1")
+    assert pytest_xdist_auto_num_workers(config) == 0  # one endpoint: serial
