@@ -7,6 +7,7 @@ in the envelope and in ``AWSTraceHeader``, never in a message attribute.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import signal
@@ -462,6 +463,50 @@ def test_apply_runs_in_the_callers_trace(provider: TracerProvider) -> None:
     assert [a["attributes"]["sqsq.task.attempt"] for a in attempts] == [1, 2]
     for attempt in attempts:
         assert attempt["parent"] == request_id and attempt["links"][0][1] == send["span_id"]
+
+
+def test_the_api_alone_passes_a_context_on_and_makes_nothing_without_one() -> None:
+    """No SDK (the API's no-op provider): a run makes the context its message
+    carries current (the body, its log lines and its sends see it), and a message
+    without one makes nothing current (and costs no span)."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    from sqsq import producer
+    from sqsq.calling import invoke
+    from sqsq.delivery import Delivery
+    from sqsq.execution import Executor
+
+    app = sqsq.App("traceapi")
+
+    @app.task
+    def where() -> str:
+        return f"{trace.get_current_span().get_span_context().trace_id:032x}"
+
+    def run_sent() -> str:
+        """Build a message of ``where`` here; run it in a context of its own."""
+        message = producer.build(
+            where.name, [], {}, queue="default", queue_name=app.queue_name("default")
+        )
+        delivery = Delivery(
+            message.task_id, "", message.body, "default", trace_header=message.trace_header
+        )
+        prepared = Executor(app, worker_id="t").prepare(delivery)
+        _, _, result = contextvars.Context().run(invoke, prepared, 60.0)  # nothing current
+        return str(result.value)
+
+    sqsq.tracing.install(tracer_provider=trace.NoOpTracerProvider())
+    try:
+        upstream = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+        token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(upstream)))
+        try:
+            assert run_sent() == f"{0xABC:032x}"
+        finally:
+            otel_context.detach(token)
+        assert run_sent() == "0" * 32
+    finally:
+        sqsq.tracing.uninstall()
+        sqsq.tracing.install()
 
 
 def test_signed_envelope_carries_the_context_inside_the_signature(

@@ -72,6 +72,15 @@ def _tracer(provider: trace.TracerProvider | None) -> trace.Tracer:
     return trace.get_tracer(SCOPE, __version__, tracer_provider=provider)
 
 
+def _no_sdk(provider: trace.TracerProvider | None) -> bool:
+    """Whether spans from a tracer of ``provider`` (None: the global one) cannot record:
+    the API's no-op provider, or the global one while it is OpenTelemetry's proxy (no
+    SDK set yet; it may be set later, so this looks on each call, ~0.3 µs)."""
+    if provider is None:
+        provider = trace.get_tracer_provider()
+    return isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
 class ProducerTracing:
     """``sqsq.producer.tracing``: one ``send <queue>`` PRODUCER span per message.
 
@@ -106,7 +115,8 @@ class ProducerTracing:
         context = span.get_span_context()
         if not context.is_valid:
             return headers, None, None
-        return inject(context, headers), span, to_aws_trace_header(context)
+        trace_id = f"{context.trace_id:032x}"
+        return inject(context, headers, trace_id), span, to_aws_trace_header(context, trace_id)
 
     @staticmethod
     def sent(messages: Sequence[OutgoingMessage], error: BaseException | None = None) -> None:
@@ -143,6 +153,7 @@ class TaskTracing:
     """
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self.provider = tracer_provider
         self.tracer = _tracer(tracer_provider)
 
     def started(self, prepared: Prepared) -> _Run | None:
@@ -151,9 +162,11 @@ class TaskTracing:
         producer's context to continue)."""
         delivery, envelope, task = prepared.delivery, prepared.envelope, prepared.task
         producer = extract(envelope.headers, delivery.trace_header)
+        if producer is None and _no_sdk(self.provider):
+            return None  # nothing to record, nothing to pass on
         current = trace.get_current_span()
-        parent, links = _continuing(producer)
-        queue_name = task.app.queue_name(delivery.queue)
+        parent, links = _continuing(producer, current)
+        queue_name = task.app.queue_prefix + delivery.queue  # received from: a valid name
         attempt = envelope.retries + delivery.receive_count
         attributes: dict[str, Any] = {
             "messaging.system": MESSAGING_SYSTEM,
@@ -296,14 +309,18 @@ class TaskTracing:
         )
 
 
-def _continuing(producer: SpanContext | None) -> tuple[Context | None, list[Link] | None]:
+def _continuing(
+    producer: SpanContext | None, current: trace.Span | None = None
+) -> tuple[Context | None, list[Link] | None]:
     """The parent and links of a span that continues ``producer``'s trace: a child of
-    the span current here (Lambda's invocation span), else of ``producer``; a link to
-    ``producer``. (None, None) without one."""
+    the span current here (``current`` when the caller has it: Lambda's invocation
+    span), else of ``producer``; a link to ``producer``. (None, None) without one."""
     if producer is None:
         return None, None
     parent = None
-    if not trace.get_current_span().get_span_context().is_valid:
+    if current is None:
+        current = trace.get_current_span()
+    if not current.get_span_context().is_valid:
         parent = trace.set_span_in_context(NonRecordingSpan(producer))
     return parent, [Link(producer)]
 
