@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -239,6 +241,45 @@ def test_an_unreachable_endpoint_is_one_line() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), lines
     assert "cannot reach AWS" in lines[0]
+
+
+def test_watch_quits_on_a_second_ctrl_c_while_aws_stalls() -> None:
+    """An endpoint that accepts connections and never answers: the first Ctrl-C waits
+    for the reading under way (botocore's 60 s read timeout), the second quits at once
+    (exit 130) instead of waiting for the reading's threads."""
+    with socket.socket() as stalled:
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(64)  # never accepted: requests are sent, no answer comes
+        environment = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "SQSQ_ENDPOINT_URL": f"http://127.0.0.1:{stalled.getsockname()[1]}",
+            "SQSQ_MAX_ATTEMPTS": "1",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "TTY_COMPATIBLE": "1",
+            "TTY_INTERACTIVE": "1",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sqsq", "status", QUICKSTART, "--watch"],
+            cwd=ROOT,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            readable, _, _ = select.select([stalled], [], [], 60)  # a connection waits
+            assert readable, f"no request came: {process.poll()}"
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=20) == 128 + signal.SIGINT
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
 
 
 def test_watch_redraws_until_ctrl_c(quickstart: sqsq.App) -> None:

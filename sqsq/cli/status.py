@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import sys
-import time
+import threading
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -142,16 +144,34 @@ def status(
 
 
 def _watch(take: Any, thresholds: Thresholds, interval: float) -> None:
-    """Redraw until Ctrl-C; an AWS error is shown, and the next round tries again."""
+    """Redraw until Ctrl-C; an AWS error is shown, and the next round tries again.
+
+    Ctrl-C (SIGINT) stops after the reading under way (exit 0; its calls end within
+    their timeouts), so no ``KeyboardInterrupt`` lands inside the reading's thread pool,
+    where one can leave a lock held and hang the exit. A second Ctrl-C quits at once
+    (exit 130), without waiting for the calls under way (a stalled endpoint holds them
+    up to botocore's 60 s read timeout)."""
     from rich.console import Group
     from rich.live import Live
     from rich.text import Text
 
     from ..status import breaches
 
+    stop = threading.Event()
     with Live(Text("reading…"), auto_refresh=False) as live:
+
+        def stopping(signum: int, frame: Any) -> None:
+            if not stop.is_set():
+                stop.set()
+                return
+            # the second Ctrl-C: the reading's threads may be in a call, never joined
+            live.console.show_cursor(True)
+            sys.stdout.flush()
+            os._exit(128 + signal.SIGINT)
+
+        previous = signal.signal(signal.SIGINT, stopping)
         try:
-            while True:
+            while not stop.is_set():
                 try:
                     found = take()
                 except (AWSError, SqsqError) as exc:
@@ -160,9 +180,9 @@ def _watch(take: Any, thresholds: Thresholds, interval: float) -> None:
                     shown = _render(found, *breaches(found, thresholds))
                 stamp = Text(f"every {interval:g} s, Ctrl-C to stop", style="dim")
                 live.update(Group(shown, stamp), refresh=True)
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            return
+                stop.wait(interval)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _render(found: Status, broken: list[str], unchecked: list[str]) -> Any:
