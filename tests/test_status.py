@@ -305,8 +305,16 @@ def test_watch_redraws_until_ctrl_c(quickstart: sqsq.App) -> None:
             assert line, f"exited early: {process.wait()} {process.stderr.read()}"  # type: ignore[union-attr]
             drawn += "quickstart: queues" in line
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+            raise AssertionError(
+                f"still running 30 s after Ctrl-C\n{stdout[-3000:]}\n{stderr}"
+            ) from None
+        assert process.returncode == 0, stderr
     finally:
         if process.poll() is None:
             process.kill()
-        process.communicate()
+            process.communicate()
