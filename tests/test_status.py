@@ -243,6 +243,24 @@ def test_an_unreachable_endpoint_is_one_line() -> None:
     assert "cannot reach AWS" in lines[0]
 
 
+def _watching(*args: str, **environment: str) -> subprocess.Popen[str]:
+    """``sqsq status QUICKSTART --watch ARGS`` in a process, drawn as on a terminal."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sqsq", "status", QUICKSTART, "--watch", *args],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TTY_COMPATIBLE": "1",  # rich draws as on a terminal
+            "TTY_INTERACTIVE": "1",
+            **environment,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_watch_quits_on_a_second_ctrl_c_while_aws_stalls() -> None:
     """An endpoint that accepts connections and never answers: the first Ctrl-C waits
     for the reading under way (botocore's 60 s read timeout), the second quits at once
@@ -250,24 +268,12 @@ def test_watch_quits_on_a_second_ctrl_c_while_aws_stalls() -> None:
     with socket.socket() as stalled:
         stalled.bind(("127.0.0.1", 0))
         stalled.listen(64)  # never accepted: requests are sent, no answer comes
-        environment = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "SQSQ_ENDPOINT_URL": f"http://127.0.0.1:{stalled.getsockname()[1]}",
-            "SQSQ_MAX_ATTEMPTS": "1",
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "TTY_COMPATIBLE": "1",
-            "TTY_INTERACTIVE": "1",
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sqsq", "status", QUICKSTART, "--watch"],
-            cwd=ROOT,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        process = _watching(
+            SQSQ_ENDPOINT_URL=f"http://127.0.0.1:{stalled.getsockname()[1]}",
+            SQSQ_MAX_ATTEMPTS="1",
+            AWS_ACCESS_KEY_ID="test",
+            AWS_SECRET_ACCESS_KEY="test",
+            AWS_DEFAULT_REGION="us-east-1",
         )
         try:
             readable, _, _ = select.select([stalled], [], [], 60)  # a connection waits
@@ -283,20 +289,7 @@ def test_watch_quits_on_a_second_ctrl_c_while_aws_stalls() -> None:
 
 
 def test_watch_redraws_until_ctrl_c(quickstart: sqsq.App) -> None:
-    environment = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "TTY_COMPATIBLE": "1",  # rich draws as on a terminal
-        "TTY_INTERACTIVE": "1",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sqsq", "status", QUICKSTART, "--watch", "--interval", "1"],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _watching("--interval", "1")
     try:
         assert process.stdout is not None
         drawn = 0
