@@ -33,18 +33,16 @@ _XRAY = re.compile(
 )
 
 
-def to_aws_trace_header(context: SpanContext, trace_id: str | None = None) -> str:
+def to_aws_trace_header(context: SpanContext) -> str:
     """``context`` in X-Ray's header form, e.g.
     ``Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1``.
 
     The trace id's 32 hex digits are split 8 + 24 as X-Ray writes them; X-Ray
     itself keeps only traces whose first 8 digits are a recent epoch time
     (OpenTelemetry's ``AwsXRayIdGenerator`` makes such ids), but SQS and Lambda
-    carry any well-formed value. ``trace_id``: the context's trace id in hex when
-    the caller has it formatted already.
+    carry any well-formed value.
     """
-    if trace_id is None:
-        trace_id = f"{context.trace_id:032x}"
+    trace_id = f"{context.trace_id:032x}"
     sampled = 1 if context.trace_flags.sampled else 0
     return f"Root=1-{trace_id[:8]}-{trace_id[8:]};Parent={context.span_id:016x};Sampled={sampled}"
 
@@ -65,16 +63,13 @@ def from_aws_trace_header(header: str) -> SpanContext | None:
     return context if context.is_valid else None
 
 
-def inject(
-    context: SpanContext, headers: Mapping[str, str] | None, trace_id: str | None = None
-) -> dict[str, str]:
+def inject(context: SpanContext, headers: Mapping[str, str] | None) -> dict[str, str]:
     """``headers`` with ``context``'s ``traceparent`` (and ``tracestate``) set, as
-    W3C Trace Context writes them (version ``00``). ``trace_id``: the context's
-    trace id in hex when the caller has it formatted already."""
+    W3C Trace Context writes them (version ``00``)."""
     carrier = dict(headers or {})
-    if trace_id is None:
-        trace_id = f"{context.trace_id:032x}"
-    carrier[TRACEPARENT] = f"00-{trace_id}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+    carrier[TRACEPARENT] = (
+        f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+    )
     if context.trace_state:
         carrier[TRACESTATE] = context.trace_state.to_header()
     return carrier

@@ -115,8 +115,7 @@ class ProducerTracing:
         context = span.get_span_context()
         if not context.is_valid:
             return headers, None, None
-        trace_id = f"{context.trace_id:032x}"
-        return inject(context, headers, trace_id), span, to_aws_trace_header(context, trace_id)
+        return inject(context, headers), span, to_aws_trace_header(context)
 
     @staticmethod
     def sent(messages: Sequence[OutgoingMessage], error: BaseException | None = None) -> None:
