@@ -89,6 +89,16 @@ def cfn_lint(*files: Any) -> subprocess.CompletedProcess[str]:
     )
 
 
+def log_lines(process: Any) -> tuple[list[str], threading.Thread]:
+    """The lines ``process`` writes to stderr, as they come, and the thread that reads
+    them (it ends at the process's end: join it before reading what it logged). A
+    worker's pipe that nobody reads fills (64 KiB) and blocks the worker's writes."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr or ()), daemon=True)
+    reader.start()
+    return lines, reader
+
+
 def consuming(process: Any, timeout_s: float = 60) -> None:
     """Wait until the worker logs that it consumes its queues (its stderr is read up
     to that line; the rest stays for :func:`stop`)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import string
-import threading
 import uuid
 from typing import Any
 
@@ -21,7 +20,7 @@ from hypothesis import strategies as st
 from sqsq.result import State
 from sqsq.testing import LambdaContext, sqs_event
 from tests.faults.helpers import wait_for
-from tests.helpers import examples
+from tests.helpers import examples, log_lines
 from tests.test_hostile import APP, arn, nested, result, url
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -172,9 +171,7 @@ _settings = settings(
 def test_worker_property(hostile: Any, worker: Any) -> None:
     process = worker.start(APP, "-c", "4")
     # read the worker's logs as they come, so a full pipe never blocks it
-    logged: list[str] = []
-    drain = threading.Thread(target=lambda: logged.extend(process.stderr), daemon=True)
-    drain.start()
+    logged, _ = log_lines(process)
     dead: dict[str, list[str]] = {}
 
     @_settings

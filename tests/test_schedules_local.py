@@ -27,6 +27,7 @@ from sqsq.schedules.expressions import Expression
 from sqsq.schedules.local import Fire, LocalScheduler
 from tests.conftest import ROOT, WorkerFactory
 from tests.faults.helpers import TcpProxy
+from tests.helpers import log_lines
 
 APP = "tests.apps.periodic:app"
 T0 = datetime(2026, 12, 1, 11, 59, 30, tzinfo=UTC)  # a Tuesday
@@ -226,15 +227,6 @@ def _wait_for(condition: Any, timeout_s: float = 60) -> None:
 _LEADS = re.compile(r"scheduler \S+ leads app ")
 
 
-def _log_lines(process: subprocess.Popen[str]) -> tuple[list[str], threading.Thread]:
-    """The lines ``process`` writes to stderr, as they come, and the thread that reads
-    them (it ends at the process's end: join it before ``communicate``)."""
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stderr or ()), daemon=True)
-    reader.start()
-    return lines, reader
-
-
 @pytest.mark.slow
 def test_killing_the_serving_leader_hands_over_to_the_other_process(periodic: sqsq.App) -> None:
     first = _serve()
@@ -244,7 +236,7 @@ def test_killing_the_serving_leader_hands_over_to_the_other_process(periodic: sq
         _wait_for(lambda: _owner(periodic) is not None)
         leader = _owner(periodic)
         second = _serve()
-        logged, reader = _log_lines(second)
+        logged, reader = log_lines(second)
         # the second one tried to take the live lease and was refused (its first tick)
         _wait_for(lambda: any("stands by" in line for line in logged))
         assert _owner(periodic) == leader

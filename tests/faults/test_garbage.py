@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import string
-import threading
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.faults.helpers import counts, wait_for
-from tests.helpers import examples
+from tests.helpers import examples, log_lines
 
 APP = "tests.faults.faultapp:app"
 
@@ -105,9 +104,7 @@ def test_garbage_ends_in_the_dlq_with_a_reason(faults: Any, worker: Any) -> None
     process = worker.start(APP, "-Q", "garbage", "-c", "10")
     # one WARNING line per dead letter: read them as they come, or the pipe (64 KiB)
     # fills after ~250 and the worker's event loop blocks in its log handler's write
-    logged: list[str] = []
-    reader = threading.Thread(target=lambda: logged.extend(process.stderr), daemon=True)
-    reader.start()
+    logged, reader = log_lines(process)
 
     def stopped() -> str:
         """Stop the worker (SIGTERM); what it logged."""
